@@ -1,0 +1,42 @@
+"""bayes_animal: the Bayesian animal model for Python.
+
+Fit :math:`y = X b + Z u + e`, :math:`u \\sim N(0, \\sigma_u^2 A)`, :math:`e \\sim N(0, \\sigma^2 I)`
+by REML (built in, numpy only) and, from the Bayesian issue on, by NUTS with PyMC.
+Importing the package does not import PyMC.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .design import Design, DroppedRecordsWarning, build_design
+from .errors import BayesAnimalError, DataError, FormulaError, RelationshipError
+from .relationship import RelationshipMatrix, as_relationship, read_relationship_csv
+from .reml import RemlResult, fit_reml, reml
+from .simulate import SimulatedData, Truth, simulate_reference
+from .spectral import SpectralProblem, decompose
+
+try:
+    __version__ = version("bayes_animal")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "BayesAnimalError",
+    "DataError",
+    "Design",
+    "DroppedRecordsWarning",
+    "FormulaError",
+    "RelationshipError",
+    "RelationshipMatrix",
+    "RemlResult",
+    "SimulatedData",
+    "SpectralProblem",
+    "Truth",
+    "__version__",
+    "as_relationship",
+    "build_design",
+    "decompose",
+    "fit_reml",
+    "read_relationship_csv",
+    "reml",
+    "simulate_reference",
+]

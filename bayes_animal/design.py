@@ -1,0 +1,291 @@
+r"""From a formula and a data frame to the arrays of :math:`y = X b + Z u + e`.
+
+The fixed part of the model is an lme4-style formula built with formulaic
+(``response ~ 1 + fix``, factors as ``C(sex)``). The genetic effect is named by the
+``animal`` column, whose ids index the relationship matrix; ``(1 | animal)`` may be written in
+the formula as lme4 users do and is then read as that same term. :math:`Z` is kept as an index
+vector (record :math:`i` belongs to animal ``animal_index[i]``): every row of :math:`Z` has a
+single 1, so :math:`Z A Z^\top` is a fancy-indexed copy of :math:`A`.
+
+What is checked, with the offending rows, columns or ids named in the error:
+
+- unknown columns in the formula or a missing ``animal`` column;
+- records whose response is missing are dropped, and the count and rows are reported as a
+  notice (never silently); missing or infinite covariates and infinite responses are errors;
+- animals in the data that are not in the relationship matrix;
+- a design matrix that is rank deficient (the collinear columns are named) or has no
+  residual degrees of freedom (n ≤ p).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, FormulaError, describe_items
+from .relationship import RelationshipMatrix, id_strings
+
+__all__ = ["Design", "DroppedRecordsWarning", "build_design", "parse_formula"]
+
+_RANDOM_TERM = re.compile(r"\+?\s*\(\s*1\s*\|\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
+
+
+class DroppedRecordsWarning(UserWarning):
+    """Records were left out of the fit (missing response); the message says which."""
+
+
+@dataclass(frozen=True)
+class Design:
+    """The model's arrays, ready for REML or sampling.
+
+    Attributes
+    ----------
+    formula
+        The fixed-effect formula as used (a random term ``(1|animal)`` removed).
+    response
+        Name of the response.
+    y
+        Response vector, length n.
+    X
+        Fixed-effect design, n × p, columns named by ``fixed_names``.
+    fixed_names
+        formulaic's column names (``Intercept``, ``fix``, ``C(sex)[T.2]`` …).
+    animal_index
+        For each record, the row of its animal in the relationship matrix (Z as an index).
+    record_labels
+        The data frame's index labels of the records used.
+    dropped_labels
+        Index labels of records left out because their response is missing.
+    notices
+        Human-readable notices (dropped records); also issued as warnings.
+    """
+
+    formula: str
+    response: str
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: tuple[str, ...]
+    animal_index: np.ndarray
+    record_labels: np.ndarray
+    dropped_labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    notices: tuple[str, ...] = ()
+
+    @property
+    def n_records(self) -> int:
+        """Number of records n used in the fit."""
+        return len(self.y)
+
+    @property
+    def n_fixed(self) -> int:
+        """Number of fixed-effect columns p."""
+        return self.X.shape[1]
+
+    def incidence(self, n_animals: int):
+        """The n × q incidence matrix Z as a scipy.sparse CSR matrix."""
+        from scipy import sparse
+
+        rows = np.arange(self.n_records)
+        return sparse.csr_matrix(
+            (np.ones(self.n_records), (rows, self.animal_index)),
+            shape=(self.n_records, n_animals),
+        )
+
+
+def parse_formula(formula: str, *, animal: str):
+    """Parse ``formula`` with formulaic, accepting and removing an lme4 term ``(1 | animal)``.
+
+    Returns
+    -------
+    formulaic.Formula
+        A two-sided formula whose right-hand side is the fixed part.
+    """
+    import formulaic
+    from formulaic.errors import FormulaicError
+
+    terms = _RANDOM_TERM.findall(formula)
+    others = [t for t in terms if t != animal]
+    if others:
+        raise FormulaError(
+            f"The formula {formula!r} has random terms for {describe_items(others)}; only the "
+            f"genetic effect (1 | {animal}) is supported. Remove the other random terms, or "
+            f"name the animal column with animal=... if it is one of them."
+        )
+    fixed = _RANDOM_TERM.sub("", formula).strip()
+    if fixed.endswith("~"):
+        fixed += " 1"
+    if "|" in fixed:
+        raise FormulaError(
+            f"Unsupported random-effect syntax in {formula!r}: write only the fixed part "
+            f"(for example 'y ~ 1 + fix'), with the animal column given by animal=..."
+        )
+    try:
+        parsed = formulaic.Formula(fixed)
+    except FormulaicError as exc:
+        raise FormulaError(f"Could not parse the formula {formula!r}: {exc}") from exc
+    if not hasattr(parsed, "lhs") or parsed.lhs is None or not str(parsed.lhs).strip():
+        raise FormulaError(
+            f"The formula {formula!r} has no response: write it as 'response ~ 1 + covariates'."
+        )
+    return parsed
+
+
+def _check_columns(data: pd.DataFrame, names: set[str], formula: str) -> None:
+    missing = sorted(n for n in names if n not in data.columns)
+    if missing:
+        raise FormulaError(
+            f"The formula {formula!r} uses column(s) {describe_items(missing)} that are not in "
+            f"the data. Available columns: {describe_items(list(map(str, data.columns)), limit=30)}."
+        )
+
+
+def _evaluate(spec, data: pd.DataFrame, formula: str) -> pd.DataFrame:
+    import formulaic
+    from formulaic.errors import FormulaicError
+
+    try:
+        return formulaic.model_matrix(spec, data, na_action="ignore")
+    except FormulaicError as exc:
+        raise FormulaError(f"Could not build the design of {formula!r}: {exc}") from exc
+
+
+def _collinear_columns(X: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """Columns that are linear combinations of earlier ones (Gram–Schmidt on scaled columns)."""
+    norms = np.linalg.norm(X, axis=0)
+    scaled = X / np.where(norms > 0, norms, 1.0)
+    dependent: list[str] = []
+    basis = np.zeros((X.shape[0], 0))
+    for j in range(X.shape[1]):
+        column = scaled[:, j]
+        residual = column - basis @ (basis.T @ column) if basis.shape[1] else column
+        if norms[j] == 0 or np.linalg.norm(residual) < 1e-9:
+            dependent.append(names[j])
+        else:
+            basis = np.column_stack([basis, residual / np.linalg.norm(residual)])
+    return dependent
+
+
+def build_design(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    animal: str,
+    relmat: RelationshipMatrix,
+    warn: bool = True,
+) -> Design:
+    """Validate the data against the formula and relationship matrix and build the arrays.
+
+    Parameters
+    ----------
+    formula
+        lme4-style fixed-effect formula, ``response ~ 1 + covariates``; ``(1 | animal)`` allowed.
+    data
+        One row per record; several records per animal are allowed.
+    animal
+        The column holding each record's animal id.
+    relmat
+        The relationship matrix whose ids the animal column refers to.
+    warn
+        Issue a :class:`DroppedRecordsWarning` when records with a missing response are dropped
+        (the notice is kept in :attr:`Design.notices` either way).
+
+    Returns
+    -------
+    Design
+
+    Raises
+    ------
+    FormulaError
+        Unknown column, unparsable formula, collinear design, n ≤ p.
+    DataError
+        Missing animal column or ids, missing or infinite covariates, infinite responses.
+    RelationshipError
+        Animals in the data that are not in the relationship matrix.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
+    parsed = parse_formula(formula, animal=animal)
+    _check_columns(data, set(parsed.required_variables), formula)
+    if animal not in data.columns:
+        raise DataError(
+            f"The animal column {animal!r} is not in the data. Available columns: "
+            f"{describe_items(list(map(str, data.columns)), limit=30)}. Pass animal=<column>."
+        )
+
+    lhs = _evaluate(parsed.lhs, data, formula)
+    if lhs.shape[1] != 1:
+        raise FormulaError(f"The response of {formula!r} must be a single numeric column.")
+    response = str(lhs.columns[0])
+    y_all = np.asarray(lhs.iloc[:, 0], dtype=float)
+    labels = np.asarray(data.index, dtype=object)
+
+    bad_y = np.isinf(y_all)
+    if bad_y.any():
+        raise DataError(
+            f"The response {response!r} is infinite in row(s) {describe_items(labels[bad_y])}. "
+            "Fix or remove those records."
+        )
+    missing_y = np.isnan(y_all)
+    notices: list[str] = []
+    if missing_y.any():
+        notices.append(
+            f"{int(missing_y.sum())} of {len(y_all)} records have a missing response "
+            f"{response!r} and were left out (rows {describe_items(labels[missing_y])})."
+        )
+        if warn:
+            warnings.warn(notices[-1], DroppedRecordsWarning, stacklevel=2)
+    keep = ~missing_y
+    kept = data.loc[keep]
+
+    ids_column = kept[animal]
+    missing_ids = ids_column.isna().to_numpy()
+    if missing_ids.any():
+        raise DataError(
+            f"The animal column {animal!r} is empty in row(s) "
+            f"{describe_items(labels[keep][missing_ids])}. Every record needs an animal id."
+        )
+    animal_index = relmat.positions(id_strings(ids_column.to_numpy()))
+
+    X_frame = _evaluate(parsed.rhs, kept, formula)
+    X = np.asarray(X_frame, dtype=float)
+    names = tuple(str(c) for c in X_frame.columns)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise DataError(
+            f"Covariates are missing or infinite: column(s) "
+            f"{describe_items(sorted({names[c] for c in cols}))} in row(s) "
+            f"{describe_items(list(dict.fromkeys(labels[keep][rows])))}. Fill them in or remove "
+            "those records; covariates are never imputed silently."
+        )
+    n, p = X.shape
+    if p == 0:
+        raise FormulaError(
+            f"The formula {formula!r} has no fixed effects; include at least an intercept."
+        )
+    if n <= p:
+        raise FormulaError(
+            f"{n} records for {p} fixed-effect columns: REML needs more records than fixed "
+            "effects (n > p). Simplify the fixed part of the formula or add records."
+        )
+    if np.linalg.matrix_rank(X) < p:
+        dependent = _collinear_columns(X, names)
+        raise FormulaError(
+            f"The fixed-effect design of {formula!r} is rank deficient: column(s) "
+            f"{describe_items(dependent)} are linear combinations of the other columns. "
+            "Remove them from the formula (or merge the confounded factor levels)."
+        )
+    return Design(
+        formula=_RANDOM_TERM.sub("", formula).strip(),
+        response=response,
+        y=y_all[keep],
+        X=np.ascontiguousarray(X),
+        fixed_names=names,
+        animal_index=animal_index,
+        record_labels=labels[keep],
+        dropped_labels=labels[missing_y],
+        notices=tuple(notices),
+    )

@@ -1,0 +1,57 @@
+"""The package's exceptions: one root, a few kinds, each message naming what is wrong and the fix.
+
+Every exception raised on purpose by bayes_animal derives from :class:`BayesAnimalError`, so a
+caller (or the command line) can catch them all with one ``except``. The subclasses also derive
+from :class:`ValueError` where the cause is a bad input, so generic code that catches
+``ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "BayesAnimalError",
+    "DataError",
+    "FormulaError",
+    "RelationshipError",
+    "describe_items",
+]
+
+
+class BayesAnimalError(Exception):
+    """Root of every error bayes_animal raises on purpose."""
+
+
+class DataError(BayesAnimalError, ValueError):
+    """The phenotype data are unusable as given (missing ids, NaN covariates, duplicates …)."""
+
+
+class FormulaError(DataError):
+    """The model formula cannot be built from the data (unknown column, collinear design …)."""
+
+
+class RelationshipError(BayesAnimalError, ValueError):
+    """The relationship matrix is unusable (not square, not symmetric, not PSD, bad ids …)."""
+
+
+def describe_items(items: Iterable[object], *, limit: int = 10) -> str:
+    """Format offending ids or rows for an error message: the first ``limit`` and a count.
+
+    Parameters
+    ----------
+    items
+        The offending values, in the order they should be shown.
+    limit
+        How many to show before summarising the rest as "… and N more".
+
+    Returns
+    -------
+    str
+        For example ``"'a', 'b', 'c' … and 12 more (15 in all)"``.
+    """
+    values = list(items)
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:limit])
+    if len(values) > limit:
+        shown += f" … and {len(values) - limit} more ({len(values)} in all)"
+    return shown

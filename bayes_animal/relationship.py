@@ -1,0 +1,302 @@
+r"""Relationship matrices: the A (or G) of :math:`u \sim N(0, \sigma_u^2 A)`, with its ids.
+
+A relationship matrix is used exactly as given. It is never rescaled, because
+:math:`\sigma_u^2` only has a meaning on the scale of :math:`A` (a genomic
+:math:`A = M^\top M / m` built from 0/1/2 codes has a mean diagonal near 1.7, not 1, and the
+variance components then refer to that scale). The checks here reject what cannot be used —
+a matrix that is not square, not symmetric, not finite, with duplicated ids, or with a
+negative eigenvalue — and say how to fix it. Projecting an indefinite matrix to the nearest
+positive-definite one happens only when asked for.
+
+This module depends on numpy and pandas only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import RelationshipError, describe_items
+
+__all__ = [
+    "RelationshipMatrix",
+    "as_relationship",
+    "id_strings",
+    "nearest_positive_definite",
+    "read_relationship_csv",
+]
+
+#: Relative tolerance for symmetry: |A - Aᵀ| ≤ tol · max|A|.
+SYMMETRY_TOLERANCE = 1e-8
+#: Eigenvalues above -tol · max eigenvalue count as zero (positive semi-definite).
+PSD_TOLERANCE = 1e-10
+
+
+def id_strings(values: Any) -> np.ndarray:
+    """Turn ids (strings, integers, or integer-valued floats from a column with NaN) into strings.
+
+    Ids are matched between the data, the relationship matrix and a pedigree by their string
+    form, so that an integer id ``17`` in a data file matches the header ``"17"`` of a matrix
+    file. Floats that hold whole numbers (pandas reads an integer column with missing values as
+    float) are written without the trailing ``.0``.
+
+    Parameters
+    ----------
+    values
+        Any one-dimensional sequence of ids.
+
+    Returns
+    -------
+    numpy.ndarray
+        An object array of ``str``.
+    """
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        whole = np.isfinite(array) & (array == np.round(array))
+        return np.array(
+            [str(int(v)) if ok else str(v) for v, ok in zip(array, whole, strict=True)],
+            dtype=object,
+        )
+    return np.array([str(v) for v in array], dtype=object)
+
+
+@dataclass(frozen=True)
+class RelationshipMatrix:
+    r"""A validated symmetric relationship matrix with one id per row.
+
+    Parameters
+    ----------
+    ids
+        The animals' ids (strings), in the order of the rows and columns.
+    matrix
+        The :math:`q \times q` matrix, symmetric and positive semi-definite.
+    min_eigenvalue
+        The smallest eigenvalue when it was computed during validation, else ``None``.
+    projected
+        True when the matrix is the nearest positive-definite projection of the input.
+    """
+
+    ids: np.ndarray
+    matrix: np.ndarray
+    min_eigenvalue: float | None = None
+    projected: bool = False
+    _position: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self._position:
+            self._position.update({a: i for i, a in enumerate(self.ids)})
+
+    @property
+    def size(self) -> int:
+        """Number of animals q."""
+        return len(self.ids)
+
+    def positions(self, ids: Any) -> np.ndarray:
+        """Row positions of ``ids``; raises :class:`RelationshipError` naming unknown ones."""
+        keys = id_strings(ids)
+        missing = [a for a in dict.fromkeys(keys) if a not in self._position]
+        if missing:
+            raise RelationshipError(
+                f"{len(missing)} animal id(s) are not in the relationship matrix: "
+                f"{describe_items(missing)}. Add them to the matrix (or pedigree), or remove "
+                "their records."
+            )
+        return np.fromiter((self._position[a] for a in keys), dtype=np.intp, count=len(keys))
+
+    def to_frame(self) -> pd.DataFrame:
+        """The matrix as a DataFrame labelled by id on both axes."""
+        return pd.DataFrame(self.matrix, index=self.ids, columns=self.ids)
+
+    @property
+    def mean_diagonal(self) -> float:
+        """Mean of the diagonal: 1 + mean inbreeding for a pedigree A; ≈1.7 for MᵀM/m."""
+        return float(np.mean(np.diag(self.matrix)))
+
+
+def nearest_positive_definite(matrix: np.ndarray, *, floor: float = 1e-8) -> np.ndarray:
+    r"""The nearest symmetric positive-definite matrix in the Frobenius norm (eigenvalue floor).
+
+    With :math:`S = (M + M^\top)/2 = U \Lambda U^\top`, the nearest positive semi-definite
+    matrix in the Frobenius norm is :math:`U \max(\Lambda, 0) U^\top` (Higham 1988). To make it
+    strictly positive definite, eigenvalues are raised to at least
+    ``floor · max(λ)``, as R's ``Matrix::nearPD`` does with its ``posd.tol``.
+
+    Parameters
+    ----------
+    matrix
+        A square matrix.
+    floor
+        Smallest eigenvalue kept, relative to the largest.
+
+    Returns
+    -------
+    numpy.ndarray
+        The projected symmetric matrix.
+    """
+    sym = (matrix + matrix.T) / 2.0
+    values, vectors = np.linalg.eigh(sym)
+    clipped = np.maximum(values, floor * max(values[-1], 0.0))
+    projected = (vectors * clipped) @ vectors.T
+    return (projected + projected.T) / 2.0
+
+
+def _check_values(ids: np.ndarray, matrix: np.ndarray) -> None:
+    """Shape, id and finiteness checks; raise :class:`RelationshipError` with the culprits."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise RelationshipError(
+            f"The relationship matrix must be square; got shape {matrix.shape}."
+        )
+    if len(ids) != matrix.shape[0]:
+        raise RelationshipError(
+            f"The relationship matrix has {matrix.shape[0]} rows but {len(ids)} ids were given."
+        )
+    counts = pd.Series(ids).value_counts()
+    duplicated = list(counts.index[counts > 1])
+    if duplicated:
+        raise RelationshipError(
+            f"Duplicate ids in the relationship matrix: {describe_items(duplicated)}. Each "
+            "animal must have exactly one row and one column."
+        )
+    bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad_rows.size:
+        raise RelationshipError(
+            "The relationship matrix has NaN or infinite entries in the rows of "
+            f"{describe_items(ids[bad_rows])}. Fix or recompute those relationships."
+        )
+    scale = float(np.max(np.abs(matrix))) or 1.0
+    asymmetry = np.abs(matrix - matrix.T)
+    worst = np.unravel_index(int(np.argmax(asymmetry)), asymmetry.shape)
+    if asymmetry[worst] > SYMMETRY_TOLERANCE * scale:
+        i, j = worst
+        raise RelationshipError(
+            "The relationship matrix is not symmetric: "
+            f"A[{ids[i]!r}, {ids[j]!r}] = {matrix[i, j]:.10g} but "
+            f"A[{ids[j]!r}, {ids[i]!r}] = {matrix[j, i]:.10g}. Check that rows and columns use "
+            "the same id order."
+        )
+
+
+def _smallest_eigenvalue_if_needed(matrix: np.ndarray) -> float | None:
+    """Return None when a Cholesky factorisation succeeds (PD), else the smallest eigenvalue."""
+    try:
+        np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return float(np.linalg.eigvalsh(matrix)[0])
+    return None
+
+
+def as_relationship(
+    source: RelationshipMatrix | pd.DataFrame | np.ndarray | str | PathLike[str],
+    *,
+    ids: Any = None,
+    nearest_pd: bool = False,
+    check_definite: bool = True,
+) -> RelationshipMatrix:
+    """Build a validated :class:`RelationshipMatrix` from a matrix, a DataFrame or a CSV path.
+
+    Parameters
+    ----------
+    source
+        A :class:`RelationshipMatrix` (returned as is), a DataFrame whose index and columns are
+        the ids (in the same order), a numpy array (then ``ids`` is required), or the path to a
+        CSV file with the ids as header and as first column.
+    ids
+        The ids of the rows of a numpy array.
+    nearest_pd
+        Replace a matrix that is not positive semi-definite by its nearest positive-definite
+        projection (:func:`nearest_positive_definite`). Off by default: the matrix is otherwise
+        used exactly as given.
+    check_definite
+        Check positive semi-definiteness (Cholesky, then the smallest eigenvalue when it fails).
+        Callers that compute the spectrum anyway may check it there instead.
+
+    Returns
+    -------
+    RelationshipMatrix
+
+    Raises
+    ------
+    RelationshipError
+        Not square, ids missing or duplicated, non-finite entries, not symmetric, or a negative
+        eigenvalue (reported, with the fix).
+    """
+    if isinstance(source, RelationshipMatrix):
+        return source
+    if isinstance(source, str | PathLike):
+        return read_relationship_csv(source, nearest_pd=nearest_pd, check_definite=check_definite)
+    if isinstance(source, pd.DataFrame):
+        row_ids, col_ids = id_strings(source.index), id_strings(source.columns)
+        if len(row_ids) == len(col_ids) and not np.array_equal(row_ids, col_ids):
+            if set(row_ids) == set(col_ids) and len(set(row_ids)) == len(row_ids):
+                source = source.iloc[:, pd.Index(col_ids).get_indexer(row_ids)]
+            else:
+                only_rows = sorted(set(row_ids) - set(col_ids))
+                only_cols = sorted(set(col_ids) - set(row_ids))
+                raise RelationshipError(
+                    "The relationship matrix's row ids and column ids differ: "
+                    f"rows only {describe_items(only_rows)}; columns only "
+                    f"{describe_items(only_cols)}."
+                )
+        matrix = source.to_numpy(dtype=float)
+        ids = row_ids
+    else:
+        matrix = np.asarray(source, dtype=float)
+        if ids is None:
+            raise RelationshipError(
+                "A relationship matrix given as an array needs its ids: pass ids=[...] or a "
+                "DataFrame labelled by id."
+            )
+        ids = id_strings(ids)
+    _check_values(ids, matrix)
+    matrix = np.ascontiguousarray((matrix + matrix.T) / 2.0)
+    min_eig = _smallest_eigenvalue_if_needed(matrix) if (check_definite or nearest_pd) else None
+    if min_eig is not None:
+        scale = max(float(np.max(np.abs(np.diag(matrix)))), 1.0)
+        if min_eig < -PSD_TOLERANCE * scale * len(ids) or nearest_pd:
+            if not nearest_pd:
+                raise RelationshipError(
+                    "The relationship matrix is not positive semi-definite: its smallest "
+                    f"eigenvalue is {min_eig:.6g}. Recompute it (a pedigree A is always "
+                    "positive definite), blend or add a small ridge to a genomic matrix, or "
+                    "ask for the nearest positive-definite matrix explicitly "
+                    "(nearest_pd=True, or --nearest-pd on the command line)."
+                )
+            return RelationshipMatrix(
+                ids=ids,
+                matrix=nearest_positive_definite(matrix),
+                min_eigenvalue=min_eig,
+                projected=True,
+            )
+    return RelationshipMatrix(ids=ids, matrix=matrix, min_eigenvalue=min_eig)
+
+
+def read_relationship_csv(
+    path: str | PathLike[str], *, nearest_pd: bool = False, check_definite: bool = True
+) -> RelationshipMatrix:
+    """Read a relationship matrix from CSV: ids as the header row and as the first column.
+
+    Parameters
+    ----------
+    path
+        The CSV file (the format ``bayes-animal simulate`` and R's ``write.csv(A)`` write).
+    nearest_pd, check_definite
+        As in :func:`as_relationship`.
+    """
+    try:
+        frame = pd.read_csv(path, index_col=0, engine="c")
+    except FileNotFoundError as exc:
+        raise RelationshipError(f"Relationship matrix file not found: {path}") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RelationshipError(f"Could not read the relationship matrix {path}: {exc}") from exc
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise RelationshipError(
+            f"The relationship matrix {path} has non-numeric entries in the columns of "
+            f"{describe_items([str(c) for c in non_numeric])}. Expected ids as header and first "
+            "column and numbers elsewhere."
+        )
+    return as_relationship(frame, nearest_pd=nearest_pd, check_definite=check_definite)
