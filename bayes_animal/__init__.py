@@ -5,8 +5,7 @@ by REML (built in, numpy only) and, from the Bayesian issue on, by NUTS with PyM
 Importing the package does not import PyMC.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import __version__
 from .design import Design, DroppedRecordsWarning, build_design
 from .errors import BayesAnimalError, DataError, FormulaError, RelationshipError
 from .relationship import RelationshipMatrix, as_relationship, read_relationship_csv
@@ -14,10 +13,6 @@ from .reml import RemlResult, fit_reml, reml
 from .simulate import SimulatedData, Truth, simulate_reference
 from .spectral import SpectralProblem, decompose
 
-try:
-    __version__ = version("bayes_animal")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "BayesAnimalError",

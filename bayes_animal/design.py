@@ -106,22 +106,7 @@ def parse_formula(formula: str, *, animal: str):
     import formulaic
     from formulaic.errors import FormulaicError
 
-    terms = _RANDOM_TERM.findall(formula)
-    others = [t for t in terms if t != animal]
-    if others:
-        raise FormulaError(
-            f"The formula {formula!r} has random terms for {describe_items(others)}; only the "
-            f"genetic effect (1 | {animal}) is supported. Remove the other random terms, or "
-            f"name the animal column with animal=... if it is one of them."
-        )
-    fixed = _RANDOM_TERM.sub("", formula).strip()
-    if fixed.endswith("~"):
-        fixed += " 1"
-    if "|" in fixed:
-        raise FormulaError(
-            f"Unsupported random-effect syntax in {formula!r}: write only the fixed part "
-            f"(for example 'y ~ 1 + fix'), with the animal column given by animal=..."
-        )
+    fixed = _strip_random(formula, animal)
     try:
         parsed = formulaic.Formula(fixed)
     except FormulaicError as exc:
@@ -139,6 +124,28 @@ def _check_columns(data: pd.DataFrame, names: set[str], formula: str) -> None:
         raise FormulaError(
             f"The formula {formula!r} uses column(s) {describe_items(missing)} that are not in "
             f"the data. Available columns: {describe_items(list(map(str, data.columns)), limit=30)}."
+        )
+
+
+def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np.ndarray) -> None:
+    """Missing covariates (numeric or factor) are an error, never imputed or dropped."""
+    if not columns:
+        return
+    missing = kept[columns].isna().to_numpy()
+    if missing.any():
+        rows, cols = np.nonzero(missing)
+        raise DataError(
+            f"Covariates are missing: column(s) {describe_items(sorted({columns[c] for c in cols}))}"
+            f" in row(s) {describe_items(list(dict.fromkeys(labels[rows])))}. Fill them in or "
+            "remove those records; covariates are never imputed or dropped silently."
+        )
+
+
+def _check_animal_column(data: pd.DataFrame, animal: str) -> None:
+    if animal not in data.columns:
+        raise DataError(
+            f"The animal column {animal!r} is not in the data. Available columns: "
+            f"{describe_items(list(map(str, data.columns)), limit=30)}. Pass animal=<column>."
         )
 
 
@@ -166,6 +173,58 @@ def _collinear_columns(X: np.ndarray, names: tuple[str, ...]) -> list[str]:
         else:
             basis = np.column_stack([basis, residual / np.linalg.norm(residual)])
     return dependent
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _plain_terms(fixed: str, data: pd.DataFrame) -> tuple[str, list[str]] | None:
+    """``(response, columns)`` when ``fixed`` is ``y ~ [1 +] a + b …`` over numeric columns.
+
+    Such formulas are built directly, as formulaic builds them (an intercept, then the columns
+    in order of first appearance), which avoids importing formulaic and scipy on the command
+    line's common path; ``tests/test_design.py`` checks that both give the same matrix.
+    Anything else (factors, transforms, interactions, removing the intercept) returns None and
+    goes through formulaic.
+    """
+    lhs, tilde, rhs = fixed.partition("~")
+    response = lhs.strip()
+    if not tilde or not _IDENTIFIER.match(response) or response not in data.columns:
+        return None
+    terms = [t.strip() for t in rhs.split("+")]
+    columns: list[str] = []
+    for term in terms:
+        if term == "1":
+            continue
+        if not _IDENTIFIER.match(term) or term not in data.columns:
+            return None
+        if data[term].dtype.kind not in "iuf" or term in columns:
+            return None
+        columns.append(term)
+    if data[response].dtype.kind not in "iuf":
+        return None
+    return response, columns
+
+
+def _strip_random(formula: str, animal: str) -> str:
+    """Remove an lme4 term ``(1 | animal)``; reject other random terms with a clear error."""
+    terms = _RANDOM_TERM.findall(formula)
+    others = [t for t in terms if t != animal]
+    if others:
+        raise FormulaError(
+            f"The formula {formula!r} has random terms for {describe_items(others)}; only the "
+            f"genetic effect (1 | {animal}) is supported. Remove the other random terms, or "
+            f"name the animal column with animal=... if it is one of them."
+        )
+    fixed = _RANDOM_TERM.sub("", formula).strip()
+    if fixed.endswith("~"):
+        fixed += " 1"
+    if "|" in fixed:
+        raise FormulaError(
+            f"Unsupported random-effect syntax in {formula!r}: write only the fixed part "
+            f"(for example 'y ~ 1 + fix'), with the animal column given by animal=..."
+        )
+    return fixed
 
 
 def build_design(
@@ -207,19 +266,20 @@ def build_design(
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
-    parsed = parse_formula(formula, animal=animal)
-    _check_columns(data, set(parsed.required_variables), formula)
-    if animal not in data.columns:
-        raise DataError(
-            f"The animal column {animal!r} is not in the data. Available columns: "
-            f"{describe_items(list(map(str, data.columns)), limit=30)}. Pass animal=<column>."
-        )
-
-    lhs = _evaluate(parsed.lhs, data, formula)
-    if lhs.shape[1] != 1:
-        raise FormulaError(f"The response of {formula!r} must be a single numeric column.")
-    response = str(lhs.columns[0])
-    y_all = np.asarray(lhs.iloc[:, 0], dtype=float)
+    plain = _plain_terms(_strip_random(formula, animal), data)
+    if plain is None:
+        parsed = parse_formula(formula, animal=animal)
+        _check_columns(data, set(parsed.required_variables), formula)
+    _check_animal_column(data, animal)
+    if plain is None:
+        lhs = _evaluate(parsed.lhs, data, formula)
+        if lhs.shape[1] != 1:
+            raise FormulaError(f"The response of {formula!r} must be a single numeric column.")
+        response = str(lhs.columns[0])
+        y_all = np.asarray(lhs.iloc[:, 0], dtype=float)
+    else:
+        response = plain[0]
+        y_all = data[response].to_numpy(dtype=float)
     labels = np.asarray(data.index, dtype=object)
 
     bad_y = np.isinf(y_all)
@@ -249,9 +309,15 @@ def build_design(
         )
     animal_index = relmat.positions(id_strings(ids_column.to_numpy()))
 
-    X_frame = _evaluate(parsed.rhs, kept, formula)
-    X = np.asarray(X_frame, dtype=float)
-    names = tuple(str(c) for c in X_frame.columns)
+    covariates = plain[1] if plain else sorted(c for c in parsed.rhs.required_variables if c in data)
+    _check_missing_covariates(kept, covariates, labels[keep])
+    if plain is None:
+        X_frame = _evaluate(parsed.rhs, kept, formula)
+        X = np.asarray(X_frame, dtype=float)
+        names = tuple(str(c) for c in X_frame.columns)
+    else:
+        names = ("Intercept", *plain[1])
+        X = np.column_stack([np.ones(len(kept)), *(kept[c].to_numpy(float) for c in plain[1])])
     bad = ~np.isfinite(X)
     if bad.any():
         rows, cols = np.nonzero(bad)

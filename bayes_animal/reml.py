@@ -73,9 +73,11 @@ from .spectral import SpectralProblem, blas_threads, decompose
 
 __all__ = [
     "LOGLIK_CONSTANT",
+    "Prediction",
     "RemlResult",
     "fit_reml",
     "loglik",
+    "predict",
     "profile_loglik",
     "reml",
 ]
@@ -255,6 +257,20 @@ def _trace_products(v: np.ndarray, Q: np.ndarray, M: np.ndarray, dirs: list[np.n
     return info
 
 
+def _variance_standard_errors(
+    information: np.ndarray, sigma2_u: float, sigma2_e: float
+) -> dict[str, float]:
+    """SEs of σu², σ² from the inverse information and of h² by the delta method."""
+    try:
+        covariance = np.linalg.inv(information)
+    except np.linalg.LinAlgError:
+        return {"sigma2_u": float("nan"), "sigma2_e": float("nan"), "h2": float("nan")}
+    se_u, se_e = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    gradient = np.array([sigma2_e, -sigma2_u]) / (sigma2_u + sigma2_e) ** 2
+    se_h2 = float(np.sqrt(max(gradient @ covariance @ gradient, 0.0)))
+    return {"sigma2_u": float(se_u), "sigma2_e": float(se_e), "h2": se_h2}
+
+
 @dataclass(frozen=True)
 class RemlResult:
     """A REML (or ML) fit of the one-component animal model.
@@ -384,6 +400,62 @@ def _breeding_values(
     return result
 
 
+@dataclass(frozen=True)
+class Prediction:
+    r"""GLS fixed effects and BLUPs at given variance components (Henderson's solutions).
+
+    Attributes
+    ----------
+    beta
+        GLS estimate of b, indexed by design column.
+    beta_cov
+        :math:`(X^\top V^{-1} X)^{-1}`.
+    blup
+        One row per animal in A: ``blup``, ``pev``, ``reliability``, ``n_records``.
+    """
+
+    beta: pd.Series
+    beta_cov: pd.DataFrame
+    blup: pd.DataFrame
+
+    @property
+    def beta_se(self) -> pd.Series:
+        """Standard errors of b."""
+        return pd.Series(np.sqrt(np.diag(self.beta_cov)), index=self.beta.index, name="se")
+
+
+def predict(
+    design: Design,
+    relmat: RelationshipMatrix,
+    *,
+    sigma2_u: float,
+    sigma2_e: float,
+    problem: SpectralProblem | None = None,
+    pev: bool = True,
+    threads: int | None = None,
+) -> Prediction:
+    r"""b̂ and the BLUPs of every animal in A at known variances (the mixed-model solutions).
+
+    Identical to solving Henderson's mixed-model equations with
+    :math:`\alpha = \sigma^2 / \sigma_u^2`; PEV is the animal block of the inverse coefficient
+    matrix times :math:`\sigma^2`. Computed in the eigenbasis of :math:`K`.
+    """
+    if sigma2_e <= 0 or sigma2_u < 0:
+        raise BayesAnimalError("predict needs sigma2_e > 0 and sigma2_u ≥ 0.")
+    if problem is None:
+        problem = decompose(design, relmat, threads=threads)
+    with blas_threads(threads):
+        v = 1.0 / (sigma2_u * problem.eigenvalues + sigma2_e)
+        Q, M, b, r, _ = _gls(problem, v)
+        blup = _breeding_values(problem, design, relmat, sigma2_u, v, Q, M, r, pev)
+    names = list(design.fixed_names)
+    return Prediction(
+        beta=pd.Series(b, index=names, name="beta"),
+        beta_cov=pd.DataFrame(M, index=names, columns=names),
+        blup=blup,
+    )
+
+
 def fit_reml(
     design: Design,
     relmat: RelationshipMatrix,
@@ -418,32 +490,27 @@ def fit_reml(
         theta, scale = best.profile.theta, best.profile.scale
         sigma2_u, sigma2_e = theta * scale, (1.0 - theta) * scale
         v = 1.0 / (sigma2_u * problem.eigenvalues + sigma2_e)
-        Q, M, b, r, _ = _gls(problem, v)
+        Q, M, _, _, _ = _gls(problem, v)
         information = _trace_products(
             v, Q, M, [problem.eigenvalues, np.ones(problem.n)], method == "reml"
         )
-        try:
-            covariance = np.linalg.inv(information)
-            se_u, se_e = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
-            total = sigma2_u + sigma2_e
-            gradient = np.array([sigma2_e, -sigma2_u]) / total**2
-            se_h2 = float(np.sqrt(max(gradient @ covariance @ gradient, 0.0)))
-        except np.linalg.LinAlgError:
-            se_u = se_e = se_h2 = float("nan")
-        blup = _breeding_values(problem, design, relmat, sigma2_u, v, Q, M, r, pev)
-    names = list(design.fixed_names)
+        se = _variance_standard_errors(information, sigma2_u, sigma2_e)
+    solution = predict(
+        design, relmat, sigma2_u=sigma2_u, sigma2_e=sigma2_e, problem=problem, pev=pev,
+        threads=threads,
+    )
     return RemlResult(
         method=method,
         sigma2_u=float(sigma2_u),
         sigma2_e=float(sigma2_e),
         h2=float(theta),
-        se={"sigma2_u": float(se_u), "sigma2_e": float(se_e), "h2": se_h2},
-        beta=pd.Series(b, index=names, name="beta"),
-        beta_se=pd.Series(np.sqrt(np.diag(M)), index=names, name="se"),
-        beta_cov=pd.DataFrame(M, index=names, columns=names),
+        se=se,
+        beta=solution.beta,
+        beta_se=solution.beta_se,
+        beta_cov=solution.beta_cov,
         information=information,
         loglik=loglik(problem, sigma2_u, sigma2_e, method=method),
-        blup=blup,
+        blup=solution.blup,
         iterations=best.iterations,
         converged=best.converged,
         boundary=best.boundary,

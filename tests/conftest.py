@@ -1,0 +1,65 @@
+"""Shared fixtures: paths to ../shared/data (skipped with a reason when absent), small problems."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_animal import RelationshipMatrix
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BAYES_ANIMAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_folder(name: str) -> Path:
+    """The folder ../shared/data/<name>, or skip the test with the reason."""
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"reference data {folder} is not present (clone with ../shared beside it)")
+    return folder
+
+
+@pytest.fixture
+def seed_sim() -> Path:
+    return shared_folder("seed_sim")
+
+
+@pytest.fixture
+def mrode() -> Path:
+    return shared_folder("mrode")
+
+
+def random_relationship(q: int, rng: np.random.Generator, *, rank: int | None = None) -> np.ndarray:
+    """A random PSD matrix with a diagonal near 1 (full rank unless ``rank`` is given)."""
+    k = rank or 2 * q
+    codes = rng.integers(0, 3, size=(k, q)).astype(float)
+    codes -= codes.mean(axis=1, keepdims=True)
+    matrix = codes.T @ codes / k
+    if rank is None:
+        matrix += 0.05 * np.eye(q)
+    return matrix
+
+
+def small_problem(
+    seed: int, *, q: int = 30, n: int = 45, unphenotyped: int = 6, sigma2_u: float = 2.0,
+    sigma2_e: float = 1.0
+) -> tuple[pd.DataFrame, RelationshipMatrix]:
+    """Repeated records (Z ≠ I), some animals without records, a covariate and a factor."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"a{i}" for i in range(q)], dtype=object)
+    A = random_relationship(q, rng)
+    u = np.linalg.cholesky(sigma2_u * A) @ rng.standard_normal(q)
+    phenotyped = ids[: q - unphenotyped]
+    animals = rng.choice(phenotyped, size=n)
+    animals[: len(phenotyped)] = phenotyped
+    position = {a: i for i, a in enumerate(ids)}
+    x = rng.standard_normal(n)
+    sex = rng.choice(["F", "M"], size=n)
+    y = 1.0 + 0.5 * x + (sex == "M") * 0.8 + u[[position[a] for a in animals]]
+    y += rng.normal(0, np.sqrt(sigma2_e), n)
+    data = pd.DataFrame({"animal": animals, "x": x, "sex": sex, "y": y})
+    return data, RelationshipMatrix(ids=ids, matrix=A)

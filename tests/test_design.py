@@ -1,0 +1,181 @@
+"""Formula → (y, X, Z): the formulaic path, the plain fast path, and every validation error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_animal import (
+    DataError,
+    DroppedRecordsWarning,
+    FormulaError,
+    RelationshipError,
+    RelationshipMatrix,
+    build_design,
+)
+from bayes_animal.design import _plain_terms
+
+IDS = np.array(["a", "b", "c", "d"], dtype=object)
+RELMAT = RelationshipMatrix(ids=IDS, matrix=np.eye(4))
+
+
+def _data(**overrides):
+    frame = pd.DataFrame(
+        {
+            "animal": ["a", "b", "c", "a", "b", "d"],
+            "x": [0.1, -0.3, 0.7, 1.2, 0.0, -1.0],
+            "w": [3, 1, 4, 1, 5, 9],
+            "sex": ["F", "M", "F", "M", "M", "F"],
+            "y": [1.0, 2.0, 1.5, 2.5, 3.0, 0.5],
+        }
+    )
+    for key, value in overrides.items():
+        frame[key] = value
+    return frame
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ 1 + x", "y ~ x", "y ~ x + w", "y ~ w + 1 + x", "y ~ 1", "y~x+w"],
+)
+def test_plain_fast_path_equals_formulaic(formula):
+    import formulaic
+
+    data = _data()
+    assert _plain_terms(formula, data) is not None
+    design = build_design(formula, data, animal="animal", relmat=RELMAT)
+    reference = formulaic.model_matrix(formulaic.Formula(formula).rhs, data)
+    assert design.fixed_names == tuple(reference.columns)
+    np.testing.assert_array_equal(design.X, np.asarray(reference, dtype=float))
+
+
+@pytest.mark.parametrize("formula", ["y ~ C(sex)", "y ~ x:w", "np.log(y) ~ x", "y ~ 0 + x"])
+def test_non_plain_formulas_go_through_formulaic(formula):
+    assert _plain_terms(formula, _data()) is None
+
+
+def test_factor_contrast_names_and_values():
+    design = build_design("y ~ 1 + C(sex) + x", _data(), animal="animal", relmat=RELMAT)
+    assert design.fixed_names == ("Intercept", "C(sex)[T.M]", "x")
+    np.testing.assert_array_equal(design.X[:, 1], [0, 1, 0, 1, 1, 0])
+
+
+def test_transformed_response():
+    design = build_design("np.log(y) ~ x", _data(), animal="animal", relmat=RELMAT)
+    np.testing.assert_allclose(design.y, np.log(_data()["y"]))
+
+
+def test_repeated_records_map_to_animal_rows():
+    design = build_design("y ~ x", _data(), animal="animal", relmat=RELMAT)
+    np.testing.assert_array_equal(design.animal_index, [0, 1, 2, 0, 1, 3])
+    Z = design.incidence(4).toarray()
+    assert Z.shape == (6, 4)
+    np.testing.assert_array_equal(Z.sum(axis=0), [2, 2, 1, 1])
+
+
+def test_lme4_random_term_is_accepted():
+    plain = build_design("y ~ x", _data(), animal="animal", relmat=RELMAT)
+    lme4 = build_design("y ~ x + (1 | animal)", _data(), animal="animal", relmat=RELMAT)
+    np.testing.assert_array_equal(plain.X, lme4.X)
+    assert lme4.formula == "y ~ x"
+
+
+def test_other_random_terms_are_refused():
+    with pytest.raises(FormulaError, match="random terms for 'dam'"):
+        build_design("y ~ x + (1 | dam)", _data(), animal="animal", relmat=RELMAT)
+    with pytest.raises(FormulaError, match="Unsupported random-effect syntax"):
+        build_design("y ~ x + (x | animal)", _data(), animal="animal", relmat=RELMAT)
+
+
+def test_missing_response_is_dropped_with_a_counted_notice():
+    data = _data(y=[1.0, np.nan, 1.5, np.nan, 3.0, 0.5])
+    with pytest.warns(DroppedRecordsWarning, match=r"2 of 6 records.*rows 1, 3"):
+        design = build_design("y ~ x", data, animal="animal", relmat=RELMAT)
+    assert design.n_records == 4
+    np.testing.assert_array_equal(design.dropped_labels, [1, 3])
+    assert "2 of 6 records" in design.notices[0]
+    np.testing.assert_array_equal(design.record_labels, [0, 2, 4, 5])
+
+
+def test_missing_response_through_formulaic_path_too():
+    data = _data(y=[1.0, np.nan, 1.5, 2.5, 3.0, 0.5])
+    with pytest.warns(DroppedRecordsWarning):
+        design = build_design("y ~ C(sex)", data, animal="animal", relmat=RELMAT)
+    assert design.n_records == 5
+
+
+def test_missing_covariate_is_an_error_naming_rows_and_column():
+    data = _data(x=[0.1, np.nan, 0.7, 1.2, np.nan, -1.0])
+    with pytest.raises(DataError, match=r"column\(s\) 'x' in row\(s\) 1, 4"):
+        build_design("y ~ x", data, animal="animal", relmat=RELMAT)
+
+
+def test_missing_factor_level_is_an_error():
+    data = _data(sex=["F", None, "F", "M", "M", "F"])
+    with pytest.raises(DataError, match=r"row\(s\) 1"):
+        build_design("y ~ C(sex)", data, animal="animal", relmat=RELMAT)
+
+
+def test_infinite_values_are_errors():
+    with pytest.raises(DataError, match=r"response 'y' is infinite in row\(s\) 2"):
+        build_design("y ~ x", _data(y=[1, 2, np.inf, 1, 1, 1.0]), animal="animal", relmat=RELMAT)
+    with pytest.raises(DataError, match="missing or infinite.*'x'"):
+        build_design("y ~ x", _data(x=[1, 2, np.inf, 1, 1, 1.0]), animal="animal", relmat=RELMAT)
+
+
+def test_unknown_column_is_named_with_the_available_ones():
+    with pytest.raises(FormulaError, match=r"column\(s\) 'weight'.*Available columns: 'animal'"):
+        build_design("y ~ weight", _data(), animal="animal", relmat=RELMAT)
+    with pytest.raises(FormulaError, match=r"'height'"):
+        build_design("height ~ 1", _data(), animal="animal", relmat=RELMAT)
+
+
+def test_unparsable_formula_and_missing_response():
+    with pytest.raises(FormulaError, match="Could not parse"):
+        build_design("y ~ (x", _data(), animal="animal", relmat=RELMAT)
+    with pytest.raises(FormulaError, match="no response"):
+        build_design("~ x", _data(), animal="animal", relmat=RELMAT)
+
+
+def test_missing_animal_column():
+    with pytest.raises(DataError, match="animal column 'id' is not in the data"):
+        build_design("y ~ x", _data(), animal="id", relmat=RELMAT)
+
+
+def test_empty_animal_id_names_rows():
+    data = _data(animal=["a", None, "c", "a", "b", "d"])
+    with pytest.raises(DataError, match=r"empty in row\(s\) 1"):
+        build_design("y ~ x", data, animal="animal", relmat=RELMAT)
+
+
+def test_animals_not_in_relationship_matrix_are_listed():
+    data = _data(animal=["a", "zz", "c", "yy", "b", "zz"])
+    with pytest.raises(RelationshipError, match=r"2 animal id\(s\).*'zz', 'yy'"):
+        build_design("y ~ x", data, animal="animal", relmat=RELMAT)
+
+
+def test_collinear_columns_are_named():
+    data = _data()
+    data["x2"] = 2 * data["x"]
+    with pytest.raises(FormulaError, match=r"rank deficient: column\(s\) 'x2'"):
+        build_design("y ~ x + x2", data, animal="animal", relmat=RELMAT)
+
+
+def test_n_not_greater_than_p():
+    data = _data().iloc[:3]
+    data = data.assign(w=[1.0, 5.0, 2.0])
+    with pytest.raises(FormulaError, match="3 records for 3 fixed-effect columns"):
+        build_design("y ~ x + w", data, animal="animal", relmat=RELMAT)
+
+
+def test_data_must_be_a_frame():
+    with pytest.raises(DataError, match="DataFrame"):
+        build_design("y ~ x", {"y": [1]}, animal="animal", relmat=RELMAT)
+
+
+def test_integer_animal_ids_match_string_matrix_ids():
+    rel = RelationshipMatrix(ids=np.array(["1", "2", "3"], dtype=object), matrix=np.eye(3))
+    data = pd.DataFrame({"animal": [3, 1, 2, 1], "y": [1.0, 2.0, 3.0, 4.0]})
+    design = build_design("y ~ 1", data, animal="animal", relmat=rel)
+    np.testing.assert_array_equal(design.animal_index, [2, 0, 1, 0])
