@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a non-PSD relationship matrix by its nearest positive-definite matrix",
     )
-    fit.add_argument("--threads", type=int, default=None, help="BLAS threads (default 1)")
+    fit.add_argument("--threads", type=int, default=None, help="BLAS threads (default: the cores available, at most 8)")
     fit.set_defaults(handler=_cmd_reml)
 
     sim = commands.add_parser("simulate", help="write the reference simulation as CSV files")

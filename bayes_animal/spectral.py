@@ -13,7 +13,7 @@ rotated quantities; nothing here depends on PyMC or scipy.
 
 Threads: LAPACK's divide-and-conquer ``syevd`` (numpy's ``eigh``) is run under an explicit
 BLAS thread limit, because multi-threaded BLAS on a small, busy machine can be many times
-slower than one thread. The default is ``BAYES_ANIMAL_THREADS`` or 1.
+slower than one thread: the limit is always set explicitly (see :func:`default_threads`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,24 @@ __all__ = ["SpectralProblem", "blas_threads", "decompose", "default_threads"]
 
 
 def default_threads() -> int:
-    """BLAS threads for dense linear algebra: ``$BAYES_ANIMAL_THREADS`` or 1."""
-    value = os.environ.get("BAYES_ANIMAL_THREADS", "1")
+    """BLAS threads for one-off dense linear algebra: ``$BAYES_ANIMAL_THREADS``, else the cores
+    this process may use (at most 8).
+
+    ``benchmarks/results/reml.md`` measures eigh with 1 and 2 threads side by side (2 threads
+    were 1.3–1.6× faster on an idle 2-core machine). Samplers that run chains in parallel set
+    their own limit of one thread per chain.
+    """
+    value = os.environ.get("BAYES_ANIMAL_THREADS")
+    if value is not None:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
     try:
-        return max(1, int(value))
-    except ValueError:
-        return 1
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(available, 8))
 
 
 @contextmanager

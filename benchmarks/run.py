@@ -1,0 +1,78 @@
+"""Run the benchmarks and write their tables to benchmarks/results/.
+
+Usage: ``python benchmarks/run.py [reml ...] [--quick]`` (``make bench`` runs them all).
+Each table holds numbers measured in one run on this machine, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _markdown(frame) -> str:
+    """A GitHub-flavoured markdown table (no tabulate dependency)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _write(name: str, title: str, frame, notes: str = "") -> None:
+    RESULTS.mkdir(exist_ok=True)
+    frame.to_csv(RESULTS / f"{name}.csv", index=False)
+    header = (
+        f"# {title}\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
+    )
+    (RESULTS / f"{name}.md").write_text(
+        header + _markdown(frame) + "\n\n" + notes
+    )
+    print(header + frame.to_string(index=False) + "\n")
+
+
+def reml(quick: bool) -> None:
+    import bench_reml
+
+    sizes = (500, 1000) if quick else (500, 1000, 2000, 4000)
+    table = bench_reml.run(sizes=sizes)
+    _write("reml", "REML by N (eigendecomposition and maximisation separately)", table,
+           "eigh_Nthr_s: numpy eigh under an N-thread BLAS limit. maximise_s: grid + Newton on "
+           "the profiled REML. naive_dense_reml_s: Nelder-Mead on an O(n³) dense likelihood "
+           "(the way a prototype would do it).\n")
+    cli = bench_reml.run_cli(repeats=3 if quick else 7)
+    if len(cli):
+        _write("reml_cli", "The whole `bayes-animal reml` command on shared/data/seed_sim", cli,
+               "rrBLUP's time is the one recorded in shared/data/seed_sim/README.md (R is not "
+               "available on these machines); every other number is measured in this run.\n")
+
+
+BENCHMARKS = {"reml": reml}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], default=list(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="small sizes only")
+    args = parser.parse_args()
+    for name in args.names or BENCHMARKS:
+        BENCHMARKS[name](args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The reference simulation: reproducible, the study's defaults, A on its own (unscaled) scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bayes_animal import simulate_reference
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    first = simulate_reference(n=120, n_snps=200, seed=5)
+    second = simulate_reference(n=120, n_snps=200, seed=5)
+    other = simulate_reference(n=120, n_snps=200, seed=6)
+    np.testing.assert_array_equal(first.data["response"], second.data["response"])
+    np.testing.assert_array_equal(first.relmat.matrix, second.relmat.matrix)
+    assert not np.allclose(first.data["response"], other.data["response"])
+
+
+def test_defaults_follow_the_study():
+    sim = simulate_reference()
+    assert list(sim.data.columns) == ["animal", "fix", "response"]
+    assert len(sim.data) == 1000
+    assert sim.data["animal"].iloc[0] == "ind0001" and sim.data["animal"].iloc[-1] == "ind1000"
+    truth = sim.truth
+    assert (truth.mu, truth.b, truth.sigma2_u) == (4.0, 2.0, 5.0)
+    assert truth.sigma2_e == pytest.approx(5.0 / 3.0)
+    assert truth.h2 == pytest.approx(0.75)
+    # A = MᵀM/m with 0/1/2 codes is not scaled: mean diagonal ≈ 1.72 as in shared/data/seed_sim
+    assert sim.relmat.mean_diagonal == pytest.approx(1.72, abs=0.03)
+    # integer 0/1/2 codes: m·A is a matrix of integers
+    scaled = sim.relmat.matrix * 1000
+    np.testing.assert_allclose(scaled, np.round(scaled), atol=1e-8)
+    assert np.linalg.eigvalsh(sim.relmat.matrix)[0] > -1e-10
+
+
+def test_codes_and_covariate_distribution():
+    sim = simulate_reference(n=400, n_snps=3000, seed=2)
+    # the latent SNP value is N(1, 1 + |F_i|²): codes 0/1/2 with P(0) = P(2) by symmetry
+    diag = np.diag(sim.relmat.matrix)  # mean of squared codes per animal
+    assert np.all((diag >= 0) & (diag <= 4))
+    assert abs(sim.data["fix"].mean()) < 0.2
+    assert sim.data["fix"].std() == pytest.approx(1.0, abs=0.1)
+
+
+def test_breeding_values_and_residuals_have_the_simulated_variances():
+    sim = simulate_reference(n=1500, n_snps=1500, seed=9)
+    u = sim.truth.u.to_numpy()
+    expected_var_u = sim.truth.sigma2_u * sim.relmat.mean_diagonal
+    assert np.mean(u**2) == pytest.approx(expected_var_u, rel=0.35)
+    residual = sim.data["response"] - 4 - 2 * sim.data["fix"] - u
+    assert residual.var() == pytest.approx(5.0 / 3.0, rel=0.1)
+
+
+def test_every_number_is_a_keyword_and_bad_values_are_rejected():
+    sim = simulate_reference(n=50, n_snps=60, n_factors=2, mu=0.0, b=-1.0, sigma2_u=2.0,
+                             lam=1.0, seed=0)
+    assert sim.truth.sigma2_e == 2.0 and sim.truth.h2 == 0.5
+    assert len(sim.truth.u) == 50
+    with pytest.raises(ValueError, match="n ≥ 2"):
+        simulate_reference(n=1)
+    with pytest.raises(ValueError, match="lam > 0"):
+        simulate_reference(n=10, lam=0)

@@ -1,0 +1,62 @@
+"""The one eigendecomposition of K = Z A Zᵀ: reconstruction, rotation, threads, PSD check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import small_problem
+
+from bayes_animal import RelationshipError, RelationshipMatrix, build_design, decompose
+from bayes_animal.spectral import default_threads
+
+
+def test_decomposition_reconstructs_k_and_rotates_data():
+    data, relmat = small_problem(4)
+    design = build_design("y ~ 1 + x", data, animal="animal", relmat=relmat)
+    problem = decompose(design, relmat)
+    Z = design.incidence(relmat.size).toarray()
+    K = Z @ relmat.matrix @ Z.T
+    U, d = problem.eigenvectors, problem.eigenvalues
+    np.testing.assert_allclose((U * d) @ U.T, K, atol=1e-10)
+    np.testing.assert_allclose(problem.y_rot, U.T @ design.y)
+    np.testing.assert_allclose(problem.X_rot, U.T @ design.X)
+    assert np.all(d >= 0) and np.all(np.diff(d) >= 0)
+    # repeated records make K singular: n − (phenotyped animals) zero eigenvalues
+    assert np.sum(d < 1e-9) >= design.n_records - len(np.unique(design.animal_index))
+    assert problem.logdet_xtx == pytest.approx(np.linalg.slogdet(design.X.T @ design.X)[1])
+
+
+def test_small_positive_eigenvalues_are_kept():
+    q = 5
+    values = np.array([1e-7, 0.5, 1, 2, 3])
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.standard_normal((q, q)))
+    matrix = (basis * values) @ basis.T
+    relmat = RelationshipMatrix(ids=np.array(list("abcde"), dtype=object), matrix=matrix)
+    import pandas as pd
+
+    data = pd.DataFrame({"animal": list("abcde"), "y": rng.standard_normal(q)})
+    problem = decompose(build_design("y ~ 1", data, animal="animal", relmat=relmat), relmat)
+    assert problem.eigenvalues[0] == pytest.approx(1e-7, rel=1e-4)
+
+
+def test_negative_spectrum_is_an_error():
+    import pandas as pd
+
+    matrix = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.9], [0.0, 0.9, 1.0]])
+    relmat = RelationshipMatrix(ids=np.array(list("abc"), dtype=object), matrix=matrix)
+    data = pd.DataFrame({"animal": list("abc"), "y": [1.0, 2.0, 0.5]})
+    design = build_design("y ~ 1", data, animal="animal", relmat=relmat)
+    with pytest.raises(RelationshipError, match="negative eigenvalue"):
+        decompose(design, relmat)
+
+
+def test_thread_setting(monkeypatch):
+    monkeypatch.setenv("BAYES_ANIMAL_THREADS", "2")
+    assert default_threads() == 2
+    monkeypatch.setenv("BAYES_ANIMAL_THREADS", "0")
+    assert default_threads() == 1
+    monkeypatch.delenv("BAYES_ANIMAL_THREADS")
+    import os
+
+    assert default_threads() == max(1, min(len(os.sched_getaffinity(0)), 8))
