@@ -1,7 +1,7 @@
 """bayes_animal: the Bayesian animal model for Python.
 
-Fit :math:`y = X b + Z u + e`, :math:`u \\sim N(0, \\sigma_u^2 A)`, :math:`e \\sim N(0, \\sigma^2 I)`
-by REML (built in, numpy only) and, from the Bayesian issue on, by NUTS with PyMC.
+Fit y = X b + Z u + e, u ~ N(0, σu² A), e ~ N(0, σ² I) by REML (built in, numpy only)
+and by NUTS with PyMC.
 Importing the package does not import PyMC.
 """
 
@@ -12,7 +12,6 @@ from .relationship import RelationshipMatrix, as_relationship, read_relationship
 from .reml import RemlResult, fit_reml, reml
 from .simulate import SimulatedData, Truth, simulate_reference
 from .spectral import SpectralProblem, decompose
-
 
 __all__ = [
     "BayesAnimalError",

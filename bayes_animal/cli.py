@@ -66,9 +66,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     design = build_design(args.formula, data, animal=args.animal, relmat=relmat, warn=False)
     for message in design.notices:
         _notice(message)
-    result = fit_reml(
-        design, relmat, method=args.method, pev=True, threads=args.threads
-    )
+    result = fit_reml(design, relmat, method=args.method, pev=True, threads=args.threads)
     if not result.converged:
         _notice("the REML maximiser did not meet its tolerance; check the data and the model.")
     if args.out:
@@ -178,7 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a non-PSD relationship matrix by its nearest positive-definite matrix",
     )
-    fit.add_argument("--threads", type=int, default=None, help="BLAS threads (default: the cores available, at most 8)")
+    fit.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS threads (default: the cores available, at most 8)",
+    )
     fit.set_defaults(handler=_cmd_reml)
 
     sim = commands.add_parser("simulate", help="write the reference simulation as CSV files")

@@ -123,7 +123,8 @@ def _check_columns(data: pd.DataFrame, names: set[str], formula: str) -> None:
     if missing:
         raise FormulaError(
             f"The formula {formula!r} uses column(s) {describe_items(missing)} that are not in "
-            f"the data. Available columns: {describe_items(list(map(str, data.columns)), limit=30)}."
+            "the data. Available columns: "
+            f"{describe_items(list(map(str, data.columns)), limit=30)}."
         )
 
 
@@ -134,8 +135,9 @@ def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np
     missing = kept[columns].isna().to_numpy()
     if missing.any():
         rows, cols = np.nonzero(missing)
+        names = sorted({columns[c] for c in cols})
         raise DataError(
-            f"Covariates are missing: column(s) {describe_items(sorted({columns[c] for c in cols}))}"
+            f"Covariates are missing: column(s) {describe_items(names)}"
             f" in row(s) {describe_items(list(dict.fromkeys(labels[rows])))}. Fill them in or "
             "remove those records; covariates are never imputed or dropped silently."
         )
@@ -309,7 +311,9 @@ def build_design(
         )
     animal_index = relmat.positions(id_strings(ids_column.to_numpy()))
 
-    covariates = plain[1] if plain else sorted(c for c in parsed.rhs.required_variables if c in data)
+    covariates = (
+        plain[1] if plain else sorted(c for c in parsed.rhs.required_variables if c in data)
+    )
     _check_missing_covariates(kept, covariates, labels[keep])
     if plain is None:
         X_frame = _evaluate(parsed.rhs, kept, formula)

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from os import PathLike
 from typing import Any, Literal
 
@@ -153,7 +154,9 @@ def profile_loglik(problem: SpectralProblem, theta: float, *, method: Method = "
         r_diag = np.einsum("ij,jk,ik->i", Q, M, Q)
         s_a = Q.T @ (a[:, None] * Q)
         trace = float(v @ a - r_diag @ a)
-        trace2 = float((v * v) @ (a * a) - 2.0 * (v * r_diag) @ (a * a) + np.trace(M @ s_a @ M @ s_a))
+        trace2 = float(
+            (v * v) @ (a * a) - 2.0 * (v * r_diag) @ (a * a) + np.trace(M @ s_a @ M @ s_a)
+        )
         logdet_x = 2.0 * float(np.sum(np.log(np.diag(chol)))) - problem.logdet_xtx
     else:
         trace = float(v @ a)
@@ -227,7 +230,7 @@ def _maximise(problem: SpectralProblem, method: Method) -> _Maximum:
         candidates.append(_Maximum(grid[0], 0, True, "sigma2_u"))
     if grid[-1].gradient >= 0:
         candidates.append(_Maximum(grid[-1], 0, True, "sigma2_e"))
-    for lo, hi in zip(grid[:-1], grid[1:], strict=True):
+    for lo, hi in pairwise(grid):
         if lo.gradient > 0 and hi.gradient <= 0:
             found, steps = _newton_root(problem, lo, hi, method)
             tolerance = 1e-6 * max(1.0, abs(found.value))
@@ -237,11 +240,17 @@ def _maximise(problem: SpectralProblem, method: Method) -> _Maximum:
         best_grid = max(grid, key=lambda item: item.value)
         return _Maximum(best_grid, 0, False, None)
     best = max(candidates, key=lambda item: item.profile.value)
-    return _Maximum(best.profile, sum(c.iterations for c in candidates) + len(grid),
-                    best.converged, best.boundary)
+    return _Maximum(
+        best.profile,
+        sum(c.iterations for c in candidates) + len(grid),
+        best.converged,
+        best.boundary,
+    )
 
 
-def _trace_products(v: np.ndarray, Q: np.ndarray, M: np.ndarray, dirs: list[np.ndarray], reml_: bool):
+def _trace_products(
+    v: np.ndarray, Q: np.ndarray, M: np.ndarray, dirs: list[np.ndarray], reml_: bool
+):
     """Matrix ½ tr(P D_i P D_j) for diagonal D_i (P = diag(v) − Q M Qᵀ, or diag(v) for ML)."""
     k = len(dirs)
     info = np.empty((k, k))
@@ -496,7 +505,12 @@ def fit_reml(
         )
         se = _variance_standard_errors(information, sigma2_u, sigma2_e)
     solution = predict(
-        design, relmat, sigma2_u=sigma2_u, sigma2_e=sigma2_e, problem=problem, pev=pev,
+        design,
+        relmat,
+        sigma2_u=sigma2_u,
+        sigma2_e=sigma2_e,
+        problem=problem,
+        pev=pev,
         threads=threads,
     )
     return RemlResult(

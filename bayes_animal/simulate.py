@@ -126,6 +126,4 @@ def simulate_reference(
         sigma2_u=sigma2_u,
         sigma2_e=sigma2_e,
     )
-    return SimulatedData(
-        data=data, relmat=RelationshipMatrix(ids=ids, matrix=relmat), truth=truth
-    )
+    return SimulatedData(data=data, relmat=RelationshipMatrix(ids=ids, matrix=relmat), truth=truth)

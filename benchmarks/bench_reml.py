@@ -47,12 +47,17 @@ def _dense_reml_seconds(design, relmat, problem):
         XVX = X.T @ Vi_X
         b = np.linalg.solve(XVX, X.T @ Vi_y)
         r = y - X @ b
-        return 0.5 * (2 * np.log(np.diag(chol)).sum() + np.linalg.slogdet(XVX)[1]
-                      + r @ np.linalg.solve(V, r))
+        return 0.5 * (
+            2 * np.log(np.diag(chol)).sum() + np.linalg.slogdet(XVX)[1] + r @ np.linalg.solve(V, r)
+        )
 
     start = time.perf_counter()
-    result = minimize(negative, x0=np.log([1.0, 1.0]), method="Nelder-Mead",
-                      options={"xatol": 1e-6, "fatol": 1e-8})
+    result = minimize(
+        negative,
+        x0=np.log([1.0, 1.0]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-6, "fatol": 1e-8},
+    )
     seconds = time.perf_counter() - start
     su, se = np.exp(result.x)
     return seconds, su, se, result.nfev
@@ -66,26 +71,31 @@ def run(sizes=(500, 1000, 2000, 4000), dense_up_to=1000, repeats=3) -> pd.DataFr
         design = build_design("response ~ 1 + fix", sim.data, animal="animal", relmat=relmat)
         row = {"N": n}
         for threads in (1, 2):
-            seconds, problem = _best_of(repeats if n <= 2000 else 1,
-                                        lambda t=threads: decompose(design, relmat, threads=t))
+            seconds, problem = _best_of(
+                repeats if n <= 2000 else 1,
+                lambda t=threads, d=design, r=relmat: decompose(d, r, threads=t),
+            )
             row[f"eigh_{threads}thr_s"] = seconds
         row["eigh_2thr_vs_1thr"] = row["eigh_1thr_s"] / row["eigh_2thr_s"]
-        seconds, fit = _best_of(repeats, lambda p=problem: fit_reml(design, relmat, problem=p,
-                                                                     pev=False))
+        seconds, fit = _best_of(
+            repeats, lambda p=problem, d=design, r=relmat: fit_reml(d, r, problem=p, pev=False)
+        )
         row["maximise_s"] = seconds
-        seconds, _ = _best_of(1, lambda p=problem: fit_reml(design, relmat, problem=p))
+        seconds, _ = _best_of(1, lambda p=problem, d=design, r=relmat: fit_reml(d, r, problem=p))
         row["maximise_blup_pev_s"] = seconds
         row["evaluations"] = fit.iterations
         row["h2"] = fit.h2
         if n <= dense_up_to:
-            dense_s, su, se, nfev = _dense_reml_seconds(design, relmat, problem)
+            dense_s, su, se, _ = _dense_reml_seconds(design, relmat, problem)
             row["naive_dense_reml_s"] = dense_s
             row["naive_vs_spectral"] = dense_s / (row["eigh_1thr_s"] + row["maximise_s"])
             row["naive_max_rel_diff"] = max(abs(su / fit.sigma2_u - 1), abs(se / fit.sigma2_e - 1))
             assert abs(loglik(problem, su, se) - fit.loglik) < 1e-3
         rows.append(row)
-        print(f"  N={n}: eigh {row['eigh_1thr_s']:.3f} s, maximise {row['maximise_s']:.4f} s",
-              file=sys.stderr)
+        print(
+            f"  N={n}: eigh {row['eigh_1thr_s']:.3f} s, maximise {row['maximise_s']:.4f} s",
+            file=sys.stderr,
+        )
     return pd.DataFrame(rows)
 
 
@@ -93,9 +103,19 @@ def run_cli(repeats=5) -> pd.DataFrame:
     """The whole ``bayes-animal reml`` command on seed_sim (16 MB A.csv), start to finish."""
     if not SHARED.is_dir():
         return pd.DataFrame()
-    command = [sys.executable, "-m", "bayes_animal.cli", "reml", "--data",
-               str(SHARED / "pheno.csv"), "--relmat", str(SHARED / "A.csv"), "--formula",
-               "response ~ 1 + fix", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "bayes_animal.cli",
+        "reml",
+        "--data",
+        str(SHARED / "pheno.csv"),
+        "--relmat",
+        str(SHARED / "A.csv"),
+        "--formula",
+        "response ~ 1 + fix",
+        "--json",
+    ]
     import_only = [sys.executable, "-c", "import bayes_animal.cli"]
     times, import_times = [], []
     for _ in range(repeats):
@@ -106,11 +126,15 @@ def run_cli(repeats=5) -> pd.DataFrame:
         subprocess.run(import_only, check=True, capture_output=True)
         import_times.append(time.perf_counter() - start)
     best, median = min(times), float(np.median(times))
-    return pd.DataFrame([{
-        "command": "bayes-animal reml (seed_sim, N=1000, reading A.csv)",
-        "best_s": best,
-        "median_s": median,
-        "python_and_imports_s": min(import_times),
-        "rrBLUP_fit_alone_s (README, R)": RRBLUP_SECONDS,
-        "speedup_vs_rrBLUP (median)": RRBLUP_SECONDS / median,
-    }])
+    return pd.DataFrame(
+        [
+            {
+                "command": "bayes-animal reml (seed_sim, N=1000, reading A.csv)",
+                "best_s": best,
+                "median_s": median,
+                "python_and_imports_s": min(import_times),
+                "rrBLUP_fit_alone_s (README, R)": RRBLUP_SECONDS,
+                "speedup_vs_rrBLUP (median)": RRBLUP_SECONDS / median,
+            }
+        ]
+    )

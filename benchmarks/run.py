@@ -27,9 +27,10 @@ def _markdown(frame) -> str:
             return f"{value:.4g}"
         return str(value)
 
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
-             "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join(lines)
 
 
@@ -37,12 +38,11 @@ def _write(name: str, title: str, frame, notes: str = "") -> None:
     RESULTS.mkdir(exist_ok=True)
     frame.to_csv(RESULTS / f"{name}.csv", index=False)
     header = (
-        f"# {title}\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"# {title}\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
     )
-    (RESULTS / f"{name}.md").write_text(
-        header + _markdown(frame) + "\n\n" + notes
-    )
+    (RESULTS / f"{name}.md").write_text(header + _markdown(frame) + "\n\n" + notes)
     print(header + frame.to_string(index=False) + "\n")
 
 
@@ -51,15 +51,23 @@ def reml(quick: bool) -> None:
 
     sizes = (500, 1000) if quick else (500, 1000, 2000, 4000)
     table = bench_reml.run(sizes=sizes)
-    _write("reml", "REML by N (eigendecomposition and maximisation separately)", table,
-           "eigh_Nthr_s: numpy eigh under an N-thread BLAS limit. maximise_s: grid + Newton on "
-           "the profiled REML. naive_dense_reml_s: Nelder-Mead on an O(n³) dense likelihood "
-           "(the way a prototype would do it).\n")
+    _write(
+        "reml",
+        "REML by N (eigendecomposition and maximisation separately)",
+        table,
+        "eigh_Nthr_s: numpy eigh under an N-thread BLAS limit. maximise_s: grid + Newton on "
+        "the profiled REML. naive_dense_reml_s: Nelder-Mead on an O(n³) dense likelihood "
+        "(the way a prototype would do it).\n",
+    )
     cli = bench_reml.run_cli(repeats=3 if quick else 7)
     if len(cli):
-        _write("reml_cli", "The whole `bayes-animal reml` command on shared/data/seed_sim", cli,
-               "rrBLUP's time is the one recorded in shared/data/seed_sim/README.md (R is not "
-               "available on these machines); every other number is measured in this run.\n")
+        _write(
+            "reml_cli",
+            "The whole `bayes-animal reml` command on shared/data/seed_sim",
+            cli,
+            "rrBLUP's time is the one recorded in shared/data/seed_sim/README.md (R is not "
+            "available on these machines); every other number is measured in this run.\n",
+        )
 
 
 BENCHMARKS = {"reml": reml}

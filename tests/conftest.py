@@ -45,8 +45,13 @@ def random_relationship(q: int, rng: np.random.Generator, *, rank: int | None = 
 
 
 def small_problem(
-    seed: int, *, q: int = 30, n: int = 45, unphenotyped: int = 6, sigma2_u: float = 2.0,
-    sigma2_e: float = 1.0
+    seed: int,
+    *,
+    q: int = 30,
+    n: int = 45,
+    unphenotyped: int = 6,
+    sigma2_u: float = 2.0,
+    sigma2_e: float = 1.0,
 ) -> tuple[pd.DataFrame, RelationshipMatrix]:
     """Repeated records (Z ≠ I), some animals without records, a covariate and a factor."""
     rng = np.random.default_rng(seed)

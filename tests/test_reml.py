@@ -46,9 +46,7 @@ def _henderson(design, relmat, sigma2_u, sigma2_e):
     Z = design.incidence(relmat.size).toarray()
     X, y = design.X, design.y
     alpha = sigma2_e / sigma2_u
-    lhs = np.block(
-        [[X.T @ X, X.T @ Z], [Z.T @ X, Z.T @ Z + alpha * np.linalg.inv(relmat.matrix)]]
-    )
+    lhs = np.block([[X.T @ X, X.T @ Z], [Z.T @ X, Z.T @ Z + alpha * np.linalg.inv(relmat.matrix)]])
     rhs = np.concatenate([X.T @ y, Z.T @ y])
     inverse = np.linalg.inv(lhs)
     return inverse @ rhs, inverse
@@ -102,8 +100,12 @@ def test_maximum_agrees_with_a_generic_optimiser_on_the_dense_likelihood(method)
     def negative(log_variances):
         return -_dense_loglik(design, relmat, *np.exp(log_variances), method)
 
-    best = minimize(negative, x0=np.log([1.0, 1.0]), method="Nelder-Mead",
-                    options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
+    best = minimize(
+        negative,
+        x0=np.log([1.0, 1.0]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000},
+    )
     assert fit.loglik >= -best.fun - 1e-9
     np.testing.assert_allclose([fit.sigma2_u, fit.sigma2_e], np.exp(best.x), rtol=1e-4)
 
@@ -172,8 +174,16 @@ def test_mrode_example_4_1_blue_ebv_reliability_sep(mrode):
     design = build_design("wwg ~ 0 + C(sex)", data, animal="animal", relmat=relmat)
     got = predict(design, relmat, sigma2_u=20.0, sigma2_e=40.0)
     np.testing.assert_allclose(got.beta.to_numpy(), [3.40443010, 4.35850233], atol=1e-7)
-    ebv = [0.09844458, -0.01877010, -0.04108420, -0.00866312, -0.18573210, 0.17687209,
-           -0.24945855, 0.18261469]
+    ebv = [
+        0.09844458,
+        -0.01877010,
+        -0.04108420,
+        -0.00866312,
+        -0.18573210,
+        0.17687209,
+        -0.24945855,
+        0.18261469,
+    ]
     np.testing.assert_allclose(got.blup["blup"].to_numpy(), ebv, atol=1e-7)
     # the book prints the LHS-inverse diagonal d to 3 decimals and r² = 1 − d·α from the
     # rounded d, so r² carries up to 2 × 0.0005 of rounding
@@ -302,8 +312,17 @@ def test_result_serialises_to_the_documented_json_keys():
     data, relmat = small_problem(2)
     fit = reml("y ~ x", data, relmat=relmat)
     payload = json.loads(json.dumps(fit.to_dict()))
-    for key in ["sigma2_u", "sigma2_e", "h2", "se", "beta", "loglik", "converged",
-                "n_records", "n_animals"]:
+    for key in [
+        "sigma2_u",
+        "sigma2_e",
+        "h2",
+        "se",
+        "beta",
+        "loglik",
+        "converged",
+        "n_records",
+        "n_animals",
+    ]:
         assert key in payload
     assert set(payload["se"]) == {"sigma2_u", "sigma2_e", "h2"}
     assert set(payload["beta"]) == {"Intercept", "x"}
@@ -317,8 +336,7 @@ def test_recovery_over_simulated_data_sets():
     for seed in range(8):
         sim = simulate_reference(n=400, n_snps=500, seed=seed)
         fit = reml("response ~ 1 + fix", sim.data, relmat=sim.relmat, pev=False)
-        truth = {"sigma2_u": sim.truth.sigma2_u, "sigma2_e": sim.truth.sigma2_e,
-                 "h2": sim.truth.h2}
+        truth = {"sigma2_u": sim.truth.sigma2_u, "sigma2_e": sim.truth.sigma2_e, "h2": sim.truth.h2}
         for key in z:
             z[key].append((getattr(fit, key) - truth[key]) / fit.se[key])
     for key, values in z.items():

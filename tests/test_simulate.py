@@ -53,8 +53,9 @@ def test_breeding_values_and_residuals_have_the_simulated_variances():
 
 
 def test_every_number_is_a_keyword_and_bad_values_are_rejected():
-    sim = simulate_reference(n=50, n_snps=60, n_factors=2, mu=0.0, b=-1.0, sigma2_u=2.0,
-                             lam=1.0, seed=0)
+    sim = simulate_reference(
+        n=50, n_snps=60, n_factors=2, mu=0.0, b=-1.0, sigma2_u=2.0, lam=1.0, seed=0
+    )
     assert sim.truth.sigma2_e == 2.0 and sim.truth.h2 == 0.5
     assert len(sim.truth.u) == 50
     with pytest.raises(ValueError, match="n ≥ 2"):
