@@ -43,10 +43,12 @@ ML) leaves a function of :math:`\theta` alone,
 sign from + to − is refined by safeguarded Newton steps to machine precision, and the best
 local maximum (or a boundary) wins. Every step is :math:`O(n p^2)`.
 
-**Standard errors** come from the expected (Fisher) information of
-:math:`(\sigma_u^2, \sigma^2)`, :math:`\mathcal I_{ij} = \tfrac12 \operatorname{tr}(P V_i P V_j)`
-with :math:`V_u = K`, :math:`V_e = I` (:math:`V^{-1}` for ML), and the delta method for
-:math:`h^2`. b is the GLS estimate with covariance :math:`(X^\top V^{-1} X)^{-1}`.
+**Standard errors** come, as in ASReml, from the average information matrix of
+:math:`(\sigma_u^2, \sigma^2)` at the estimate,
+:math:`\mathcal I^{AI}_{ij} = \tfrac12 y^\top P V_i P V_j P y` with :math:`V_u = K`,
+:math:`V_e = I` (the average of observed and expected information; :math:`V^{-1}` in the middle
+for ML), and the delta method for :math:`h^2`. The expected (Fisher) information
+:math:`\tfrac12 \operatorname{tr}(P V_i P V_j)` is reported beside it. b is the GLS estimate with covariance :math:`(X^\top V^{-1} X)^{-1}`.
 
 **BLUPs** of every animal in A, phenotyped or not: :math:`\hat u = \sigma_u^2 A Z^\top P y`,
 with prediction error variance :math:`\mathrm{PEV}_i = \sigma_u^2 a_{ii} - \sigma_u^4
@@ -248,6 +250,17 @@ def _maximise(problem: SpectralProblem, method: Method) -> _Maximum:
     )
 
 
+def _average_information(
+    v: np.ndarray, Q: np.ndarray, M: np.ndarray, py: np.ndarray, dirs: list[np.ndarray], reml_: bool
+) -> np.ndarray:
+    """Matrix ½ (D_i P y)ᵀ P (D_j P y) (P → diag(v) for ML): the average information."""
+    works = np.column_stack([da * py for da in dirs])
+    projected = v[:, None] * works
+    if reml_:
+        projected -= Q @ (M @ (Q.T @ works))
+    return 0.5 * works.T @ projected
+
+
 def _trace_products(
     v: np.ndarray, Q: np.ndarray, M: np.ndarray, dirs: list[np.ndarray], reml_: bool
 ):
@@ -291,14 +304,16 @@ class RemlResult:
     sigma2_u, sigma2_e, h2
         Additive genetic variance (on the scale of A), residual variance, σu²/(σu²+σ²).
     se
-        Standard errors of ``sigma2_u``, ``sigma2_e`` (inverse Fisher information) and ``h2``
+        Standard errors of ``sigma2_u``, ``sigma2_e`` (inverse average information) and ``h2``
         (delta method).
     beta, beta_se
         GLS fixed effects and their standard errors, indexed by design column name.
     beta_cov
         Covariance of the fixed effects, :math:`(X^\\top V^{-1} X)^{-1}`.
     information
-        Fisher information of (σu², σ²).
+        Average information of (σu², σ²) at the estimate (the SEs come from its inverse).
+    expected_information
+        Expected (Fisher) information of (σu², σ²).
     loglik
         Restricted (or ML) log-likelihood at the estimate; constant: :data:`LOGLIK_CONSTANT`.
     blup
@@ -327,6 +342,7 @@ class RemlResult:
     beta_se: pd.Series
     beta_cov: pd.DataFrame
     information: np.ndarray
+    expected_information: np.ndarray
     loglik: float
     blup: pd.DataFrame
     iterations: int
@@ -499,10 +515,10 @@ def fit_reml(
         theta, scale = best.profile.theta, best.profile.scale
         sigma2_u, sigma2_e = theta * scale, (1.0 - theta) * scale
         v = 1.0 / (sigma2_u * problem.eigenvalues + sigma2_e)
-        Q, M, _, _, _ = _gls(problem, v)
-        information = _trace_products(
-            v, Q, M, [problem.eigenvalues, np.ones(problem.n)], method == "reml"
-        )
+        Q, M, _, r, _ = _gls(problem, v)
+        directions = [problem.eigenvalues, np.ones(problem.n)]
+        information = _average_information(v, Q, M, v * r, directions, method == "reml")
+        expected = _trace_products(v, Q, M, directions, method == "reml")
         se = _variance_standard_errors(information, sigma2_u, sigma2_e)
     solution = predict(
         design,
@@ -523,6 +539,7 @@ def fit_reml(
         beta_se=solution.beta_se,
         beta_cov=solution.beta_cov,
         information=information,
+        expected_information=expected,
         loglik=loglik(problem, sigma2_u, sigma2_e, method=method),
         blup=solution.blup,
         iterations=best.iterations,

@@ -130,7 +130,7 @@ def test_blup_pev_and_beta_equal_dense_henderson_equations():
     assert (got.blup.loc[unphenotyped, "blup"] != 0).all()
 
 
-def test_fisher_information_equals_dense_trace_formula():
+def test_information_matrices_equal_dense_formulas():
     data, relmat = small_problem(9)
     design = build_design("y ~ 1 + x", data, animal="animal", relmat=relmat)
     fit = fit_reml(design, relmat)
@@ -138,14 +138,19 @@ def test_fisher_information_equals_dense_trace_formula():
     K = Z @ relmat.matrix @ Z.T
     V = fit.sigma2_u * K + fit.sigma2_e * np.eye(design.n_records)
     Vi = np.linalg.inv(V)
-    X = design.X
+    X, y = design.X, design.y
     P = Vi - Vi @ X @ np.linalg.solve(X.T @ Vi @ X, X.T @ Vi)
     parts = [K, np.eye(design.n_records)]
     expected = np.array([[0.5 * np.trace(P @ a @ P @ b) for b in parts] for a in parts])
-    np.testing.assert_allclose(fit.information, expected, rtol=1e-9)
-    cov = np.linalg.inv(expected)
+    np.testing.assert_allclose(fit.expected_information, expected, rtol=1e-9)
+    average = np.array([[0.5 * y @ P @ a @ P @ b @ P @ y for b in parts] for a in parts])
+    np.testing.assert_allclose(fit.information, average, rtol=1e-9)
+    cov = np.linalg.inv(average)
     assert fit.se["sigma2_u"] == pytest.approx(np.sqrt(cov[0, 0]), rel=1e-8)
     assert fit.se["sigma2_e"] == pytest.approx(np.sqrt(cov[1, 1]), rel=1e-8)
+    total = fit.sigma2_u + fit.sigma2_e
+    gradient = np.array([fit.sigma2_e, -fit.sigma2_u]) / total**2
+    assert fit.se["h2"] == pytest.approx(np.sqrt(gradient @ cov @ gradient), rel=1e-8)
 
 
 def _tabular_a(pedigree: pd.DataFrame) -> np.ndarray:
@@ -209,6 +214,9 @@ def test_mrode_example_17_7_reml(mrode):
     book = fit.loglik + 0.5 * (n - p) * np.log(2 * np.pi)
     book -= 0.5 * np.linalg.slogdet(design.X.T @ design.X)[1]
     assert book == pytest.approx(-2.1817, abs=6e-5)
+    # the book's inverse AI matrix at convergence, order (σ²e, σ²a)
+    inverse_ai = np.linalg.inv(fit.information)[::-1, ::-1]
+    np.testing.assert_allclose(inverse_ai, [[2.4436, -3.2532], [-3.2532, 5.3481]], atol=2e-3)
 
 
 def _reference(folder, tool):
