@@ -27,6 +27,7 @@ Nothing here forms a dense matrix except :func:`dense_relationship`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from numba import njit
@@ -135,7 +136,7 @@ class MendelianSampling:
         """Mean and maximum F and the number of inbred animals (F > 0)."""
         f = self.inbreeding
         return {
-            "animals": int(len(f)),
+            "animals": len(f),
             "mean_inbreeding": float(f.mean()) if len(f) else 0.0,
             "max_inbreeding": float(f.max()) if len(f) else 0.0,
             "inbred_animals": int(np.sum(f > 1e-12)),
@@ -206,7 +207,7 @@ def dense_relationship(
     A = np.zeros((q, q))
     sire, dam = pedigree.sire, pedigree.dam
     bounds = np.flatnonzero(np.diff(np.concatenate([[-1], pedigree.generation, [-2]])))
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, end in pairwise(bounds):
         block = slice(start, end)
         s, d = sire[block], dam[block]
         older = A[:start, :start]

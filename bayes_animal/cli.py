@@ -1,4 +1,4 @@
-"""The ``bayes-animal`` command line: ``reml``, ``simulate`` and ``demo``.
+"""The ``bayes-animal`` command line: ``reml``, ``relmat``, ``simulate`` and ``demo``.
 
 Errors raised on purpose (:class:`bayes_animal.errors.BayesAnimalError`) are printed as one
 paragraph on stderr with exit status 2 and no traceback. Notices (dropped records) go to
@@ -20,8 +20,8 @@ import pandas as pd
 from . import __version__
 from .design import build_design
 from .errors import BayesAnimalError
-from .io import read_data, write_blup_csv, write_relationship_csv
-from .relationship import as_relationship
+from .inputs import RelationshipSource, resolve_relationship
+from .io import read_data, write_blup_csv, write_matrix, write_relationship_csv
 from .reml import RemlResult, fit_reml
 from .simulate import simulate_reference
 
@@ -54,15 +54,45 @@ def _format_reml(result: RemlResult, *, response: str, formula: str) -> str:
     return "\n".join(lines)
 
 
-def _cmd_reml(args: argparse.Namespace) -> int:
-    data = read_data(args.data)
-    relmat = as_relationship(Path(args.relmat), nearest_pd=args.nearest_pd)
+def _relationship_from_args(args: argparse.Namespace) -> RelationshipSource:
+    """The relationship matrix from --relmat | --pedigree | --genotypes (shared by commands)."""
+    columns = None
+    if getattr(args, "pedigree_columns", None):
+        columns = tuple(c.strip() for c in args.pedigree_columns.split(","))
+        if len(columns) != 3:
+            raise BayesAnimalError(
+                f"--pedigree-columns needs three names id,sire,dam; got {args.pedigree_columns!r}."
+            )
+    source = resolve_relationship(
+        relmat=Path(args.relmat) if getattr(args, "relmat", None) else None,
+        pedigree=Path(args.pedigree) if args.pedigree else None,
+        genotypes=Path(args.genotypes) if args.genotypes else None,
+        pedigree_columns=columns,
+        allow_selfing=args.allow_selfing,
+        genotype_coding=args.genotype_coding,
+        ridge=args.ridge,
+        blend=args.blend,
+        nearest_pd=getattr(args, "nearest_pd", False),
+        warn=False,
+    )
+    for message in source.notices:
+        _notice(message)
+    relmat = source.relmat
     if relmat.projected:
         _notice(
             f"the relationship matrix was not positive semi-definite (smallest eigenvalue "
             f"{relmat.min_eigenvalue:.4g}) and was replaced by its nearest positive-definite "
             "projection, as --nearest-pd asked."
         )
+    return source
+
+
+def _cmd_reml(args: argparse.Namespace) -> int:
+    data = read_data(args.data)
+    source = _relationship_from_args(args)
+    relmat = source.relmat
+    if source.pedigree is not None and args.animal in data.columns:
+        source.pedigree.positions(data[args.animal].dropna().to_numpy())
     design = build_design(args.formula, data, animal=args.animal, relmat=relmat, warn=False)
     for message in design.notices:
         _notice(message)
@@ -80,6 +110,43 @@ def _cmd_reml(args: argparse.Namespace) -> int:
         print(_format_reml(result, response=design.response, formula=design.formula))
         if args.out:
             print(f"wrote {Path(args.out) / 'blup.csv'} and {Path(args.out) / 'reml.json'}")
+    return 0
+
+
+def _cmd_relmat(args: argparse.Namespace) -> int:
+    source = _relationship_from_args(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if source.sampling is not None:
+        summary = source.sampling.summary()
+        print(
+            f"pedigree: {summary['animals']} animals, {int(source.pedigree.generation.max()) + 1} "
+            f"generations; inbreeding mean {summary['mean_inbreeding']:.5f}, max "
+            f"{summary['max_inbreeding']:.5f}, {summary['inbred_animals']} inbred animals"
+        )
+    if source.genomic is not None:
+        g = source.genomic
+        print(
+            f"genomic: {source.relmat.size} animals, {g.n_markers} markers "
+            f"({len(g.dropped_markers)} monomorphic dropped, {g.n_imputed} genotypes imputed), "
+            f"mean diagonal {source.relmat.mean_diagonal:.4f}"
+        )
+    if args.inverse:
+        from .additive import inverse_relationship
+
+        if source.kind == "pedigree":
+            inverse = inverse_relationship(source.pedigree, source.sampling)
+            ids = source.pedigree.ids
+        else:
+            inverse = np.linalg.inv(source.relmat.matrix)
+            ids = source.relmat.ids
+        write_matrix(inverse, ids, out, triplets=args.format == "triplets")
+    else:
+        write_matrix(
+            source.relmat.matrix, source.relmat.ids, out, triplets=args.format == "triplets"
+        )
+    kind = "inverse " if args.inverse else ""
+    print(f"wrote the {kind}relationship matrix ({args.format}) to {out}")
     return 0
 
 
@@ -153,19 +220,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relationship_arguments(command: argparse.ArgumentParser, *, matrix: bool) -> None:
+    group = command.add_argument_group(
+        "relationship (one of --relmat, --pedigree, --genotypes; or --genotypes with --pedigree "
+        "and --blend)"
+    )
+    if matrix:
+        group.add_argument(
+            "--relmat", help="CSV relationship matrix (ids as header and first column)"
+        )
+    group.add_argument("--pedigree", help="pedigree CSV (id, sire, dam; unknown as 0/NA/empty/.)")
+    group.add_argument(
+        "--pedigree-columns", help="names of the id, sire and dam columns, e.g. id,father,mother"
+    )
+    group.add_argument(
+        "--allow-selfing",
+        action="store_true",
+        help="accept an individual used as both sire and dam (plants)",
+    )
+    group.add_argument("--genotypes", help="genotype CSV: id column then markers coded 0/1/2")
+    group.add_argument(
+        "--genotype-coding",
+        choices=["012", "01"],
+        default="012",
+        help="01: presence/absence in inbred lines, read as 0/2 (default 012)",
+    )
+    group.add_argument("--ridge", type=float, default=0.0, help="add this to G's diagonal")
+    group.add_argument(
+        "--blend",
+        type=float,
+        default=0.0,
+        help="w in (1-w)G + wA (needs --genotypes and --pedigree)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayes-animal",
-        description="The Bayesian animal model: REML and (soon) NUTS for y = Xb + Zu + e.",
+        description="The Bayesian animal model: REML and NUTS for y = Xb + Zu + e.",
     )
     parser.add_argument("--version", action="version", version=f"bayes_animal {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     fit = commands.add_parser("reml", help="REML (or ML) estimate of the animal model")
     fit.add_argument("--data", required=True, help="CSV of records, one row per record")
-    fit.add_argument(
-        "--relmat", required=True, help="CSV relationship matrix (ids as header and first column)"
-    )
+    _relationship_arguments(fit, matrix=True)
     fit.add_argument("--formula", required=True, help='fixed part, e.g. "response ~ 1 + fix"')
     fit.add_argument("--animal", default="animal", help="column of animal ids (default: animal)")
     fit.add_argument("--method", choices=["reml", "ml"], default="reml")
@@ -183,6 +282,21 @@ def _parser() -> argparse.ArgumentParser:
         help="BLAS threads (default: the cores available, at most 8)",
     )
     fit.set_defaults(handler=_cmd_reml)
+
+    rel = commands.add_parser(
+        "relmat", help="write A (from a pedigree) or G (from genotypes), or their inverse"
+    )
+    _relationship_arguments(rel, matrix=False)
+    rel.add_argument("--out", required=True, help="output CSV")
+    rel.add_argument("--inverse", action="store_true", help="write the inverse (sparse for A)")
+    rel.add_argument(
+        "--format",
+        choices=["dense", "triplets"],
+        default="dense",
+        help="dense: ids as header and first column; triplets: row,col,value (lower triangle, "
+        "non-zeros, as ASReml .giv / BLUPF90 files, with ids)",
+    )
+    rel.set_defaults(handler=_cmd_relmat)
 
     sim = commands.add_parser("simulate", help="write the reference simulation as CSV files")
     sim.add_argument("--out", required=True, help="folder for pheno.csv, A.csv, true_u.csv")

@@ -22,16 +22,23 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, describe_items
-from .relationship import RelationshipMatrix, id_strings
+from .relationship import id_strings
 
 __all__ = ["Design", "DroppedRecordsWarning", "build_design", "parse_formula"]
 
 _RANDOM_TERM = re.compile(r"\+?\s*\(\s*1\s*\|\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
+
+
+class IndexedAnimals(Protocol):
+    """Anything that maps animal ids to rows: a relationship matrix or a pedigree."""
+
+    def positions(self, ids: Any) -> np.ndarray: ...
 
 
 class DroppedRecordsWarning(UserWarning):
@@ -234,7 +241,7 @@ def build_design(
     data: pd.DataFrame,
     *,
     animal: str,
-    relmat: RelationshipMatrix,
+    relmat: IndexedAnimals,
     warn: bool = True,
 ) -> Design:
     """Validate the data against the formula and relationship matrix and build the arrays.
@@ -248,7 +255,7 @@ def build_design(
     animal
         The column holding each record's animal id.
     relmat
-        The relationship matrix whose ids the animal column refers to.
+        The relationship matrix (or pedigree) whose ids the animal column refers to.
     warn
         Issue a :class:`DroppedRecordsWarning` when records with a missing response are dropped
         (the notice is kept in :attr:`Design.notices` either way).
@@ -263,8 +270,8 @@ def build_design(
         Unknown column, unparsable formula, collinear design, n ≤ p.
     DataError
         Missing animal column or ids, missing or infinite covariates, infinite responses.
-    RelationshipError
-        Animals in the data that are not in the relationship matrix.
+    RelationshipError, PedigreeError
+        Animals in the data that are not in the relationship matrix (or pedigree).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")

@@ -11,13 +11,15 @@ from __future__ import annotations
 from os import PathLike
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from .errors import DataError
 from .relationship import RelationshipMatrix
 from .reml import RemlResult
 
-__all__ = ["read_data", "write_blup_csv", "write_relationship_csv"]
+__all__ = ["read_data", "write_blup_csv", "write_matrix", "write_relationship_csv"]
 
 
 def read_data(path: str | PathLike[str]) -> pd.DataFrame:
@@ -32,13 +34,44 @@ def read_data(path: str | PathLike[str]) -> pd.DataFrame:
 
 def write_relationship_csv(relmat: RelationshipMatrix, path: str | PathLike[str]) -> Path:
     """Write A with ids as header and first column, 17 significant digits."""
-    path = Path(path)
-    relmat.to_frame().to_csv(path, float_format="%.17g")
-    return path
+    return write_matrix(relmat.matrix, relmat.ids, path)
 
 
 def write_blup_csv(result: RemlResult, path: str | PathLike[str]) -> Path:
     """Write one row per animal: id, blup, pev, reliability, n_records."""
     path = Path(path)
     result.blup.reset_index().to_csv(path, index=False, float_format="%.10g")
+    return path
+
+
+def write_matrix(
+    matrix: np.ndarray | sparse.spmatrix,
+    ids: np.ndarray,
+    path: str | PathLike[str],
+    *,
+    triplets: bool = False,
+) -> Path:
+    """Write a symmetric matrix: dense (ids as header and first column) or as triplets.
+
+    Triplets are ``row, col, value`` with the ids, lower triangle (row position ≥ column
+    position), non-zeros only — the layout of ASReml ``.giv`` and BLUPF90 files, and the way to
+    write a large sparse A⁻¹. A dense file of a sparse matrix is refused above 20 000 animals.
+    """
+    path = Path(path)
+    if triplets:
+        lower = sparse.tril(sparse.coo_matrix(matrix)).tocoo()
+        order = np.lexsort((lower.col, lower.row))
+        frame = pd.DataFrame(
+            {"row": ids[lower.row[order]], "col": ids[lower.col[order]], "value": lower.data[order]}
+        )
+        frame.to_csv(path, index=False, float_format="%.17g")
+        return path
+    if sparse.issparse(matrix):
+        if matrix.shape[0] > 20_000:
+            raise DataError(
+                f"A dense file of {matrix.shape[0]} animals would be huge; write triplets "
+                "(--format triplets) instead."
+            )
+        matrix = matrix.toarray()
+    pd.DataFrame(matrix, index=ids, columns=ids).to_csv(path, float_format="%.17g")
     return path

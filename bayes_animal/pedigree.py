@@ -71,11 +71,11 @@ class Pedigree:
     input_order: np.ndarray
     allow_selfing: bool = False
     notices: tuple[str, ...] = ()
-    _position: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _index: pd.Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if not self._position:
-            self._position.update({a: i for i, a in enumerate(self.ids)})
+        if self._index is None:
+            object.__setattr__(self, "_index", pd.Index(self.ids))
 
     @property
     def size(self) -> int:
@@ -93,14 +93,15 @@ class Pedigree:
     def positions(self, ids: Any) -> np.ndarray:
         """Positions of ``ids`` in the sorted pedigree; names the ids that are missing."""
         keys = id_strings(ids)
-        missing = [a for a in dict.fromkeys(keys) if a not in self._position]
+        found = self._index.get_indexer(keys)
+        missing = list(dict.fromkeys(keys[found < 0]))
         if missing:
             raise PedigreeError(
                 f"{len(missing)} animal id(s) in the data are not in the pedigree: "
                 f"{describe_items(missing)}. Add them to the pedigree (with unknown parents if "
                 "need be) or remove their records."
             )
-        return np.fromiter((self._position[a] for a in keys), dtype=np.intp, count=len(keys))
+        return found.astype(np.intp)
 
     def to_frame(self) -> pd.DataFrame:
         """The sorted pedigree as ``id, sire, dam, generation`` (unknown parents as NA)."""
@@ -111,8 +112,12 @@ class Pedigree:
             return pd.Series(values, dtype=object)
 
         return pd.DataFrame(
-            {"id": ids, "sire": parent(self.sire), "dam": parent(self.dam),
-             "generation": self.generation}
+            {
+                "id": ids,
+                "sire": parent(self.sire),
+                "dam": parent(self.dam),
+                "generation": self.generation,
+            }
         )
 
 
@@ -150,7 +155,7 @@ def _column_names(frame: pd.DataFrame, columns: tuple[str, str, str] | None) -> 
 def _parent_strings(values: pd.Series, unknown: set[str]) -> np.ndarray:
     """Parent ids as strings, with None for unknown."""
     strings = id_strings(values.to_numpy(dtype=object))
-    missing = values.isna().to_numpy() | np.isin(strings, list(unknown))
+    missing = values.isna().to_numpy() | pd.Series(strings).isin(unknown).to_numpy()
     return np.where(missing, None, strings)
 
 
@@ -166,7 +171,7 @@ def _find_cycle(remaining: np.ndarray, sire: np.ndarray, dam: np.ndarray, ids) -
         path.append(current)
         parents = [p for p in (sire[current], dam[current]) if p >= 0 and p in remaining_set]
         current = int(parents[0])
-    cycle = path[seen[current]:] + [current]
+    cycle = [*path[seen[current] :], current]
     return [str(ids[i]) for i in reversed(cycle)]
 
 
@@ -240,16 +245,17 @@ def read_pedigree(
     if unknown is not None:
         tokens |= {str(t) for t in np.atleast_1d(unknown)}
     ids_all = id_strings(frame[id_col].to_numpy(dtype=object))
-    empty_ids = frame[id_col].isna().to_numpy() | np.isin(ids_all, list(tokens))
+    empty_ids = frame[id_col].isna().to_numpy() | pd.Series(ids_all).isin(tokens).to_numpy()
     if empty_ids.any():
         raise PedigreeError(
-            f"The pedigree has rows without an id: row(s) {describe_items(np.flatnonzero(empty_ids))}."
+            "The pedigree has rows without an id: "
+            f"row(s) {describe_items(np.flatnonzero(empty_ids))}."
         )
     sires_all = _parent_strings(frame[sire_col], tokens)
     dams_all = _parent_strings(frame[dam_col], tokens)
     notices: list[str] = []
 
-    table = pd.DataFrame({"id": ids_all, "sire": sires_all, "dam": dams_all})
+    table = pd.DataFrame({"id": ids_all, "sire": sires_all, "dam": dams_all}, dtype=object)
     duplicated = table["id"].duplicated(keep=False)
     if duplicated.any():
         groups = table[duplicated].fillna("").groupby("id")[["sire", "dam"]].nunique()
@@ -259,9 +265,10 @@ def read_pedigree(
                 f"Duplicated id(s) with conflicting parents: {describe_items(conflicting)}. "
                 "Each animal must have one sire and one dam."
             )
+        repeated = table["id"].duplicated()
         notices.append(
-            f"{int(table['id'].duplicated().sum())} repeated pedigree row(s) with identical "
-            f"parents were merged: {describe_items(table['id'][table['id'].duplicated()].unique())}."
+            f"{int(repeated.sum())} repeated pedigree row(s) with identical parents were "
+            f"merged: {describe_items(table['id'][repeated].unique())}."
         )
     first_rows = np.flatnonzero(~table["id"].duplicated().to_numpy())
     table = table.iloc[first_rows].reset_index(drop=True)
@@ -275,7 +282,8 @@ def read_pedigree(
         )
 
     if not allow_selfing:
-        both = sorted(set(table["sire"].dropna()) & set(table["dam"].dropna()))
+        sires_used = pd.Index(table["sire"].dropna().unique())
+        both = sorted(sires_used.intersection(pd.Index(table["dam"].dropna().unique())))
         if both:
             raise PedigreeError(
                 f"Id(s) used both as sire and as dam: {describe_items(both)}. Correct the "
@@ -283,11 +291,10 @@ def read_pedigree(
                 "which one individual can be both parents."
             )
 
-    known = set(table["id"])
     parents_in_order = pd.unique(
         np.concatenate([table["sire"].dropna().to_numpy(), table["dam"].dropna().to_numpy()])
     )
-    added = [p for p in parents_in_order if p not in known]
+    added = list(parents_in_order[~pd.Index(parents_in_order).isin(table["id"])])
     if added:
         notices.append(
             f"{len(added)} parent(s) without a row of their own were added as founders: "

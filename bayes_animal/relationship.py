@@ -55,6 +55,8 @@ def id_strings(values: Any) -> np.ndarray:
         An object array of ``str``.
     """
     array = np.asarray(values)
+    if array.dtype.kind in "OU" and pd.api.types.infer_dtype(array, skipna=False) == "string":
+        return array.astype(object)
     if array.dtype.kind == "f":
         whole = np.isfinite(array) & (array == np.round(array))
         return np.array(
@@ -84,11 +86,11 @@ class RelationshipMatrix:
     matrix: np.ndarray
     min_eigenvalue: float | None = None
     projected: bool = False
-    _position: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _index: pd.Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if not self._position:
-            self._position.update({a: i for i, a in enumerate(self.ids)})
+        if self._index is None:
+            object.__setattr__(self, "_index", pd.Index(self.ids))
 
     @property
     def size(self) -> int:
@@ -98,14 +100,15 @@ class RelationshipMatrix:
     def positions(self, ids: Any) -> np.ndarray:
         """Row positions of ``ids``; raises :class:`RelationshipError` naming unknown ones."""
         keys = id_strings(ids)
-        missing = [a for a in dict.fromkeys(keys) if a not in self._position]
+        found = self._index.get_indexer(keys)
+        missing = list(dict.fromkeys(keys[found < 0]))
         if missing:
             raise RelationshipError(
                 f"{len(missing)} animal id(s) are not in the relationship matrix: "
                 f"{describe_items(missing)}. Add them to the matrix (or pedigree), or remove "
                 "their records."
             )
-        return np.fromiter((self._position[a] for a in keys), dtype=np.intp, count=len(keys))
+        return found.astype(np.intp)
 
     def to_frame(self) -> pd.DataFrame:
         """The matrix as a DataFrame labelled by id on both axes."""

@@ -48,7 +48,8 @@ local maximum (or a boundary) wins. Every step is :math:`O(n p^2)`.
 :math:`\mathcal I^{AI}_{ij} = \tfrac12 y^\top P V_i P V_j P y` with :math:`V_u = K`,
 :math:`V_e = I` (the average of observed and expected information; :math:`V^{-1}` in the middle
 for ML), and the delta method for :math:`h^2`. The expected (Fisher) information
-:math:`\tfrac12 \operatorname{tr}(P V_i P V_j)` is reported beside it. b is the GLS estimate with covariance :math:`(X^\top V^{-1} X)^{-1}`.
+:math:`\tfrac12 \operatorname{tr}(P V_i P V_j)` is reported beside it.
+b is the GLS estimate with covariance :math:`(X^\top V^{-1} X)^{-1}`.
 
 **BLUPs** of every animal in A, phenotyped or not: :math:`\hat u = \sigma_u^2 A Z^\top P y`,
 with prediction error variance :math:`\mathrm{PEV}_i = \sigma_u^2 a_{ii} - \sigma_u^4
@@ -71,7 +72,9 @@ import pandas as pd
 
 from .design import Design, build_design
 from .errors import BayesAnimalError
-from .relationship import RelationshipMatrix, as_relationship
+from .inputs import resolve_relationship
+from .pedigree import Pedigree
+from .relationship import RelationshipMatrix
 from .spectral import SpectralProblem, blas_threads, decompose
 
 __all__ = [
@@ -556,14 +559,16 @@ def reml(
     formula: str,
     data: pd.DataFrame,
     *,
-    relmat: RelationshipMatrix | pd.DataFrame | np.ndarray | str | PathLike[str],
+    relmat: RelationshipMatrix | pd.DataFrame | np.ndarray | str | PathLike[str] | None = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
     animal: str = "animal",
     method: Method = "reml",
     nearest_pd: bool = False,
     pev: bool = True,
     threads: int | None = None,
 ) -> RemlResult:
-    """REML estimate of the animal model ``formula + (1 | animal)`` with relationship ``relmat``.
+    """REML estimate of the animal model ``formula + (1 | animal)``.
 
     Parameters
     ----------
@@ -571,9 +576,13 @@ def reml(
         Fixed part, ``"response ~ 1 + fix"`` (factors as ``C(sex)``).
     data
         Records; ``animal`` names the id column.
-    relmat
-        Relationship matrix: a :class:`RelationshipMatrix`, an id-labelled DataFrame, or a CSV
-        path. Used as given (never rescaled).
+    relmat, pedigree, genotypes
+        Exactly one: a relationship matrix (:class:`RelationshipMatrix`, id-labelled
+        DataFrame or CSV path; used as given, never rescaled), a pedigree (a
+        :class:`~bayes_animal.pedigree.Pedigree` from ``read_pedigree`` for non-default
+        columns or selfing, or a table / CSV path), or marker genotypes (VanRaden's G; use
+        :func:`~bayes_animal.genomic.genomic_relationship` for a ridge, a blend or 0/1 coding).
+        With a pedigree, animals without records get BLUPs too.
     animal
         Column of animal ids.
     method
@@ -594,6 +603,10 @@ def reml(
     True
     """
     method = _check_method(method)
-    matrix = as_relationship(relmat, nearest_pd=nearest_pd)
-    design = build_design(formula, data, animal=animal, relmat=matrix)
-    return fit_reml(design, matrix, method=method, pev=pev, threads=threads)
+    source = resolve_relationship(
+        relmat=relmat, pedigree=pedigree, genotypes=genotypes, nearest_pd=nearest_pd
+    )
+    if source.pedigree is not None and animal in data.columns:
+        source.pedigree.positions(data[animal].dropna().to_numpy())
+    design = build_design(formula, data, animal=animal, relmat=source.relmat)
+    return fit_reml(design, source.relmat, method=method, pev=pev, threads=threads)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from .relationship import RelationshipMatrix, nearest_positive_definite
 
-__all__ = ["SimulatedData", "Truth", "simulate_reference"]
+__all__ = ["SimulatedData", "Truth", "simulate_pedigree", "simulate_reference"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +127,44 @@ def simulate_reference(
         sigma2_e=sigma2_e,
     )
     return SimulatedData(data=data, relmat=RelationshipMatrix(ids=ids, matrix=relmat), truth=truth)
+
+
+def simulate_pedigree(
+    *,
+    n_founders: int = 100,
+    n_generations: int = 10,
+    n_per_generation: int = 1000,
+    n_sires: int = 20,
+    unknown_dam: float = 0.05,
+    seed: int | None = 0,
+) -> pd.DataFrame:
+    """A random-mating pedigree with few sires per generation (so that inbreeding builds up).
+
+    Generation 0 holds ``n_founders`` animals with unknown parents; each later generation has
+    ``n_per_generation`` offspring of ``n_sires`` males drawn from the previous generation and
+    dams drawn at random from its females (unknown with probability ``unknown_dam``).
+    Sexes alternate by id, so no animal is both a sire and a dam.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``id, sire, dam`` (ids ``g<generation>_<k>``, unknown parents as ``"0"``), in
+        generation order; ``n_founders + n_generations · n_per_generation`` rows.
+    """
+    rng = np.random.default_rng(seed)
+    ids = [f"g0_{k}" for k in range(n_founders)]
+    sires = ["0"] * n_founders
+    dams = ["0"] * n_founders
+    previous = np.array(ids, dtype=object)
+    for generation in range(1, n_generations + 1):
+        males, females = previous[0::2], previous[1::2]
+        chosen = rng.choice(males, size=min(n_sires, len(males)), replace=False)
+        sire = rng.choice(chosen, size=n_per_generation)
+        dam = rng.choice(females, size=n_per_generation).astype(object)
+        dam[rng.random(n_per_generation) < unknown_dam] = "0"
+        current = np.array([f"g{generation}_{k}" for k in range(n_per_generation)], dtype=object)
+        ids.extend(current)
+        sires.extend(sire)
+        dams.extend(dam)
+        previous = current
+    return pd.DataFrame({"id": ids, "sire": sires, "dam": dams})

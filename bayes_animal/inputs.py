@@ -1,0 +1,126 @@
+"""One place that turns the user's relationship input into a :class:`RelationshipMatrix`.
+
+Exactly one of ``relmat=`` (a matrix, DataFrame or CSV), ``pedigree=`` (a pedigree table or
+CSV) or ``genotypes=`` (marker genotypes) is given — or genotypes with a pedigree and a blend
+weight, for (1−w)G + wA. The API (:func:`bayes_animal.reml.reml`) and the command line share it. The pedigree and
+genomic modules (numba, scipy) are imported only when a pedigree or genotypes are given, so
+that a fit from a ready matrix starts quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from .errors import RelationshipError
+from .pedigree import Pedigree, read_pedigree
+from .relationship import RelationshipMatrix, as_relationship
+
+if TYPE_CHECKING:  # imported lazily: numba and scipy are not needed for a ready matrix
+    from .additive import MendelianSampling
+    from .genomic import GenomicRelationship
+
+__all__ = ["RelationshipSource", "resolve_relationship"]
+
+Source = RelationshipMatrix | pd.DataFrame | str | PathLike[str]
+
+
+@dataclass(frozen=True)
+class RelationshipSource:
+    """The relationship matrix and where it came from.
+
+    Attributes
+    ----------
+    relmat
+        The matrix used in the model.
+    kind
+        ``"matrix"``, ``"pedigree"``, ``"genomic"`` or ``"blended"``.
+    pedigree, sampling
+        The checked pedigree and its inbreeding / Mendelian-sampling variances, if any.
+    genomic
+        How G was built, if it was.
+    notices
+        Notices from reading the pedigree or genotypes.
+    """
+
+    relmat: RelationshipMatrix
+    kind: Literal["matrix", "pedigree", "genomic", "blended"]
+    pedigree: Pedigree | None = None
+    sampling: MendelianSampling | None = None
+    genomic: GenomicRelationship | None = None
+    notices: tuple[str, ...] = ()
+
+
+def resolve_relationship(
+    *,
+    relmat: Source | Any = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+    pedigree_columns: tuple[str, str, str] | None = None,
+    allow_selfing: bool = False,
+    genotype_coding: Literal["012", "01"] = "012",
+    ridge: float = 0.0,
+    blend: float = 0.0,
+    nearest_pd: bool = False,
+    warn: bool = True,
+) -> RelationshipSource:
+    """Build the relationship matrix from exactly one kind of input (see the module docstring).
+
+    Raises
+    ------
+    RelationshipError
+        None or several inputs given, or a blend without both genotypes and a pedigree.
+    """
+    given = [
+        name
+        for name, value in (("relmat", relmat), ("pedigree", pedigree), ("genotypes", genotypes))
+        if value is not None
+    ]
+    blended = set(given) == {"pedigree", "genotypes"} and blend > 0
+    if len(given) != 1 and not blended:
+        raise RelationshipError(
+            f"Give exactly one of relmat=, pedigree= or genotypes= (got {given or 'none'}); "
+            "genotypes and a pedigree together need a blend weight (blend=0.05, --blend 0.05)."
+        )
+    if blend and not blended:
+        raise RelationshipError("blend= needs both genotypes= and pedigree=.")
+    if relmat is not None:
+        return RelationshipSource(as_relationship(relmat, nearest_pd=nearest_pd), "matrix")
+    from .additive import dense_relationship, mendelian_sampling
+    from .genomic import genomic_relationship
+
+    checked = sampling = None
+    notices: list[str] = []
+    if pedigree is not None:
+        checked = (
+            pedigree
+            if isinstance(pedigree, Pedigree)
+            else read_pedigree(
+                pedigree, columns=pedigree_columns, allow_selfing=allow_selfing, warn=warn
+            )
+        )
+        notices += checked.notices
+        sampling = mendelian_sampling(checked)
+        a_matrix = dense_relationship(checked)
+        if genotypes is None:
+            return RelationshipSource(a_matrix, "pedigree", checked, sampling, None, tuple(notices))
+    genomic = genomic_relationship(
+        genotypes,
+        coding=genotype_coding,
+        ridge=ridge,
+        blend_with=a_matrix if blended else None,
+        blend_weight=blend if blended else 0.0,
+        warn=warn,
+    )
+    notices += genomic.notices
+    return RelationshipSource(
+        genomic.relmat,
+        "blended" if blended else "genomic",
+        checked,
+        sampling,
+        genomic,
+        tuple(notices),
+    )
