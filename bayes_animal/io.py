@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ def write_blup_csv(result: RemlResult, path: str | PathLike[str]) -> Path:
 
 
 def write_matrix(
-    matrix: np.ndarray | sparse.spmatrix,
+    matrix: Any,
     ids: np.ndarray,
     path: str | PathLike[str],
     *,
@@ -56,6 +57,8 @@ def write_matrix(
     position), non-zeros only — the layout of ASReml ``.giv`` and BLUPF90 files, and the way to
     write a large sparse A⁻¹. A dense file of a sparse matrix is refused above 20 000 animals.
     """
+    from scipy import sparse
+
     path = Path(path)
     if triplets:
         lower = sparse.tril(sparse.coo_matrix(matrix)).tocoo()
