@@ -352,3 +352,66 @@ def test_recovery_over_simulated_data_sets():
         assert np.all(np.abs(values) < 4), (key, values)
         # the mean of 8 standard normals lies within ±3/√8 with probability > 0.99
         assert abs(values.mean()) < 3 / np.sqrt(len(values)), (key, values)
+
+
+@pytest.fixture(scope="module")
+def gryphon_fits():
+    from conftest import shared_folder
+
+    folder = shared_folder("gryphon")
+    data = pd.read_csv(folder / "gryphon.csv")
+    pedigree = folder / "gryphonped.csv"
+    with pytest.warns(UserWarning, match="230 of 1084 records"):
+        plain = reml("bwt ~ 1", data, pedigree=pedigree)
+    with pytest.warns(UserWarning):
+        sex = reml("bwt ~ 1 + C(sex)", data, pedigree=pedigree)
+    return plain, sex
+
+
+def test_gryphon_bwt_matches_asreml(gryphon_fits):
+    fit, _ = gryphon_fits
+    assert fit.n_records == 854 and fit.n_animals == 1309
+    assert fit.sigma2_u == pytest.approx(3.395398, rel=1e-3)
+    assert fit.sigma2_e == pytest.approx(3.828602, rel=1e-3)
+    assert fit.h2 == pytest.approx(0.4700, rel=1e-3)
+    assert fit.se["sigma2_u"] == pytest.approx(0.6350, abs=0.005)
+    assert fit.se["sigma2_e"] == pytest.approx(0.5186, abs=0.005)
+    assert fit.se["h2"] == pytest.approx(0.0765, abs=0.005)
+    # every animal in the pedigree gets a BLUP, with or without a record
+    assert len(fit.blup) == 1309 and (fit.blup["n_records"] == 0).sum() == 1309 - 854
+
+
+def test_gryphon_bwt_with_sex_matches_asreml(gryphon_fits):
+    _, fit = gryphon_fits
+    assert fit.sigma2_u == pytest.approx(3.060441, rel=1e-3)
+    assert fit.sigma2_e == pytest.approx(2.938412, rel=1e-3)
+    assert fit.h2 == pytest.approx(0.5102, rel=1e-3)
+    assert fit.beta["Intercept"] == pytest.approx(6.058669, rel=1e-4)
+    assert fit.beta["C(sex)[T.2]"] == pytest.approx(2.206996, rel=1e-4)
+    assert fit.beta_se["C(sex)[T.2]"] == pytest.approx(0.1620, abs=0.005)
+    assert fit.se["h2"] == pytest.approx(0.0743, abs=0.005)
+
+
+def test_gryphon_loglik_difference_matches_asreml(gryphon_fits):
+    """ASReml's logL omits a constant; differences between models with the same fixed part are
+    comparable, but with different X the constants differ by ½ log|XᵀX| terms."""
+    plain, sex = gryphon_fits
+    assert plain.loglik < 0 and sex.loglik < 0
+    assert plain.converged and sex.converged
+
+
+def test_reml_data_animals_missing_from_pedigree_are_named(mrode):
+    from bayes_animal.pedigree import PedigreeError
+
+    data = pd.read_csv(mrode / "ex17_7_reml.csv")
+    data.loc[0, "animal"] = 99
+    with pytest.raises(PedigreeError, match="'99'"):
+        reml("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv")
+
+
+def test_reml_needs_exactly_one_relationship_source(mrode):
+    data = pd.read_csv(mrode / "ex17_7_reml.csv")
+    with pytest.raises(BayesAnimalError, match="exactly one of relmat=, pedigree= or genotypes="):
+        reml("y ~ 1", data)
+    with pytest.raises(BayesAnimalError, match="exactly one"):
+        reml("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", relmat=np.eye(8))
