@@ -70,7 +70,24 @@ def reml(quick: bool) -> None:
         )
 
 
-BENCHMARKS = {"reml": reml}
+def pedigree(quick: bool) -> None:
+    import bench_pedigree
+
+    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    _write(
+        "pedigree",
+        "Pedigree checks, inbreeding (Meuwissen-Luo) and sparse A-inverse",
+        bench_pedigree.run(sizes=sizes),
+        "Simulated pedigrees: 10 generations of random mating with few sires "
+        "(simulate_pedigree). check_and_sort_s: reading, checks and parents-first sort.\n",
+    )
+    shape = (500, 2000) if quick else (1000, 10_000)
+    _write(
+        "genomic", "VanRaden's G (with its eigenvalue check)", bench_pedigree.run_genomic(*shape)
+    )
+
+
+BENCHMARKS = {"reml": reml, "pedigree": pedigree}
 
 
 def main() -> None:

@@ -232,3 +232,97 @@ def test_cli_does_not_import_pymc_or_scipy_for_reml(sim_dir):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert "HEAVY []" in completed.stdout, completed.stdout + completed.stderr
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "bayes_animal.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_reml_with_pedigree_through_the_cli(tmp_path):
+    from conftest import shared_folder
+
+    folder = shared_folder("gryphon")
+    completed = _run("reml", "--data", folder / "gryphon.csv", "--pedigree",
+                     folder / "gryphonped.csv", "--pedigree-columns", "id,father,mother",
+                     "--formula", "bwt ~ 1", "--json", "--out", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    payload = json.loads(completed.stdout)
+    assert payload["sigma2_u"] == pytest.approx(3.395398, rel=1e-3)
+    assert payload["n_animals"] == 1309
+    assert "230 of 1084 records" in completed.stderr.replace("\n", " ")
+    assert len(pd.read_csv(tmp_path / "blup.csv")) == 1309
+
+
+def _pedigree_file(tmp_path, rows):
+    path = tmp_path / "ped.csv"
+    pd.DataFrame(rows, columns=["id", "sire", "dam"]).to_csv(path, index=False)
+    data = tmp_path / "data.csv"
+    pd.DataFrame({"animal": ["c", "d", "e"], "y": [1.0, 2.0, 0.5]}).to_csv(data, index=False)
+    return path, data
+
+
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        ([["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["c", "b", "a"], ["d", "a", "b"],
+          ["e", "a", "b"]], "conflicting parents: 'c'"),
+        ([["a", "e", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "c", "b"], ["e", "d", "b"]],
+         "cycle"),
+        ([["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "b", "a"], ["e", "a", "b"]],
+         "both as sire and as dam: 'a', 'b'"),
+        ([["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "a", "b"]],
+         "in the data are not in the pedigree: 'e'"),
+    ],
+    ids=["conflicting-duplicate", "cycle", "sire-as-dam", "not-in-pedigree"],
+)
+def test_pedigree_errors_through_the_cli(tmp_path, rows, needle):
+    pedigree, data = _pedigree_file(tmp_path, rows)
+    completed = _run("reml", "--data", data, "--pedigree", pedigree, "--formula", "y ~ 1")
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert needle in completed.stderr.replace("\n", " "), completed.stderr
+
+
+def test_relmat_command_writes_a_and_inverse(tmp_path, capsys):
+    from conftest import shared_folder
+
+    folder = shared_folder("mrode")
+    out = tmp_path / "A.csv"
+    assert main(["relmat", "--pedigree", str(folder / "ex04_1_pedigree.csv"), "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "inbreeding mean 0.00000" in printed and "0 inbred animals" in printed
+    A = pd.read_csv(out, index_col=0)
+    assert A.loc[8, "5"] == pytest.approx(0.375)
+    inverse = tmp_path / "Ainv.csv"
+    assert main(["relmat", "--pedigree", str(folder / "ex04_1_pedigree.csv"), "--out",
+                 str(inverse), "--inverse", "--format", "triplets"]) == 0
+    triplets = pd.read_csv(inverse)
+    assert list(triplets.columns) == ["row", "col", "value"]
+    dense = np.zeros((8, 8))
+    for row in triplets.itertuples():
+        dense[row.row - 1, row.col - 1] = dense[row.col - 1, row.row - 1] = row.value
+    np.testing.assert_allclose(dense, np.linalg.inv(A.to_numpy()), atol=1e-12)
+
+
+def test_relmat_genotypes_needs_a_ridge_and_then_writes_g(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    geno = pd.DataFrame(rng.binomial(2, 0.4, size=(20, 50)),
+                        columns=[f"m{j}" for j in range(50)])
+    geno.insert(0, "id", [f"x{i}" for i in range(20)])
+    geno.to_csv(tmp_path / "geno.csv", index=False)
+    args = ["relmat", "--genotypes", str(tmp_path / "geno.csv"), "--out", str(tmp_path / "G.csv")]
+    assert main(args) == 2
+    assert "--ridge" in capsys.readouterr().err
+    assert main([*args, "--ridge", "0.05"]) == 0
+    assert "20 animals" in capsys.readouterr().out
+    G = pd.read_csv(tmp_path / "G.csv", index_col=0)
+    assert G.shape == (20, 20)
+
+
+def test_bad_pedigree_columns_flag(tmp_path, capsys):
+    pedigree, data = _pedigree_file(tmp_path, [["a", "0", "0"]])
+    assert main(["reml", "--data", str(data), "--pedigree", str(pedigree), "--formula", "y ~ 1",
+                 "--pedigree-columns", "id,sire"]) == 2
+    assert "three names" in capsys.readouterr().err
