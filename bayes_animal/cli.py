@@ -1,8 +1,9 @@
-"""The ``bayes-animal`` command line: ``reml``, ``relmat``, ``simulate`` and ``demo``.
+"""The ``bayes-animal`` command line: ``reml``, ``fit``, ``relmat``, ``simulate`` and ``demo``.
 
 Errors raised on purpose (:class:`bayes_animal.errors.BayesAnimalError`) are printed as one
 paragraph on stderr with exit status 2 and no traceback. Notices (dropped records) go to
-stderr, so that ``--json`` leaves only the JSON object on stdout. Nothing here imports PyMC.
+stderr, so that ``--json`` leaves only the JSON object on stdout. PyMC is imported only by
+``fit`` and ``demo``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,85 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progressbar: bool):
+    """Build the AnimalModel and fit it; PyMC is imported only here."""
+    from .model import AnimalModel
+
+    model = AnimalModel(args.formula, data, animal=args.animal, source=source, priors=args.prior)
+    return model.fit(
+        parameterisation=args.parameterisation,
+        sampler=args.sampler,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        random_seed=args.seed,
+        progressbar=progressbar,
+        target_accept=args.target_accept,
+    )
+
+
+def _format_fit(fit) -> str:
+    table = fit.reml_check
+    lines = [
+        f"posterior ({fit.sampler}, {fit.parameterisation}, fixed effects {fit.fixed_effects}; "
+        f"{int(fit.idata.posterior.sizes['chain'])} chains × "
+        f"{int(fit.idata.posterior.sizes['draw'])} draws)",
+        "",
+        f"{'parameter':<10}{'REML':>10}{'± SE':>9}{'mode':>10}{'median':>10}{'mean':>10}"
+        f"{'95% HDI':>22}  REML inside",
+    ]
+    for name, row in table.iterrows():
+        interval = f"[{row['hdi_low']:.4g}, {row['hdi_high']:.4g}]"
+        lines.append(
+            f"{name:<10}{row['reml']:>10.4g}{row['reml_se']:>9.3g}{row['mode']:>10.4g}"
+            f"{row['median']:>10.4g}{row['mean']:>10.4g}{interval:>22}  "
+            f"{'yes' if row['reml_in_hdi'] else 'NO'}"
+        )
+    d = fit.diagnostics
+    lines += [
+        "",
+        f"diagnostics: max R-hat {d.max_r_hat:.4f}, min bulk ESS {d.min_ess_bulk:.0f}, "
+        f"min tail ESS {d.min_ess_tail:.0f}, {d.divergences} divergences"
+        + ("" if d.ok else "  (see warnings)"),
+        "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in fit.timings.items()),
+    ]
+    return "\n".join(lines)
+
+
+def _write_fit(fit, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plotting import plot_h2, plot_trace
+
+    fit.save(out)
+    plot_h2(fit).figure.savefig(out / "h2.png", dpi=120)
+    plot_trace(fit)[0, 0].figure.savefig(out / "trace.png", dpi=100)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import warnings
+
+    data = read_data(args.data)
+    source = _relationship_from_args(args)
+    if source.pedigree is not None and args.animal in data.columns:
+        source.pedigree.positions(data[args.animal].dropna().to_numpy())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            _notice(str(warning.message))
+    out = Path(args.out)
+    _write_fit(fit, out)
+    if args.json:
+        print(json.dumps(fit.to_summary_dict()))
+    else:
+        print(_format_fit(fit))
+        print(f"wrote summary.json, ebv.csv, posterior.nc, h2.png and trace.png to {out}")
+    return 0
+
+
 def _cmd_relmat(args: argparse.Namespace) -> int:
     source = _relationship_from_args(args)
     out = Path(args.out)
@@ -186,37 +266,66 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"A = M'M/m from {args.n_snps} SNPs, mean diagonal {sim.relmat.mean_diagonal:.3f} "
         "(not rescaled: variances are on this scale)\n"
     )
-    design = build_design("response ~ 1 + fix", sim.data, animal="animal", relmat=sim.relmat)
-    result = fit_reml(design, sim.relmat)
-    truth = sim.truth
-    rows = [
-        ("h2", truth.h2, result.h2, result.se["h2"]),
-        ("sigma2_u", truth.sigma2_u, result.sigma2_u, result.se["sigma2_u"]),
-        ("sigma2_e", truth.sigma2_e, result.sigma2_e, result.se["sigma2_e"]),
-        ("Intercept", truth.mu, result.beta["Intercept"], result.beta_se["Intercept"]),
-        ("fix", truth.b, result.beta["fix"], result.beta_se["fix"]),
-    ]
-    print(f"{'parameter':<12}{'truth':>10}{'REML':>10}{'SE':>9}{'95% interval':>22}  inside")
-    for name, true, estimate, se in rows:
-        low, high = estimate - 1.96 * se, estimate + 1.96 * se
-        inside = "yes" if low <= true <= high else "no"
-        print(
-            f"{name:<12}{true:>10.4f}{estimate:>10.4f}{se:>9.4f}"
-            f"{f'[{low:.3f}, {high:.3f}]':>22}  {inside}"
-        )
-    status = "converged" if result.converged else "NOT converged"
+    from .model import AnimalModel
+
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    reml = model.reml
     print(
-        f"\nREML log-likelihood {result.loglik:.4f} ({status}); eigendecomposition "
-        f"{result.timings['eigh']:.2f} s, fit {result.timings['fit']:.3f} s"
+        f"REML: {reml.n_records} records, log-likelihood {reml.loglik:.4f}, "
+        f"{'converged' if reml.converged else 'NOT converged'}; sampling with NUTS …"
     )
-    blup = result.blup.join(truth.u.rename("true_u"))
-    accuracy = float(np.corrcoef(blup["blup"], blup["true_u"])[0, 1])
-    print(f"correlation of the BLUPs with the true breeding values: {accuracy:.4f}\n")
-    top = blup.sort_values("blup", ascending=False).head(args.top)
-    top = top.assign(true_rank=blup["true_u"].rank(ascending=False).astype(int).loc[top.index])
-    print(f"top {args.top} breeding values (REML BLUP):")
-    with pd.option_context("display.float_format", "{:.3f}".format):
-        print(top[["blup", "pev", "reliability", "true_u", "true_rank"]].to_string())
+    fit = model.fit(
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        random_seed=args.seed,
+        progressbar=False,
+    )
+    truth = sim.truth
+    summary = fit.summary()
+    beta = fit.beta_summary()
+    rows = [
+        ("h2", truth.h2, reml.h2, reml.se["h2"], summary.loc["h2"]),
+        ("sigma2_u", truth.sigma2_u, reml.sigma2_u, reml.se["sigma2_u"], summary.loc["sigma2_u"]),
+        ("sigma2_e", truth.sigma2_e, reml.sigma2_e, reml.se["sigma2_e"], summary.loc["sigma2_e"]),
+        (
+            "Intercept",
+            truth.mu,
+            reml.beta["Intercept"],
+            reml.beta_se["Intercept"],
+            beta.loc["Intercept"],
+        ),
+        ("fix", truth.b, reml.beta["fix"], reml.beta_se["fix"], beta.loc["fix"]),
+    ]
+    print(f"\n{'parameter':<11}{'truth':>8}{'REML':>9}{'± SE':>8}{'post. mean':>12}{'95% HDI':>20}")
+    for name, true, estimate, se, post in rows:
+        interval = f"[{post['hdi_low']:.3f}, {post['hdi_high']:.3f}]"
+        print(
+            f"{name:<11}{true:>8.3f}{estimate:>9.3f}{se:>8.3f}{post['mean']:>12.3f}{interval:>20}"
+        )
+    print("\nREML check (the posterior against the built-in REML estimate):")
+    print(_format_fit(fit))
+    ebv = fit.ebv().join(reml.blup["blup"].rename("reml_blup")).join(truth.u.rename("true_u"))
+    accuracy = float(np.corrcoef(ebv["mean"], ebv["true_u"])[0, 1])
+    print(f"\ncorrelation of the posterior-mean EBVs with the true breeding values: {accuracy:.4f}")
+    top = ebv.sort_values("mean", ascending=False).head(args.top)
+    top = top.assign(true_rank=ebv["true_u"].rank(ascending=False).astype(int).loc[top.index])
+    print(f"\ntop {args.top} breeding values (posterior mean, 95% HDI):")
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print(
+            top[
+                [
+                    "mean",
+                    "sd",
+                    "hdi_low",
+                    "hdi_high",
+                    "reliability",
+                    "reml_blup",
+                    "true_u",
+                    "true_rank",
+                ]
+            ].to_string()
+        )
     return 0
 
 
@@ -283,6 +392,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     fit.set_defaults(handler=_cmd_reml)
 
+    bayes = commands.add_parser("fit", help="Bayesian fit (NUTS) checked against REML")
+    bayes.add_argument("--data", required=True, help="CSV of records, one row per record")
+    _relationship_arguments(bayes, matrix=True)
+    bayes.add_argument("--formula", required=True, help='fixed part, e.g. "response ~ 1 + fix"')
+    bayes.add_argument("--animal", default="animal", help="column of animal ids")
+    bayes.add_argument("--out", required=True, help="folder for summary.json, ebv.csv, plots")
+    bayes.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
+    bayes.add_argument("--tune", type=int, default=1000, help="tuning steps (default 1000)")
+    bayes.add_argument("--chains", type=int, default=4, help="chains (default 4)")
+    bayes.add_argument("--seed", type=int, default=None, help="random seed")
+    bayes.add_argument(
+        "--sampler",
+        choices=["pymc", "nutpie", "numpyro"],
+        default=None,
+        help="NUTS implementation (default: the fastest measured, pymc)",
+    )
+    bayes.add_argument(
+        "--parameterisation", choices=["auto", "marginal", "noncentred"], default="auto"
+    )
+    bayes.add_argument("--prior", default="default", help="default, inverse_gamma, flat or beta_h2")
+    bayes.add_argument("--target-accept", type=float, default=0.9)
+    bayes.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bars"
+    )
+    bayes.add_argument("--json", action="store_true", help="print summary.json on stdout")
+    bayes.add_argument(
+        "--nearest-pd",
+        action="store_true",
+        help="replace a non-PSD relationship matrix by its nearest PD matrix",
+    )
+    bayes.set_defaults(handler=_cmd_fit)
+
     rel = commands.add_parser(
         "relmat", help="write A (from a pedigree) or G (from genotypes), or their inverse"
     )
@@ -312,6 +453,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-snps", type=int, default=1000)
     demo.add_argument("--seed", type=int, default=1859)
     demo.add_argument("--top", type=int, default=10, help="breeding values to show")
+    demo.add_argument("--draws", type=int, default=1000)
+    demo.add_argument("--tune", type=int, default=1000)
+    demo.add_argument("--chains", type=int, default=4)
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
