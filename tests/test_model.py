@@ -1,0 +1,240 @@
+"""The Bayesian model: oracle log-densities, the flat-prior identity with REML, conditional draws,
+the two parameterisations, and published answers (seed_sim, gryphon)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_problem
+
+from bayes_animal.model import AnimalModel, ModelError
+from bayes_animal.conditional import draw_breeding_values, draw_fixed_and_breeding_values
+from bayes_animal.reml import loglik, predict
+
+
+def _dense_mvn(design, relmat, beta, sigma2_u, sigma2_e):
+    from scipy.stats import multivariate_normal
+
+    Z = design.incidence(relmat.size).toarray()
+    V = sigma2_u * Z @ relmat.matrix @ Z.T + sigma2_e * np.eye(design.n_records)
+    return multivariate_normal(design.X @ beta, V).logpdf(design.y)
+
+
+@pytest.fixture(scope="module")
+def small():
+    data, relmat = small_problem(3)
+    return data, relmat
+
+
+def test_marginal_density_with_flat_priors_is_the_restricted_likelihood(small):
+    data, relmat = small
+    model = AnimalModel("y ~ 1 + x + C(sex)", data, relmat=relmat, priors="flat")
+    logp = model.build("marginal").compile_logp(jacobian=False)
+    rng = np.random.default_rng(0)
+    for su, se in rng.uniform(0.05, 4.0, size=(6, 2)):
+        value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se)})
+        assert value == pytest.approx(loglik(model.problem, su, se), rel=1e-10)
+
+
+def test_marginal_density_with_sampled_b_equals_dense_multivariate_normal(small):
+    data, relmat = small
+    model = AnimalModel("y ~ 1 + x", data, relmat=relmat, priors="flat")
+    assert model.design.n_records != relmat.size  # Z ≠ I; 6 animals have no records
+    logp = model.build("marginal", fixed="sample").compile_logp(jacobian=False)
+    rng = np.random.default_rng(1)
+    for su, se in rng.uniform(0.1, 3.0, size=(4, 2)):
+        beta = rng.normal(size=2)
+        value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se), "beta": beta})
+        expected = _dense_mvn(model.design, relmat, beta, su, se)
+        assert value == pytest.approx(expected, rel=1e-10)
+
+
+def test_flat_prior_posterior_mode_equals_reml(small):
+    from scipy.optimize import minimize
+
+    data, relmat = small
+    model = AnimalModel("y ~ 1 + x", data, relmat=relmat, priors="flat")
+    logp = model.build("marginal").compile_logp(jacobian=False)
+    best = minimize(
+        lambda x: -logp({"var_u_log__": x[0], "var_e_log__": x[1]}),
+        x0=np.log([1.0, 1.0]), method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 5000},
+    )
+    np.testing.assert_allclose(np.exp(best.x), [model.reml.sigma2_u, model.reml.sigma2_e],
+                               rtol=1e-5)
+
+
+def test_noncentred_dense_density(small):
+    from scipy.stats import norm
+
+    data, relmat = small
+    model = AnimalModel("y ~ 1 + x", data, relmat=relmat, priors="flat")
+    pm_model = model.build("noncentred")
+    logp = pm_model.compile_logp(jacobian=False)
+    rng = np.random.default_rng(2)
+    z, beta = rng.standard_normal(relmat.size), rng.normal(size=2)
+    su, se = 1.3, 0.7
+    value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se), "z": z, "beta": beta})
+    u = np.sqrt(su) * np.linalg.cholesky(relmat.matrix) @ z
+    mean = model.design.X @ beta + u[model.design.animal_index]
+    expected = norm.logpdf(z).sum() + norm.logpdf(model.design.y, mean, np.sqrt(se)).sum()
+    assert value == pytest.approx(expected, rel=1e-10)
+
+
+def test_pedigree_recursion_equals_cholesky_of_a(mrode):
+    import pymc as pm
+
+    from bayes_animal.additive import dense_relationship
+
+    data = pd.read_csv(mrode / "ex17_7_reml.csv")
+    model = AnimalModel("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", priors="flat")
+    pm_model = model.build("noncentred")
+    u_of = pm.compile([pm_model["z"], pm_model["var_u"]], pm_model["u"], mode="FAST_COMPILE")
+    ped = model.source.pedigree
+    chol = np.linalg.cholesky(dense_relationship(ped, user_order=False).matrix)
+    order = ped.user_order
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        z_pedigree = rng.standard_normal(ped.size)
+        z_user = z_pedigree[order]  # the model's z is labelled in the user's order
+        u_user = u_of(z_user, 2.5)
+        np.testing.assert_allclose(u_user, np.sqrt(2.5) * (chol @ z_pedigree)[order], atol=1e-12)
+
+
+def _gaussian_moments(draws):
+    return draws.mean(axis=0), np.cov(draws, rowvar=False)
+
+
+@pytest.mark.parametrize("layout", ["permutation", "general"])
+def test_conditional_draws_have_the_exact_mean_and_covariance(layout):
+    from bayes_animal import build_design, decompose
+
+    if layout == "general":
+        data, relmat = small_problem(8, q=12, n=18, unphenotyped=3)
+    else:
+        data, relmat = small_problem(8, q=12, n=12, unphenotyped=0)
+        data["animal"] = relmat.ids[np.random.default_rng(0).permutation(12)]
+    design = build_design("y ~ 1 + x", data, animal="animal", relmat=relmat)
+    problem = decompose(design, relmat)
+    su, se = 1.5, 0.8
+    S = 40_000
+    rng = np.random.default_rng(4)
+    beta, u = draw_fixed_and_breeding_values(problem, design, relmat, np.full(S, su),
+                                             np.full(S, se), rng=rng)
+    exact = predict(design, relmat, sigma2_u=su, sigma2_e=se)
+    mean_b, cov_b = _gaussian_moments(beta)
+    np.testing.assert_allclose(mean_b, exact.beta, atol=5 * np.sqrt(np.diag(exact.beta_cov)).max()
+                               / np.sqrt(S))
+    np.testing.assert_allclose(cov_b, exact.beta_cov, rtol=0.05, atol=0.01)
+    mean_u, cov_u = _gaussian_moments(u)
+    np.testing.assert_allclose(mean_u, exact.blup["blup"], atol=5 * np.sqrt(
+        exact.blup["pev"].max() / S))
+    np.testing.assert_allclose(np.diag(cov_u), exact.blup["pev"], rtol=0.05)
+    # u given a fixed b: mean σu² A Zᵀ V⁻¹ (y − Xb)
+    b_fixed = np.tile(exact.beta.to_numpy(), (S, 1))
+    u_given = draw_breeding_values(problem, design, relmat, b_fixed, np.full(S, su),
+                                   np.full(S, se), rng=rng)
+    np.testing.assert_allclose(u_given.mean(axis=0), exact.blup["blup"],
+                               atol=5 * np.sqrt(exact.blup["pev"].max() / S))
+
+
+def test_option_errors(small):
+    data, relmat = small
+    model = AnimalModel("y ~ 1 + x", data, relmat=relmat)
+    with pytest.raises(ModelError, match="Unknown sampler 'stan'.*pymc, nutpie, numpyro"):
+        model.fit(sampler="stan")
+    with pytest.raises(ModelError, match="Unknown parameterisation 'centred'"):
+        model.fit(parameterisation="centred")
+    with pytest.raises(ModelError, match="samples the fixed effects"):
+        model.fit(parameterisation="noncentred", fixed="integrate")
+    from bayes_animal.priors import NormalFixed, Priors
+
+    normal = AnimalModel("y ~ 1 + x", data, relmat=relmat, priors=Priors(fixed=NormalFixed(10)))
+    with pytest.raises(ModelError, match="only under a flat prior"):
+        normal.fit(fixed="integrate")
+
+
+@pytest.fixture(scope="module")
+def seed_sim_fit():
+    from conftest import shared_folder
+
+    folder = shared_folder("seed_sim")
+    model = AnimalModel("response ~ 1 + fix", pd.read_csv(folder / "pheno.csv"),
+                        relmat=folder / "A.csv")
+    return folder, model.fit(random_seed=2026, progressbar=False)
+
+
+def test_seed_sim_with_defaults(seed_sim_fit):
+    folder, fit = seed_sim_fit
+    assert fit.parameterisation == "marginal" and fit.sampler == "pymc"
+    assert fit.fixed_effects == "integrated"
+    assert fit.reml_check["reml_in_hdi"].all()
+    assert fit.diagnostics.max_r_hat <= 1.01
+    assert fit.summary().loc["h2", "ess_bulk"] >= 1000
+    assert fit.diagnostics.divergences == 0
+    rrblup = pd.read_csv(folder / "blups_rrBLUP.csv").set_index("animal")["u_hat"]
+    assert np.corrcoef(fit.ebv()["mean"].loc[rrblup.index], rrblup)[0, 1] > 0.999
+    posterior = fit.idata.posterior
+    assert posterior["u"].dims == ("chain", "draw", "animal")
+    assert posterior["beta"].dims == ("chain", "draw", "fixed")
+    assert list(posterior["fixed"].values) == ["Intercept", "fix"]
+    assert posterior["animal"].values[0] == "ind0001"
+    for key in ("bayes_animal_version", "model_options", "priors", "data_sha256"):
+        assert key in fit.idata.attrs
+    assert set(fit.timings) >= {"eigh", "compile", "sampling", "total"}
+
+
+def test_fit_summary_dict_and_files(seed_sim_fit, tmp_path):
+    import json
+
+    _, fit = seed_sim_fit
+    paths = fit.save(tmp_path)
+    summary = json.loads(paths["summary"].read_text())
+    for name in ("sigma2_u", "sigma2_e", "h2"):
+        assert set(summary[name]) >= {"mean", "median", "sd", "hdi_low", "hdi_high", "ess_bulk",
+                                      "r_hat"}
+    assert set(summary["reml"]) >= {"sigma2_u", "sigma2_e", "h2", "se", "beta", "loglik"}
+    assert set(summary["diagnostics"]) >= {"divergences", "max_r_hat", "min_ess_bulk"}
+    assert set(summary["timings"]) >= {"eigh", "compile", "sampling", "total"}
+    ebv = pd.read_csv(paths["ebv"])
+    assert list(ebv.columns) == ["id", "mean", "sd", "hdi_low", "hdi_high", "reliability"]
+    import arviz as az
+
+    back = az.from_netcdf(paths["posterior"])
+    assert back.posterior["h2"].shape == (4, 1000)
+
+
+def test_gryphon_posterior_matches_mcmcglmm():
+    from conftest import shared_folder
+
+    folder = shared_folder("gryphon")
+    data = pd.read_csv(folder / "gryphon.csv")
+    with pytest.warns(UserWarning, match="230 of 1084"):
+        model = AnimalModel("bwt ~ 1", data, pedigree=folder / "gryphonped.csv",
+                            priors="inverse_gamma")
+    fit = model.fit(random_seed=7, progressbar=False)
+    summary = fit.summary()
+    assert summary.loc["h2", "mean"] == pytest.approx(0.468, abs=0.03)
+    assert summary.loc["sigma2_u", "mean"] == pytest.approx(3.41, abs=0.2)
+    assert fit.reml_check["reml_in_hdi"].all()
+    assert len(fit.ebv()) == 1309
+
+
+def test_parameterisations_agree_on_a_small_data_set():
+    from bayes_animal import simulate_reference
+
+    sim = simulate_reference(n=150, n_snps=300, seed=11)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    marginal = model.fit(parameterisation="marginal", random_seed=1, progressbar=False,
+                         draws=1000, tune=1000)
+    noncentred = model.fit(parameterisation="noncentred", random_seed=1, progressbar=False,
+                           draws=1000, tune=1000, warn=False)
+    for name in ("sigma2_u", "sigma2_e", "h2"):
+        a, b = marginal.summary().loc[name], noncentred.summary().loc[name]
+        error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
+        assert abs(a["mean"] - b["mean"]) < 4 * error, name
+    ebv_m, ebv_n = marginal.ebv(), noncentred.ebv()
+    error = np.sqrt(ebv_m["sd"] ** 2 / 1000 + ebv_n["sd"] ** 2 / 400)
+    assert (np.abs(ebv_m["mean"] - ebv_n["mean"]) < 5 * error).mean() > 0.98
+    assert np.corrcoef(ebv_m["mean"], ebv_n["mean"])[0, 1] > 0.99
