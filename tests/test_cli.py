@@ -326,3 +326,30 @@ def test_bad_pedigree_columns_flag(tmp_path, capsys):
     assert main(["reml", "--data", str(data), "--pedigree", str(pedigree), "--formula", "y ~ 1",
                  "--pedigree-columns", "id,sire"]) == 2
     assert "three names" in capsys.readouterr().err
+
+
+def test_fit_command_writes_outputs_and_json(sim_dir, tmp_path):
+    out = tmp_path / "fit"
+    completed = _run("fit", "--data", sim_dir / "pheno.csv", "--relmat", sim_dir / "A.csv",
+                     "--formula", "response ~ 1 + fix", "--out", out, "--draws", "300",
+                     "--tune", "300", "--chains", "2", "--seed", "5", "--json")
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    for key in ("sigma2_u", "sigma2_e", "h2", "beta", "reml", "reml_check", "diagnostics",
+                "timings", "sampler", "parameterisation"):
+        assert key in summary
+    assert summary["h2"]["hdi_low"] < summary["h2"]["mean"] < summary["h2"]["hdi_high"]
+    assert set(summary["timings"]) >= {"eigh", "compile", "sampling", "total"}
+    assert summary["sampler"] == "pymc" and summary["parameterisation"] == "marginal"
+    for name in ("summary.json", "ebv.csv", "posterior.nc", "h2.png", "trace.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "h2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(pd.read_csv(out / "ebv.csv")) == 150
+    assert any("chose 'marginal'" in note for note in summary["notes"])  # auto says what it chose
+
+
+def test_fit_command_unknown_prior_is_a_clean_error(sim_dir, tmp_path):
+    completed = _run("fit", "--data", sim_dir / "pheno.csv", "--relmat", sim_dir / "A.csv",
+                     "--formula", "response ~ 1 + fix", "--out", tmp_path, "--prior", "gamma")
+    assert completed.returncode == 2
+    assert "Unknown prior 'gamma'" in completed.stderr and "Traceback" not in completed.stderr
