@@ -50,7 +50,7 @@ from .posterior import AnimalFit, diagnose, reml_check
 from .priors import NormalFixed, Priors, as_priors, data_scales
 from .relationship import RelationshipMatrix
 from .reml import RemlResult, fit_reml
-from .spectral import SpectralProblem, decompose
+from .spectral import SpectralProblem, decompose, default_threads
 
 __all__ = ["PARAMETERISATIONS", "SAMPLERS", "AnimalModel", "ModelError"]
 
@@ -365,20 +365,17 @@ class AnimalModel:
         reml = self.reml
         built = self._build(parameterisation, fixed)
         sample_start = time.perf_counter()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"cores": min(chains, default_threads())}
         if sampler == "pymc":
+            # chains in processes with one BLAS thread each: 2 cores oversubscribe badly
             kwargs.update(
                 initvals=built.initvals,
                 target_accept=target_accept,
                 compute_convergence_checks=False,
-                blas_cores=1,
+                blas_cores=kwargs["cores"],
             )
         else:
-            kwargs["nuts_sampler_kwargs"] = (
-                {"target_accept": target_accept} if sampler == "numpyro" else {}
-            )
-            if sampler == "nutpie":
-                kwargs["nuts_sampler_kwargs"] = {"target_accept": target_accept}
+            kwargs["nuts_sampler_kwargs"] = {"target_accept": target_accept}
         try:
             with built.model:
                 idata = pm.sample(

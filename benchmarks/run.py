@@ -87,7 +87,37 @@ def pedigree(quick: bool) -> None:
     )
 
 
-BENCHMARKS = {"reml": reml, "pedigree": pedigree}
+def sampling(quick: bool) -> None:
+    import bench_sampling
+
+    sizes = (300, 1000) if quick else (300, 1000, 2000, 4000)
+    _write(
+        "sampling",
+        "NUTS: parameterisation × sampler × N (second, warm run of each)",
+        bench_sampling.run(sizes=sizes),
+        "Simulated reference data (seed 3). 4 chains × 1000 draws after 1000 tuning steps. "
+        "compile_s: pm.sample's wall time minus its sampling time (graph compilation, "
+        "initialisation, conversion). conditional_s: exact draws of b and u afterwards "
+        "(marginal model). The non-centred dense model is O(q²) per gradient and is run up "
+        "to N = 1000 only.\n",
+    )
+    _write(
+        "sampling_gryphon",
+        "Gryphon birth weight with the pedigree (MCMCglmm's prior)",
+        bench_sampling.run_gryphon(),
+    )
+    _write(
+        "fit_cli",
+        "The whole `bayes-animal fit` command on shared/data/seed_sim",
+        bench_sampling.run_cli(repeats=2 if quick else 3),
+        "Start to finish in a fresh process after one warm-up run (compilation caches "
+        "warm): reading A.csv, REML, NUTS, conditional draws, summary.json, ebv.csv, "
+        "posterior.nc and two plots. rrBLUP's time is the one recorded in "
+        "shared/data/seed_sim/README.md.\n",
+    )
+
+
+BENCHMARKS = {"reml": reml, "pedigree": pedigree, "sampling": sampling}
 
 
 def main() -> None:

@@ -38,22 +38,25 @@ def tabular(frame: pd.DataFrame) -> pd.DataFrame:
     for i, a in enumerate(order):
         s, d = (position.get(p) for p in rows.get(a, ("0", "0")))
         for j in range(i):
-            A[i, j] = A[j, i] = 0.5 * ((A[j, s] if s is not None else 0)
-                                       + (A[j, d] if d is not None else 0))
+            A[i, j] = A[j, i] = 0.5 * (
+                (A[j, s] if s is not None else 0) + (A[j, d] if d is not None else 0)
+            )
         A[i, i] = 1 + (0.5 * A[s, d] if s is not None and d is not None else 0)
     return pd.DataFrame(A, index=order, columns=order)
 
 
-MRODE_A = np.array([
-    [1, 0, 0, 0.5, 0, 0.5, 0.25, 0.25],
-    [0, 1, 0, 0, 0.5, 0.5, 0.25, 0.25],
-    [0, 0, 1, 0, 0.5, 0, 0.25, 0.5],
-    [0.5, 0, 0, 1, 0, 0.25, 0.5, 0.125],
-    [0, 0.5, 0.5, 0, 1, 0.25, 0.5, 0.375],
-    [0.5, 0.5, 0, 0.25, 0.25, 1, 0.25, 0.5],
-    [0.25, 0.25, 0.25, 0.5, 0.5, 0.25, 1, 0.25],
-    [0.25, 0.25, 0.5, 0.125, 0.375, 0.5, 0.25, 1],
-])
+MRODE_A = np.array(
+    [
+        [1, 0, 0, 0.5, 0, 0.5, 0.25, 0.25],
+        [0, 1, 0, 0, 0.5, 0.5, 0.25, 0.25],
+        [0, 0, 1, 0, 0.5, 0, 0.25, 0.5],
+        [0.5, 0, 0, 1, 0, 0.25, 0.5, 0.125],
+        [0, 0.5, 0.5, 0, 1, 0.25, 0.5, 0.375],
+        [0.5, 0.5, 0, 0.25, 0.25, 1, 0.25, 0.5],
+        [0.25, 0.25, 0.25, 0.5, 0.5, 0.25, 1, 0.25],
+        [0.25, 0.25, 0.5, 0.125, 0.375, 0.5, 0.25, 1],
+    ]
+)
 
 
 def test_mrode_example_pedigree_a_and_inverse(mrode):
@@ -89,8 +92,9 @@ def test_gryphon_inbreeding_and_inverse_against_dense(tmp_path):
 
 
 def test_transmission_factorisation():
-    ped = read_pedigree(simulate_pedigree(n_founders=10, n_generations=4, n_per_generation=20,
-                                          n_sires=3, seed=2))
+    ped = read_pedigree(
+        simulate_pedigree(n_founders=10, n_generations=4, n_per_generation=20, n_sires=3, seed=2)
+    )
     sampling = mendelian_sampling(ped)
     T = np.linalg.inv(inverse_transmission(ped).toarray())
     A = dense_relationship(ped, user_order=False).matrix
@@ -107,16 +111,18 @@ def test_transmission_factorisation():
 
 
 def test_selfing_inbreeding():
-    frame = pd.DataFrame({"id": ["p", "s1", "s2", "x"], "sire": ["0", "p", "s1", "s2"],
-                          "dam": ["0", "p", "s1", "p"]})
+    frame = pd.DataFrame(
+        {"id": ["p", "s1", "s2", "x"], "sire": ["0", "p", "s1", "s2"], "dam": ["0", "p", "s1", "p"]}
+    )
     ped = read_pedigree(frame, allow_selfing=True)
     sampling = mendelian_sampling(ped)
     F = dict(zip(ped.ids, sampling.inbreeding, strict=True))
     assert F["s1"] == pytest.approx(0.5) and F["s2"] == pytest.approx(0.75)
     A = dense_relationship(ped, user_order=False).matrix
     np.testing.assert_allclose(np.diag(A) - 1, sampling.inbreeding, atol=1e-14)
-    np.testing.assert_allclose(inverse_relationship(ped, sampling).toarray(), np.linalg.inv(A),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        inverse_relationship(ped, sampling).toarray(), np.linalg.inv(A), atol=1e-10
+    )
     assert sampling.variances[list(ped.ids).index("s1")] == pytest.approx(0.5)
 
 
@@ -137,8 +143,13 @@ def pedigrees(draw):
         females = [j for j in range(i) if not male[j]]
         sire = draw(st.sampled_from([None, *males])) if males else None
         dam = draw(st.sampled_from([None, *females])) if females else None
-        rows.append((f"a{i}", f"a{sire}" if sire is not None else "0",
-                     f"a{dam}" if dam is not None else "0"))
+        rows.append(
+            (
+                f"a{i}",
+                f"a{sire}" if sire is not None else "0",
+                f"a{dam}" if dam is not None else "0",
+            )
+        )
     frame = pd.DataFrame(rows, columns=["id", "sire", "dam"])
     permutation = draw(st.permutations(range(q)))
     return frame.iloc[list(permutation)].reset_index(drop=True)
@@ -167,5 +178,6 @@ def test_properties_on_random_pedigrees(frame):
     renamed = read_pedigree(frame.replace(rename))
     back = dense_relationship(renamed).to_frame()
     back.index = back.columns = [a.removeprefix("new_") for a in back.index]
-    np.testing.assert_allclose(back.loc[reference.index, reference.index].to_numpy(),
-                               labelled.to_numpy(), atol=1e-14)
+    np.testing.assert_allclose(
+        back.loc[reference.index, reference.index].to_numpy(), labelled.to_numpy(), atol=1e-14
+    )

@@ -15,11 +15,24 @@ from bayes_animal.reml import predict
 
 def test_mrode_example_4_1_against_blupf90_solutions(mrode):
     data = pd.read_csv(mrode / "ex04_1_wwg.csv")
-    solution = solve_mme("wwg ~ 0 + C(sex)", data, pedigree=mrode / "ex04_1_pedigree.csv",
-                         sigma2_u=20.0, sigma2_e=40.0)
+    solution = solve_mme(
+        "wwg ~ 0 + C(sex)",
+        data,
+        pedigree=mrode / "ex04_1_pedigree.csv",
+        sigma2_u=20.0,
+        sigma2_e=40.0,
+    )
     np.testing.assert_allclose(solution.beta.to_numpy(), [3.40443010, 4.35850233], atol=5e-9)
-    ebv = [0.09844458, -0.01877010, -0.04108420, -0.00866312, -0.18573210, 0.17687209,
-           -0.24945855, 0.18261469]
+    ebv = [
+        0.09844458,
+        -0.01877010,
+        -0.04108420,
+        -0.00866312,
+        -0.18573210,
+        0.17687209,
+        -0.24945855,
+        0.18261469,
+    ]
     np.testing.assert_allclose(solution.blup["blup"].to_numpy(), ebv, atol=5e-9)
     diagonal = [0.471, 0.492, 0.456, 0.428, 0.428, 0.442, 0.442, 0.422]
     np.testing.assert_allclose(solution.blup["pev"].to_numpy() / 40.0, diagonal, atol=5e-4)
@@ -31,8 +44,9 @@ def test_mrode_example_4_1_against_blupf90_solutions(mrode):
 
 def test_mrode_example_17_7_mme_at_start_values(mrode):
     data = pd.read_csv(mrode / "ex17_7_reml.csv")
-    solution = solve_mme("y ~ 0 + C(sex)", data, pedigree=mrode / "ex04_1_pedigree.csv",
-                         sigma2_u=0.2, sigma2_e=0.4)
+    solution = solve_mme(
+        "y ~ 0 + C(sex)", data, pedigree=mrode / "ex04_1_pedigree.csv", sigma2_u=0.2, sigma2_e=0.4
+    )
     np.testing.assert_allclose(solution.beta.to_numpy(), [0.602, 2.144], atol=5e-4)
     printed = [0.117, -0.025, -0.222, 0.254, -0.135, 0.032, 0.219, -0.305]
     np.testing.assert_allclose(solution.blup["blup"].to_numpy(), printed, atol=5e-4)
@@ -44,8 +58,7 @@ def test_sparse_mme_equals_spectral_prediction_on_gryphon():
     folder = shared_folder("gryphon")
     ped = read_pedigree(folder / "gryphonped.csv")
     data = pd.read_csv(folder / "gryphon.csv").dropna(subset=["bwt"])
-    sparse_solution = solve_mme("bwt ~ 1 + C(sex)", data, pedigree=ped, sigma2_u=3.0,
-                                sigma2_e=3.0)
+    sparse_solution = solve_mme("bwt ~ 1 + C(sex)", data, pedigree=ped, sigma2_u=3.0, sigma2_e=3.0)
     A = dense_relationship(ped)
     design = build_design("bwt ~ 1 + C(sex)", data, animal="animal", relmat=A)
     dense = predict(design, A, sigma2_u=3.0, sigma2_e=3.0)
@@ -59,5 +72,4 @@ def test_sparse_mme_equals_spectral_prediction_on_gryphon():
 def test_variances_must_be_positive(mrode):
     data = pd.read_csv(mrode / "ex04_1_wwg.csv")
     with pytest.raises(BayesAnimalError, match="sigma2_u > 0"):
-        solve_mme("wwg ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", sigma2_u=0,
-                  sigma2_e=1)
+        solve_mme("wwg ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", sigma2_u=0, sigma2_e=1)

@@ -235,17 +235,32 @@ def test_cli_does_not_import_pymc_or_scipy_for_reml(sim_dir):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "bayes_animal.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "bayes_animal.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_reml_with_pedigree_through_the_cli(tmp_path):
     from conftest import shared_folder
 
     folder = shared_folder("gryphon")
-    completed = _run("reml", "--data", folder / "gryphon.csv", "--pedigree",
-                     folder / "gryphonped.csv", "--pedigree-columns", "id,father,mother",
-                     "--formula", "bwt ~ 1", "--json", "--out", tmp_path)
+    completed = _run(
+        "reml",
+        "--data",
+        folder / "gryphon.csv",
+        "--pedigree",
+        folder / "gryphonped.csv",
+        "--pedigree-columns",
+        "id,father,mother",
+        "--formula",
+        "bwt ~ 1",
+        "--json",
+        "--out",
+        tmp_path,
+    )
     assert completed.returncode == 0, completed.stderr
     payload = json.loads(completed.stdout)
     assert payload["sigma2_u"] == pytest.approx(3.395398, rel=1e-3)
@@ -265,14 +280,29 @@ def _pedigree_file(tmp_path, rows):
 @pytest.mark.parametrize(
     ("rows", "needle"),
     [
-        ([["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["c", "b", "a"], ["d", "a", "b"],
-          ["e", "a", "b"]], "conflicting parents: 'c'"),
-        ([["a", "e", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "c", "b"], ["e", "d", "b"]],
-         "cycle"),
-        ([["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "b", "a"], ["e", "a", "b"]],
-         "both as sire and as dam: 'a', 'b'"),
-        ([["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "a", "b"]],
-         "in the data are not in the pedigree: 'e'"),
+        (
+            [
+                ["a", "0", "0"],
+                ["b", "0", "0"],
+                ["c", "a", "b"],
+                ["c", "b", "a"],
+                ["d", "a", "b"],
+                ["e", "a", "b"],
+            ],
+            "conflicting parents: 'c'",
+        ),
+        (
+            [["a", "e", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "c", "b"], ["e", "d", "b"]],
+            "cycle",
+        ),
+        (
+            [["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "b", "a"], ["e", "a", "b"]],
+            "both as sire and as dam: 'a', 'b'",
+        ),
+        (
+            [["a", "0", "0"], ["b", "0", "0"], ["c", "a", "b"], ["d", "a", "b"]],
+            "in the data are not in the pedigree: 'e'",
+        ),
     ],
     ids=["conflicting-duplicate", "cycle", "sire-as-dam", "not-in-pedigree"],
 )
@@ -289,15 +319,29 @@ def test_relmat_command_writes_a_and_inverse(tmp_path, capsys):
 
     folder = shared_folder("mrode")
     out = tmp_path / "A.csv"
-    assert main(["relmat", "--pedigree", str(folder / "ex04_1_pedigree.csv"), "--out",
-                 str(out)]) == 0
+    assert (
+        main(["relmat", "--pedigree", str(folder / "ex04_1_pedigree.csv"), "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "inbreeding mean 0.00000" in printed and "0 inbred animals" in printed
     A = pd.read_csv(out, index_col=0)
     assert A.loc[8, "5"] == pytest.approx(0.375)
     inverse = tmp_path / "Ainv.csv"
-    assert main(["relmat", "--pedigree", str(folder / "ex04_1_pedigree.csv"), "--out",
-                 str(inverse), "--inverse", "--format", "triplets"]) == 0
+    assert (
+        main(
+            [
+                "relmat",
+                "--pedigree",
+                str(folder / "ex04_1_pedigree.csv"),
+                "--out",
+                str(inverse),
+                "--inverse",
+                "--format",
+                "triplets",
+            ]
+        )
+        == 0
+    )
     triplets = pd.read_csv(inverse)
     assert list(triplets.columns) == ["row", "col", "value"]
     dense = np.zeros((8, 8))
@@ -308,8 +352,7 @@ def test_relmat_command_writes_a_and_inverse(tmp_path, capsys):
 
 def test_relmat_genotypes_needs_a_ridge_and_then_writes_g(tmp_path, capsys):
     rng = np.random.default_rng(1)
-    geno = pd.DataFrame(rng.binomial(2, 0.4, size=(20, 50)),
-                        columns=[f"m{j}" for j in range(50)])
+    geno = pd.DataFrame(rng.binomial(2, 0.4, size=(20, 50)), columns=[f"m{j}" for j in range(50)])
     geno.insert(0, "id", [f"x{i}" for i in range(20)])
     geno.to_csv(tmp_path / "geno.csv", index=False)
     args = ["relmat", "--genotypes", str(tmp_path / "geno.csv"), "--out", str(tmp_path / "G.csv")]
@@ -323,20 +366,61 @@ def test_relmat_genotypes_needs_a_ridge_and_then_writes_g(tmp_path, capsys):
 
 def test_bad_pedigree_columns_flag(tmp_path, capsys):
     pedigree, data = _pedigree_file(tmp_path, [["a", "0", "0"]])
-    assert main(["reml", "--data", str(data), "--pedigree", str(pedigree), "--formula", "y ~ 1",
-                 "--pedigree-columns", "id,sire"]) == 2
+    assert (
+        main(
+            [
+                "reml",
+                "--data",
+                str(data),
+                "--pedigree",
+                str(pedigree),
+                "--formula",
+                "y ~ 1",
+                "--pedigree-columns",
+                "id,sire",
+            ]
+        )
+        == 2
+    )
     assert "three names" in capsys.readouterr().err
 
 
 def test_fit_command_writes_outputs_and_json(sim_dir, tmp_path):
     out = tmp_path / "fit"
-    completed = _run("fit", "--data", sim_dir / "pheno.csv", "--relmat", sim_dir / "A.csv",
-                     "--formula", "response ~ 1 + fix", "--out", out, "--draws", "300",
-                     "--tune", "300", "--chains", "2", "--seed", "5", "--json")
+    completed = _run(
+        "fit",
+        "--data",
+        sim_dir / "pheno.csv",
+        "--relmat",
+        sim_dir / "A.csv",
+        "--formula",
+        "response ~ 1 + fix",
+        "--out",
+        out,
+        "--draws",
+        "300",
+        "--tune",
+        "300",
+        "--chains",
+        "2",
+        "--seed",
+        "5",
+        "--json",
+    )
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(completed.stdout)
-    for key in ("sigma2_u", "sigma2_e", "h2", "beta", "reml", "reml_check", "diagnostics",
-                "timings", "sampler", "parameterisation"):
+    for key in (
+        "sigma2_u",
+        "sigma2_e",
+        "h2",
+        "beta",
+        "reml",
+        "reml_check",
+        "diagnostics",
+        "timings",
+        "sampler",
+        "parameterisation",
+    ):
         assert key in summary
     assert summary["h2"]["hdi_low"] < summary["h2"]["mean"] < summary["h2"]["hdi_high"]
     assert set(summary["timings"]) >= {"eigh", "compile", "sampling", "total"}
@@ -349,7 +433,18 @@ def test_fit_command_writes_outputs_and_json(sim_dir, tmp_path):
 
 
 def test_fit_command_unknown_prior_is_a_clean_error(sim_dir, tmp_path):
-    completed = _run("fit", "--data", sim_dir / "pheno.csv", "--relmat", sim_dir / "A.csv",
-                     "--formula", "response ~ 1 + fix", "--out", tmp_path, "--prior", "gamma")
+    completed = _run(
+        "fit",
+        "--data",
+        sim_dir / "pheno.csv",
+        "--relmat",
+        sim_dir / "A.csv",
+        "--formula",
+        "response ~ 1 + fix",
+        "--out",
+        tmp_path,
+        "--prior",
+        "gamma",
+    )
     assert completed.returncode == 2
     assert "Unknown prior 'gamma'" in completed.stderr and "Traceback" not in completed.stderr

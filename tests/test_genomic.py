@@ -14,8 +14,11 @@ def _genotypes(n=40, m=300, seed=0):
     rng = np.random.default_rng(seed)
     p = rng.uniform(0.1, 0.9, m)
     codes = rng.binomial(2, p, size=(n, m)).astype(float)
-    return pd.DataFrame(codes, index=pd.Index([f"g{i}" for i in range(n)], name="id"),
-                        columns=[f"m{j}" for j in range(m)])
+    return pd.DataFrame(
+        codes,
+        index=pd.Index([f"g{i}" for i in range(n)], name="id"),
+        columns=[f"m{j}" for j in range(m)],
+    )
 
 
 def test_vanraden_formula_with_estimated_frequencies():
@@ -99,8 +102,9 @@ def test_blend_with_pedigree_matrix():
     A = RelationshipMatrix(ids=ids, matrix=np.eye(11) + 0.1)
     G = genomic_relationship(geno, check_definite=False).relmat.matrix
     blended = genomic_relationship(geno, blend_with=A, blend_weight=0.2)
-    np.testing.assert_allclose(blended.relmat.matrix, 0.8 * G + 0.2 * (np.eye(10) + 0.1),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        blended.relmat.matrix, 0.8 * G + 0.2 * (np.eye(10) + 0.1), atol=1e-12
+    )
     partial = RelationshipMatrix(ids=ids[2:], matrix=np.eye(9))
     with pytest.raises(RelationshipError, match="'g0', 'g1'"):
         genomic_relationship(geno, blend_with=partial, blend_weight=0.2)

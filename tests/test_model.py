@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from conftest import small_problem
 
-from bayes_animal.model import AnimalModel, ModelError
 from bayes_animal.conditional import draw_breeding_values, draw_fixed_and_breeding_values
+from bayes_animal.model import AnimalModel, ModelError
 from bayes_animal.reml import loglik, predict
 
 
@@ -58,11 +58,13 @@ def test_flat_prior_posterior_mode_equals_reml(small):
     logp = model.build("marginal").compile_logp(jacobian=False)
     best = minimize(
         lambda x: -logp({"var_u_log__": x[0], "var_e_log__": x[1]}),
-        x0=np.log([1.0, 1.0]), method="Nelder-Mead",
+        x0=np.log([1.0, 1.0]),
+        method="Nelder-Mead",
         options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 5000},
     )
-    np.testing.assert_allclose(np.exp(best.x), [model.reml.sigma2_u, model.reml.sigma2_e],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.exp(best.x), [model.reml.sigma2_u, model.reml.sigma2_e], rtol=1e-5
+    )
 
 
 def test_noncentred_dense_density(small):
@@ -120,23 +122,28 @@ def test_conditional_draws_have_the_exact_mean_and_covariance(layout):
     su, se = 1.5, 0.8
     S = 40_000
     rng = np.random.default_rng(4)
-    beta, u = draw_fixed_and_breeding_values(problem, design, relmat, np.full(S, su),
-                                             np.full(S, se), rng=rng)
+    beta, u = draw_fixed_and_breeding_values(
+        problem, design, relmat, np.full(S, su), np.full(S, se), rng=rng
+    )
     exact = predict(design, relmat, sigma2_u=su, sigma2_e=se)
     mean_b, cov_b = _gaussian_moments(beta)
-    np.testing.assert_allclose(mean_b, exact.beta, atol=5 * np.sqrt(np.diag(exact.beta_cov)).max()
-                               / np.sqrt(S))
+    np.testing.assert_allclose(
+        mean_b, exact.beta, atol=5 * np.sqrt(np.diag(exact.beta_cov)).max() / np.sqrt(S)
+    )
     np.testing.assert_allclose(cov_b, exact.beta_cov, rtol=0.05, atol=0.01)
     mean_u, cov_u = _gaussian_moments(u)
-    np.testing.assert_allclose(mean_u, exact.blup["blup"], atol=5 * np.sqrt(
-        exact.blup["pev"].max() / S))
+    np.testing.assert_allclose(
+        mean_u, exact.blup["blup"], atol=5 * np.sqrt(exact.blup["pev"].max() / S)
+    )
     np.testing.assert_allclose(np.diag(cov_u), exact.blup["pev"], rtol=0.05)
     # u given a fixed b: mean σu² A Zᵀ V⁻¹ (y − Xb)
     b_fixed = np.tile(exact.beta.to_numpy(), (S, 1))
-    u_given = draw_breeding_values(problem, design, relmat, b_fixed, np.full(S, su),
-                                   np.full(S, se), rng=rng)
-    np.testing.assert_allclose(u_given.mean(axis=0), exact.blup["blup"],
-                               atol=5 * np.sqrt(exact.blup["pev"].max() / S))
+    u_given = draw_breeding_values(
+        problem, design, relmat, b_fixed, np.full(S, su), np.full(S, se), rng=rng
+    )
+    np.testing.assert_allclose(
+        u_given.mean(axis=0), exact.blup["blup"], atol=5 * np.sqrt(exact.blup["pev"].max() / S)
+    )
 
 
 def test_option_errors(small):
@@ -160,8 +167,9 @@ def seed_sim_fit():
     from conftest import shared_folder
 
     folder = shared_folder("seed_sim")
-    model = AnimalModel("response ~ 1 + fix", pd.read_csv(folder / "pheno.csv"),
-                        relmat=folder / "A.csv")
+    model = AnimalModel(
+        "response ~ 1 + fix", pd.read_csv(folder / "pheno.csv"), relmat=folder / "A.csv"
+    )
     return folder, model.fit(random_seed=2026, progressbar=False)
 
 
@@ -192,8 +200,15 @@ def test_fit_summary_dict_and_files(seed_sim_fit, tmp_path):
     paths = fit.save(tmp_path)
     summary = json.loads(paths["summary"].read_text())
     for name in ("sigma2_u", "sigma2_e", "h2"):
-        assert set(summary[name]) >= {"mean", "median", "sd", "hdi_low", "hdi_high", "ess_bulk",
-                                      "r_hat"}
+        assert set(summary[name]) >= {
+            "mean",
+            "median",
+            "sd",
+            "hdi_low",
+            "hdi_high",
+            "ess_bulk",
+            "r_hat",
+        }
     assert set(summary["reml"]) >= {"sigma2_u", "sigma2_e", "h2", "se", "beta", "loglik"}
     assert set(summary["diagnostics"]) >= {"divergences", "max_r_hat", "min_ess_bulk"}
     assert set(summary["timings"]) >= {"eigh", "compile", "sampling", "total"}
@@ -211,8 +226,9 @@ def test_gryphon_posterior_matches_mcmcglmm():
     folder = shared_folder("gryphon")
     data = pd.read_csv(folder / "gryphon.csv")
     with pytest.warns(UserWarning, match="230 of 1084"):
-        model = AnimalModel("bwt ~ 1", data, pedigree=folder / "gryphonped.csv",
-                            priors="inverse_gamma")
+        model = AnimalModel(
+            "bwt ~ 1", data, pedigree=folder / "gryphonped.csv", priors="inverse_gamma"
+        )
     fit = model.fit(random_seed=7, progressbar=False)
     summary = fit.summary()
     assert summary.loc["h2", "mean"] == pytest.approx(0.468, abs=0.03)
@@ -226,10 +242,17 @@ def test_parameterisations_agree_on_a_small_data_set():
 
     sim = simulate_reference(n=150, n_snps=300, seed=11)
     model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
-    marginal = model.fit(parameterisation="marginal", random_seed=1, progressbar=False,
-                         draws=1000, tune=1000)
-    noncentred = model.fit(parameterisation="noncentred", random_seed=1, progressbar=False,
-                           draws=1000, tune=1000, warn=False)
+    marginal = model.fit(
+        parameterisation="marginal", random_seed=1, progressbar=False, draws=1000, tune=1000
+    )
+    noncentred = model.fit(
+        parameterisation="noncentred",
+        random_seed=1,
+        progressbar=False,
+        draws=1000,
+        tune=1000,
+        warn=False,
+    )
     for name in ("sigma2_u", "sigma2_e", "h2"):
         a, b = marginal.summary().loc[name], noncentred.summary().loc[name]
         error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
@@ -238,3 +261,75 @@ def test_parameterisations_agree_on_a_small_data_set():
     error = np.sqrt(ebv_m["sd"] ** 2 / 1000 + ebv_n["sd"] ** 2 / 400)
     assert (np.abs(ebv_m["mean"] - ebv_n["mean"]) < 5 * error).mean() > 0.98
     assert np.corrcoef(ebv_m["mean"], ebv_n["mean"])[0, 1] > 0.99
+
+
+@pytest.fixture(scope="module")
+def small_sim_model():
+    from bayes_animal import simulate_reference
+
+    sim = simulate_reference(n=120, n_snps=200, seed=21)
+    return AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+
+
+def test_nutpie_sampler_gives_the_same_posterior(small_sim_model):
+    pytest.importorskip("nutpie", reason="nutpie is in the test extras: make test installs it")
+    pymc_fit = small_sim_model.fit(sampler="pymc", random_seed=3, progressbar=False, warn=False)
+    nutpie_fit = small_sim_model.fit(sampler="nutpie", random_seed=3, progressbar=False, warn=False)
+    assert nutpie_fit.sampler == "nutpie"
+    assert '"sampler": "nutpie"' in nutpie_fit.idata.attrs["model_options"]
+    assert nutpie_fit.idata.posterior["u"].dims == ("chain", "draw", "animal")
+    for name in ("sigma2_u", "h2"):
+        a, b = pymc_fit.summary().loc[name], nutpie_fit.summary().loc[name]
+        error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
+        assert abs(a["mean"] - b["mean"]) < 4 * error, name
+
+
+def test_numpyro_sampler_runs_or_says_how_to_install(small_sim_model):
+    import importlib.util
+
+    if importlib.util.find_spec("numpyro") is None:
+        with pytest.raises(ModelError, match=r"'numpyro' sampler is not installed.*\[numpyro\]"):
+            small_sim_model.fit(sampler="numpyro", progressbar=False)
+        return
+    fit = small_sim_model.fit(
+        sampler="numpyro",
+        random_seed=3,
+        progressbar=False,
+        warn=False,
+        draws=300,
+        tune=300,
+        chains=2,
+    )
+    assert fit.sampler == "numpyro"
+    assert fit.idata.posterior["h2"].shape == (2, 300)
+
+
+def test_priors_change_the_posterior_and_are_recorded():
+    from bayes_animal import simulate_reference
+    from bayes_animal.priors import BetaH2, Priors
+
+    sim = simulate_reference(n=120, n_snps=200, seed=21)
+    options = {"random_seed": 4, "progressbar": False, "warn": False, "draws": 500, "tune": 500}
+    strong = AnimalModel(
+        "response ~ 1 + fix", sim.data, relmat=sim.relmat, priors=Priors(h2=BetaH2(a=2, b=40))
+    ).fit(**options)  # prior mean 0.05
+    default = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat).fit(**options)
+    assert strong.summary().loc["h2", "mean"] < default.summary().loc["h2", "mean"] - 0.05
+    assert "Beta(a=2, b=40) on h2" in strong.idata.attrs["priors"]
+    assert "HalfStudentT(nu=3" in default.idata.attrs["priors"]
+
+
+def test_diagnostics_warn_with_advice():
+    import warnings
+
+    from bayes_animal import simulate_reference
+    from bayes_animal.posterior import DiagnosticsWarning
+
+    sim = simulate_reference(n=80, n_snps=100, seed=2)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = model.fit(draws=30, tune=30, chains=2, random_seed=1, progressbar=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DiagnosticsWarning)]
+    assert any("ESS < 400" in m and "draw more samples" in m for m in messages)
+    assert not fit.diagnostics.ok and fit.diagnostics.min_ess_bulk < 400

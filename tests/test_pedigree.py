@@ -89,8 +89,9 @@ def test_rows_without_id_are_an_error():
 
 
 def test_columns_by_name_default_first_three_and_missing():
-    frame = _ped([["a", "0", "0", "x"], ["b", "a", "0", "y"]], columns=("id", "father", "mother",
-                                                                         "note"))
+    frame = _ped(
+        [["a", "0", "0", "x"], ["b", "a", "0", "y"]], columns=("id", "father", "mother", "note")
+    )
     default = read_pedigree(frame)
     named = read_pedigree(frame, columns=("id", "father", "mother"))
     np.testing.assert_array_equal(default.sire, named.sire)

@@ -74,5 +74,6 @@ def test_inverse_gamma_is_mcmcglmm_parameterisation():
 
     with pm.Model():
         variance = InverseGamma(V=2.0, nu=4.0).variance("u", 1.0)
-    assert pm.draw(variance, 4000, random_seed=1).mean() == pytest.approx(2.0 * 4 / 2 / (2 - 1),
-                                                                          rel=0.15)
+    assert pm.draw(variance, 4000, random_seed=1).mean() == pytest.approx(
+        2.0 * 4 / 2 / (2 - 1), rel=0.15
+    )
