@@ -46,7 +46,7 @@ from .design import Design, build_design
 from .errors import BayesAnimalError
 from .inputs import RelationshipSource, resolve_relationship
 from .pedigree import Pedigree
-from .posterior import AnimalFit, diagnose, reml_check
+from .posterior import AnimalFit, component_summary, diagnose, reml_check
 from .priors import NormalFixed, Priors, as_priors, data_scales
 from .relationship import RelationshipMatrix
 from .reml import RemlResult, fit_reml
@@ -365,17 +365,13 @@ class AnimalModel:
         reml = self.reml
         built = self._build(parameterisation, fixed)
         sample_start = time.perf_counter()
-        kwargs: dict[str, Any] = {"cores": min(chains, default_threads())}
+        # PyMC's chains run one after another in this process with one BLAS thread: as fast
+        # end to end on two cores as worker processes (which re-import PyMC), and no fork of a
+        # multi-threaded process. nutpie runs its chains in threads of its own.
+        cores = min(chains, default_threads()) if sampler == "nutpie" else 1
+        kwargs: dict[str, Any] = {"cores": cores, "nuts": {"target_accept": target_accept}}
         if sampler == "pymc":
-            # chains in processes with one BLAS thread each: 2 cores oversubscribe badly
-            kwargs.update(
-                initvals=built.initvals,
-                target_accept=target_accept,
-                compute_convergence_checks=False,
-                blas_cores=kwargs["cores"],
-            )
-        else:
-            kwargs["nuts_sampler_kwargs"] = {"target_accept": target_accept}
+            kwargs.update(initvals=built.initvals, compute_convergence_checks=False, blas_cores=1)
         try:
             with built.model:
                 idata = pm.sample(
@@ -422,8 +418,9 @@ class AnimalModel:
             "conditional": conditional,
             "total": time.perf_counter() - start,
         }
-        diagnostics = diagnose(idata, parameterisation=parameterisation, warn=warn)
-        check = reml_check(idata, reml, warn=warn)
+        summary = component_summary(idata)
+        diagnostics = diagnose(idata, parameterisation=parameterisation, warn=warn, summary=summary)
+        check = reml_check(idata, reml, warn=warn, summary=summary)
         timings["total"] = time.perf_counter() - start
         return AnimalFit(
             idata=idata,
@@ -436,6 +433,7 @@ class AnimalModel:
             timings=timings,
             a_diagonal=np.diag(self.relmat.matrix).copy(),
             notes=tuple(notes),
+            _summary=summary,
         )
 
     def _add_conditional_draws(self, idata, fixed: str, seed: int | None) -> None:

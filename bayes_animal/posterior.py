@@ -52,7 +52,7 @@ def _draws(idata, name: str) -> np.ndarray:
 
 
 def _hdi(values: np.ndarray) -> tuple[float, float]:
-    import arviz as az
+    import arviz_stats as az
 
     low, high = np.asarray(az.hdi(values.reshape(1, -1)[0], prob=HDI_PROB)).ravel()[:2]
     return float(low), float(high)
@@ -60,13 +60,13 @@ def _hdi(values: np.ndarray) -> tuple[float, float]:
 
 def posterior_mode(values: np.ndarray) -> float:
     """Mode of a Gaussian kernel density estimate of the draws (Scott's bandwidth), located on a
-    grid of 2001 points over the draws' range and refined by a parabola through the peak."""
+    grid of 513 points over the draws' range and refined by a parabola through the peak."""
     from scipy.stats import gaussian_kde
 
     flat = np.asarray(values, dtype=float).ravel()
     if np.ptp(flat) == 0:
         return float(flat[0])
-    grid = np.linspace(flat.min(), flat.max(), 2001)
+    grid = np.linspace(flat.min(), flat.max(), 513)
     density = gaussian_kde(flat)(grid)
     k = int(np.clip(np.argmax(density), 1, len(grid) - 2))
     left, centre, right = density[k - 1 : k + 2]
@@ -77,7 +77,7 @@ def posterior_mode(values: np.ndarray) -> float:
 
 def component_summary(idata) -> pd.DataFrame:
     """Per component: mean, median, sd, 95 % HDI, mode, bulk and tail ESS, R-hat."""
-    import arviz as az
+    import arviz_stats as az
 
     names = [n for n in COMPONENTS if n in idata.posterior]
     ess_bulk = az.ess(idata, var_names=names)
@@ -104,13 +104,15 @@ def component_summary(idata) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("parameter")
 
 
-def reml_check(idata, reml: RemlResult, *, warn: bool = True) -> pd.DataFrame:
+def reml_check(
+    idata, reml: RemlResult, *, warn: bool = True, summary: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The posterior checked against REML, per component and h².
 
     Columns: ``reml``, ``reml_se``, ``mode``, ``median``, ``mean``, ``hdi_low``, ``hdi_high``
     and ``reml_in_hdi``. Issues a :class:`RemlCheckWarning` when REML lies outside the HDI.
     """
-    summary = component_summary(idata)
+    summary = component_summary(idata) if summary is None else summary
     rows = []
     for name in summary.index:
         estimate = float(getattr(reml, name))
@@ -201,9 +203,11 @@ def _stat(idata, *names: str) -> np.ndarray | None:
     return None
 
 
-def diagnose(idata, *, parameterisation: str, warn: bool = True) -> Diagnostics:
+def diagnose(
+    idata, *, parameterisation: str, warn: bool = True, summary: pd.DataFrame | None = None
+) -> Diagnostics:
     """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails."""
-    summary = component_summary(idata)
+    summary = component_summary(idata) if summary is None else summary
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -250,7 +254,7 @@ def ebv_table(idata, ids: np.ndarray, a_diagonal: np.ndarray) -> pd.DataFrame:
     Reliability is :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma_u^2] a_{ii})`, the
     Bayesian analogue of 1 − PEV/(σu² aᵢᵢ).
     """
-    import arviz as az
+    import arviz_stats as az
 
     draws = _draws(idata, "u")
     flat = draws.reshape(-1, draws.shape[-1])
@@ -307,14 +311,17 @@ class AnimalFit:
     a_diagonal: np.ndarray
     notes: tuple[str, ...] = ()
     _ebv: pd.DataFrame | None = field(default=None, repr=False)
+    _summary: pd.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> pd.DataFrame:
         """Variance components and h²: mean, median, sd, mode, 95 % HDI, ESS, R-hat."""
-        return component_summary(self.idata)
+        if self._summary is None:
+            self._summary = component_summary(self.idata)
+        return self._summary.copy()
 
     def beta_summary(self) -> pd.DataFrame:
         """Fixed effects: mean, sd and 95 % HDI per design column."""
-        import arviz as az
+        import arviz_stats as az
 
         draws = _draws(self.idata, "beta")
         flat = draws.reshape(-1, draws.shape[-1])

@@ -94,12 +94,13 @@ def sampling(quick: bool) -> None:
     _write(
         "sampling",
         "NUTS: parameterisation × sampler × N (second, warm run of each)",
-        bench_sampling.run(sizes=sizes),
+        bench_sampling.run(sizes=sizes, noncentred_up_to=1000),
         "Simulated reference data (seed 3). 4 chains × 1000 draws after 1000 tuning steps. "
         "compile_s: pm.sample's wall time minus its sampling time (graph compilation, "
         "initialisation, conversion). conditional_s: exact draws of b and u afterwards "
-        "(marginal model). The non-centred dense model is O(q²) per gradient and is run up "
-        "to N = 1000 only.\n",
+        "(marginal model). The non-centred dense model is O(q²) per gradient and mixes badly "
+        "on this nearly singular A (minutes per fit at N = 1000): it is run up to N = 1000 "
+        "only.\n",
     )
     _write(
         "sampling_gryphon",

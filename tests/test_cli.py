@@ -199,7 +199,9 @@ def test_demo_runs_the_reference_simulation(capsys):
         "sigma2_u",
         "sigma2_e",
         "top 5 breeding values",
-        "correlation of the BLUPs",
+        "REML check",
+        "diagnostics: max R-hat",
+        "posterior-mean EBVs",
     ]:
         assert word in out
 
