@@ -1,4 +1,5 @@
-"""The ``bayes-animal`` command line: ``reml``, ``fit``, ``relmat``, ``simulate`` and ``demo``.
+"""The ``bayes-animal`` command line: ``reml``, ``fit``, ``rank``, ``relmat``, ``simulate``,
+``demo``.
 
 Errors raised on purpose (:class:`bayes_animal.errors.BayesAnimalError`) are printed as one
 paragraph on stderr with exit status 2 and no traceback. Notices (dropped records) go to
@@ -166,6 +167,8 @@ def _write_fit(fit, out: Path) -> None:
     from .plotting import plot_h2, plot_trace
 
     fit.save(out)
+    ranking = _ranking_from_tree(fit.with_reml_group())
+    _write_ranking(ranking, out / "ranking.csv")
     plot_h2(fit).figure.savefig(out / "h2.png", dpi=120)
     plot_trace(fit)[0, 0].figure.savefig(out / "trace.png", dpi=100)
 
@@ -189,7 +192,106 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(json.dumps(fit.to_summary_dict()))
     else:
         print(_format_fit(fit))
-        print(f"wrote summary.json, ebv.csv, posterior.nc, h2.png and trace.png to {out}")
+        print(
+            f"wrote summary.json, ebv.csv, ranking.csv, posterior.nc, h2.png and trace.png to {out}"
+        )
+    return 0
+
+
+RANKING_COLUMNS = [
+    "ebv_mean",
+    "ebv_sd",
+    "reliability",
+    "hdi_low",
+    "hdi_high",
+    "rank_mean",
+    "rank_low",
+    "rank_high",
+    "p_top",
+]
+
+
+def _ranking_from_tree(tree, *, candidates=None, top=None, top_fraction=None, threshold=None):
+    """Rank the animals of a posterior DataTree (with its ``reml`` group when present)."""
+    from .ranking import rank
+
+    posterior = tree.posterior if hasattr(tree, "posterior") else tree["posterior"]
+    draws = np.asarray(posterior["u"].values)
+    ids = np.asarray([str(a) for a in posterior["animal"].values], dtype=object)
+    reml_blup = reliability = None
+    if "reml" in tree.children:
+        group = tree["reml"]
+        reml_blup = np.asarray(group["blup"].values)
+        genetic = float(np.asarray(posterior["sigma2_u"].values).mean())
+        variance = draws.reshape(-1, draws.shape[-1]).var(axis=0, ddof=1)
+        reliability = 1.0 - variance / (genetic * np.asarray(group["a_diagonal"].values))
+    return rank(
+        draws,
+        ids,
+        candidates=candidates,
+        top=top,
+        top_fraction=top_fraction,
+        threshold=threshold,
+        reliability=reliability,
+        reml_blup=reml_blup,
+    )
+
+
+def _write_ranking(ranking, path: Path) -> None:
+    columns = [c for c in RANKING_COLUMNS if c in ranking.table]
+    extra = [c for c in ("reml_blup", "reml_rank", "rank_median", "p_above") if c in ranking.table]
+    ranking.table[columns + extra].reset_index().to_csv(path, index=False, float_format="%.8g")
+
+
+def _candidates_from_args(args: argparse.Namespace, ids: np.ndarray):
+    if not args.candidates:
+        return None
+    path = Path(args.candidates)
+    if path.is_file():
+        return read_data(path).iloc[:, 0].astype(str).tolist()
+    if not args.data:
+        raise BayesAnimalError(
+            f"--candidates {args.candidates!r} is neither a file nor usable as a column without "
+            "--data: give a CSV of candidate ids, or --data with a boolean column."
+        )
+    data = read_data(args.data)
+    if args.candidates not in data.columns:
+        raise BayesAnimalError(
+            f"--candidates {args.candidates!r} is not a file and not a column of {args.data}."
+        )
+    column = data[args.candidates]
+    if column.dtype != bool and not set(column.dropna().unique()) <= {0, 1}:
+        raise BayesAnimalError(
+            f"The candidate column {args.candidates!r} must be boolean (True/False or 1/0)."
+        )
+    chosen = data.loc[column.fillna(False).astype(bool), args.animal].astype(str)
+    return chosen.drop_duplicates().tolist()
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    path = Path(args.posterior)
+    if not path.is_file():
+        raise BayesAnimalError(f"Posterior file not found: {path}")
+    tree = xr.open_datatree(path)
+    ids = np.asarray([str(a) for a in tree["posterior"]["animal"].values], dtype=object)
+    ranking = _ranking_from_tree(
+        tree,
+        candidates=_candidates_from_args(args, ids),
+        top=args.top,
+        top_fraction=args.top_fraction,
+        threshold=args.threshold,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_ranking(ranking, out / "ranking.csv")
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
+        print(f"top {ranking.k} of {len(ranking.table)} candidates (posterior mean EBV):")
+        print(ranking.top()[[c for c in RANKING_COLUMNS if c in ranking.table]].to_string())
+        print("\nselected sets (expected genetic gain = posterior mean EBV of the set):")
+        print(ranking.selections_frame().to_string())
+    print(f"wrote {out / 'ranking.csv'}")
     return 0
 
 
@@ -310,6 +412,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\ncorrelation of the posterior-mean EBVs with the true breeding values: {accuracy:.4f}")
     top = ebv.sort_values("mean", ascending=False).head(args.top)
     top = top.assign(true_rank=ebv["true_u"].rank(ascending=False).astype(int).loc[top.index])
+    ranking = _ranking_from_tree(fit.with_reml_group(), top=args.top)
+    print(f"\nranking with uncertainty: P(in the true top {args.top}) and 90% rank intervals")
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
+        print(
+            ranking.top()[
+                ["ebv_mean", "rank_mean", "rank_low", "rank_high", "p_top", "reml_rank"]
+            ].to_string()
+        )
+        print(
+            ranking.selections_frame()[
+                ["gain_mean", "gain_hdi_low", "gain_hdi_high", "expected_true_top_k"]
+            ].to_string()
+        )
     print(f"\ntop {args.top} breeding values (posterior mean, 95% HDI):")
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         print(
@@ -423,6 +538,18 @@ def _parser() -> argparse.ArgumentParser:
         help="replace a non-PSD relationship matrix by its nearest PD matrix",
     )
     bayes.set_defaults(handler=_cmd_fit)
+
+    ranker = commands.add_parser("rank", help="rank candidates from a posterior, with uncertainty")
+    ranker.add_argument("--posterior", required=True, help="posterior.nc written by fit")
+    ranker.add_argument("--candidates", help="CSV of candidate ids, or a boolean column of --data")
+    ranker.add_argument("--data", help="records CSV holding the --candidates column")
+    ranker.add_argument("--animal", default="animal", help="id column of --data")
+    group = ranker.add_mutually_exclusive_group()
+    group.add_argument("--top", type=int, help="k of P(top k)")
+    group.add_argument("--top-fraction", type=float, help="k as a fraction of the candidates")
+    ranker.add_argument("--threshold", type=float, help="also P(u > threshold)")
+    ranker.add_argument("--out", required=True, help="folder for ranking.csv")
+    ranker.set_defaults(handler=_cmd_rank)
 
     rel = commands.add_parser(
         "relmat", help="write A (from a pedigree) or G (from genotypes), or their inverse"

@@ -381,7 +381,7 @@ class AnimalFit:
         return summary
 
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write summary.json, ebv.csv and posterior.nc into ``folder``."""
+        """Write summary.json, ebv.csv and posterior.nc (with its ``reml`` group) to ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -391,5 +391,22 @@ class AnimalFit:
         }
         paths["summary"].write_text(json.dumps(self.to_summary_dict(), indent=2) + "\n")
         self.ebv().reset_index().to_csv(paths["ebv"], index=False, float_format="%.8g")
-        self.idata.to_netcdf(paths["posterior"])
+        self.with_reml_group().to_netcdf(paths["posterior"])
         return paths
+
+    def with_reml_group(self):
+        """The DataTree plus a ``reml`` group (REML BLUPs and A's diagonal by animal), so that
+        ``bayes-animal rank`` can read everything it needs from posterior.nc."""
+        import xarray as xr
+
+        ids = [str(a) for a in self.idata.posterior["animal"].values]
+        tree = self.idata.copy()
+        tree["reml"] = xr.Dataset(
+            {
+                "blup": ("animal", self.reml.blup["blup"].loc[ids].to_numpy()),
+                "a_diagonal": ("animal", np.asarray(self.a_diagonal, dtype=float)),
+            },
+            coords={"animal": ids},
+            attrs={"reml": json.dumps(self.reml.to_dict())},
+        )
+        return tree

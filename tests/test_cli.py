@@ -450,3 +450,96 @@ def test_fit_command_unknown_prior_is_a_clean_error(sim_dir, tmp_path):
     )
     assert completed.returncode == 2
     assert "Unknown prior 'gamma'" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_rank_command_from_a_fit(sim_dir, tmp_path):
+    fit_dir = tmp_path / "fit"
+    completed = _run(
+        "fit",
+        "--data",
+        sim_dir / "pheno.csv",
+        "--relmat",
+        sim_dir / "A.csv",
+        "--formula",
+        "response ~ 1 + fix",
+        "--out",
+        fit_dir,
+        "--draws",
+        "200",
+        "--tune",
+        "200",
+        "--chains",
+        "2",
+        "--seed",
+        "3",
+        "--no-progress",
+    )
+    assert completed.returncode == 0, completed.stderr
+    written = pd.read_csv(fit_dir / "ranking.csv")
+    expected = [
+        "id",
+        "ebv_mean",
+        "ebv_sd",
+        "reliability",
+        "hdi_low",
+        "hdi_high",
+        "rank_mean",
+        "rank_low",
+        "rank_high",
+        "p_top",
+        "reml_blup",
+        "reml_rank",
+    ]
+    assert list(written.columns[: len(expected)]) == expected
+    assert len(written) == 150
+    # candidates from a file: ranks within the subset only
+    candidates = tmp_path / "candidates.csv"
+    pd.DataFrame({"id": written["id"].iloc[::10]}).to_csv(candidates, index=False)
+    out = tmp_path / "rank"
+    completed = _run(
+        "rank",
+        "--posterior",
+        fit_dir / "posterior.nc",
+        "--candidates",
+        candidates,
+        "--top",
+        "3",
+        "--out",
+        out,
+    )
+    assert completed.returncode == 0, completed.stderr
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert len(ranking) == 15
+    assert ranking["p_top"].sum() == pytest.approx(3)
+    assert ranking["rank_mean"].sum() == pytest.approx(15 * 16 / 2)
+    # candidates as a boolean column of the data
+    pheno = pd.read_csv(sim_dir / "pheno.csv")
+    pheno["young"] = pheno.index % 5 == 0
+    pheno.to_csv(tmp_path / "pheno.csv", index=False)
+    completed = _run(
+        "rank",
+        "--posterior",
+        fit_dir / "posterior.nc",
+        "--candidates",
+        "young",
+        "--data",
+        tmp_path / "pheno.csv",
+        "--top-fraction",
+        "0.2",
+        "--out",
+        out,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert len(pd.read_csv(out / "ranking.csv")) == 30
+    completed = _run(
+        "rank",
+        "--posterior",
+        fit_dir / "posterior.nc",
+        "--candidates",
+        "old",
+        "--top",
+        "3",
+        "--out",
+        out,
+    )
+    assert completed.returncode == 2 and "neither a file" in completed.stderr

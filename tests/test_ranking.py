@@ -114,8 +114,7 @@ def _simulated_fit(h2: float, seed: int):
     lam = h2 / (1 - h2)
     sim = simulate_reference(n=250, n_snps=400, sigma2_u=5.0, lam=lam, seed=seed)
     model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
-    fit = model.fit(draws=500, tune=500, chains=2, random_seed=seed, progressbar=False,
-                    warn=False)
+    fit = model.fit(draws=500, tune=500, chains=2, random_seed=seed, progressbar=False, warn=False)
     return sim, model, fit
 
 
@@ -124,8 +123,12 @@ def test_high_and_low_heritability_behave_as_they_should():
     results = {}
     for h2, (sim, model, fit) in sims.items():
         draws = fit.idata.posterior["u"].values
-        ranking = rank(draws, fit.idata.posterior["animal"].values, top=25,
-                       reml_blup=model.reml.blup["blup"].to_numpy())
+        ranking = rank(
+            draws,
+            fit.idata.posterior["animal"].values,
+            top=25,
+            reml_blup=model.reml.blup["blup"].to_numpy(),
+        )
         truth = sim.truth.u.loc[ranking.table.index]
         results[h2] = {
             "agreement": np.corrcoef(ranking.table["rank_mean"], truth.rank(ascending=False))[0, 1],
