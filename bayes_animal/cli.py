@@ -286,13 +286,31 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_ranking(ranking, out / "ranking.csv")
+    _write_ranking_plots(ranking, out)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
         print(f"top {ranking.k} of {len(ranking.table)} candidates (posterior mean EBV):")
         print(ranking.top()[[c for c in RANKING_COLUMNS if c in ranking.table]].to_string())
         print("\nselected sets (expected genetic gain = posterior mean EBV of the set):")
         print(ranking.selections_frame().to_string())
-    print(f"wrote {out / 'ranking.csv'}")
+    print(f"wrote ranking.csv, caterpillar.png, p_top.png and rank_uncertainty.png to {out}")
     return 0
+
+
+def _write_ranking_plots(ranking, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plotting import plot_caterpillar, plot_p_top, plot_rank_uncertainty
+
+    for name, axes in (
+        ("caterpillar.png", plot_caterpillar(ranking)[0, 0]),
+        ("p_top.png", plot_p_top(ranking)),
+        ("rank_uncertainty.png", plot_rank_uncertainty(ranking)),
+    ):
+        axes.figure.savefig(out / name, dpi=110)
+        plt.close(axes.figure)
 
 
 def _cmd_relmat(args: argparse.Namespace) -> int:

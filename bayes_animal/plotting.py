@@ -1,4 +1,5 @@
-"""Figures for papers: the h² posterior against REML, and traces of the variance components.
+"""Figures for papers: the h² posterior against REML, traces, variance components against their
+priors, and the ranking plots breeders use (caterpillar, P(top k), rank uncertainty).
 
 Every function draws on matplotlib axes (created when not given), returns them and never calls
 ``show``; save with ``ax.figure.savefig(...)``.
@@ -10,7 +11,14 @@ import numpy as np
 
 from .posterior import HDI_PROB, AnimalFit
 
-__all__ = ["plot_h2", "plot_trace"]
+__all__ = [
+    "plot_caterpillar",
+    "plot_h2",
+    "plot_p_top",
+    "plot_priors",
+    "plot_rank_uncertainty",
+    "plot_trace",
+]
 
 
 def _axes(ax=None, *, nrows: int = 1, ncols: int = 1, figsize=(6.0, 4.0)):
@@ -80,4 +88,121 @@ def plot_trace(fit: AnimalFit, axes=None):
     axes[-1, 1].set_xlabel("value")
     axes[0, 0].set_title("traces by chain")
     axes[0, 1].set_title("densities by chain")
+    return axes
+
+
+def plot_caterpillar(ranking, *, n: int = 20, axes=None):
+    """The top ``n`` candidates: EBV with its 95 % HDI (left) and expected rank with its 90 %
+    rank interval (right). Returns the two axes."""
+    top = ranking.table.head(n)
+    axes = _axes(axes, nrows=1, ncols=2, figsize=(10.0, 0.3 * len(top) + 1.5))
+    left, right = axes[0, 0], axes[0, 1]
+    position = np.arange(len(top))[::-1]
+    left.errorbar(
+        top["ebv_mean"],
+        position,
+        xerr=[top["ebv_mean"] - top["hdi_low"], top["hdi_high"] - top["ebv_mean"]],
+        fmt="o",
+        color="C0",
+        ecolor="C0",
+        elinewidth=1,
+        capsize=2,
+    )
+    left.set_yticks(position, top.index)
+    left.set_xlabel("breeding value (posterior mean, 95% HDI)")
+    if "reml_blup" in top:
+        left.scatter(
+            top["reml_blup"], position, marker="x", color="C3", label="REML BLUP", zorder=3
+        )
+        left.legend(fontsize="small", frameon=False)
+    right.errorbar(
+        top["rank_mean"],
+        position,
+        xerr=[top["rank_mean"] - top["rank_low"], top["rank_high"] - top["rank_mean"]],
+        fmt="o",
+        color="C2",
+        ecolor="C2",
+        elinewidth=1,
+        capsize=2,
+    )
+    right.axvline(ranking.k + 0.5, color="grey", ls="--", lw=1, label=f"top {ranking.k}")
+    right.set_yticks(position, [""] * len(top))
+    right.set_xlabel("rank (expected, 90% interval)")
+    right.legend(fontsize="small", frameon=False)
+    return axes
+
+
+def plot_p_top(ranking, *, n: int = 30, ax=None):
+    """P(in the true top k) of the ``n`` candidates most likely to be there."""
+    ax = _axes(ax, figsize=(7.0, 0.22 * n + 1.5))
+    chosen = ranking.table.sort_values("p_top", ascending=False).head(n)
+    position = np.arange(len(chosen))[::-1]
+    ax.barh(position, chosen["p_top"], color="C0")
+    ax.set_yticks(position, chosen.index, fontsize="small")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"P(in the true top {ranking.k})")
+    ax.set_title("Probability of being a top candidate")
+    return ax
+
+
+def plot_rank_uncertainty(ranking, ax=None):
+    """Each candidate's 90 % rank interval against its expected rank."""
+    ax = _axes(ax)
+    table = ranking.table.sort_values("rank_mean")
+    ax.vlines(
+        table["rank_mean"], table["rank_low"], table["rank_high"], color="C0", alpha=0.4, lw=1
+    )
+    ax.plot(table["rank_mean"], table["rank_mean"], color="k", lw=1)
+    ax.axhline(ranking.k + 0.5, color="C3", ls="--", lw=1, label=f"top {ranking.k}")
+    ax.set_xlabel("expected rank")
+    ax.set_ylabel("90% rank interval")
+    ax.set_title("Rank uncertainty")
+    ax.legend(fontsize="small", frameon=False)
+    return ax
+
+
+def plot_priors(fit: AnimalFit, model, *, draws: int = 4000, axes=None, random_seed: int = 0):
+    """Posterior densities of σu², σ² and h² against their priors (a flat prior is noted, not
+    drawn). Returns the three axes."""
+    import pymc as pm
+    from scipy.stats import gaussian_kde
+
+    names = ["sigma2_u", "sigma2_e", "h2"]
+    axes = _axes(axes, nrows=1, ncols=3, figsize=(12.0, 3.5))[0]
+    built = model.build(fit.parameterisation)
+    try:
+        prior = pm.draw([built[name] for name in names], draws=draws, random_seed=random_seed)
+    except (NotImplementedError, TypeError, ValueError):
+        prior = None  # an improper (flat) prior cannot be drawn
+    for index, name in enumerate(names):
+        ax = axes[index]
+        values = np.asarray(fit.idata.posterior[name].values).ravel()
+        high = np.quantile(values, 0.999) * (1.0 if name == "h2" else 1.5)
+        grid = np.linspace(0.0, min(high, 1.0) if name == "h2" else high, 300)
+        ax.plot(grid, gaussian_kde(values)(grid), color="C0", label="posterior")
+        if prior is not None:
+            sample = np.asarray(prior[index]).ravel()
+            sample = sample[np.isfinite(sample) & (sample <= grid[-1])]
+            if len(sample) > 10:
+                ax.plot(
+                    grid,
+                    gaussian_kde(sample)(grid) * len(sample) / draws,
+                    color="C1",
+                    label="prior",
+                )
+        else:
+            ax.text(
+                0.98,
+                0.95,
+                "flat (improper) prior",
+                ha="right",
+                va="top",
+                transform=ax.transAxes,
+                fontsize="small",
+                color="C1",
+            )
+        ax.axvline(getattr(fit.reml, name), color="C3", ls="--", lw=1, label="REML")
+        ax.set_xlabel(name)
+        ax.set_yticks([])
+    axes[0].legend(fontsize="small", frameon=False)
     return axes
