@@ -32,8 +32,9 @@ def _timed_fit(model: AnimalModel, **options) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # warm the compilation caches with a tiny run
-        model.fit(progressbar=False, random_seed=1, warn=False, draws=20, tune=20, chains=1,
-                  **options)
+        model.fit(
+            progressbar=False, random_seed=1, warn=False, draws=20, tune=20, chains=1, **options
+        )
         start = time.perf_counter()
         fit = model.fit(progressbar=False, random_seed=2, warn=False, **options)
         wall = time.perf_counter() - start

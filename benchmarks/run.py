@@ -118,7 +118,20 @@ def sampling(quick: bool) -> None:
     )
 
 
-BENCHMARKS = {"reml": reml, "pedigree": pedigree, "sampling": sampling}
+def ranking(quick: bool) -> None:
+    import bench_ranking
+
+    _write(
+        "ranking",
+        "Ranking from posterior draws (vectorised over draws)",
+        bench_ranking.run(sizes=(1000,) if quick else (1000, 10_000)),
+        "Per animal: mean, SD, 95 % HDI, expected/median rank, 90 % rank interval, "
+        "P(top k), P(u > t); selections by mean, by probability and by REML BLUP with the "
+        "posterior of their mean breeding value.\n",
+    )
+
+
+BENCHMARKS = {"reml": reml, "pedigree": pedigree, "sampling": sampling, "ranking": ranking}
 
 
 def main() -> None:

@@ -30,8 +30,12 @@ def fitted():
     sim = simulate_reference(n=120, n_snps=200, seed=4)
     model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
     fit = model.fit(draws=300, tune=300, chains=2, random_seed=1, progressbar=False, warn=False)
-    ranking = rank(fit.idata.posterior["u"].values, fit.idata.posterior["animal"].values, top=10,
-                   reml_blup=model.reml.blup["blup"].to_numpy())
+    ranking = rank(
+        fit.idata.posterior["u"].values,
+        fit.idata.posterior["animal"].values,
+        top=10,
+        reml_blup=model.reml.blup["blup"].to_numpy(),
+    )
     return model, fit, ranking
 
 
