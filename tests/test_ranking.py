@@ -139,3 +139,28 @@ def test_high_and_low_heritability_behave_as_they_should():
     assert high["agreement"] > 0.9
     assert low["width"] > 1.5 * high["width"]
     assert low["reml_top_p"] < high["reml_top_p"]
+
+
+def test_seed_sim_posterior_ranking_matches_rrblup():
+    from conftest import shared_folder
+
+    from bayes_animal.model import AnimalModel
+
+    folder = shared_folder("seed_sim")
+    model = AnimalModel(
+        "response ~ 1 + fix", pd.read_csv(folder / "pheno.csv"), relmat=folder / "A.csv"
+    )
+    fit = model.fit(random_seed=9, progressbar=False, warn=False)
+    posterior = fit.idata.posterior
+    ranking = rank(
+        posterior["u"].values,
+        posterior["animal"].values,
+        top=50,
+        reml_blup=model.reml.blup["blup"].to_numpy(),
+    )
+    rrblup = pd.read_csv(folder / "blups_rrBLUP.csv").set_index("animal")["u_hat"]
+    ours = ranking.table["ebv_mean"].loc[rrblup.index]
+    spearman = np.corrcoef(ours.rank(), rrblup.rank())[0, 1]
+    assert spearman > 0.999
+    assert len(ranking.table) == 1000
+    assert ranking.table["p_top"].sum() == pytest.approx(50)
