@@ -213,6 +213,7 @@ RANKING_COLUMNS = [
 
 def _ranking_from_tree(tree, *, candidates=None, top=None, top_fraction=None, threshold=None):
     """Rank the animals of a posterior DataTree (with its ``reml`` group when present)."""
+    from .posterior import posterior_reliability
     from .ranking import rank
 
     posterior = tree.posterior if hasattr(tree, "posterior") else tree["posterior"]
@@ -222,9 +223,7 @@ def _ranking_from_tree(tree, *, candidates=None, top=None, top_fraction=None, th
     if "reml" in tree.children:
         group = tree["reml"]
         reml_blup = np.asarray(group["blup"].values)
-        genetic = float(np.asarray(posterior["sigma2_u"].values).mean())
-        variance = draws.reshape(-1, draws.shape[-1]).var(axis=0, ddof=1)
-        reliability = 1.0 - variance / (genetic * np.asarray(group["a_diagonal"].values))
+        reliability = posterior_reliability(tree, group["a_diagonal"].values)
     return rank(
         draws,
         ids,

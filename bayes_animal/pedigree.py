@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BayesAnimalError, describe_items
-from .relationship import id_strings
+from .relationship import id_strings, index_positions
 
 __all__ = ["Pedigree", "PedigreeError", "PedigreeNotice", "read_pedigree"]
 
@@ -92,16 +92,15 @@ class Pedigree:
 
     def positions(self, ids: Any) -> np.ndarray:
         """Positions of ``ids`` in the sorted pedigree; names the ids that are missing."""
-        keys = id_strings(ids)
-        found = self._index.get_indexer(keys)
-        missing = list(dict.fromkeys(keys[found < 0]))
-        if missing:
-            raise PedigreeError(
+        return index_positions(
+            self._index,
+            ids,
+            lambda missing: PedigreeError(
                 f"{len(missing)} animal id(s) in the data are not in the pedigree: "
                 f"{describe_items(missing)}. Add them to the pedigree (with unknown parents if "
                 "need be) or remove their records."
-            )
-        return found.astype(np.intp)
+            ),
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """The sorted pedigree as ``id, sire, dam, generation`` (unknown parents as NA)."""

@@ -30,6 +30,7 @@ __all__ = [
     "diagnose",
     "ebv_table",
     "posterior_mode",
+    "posterior_reliability",
     "reml_check",
 ]
 
@@ -248,6 +249,17 @@ def diagnose(
     return Diagnostics(table, divergences, max_depth, hit, tuple(messages))
 
 
+def posterior_reliability(idata, a_diagonal, *, variance: np.ndarray | None = None) -> np.ndarray:
+    """Per animal :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma_u^2] a_{ii})` (NaN where
+    the genetic variance is zero)."""
+    if variance is None:
+        draws = _draws(idata, "u")
+        variance = draws.reshape(-1, draws.shape[-1]).var(axis=0, ddof=1)
+    genetic = float(_draws(idata, "sigma2_u").mean()) * np.asarray(a_diagonal, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(genetic > 0, 1.0 - variance / genetic, np.nan)
+
+
 def ebv_table(idata, ids: np.ndarray, a_diagonal: np.ndarray) -> pd.DataFrame:
     """Posterior breeding values: mean, sd, 95 % HDI and reliability per animal.
 
@@ -259,10 +271,8 @@ def ebv_table(idata, ids: np.ndarray, a_diagonal: np.ndarray) -> pd.DataFrame:
     draws = _draws(idata, "u")
     flat = draws.reshape(-1, draws.shape[-1])
     interval = np.asarray(az.hdi(idata, var_names=["u"], prob=HDI_PROB)["u"].values)
-    genetic = float(_draws(idata, "sigma2_u").mean()) * np.asarray(a_diagonal)
     variance = flat.var(axis=0, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        reliability = np.where(genetic > 0, 1.0 - variance / genetic, np.nan)
+    reliability = posterior_reliability(idata, a_diagonal, variance=variance)
     return pd.DataFrame(
         {
             "mean": flat.mean(axis=0),

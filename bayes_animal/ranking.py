@@ -248,7 +248,9 @@ def rank(
     if reml_blup is not None:
         blup = np.asarray(reml_blup, dtype=float)[mask]
         table["reml_blup"] = blup
-        table["reml_rank"] = pd.Series(blup).rank(ascending=False, method="first").to_numpy()
+        table["reml_rank"] = (
+            pd.Series(blup).rank(ascending=False, method="first").to_numpy().astype(int)
+        )
         reml_top = np.argsort(-blup, kind="stable")[:top]
         selections["reml"] = _selection("reml", reml_top, values, p_top, ids)
     table = table.sort_values("ebv_mean", ascending=False)

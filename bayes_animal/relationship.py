@@ -13,6 +13,7 @@ This module depends on numpy and pandas only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "RelationshipMatrix",
     "as_relationship",
     "id_strings",
+    "index_positions",
     "nearest_positive_definite",
     "read_relationship_csv",
 ]
@@ -66,6 +68,19 @@ def id_strings(values: Any) -> np.ndarray:
     return np.array([str(v) for v in array], dtype=object)
 
 
+def index_positions(
+    index: pd.Index, ids: Any, missing_error: Callable[[list[str]], Exception]
+) -> np.ndarray:
+    """Positions of ``ids`` (matched by their string form) in ``index``; the ids that are not
+    there, each named once in order of appearance, go to ``missing_error`` and are raised."""
+    keys = id_strings(ids)
+    found = index.get_indexer(keys)
+    missing = list(dict.fromkeys(keys[found < 0]))
+    if missing:
+        raise missing_error(missing)
+    return found.astype(np.intp)
+
+
 @dataclass(frozen=True)
 class RelationshipMatrix:
     r"""A validated symmetric relationship matrix with one id per row.
@@ -99,16 +114,15 @@ class RelationshipMatrix:
 
     def positions(self, ids: Any) -> np.ndarray:
         """Row positions of ``ids``; raises :class:`RelationshipError` naming unknown ones."""
-        keys = id_strings(ids)
-        found = self._index.get_indexer(keys)
-        missing = list(dict.fromkeys(keys[found < 0]))
-        if missing:
-            raise RelationshipError(
+        return index_positions(
+            self._index,
+            ids,
+            lambda missing: RelationshipError(
                 f"{len(missing)} animal id(s) are not in the relationship matrix: "
                 f"{describe_items(missing)}. Add them to the matrix (or pedigree), or remove "
                 "their records."
-            )
-        return found.astype(np.intp)
+            ),
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """The matrix as a DataFrame labelled by id on both axes."""
