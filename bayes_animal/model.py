@@ -96,6 +96,10 @@ class AnimalModel:
     priors
         A :class:`~bayes_animal.priors.Priors` or a preset name (``"default"``,
         ``"inverse_gamma"``, ``"flat"``, ``"beta_h2"``).
+    source
+        A relationship already resolved by
+        :func:`~bayes_animal.inputs.resolve_relationship` (the command line passes it), instead
+        of ``relmat``/``pedigree``/``genotypes``.
 
     Notes
     -----
@@ -224,11 +228,7 @@ class AnimalModel:
                 "heritability": float(np.clip(su / (su + se), 0.01, 0.99)),
                 "sigma_p": float(np.sqrt(su + se)),
             }
-        values: dict[str, float] = {}
-        for name, prior, value in (("u", self.priors.genetic, su), ("e", self.priors.residual, se)):
-            key = f"sigma_{name}" if type(prior).__name__ == "HalfStudentT" else f"var_{name}"
-            values[key] = float(np.sqrt(value)) if key.startswith("sigma") else float(value)
-        return values
+        return self.priors.genetic.initial("u", su) | self.priors.residual.initial("e", se)
 
     def _build(self, parameterisation: str, fixed: str) -> _Built:
         import pymc as pm

@@ -69,6 +69,10 @@ class HalfStudentT:
         scale = self.scale if self.scale is not None else default_scale
         return pm.HalfStudentT(f"sigma_{name}", nu=self.nu, sigma=scale) ** 2
 
+    def initial(self, name: str, variance: float) -> dict[str, float]:
+        """The sampler's starting value for a given variance."""
+        return {f"sigma_{name}": float(np.sqrt(variance))}
+
 
 @dataclass(frozen=True)
 class InverseGamma:
@@ -85,6 +89,10 @@ class InverseGamma:
 
         return pm.InverseGamma(f"var_{name}", alpha=self.nu / 2, beta=self.nu * self.V / 2)
 
+    def initial(self, name: str, variance: float) -> dict[str, float]:
+        """The sampler's starting value for a given variance."""
+        return {f"var_{name}": float(variance)}
+
 
 @dataclass(frozen=True)
 class FlatVariance:
@@ -97,6 +105,10 @@ class FlatVariance:
         import pymc as pm
 
         return pm.HalfFlat(f"var_{name}")
+
+    def initial(self, name: str, variance: float) -> dict[str, float]:
+        """The sampler's starting value for a given variance."""
+        return {f"var_{name}": float(variance)}
 
 
 @dataclass(frozen=True)
