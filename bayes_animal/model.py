@@ -369,9 +369,15 @@ class AnimalModel:
         # end to end on two cores as worker processes (which re-import PyMC), and no fork of a
         # multi-threaded process. nutpie runs its chains in threads of its own.
         cores = min(chains, default_threads()) if sampler == "nutpie" else 1
-        kwargs: dict[str, Any] = {"cores": cores, "nuts": {"target_accept": target_accept}}
+        # every sampler starts from the REML estimate: a non-centred model started at random
+        # can be caught by the spike of the joint density at sigma2_e -> 0
+        kwargs: dict[str, Any] = {
+            "cores": cores,
+            "nuts": {"target_accept": target_accept},
+            "initvals": built.initvals,
+        }
         if sampler == "pymc":
-            kwargs.update(initvals=built.initvals, compute_convergence_checks=False, blas_cores=1)
+            kwargs.update(compute_convergence_checks=False, blas_cores=1)
         try:
             with built.model:
                 idata = pm.sample(
