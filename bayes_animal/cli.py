@@ -93,8 +93,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     data = read_data(args.data)
     source = _relationship_from_args(args)
     relmat = source.relmat
-    if source.pedigree is not None and args.animal in data.columns:
-        source.pedigree.positions(data[args.animal].dropna().to_numpy())
+    source.check_animals(data, args.animal)
     design = build_design(args.formula, data, animal=args.animal, relmat=relmat, warn=False)
     for message in design.notices:
         _notice(message)
@@ -178,8 +177,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     data = read_data(args.data)
     source = _relationship_from_args(args)
-    if source.pedigree is not None and args.animal in data.columns:
-        source.pedigree.positions(data[args.animal].dropna().to_numpy())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)

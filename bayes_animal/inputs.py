@@ -53,6 +53,13 @@ class RelationshipSource:
     genomic: GenomicRelationship | None = None
     notices: tuple[str, ...] = ()
 
+    def check_animals(self, data: pd.DataFrame, animal: str) -> None:
+        """With a pedigree, every animal id in ``data[animal]`` must be in it (a
+        :class:`~bayes_animal.pedigree.PedigreeError` names those that are not); a missing
+        animal column is left to :func:`~bayes_animal.design.build_design` to report."""
+        if self.pedigree is not None and animal in data.columns:
+            self.pedigree.positions(data[animal].dropna().to_numpy())
+
 
 def resolve_relationship(
     *,

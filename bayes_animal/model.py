@@ -133,8 +133,7 @@ class AnimalModel:
         self.source = source or resolve_relationship(
             relmat=relmat, pedigree=pedigree, genotypes=genotypes
         )
-        if self.source.pedigree is not None and animal in data.columns:
-            self.source.pedigree.positions(data[animal].dropna().to_numpy())
+        self.source.check_animals(data, animal)
         self.relmat: RelationshipMatrix = self.source.relmat
         self.design: Design = build_design(formula, data, animal=animal, relmat=self.relmat)
         self.scales = data_scales(self.design.y, self.design.X, self.relmat.mean_diagonal)

@@ -606,7 +606,6 @@ def reml(
     source = resolve_relationship(
         relmat=relmat, pedigree=pedigree, genotypes=genotypes, nearest_pd=nearest_pd
     )
-    if source.pedigree is not None and animal in data.columns:
-        source.pedigree.positions(data[animal].dropna().to_numpy())
+    source.check_animals(data, animal)
     design = build_design(formula, data, animal=animal, relmat=source.relmat)
     return fit_reml(design, source.relmat, method=method, pev=pev, threads=threads)
