@@ -73,7 +73,7 @@ def draw_breeding_values(
     index = design.animal_index
     values = np.empty((len(su), q))
     permutation = _is_permutation(design, q)
-    chol_a = None if permutation else np.linalg.cholesky(relmat.matrix)
+    chol_a = None if permutation else relmat.factor()
     incidence_t = None if permutation else design.incidence(q).T.tocsr()
     with blas_threads(threads):
         for start in range(0, len(su), _BLOCK):

@@ -282,8 +282,7 @@ class AnimalModel:
         if self.source.kind == "pedigree":
             genetic = self._pedigree_recursion(z, sigma_u)
         else:
-            chol = np.linalg.cholesky(self.relmat.matrix)
-            genetic = sigma_u * (pt.constant(chol) @ z)
+            genetic = sigma_u * (pt.constant(self.relmat.factor()) @ z)
         u = pm.Deterministic("u", genetic, dims="animal")
         beta = self._fixed_prior(pm)
         mean = pt.constant(self.design.X) @ beta + u[self.design.animal_index]

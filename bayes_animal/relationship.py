@@ -29,13 +29,54 @@ __all__ = [
     "id_strings",
     "index_positions",
     "nearest_positive_definite",
+    "psd_factor",
+    "psd_tolerance",
     "read_relationship_csv",
 ]
 
 #: Relative tolerance for symmetry: |A - Aᵀ| ≤ tol · max|A|.
 SYMMETRY_TOLERANCE = 1e-8
-#: Eigenvalues above -tol · max eigenvalue count as zero (positive semi-definite).
+#: Eigenvalues within ±tol · size · max(max|diag|, 1) of zero count as zero: the one rule of
+#: positive semi-definiteness (:func:`psd_tolerance`), used at input and wherever A is factored.
 PSD_TOLERANCE = 1e-10
+
+
+def psd_tolerance(size: int, diagonal: np.ndarray) -> float:
+    """How negative an eigenvalue of a PSD matrix may be from round-off alone.
+
+    The one rule of the package: ``PSD_TOLERANCE · size · max(max|diag|, 1)``. A matrix whose
+    smallest eigenvalue is above minus this is accepted as positive semi-definite, and its
+    eigenvalues between minus this and zero are treated as zeros wherever it is factored.
+    """
+    scale = max(float(np.max(np.abs(diagonal))) if len(diagonal) else 1.0, 1.0)
+    return PSD_TOLERANCE * size * scale
+
+
+def psd_factor(matrix: np.ndarray) -> np.ndarray:
+    r"""A factor :math:`L` with :math:`L L^\top = A` for a positive semi-definite A.
+
+    The Cholesky factor when A is positive definite; otherwise (a singular A, such as
+    :math:`M^\top M / m` from fewer markers than animals) :math:`U \operatorname{diag}
+    (\sqrt{\lambda})` from the eigendecomposition, with eigenvalues within
+    :func:`psd_tolerance` of zero set to zero.
+
+    Raises
+    ------
+    RelationshipError
+        A has an eigenvalue below minus the tolerance (it is not PSD).
+    """
+    try:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        pass
+    values, vectors = np.linalg.eigh(matrix)
+    tolerance = psd_tolerance(len(values), np.diag(matrix))
+    if values[0] < -tolerance:
+        raise RelationshipError(
+            f"The relationship matrix is not positive semi-definite (smallest eigenvalue "
+            f"{values[0]:.6g}); it cannot be factored. Use nearest_pd=True (--nearest-pd)."
+        )
+    return vectors * np.sqrt(np.clip(values, 0.0, None))
 
 
 def id_strings(values: Any) -> np.ndarray:
@@ -102,6 +143,7 @@ class RelationshipMatrix:
     min_eigenvalue: float | None = None
     projected: bool = False
     _index: pd.Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self._index is None:
@@ -127,6 +169,13 @@ class RelationshipMatrix:
     def to_frame(self) -> pd.DataFrame:
         """The matrix as a DataFrame labelled by id on both axes."""
         return pd.DataFrame(self.matrix, index=self.ids, columns=self.ids)
+
+    def factor(self) -> np.ndarray:
+        """:math:`L` with :math:`L L^\\top = A` (:func:`psd_factor`), computed once and kept."""
+        cached = self._cache.get("factor")
+        if cached is None:
+            cached = self._cache["factor"] = psd_factor(self.matrix)
+        return cached
 
     @property
     def mean_diagonal(self) -> float:
@@ -272,8 +321,7 @@ def as_relationship(
     matrix = np.ascontiguousarray((matrix + matrix.T) / 2.0)
     min_eig = _smallest_eigenvalue_if_needed(matrix) if (check_definite or nearest_pd) else None
     if min_eig is not None:
-        scale = max(float(np.max(np.abs(np.diag(matrix)))), 1.0)
-        if min_eig < -PSD_TOLERANCE * scale * len(ids) or nearest_pd:
+        if min_eig < -psd_tolerance(len(ids), np.diag(matrix)) or nearest_pd:
             if not nearest_pd:
                 raise RelationshipError(
                     "The relationship matrix is not positive semi-definite: its smallest "

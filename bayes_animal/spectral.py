@@ -27,7 +27,7 @@ import numpy as np
 
 from .design import Design
 from .errors import RelationshipError
-from .relationship import RelationshipMatrix
+from .relationship import RelationshipMatrix, psd_tolerance
 
 __all__ = ["SpectralProblem", "blas_threads", "decompose", "default_threads"]
 
@@ -69,7 +69,7 @@ class SpectralProblem:
     Attributes
     ----------
     eigenvalues
-        :math:`d`, ascending, length n; round-off negatives (within n·ε·max d) are set to 0.
+        :math:`d`, ascending, length n; round-off negatives (the one PSD rule) are set to 0.
     eigenvectors
         :math:`U`, n × n, orthonormal columns.
     y_rot, X_rot
@@ -119,8 +119,10 @@ def decompose(
 
     Notes
     -----
-    A positive semi-definite A gives :math:`d \ge 0`; negative eigenvalues within round-off
-    (:math:`n \varepsilon \max d`) are set to zero, anything more negative is an error.
+    A positive semi-definite A gives :math:`d \ge 0`; negative eigenvalues within the package's
+    one PSD tolerance (:func:`~bayes_animal.relationship.psd_tolerance`, scaled by the most
+    records of one animal) or eigh's round-off are set to zero, anything more negative is an
+    error — so a matrix accepted at input is never refused here.
     Small positive eigenvalues are kept exactly: the seed_sim A has one of 1.1e-7, and
     zeroing it changes the log-likelihood in the fourth decimal.
     """
@@ -132,7 +134,13 @@ def decompose(
         y_rot = vectors.T @ design.y
         X_rot = vectors.T @ design.X
     seconds = time.perf_counter() - start
-    tolerance = len(values) * np.finfo(float).eps * max(float(values[-1]), 1.0)
+    # one PSD rule (relationship.psd_tolerance) scaled to K: xᵀKx = (Zᵀx)ᵀA(Zᵀx) ≥ λmin(A) ·
+    # (most records of one animal) · |x|², plus eigh's own round-off on K
+    records = np.bincount(index, minlength=relmat.size).max() if len(index) else 1
+    tolerance = max(
+        psd_tolerance(relmat.size, np.diag(relmat.matrix)) * records,
+        len(values) * np.finfo(float).eps * max(float(values[-1]), 1.0),
+    )
     values = np.where((values < 0) & (values >= -tolerance), 0.0, values)
     if values[0] < 0:
         raise RelationshipError(

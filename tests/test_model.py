@@ -108,15 +108,41 @@ def _gaussian_moments(draws):
     return draws.mean(axis=0), np.cov(draws, rowvar=False)
 
 
-@pytest.mark.parametrize("layout", ["permutation", "general"])
-def test_conditional_draws_have_the_exact_mean_and_covariance(layout):
-    from bayes_animal import build_design, decompose
+def _exact_conditional(design, relmat, su, se):
+    """Dense oracle of (b, u) | σ, y under a flat prior on b: means and full covariances.
 
-    if layout == "general":
-        data, relmat = small_problem(8, q=12, n=18, unphenotyped=3)
-    else:
+    Cov(u | y) = σu² A − σu⁴ A Zᵀ P Z A (b integrated out), Cov(b | y) = (XᵀV⁻¹X)⁻¹,
+    Cov(u | b, y) = σu² A − σu⁴ A Zᵀ V⁻¹ Z A; valid for a singular A too."""
+    Z = design.incidence(relmat.size).toarray()
+    A, X, y = relmat.matrix, design.X, design.y
+    V = su * Z @ A @ Z.T + se * np.eye(len(y))
+    Vi = np.linalg.inv(V)
+    cov_b = np.linalg.inv(X.T @ Vi @ X)
+    b = cov_b @ X.T @ Vi @ y
+    P = Vi - Vi @ X @ cov_b @ X.T @ Vi
+    ZA = Z @ A
+    return {
+        "b": b,
+        "cov_b": cov_b,
+        "u": su * ZA.T @ P @ y,
+        "cov_u": su * A - su**2 * ZA.T @ P @ ZA,
+        "cov_u_given_b": su * A - su**2 * ZA.T @ Vi @ ZA,
+        "u_given_b": lambda beta: su * ZA.T @ Vi @ (y - X @ beta),
+    }
+
+
+@pytest.mark.parametrize("layout", ["permutation", "general", "singular"])
+def test_conditional_draws_have_the_exact_mean_and_full_covariance(layout):
+    from bayes_animal import as_relationship, build_design, decompose
+
+    if layout == "permutation":
         data, relmat = small_problem(8, q=12, n=12, unphenotyped=0)
         data["animal"] = relmat.ids[np.random.default_rng(0).permutation(12)]
+    else:
+        data, relmat = small_problem(8, q=12, n=18, unphenotyped=3)
+    if layout == "singular":  # A = MᵀM/m with 5 markers: rank 5 < 12, no Cholesky factor
+        codes = np.random.default_rng(5).integers(0, 3, size=(5, 12)).astype(float)
+        relmat = as_relationship(codes.T @ codes / 5, ids=relmat.ids)
     design = build_design("y ~ 1 + x", data, animal="animal", relmat=relmat)
     problem = decompose(design, relmat)
     su, se = 1.5, 0.8
@@ -125,25 +151,52 @@ def test_conditional_draws_have_the_exact_mean_and_covariance(layout):
     beta, u = draw_fixed_and_breeding_values(
         problem, design, relmat, np.full(S, su), np.full(S, se), rng=rng
     )
-    exact = predict(design, relmat, sigma2_u=su, sigma2_e=se)
+    exact = _exact_conditional(design, relmat, su, se)
     mean_b, cov_b = _gaussian_moments(beta)
-    np.testing.assert_allclose(
-        mean_b, exact.beta, atol=5 * np.sqrt(np.diag(exact.beta_cov)).max() / np.sqrt(S)
-    )
-    np.testing.assert_allclose(cov_b, exact.beta_cov, rtol=0.05, atol=0.01)
+    sd_b = np.sqrt(np.diag(exact["cov_b"]))
+    np.testing.assert_allclose(mean_b, exact["b"], atol=5 * sd_b.max() / np.sqrt(S))
+    np.testing.assert_allclose(cov_b, exact["cov_b"], atol=0.03 * np.outer(sd_b, sd_b).max())
     mean_u, cov_u = _gaussian_moments(u)
-    np.testing.assert_allclose(
-        mean_u, exact.blup["blup"], atol=5 * np.sqrt(exact.blup["pev"].max() / S)
-    )
-    np.testing.assert_allclose(np.diag(cov_u), exact.blup["pev"], rtol=0.05)
-    # u given a fixed b: mean σu² A Zᵀ V⁻¹ (y − Xb)
-    b_fixed = np.tile(exact.beta.to_numpy(), (S, 1))
+    scale = np.diag(exact["cov_u"]).max()
+    np.testing.assert_allclose(mean_u, exact["u"], atol=5 * np.sqrt(scale / S))
+    # the whole covariance matrix, off-diagonal entries included (Monte Carlo SE ≈ scale/√S)
+    np.testing.assert_allclose(cov_u, exact["cov_u"], atol=0.03 * scale)
+    # the predictions at the same variances are the conditional means
+    got = predict(design, relmat, sigma2_u=su, sigma2_e=se)
+    np.testing.assert_allclose(got.blup["blup"], exact["u"], atol=1e-9)
+    np.testing.assert_allclose(got.blup["pev"], np.diag(exact["cov_u"]), atol=1e-9)
+    # u given a fixed b: mean σu² A Zᵀ V⁻¹ (y − Xb), covariance σu² A − σu⁴ A Zᵀ V⁻¹ Z A
+    b_fixed = np.tile(exact["b"] + 0.3, (S, 1))
     u_given = draw_breeding_values(
         problem, design, relmat, b_fixed, np.full(S, su), np.full(S, se), rng=rng
     )
+    mean_g, cov_g = _gaussian_moments(u_given)
     np.testing.assert_allclose(
-        u_given.mean(axis=0), exact.blup["blup"], atol=5 * np.sqrt(exact.blup["pev"].max() / S)
+        mean_g, exact["u_given_b"](exact["b"] + 0.3), atol=5 * np.sqrt(scale / S)
     )
+    np.testing.assert_allclose(cov_g, exact["cov_u_given_b"], atol=0.03 * scale)
+
+
+def test_singular_relationship_matrix_fits_with_both_parameterisations():
+    """A = MᵀM/m from fewer markers than animals, with repeated records: REML, the marginal
+    model (conditional draws) and the non-centred model all run (they factor A through its
+    eigendecomposition, not a Cholesky factor that does not exist)."""
+    from bayes_animal import as_relationship
+
+    rng = np.random.default_rng(0)
+    q = 40
+    codes = rng.integers(0, 3, size=(15, q)).astype(float)
+    ids = [f"a{i}" for i in range(q)]
+    relmat = as_relationship(codes.T @ codes / 15, ids=ids)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(relmat.matrix)
+    data = pd.DataFrame({"animal": np.repeat(ids, 2), "y": rng.standard_normal(2 * q)})
+    model = AnimalModel("y ~ 1", data, relmat=relmat)
+    options = {"draws": 60, "tune": 60, "chains": 1, "progressbar": False, "warn": False}
+    for parameterisation in ("marginal", "noncentred"):
+        fit = model.fit(parameterisation=parameterisation, random_seed=1, **options)
+        assert np.isfinite(fit.idata.posterior["u"].values).all()
+        assert fit.idata.posterior["u"].shape == (1, 60, q)
 
 
 def test_option_errors(small):

@@ -139,3 +139,21 @@ def test_missing_file_and_non_numeric_file(tmp_path):
     path.write_text(",a,b\na,1,x\nb,0.5,1\n")
     with pytest.raises(RelationshipError, match="non-numeric entries in the columns of 'b'"):
         read_relationship_csv(path)
+
+
+def test_psd_factor_of_a_singular_matrix_reproduces_it():
+    """A = MᵀM/m with fewer markers than animals has no Cholesky factor; the PSD factor
+    (eigh-based) still gives L Lᵀ = A, and a PD matrix gets its Cholesky factor."""
+    from bayes_animal.relationship import psd_factor
+
+    codes = np.random.default_rng(1).integers(0, 3, size=(8, 30)).astype(float)
+    singular = codes.T @ codes / 8
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(singular)
+    relmat = as_relationship(singular, ids=[f"i{k}" for k in range(30)])
+    factor = relmat.factor()
+    np.testing.assert_allclose(factor @ factor.T, singular, atol=1e-12)
+    assert relmat.factor() is factor  # computed once
+    np.testing.assert_array_equal(psd_factor(GOOD), np.linalg.cholesky(GOOD))
+    with pytest.raises(RelationshipError, match="not positive semi-definite"):
+        psd_factor(np.array([[1.0, 2.0], [2.0, 1.0]]))

@@ -60,3 +60,37 @@ def test_thread_setting(monkeypatch):
     import os
 
     assert default_threads() == max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def _singular_relationship(q: int, m: int, seed: int) -> np.ndarray:
+    """A = MᵀM/m from fewer markers than animals: PSD with rank m < q."""
+    codes = np.random.default_rng(seed).integers(0, 3, size=(m, q)).astype(float)
+    return codes.T @ codes / m
+
+
+def test_a_matrix_accepted_at_input_is_never_refused_by_the_decomposition():
+    """One PSD rule: a tiny negative eigenvalue within the input tolerance is accepted by
+    as_relationship and then by decompose, even with many records per animal."""
+    import pandas as pd
+
+    from bayes_animal import as_relationship
+    from bayes_animal.relationship import psd_tolerance
+
+    q = 40
+    matrix = _singular_relationship(q, 10, 0)
+    values, vectors = np.linalg.eigh(matrix)
+    tolerance = psd_tolerance(q, np.diag(matrix))
+    values[0] = -0.9 * tolerance  # inside the rule, far beyond eigh's own round-off
+    matrix = (vectors * values) @ vectors.T
+    matrix = (matrix + matrix.T) / 2
+    ids = [f"a{i}" for i in range(q)]
+    relmat = as_relationship(matrix, ids=ids)
+    assert relmat.min_eigenvalue < 0
+    data = pd.DataFrame({"animal": np.repeat(ids, 5), "y": np.arange(5.0 * q) % 7})
+    problem = decompose(build_design("y ~ 1", data, animal="animal", relmat=relmat), relmat)
+    assert problem.eigenvalues.min() >= 0
+    # and one beyond the rule is refused at input
+    values[0] = -2 * tolerance
+    bad = (vectors * values) @ vectors.T
+    with pytest.raises(RelationshipError, match="not positive semi-definite"):
+        as_relationship((bad + bad.T) / 2, ids=ids)
