@@ -99,7 +99,11 @@ def _cmd_reml(args: argparse.Namespace) -> int:
         _notice(message)
     result = fit_reml(design, relmat, method=args.method, pev=True, threads=args.threads)
     if not result.converged:
-        _notice("the REML maximiser did not meet its tolerance; check the data and the model.")
+        stop = result.convergence
+        _notice(
+            f"the REML maximiser did not meet its tolerance ({stop.reason}; log-likelihood "
+            f"still to gain {stop.expected_gain:.3g}); check the data and the model."
+        )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

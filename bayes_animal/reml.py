@@ -79,6 +79,7 @@ from .spectral import SpectralProblem, blas_threads, decompose
 
 __all__ = [
     "LOGLIK_CONSTANT",
+    "Convergence",
     "Prediction",
     "RemlResult",
     "fit_reml",
@@ -97,7 +98,7 @@ LOGLIK_CONSTANT = (
 
 #: Grid in logit(θ) scanned before Newton refinement, plus θ = 0 itself.
 _LOGIT_GRID = np.linspace(-18.0, 18.0, 73)
-_NEWTON_MAX_STEPS = 100
+_NEWTON_MAX_STEPS = 100  # per bracket; fit_reml(max_iterations=...)
 
 
 @dataclass(frozen=True)
@@ -198,58 +199,127 @@ def loglik(
     return float(-0.5 * value)
 
 
-def _newton_root(problem: SpectralProblem, lo: _Profile, hi: _Profile, method: Method):
-    """Refine a maximum of ℓ(θ) bracketed by ℓ'(lo) > 0 > ℓ'(hi); return (profile, steps)."""
-    best = lo if lo.value >= hi.value else hi
+#: Convergence: the Newton decrement ½ g²/|ℓ''| (the log-likelihood still to gain by one more
+#: Newton step) and the change of ℓ in the last step, both in log-likelihood units.
+CONVERGENCE_TOLERANCE = 1e-8
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How the maximiser stopped, in log-likelihood units.
+
+    Attributes
+    ----------
+    converged
+        ``expected_gain`` and ``last_change`` both ≤ :data:`CONVERGENCE_TOLERANCE`, or a boundary
+        maximum (the gradient points out of the parameter space there).
+    expected_gain
+        Newton decrement ½ gᵀ(−H)⁻¹g at the estimate: what one more Newton step would add to
+        the log-likelihood (infinite where the curvature is not negative).
+    last_change
+        |Δℓ| in the last step.
+    gradient
+        The gradient at the estimate, on the scale of the parameter (∂ℓ/∂ log σ² for each
+        variance: σ² ∂ℓ/∂σ²).
+    reason
+        Why it stopped.
+    """
+
+    converged: bool
+    expected_gain: float
+    last_change: float
+    gradient: tuple[float, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "converged": self.converged,
+            "expected_gain": self.expected_gain,
+            "last_change": self.last_change,
+            "gradient": list(self.gradient),
+            "reason": self.reason,
+        }
+
+
+def _newton_root(
+    problem: SpectralProblem, lo: _Profile, hi: _Profile, method: Method, max_steps: int
+) -> tuple[_Profile, int, float]:
+    """Refine a maximum of ℓ(θ) bracketed by ℓ'(lo) > 0 > ℓ'(hi) by safeguarded Newton steps;
+    return (profile, steps, |Δℓ| of the last step)."""
+    current = lo if lo.value >= hi.value else hi
     left, right = lo.theta, hi.theta
-    theta = best.theta
-    for step in range(1, _NEWTON_MAX_STEPS + 1):
-        current = profile_loglik(problem, theta, method=method)
+    change = float("inf")
+    for step in range(1, max_steps + 1):
         if current.gradient > 0:
-            left = theta
+            left = current.theta
         else:
-            right = theta
-        proposal = theta - current.gradient / current.curvature if current.curvature < 0 else None
+            right = current.theta
+        proposal = (
+            current.theta - current.gradient / current.curvature if current.curvature < 0 else None
+        )
         if proposal is None or not (left < proposal < right):
             proposal = 0.5 * (left + right)
-        if abs(proposal - theta) <= 1e-15 * max(1.0, theta) or right - left <= 1e-15:
-            return profile_loglik(problem, proposal, method=method), step
-        theta = proposal
-    return profile_loglik(problem, theta, method=method), _NEWTON_MAX_STEPS
+        moved = abs(proposal - current.theta)
+        following = profile_loglik(problem, proposal, method=method)
+        change = abs(following.value - current.value)
+        current = following
+        if moved <= 1e-15 * max(1.0, current.theta) or right - left <= 1e-15:
+            return current, step, change
+    return current, max_steps, change
+
+
+def _convergence(best: _Profile, change: float, boundary: str | None, steps_left: bool):
+    """The stopping report of the one-parameter profile (see :class:`Convergence`)."""
+    theta, g, h = best.theta, best.gradient, best.curvature
+    # ℓ is a function of θ = σu²/(σu² + σ²) with s² profiled: d log σu² = dθ/θ along the profile
+    gradient = (g * theta, -g * (1.0 - theta))
+    if boundary is not None:
+        return Convergence(True, 0.0, 0.0, gradient, f"maximum at the boundary {boundary} = 0")
+    gain = 0.5 * g * g / -h if h < 0 else float("inf")
+    ok = gain <= CONVERGENCE_TOLERANCE and change <= CONVERGENCE_TOLERANCE
+    if ok:
+        reason = "Newton decrement and last change below tolerance"
+    elif not steps_left:
+        reason = "stopped at the iteration limit"
+    else:
+        reason = "the Newton decrement is above tolerance (flat or ill-conditioned likelihood)"
+    return Convergence(ok, float(gain), float(change), gradient, reason)
 
 
 @dataclass(frozen=True)
 class _Maximum:
     profile: _Profile
     iterations: int
-    converged: bool
+    convergence: Convergence
     boundary: str | None
 
 
-def _maximise(problem: SpectralProblem, method: Method) -> _Maximum:
+def _maximise(problem: SpectralProblem, method: Method, max_iterations: int) -> _Maximum:
     """Grid scan of ℓ(θ), Newton refinement in each ascending→descending bracket."""
     thetas = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-_LOGIT_GRID))])
     grid = [profile_loglik(problem, float(t), method=method) for t in thetas]
-    candidates: list[_Maximum] = []
+    candidates: list[tuple[_Profile, int, float, str | None]] = []
     if grid[0].gradient <= 0:
-        candidates.append(_Maximum(grid[0], 0, True, "sigma2_u"))
+        candidates.append((grid[0], 0, 0.0, "sigma2_u"))
     if grid[-1].gradient >= 0:
-        candidates.append(_Maximum(grid[-1], 0, True, "sigma2_e"))
+        candidates.append((grid[-1], 0, 0.0, "sigma2_e"))
     for lo, hi in pairwise(grid):
         if lo.gradient > 0 and hi.gradient <= 0:
-            found, steps = _newton_root(problem, lo, hi, method)
-            tolerance = 1e-6 * max(1.0, abs(found.value))
-            ok = steps < _NEWTON_MAX_STEPS and abs(found.gradient) * 1e-8 <= tolerance
-            candidates.append(_Maximum(found, steps, ok, None))
+            found, steps, change = _newton_root(problem, lo, hi, method, max_iterations)
+            candidates.append((found, steps, change, None))
     if not candidates:
         best_grid = max(grid, key=lambda item: item.value)
-        return _Maximum(best_grid, 0, False, None)
-    best = max(candidates, key=lambda item: item.profile.value)
+        stop = Convergence(
+            False, float("inf"), float("inf"), (best_grid.gradient,) * 2, "no maximum bracketed"
+        )
+        return _Maximum(best_grid, len(grid), stop, None)
+    profile, steps, change, boundary = max(candidates, key=lambda item: item[0].value)
     return _Maximum(
-        best.profile,
-        sum(c.iterations for c in candidates) + len(grid),
-        best.converged,
-        best.boundary,
+        profile,
+        sum(c[1] for c in candidates) + len(grid),
+        _convergence(profile, change, boundary, steps < max_iterations),
+        boundary,
     )
 
 
@@ -325,7 +395,9 @@ class RemlResult:
     iterations
         Likelihood evaluations and Newton steps used.
     converged
-        Whether the maximiser met its tolerance.
+        Whether the maximiser met its tolerance (``convergence`` says how).
+    convergence
+        The stopping report: Newton decrement, last change, gradient (:class:`Convergence`).
     boundary
         ``None``, ``"sigma2_u"`` (σu² = 0) or ``"sigma2_e"`` (σ² → 0).
     n_records, n_animals
@@ -355,6 +427,7 @@ class RemlResult:
     n_animals: int
     timings: dict[str, float] = field(default_factory=dict)
     notices: tuple[str, ...] = ()
+    convergence: Convergence | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by ``bayes-animal reml --json``."""
@@ -369,6 +442,7 @@ class RemlResult:
             "loglik": self.loglik,
             "loglik_constant": LOGLIK_CONSTANT,
             "converged": self.converged,
+            "convergence": self.convergence.to_dict() if self.convergence else None,
             "boundary": self.boundary,
             "iterations": self.iterations,
             "n_records": self.n_records,
@@ -492,6 +566,7 @@ def fit_reml(
     problem: SpectralProblem | None = None,
     pev: bool = True,
     threads: int | None = None,
+    max_iterations: int = _NEWTON_MAX_STEPS,
 ) -> RemlResult:
     """Fit REML (or ML) to a validated design; reuse ``problem`` if already decomposed.
 
@@ -508,13 +583,16 @@ def fit_reml(
         Compute prediction error variances and reliabilities (:math:`O(q^2 n)`).
     threads
         BLAS threads (default :func:`bayes_animal.spectral.default_threads`).
+    max_iterations
+        Newton steps allowed per bracketed maximum; a fit stopped by this limit before meeting
+        the tolerance reports ``converged=False``.
     """
     method = _check_method(method)
     if problem is None:
         problem = decompose(design, relmat, threads=threads)
     start = time.perf_counter()
     with blas_threads(threads):
-        best = _maximise(problem, method)
+        best = _maximise(problem, method, max_iterations)
         theta, scale = best.profile.theta, best.profile.scale
         sigma2_u, sigma2_e = theta * scale, (1.0 - theta) * scale
         v = 1.0 / (sigma2_u * problem.eigenvalues + sigma2_e)
@@ -546,12 +624,13 @@ def fit_reml(
         loglik=loglik(problem, sigma2_u, sigma2_e, method=method),
         blup=solution.blup,
         iterations=best.iterations,
-        converged=best.converged,
+        converged=best.convergence.converged,
         boundary=best.boundary,
         n_records=design.n_records,
         n_animals=relmat.size,
         timings={"eigh": problem.seconds, "fit": time.perf_counter() - start},
         notices=design.notices,
+        convergence=best.convergence,
     )
 
 

@@ -415,3 +415,22 @@ def test_reml_needs_exactly_one_relationship_source(mrode):
         reml("y ~ 1", data)
     with pytest.raises(BayesAnimalError, match="exactly one"):
         reml("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", relmat=np.eye(8))
+
+
+def test_convergence_is_a_real_criterion_and_fails_when_stopped_early():
+    """`converged` is the Newton decrement (log-likelihood left to gain) and the last change,
+    both ≤ 1e-8: true at the optimum, false when the maximiser is stopped after one step."""
+    sim = simulate_reference(n=200, n_snps=300, seed=4)
+    design = build_design("response ~ 1 + fix", sim.data, animal="animal", relmat=sim.relmat)
+    problem = decompose(design, sim.relmat)
+    full = fit_reml(design, sim.relmat, problem=problem, pev=False)
+    assert full.converged and full.convergence.converged
+    assert full.convergence.expected_gain <= 1e-8
+    assert full.convergence.last_change <= 1e-8
+    assert max(abs(g) for g in full.convergence.gradient) < 1e-4
+    early = fit_reml(design, sim.relmat, problem=problem, pev=False, max_iterations=1)
+    assert not early.converged
+    assert early.convergence.expected_gain > 1e-8
+    assert "iteration limit" in early.convergence.reason
+    assert early.loglik < full.loglik
+    assert early.to_dict()["convergence"]["converged"] is False
