@@ -28,11 +28,17 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, describe_items
+from .formula import (
+    FormulaParts,
+    column_references,
+    split_formula,
+    split_terms,
+    strip_backticks,
+    unknown_names,
+)
 from .relationship import id_strings
 
 __all__ = ["Design", "DroppedRecordsWarning", "build_design", "parse_formula"]
-
-_RANDOM_TERM = re.compile(r"\+?\s*\(\s*1\s*\|\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
 
 
 class IndexedAnimals(Protocol):
@@ -103,7 +109,8 @@ class Design:
 
 
 def parse_formula(formula: str, *, animal: str):
-    """Parse ``formula`` with formulaic, accepting and removing an lme4 term ``(1 | animal)``.
+    """Parse the fixed part of ``formula`` with formulaic (the random term ``(1 | animal)``
+    removed).
 
     Returns
     -------
@@ -113,26 +120,16 @@ def parse_formula(formula: str, *, animal: str):
     import formulaic
     from formulaic.errors import FormulaicError
 
-    fixed = _strip_random(formula, animal)
+    parts = _fixed_parts(formula, animal)
     try:
-        parsed = formulaic.Formula(fixed)
+        parsed = formulaic.Formula(parts.fixed_formula)
     except FormulaicError as exc:
         raise FormulaError(f"Could not parse the formula {formula!r}: {exc}") from exc
-    if not hasattr(parsed, "lhs") or parsed.lhs is None or not str(parsed.lhs).strip():
+    if not parts.response:
         raise FormulaError(
             f"The formula {formula!r} has no response: write it as 'response ~ 1 + covariates'."
         )
     return parsed
-
-
-def _check_columns(data: pd.DataFrame, names: set[str], formula: str) -> None:
-    missing = sorted(n for n in names if n not in data.columns)
-    if missing:
-        raise FormulaError(
-            f"The formula {formula!r} uses column(s) {describe_items(missing)} that are not in "
-            "the data. Available columns: "
-            f"{describe_items(list(map(str, data.columns)), limit=30)}."
-        )
 
 
 def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np.ndarray) -> None:
@@ -184,11 +181,9 @@ def _collinear_columns(X: np.ndarray, names: tuple[str, ...]) -> list[str]:
     return dependent
 
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _plain_terms(fixed: str, data: pd.DataFrame) -> tuple[str, list[str]] | None:
-    """``(response, columns)`` when ``fixed`` is ``y ~ [1 +] a + b …`` over numeric columns.
+def _plain_terms(parts: FormulaParts, data: pd.DataFrame) -> tuple[str, list[str]] | None:
+    """``(response, columns)`` when the formula is ``y ~ [1 +] a + b …`` over numeric columns
+    (names bare or in backticks).
 
     Such formulas are built directly, as formulaic builds them (an intercept, then the columns
     in order of first appearance), which avoids importing formulaic and scipy on the command
@@ -196,44 +191,43 @@ def _plain_terms(fixed: str, data: pd.DataFrame) -> tuple[str, list[str]] | None
     Anything else (factors, transforms, interactions, removing the intercept) returns None and
     goes through formulaic.
     """
-    lhs, tilde, rhs = fixed.partition("~")
-    response = lhs.strip()
-    if not tilde or not _IDENTIFIER.match(response) or response not in data.columns:
+    response = strip_backticks(parts.response)
+    if response not in data.columns or data[response].dtype.kind not in "iuf":
         return None
-    terms = [t.strip() for t in rhs.split("+")]
     columns: list[str] = []
-    for term in terms:
+    for term in split_terms(parts.fixed):
         if term == "1":
             continue
-        if not _IDENTIFIER.match(term) or term not in data.columns:
+        name = strip_backticks(term)
+        if name not in data.columns or data[name].dtype.kind not in "iuf" or name in columns:
             return None
-        if data[term].dtype.kind not in "iuf" or term in columns:
+        if name == term and not _IDENTIFIER.match(name):
             return None
-        columns.append(term)
-    if data[response].dtype.kind not in "iuf":
-        return None
+        columns.append(name)
     return response, columns
 
 
-def _strip_random(formula: str, animal: str) -> str:
-    """Remove an lme4 term ``(1 | animal)``; reject other random terms with a clear error."""
-    terms = _RANDOM_TERM.findall(formula)
-    others = [t for t in terms if t != animal]
+_IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+
+
+def _fixed_parts(formula: str, animal: str) -> FormulaParts:
+    """The formula's pieces with the random term ``(1 | animal)`` removed; other random terms
+    are rejected with a clear error."""
+    parts = split_formula(formula)
+    for term in parts.random:
+        if split_terms(term[1:-1], "|")[0] != "1":
+            raise FormulaError(
+                f"Unsupported random-effect syntax {term!r} in {formula!r}: only random "
+                "intercepts (1 | group) are supported."
+            )
+    others = [t for t in parts.random if strip_backticks(split_terms(t[1:-1], "|")[1]) != animal]
     if others:
         raise FormulaError(
-            f"The formula {formula!r} has random terms for {describe_items(others)}; only the "
+            f"The formula {formula!r} has random terms {describe_items(others)}; only the "
             f"genetic effect (1 | {animal}) is supported. Remove the other random terms, or "
             f"name the animal column with animal=... if it is one of them."
         )
-    fixed = _RANDOM_TERM.sub("", formula).strip()
-    if fixed.endswith("~"):
-        fixed += " 1"
-    if "|" in fixed:
-        raise FormulaError(
-            f"Unsupported random-effect syntax in {formula!r}: write only the fixed part "
-            f"(for example 'y ~ 1 + fix'), with the animal column given by animal=..."
-        )
-    return fixed
+    return parts
 
 
 def build_design(
@@ -275,10 +269,12 @@ def build_design(
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
-    plain = _plain_terms(_strip_random(formula, animal), data)
+    parts = _fixed_parts(formula, animal)
+    columns = [str(c) for c in data.columns]
+    plain = _plain_terms(parts, data)
     if plain is None:
+        unknown_names(parts.fixed_formula, columns, formula=formula)
         parsed = parse_formula(formula, animal=animal)
-        _check_columns(data, set(parsed.required_variables), formula)
     _check_animal_column(data, animal)
     if plain is None:
         lhs = _evaluate(parsed.lhs, data, formula)
@@ -318,9 +314,7 @@ def build_design(
         )
     animal_index = relmat.positions(id_strings(ids_column.to_numpy()))
 
-    covariates = (
-        plain[1] if plain else sorted(c for c in parsed.rhs.required_variables if c in data)
-    )
+    covariates = plain[1] if plain else column_references(parts.fixed, columns)
     _check_missing_covariates(kept, covariates, labels[keep])
     if plain is None:
         X_frame = _evaluate(parsed.rhs, kept, formula)
@@ -356,7 +350,7 @@ def build_design(
             "Remove them from the formula (or merge the confounded factor levels)."
         )
     return Design(
-        formula=_RANDOM_TERM.sub("", formula).strip(),
+        formula=parts.fixed_formula,
         response=response,
         y=y_all[keep],
         X=np.ascontiguousarray(X),

@@ -543,3 +543,36 @@ def test_rank_command_from_a_fit(sim_dir, tmp_path):
         out,
     )
     assert completed.returncode == 2 and "neither a file" in completed.stderr
+
+
+def test_backticked_dotted_names_through_reml_and_fit_commands(sim_dir, tmp_path, capsys):
+    """`Obesity.BMI` ~ 1 + GENDER works on the command line (plain path, formulaic path, fit)."""
+    data = pd.read_csv(sim_dir / "pheno.csv").rename(columns={"response": "Obesity.BMI"})
+    data["GENDER"] = np.arange(len(data)) % 2
+    path = tmp_path / "dotted.csv"
+    data.to_csv(path, index=False)
+    base = ["--data", str(path), "--relmat", str(sim_dir / "A.csv")]
+    for formula in ("`Obesity.BMI` ~ 1 + GENDER", "`Obesity.BMI` ~ 1 + C(GENDER)"):
+        assert main(["reml", *base, "--formula", formula, "--json"]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        assert payload["converged"] and len(payload["beta"]) == 2
+    code = main(
+        [
+            "fit",
+            *base,
+            "--formula",
+            "`Obesity.BMI` ~ 1 + GENDER",
+            "--out",
+            str(tmp_path / "f"),
+            "--draws",
+            "50",
+            "--tune",
+            "50",
+            "--chains",
+            "1",
+            "--no-progress",
+            "--json",
+        ]
+    )
+    assert code == 0
+    assert set(json.loads(capsys.readouterr().out)["beta"]) == {"Intercept", "GENDER"}
