@@ -38,7 +38,14 @@ from .formula import (
 )
 from .relationship import id_strings
 
-__all__ = ["Design", "DroppedRecordsWarning", "build_design", "parse_formula"]
+__all__ = [
+    "Design",
+    "DroppedRecordsWarning",
+    "RepeatedRecordsWarning",
+    "build_design",
+    "parse_formula",
+    "repeated_records_notice",
+]
 
 
 class IndexedAnimals(Protocol):
@@ -49,6 +56,31 @@ class IndexedAnimals(Protocol):
 
 class DroppedRecordsWarning(UserWarning):
     """Records were left out of the fit (missing response); the message says which."""
+
+
+class RepeatedRecordsWarning(UserWarning):
+    """Animals have several records and the model has no permanent-environment effect."""
+
+
+def repeated_records_notice(animal_index: np.ndarray) -> str | None:
+    """The notice for repeated records without a permanent-environment effect, or None.
+
+    With several records per animal and no permanent-environment effect, everything the
+    records of one animal share beyond its breeding value (its permanent environment) is
+    absorbed by the additive variance: on the gryphon lay dates V_A is 13.92 without it and
+    4.88 with it.
+    """
+    counts = np.bincount(animal_index)
+    repeated = int(np.sum(counts > 1))
+    if not repeated:
+        return None
+    return (
+        f"{repeated} of {int(np.sum(counts > 0))} animals have more than one record (up to "
+        f"{int(counts.max())}) and the model has no permanent-environment effect: what the "
+        f"records of one animal share beyond its breeding value is then counted as additive "
+        f"genetic variance, which is inflated (gryphon lay dates: V_A 13.9 without, 4.9 with a "
+        f"permanent environment). Fit one unless you mean not to."
+    )
 
 
 @dataclass(frozen=True)
@@ -252,7 +284,8 @@ def build_design(
         The relationship matrix (or pedigree) whose ids the animal column refers to.
     warn
         Issue a :class:`DroppedRecordsWarning` when records with a missing response are dropped
-        (the notice is kept in :attr:`Design.notices` either way).
+        and a :class:`RepeatedRecordsWarning` when animals have several records (the notices
+        are kept in :attr:`Design.notices` either way).
 
     Returns
     -------
@@ -313,6 +346,11 @@ def build_design(
             f"{describe_items(labels[keep][missing_ids])}. Every record needs an animal id."
         )
     animal_index = relmat.positions(id_strings(ids_column.to_numpy()))
+    repeated = repeated_records_notice(animal_index)
+    if repeated:
+        notices.append(repeated)
+        if warn:
+            warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=2)
 
     covariates = plain[1] if plain else column_references(parts.fixed, columns)
     _check_missing_covariates(kept, covariates, labels[keep])

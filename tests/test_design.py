@@ -210,3 +210,17 @@ def test_misspelt_dotted_name_says_to_quote_it():
     data = _data().rename(columns={"y": "Obesity.BMI"})
     with pytest.raises(FormulaError, match=r"'Obesity\.bmi'.*backticks, e\.g\. `Obesity\.BMI`"):
         build_design("Obesity.bmi ~ 1", data, animal="animal", relmat=RELMAT)
+
+
+def test_repeated_records_without_permanent_environment_give_a_notice():
+    from bayes_animal.design import RepeatedRecordsWarning
+
+    with pytest.warns(RepeatedRecordsWarning, match=r"2 of 4 animals have more than one record"):
+        design = build_design("y ~ x", _data(), animal="animal", relmat=RELMAT)
+    assert any("permanent-environment" in n for n in design.notices)
+    single = _data().iloc[[0, 1, 2, 5]]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepeatedRecordsWarning)
+        assert not build_design("y ~ x", single, animal="animal", relmat=RELMAT).notices

@@ -434,3 +434,16 @@ def test_convergence_is_a_real_criterion_and_fails_when_stopped_early():
     assert "iteration limit" in early.convergence.reason
     assert early.loglik < full.loglik
     assert early.to_dict()["convergence"]["converged"] is False
+
+
+def test_gryphon_lay_dates_without_permanent_environment_warn_that_va_is_inflated():
+    from conftest import shared_folder
+
+    from bayes_animal.design import RepeatedRecordsWarning
+
+    folder = shared_folder("gryphon")
+    data = pd.read_csv(folder / "gryphonRM.csv")
+    with pytest.warns(RepeatedRecordsWarning, match="452 of 469 animals.*up to 5"):
+        fit = reml("laydate ~ 1 + C(age)", data, pedigree=folder / "gryphonped.csv", pev=False)
+    # ASReml's animal-only model: V_A 13.91784 (inflated; 4.876 with a permanent environment)
+    assert fit.sigma2_u == pytest.approx(13.91784, rel=1e-4)
