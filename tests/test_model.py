@@ -104,6 +104,73 @@ def test_pedigree_recursion_equals_cholesky_of_a(mrode):
         np.testing.assert_allclose(u_user, np.sqrt(2.5) * (chol @ z_pedigree)[order], atol=1e-12)
 
 
+def _tabular_relationship(ids, sire, dam) -> np.ndarray:
+    """Reference A by the tabular method, written independently of the package: parents are
+    placed before offspring by a depth-first walk, then a_ij = ½(a_i,s + a_i,d)."""
+    parents = {i: (s, d) for i, s, d in zip(ids, sire, dam, strict=True)}
+    order: list[str] = []
+    placed: set[str] = set()
+
+    def place(animal):
+        if animal is None or animal in placed:
+            return
+        for parent in parents.get(animal, (None, None)):
+            place(parent)
+        placed.add(animal)
+        order.append(animal)
+
+    for animal in ids:
+        place(animal)
+    position = {a: k for k, a in enumerate(order)}
+    A = np.zeros((len(order), len(order)))
+    for k, animal in enumerate(order):
+        s, d = parents.get(animal, (None, None))
+        si, di = position.get(s), position.get(d)
+        for j in range(k):
+            A[k, j] = A[j, k] = 0.5 * (
+                (A[j, si] if si is not None else 0) + (A[j, di] if di is not None else 0)
+            )
+        A[k, k] = 1 + (0.5 * A[si, di] if si is not None and di is not None else 0)
+    index = [position[a] for a in ids]
+    return A[np.ix_(index, index)]
+
+
+def test_pedigree_recursion_equals_cholesky_on_a_shuffled_inbred_pedigree():
+    """A pedigree in no particular order, with inbreeding, unknown dams and parents without
+    rows of their own: u = σu T D^½ z from the recursion has covariance σu² A, i.e.
+    u(z) = σu L z for the Cholesky factor L of A in the pedigree's parents-first order."""
+    import pymc as pm
+
+    from bayes_animal.simulate import simulate_pedigree
+
+    table = simulate_pedigree(
+        n_founders=12, n_generations=5, n_per_generation=30, n_sires=3, unknown_dam=0.2, seed=5
+    )
+    table = table.iloc[14:]  # two founders lose their rows: added back as founders
+    table = table.sample(frac=1.0, random_state=3).reset_index(drop=True)  # shuffled
+    rng = np.random.default_rng(8)
+    data = pd.DataFrame({"animal": table["id"].iloc[:80], "y": rng.standard_normal(80)})
+    model = AnimalModel("y ~ 1", data, pedigree=table, priors="flat")
+    ped = model.source.pedigree
+    assert model.source.sampling.inbreeding.max() > 0.05  # inbred
+    assert (ped.dam < 0).sum() > 20 and (ped.input_order < 0).sum() >= 1
+    unknown = {"0"}
+    ids = [str(a) for a in model.relmat.ids]  # the user's order (added founders first)
+    rows = {str(i): (str(s), str(d)) for i, s, d in table.itertuples(index=False)}
+    sire = [rows[a][0] if a in rows and rows[a][0] not in unknown else None for a in ids]
+    dam = [rows[a][1] if a in rows and rows[a][1] not in unknown else None for a in ids]
+    A = _tabular_relationship(ids, sire, dam)
+    np.testing.assert_allclose(model.relmat.matrix, A, atol=1e-12)
+    pm_model = model.build("noncentred")
+    u_of = pm.compile([pm_model["z"], pm_model["var_u"]], pm_model["u"], mode="FAST_COMPILE")
+    order = ped.user_order  # user position k ↔ pedigree position order[k]
+    chol = np.linalg.cholesky(A[np.ix_(np.argsort(order), np.argsort(order))])
+    for _ in range(3):
+        z_pedigree = rng.standard_normal(ped.size)
+        u_user = u_of(z_pedigree[order], 2.5)
+        np.testing.assert_allclose(u_user, np.sqrt(2.5) * (chol @ z_pedigree)[order], atol=1e-10)
+
+
 def _gaussian_moments(draws):
     return draws.mean(axis=0), np.cov(draws, rowvar=False)
 

@@ -28,7 +28,7 @@ def test_sorted_parents_first_with_generations_and_user_order():
 
 def test_unknown_parent_tokens_and_custom_token():
     frame = _ped([["a", "0", "NA"], ["b", ".", ""], ["c", "a", "b"], ["d", "a", "missing"]])
-    with pytest.raises(PedigreeError, match="Id"):
+    with pytest.raises(PedigreeError, match=r"used both as sire and as dam: 'missing'"):
         # 'missing' is read as a parent id without a row... and is then added as a founder
         read_pedigree(frame.assign(sire=["0", ".", "a", "missing"]), warn=False)
     ped = read_pedigree(frame, unknown="missing")

@@ -52,11 +52,23 @@ def test_h2_and_trace(fitted, tmp_path):
     _, fit, _ = fitted
     ax = plot_h2(fit)
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert any(label.startswith("REML") for label in labels)
-    assert any("HDI" in label for label in labels)
+    row = fit.reml_check.loc["h2"]
+    assert f"REML {fit.reml.h2:.3f}" in labels
+    assert f"95% HDI [{row['hdi_low']:.3f}, {row['hdi_high']:.3f}]" in labels
+    reml_line = [line for line in ax.get_lines() if line.get_label().startswith("REML")][0]
+    assert reml_line.get_xdata()[0] == pytest.approx(fit.reml.h2)
+    # the shaded HDI spans exactly the interval of the REML check
+    shaded = ax.collections[0].get_paths()[0].vertices[:, 0]
+    assert shaded.min() >= row["hdi_low"] and shaded.max() <= row["hdi_high"]
+    assert shaded.min() - row["hdi_low"] < 0.01 and row["hdi_high"] - shaded.max() < 0.01
     _saved(ax.figure, tmp_path / "h2.png")
     axes = plot_trace(fit)
     assert axes.shape == (3, 2)
+    posterior = fit.idata.posterior
+    for index, name in enumerate(["sigma2_u", "sigma2_e", "h2"]):
+        traces = axes[index, 0].get_lines()
+        assert len(traces) == posterior.sizes["chain"]  # one line per chain
+        np.testing.assert_array_equal(traces[1].get_ydata(), posterior[name].values[1])
     _saved(axes[0, 0].figure, tmp_path / "trace.png")
 
 
@@ -70,6 +82,12 @@ def test_ranking_plots(fitted, tmp_path):
     assert len(heights) == 20 and max(heights) <= 1.0
     _saved(ax.figure, tmp_path / "p_top.png")
     ax = plot_rank_uncertainty(ranking)
+    segments = ax.collections[0].get_segments()
+    table = ranking.table.sort_values("rank_mean")
+    assert len(segments) == len(table)  # one rank interval per candidate
+    np.testing.assert_allclose([s[0][1] for s in segments], table["rank_low"])
+    np.testing.assert_allclose([s[1][1] for s in segments], table["rank_high"])
+    assert ax.get_lines()[-1].get_ydata()[0] == ranking.k + 0.5  # the top-k line
     _saved(ax.figure, tmp_path / "rank_uncertainty.png")
 
 
@@ -86,6 +104,8 @@ def test_flat_prior_is_noted_not_drawn(tmp_path):
     model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat, priors="flat")
     fit = model.fit(draws=200, tune=200, chains=2, random_seed=2, progressbar=False, warn=False)
     axes = plot_priors(fit, model, draws=200)
-    texts = [text.get_text() for text in axes[0].texts]
-    assert "flat (improper) prior" in texts
-    assert np.isfinite(fit.summary().loc["h2", "mean"])
+    for ax in axes:
+        assert "flat (improper) prior" in [text.get_text() for text in ax.texts]
+        # the posterior and the REML line are drawn, no prior curve
+        assert [line.get_label() for line in ax.get_lines()] == ["posterior", "REML"]
+    assert "sigma2_u: Flat on the variance" in fit.idata.attrs["priors"]
