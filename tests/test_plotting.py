@@ -55,7 +55,7 @@ def test_h2_and_trace(fitted, tmp_path):
     row = fit.reml_check.loc["h2"]
     assert f"REML {fit.reml.h2:.3f}" in labels
     assert f"95% HDI [{row['hdi_low']:.3f}, {row['hdi_high']:.3f}]" in labels
-    reml_line = [line for line in ax.get_lines() if line.get_label().startswith("REML")][0]
+    reml_line = next(line for line in ax.get_lines() if line.get_label().startswith("REML"))
     assert reml_line.get_xdata()[0] == pytest.approx(fit.reml.h2)
     # the shaded HDI spans exactly the interval of the REML check
     shaded = ax.collections[0].get_paths()[0].vertices[:, 0]
