@@ -8,7 +8,7 @@ frequencies :math:`p_j`,
     G = \frac{(M - 2p)(M - 2p)^\top}{2 \sum_j p_j (1 - p_j)}
 
 (VanRaden 2008). Frequencies come from the data unless given. Missing genotypes are imputed by
-the column mean :math:`2p_j` (their count is reported), markers monomorphic in the data are
+:math:`2p_j` (their count is reported), markers monomorphic in the data are
 dropped with a notice, and markers coded 0/1 (presence/absence in inbred lines, as DArT markers)
 are read as homozygous 0/2 with ``coding="01"``. Optionally :math:`(1-w)G + wA_{gg}` for
 animals in both, and :math:`+\lambda I`. G must be positive definite to be used: when it is not
@@ -55,7 +55,7 @@ class GenomicRelationship:
     dropped_markers
         Markers dropped as monomorphic.
     n_imputed
-        Missing genotypes imputed by the column mean.
+        Missing genotypes imputed by 2p (the column mean when p comes from the data).
     scale
         :math:`2 \\sum p(1-p)`.
     notices
@@ -190,10 +190,12 @@ def genomic_relationship(
     n_imputed = int(missing.sum())
     if n_imputed:
         notices.append(
-            f"{n_imputed} missing genotype(s) imputed by the marker mean "
+            f"{n_imputed} missing genotype(s) imputed by 2p, the expected count "
             f"({n_imputed / missing.size:.2%} of the calls)."
         )
-    centred = np.where(missing, column_mean[keep], codes) - 2.0 * freq
+    # a missing call is imputed by its expectation 2p, so that it is exactly 0 after centring
+    # (with frequencies from the data 2p is the column mean; with given frequencies it is not)
+    centred = np.where(missing, 2.0 * freq, codes) - 2.0 * freq
     scale = float(2.0 * np.sum(freq * (1.0 - freq)))
     G = centred @ centred.T / scale
     ids = frame.index.to_numpy(dtype=object)

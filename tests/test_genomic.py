@@ -136,3 +136,18 @@ def test_wheat_genomic_relationship():
     assert G.relmat.size == 599 and G.n_markers == 1279
     # inbred lines: the diagonal of G is near 1 + F = 2, like the pedigree A's (1.98)
     assert G.relmat.mean_diagonal == pytest.approx(2.0, abs=0.05)
+
+
+def test_missing_genotypes_with_given_frequencies_are_imputed_by_2p():
+    """With user-supplied p, a missing call is imputed by 2p (its expectation) and so is
+    exactly 0 after centring — not the observed mean, which would leave it off zero."""
+    geno = _genotypes(m=40)
+    p = pd.Series(np.linspace(0.15, 0.85, 40), index=geno.columns)
+    geno.iloc[2, 5] = np.nan
+    geno.iloc[7, 11] = np.nan
+    with pytest.warns(GenomicNotice, match="2 missing genotype.*imputed by 2p"):
+        result = genomic_relationship(geno, allele_frequencies=p, check_definite=False)
+    centred = geno.to_numpy() - 2 * p.to_numpy()
+    centred[np.isnan(centred)] = 0.0
+    expected = centred @ centred.T / (2 * np.sum(p * (1 - p)))
+    np.testing.assert_allclose(result.relmat.matrix, expected, atol=1e-12)
