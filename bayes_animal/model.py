@@ -441,6 +441,7 @@ class AnimalModel:
         )
 
     def _add_conditional_draws(self, idata, fixed: str, seed: int | None) -> None:
+        """Draw u (and b, when it was integrated out) for every posterior draw — once."""
         import xarray as xr
 
         posterior = idata.posterior
@@ -448,9 +449,16 @@ class AnimalModel:
         se = posterior["sigma2_e"].values
         chains, draws = su.shape
         rng = np.random.default_rng(None if seed is None else seed + 7919)
-        beta, u = draw_fixed_and_breeding_values(
-            self.problem, self.design, self.relmat, su.ravel(), se.ravel(), rng=rng
-        )
+        if fixed == "integrate":
+            beta, u = draw_fixed_and_breeding_values(
+                self.problem, self.design, self.relmat, su.ravel(), se.ravel(), rng=rng
+            )
+        else:  # b was sampled: u given the sampled b
+            beta = None
+            sampled = posterior["beta"].values.reshape(chains * draws, -1)
+            u = draw_breeding_values(
+                self.problem, self.design, self.relmat, sampled, su.ravel(), se.ravel(), rng=rng
+            )
         coords = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
         new = {
             "u": xr.DataArray(
@@ -459,24 +467,13 @@ class AnimalModel:
                 coords={**coords, "animal": [str(a) for a in self.relmat.ids]},
             ),
         }
-        if fixed == "integrate":
+        if beta is not None:
             new["beta"] = xr.DataArray(
                 beta.reshape(chains, draws, -1),
                 dims=("chain", "draw", "fixed"),
                 coords={**coords, "fixed": list(self.design.fixed_names)},
             )
-        else:  # b was sampled: draw u given the sampled b
-            sampled = posterior["beta"].values.reshape(chains * draws, -1)
-            u = self._u_given_beta(sampled, su.ravel(), se.ravel(), rng)
-            new["u"] = xr.DataArray(
-                u.reshape(chains, draws, -1),
-                dims=("chain", "draw", "animal"),
-                coords={**coords, "animal": [str(a) for a in self.relmat.ids]},
-            )
         idata["posterior"] = posterior.to_dataset().assign(new)
-
-    def _u_given_beta(self, beta, su, se, rng) -> np.ndarray:
-        return draw_breeding_values(self.problem, self.design, self.relmat, beta, su, se, rng=rng)
 
     def _provenance(self, sampler, parameterisation, fixed, draws, tune, chains, seed, target):
         options = {
