@@ -8,10 +8,10 @@ Importing the package does not import PyMC.
 from ._version import __version__
 from .design import Design, DroppedRecordsWarning, build_design
 from .errors import BayesAnimalError, DataError, FormulaError, RelationshipError
-from .relationship import RelationshipMatrix, as_relationship, read_relationship_csv
-from .reml import RemlResult, fit_reml, reml
+from .linalg.spectral import SpectralProblem, decompose
+from .reml.spectral import RemlResult, fit_reml, reml
 from .simulate import SimulatedData, Truth, simulate_reference
-from .spectral import SpectralProblem, decompose
+from .structures.relationship import RelationshipMatrix, as_relationship, read_relationship_csv
 
 __all__ = [
     "BayesAnimalError",

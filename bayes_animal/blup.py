@@ -26,10 +26,10 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse import linalg as splinalg
 
-from .additive import MendelianSampling, inverse_relationship, mendelian_sampling
 from .design import build_design
 from .errors import BayesAnimalError
-from .pedigree import Pedigree, read_pedigree
+from .structures.additive import MendelianSampling, inverse_relationship, mendelian_sampling
+from .structures.pedigree import Pedigree, read_pedigree
 
 __all__ = ["MmeSolution", "solve_mme"]
 

@@ -22,10 +22,10 @@ import pandas as pd
 from . import __version__
 from .design import build_design
 from .errors import BayesAnimalError
-from .inputs import RelationshipSource, resolve_relationship
-from .io import read_data, write_blup_csv, write_matrix, write_relationship_csv
-from .reml import RemlResult, fit_reml
+from .reml.spectral import RemlResult, fit_reml
+from .results.io import read_data, write_blup_csv, write_matrix, write_relationship_csv
 from .simulate import simulate_reference
+from .structures.inputs import RelationshipSource, resolve_relationship
 
 __all__ = ["main"]
 
@@ -120,7 +120,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
 
 def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progressbar: bool):
     """Build the AnimalModel and fit it; PyMC is imported only here."""
-    from .model import AnimalModel
+    from .bayes.model import AnimalModel
 
     model = AnimalModel(args.formula, data, animal=args.animal, source=source, priors=args.prior)
     return model.fit(
@@ -167,7 +167,7 @@ def _write_fit(fit, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plotting import plot_h2, plot_trace
+    from .results.plotting import plot_h2, plot_trace
 
     fit.save(out)
     ranking = _ranking_from_tree(fit.with_reml_group())
@@ -214,8 +214,8 @@ RANKING_COLUMNS = [
 
 def _ranking_from_tree(tree, *, candidates=None, top=None, top_fraction=None, threshold=None):
     """Rank the animals of a posterior DataTree (with its ``reml`` group when present)."""
-    from .posterior import posterior_reliability
-    from .ranking import rank
+    from .results.posterior import posterior_reliability
+    from .results.ranking import rank
 
     posterior = tree.posterior if hasattr(tree, "posterior") else tree["posterior"]
     draws = np.asarray(posterior["u"].values)
@@ -302,7 +302,7 @@ def _write_ranking_plots(ranking, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_caterpillar, plot_p_top, plot_rank_uncertainty
+    from .results.plotting import plot_caterpillar, plot_p_top, plot_rank_uncertainty
 
     for name, axes in (
         ("caterpillar.png", plot_caterpillar(ranking)[0, 0]),
@@ -332,7 +332,7 @@ def _cmd_relmat(args: argparse.Namespace) -> int:
             f"mean diagonal {source.relmat.mean_diagonal:.4f}"
         )
     if args.inverse:
-        from .additive import inverse_relationship
+        from .structures.additive import inverse_relationship
 
         if source.kind == "pedigree":
             inverse = inverse_relationship(source.pedigree, source.sampling)
@@ -386,7 +386,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"A = M'M/m from {args.n_snps} SNPs, mean diagonal {sim.relmat.mean_diagonal:.3f} "
         "(not rescaled: variances are on this scale)\n"
     )
-    from .model import AnimalModel
+    from .bayes.model import AnimalModel
 
     model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
     reml = model.reml

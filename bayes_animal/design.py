@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, describe_items
-from .formula import (
+from .spec.formula import (
     FormulaParts,
     column_references,
     split_formula,
@@ -36,7 +36,7 @@ from .formula import (
     strip_backticks,
     unknown_names,
 )
-from .relationship import id_strings
+from .structures.relationship import id_strings
 
 __all__ = [
     "Design",

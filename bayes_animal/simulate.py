@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .relationship import RelationshipMatrix, nearest_positive_definite
+from .structures.relationship import RelationshipMatrix, nearest_positive_definite
 
 __all__ = ["SimulatedData", "Truth", "simulate_pedigree", "simulate_reference"]
 

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from bayes_animal.additive import inverse_relationship, mendelian_sampling
-from bayes_animal.genomic import genomic_relationship
-from bayes_animal.pedigree import read_pedigree
+from bayes_animal.linalg.spectral import blas_threads
 from bayes_animal.simulate import simulate_pedigree
-from bayes_animal.spectral import blas_threads
+from bayes_animal.structures.additive import inverse_relationship, mendelian_sampling
+from bayes_animal.structures.genomic import genomic_relationship
+from bayes_animal.structures.pedigree import read_pedigree
 
 
 def _timed(function):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from bayes_animal.ranking import rank
+from bayes_animal.results.ranking import rank
 
 
 def run(sizes=(1000, 10_000), draws=4000) -> pd.DataFrame:

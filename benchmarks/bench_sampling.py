@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bayes_animal import simulate_reference
-from bayes_animal.model import AnimalModel
+from bayes_animal.bayes.model import AnimalModel
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RRBLUP_SECONDS = 5.3  # shared/data/seed_sim/README.md (R, not available here)

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bayes_animal import RelationshipError
-from bayes_animal.additive import (
+from bayes_animal.simulate import simulate_pedigree
+from bayes_animal.structures.additive import (
     dense_relationship,
     inverse_relationship,
     inverse_transmission,
     mendelian_sampling,
 )
-from bayes_animal.pedigree import read_pedigree
-from bayes_animal.simulate import simulate_pedigree
+from bayes_animal.structures.pedigree import read_pedigree
 
 
 def tabular(frame: pd.DataFrame) -> pd.DataFrame:

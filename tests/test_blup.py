@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from bayes_animal import BayesAnimalError, build_design
-from bayes_animal.additive import dense_relationship
 from bayes_animal.blup import solve_mme
-from bayes_animal.pedigree import read_pedigree
-from bayes_animal.reml import predict
+from bayes_animal.reml.spectral import predict
+from bayes_animal.structures.additive import dense_relationship
+from bayes_animal.structures.pedigree import read_pedigree
 
 
 def test_mrode_example_4_1_against_blupf90_solutions(mrode):

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from bayes_animal import RelationshipMatrix
-from bayes_animal.model import AnimalModel
-from bayes_animal.priors import HalfStudentT, Priors
+from bayes_animal.bayes.model import AnimalModel
+from bayes_animal.bayes.priors import HalfStudentT, Priors
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from bayes_animal import (
     build_design,
 )
 from bayes_animal.design import _plain_terms
-from bayes_animal.formula import split_formula
+from bayes_animal.spec.formula import split_formula
 
 IDS = np.array(["a", "b", "c", "d"], dtype=object)
 RELMAT = RelationshipMatrix(ids=IDS, matrix=np.eye(4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bayes_animal import FormulaError
-from bayes_animal.formula import column_references, split_formula, split_terms, unknown_names
+from bayes_animal.spec.formula import column_references, split_formula, split_terms, unknown_names
 
 COLUMNS = ["Obesity.BMI", "GENDER", "age", "s.x", "animal", "byear"]
 

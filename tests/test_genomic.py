@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bayes_animal import DataError, RelationshipError, RelationshipMatrix
-from bayes_animal.genomic import GenomicNotice, genomic_relationship, read_genotypes
+from bayes_animal.structures.genomic import GenomicNotice, genomic_relationship, read_genotypes
 
 
 def _genotypes(n=40, m=300, seed=0):

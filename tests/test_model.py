@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import small_problem
 
-from bayes_animal.conditional import draw_breeding_values, draw_fixed_and_breeding_values
-from bayes_animal.model import AnimalModel, ModelError
-from bayes_animal.reml import loglik, predict
+from bayes_animal.bayes.conditional import draw_breeding_values, draw_fixed_and_breeding_values
+from bayes_animal.bayes.model import AnimalModel, ModelError
+from bayes_animal.reml.spectral import loglik, predict
 
 
 def _dense_mvn(design, relmat, beta, sigma2_u, sigma2_e):
@@ -87,7 +87,7 @@ def test_noncentred_dense_density(small):
 def test_pedigree_recursion_equals_cholesky_of_a(mrode):
     import pymc as pm
 
-    from bayes_animal.additive import dense_relationship
+    from bayes_animal.structures.additive import dense_relationship
 
     data = pd.read_csv(mrode / "ex17_7_reml.csv")
     model = AnimalModel("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", priors="flat")
@@ -275,7 +275,7 @@ def test_option_errors(small):
         model.fit(parameterisation="centred")
     with pytest.raises(ModelError, match="samples the fixed effects"):
         model.fit(parameterisation="noncentred", fixed="integrate")
-    from bayes_animal.priors import NormalFixed, Priors
+    from bayes_animal.bayes.priors import NormalFixed, Priors
 
     normal = AnimalModel("y ~ 1 + x", data, relmat=relmat, priors=Priors(fixed=NormalFixed(10)))
     with pytest.raises(ModelError, match="only under a flat prior"):
@@ -426,7 +426,7 @@ def test_numpyro_sampler_runs_or_says_how_to_install(small_sim_model):
 
 def test_priors_change_the_posterior_and_are_recorded():
     from bayes_animal import simulate_reference
-    from bayes_animal.priors import BetaH2, Priors
+    from bayes_animal.bayes.priors import BetaH2, Priors
 
     sim = simulate_reference(n=120, n_snps=200, seed=21)
     options = {"random_seed": 4, "progressbar": False, "warn": False, "draws": 500, "tune": 500}
@@ -443,7 +443,7 @@ def test_diagnostics_warn_with_advice():
     import warnings
 
     from bayes_animal import simulate_reference
-    from bayes_animal.posterior import DiagnosticsWarning
+    from bayes_animal.results.posterior import DiagnosticsWarning
 
     sim = simulate_reference(n=80, n_snps=100, seed=2)
     model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)

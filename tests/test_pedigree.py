@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_animal.pedigree import PedigreeError, PedigreeNotice, read_pedigree
+from bayes_animal.structures.pedigree import PedigreeError, PedigreeNotice, read_pedigree
 
 
 def _ped(rows, columns=("id", "sire", "dam")):

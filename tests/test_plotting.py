@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bayes_animal import simulate_reference
-from bayes_animal.model import AnimalModel
-from bayes_animal.plotting import (
+from bayes_animal.bayes.model import AnimalModel
+from bayes_animal.results.plotting import (
     plot_caterpillar,
     plot_h2,
     plot_p_top,
@@ -20,7 +20,7 @@ from bayes_animal.plotting import (
     plot_rank_uncertainty,
     plot_trace,
 )
-from bayes_animal.ranking import rank
+from bayes_animal.results.ranking import rank
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bayes_animal.priors import (
+from bayes_animal.bayes.priors import (
     PRESETS,
     BetaH2,
     FlatVariance,

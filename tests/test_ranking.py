@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_animal.ranking import RankingError, pairwise_probabilities, rank
+from bayes_animal.results.ranking import RankingError, pairwise_probabilities, rank
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_ranking_is_vectorised_for_many_animals():
 
 def _simulated_fit(h2: float, seed: int):
     from bayes_animal import simulate_reference
-    from bayes_animal.model import AnimalModel
+    from bayes_animal.bayes.model import AnimalModel
 
     lam = h2 / (1 - h2)
     sim = simulate_reference(n=250, n_snps=400, sigma2_u=5.0, lam=lam, seed=seed)
@@ -144,7 +144,7 @@ def test_high_and_low_heritability_behave_as_they_should():
 def test_seed_sim_posterior_ranking_matches_rrblup():
     from conftest import shared_folder
 
-    from bayes_animal.model import AnimalModel
+    from bayes_animal.bayes.model import AnimalModel
 
     folder = shared_folder("seed_sim")
     model = AnimalModel(

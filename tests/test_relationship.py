@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bayes_animal import RelationshipError, as_relationship, read_relationship_csv
-from bayes_animal.relationship import id_strings, nearest_positive_definite
+from bayes_animal.structures.relationship import id_strings, nearest_positive_definite
 
 
 def _frame(matrix, ids=("a", "b", "c")):
@@ -26,7 +26,7 @@ def test_from_frame_keeps_values_and_ids_exactly():
 
 
 def test_csv_round_trip_is_exact(tmp_path):
-    from bayes_animal.io import write_relationship_csv
+    from bayes_animal.results.io import write_relationship_csv
 
     values = GOOD * 1.7238020000000001
     rel = as_relationship(_frame(values, ids=("ind1", "ind2", "ind3")))
@@ -144,7 +144,7 @@ def test_missing_file_and_non_numeric_file(tmp_path):
 def test_psd_factor_of_a_singular_matrix_reproduces_it():
     """A = MᵀM/m with fewer markers than animals has no Cholesky factor; the PSD factor
     (eigh-based) still gives L Lᵀ = A, and a PD matrix gets its Cholesky factor."""
-    from bayes_animal.relationship import psd_factor
+    from bayes_animal.structures.relationship import psd_factor
 
     codes = np.random.default_rng(1).integers(0, 3, size=(8, 30)).astype(float)
     singular = codes.T @ codes / 8

@@ -20,7 +20,7 @@ from bayes_animal import (
     reml,
     simulate_reference,
 )
-from bayes_animal.reml import loglik, predict, profile_loglik
+from bayes_animal.reml.spectral import loglik, predict, profile_loglik
 
 
 def _dense_loglik(design, relmat, sigma2_u, sigma2_e, method):
@@ -422,7 +422,7 @@ def test_gryphon_loglik_matches_asreml(gryphon_fits):
 
 
 def test_reml_data_animals_missing_from_pedigree_are_named(mrode):
-    from bayes_animal.pedigree import PedigreeError
+    from bayes_animal.structures.pedigree import PedigreeError
 
     data = pd.read_csv(mrode / "ex17_7_reml.csv")
     data.loc[0, "animal"] = 99

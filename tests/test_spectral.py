@@ -7,7 +7,7 @@ import pytest
 from conftest import small_problem
 
 from bayes_animal import RelationshipError, RelationshipMatrix, build_design, decompose
-from bayes_animal.spectral import default_threads
+from bayes_animal.linalg.spectral import default_threads
 
 
 def test_decomposition_reconstructs_k_and_rotates_data():
@@ -74,7 +74,7 @@ def test_a_matrix_accepted_at_input_is_never_refused_by_the_decomposition():
     import pandas as pd
 
     from bayes_animal import as_relationship
-    from bayes_animal.relationship import psd_tolerance
+    from bayes_animal.structures.relationship import psd_tolerance
 
     q = 40
     matrix = _singular_relationship(q, 10, 0)

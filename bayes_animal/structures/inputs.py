@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from .errors import RelationshipError
+from ..errors import RelationshipError
 from .pedigree import Pedigree, read_pedigree
 from .relationship import RelationshipMatrix, as_relationship
 

@@ -70,12 +70,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .design import Design, build_design
-from .errors import BayesAnimalError
-from .inputs import resolve_relationship
-from .pedigree import Pedigree
-from .relationship import RelationshipMatrix
-from .spectral import SpectralProblem, blas_threads, decompose
+from ..design import Design, build_design
+from ..errors import BayesAnimalError
+from ..linalg.spectral import SpectralProblem, blas_threads, decompose
+from ..structures.inputs import resolve_relationship
+from ..structures.pedigree import Pedigree
+from ..structures.relationship import RelationshipMatrix
 
 __all__ = [
     "LOGLIK_CONSTANT",

@@ -23,7 +23,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .errors import FormulaError, describe_items
+from ..errors import FormulaError, describe_items
 
 __all__ = [
     "FormulaParts",

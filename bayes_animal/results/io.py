@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .relationship import RelationshipMatrix
-from .reml import RemlResult
+from ..errors import DataError
+from ..reml.spectral import RemlResult
+from ..structures.relationship import RelationshipMatrix
 
 __all__ = ["read_data", "write_blup_csv", "write_matrix", "write_relationship_csv"]
 

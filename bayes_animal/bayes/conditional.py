@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .design import Design
-from .relationship import RelationshipMatrix
-from .spectral import SpectralProblem, blas_threads
+from ..design import Design
+from ..linalg.spectral import SpectralProblem, blas_threads
+from ..structures.relationship import RelationshipMatrix
 
 __all__ = ["draw_breeding_values", "draw_fixed_and_breeding_values"]
 

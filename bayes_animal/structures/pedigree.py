@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import BayesAnimalError, describe_items
+from ..errors import BayesAnimalError, describe_items
 from .relationship import id_strings, index_positions
 
 __all__ = ["Pedigree", "PedigreeError", "PedigreeNotice", "read_pedigree"]

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .design import Design
-from .errors import RelationshipError
-from .relationship import RelationshipMatrix, psd_tolerance
+from ..design import Design
+from ..errors import RelationshipError
+from ..structures.relationship import RelationshipMatrix, psd_tolerance
 
 __all__ = ["SpectralProblem", "blas_threads", "decompose", "default_threads"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import RelationshipError, describe_items
+from ..errors import RelationshipError, describe_items
 
 __all__ = [
     "RelationshipMatrix",

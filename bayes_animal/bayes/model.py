@@ -40,17 +40,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ._version import __version__
+from .._version import __version__
+from ..design import Design, build_design
+from ..errors import BayesAnimalError
+from ..linalg.spectral import SpectralProblem, decompose, default_threads
+from ..reml.spectral import RemlResult, fit_reml
+from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
+from ..structures.inputs import RelationshipSource, resolve_relationship
+from ..structures.pedigree import Pedigree
+from ..structures.relationship import RelationshipMatrix
 from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
-from .design import Design, build_design
-from .errors import BayesAnimalError
-from .inputs import RelationshipSource, resolve_relationship
-from .pedigree import Pedigree
-from .posterior import AnimalFit, component_summary, diagnose, reml_check
 from .priors import NormalFixed, Priors, as_priors, data_scales
-from .relationship import RelationshipMatrix
-from .reml import RemlResult, fit_reml
-from .spectral import SpectralProblem, decompose, default_threads
 
 __all__ = ["PARAMETERISATIONS", "SAMPLERS", "AnimalModel", "ModelError"]
 

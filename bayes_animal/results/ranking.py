@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import BayesAnimalError, describe_items
+from ..errors import BayesAnimalError, describe_items
 
 __all__ = ["Ranking", "RankingError", "SelectionSummary", "pairwise_probabilities", "rank"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BayesAnimalError
+from ..errors import BayesAnimalError
 
 __all__ = [
     "PRESETS",

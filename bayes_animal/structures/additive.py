@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 from scipy import sparse
 
-from .errors import RelationshipError
+from ..errors import RelationshipError
 from .pedigree import Pedigree
 from .relationship import RelationshipMatrix
 

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, RelationshipError, describe_items
+from ..errors import DataError, RelationshipError, describe_items
 from .relationship import RelationshipMatrix, id_strings
 
 #: G counts as singular when its smallest eigenvalue is below this fraction of the largest.
