@@ -1,0 +1,535 @@
+r"""Sparse :math:`LDL^\top` of a symmetric positive-definite matrix with a dense trailing block,
+and its selected (Takahashi) inverse.
+
+The mixed-model coefficient matrix :math:`C(\theta)` keeps one sparsity pattern for every
+:math:`\theta`, so the work is split as CHOLMOD splits it:
+
+1. **Analysis, once per pattern** (:func:`analyse`): a fill-reducing ordering
+   (:mod:`bayes_animal.linalg.ordering`), the elimination tree, the exact pattern of
+   :math:`L` (rows and columns), and the split point :math:`t` of a dense trailing block.
+   After a minimum-degree ordering the last columns of :math:`L` form one dense clique (the
+   fixed effects and the levels shared by many records: 92 % of the flops of a 100 000-animal
+   model); those columns are factored by LAPACK, the rest by a left-looking sparse loop
+   compiled with numba. :math:`t` minimises a flop model (scalar sparse flops cost about ten
+   dense BLAS flops).
+2. **Numeric factorisation, per** :math:`\theta` (:meth:`Analysis.factorise`): with
+   :math:`C = \begin{pmatrix} C_{11} & C_{12} \\ C_{21} & C_{22} \end{pmatrix}` split at
+   :math:`t`, :math:`C_{11} = L_{11} D_1 L_{11}^\top` column by column,
+   :math:`L_{21} = C_{21} L_{11}^{-\top} D_1^{-1}` in the same loop, the Schur complement
+   :math:`S = C_{22} - L_{21} D_1 L_{21}^\top` accumulated densely and factored
+   :math:`S = L_c L_c^\top` (``dpotrf``). :math:`\log|C| = \sum \log D_1 + 2 \sum \log
+   \operatorname{diag} L_c`.
+3. **Selected inverse** (:meth:`Factor.selected_inverse`): :math:`\Sigma = C^{-1}` on the
+   pattern of :math:`L` by Takahashi's recursion, from the last column backwards,
+
+   .. math::
+       \Sigma_{J j} = -\Sigma_{J J} L_{J j},\qquad
+       \Sigma_{jj} = 1/d_j - L_{J j}^\top \Sigma_{J j},
+
+   where :math:`J` is the row pattern of column :math:`j` (a clique of the filled graph, so
+   every :math:`\Sigma_{ik}` needed is itself on the pattern), starting from the dense
+   :math:`\Sigma_{22} = S^{-1}` (``dpotri``). These are exactly the entries that the traces
+   :math:`\operatorname{tr}(C^{-1} \partial C / \partial \theta)` of the REML score need,
+   without a dense inverse.
+
+Solves and Gaussian draws with covariance :math:`C^{-1}` reuse the factor. Everything is
+exact: the tests compare with dense numpy on random patterns and on mixed-model matrices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+from scipy import sparse
+from scipy.linalg import lapack
+
+from ..errors import BayesAnimalError
+from . import ordering as orderings
+
+__all__ = ["Analysis", "Factor", "NotPositiveDefinite", "SelectedInverse", "analyse"]
+
+#: A scalar flop of the sparse loop costs about this many dense (BLAS) flops.
+SPARSE_TO_DENSE_COST = 10.0
+#: Largest dense trailing block (8·m² bytes: 16 000 → 2 GB).
+MAX_DENSE_BLOCK = 16_000
+
+
+class NotPositiveDefinite(BayesAnimalError, ArithmeticError):
+    """The matrix is not positive definite (a pivot ≤ 0 at the reported position)."""
+
+
+# --------------------------------------------------------------------------------------------
+# symbolic analysis
+
+
+@njit(cache=True)
+def _etree(n, Ap, Ai):  # pragma: no cover - compiled
+    """Elimination tree from the upper triangle (CSC) of the permuted matrix."""
+    parent = np.full(n, -1, np.int64)
+    ancestor = np.full(n, -1, np.int64)
+    for k in range(n):
+        for p in range(Ap[k], Ap[k + 1]):
+            i = Ai[p]
+            while i != -1 and i < k:
+                following = ancestor[i]
+                ancestor[i] = k
+                if following == -1:
+                    parent[i] = k
+                i = following
+    return parent
+
+
+@njit(cache=True)
+def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
+    """Column (Lp, Li: rows ascending) and row (Rp, Rj: columns ascending) patterns of the
+    strictly lower L, by walking the row subtrees of the elimination tree."""
+    flag = np.full(n, -1, np.int64)
+    count = np.zeros(n, np.int64)
+    row_count = np.zeros(n, np.int64)
+    for k in range(n):
+        flag[k] = k
+        for p in range(Ap[k], Ap[k + 1]):
+            i = Ai[p]
+            if i < k:
+                while flag[i] != k:
+                    count[i] += 1
+                    row_count[k] += 1
+                    flag[i] = k
+                    i = parent[i]
+    Lp = np.zeros(n + 1, np.int64)
+    Lp[1:] = np.cumsum(count)
+    Rp = np.zeros(n + 1, np.int64)
+    Rp[1:] = np.cumsum(row_count)
+    Li = np.empty(Lp[n], np.int64)
+    Rj = np.empty(Rp[n], np.int64)
+    fill = Lp[:-1].copy()
+    row_fill = Rp[:-1].copy()
+    flag[:] = -1
+    for k in range(n):
+        flag[k] = k
+        for p in range(Ap[k], Ap[k + 1]):
+            i = Ai[p]
+            if i < k:
+                while flag[i] != k:
+                    Li[fill[i]] = k
+                    fill[i] += 1
+                    Rj[row_fill[k]] = i
+                    row_fill[k] += 1
+                    flag[i] = k
+                    i = parent[i]
+    for k in range(n):
+        Rj[Rp[k] : Rp[k + 1]] = np.sort(Rj[Rp[k] : Rp[k + 1]])
+    return Lp, Li, Rp, Rj
+
+
+@njit(cache=True)
+def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
+    """Where Σ[i, j] (original indices) lives: kind 0 diagonal (index), 1 sparse column
+    (position in Li), 2 dense block (flat index), -1 not on the pattern of L."""
+    m = len(rows)
+    width = len(iperm) - t
+    kind = np.empty(m, np.int64)
+    where = np.empty(m, np.int64)
+    for e in range(m):
+        a = iperm[rows[e]]
+        b = iperm[cols[e]]
+        r = max(a, b)
+        c = min(a, b)
+        if c >= t:
+            kind[e] = 2
+            where[e] = (r - t) * width + (c - t)
+        elif r == c:
+            kind[e] = 0
+            where[e] = c
+        else:
+            lo = Lp[c]
+            hi = Lp[c + 1]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if Li[mid] < r:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < Lp[c + 1] and Li[lo] == r:
+                kind[e] = 1
+                where[e] = lo
+            else:
+                kind[e] = -1
+                where[e] = -1
+    return kind, where
+
+
+# --------------------------------------------------------------------------------------------
+# numeric factorisation, selected inverse, solves
+
+
+@njit(cache=True)
+def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
+    """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest (lower)."""
+    Lx = np.empty(Lp[n])
+    D = np.empty(n)
+    x = np.zeros(n)
+    following = Lp[:-1].copy()
+    for j in range(t):
+        for p in range(Bp[j], Bp[j + 1]):
+            x[Bi[p]] += Bx[p]
+        for q in range(Rp[j], Rp[j + 1]):
+            k = Rj[q]
+            p = following[k]
+            f = Lx[p] * D[k]
+            for pp in range(p, Lp[k + 1]):
+                x[Li[pp]] -= Lx[pp] * f
+            following[k] = p + 1
+        d = x[j]
+        x[j] = 0.0
+        if not d > 0.0:
+            return Lx, D, np.zeros((0, 0)), j
+        D[j] = d
+        for p in range(Lp[j], Lp[j + 1]):
+            r = Li[p]
+            Lx[p] = x[r] / d
+            x[r] = 0.0
+    m = n - t
+    S = np.zeros((m, m))
+    for j in range(t, n):
+        for p in range(Bp[j], Bp[j + 1]):
+            S[Bi[p] - t, j - t] += Bx[p]
+    for k in range(t):
+        start = Lp[k + 1]
+        while start > Lp[k] and Li[start - 1] >= t:
+            start -= 1
+        for a in range(start, Lp[k + 1]):
+            fa = Lx[a] * D[k]
+            ra = Li[a] - t
+            for b in range(start, a + 1):
+                S[ra, Li[b] - t] -= fa * Lx[b]
+    return Lx, D, S, -1
+
+
+@njit(cache=True)
+def _selected_inverse(n, t, Lp, Li, Lx, D, dense):  # pragma: no cover - compiled
+    """Takahashi's recursion over the sparse columns, from the dense Σ22 (full symmetric)."""
+    Sx = np.empty(Lp[n])
+    Sd = np.empty(n)
+    for j in range(t, n):
+        Sd[j] = dense[j - t, j - t]
+    widest = 0
+    for j in range(n):
+        widest = max(widest, Lp[j + 1] - Lp[j])
+    z = np.zeros(widest + 1)
+    for j in range(t - 1, -1, -1):
+        p0 = Lp[j]
+        size = Lp[j + 1] - p0
+        for a in range(size):
+            z[a] = 0.0
+        for a in range(size):
+            k = Li[p0 + a]
+            la = Lx[p0 + a]
+            if k >= t:
+                kk = k - t
+                z[a] += dense[kk, kk] * la
+                for b in range(a + 1, size):
+                    s = dense[Li[p0 + b] - t, kk]
+                    z[b] += s * la
+                    z[a] += s * Lx[p0 + b]
+            else:
+                z[a] += Sd[k] * la
+                pk = Lp[k]
+                end = Lp[k + 1]
+                b = a + 1
+                while b < size and pk < end:
+                    r = Li[pk]
+                    target = Li[p0 + b]
+                    if r == target:
+                        s = Sx[pk]
+                        z[b] += s * la
+                        z[a] += s * Lx[p0 + b]
+                        b += 1
+                        pk += 1
+                    elif r < target:
+                        pk += 1
+                    else:
+                        b += 1
+        total = 1.0 / D[j]
+        for a in range(size):
+            Sx[p0 + a] = -z[a]
+            total += Lx[p0 + a] * z[a]
+        Sd[j] = total
+    return Sx, Sd
+
+
+@njit(cache=True)
+def _forward(t, Lp, Li, Lx, X):  # pragma: no cover - compiled
+    """X ← L⁻¹ X over the sparse columns (rows of the dense block are updated too)."""
+    for j in range(t):
+        for c in range(X.shape[1]):
+            xj = X[j, c]
+            if xj != 0.0:
+                for p in range(Lp[j], Lp[j + 1]):
+                    X[Li[p], c] -= Lx[p] * xj
+
+
+@njit(cache=True)
+def _backward(t, Lp, Li, Lx, X):  # pragma: no cover - compiled
+    """X[:t] ← L11⁻ᵀ (X[:t] − L21ᵀ X[t:]) (X[t:] already solved)."""
+    for j in range(t - 1, -1, -1):
+        for c in range(X.shape[1]):
+            s = X[j, c]
+            for p in range(Lp[j], Lp[j + 1]):
+                s -= Lx[p] * X[Li[p], c]
+            X[j, c] = s
+
+
+def _split(column_counts: np.ndarray) -> int:
+    """The split point t minimising sparse flops before it plus dense flops after it."""
+    n = len(column_counts)
+    sparse_cost = np.concatenate([[0.0], np.cumsum(column_counts.astype(float) ** 2)])
+    width = (n - np.arange(n + 1)).astype(float)
+    cost = SPARSE_TO_DENSE_COST * sparse_cost + width**3 / 3.0
+    cost[width > MAX_DENSE_BLOCK] = np.inf
+    return int(np.argmin(cost))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The symbolic factorisation of one symmetric sparsity pattern (see :func:`analyse`).
+
+    Attributes
+    ----------
+    n
+        Order of the matrix.
+    perm, iperm
+        ``perm[k]``: original index of the k-th pivot; ``iperm`` its inverse.
+    split
+        Columns ``split`` … ``n − 1`` (in pivot order) form the dense trailing block.
+    nnz_factor
+        Non-zeros of L below the diagonal (the dense block counted in full).
+    flops
+        Σ (column count)² of L, the factorisation's flop count up to a constant.
+    ordering
+        Name of the ordering used.
+    """
+
+    n: int
+    perm: np.ndarray
+    iperm: np.ndarray
+    split: int
+    nnz_factor: int
+    flops: float
+    ordering: str
+    _lower: tuple = field(repr=False)
+    _to_permuted: np.ndarray = field(repr=False)
+    _pattern: tuple = field(repr=False)
+    _input_location: tuple = field(repr=False)
+
+    def factorise(self, values: np.ndarray) -> Factor:
+        """Numeric factorisation for ``values`` aligned with the analysed pattern's data.
+
+        Raises
+        ------
+        NotPositiveDefinite
+            A pivot is not positive (the message gives the original row).
+        """
+        Bp, Bi = self._lower
+        Lp, Li, Rp, Rj = self._pattern
+        Bx = np.empty(len(Bi))
+        Bx[self._to_permuted] = values
+        Lx, D, S, bad = _factorise(self.n, self.split, Bp, Bi, Bx, Lp, Li, Rp, Rj)
+        if bad >= 0:
+            raise NotPositiveDefinite(
+                f"The matrix is not positive definite (pivot {bad}, row {int(self.perm[bad])})."
+            )
+        if self.split < self.n:
+            chol, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+            if info != 0:
+                raise NotPositiveDefinite(
+                    f"The matrix is not positive definite (dense block pivot {info - 1})."
+                )
+        else:
+            chol = np.zeros((0, 0))
+        return Factor(self, Lx, D, chol)
+
+    def locate(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the selected inverse stores the entries (rows[k], cols[k])."""
+        Lp, Li, _, _ = self._pattern
+        return _locate(
+            np.asarray(rows, np.int64), np.asarray(cols, np.int64), self.iperm, self.split, Lp, Li
+        )
+
+
+def analyse(
+    pattern: sparse.spmatrix,
+    *,
+    ordering: str | np.ndarray = "amd",
+    dense_block: int | None = None,
+) -> Analysis:
+    """Analyse the lower triangle of a symmetric matrix once, for many factorisations.
+
+    Parameters
+    ----------
+    pattern
+        The lower triangle (diagonal included) as a scipy.sparse CSC matrix with sorted
+        indices; later values are given in the order of its ``data``.
+    ordering
+        ``"amd"`` (default), ``"metis"`` (needs pymetis), ``"natural"``, or a permutation.
+    dense_block
+        Number of trailing columns factored densely; None chooses it by the flop model.
+
+    Returns
+    -------
+    Analysis
+    """
+    lower = sparse.csc_matrix(pattern)
+    lower.sort_indices()
+    n = lower.shape[0]
+    if isinstance(ordering, str):
+        choices = {"amd": orderings.amd, "metis": orderings.metis, "natural": orderings.natural}
+        if ordering not in choices:
+            raise BayesAnimalError(
+                f"Unknown ordering {ordering!r}: choose {', '.join(choices)} or a permutation."
+            )
+        name, perm = ordering, choices[ordering](lower)
+    else:
+        name, perm = "given", np.asarray(ordering, dtype=np.int64)
+    iperm = np.empty(n, np.int64)
+    iperm[perm] = np.arange(n)
+    coo = lower.tocoo()
+    a, b = iperm[coo.row], iperm[coo.col]
+    rows, cols = np.maximum(a, b), np.minimum(a, b)
+    order = np.lexsort((rows, cols))
+    Bi = rows[order].astype(np.int64)
+    Bp = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n))]).astype(np.int64)
+    to_permuted = np.empty(len(order), np.int64)
+    to_permuted[order] = np.arange(len(order))
+    upper = sparse.csc_matrix((np.ones(len(Bi)), (cols[order], Bi)), shape=(n, n))
+    upper.sort_indices()
+    Ap, Ai = upper.indptr.astype(np.int64), upper.indices.astype(np.int64)
+    parent = _etree(n, Ap, Ai)
+    Lp, Li, Rp, Rj = _pattern(n, Ap, Ai, parent)
+    counts = np.diff(Lp)
+    split = _split(counts) if dense_block is None else n - int(np.clip(dense_block, 0, n))
+    kind, where = _locate(coo.row.astype(np.int64), coo.col.astype(np.int64), iperm, split, Lp, Li)
+    return Analysis(
+        n=n,
+        perm=perm,
+        iperm=iperm,
+        split=split,
+        nnz_factor=int(Lp[split] + (n - split) * (n - split - 1) // 2),
+        flops=float(np.sum(counts.astype(float) ** 2)),
+        ordering=name,
+        _lower=(Bp, Bi),
+        _to_permuted=to_permuted,
+        _pattern=(Lp, Li, Rp, Rj),
+        _input_location=(kind, where),
+    )
+
+
+@dataclass(frozen=True)
+class Factor:
+    r""":math:`C = P^\top L D L^\top P` from :meth:`Analysis.factorise` (dense block by Cholesky).
+
+    Attributes
+    ----------
+    analysis
+        The symbolic analysis it belongs to.
+    """
+
+    analysis: Analysis
+    _Lx: np.ndarray = field(repr=False)
+    _D: np.ndarray = field(repr=False)
+    _chol: np.ndarray = field(repr=False)
+
+    @property
+    def logdet(self) -> float:
+        """:math:`\\log|C|`."""
+        t = self.analysis.split
+        return float(np.sum(np.log(self._D[:t])) + 2.0 * np.sum(np.log(np.diag(self._chol))))
+
+    def _sweep(self, X: np.ndarray, *, draw: bool) -> np.ndarray:
+        analysis = self.analysis
+        t, (Lp, Li, _, _) = analysis.split, analysis._pattern
+        if not draw:
+            _forward(t, Lp, Li, self._Lx, X)
+            X[:t] /= self._D[:t, None]
+            if t < analysis.n:
+                X[t:] = lapack.dpotrs(self._chol, X[t:], lower=1)[0]
+        else:  # X holds standard normals: Lᵀ x = D^-½ ξ gives x ~ N(0, C⁻¹)
+            X[:t] /= np.sqrt(self._D[:t, None])
+            if t < analysis.n:
+                X[t:] = lapack.dtrtrs(self._chol, X[t:], lower=1, trans=1)[0]
+        _backward(t, Lp, Li, self._Lx, X)
+        return X
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """:math:`C^{-1} b` for a vector or the columns of a matrix."""
+        b = np.asarray(b, dtype=float)
+        X = np.ascontiguousarray(b.reshape(b.shape[0], -1)[self.analysis.perm])
+        X = self._sweep(X, draw=False)
+        out = np.empty_like(X)
+        out[self.analysis.perm] = X
+        return out.reshape(b.shape)
+
+    def draw(self, noise: np.ndarray) -> np.ndarray:
+        """Map standard normals (n × k) to draws from :math:`N(0, C^{-1})`."""
+        X = np.ascontiguousarray(np.asarray(noise, dtype=float).reshape(self.analysis.n, -1))
+        X = self._sweep(X.copy(), draw=True)
+        out = np.empty_like(X)
+        out[self.analysis.perm] = X
+        return out.reshape(np.shape(noise))
+
+    def selected_inverse(self) -> SelectedInverse:
+        """:math:`C^{-1}` on the pattern of L (Takahashi)."""
+        analysis = self.analysis
+        t = analysis.split
+        Lp, Li, _, _ = analysis._pattern
+        if t < analysis.n:
+            dense, info = lapack.dpotri(self._chol, lower=1)
+            if info != 0:  # pragma: no cover - the factor exists, so its inverse does
+                raise NotPositiveDefinite("dpotri failed on the dense block.")
+            dense = np.tril(dense) + np.tril(dense, -1).T
+        else:
+            dense = np.zeros((0, 0))
+        Sx, Sd = _selected_inverse(analysis.n, t, Lp, Li, self._Lx, self._D, dense)
+        return SelectedInverse(analysis, Sx, Sd, dense)
+
+
+@dataclass(frozen=True)
+class SelectedInverse:
+    """Entries of :math:`C^{-1}` on the pattern of L, looked up by original indices."""
+
+    analysis: Analysis
+    _Sx: np.ndarray = field(repr=False)
+    _Sd: np.ndarray = field(repr=False)
+    _dense: np.ndarray = field(repr=False)
+
+    def _gather(self, kind: np.ndarray, where: np.ndarray) -> np.ndarray:
+        if np.any(kind < 0):
+            raise BayesAnimalError("An entry of C⁻¹ was asked for off the pattern of L.")
+        out = np.empty(len(kind))
+        for code, source in ((0, self._Sd), (1, self._Sx), (2, self._dense.ravel())):
+            chosen = kind == code
+            out[chosen] = source[where[chosen]]
+        return out
+
+    def on_pattern(self) -> np.ndarray:
+        """:math:`(C^{-1})_{ij}` for every entry of the analysed lower pattern, in its order."""
+        return self._gather(*self.analysis._input_location)
+
+    def diagonal(self) -> np.ndarray:
+        """:math:`\\operatorname{diag}(C^{-1})` in the original order."""
+        out = np.empty(self.analysis.n)
+        out[self.analysis.perm] = self._Sd
+        return out
+
+    def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """:math:`(C^{-1})_{rows[k], cols[k]}` (each pair must be on the pattern of L)."""
+        return self._gather(*self.analysis.locate(rows, cols))
+
+    def block(self, index: np.ndarray) -> np.ndarray:
+        """The dense submatrix :math:`(C^{-1})_{II}` for a set I whose pairs are on the pattern
+        (the fixed effects, which are dense in C)."""
+        index = np.asarray(index, dtype=np.int64)
+        rows, cols = np.meshgrid(index, index, indexing="ij")
+        return self.entries(rows.ravel(), cols.ravel()).reshape(len(index), len(index))
