@@ -1,19 +1,22 @@
 """bayes_animal: the Bayesian animal model for Python.
 
-Fit y = X b + Z u + e, u ~ N(0, σu² A), e ~ N(0, σ² I) by REML (built in, numpy only)
-and by NUTS with PyMC.
-Importing the package does not import PyMC.
+Fit y = X b + Σ Z_k u_k + e — an additive genetic effect u ~ N(0, σ²_A A), maternal genetic,
+permanent-environment and other random effects — by REML (built in: the spectral fast path
+for one effect, average-information REML on the sparse mixed-model equations for any number)
+and by NUTS with PyMC. Importing the package does not import PyMC.
 """
 
 from ._version import __version__
-from .design import Design, DroppedRecordsWarning, build_design
+from .api import compare, reml, solve_mme
+from .design import Design, DroppedRecordsWarning, RepeatedRecordsWarning, build_design
 from .errors import BayesAnimalError, DataError, FormulaError, RelationshipError
 from .linalg.spectral import SpectralProblem, decompose
-from .reml.spectral import RemlResult, fit_reml, reml
+from .reml.result import RemlResult
 from .simulate import SimulatedData, Truth, simulate_reference
 from .structures.relationship import RelationshipMatrix, as_relationship, read_relationship_csv
 
 __all__ = [
+    "AnimalModel",
     "BayesAnimalError",
     "DataError",
     "Design",
@@ -22,15 +25,26 @@ __all__ = [
     "RelationshipError",
     "RelationshipMatrix",
     "RemlResult",
+    "RepeatedRecordsWarning",
     "SimulatedData",
     "SpectralProblem",
     "Truth",
     "__version__",
     "as_relationship",
     "build_design",
+    "compare",
     "decompose",
-    "fit_reml",
     "read_relationship_csv",
     "reml",
     "simulate_reference",
+    "solve_mme",
 ]
+
+
+def __getattr__(name: str):
+    """``AnimalModel`` is imported on first use, so that ``import bayes_animal`` stays light."""
+    if name == "AnimalModel":
+        from .bayes.model import AnimalModel
+
+        return AnimalModel
+    raise AttributeError(f"module 'bayes_animal' has no attribute {name!r}")

@@ -13,19 +13,21 @@ import argparse
 import json
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
-from .design import build_design
+from .api import ENGINES, fit_inputs, model_inputs
 from .errors import BayesAnimalError
-from .reml.spectral import RemlResult, fit_reml
-from .results.io import read_data, write_blup_csv, write_matrix, write_relationship_csv
+from .reml.result import RemlResult
+from .results.io import read_data, write_matrix, write_predictions, write_relationship_csv
 from .simulate import simulate_reference
-from .structures.inputs import RelationshipSource, resolve_relationship
+from .structures.inputs import resolve_relationship
 
 __all__ = ["main"]
 
@@ -34,30 +36,49 @@ def _notice(message: str) -> None:
     print(textwrap.fill(f"note: {message}", width=100), file=sys.stderr)
 
 
-def _format_reml(result: RemlResult, *, response: str, formula: str) -> str:
-    """A readable report of a REML fit."""
+def _format_reml(result: RemlResult, *, formula: str) -> str:
+    """A readable report of a REML fit: components, covariances, ratios, fixed effects."""
+    levels = ", ".join(f"{name} {len(table)}" for name, table in result.predictions.items())
     lines = [
-        f"{result.method.upper()} fit of {formula} + (1 | animal): "
-        f"{result.n_records} records, {result.n_animals} animals in the relationship matrix",
+        f"{result.method.upper()} fit of {formula} ({result.engine} engine): "
+        f"{result.n_records} records; levels: {levels}",
         "",
-        f"{'parameter':<24}{'estimate':>14}{'SE':>12}",
+        f"{'component':<22}{'variance':>12}{'SE':>10}{'proportion':>12}{'SE':>10}",
     ]
-    for name, row in result.summary().iterrows():
-        lines.append(f"{name:<24}{row['estimate']:>14.6g}{row['se']:>12.4g}")
+    for name, row in result.components.iterrows():
+        mark = "  (boundary)" if row["boundary"] else ""
+        lines.append(
+            f"{name:<22}{row['variance']:>12.6g}{row['se']:>10.4g}{row['proportion']:>12.4f}"
+            f"{row['proportion_se']:>10.4f}{mark}"
+        )
+    for name, row in result.covariances.iterrows():
+        lines.append(
+            f"{name:<22}{row['covariance']:>12.6g}{row['se']:>10.4g}   correlation "
+            f"{row['correlation']:.4f} ± {row['correlation_se']:.4f}"
+        )
+    if "repeatability" in result.ratios.index:
+        row = result.ratios.loc["repeatability"]
+        lines.append(f"{'repeatability':<22}{'':>22}{row['estimate']:>12.4f}{row['se']:>10.4f}")
+    lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
+    for name, value in result.beta.items():
+        lines.append(f"{name:<30}{value:>14.6g}{result.beta_se[name]:>12.4g}")
     status = "converged" if result.converged else "NOT converged"
     if result.boundary:
-        status += f", at the boundary ({result.boundary} = 0)"
+        status += f", at the boundary: {', '.join(result.boundary)} = 0"
     lines += [
         "",
-        f"log-likelihood {result.loglik:.6f} ({status}, {result.iterations} evaluations)",
-        f"time: eigendecomposition {result.timings['eigh']:.3f} s, "
-        f"fit {result.timings['fit']:.3f} s",
+        f"log-likelihood {result.loglik:.6f} ({status}, {result.iterations} iterations)",
+        "time: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()),
     ]
     return "\n".join(lines)
 
 
-def _relationship_from_args(args: argparse.Namespace) -> RelationshipSource:
-    """The relationship matrix from --relmat | --pedigree | --genotypes (shared by commands)."""
+def _relationship_from_args(args: argparse.Namespace, *, required: bool = True):
+    """The relationship from --relmat | --pedigree | --genotypes (shared by commands); None
+    when none is given and ``required`` is false (a model of independent effects only)."""
+    given = [getattr(args, name, None) for name in ("relmat", "pedigree", "genotypes")]
+    if not required and not any(given):
+        return None
     columns = None
     if getattr(args, "pedigree_columns", None):
         columns = tuple(c.strip() for c in args.pedigree_columns.split(","))
@@ -79,42 +100,68 @@ def _relationship_from_args(args: argparse.Namespace) -> RelationshipSource:
     )
     for message in source.notices:
         _notice(message)
-    relmat = source.relmat
-    if relmat.projected:
+    if source.matrix is not None and source.matrix.projected:
         _notice(
             f"the relationship matrix was not positive semi-definite (smallest eigenvalue "
-            f"{relmat.min_eigenvalue:.4g}) and was replaced by its nearest positive-definite "
-            "projection, as --nearest-pd asked."
+            f"{source.matrix.min_eigenvalue:.4g}) and was replaced by its nearest "
+            "positive-definite projection, as --nearest-pd asked."
         )
     return source
 
 
 def _cmd_reml(args: argparse.Namespace) -> int:
+    clock = time.perf_counter()
     data = read_data(args.data)
-    source = _relationship_from_args(args)
-    relmat = source.relmat
-    source.check_animals(data, args.animal)
-    design = build_design(args.formula, data, animal=args.animal, relmat=relmat, warn=False)
-    for message in design.notices:
+    read = time.perf_counter() - clock
+    clock = time.perf_counter()
+    source = _relationship_from_args(args, required=False)
+    relationship = time.perf_counter() - clock
+    inputs = model_inputs(
+        args.formula,
+        data,
+        source=source,
+        animal=args.animal,
+        maternal=args.maternal,
+        maternal_covariance=args.maternal_covariance,
+        warn=False,
+    )
+    for message in inputs.design.notices:
         _notice(message)
-    result = fit_reml(design, relmat, method=args.method, pev=True, threads=args.threads)
+    result = fit_inputs(
+        inputs,
+        method=args.method,
+        engine=args.engine,
+        ordering=args.ordering,
+        threads=args.threads,
+    )
+    timings = {
+        "read": read,
+        "relationship": relationship + result.timings.get("relationship", 0.0),
+        "fit": result.timings["fit"],
+        "total": time.perf_counter() - clock + read,
+    }
+    result = replace(result, timings={**result.timings, **timings})
+    for message in result.notices[len(inputs.design.notices) :]:
+        _notice(message)
     if not result.converged:
         stop = result.convergence
         _notice(
             f"the REML maximiser did not meet its tolerance ({stop.reason}; log-likelihood "
             f"still to gain {stop.expected_gain:.3g}); check the data and the model."
         )
+    written = []
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_blup_csv(result, out / "blup.csv")
+        written = write_predictions(result, out)
         (out / "reml.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        written.append(out / "reml.json")
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        print(_format_reml(result, response=design.response, formula=design.formula))
-        if args.out:
-            print(f"wrote {Path(args.out) / 'blup.csv'} and {Path(args.out) / 'reml.json'}")
+        print(_format_reml(result, formula=inputs.design.spec.formula))
+        if written:
+            print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
 
@@ -507,10 +554,32 @@ def _parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("reml", help="REML (or ML) estimate of the animal model")
     fit.add_argument("--data", required=True, help="CSV of records, one row per record")
     _relationship_arguments(fit, matrix=True)
-    fit.add_argument("--formula", required=True, help='fixed part, e.g. "response ~ 1 + fix"')
+    fit.add_argument(
+        "--formula",
+        required=True,
+        help='fixed and random parts, e.g. "bwt ~ 1 + C(sex) + (1 | byear) + ide(animal)"',
+    )
     fit.add_argument("--animal", default="animal", help="column of animal ids (default: animal)")
+    fit.add_argument("--maternal", help="dam column of a maternal genetic effect")
+    fit.add_argument(
+        "--maternal-covariance",
+        action="store_true",
+        help="estimate the direct-maternal genetic covariance (needs --maternal)",
+    )
     fit.add_argument("--method", choices=["reml", "ml"], default="reml")
-    fit.add_argument("--out", help="folder for blup.csv and reml.json")
+    fit.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default="auto",
+        help="spectral (one random effect, dense matrix), sparse (any model), auto (default)",
+    )
+    fit.add_argument(
+        "--ordering",
+        choices=["amd", "metis", "natural"],
+        default="amd",
+        help="fill-reducing ordering of the sparse engine (metis needs pymetis)",
+    )
+    fit.add_argument("--out", help="folder for blup.csv, blup_<component>.csv and reml.json")
     fit.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     fit.add_argument(
         "--nearest-pd",

@@ -1,20 +1,28 @@
-r"""From a formula and a data frame to the arrays of :math:`y = X b + Z u + e`.
+r"""From a model specification and a data frame to the arrays of :math:`y = Xb + \sum_k Z_k u_k
++ e`.
 
-The fixed part of the model is an lme4-style formula built with formulaic
-(``response ~ 1 + fix``, factors as ``C(sex)``). The genetic effect is named by the
-``animal`` column, whose ids index the relationship matrix; ``(1 | animal)`` may be written in
-the formula as lme4 users do and is then read as that same term. :math:`Z` is kept as an index
-vector (record :math:`i` belongs to animal ``animal_index[i]``): every row of :math:`Z` has a
-single 1, so :math:`Z A Z^\top` is a fancy-indexed copy of :math:`A`.
+The fixed part is built with formulaic (``response ~ 1 + fix``, factors as ``C(sex)``; plain
+numeric formulas directly, without importing formulaic). Each random effect becomes an
+:class:`Effect`: for every record the position of its level, so that :math:`Z_k` is an index
+(one 1 per row, or none for a record without that effect — a record whose dam is unknown has
+no maternal effect). Genetic effects take their levels from the relationship (every animal of
+the pedigree or matrix, with or without records); independent effects from the data.
 
-What is checked, with the offending rows, columns or ids named in the error:
+What is checked, with the offending rows, columns, ids or term named in the error:
 
-- unknown columns in the formula or a missing ``animal`` column;
+- unknown columns in the formula or missing grouping columns;
 - records whose response is missing are dropped, and the count and rows are reported as a
   notice (never silently); missing or infinite covariates and infinite responses are errors;
-- animals in the data that are not in the relationship matrix;
+  a missing level of a random effect is an error (a missing dam of a maternal effect is not:
+  the record gets no maternal effect, and the count is reported);
+- animals or dams that are not in the relationship matrix or pedigree;
+- a random effect with a single level, or with exactly one record per level when it is
+  independent (its variance cannot be told from the residual's);
 - a design matrix that is rank deficient (the collinear columns are named) or has no
   residual degrees of freedom (n ≤ p).
+
+Notices (not errors): animals with several records and no permanent-environment term (their
+additive variance is then inflated; the notice says how to add one).
 """
 
 from __future__ import annotations
@@ -31,25 +39,30 @@ from .errors import DataError, FormulaError, describe_items
 from .spec.formula import (
     FormulaParts,
     column_references,
-    split_formula,
     split_terms,
     strip_backticks,
     unknown_names,
 )
+from .spec.terms import ModelSpec, RandomTerm, specify
+from .structures.pedigree import UNKNOWN_TOKENS
 from .structures.relationship import id_strings
 
 __all__ = [
     "Design",
     "DroppedRecordsWarning",
+    "Effect",
     "RepeatedRecordsWarning",
+    "UnknownDamWarning",
     "build_design",
-    "parse_formula",
     "repeated_records_notice",
 ]
 
 
-class IndexedAnimals(Protocol):
-    """Anything that maps animal ids to rows: a relationship matrix or a pedigree."""
+class Relationship(Protocol):
+    """Anything that lists the animals and maps ids to their positions (a relationship
+    matrix, a covariance structure, a resolved relationship source)."""
+
+    ids: np.ndarray
 
     def positions(self, ids: Any) -> np.ndarray: ...
 
@@ -62,25 +75,58 @@ class RepeatedRecordsWarning(UserWarning):
     """Animals have several records and the model has no permanent-environment effect."""
 
 
-def repeated_records_notice(animal_index: np.ndarray) -> str | None:
-    """The notice for repeated records without a permanent-environment effect, or None.
+class UnknownDamWarning(UserWarning):
+    """Records with an unknown dam get no maternal genetic effect; the message counts them."""
 
-    With several records per animal and no permanent-environment effect, everything the
-    records of one animal share beyond its breeding value (its permanent environment) is
-    absorbed by the additive variance: on the gryphon lay dates V_A is 13.92 without it and
-    4.88 with it.
+
+@dataclass(frozen=True)
+class Effect:
+    """One random effect, built: the level of every record.
+
+    Attributes
+    ----------
+    name
+        Component key (``additive``, ``maternal``, ``pe``, a grouping column).
+    column
+        The data column of the levels.
+    genetic
+        Levels related through the relationship matrix (else independent).
+    index
+        For each record, the position of its level in :attr:`levels`; -1 when the record has
+        no such effect (unknown dam).
+    levels
+        The level ids: every animal of the relationship for genetic effects, the observed
+        levels (in order of appearance) for independent ones.
     """
-    counts = np.bincount(animal_index)
-    repeated = int(np.sum(counts > 1))
-    if not repeated:
-        return None
-    return (
-        f"{repeated} of {int(np.sum(counts > 0))} animals have more than one record (up to "
-        f"{int(counts.max())}) and the model has no permanent-environment effect: what the "
-        f"records of one animal share beyond its breeding value is then counted as additive "
-        f"genetic variance, which is inflated (gryphon lay dates: V_A 13.9 without, 4.9 with a "
-        f"permanent environment). Fit one unless you mean not to."
-    )
+
+    name: str
+    column: str
+    genetic: bool
+    index: np.ndarray
+    levels: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Number of levels q."""
+        return len(self.levels)
+
+    def counts(self) -> np.ndarray:
+        """Records per level."""
+        return np.bincount(self.index[self.index >= 0], minlength=self.size)
+
+    def is_permutation(self) -> bool:
+        """Every level has exactly one record and every record a level: :math:`Z` is a
+        permutation matrix (the one place this is tested)."""
+        return len(self.index) == self.size and bool(np.all(self.counts() == 1))
+
+    def incidence(self):
+        """:math:`Z` (n × q) as a scipy.sparse CSR matrix."""
+        from scipy import sparse
+
+        rows = np.flatnonzero(self.index >= 0)
+        return sparse.csr_matrix(
+            (np.ones(len(rows)), (rows, self.index[rows])), shape=(len(self.index), self.size)
+        )
 
 
 @dataclass(frozen=True)
@@ -89,8 +135,8 @@ class Design:
 
     Attributes
     ----------
-    formula
-        The fixed-effect formula as used (a random term ``(1|animal)`` removed).
+    spec
+        The model specification it was built from.
     response
         Name of the response.
     y
@@ -99,25 +145,30 @@ class Design:
         Fixed-effect design, n × p, columns named by ``fixed_names``.
     fixed_names
         formulaic's column names (``Intercept``, ``fix``, ``C(sex)[T.2]`` …).
-    animal_index
-        For each record, the row of its animal in the relationship matrix (Z as an index).
+    effects
+        The random effects, in the order of ``spec.terms``.
     record_labels
         The data frame's index labels of the records used.
     dropped_labels
         Index labels of records left out because their response is missing.
     notices
-        Human-readable notices (dropped records); also issued as warnings.
+        Human-readable notices; also issued as warnings.
     """
 
-    formula: str
+    spec: ModelSpec
     response: str
     y: np.ndarray
     X: np.ndarray
     fixed_names: tuple[str, ...]
-    animal_index: np.ndarray
+    effects: tuple[Effect, ...]
     record_labels: np.ndarray
     dropped_labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     notices: tuple[str, ...] = ()
+
+    @property
+    def formula(self) -> str:
+        """The fixed part as used, ``response ~ terms``."""
+        return self.spec.fixed_formula
 
     @property
     def n_records(self) -> int:
@@ -129,39 +180,36 @@ class Design:
         """Number of fixed-effect columns p."""
         return self.X.shape[1]
 
-    def incidence(self, n_animals: int):
-        """The n × q incidence matrix Z as a scipy.sparse CSR matrix."""
-        from scipy import sparse
-
-        rows = np.arange(self.n_records)
-        return sparse.csr_matrix(
-            (np.ones(self.n_records), (rows, self.animal_index)),
-            shape=(self.n_records, n_animals),
+    def effect(self, name: str) -> Effect:
+        """The random effect called ``name``."""
+        for effect in self.effects:
+            if effect.name == name:
+                return effect
+        raise KeyError(
+            f"No random effect {name!r}; the model has {', '.join(e.name for e in self.effects)}."
         )
 
 
-def parse_formula(formula: str, *, animal: str):
-    """Parse the fixed part of ``formula`` with formulaic (the random term ``(1 | animal)``
-    removed).
+def repeated_records_notice(effect: Effect, animal: str) -> str | None:
+    """The notice for repeated records without a permanent-environment effect, or None.
 
-    Returns
-    -------
-    formulaic.Formula
-        A two-sided formula whose right-hand side is the fixed part.
+    With several records per animal and no permanent-environment effect, everything the
+    records of one animal share beyond its breeding value (its permanent environment) is
+    absorbed by the additive variance: on the gryphon lay dates V_A is 13.92 without it and
+    4.88 with it.
     """
-    import formulaic
-    from formulaic.errors import FormulaicError
-
-    parts = _fixed_parts(formula, animal)
-    try:
-        parsed = formulaic.Formula(parts.fixed_formula)
-    except FormulaicError as exc:
-        raise FormulaError(f"Could not parse the formula {formula!r}: {exc}") from exc
-    if not parts.response:
-        raise FormulaError(
-            f"The formula {formula!r} has no response: write it as 'response ~ 1 + covariates'."
-        )
-    return parsed
+    counts = effect.counts()
+    repeated = int(np.sum(counts > 1))
+    if not repeated:
+        return None
+    return (
+        f"{repeated} of {int(np.sum(counts > 0))} animals have more than one record (up to "
+        f"{int(counts.max())}) and the model has no permanent-environment effect: what the "
+        "records of one animal share beyond its breeding value is then counted as additive "
+        "genetic variance, which is inflated (gryphon lay dates: V_A 13.9 without, 4.9 with a "
+        f"permanent environment). Add one with ide({animal}) in the formula (ASReml's "
+        f"spelling; (1 | ide({animal})) is the same), unless you mean not to."
+    )
 
 
 def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np.ndarray) -> None:
@@ -179,14 +227,6 @@ def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np
         )
 
 
-def _check_animal_column(data: pd.DataFrame, animal: str) -> None:
-    if animal not in data.columns:
-        raise DataError(
-            f"The animal column {animal!r} is not in the data. Available columns: "
-            f"{describe_items(list(map(str, data.columns)), limit=30)}. Pass animal=<column>."
-        )
-
-
 def _evaluate(spec, data: pd.DataFrame, formula: str) -> pd.DataFrame:
     import formulaic
     from formulaic.errors import FormulaicError
@@ -195,6 +235,22 @@ def _evaluate(spec, data: pd.DataFrame, formula: str) -> pd.DataFrame:
         return formulaic.model_matrix(spec, data, na_action="ignore")
     except FormulaicError as exc:
         raise FormulaError(f"Could not build the design of {formula!r}: {exc}") from exc
+
+
+def _parse_fixed(spec: ModelSpec):
+    import formulaic
+    from formulaic.errors import FormulaicError
+
+    try:
+        parsed = formulaic.Formula(spec.fixed_formula)
+    except FormulaicError as exc:
+        raise FormulaError(f"Could not parse the formula {spec.formula!r}: {exc}") from exc
+    if not spec.parts.response:
+        raise FormulaError(
+            f"The formula {spec.formula!r} has no response: write it as "
+            "'response ~ 1 + covariates'."
+        )
+    return parsed
 
 
 def _collinear_columns(X: np.ndarray, names: tuple[str, ...]) -> list[str]:
@@ -211,6 +267,9 @@ def _collinear_columns(X: np.ndarray, names: tuple[str, ...]) -> list[str]:
         else:
             basis = np.column_stack([basis, residual / np.linalg.norm(residual)])
     return dependent
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
 def _plain_terms(parts: FormulaParts, data: pd.DataFrame) -> tuple[str, list[str]] | None:
@@ -239,52 +298,143 @@ def _plain_terms(parts: FormulaParts, data: pd.DataFrame) -> tuple[str, list[str
     return response, columns
 
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+def _response(spec: ModelSpec, data: pd.DataFrame, plain) -> tuple[str, np.ndarray]:
+    if plain is not None:
+        return plain[0], data[plain[0]].to_numpy(dtype=float)
+    lhs = _evaluate(_parse_fixed(spec).lhs, data, spec.formula)
+    if lhs.shape[1] != 1:
+        raise FormulaError(f"The response of {spec.formula!r} must be a single numeric column.")
+    return str(lhs.columns[0]), np.asarray(lhs.iloc[:, 0], dtype=float)
 
 
-def _fixed_parts(formula: str, animal: str) -> FormulaParts:
-    """The formula's pieces with the random term ``(1 | animal)`` removed; other random terms
-    are rejected with a clear error."""
-    parts = split_formula(formula)
-    for term in parts.random:
-        if split_terms(term[1:-1], "|")[0] != "1":
-            raise FormulaError(
-                f"Unsupported random-effect syntax {term!r} in {formula!r}: only random "
-                "intercepts (1 | group) are supported."
-            )
-    others = [t for t in parts.random if strip_backticks(split_terms(t[1:-1], "|")[1]) != animal]
-    if others:
-        raise FormulaError(
-            f"The formula {formula!r} has random terms {describe_items(others)}; only the "
-            f"genetic effect (1 | {animal}) is supported. Remove the other random terms, or "
-            f"name the animal column with animal=... if it is one of them."
+def _fixed_matrix(spec, kept, labels, plain) -> tuple[np.ndarray, tuple[str, ...]]:
+    if plain is None:
+        frame = _evaluate(_parse_fixed(spec).rhs, kept, spec.formula)
+        X = np.asarray(frame, dtype=float)
+        names = tuple(str(c) for c in frame.columns)
+    else:
+        names = ("Intercept", *plain[1])
+        X = np.column_stack([np.ones(len(kept)), *(kept[c].to_numpy(float) for c in plain[1])])
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise DataError(
+            f"Covariates are missing or infinite: column(s) "
+            f"{describe_items(sorted({names[c] for c in cols}))} in row(s) "
+            f"{describe_items(list(dict.fromkeys(labels[rows])))}. Fill them in or remove "
+            "those records; covariates are never imputed silently."
         )
-    return parts
+    n, p = X.shape
+    if p == 0:
+        raise FormulaError(
+            f"The formula {spec.formula!r} has no fixed effects; include at least an intercept."
+        )
+    if n <= p:
+        raise FormulaError(
+            f"{n} records for {p} fixed-effect columns: REML needs more records than fixed "
+            "effects (n > p). Simplify the fixed part of the formula or add records."
+        )
+    if np.linalg.matrix_rank(X) < p:
+        raise FormulaError(
+            f"The fixed-effect design of {spec.formula!r} is rank deficient: column(s) "
+            f"{describe_items(_collinear_columns(X, names))} are linear combinations of the "
+            "other columns. Remove them from the formula (or merge the confounded factor levels)."
+        )
+    return np.ascontiguousarray(X), names
+
+
+def _unknown_parent(values: pd.Series) -> np.ndarray:
+    strings = id_strings(values.to_numpy(dtype=object))
+    return values.isna().to_numpy() | pd.Series(strings).isin(UNKNOWN_TOKENS).to_numpy()
+
+
+def _effect(
+    term: RandomTerm,
+    kept: pd.DataFrame,
+    labels: np.ndarray,
+    relationship: Relationship | None,
+    notices: list[str],
+) -> Effect:
+    """Level positions of one random term; errors and notices name the term."""
+    if term.column not in kept.columns:
+        raise DataError(
+            f"The column {term.column!r} of the random effect {term.text!r} is not in the data. "
+            f"Available columns: {describe_items(list(map(str, kept.columns)), limit=30)}."
+        )
+    values = kept[term.column]
+    index = np.full(len(kept), -1, dtype=np.intp)
+    if term.name == "maternal":
+        missing = _unknown_parent(values)
+        if missing.any():
+            notices.append(
+                f"{int(missing.sum())} of {len(kept)} records have an unknown dam in "
+                f"{term.column!r} and get no maternal effect."
+            )
+    else:
+        missing = values.isna().to_numpy()
+        if missing.any():
+            raise DataError(
+                f"The random effect {term.text!r} has no level in row(s) "
+                f"{describe_items(labels[missing])} (column {term.column!r} is empty). Fill them "
+                "in or remove those records."
+            )
+    known = ~missing
+    strings = id_strings(values.to_numpy()[known])
+    if term.genetic:
+        if relationship is None:
+            raise DataError(
+                f"The genetic effect {term.text!r} needs a relationship (pedigree, matrix or "
+                "genotypes)."
+            )
+        levels = np.asarray(relationship.ids, dtype=object)
+        index[known] = relationship.positions(strings)
+    else:
+        levels = np.asarray(pd.unique(strings), dtype=object)
+        index[known] = pd.Index(levels).get_indexer(strings)
+    effect = Effect(term.name, term.column, term.genetic, index, levels)
+    counts = effect.counts()
+    observed = int(np.sum(counts > 0))
+    if observed < 2:
+        raise DataError(
+            f"The random effect {term.text!r} has a single level in the data "
+            f"({describe_items(levels[counts > 0])}): its variance cannot be estimated. Remove "
+            "the term."
+        )
+    if not term.genetic and np.all(counts[counts > 0] == 1) and known.all():
+        raise DataError(
+            f"Every level of the random effect {term.text!r} has exactly one record, so its "
+            "variance cannot be separated from the residual variance. Remove the term (it needs "
+            "repeated records per level)."
+        )
+    return effect
 
 
 def build_design(
-    formula: str,
+    formula: str | ModelSpec,
     data: pd.DataFrame,
     *,
-    animal: str,
-    relmat: IndexedAnimals,
+    relationship: Relationship | None = None,
+    animal: str = "animal",
+    maternal: str | None = None,
+    maternal_covariance: bool = False,
     warn: bool = True,
 ) -> Design:
-    """Validate the data against the formula and relationship matrix and build the arrays.
+    """Validate the data against the model and build the arrays.
 
     Parameters
     ----------
     formula
-        lme4-style fixed-effect formula, ``response ~ 1 + covariates``; ``(1 | animal)`` allowed.
+        lme4-style formula (``response ~ 1 + covariates + (1 | group) + ide(animal)``) or a
+        ready :class:`~bayes_animal.spec.terms.ModelSpec`.
     data
         One row per record; several records per animal are allowed.
-    animal
-        The column holding each record's animal id.
-    relmat
-        The relationship matrix (or pedigree) whose ids the animal column refers to.
+    relationship
+        The relationship of the animals (matrix, structure or resolved source): its ids are
+        the levels of the genetic effects. None for a model of independent effects only.
+    animal, maternal, maternal_covariance
+        As in :func:`~bayes_animal.spec.terms.specify` (ignored when ``formula`` is a spec).
     warn
-        Issue a :class:`DroppedRecordsWarning` when records with a missing response are dropped
-        and a :class:`RepeatedRecordsWarning` when animals have several records (the notices
+        Issue :class:`DroppedRecordsWarning` and :class:`RepeatedRecordsWarning` (the notices
         are kept in :attr:`Design.notices` either way).
 
     Returns
@@ -294,32 +444,37 @@ def build_design(
     Raises
     ------
     FormulaError
-        Unknown column, unparsable formula, collinear design, n ≤ p.
+        Unknown column, unparsable formula, bad random term, collinear design, n ≤ p.
     DataError
-        Missing animal column or ids, missing or infinite covariates, infinite responses.
+        Missing grouping columns or levels, missing or infinite covariates, infinite
+        responses, a random effect that cannot be estimated.
     RelationshipError, PedigreeError
-        Animals in the data that are not in the relationship matrix (or pedigree).
+        Animals or dams that are not in the relationship matrix (or pedigree).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
-    parts = _fixed_parts(formula, animal)
+    spec = (
+        formula
+        if isinstance(formula, ModelSpec)
+        else specify(
+            formula,
+            animal=animal,
+            genetic=relationship is not None,
+            maternal=maternal,
+            maternal_covariance=maternal_covariance,
+        )
+    )
     columns = [str(c) for c in data.columns]
-    plain = _plain_terms(parts, data)
+    plain = _plain_terms(spec.parts, data)
     if plain is None:
-        unknown_names(parts.fixed_formula, columns, formula=formula)
-        parsed = parse_formula(formula, animal=animal)
-    _check_animal_column(data, animal)
-    if plain is None:
-        lhs = _evaluate(parsed.lhs, data, formula)
-        if lhs.shape[1] != 1:
-            raise FormulaError(f"The response of {formula!r} must be a single numeric column.")
-        response = str(lhs.columns[0])
-        y_all = np.asarray(lhs.iloc[:, 0], dtype=float)
-    else:
-        response = plain[0]
-        y_all = data[response].to_numpy(dtype=float)
+        unknown_names(spec.fixed_formula, columns, formula=spec.formula)
+    if spec.terms and spec.terms[0].genetic and spec.animal not in data.columns:
+        raise DataError(
+            f"The animal column {spec.animal!r} is not in the data. Available columns: "
+            f"{describe_items(columns, limit=30)}. Pass animal=<column>."
+        )
+    response, y_all = _response(spec, data, plain)
     labels = np.asarray(data.index, dtype=object)
-
     bad_y = np.isinf(y_all)
     if bad_y.any():
         raise DataError(
@@ -337,63 +492,28 @@ def build_design(
             warnings.warn(notices[-1], DroppedRecordsWarning, stacklevel=2)
     keep = ~missing_y
     kept = data.loc[keep]
-
-    ids_column = kept[animal]
-    missing_ids = ids_column.isna().to_numpy()
-    if missing_ids.any():
-        raise DataError(
-            f"The animal column {animal!r} is empty in row(s) "
-            f"{describe_items(labels[keep][missing_ids])}. Every record needs an animal id."
-        )
-    animal_index = relmat.positions(id_strings(ids_column.to_numpy()))
-    repeated = repeated_records_notice(animal_index)
-    if repeated:
-        notices.append(repeated)
-        if warn:
-            warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=2)
-
-    covariates = plain[1] if plain else column_references(parts.fixed, columns)
+    effects = tuple(_effect(t, kept, labels[keep], relationship, notices) for t in spec.terms)
+    covariates = plain[1] if plain else column_references(spec.parts.fixed, columns)
     _check_missing_covariates(kept, covariates, labels[keep])
-    if plain is None:
-        X_frame = _evaluate(parsed.rhs, kept, formula)
-        X = np.asarray(X_frame, dtype=float)
-        names = tuple(str(c) for c in X_frame.columns)
-    else:
-        names = ("Intercept", *plain[1])
-        X = np.column_stack([np.ones(len(kept)), *(kept[c].to_numpy(float) for c in plain[1])])
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows, cols = np.nonzero(bad)
-        raise DataError(
-            f"Covariates are missing or infinite: column(s) "
-            f"{describe_items(sorted({names[c] for c in cols}))} in row(s) "
-            f"{describe_items(list(dict.fromkeys(labels[keep][rows])))}. Fill them in or remove "
-            "those records; covariates are never imputed silently."
-        )
-    n, p = X.shape
-    if p == 0:
-        raise FormulaError(
-            f"The formula {formula!r} has no fixed effects; include at least an intercept."
-        )
-    if n <= p:
-        raise FormulaError(
-            f"{n} records for {p} fixed-effect columns: REML needs more records than fixed "
-            "effects (n > p). Simplify the fixed part of the formula or add records."
-        )
-    if np.linalg.matrix_rank(X) < p:
-        dependent = _collinear_columns(X, names)
-        raise FormulaError(
-            f"The fixed-effect design of {formula!r} is rank deficient: column(s) "
-            f"{describe_items(dependent)} are linear combinations of the other columns. "
-            "Remove them from the formula (or merge the confounded factor levels)."
-        )
+    X, names = _fixed_matrix(spec, kept, labels[keep], plain)
+    genetic = [e for e in effects if e.name == "additive"]
+    if genetic and not spec.has_permanent_environment:
+        repeated = repeated_records_notice(genetic[0], spec.animal)
+        if repeated:
+            notices.append(repeated)
+            if warn:
+                warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=2)
+    if warn:
+        for message in notices:
+            if "unknown dam" in message:
+                warnings.warn(message, UnknownDamWarning, stacklevel=2)
     return Design(
-        formula=parts.fixed_formula,
+        spec=spec,
         response=response,
         y=y_all[keep],
-        X=np.ascontiguousarray(X),
+        X=X,
         fixed_names=names,
-        animal_index=animal_index,
+        effects=effects,
         record_labels=labels[keep],
         dropped_labels=labels[missing_y],
         notices=tuple(notices),

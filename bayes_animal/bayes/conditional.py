@@ -47,11 +47,6 @@ def _draw_fixed(problem: SpectralProblem, su: np.ndarray, se: np.ndarray, rng) -
     return mean + offset
 
 
-def _is_permutation(design: Design, q: int) -> bool:
-    index = design.animal_index
-    return len(index) == q and np.all(np.bincount(index, minlength=q) == 1)
-
-
 def draw_breeding_values(
     problem: SpectralProblem,
     design: Design,
@@ -70,11 +65,11 @@ def draw_breeding_values(
     su = np.asarray(sigma2_u, dtype=float).ravel()
     se = np.asarray(sigma2_e, dtype=float).ravel()
     q, U, d = relmat.size, problem.eigenvectors, problem.eigenvalues
-    index = design.animal_index
+    index = design.effects[0].index
     values = np.empty((len(su), q))
-    permutation = _is_permutation(design, q)
+    permutation = design.effects[0].is_permutation()
     chol_a = None if permutation else relmat.factor()
-    incidence_t = None if permutation else design.incidence(q).T.tocsr()
+    incidence_t = None if permutation else design.effects[0].incidence().T.tocsr()
     with blas_threads(threads):
         for start in range(0, len(su), _BLOCK):
             part = slice(start, start + _BLOCK)

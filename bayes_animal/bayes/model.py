@@ -41,12 +41,14 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..design import Design, build_design
+from ..api import model_inputs
+from ..design import Design
 from ..errors import BayesAnimalError
 from ..linalg.spectral import SpectralProblem, decompose, default_threads
-from ..reml.spectral import RemlResult, fit_reml
+from ..reml.result import RemlResult
+from ..reml.spectral import fit_spectral
 from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
-from ..structures.inputs import RelationshipSource, resolve_relationship
+from ..structures.inputs import RelationshipSource
 from ..structures.pedigree import Pedigree
 from ..structures.relationship import RelationshipMatrix
 from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
@@ -130,12 +132,24 @@ class AnimalModel:
         self.formula = formula
         self.animal = animal
         self.priors = as_priors(priors)
-        self.source = source or resolve_relationship(
-            relmat=relmat, pedigree=pedigree, genotypes=genotypes
+        inputs = model_inputs(
+            formula,
+            data,
+            relmat=relmat,
+            pedigree=pedigree,
+            genotypes=genotypes,
+            source=source,
+            animal=animal,
         )
-        self.source.check_animals(data, animal)
+        if inputs.source is None or len(inputs.design.effects) != 1:
+            raise ModelError(
+                "The Bayesian model fits one additive genetic effect (a relationship is needed); "
+                f"this model has {', '.join(e.name for e in inputs.design.effects) or 'none'}. "
+                "Use reml() for models with several random effects."
+            )
+        self.source = inputs.source
         self.relmat: RelationshipMatrix = self.source.relmat
-        self.design: Design = build_design(formula, data, animal=animal, relmat=self.relmat)
+        self.design: Design = inputs.design
         self.scales = data_scales(self.design.y, self.design.X, self.relmat.mean_diagonal)
         self._problem: SpectralProblem | None = None
         self._reml: RemlResult | None = None
@@ -152,7 +166,7 @@ class AnimalModel:
     def reml(self) -> RemlResult:
         """The built-in REML estimate (computed once)."""
         if self._reml is None:
-            self._reml = fit_reml(self.design, self.relmat, problem=self.problem)
+            self._reml = fit_spectral(self.design, self.relmat, problem=self.problem)
         return self._reml
 
     def priors_text(self) -> str:
@@ -162,7 +176,12 @@ class AnimalModel:
     def data_hash(self) -> str:
         """SHA-256 of y, X, the animal index and A: the provenance of a posterior."""
         digest = hashlib.sha256()
-        for array in (self.design.y, self.design.X, self.design.animal_index, self.relmat.matrix):
+        for array in (
+            self.design.y,
+            self.design.X,
+            self.design.effects[0].index,
+            self.relmat.matrix,
+        ):
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update("\x00".join(map(str, self.relmat.ids)).encode())
         return digest.hexdigest()
@@ -285,7 +304,7 @@ class AnimalModel:
             genetic = sigma_u * (pt.constant(self.relmat.factor()) @ z)
         u = pm.Deterministic("u", genetic, dims="animal")
         beta = self._fixed_prior(pm)
-        mean = pt.constant(self.design.X) @ beta + u[self.design.animal_index]
+        mean = pt.constant(self.design.X) @ beta + u[self.design.effects[0].index]
         pm.Normal("y", mu=mean, sigma=pt.sqrt(sigma2_e), observed=self.design.y, dims="obs")
 
     def _pedigree_recursion(self, z, sigma_u):

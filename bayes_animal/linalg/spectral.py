@@ -107,7 +107,7 @@ def decompose(
     Parameters
     ----------
     design
-        The records (``animal_index`` gives Z).
+        The records, with one random effect (its ``index`` gives Z).
     relmat
         The relationship matrix A.
     threads
@@ -126,7 +126,7 @@ def decompose(
     Small positive eigenvalues are kept exactly: the seed_sim A has one of 1.1e-7, and
     zeroing it changes the log-likelihood in the fourth decimal.
     """
-    index = design.animal_index
+    index = design.effects[0].index
     kernel = relmat.matrix[np.ix_(index, index)]
     start = time.perf_counter()
     with blas_threads(threads):

@@ -3,7 +3,7 @@
 - Records: any CSV with a header; one row per record.
 - Relationship matrices: ids as header and first column (R's ``write.csv(A)`` layout), written
   with 17 significant digits so that a round trip is exact.
-- BLUPs: ``id, blup, pev, reliability`` (and ``n_records``).
+- Predictions: ``id, blup, pev, reliability, n_records``, one file per random effect.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..reml.spectral import RemlResult
+from ..reml.result import RemlResult
 from ..structures.relationship import RelationshipMatrix
 
-__all__ = ["read_data", "write_blup_csv", "write_matrix", "write_relationship_csv"]
+__all__ = ["read_data", "write_matrix", "write_predictions", "write_relationship_csv"]
 
 
 def read_data(path: str | PathLike[str]) -> pd.DataFrame:
@@ -37,11 +37,17 @@ def write_relationship_csv(relmat: RelationshipMatrix, path: str | PathLike[str]
     return write_matrix(relmat.matrix, relmat.ids, path)
 
 
-def write_blup_csv(result: RemlResult, path: str | PathLike[str]) -> Path:
-    """Write one row per animal: id, blup, pev, reliability, n_records."""
-    path = Path(path)
-    result.blup.reset_index().to_csv(path, index=False, float_format="%.10g")
-    return path
+def write_predictions(result: RemlResult, folder: str | PathLike[str]) -> list[Path]:
+    """Write ``blup.csv`` (the additive, or single, random effect) and one
+    ``blup_<component>.csv`` per other random effect: id, blup, pev, reliability, n_records."""
+    folder = Path(folder)
+    main = result._genetic_name()
+    paths = []
+    for name, table in result.predictions.items():
+        path = folder / ("blup.csv" if name == main else f"blup_{name}.csv")
+        table.reset_index().to_csv(path, index=False, float_format="%.10g")
+        paths.append(path)
+    return paths
 
 
 def write_matrix(

@@ -9,10 +9,11 @@ genotypes are given, so that a fit from a ready matrix starts quickly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from ..errors import RelationshipError
@@ -21,6 +22,7 @@ from .relationship import RelationshipMatrix, as_relationship
 
 if TYPE_CHECKING:  # imported lazily: numba and scipy are not needed for a ready matrix
     from .additive import MendelianSampling
+    from .covariance import Structure
     from .genomic import GenomicRelationship
 
 __all__ = ["RelationshipSource", "resolve_relationship"]
@@ -28,14 +30,15 @@ __all__ = ["RelationshipSource", "resolve_relationship"]
 Source = RelationshipMatrix | pd.DataFrame | str | PathLike[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RelationshipSource:
-    """The relationship matrix and where it came from.
+    """The relationship of the animals and where it came from.
 
     Attributes
     ----------
-    relmat
-        The matrix used in the model.
+    matrix
+        The given (or genomic) matrix; None for a pedigree, whose dense A is formed only on
+        request (:attr:`relmat`).
     kind
         ``"matrix"``, ``"pedigree"``, ``"genomic"`` or ``"blended"``.
     pedigree, sampling
@@ -46,12 +49,46 @@ class RelationshipSource:
         Notices from reading the pedigree or genotypes.
     """
 
-    relmat: RelationshipMatrix
+    matrix: RelationshipMatrix | None
     kind: Literal["matrix", "pedigree", "genomic", "blended"]
     pedigree: Pedigree | None = None
     sampling: MendelianSampling | None = None
     genomic: GenomicRelationship | None = None
     notices: tuple[str, ...] = ()
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def relmat(self) -> RelationshipMatrix:
+        """The dense matrix (for a pedigree: A by the tabular method, formed once on request)."""
+        if self.matrix is not None:
+            return self.matrix
+        return self.structure.dense()
+
+    @property
+    def structure(self) -> Structure:
+        """The covariance structure of the genetic effects (sparse A⁻¹ for a pedigree)."""
+        if "structure" not in self._cache:
+            from .covariance import MatrixStructure, PedigreeStructure
+
+            self._cache["structure"] = (
+                PedigreeStructure(self.pedigree, self.sampling)
+                if self.matrix is None
+                else MatrixStructure(self.matrix)
+            )
+        return self._cache["structure"]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The animals' ids in the user's order (without forming a dense matrix)."""
+        if self.matrix is not None:
+            return self.matrix.ids
+        return self.pedigree.ids[self.pedigree.user_order]
+
+    def positions(self, ids: Any) -> np.ndarray:
+        """Positions of ``ids`` among :attr:`ids`; the error names those that are missing."""
+        if self.matrix is not None:
+            return self.matrix.positions(ids)
+        return self.structure.positions(ids)
 
     def check_animals(self, data: pd.DataFrame, animal: str) -> None:
         """With a pedigree, every animal id in ``data[animal]`` must be in it (a
@@ -111,9 +148,9 @@ def resolve_relationship(
         )
         notices += checked.notices
         sampling = mendelian_sampling(checked)
-        a_matrix = dense_relationship(checked)
         if genotypes is None:
-            return RelationshipSource(a_matrix, "pedigree", checked, sampling, None, tuple(notices))
+            return RelationshipSource(None, "pedigree", checked, sampling, None, tuple(notices))
+        a_matrix = dense_relationship(checked)
     genomic = genomic_relationship(
         genotypes,
         coding=genotype_coding,

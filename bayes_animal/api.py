@@ -1,0 +1,310 @@
+r"""The front door of REML: :func:`reml`, :func:`solve_mme` and :func:`compare`.
+
+Each takes the formula and the data, the relationship (exactly one of ``relmat=``,
+``pedigree=``, ``genotypes=``, or none for a model of independent effects only) and the
+genetic options (``maternal=``, ``maternal_covariance=``), resolves and validates them once
+(:func:`model_inputs`, shared with :class:`~bayes_animal.bayes.model.AnimalModel` and the
+command line), and runs one of two engines:
+
+- ``"spectral"`` — one random effect with a dense matrix (a relationship CSV, G): the
+  eigendecomposition of :math:`ZKZ^\top` once, then :math:`O(n)` per likelihood
+  (:mod:`bayes_animal.reml.spectral`);
+- ``"sparse"`` — any model: average-information REML on the sparse mixed-model equations
+  (:mod:`bayes_animal.reml.sparse`); A⁻¹ from a pedigree is never formed densely.
+
+``engine="auto"`` takes the spectral path for one random effect with a dense given matrix
+and the sparse one otherwise (``benchmarks/results/mme.md`` measures both); ML is available
+on the spectral path only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .design import Design, build_design
+from .errors import BayesAnimalError
+from .reml.compare import LikelihoodRatio, compare
+from .reml.result import RemlResult
+from .reml.spectral import check_method, fit_spectral
+from .structures.inputs import RelationshipSource, resolve_relationship
+from .structures.pedigree import Pedigree
+from .structures.relationship import RelationshipMatrix
+
+__all__ = ["ENGINES", "ModelInputs", "compare", "model_inputs", "reml", "solve_mme"]
+
+ENGINES = ("auto", "spectral", "sparse")
+Engine = Literal["auto", "spectral", "sparse"]
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A validated model: the resolved relationship and the design built from the data.
+
+    Attributes
+    ----------
+    source
+        The relationship (None for a model of independent effects only).
+    design
+        The arrays of the model.
+    timings
+        Seconds spent resolving the relationship and building the design.
+    """
+
+    source: RelationshipSource | None
+    design: Design
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def structures(self) -> dict[str, Any]:
+        """The covariance structure of each genetic effect (the sparse engine's input)."""
+        return {e.name: self.source.structure for e in self.design.effects if e.genetic}
+
+    def dense_matrix(self) -> RelationshipMatrix:
+        """The dense matrix of the single random effect (the spectral engine's input)."""
+        effect = self.design.effects[0]
+        if effect.genetic:
+            return self.source.relmat
+        return RelationshipMatrix(ids=effect.levels, matrix=np.eye(effect.size))
+
+
+def model_inputs(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    relmat: Any = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+    source: RelationshipSource | None = None,
+    animal: str = "animal",
+    maternal: str | None = None,
+    maternal_covariance: bool = False,
+    nearest_pd: bool = False,
+    warn: bool = True,
+) -> ModelInputs:
+    """Resolve the relationship (if any) and build the design: the one place this is done.
+
+    ``source`` is a relationship already resolved by
+    :func:`~bayes_animal.structures.inputs.resolve_relationship` (the command line passes it).
+    """
+    clock = time.perf_counter()
+    if source is None and any(v is not None for v in (relmat, pedigree, genotypes)):
+        source = resolve_relationship(
+            relmat=relmat, pedigree=pedigree, genotypes=genotypes, nearest_pd=nearest_pd
+        )
+    if source is not None:
+        source.check_animals(data, animal)
+    resolved = time.perf_counter() - clock
+    clock = time.perf_counter()
+    design = build_design(
+        formula,
+        data,
+        relationship=source,
+        animal=animal,
+        maternal=maternal,
+        maternal_covariance=maternal_covariance,
+        warn=warn,
+    )
+    return ModelInputs(
+        source, design, {"relationship": resolved, "design": time.perf_counter() - clock}
+    )
+
+
+def choose_engine(inputs: ModelInputs, engine: str, method: str) -> str:
+    """``"spectral"`` or ``"sparse"`` for ``engine="auto"`` (see the module docstring);
+    an explicit choice is checked."""
+    if engine not in ENGINES:
+        raise BayesAnimalError(f"Unknown engine {engine!r}: choose {', '.join(ENGINES)}.")
+    design = inputs.design
+    single = len(design.effects) == 1
+    if engine == "auto":
+        dense = single and design.effects[0].genetic and inputs.source.matrix is not None
+        engine = "spectral" if dense or method == "ml" else "sparse"
+    if engine == "spectral" and not single:
+        raise BayesAnimalError(
+            f"The spectral engine fits one random effect; this model has "
+            f"{', '.join(e.name for e in design.effects)}. Use engine='sparse' (or 'auto')."
+        )
+    if method == "ml" and engine != "spectral":
+        raise BayesAnimalError(
+            "ML is available for models with one random effect (spectral engine); use REML "
+            "(method='reml') for this model."
+        )
+    return engine
+
+
+def reml(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    relmat: Any = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+    source: RelationshipSource | None = None,
+    animal: str = "animal",
+    maternal: str | None = None,
+    maternal_covariance: bool = False,
+    method: Literal["reml", "ml"] = "reml",
+    engine: Engine = "auto",
+    ordering: str = "amd",
+    nearest_pd: bool = False,
+    pev: bool = True,
+    threads: int | None = None,
+    max_iterations: int | None = None,
+    warn: bool = True,
+) -> RemlResult:
+    """REML (or ML) estimates of every variance component of a mixed model.
+
+    Parameters
+    ----------
+    formula
+        Fixed and random parts, lme4 style: ``"bwt ~ 1 + C(sex) + (1 | byear) + (1 | mother)"``;
+        ``ide(animal)`` for a permanent environment (see :mod:`bayes_animal.spec.terms`).
+    data
+        Records; ``animal`` names the id column.
+    relmat, pedigree, genotypes
+        At most one: a relationship matrix (used as given, never rescaled), a pedigree (a
+        :class:`~bayes_animal.structures.pedigree.Pedigree` or a table / CSV path), or marker
+        genotypes (VanRaden's G). With one, the additive genetic effect of ``animal`` is in
+        the model; with none, only the formula's random terms are.
+    source
+        A relationship already resolved (instead of the three above).
+    animal
+        Column of animal ids.
+    maternal, maternal_covariance
+        Dam column of a maternal genetic effect; estimate the direct–maternal covariance.
+    method
+        ``"reml"``, or ``"ml"`` (one random effect).
+    engine
+        ``"auto"``, ``"spectral"`` or ``"sparse"``.
+    ordering
+        Fill-reducing ordering of the sparse engine (``"amd"``, ``"metis"``, ``"natural"``).
+    nearest_pd
+        Project a non-PSD matrix to the nearest positive-definite one instead of failing.
+    pev
+        Compute prediction error variances and reliabilities.
+    threads
+        BLAS threads of the spectral engine.
+    max_iterations
+        Iterations allowed (Newton steps per bracket, or AI iterations); a fit stopped by the
+        limit reports ``converged=False``.
+    warn
+        Issue the design's notices as warnings.
+
+    Examples
+    --------
+    >>> from bayes_animal import simulate_reference, reml
+    >>> sim = simulate_reference(n=200, n_snps=300, seed=1)
+    >>> fit = reml("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    >>> round(fit.h2, 2) > 0
+    True
+    """
+    start = time.perf_counter()
+    method = check_method(method)
+    inputs = model_inputs(
+        formula,
+        data,
+        relmat=relmat,
+        pedigree=pedigree,
+        genotypes=genotypes,
+        source=source,
+        animal=animal,
+        maternal=maternal,
+        maternal_covariance=maternal_covariance,
+        nearest_pd=nearest_pd,
+        warn=warn,
+    )
+    return fit_inputs(
+        inputs,
+        method=method,
+        engine=engine,
+        ordering=ordering,
+        pev=pev,
+        threads=threads,
+        max_iterations=max_iterations,
+        start=start,
+    )
+
+
+def fit_inputs(
+    inputs: ModelInputs,
+    *,
+    method: str = "reml",
+    engine: str = "auto",
+    ordering: str = "amd",
+    pev: bool = True,
+    threads: int | None = None,
+    max_iterations: int | None = None,
+    start: float | None = None,
+) -> RemlResult:
+    """REML of validated inputs with the chosen engine; timings and boundary notices added."""
+    from dataclasses import replace
+
+    start = time.perf_counter() if start is None else start
+    clock = time.perf_counter()
+    chosen = choose_engine(inputs, engine, method)
+    limit = {} if max_iterations is None else {"max_iterations": max_iterations}
+    if chosen == "spectral":
+        result = fit_spectral(
+            inputs.design, inputs.dense_matrix(), method=method, pev=pev, threads=threads, **limit
+        )
+    else:
+        from .reml.sparse import fit_sparse
+
+        result = fit_sparse(inputs.design, inputs.structures(), ordering=ordering, pev=pev, **limit)
+    notices = list(result.notices)
+    for name in result.boundary:
+        notices.append(
+            f"the variance of {name!r} is at its boundary (0): it is reported as 0, without a "
+            "standard error; the data hold no evidence of that effect."
+        )
+    timings = {
+        **inputs.timings,
+        **result.timings,
+        "fit": time.perf_counter() - clock,
+        "total": time.perf_counter() - start,
+    }
+    return replace(result, timings=timings, notices=tuple(notices))
+
+
+def solve_mme(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    variances: dict[str, float],
+    relmat: Any = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+    animal: str = "animal",
+    maternal: str | None = None,
+    maternal_covariance: bool = False,
+    pev: bool = True,
+    warn: bool = True,
+):
+    """BLUE and BLUP from Henderson's mixed-model equations at known variances.
+
+    ``variances`` names every component (``{"additive": 20, "residual": 40}``; with a maternal
+    effect and its covariance ``"maternal"`` and ``"additive:maternal"``). Returns
+    :class:`~bayes_animal.reml.sparse.Solutions`.
+    """
+    from .reml.sparse import solve_at
+
+    inputs = model_inputs(
+        formula,
+        data,
+        relmat=relmat,
+        pedigree=pedigree,
+        genotypes=genotypes,
+        animal=animal,
+        maternal=maternal,
+        maternal_covariance=maternal_covariance or "additive:maternal" in variances,
+        warn=warn,
+    )
+    return solve_at(inputs.design, inputs.structures(), variances, pev=pev)
+
+
+__all__ += ["LikelihoodRatio", "fit_inputs"]

@@ -1,0 +1,344 @@
+r"""Henderson's mixed-model equations for any number of random effects, sparse.
+
+Model: :math:`y = Xb + \sum_k Z_k u_k + e`, :math:`e \sim N(0, \sigma^2 I)`, random effects
+in blocks :math:`u_b \sim N(0, G_{0b} \otimes K_b)` (:mod:`bayes_animal.spec.parameters`). With
+:math:`W = [X\ Z_1 \cdots Z_K]` and :math:`G^{-1} = \bigoplus_b G_{0b}^{-1} \otimes K_b^{-1}`,
+
+.. math::
+
+    C(\theta) = W^\top W / \sigma^2 + \begin{pmatrix} 0 & 0 \\ 0 & G^{-1}\end{pmatrix},\qquad
+    C \hat w = W^\top y / \sigma^2,
+
+one sparsity pattern for every :math:`\theta`, analysed once (:mod:`bayes_animal.linalg.ldl`).
+From one factorisation (Johnson & Thompson 1995; Gilmour, Thompson & Cullis 1995):
+
+- the restricted log-likelihood, on the constant of rrBLUP and metafor,
+
+  .. math::
+      \ell_R = -\tfrac12\left[(n-p)\log 2\pi + n\log\sigma^2 + \log|G| + \log|C|
+               + y^\top P y - \log|X^\top X|\right],
+
+  :math:`\log|G| = \sum_b (q_b \log|G_{0b}| + d_b \log|K_b|)`,
+  :math:`y^\top P y = y^\top y/\sigma^2 - \hat w^\top W^\top y/\sigma^2`;
+- the score :math:`\partial\ell_R/\partial\theta_i = -\tfrac12[\operatorname{tr}(PV_i) -
+  y^\top P V_i P y]`, with, for a parameter of block :math:`b` (:math:`E_i = \partial G_0 /
+  \partial\theta_i`, :math:`F_i = G_0^{-1} E_i G_0^{-1}`),
+  :math:`\operatorname{tr}(PV_i) = q_b \operatorname{tr}(G_0^{-1}E_i) - \sum_{kl} F_{i,kl}
+  \operatorname{tr}(C^{kl} K^{-1})` and :math:`y^\top PV_iPy = \sum_{kl} F_{i,kl}\,\hat u_k^\top
+  K^{-1} \hat u_l`; for the residual :math:`\operatorname{tr}(P) = (n - p - q +
+  \operatorname{tr}(C^{uu}G^{-1}))/\sigma^2` and :math:`y^\top P P y = \hat e^\top \hat e /
+  \sigma^4`. The traces :math:`\operatorname{tr}(C^{kl}K^{-1})` need :math:`C^{-1}` only where
+  :math:`K^{-1}` is non-zero: the selected inverse;
+- the average information :math:`\tfrac12 f_i^\top P f_j` of the working variates
+  :math:`f_i = V_i P y` (:math:`Z_b (E_i G_0^{-1} \otimes I)\hat u_b`, and :math:`\hat e/\sigma^2`
+  for the residual), with :math:`P F = (F - W C^{-1} W^\top F/\sigma^2)/\sigma^2`: one solve
+  with a column per parameter;
+- the EM-REML update :math:`G_{0,kl} \leftarrow (\hat u_k^\top K^{-1}\hat u_l +
+  \operatorname{tr}(C^{kl}K^{-1}))/q_b`, :math:`\sigma^2 \leftarrow (\hat e^\top\hat e +
+  \sigma^2(p + q - \operatorname{tr}(C^{uu}G^{-1})))/n` (always inside the parameter space);
+- the solutions :math:`\hat b, \hat u_k`, their prediction error variances
+  :math:`\operatorname{diag}(C^{-1})` and :math:`\operatorname{cov}(\hat b) = C^{bb}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+from ..design import Design
+from ..spec.parameters import Block, Parameters
+from ..structures.covariance import IdentityStructure, Structure
+from .ldl import Analysis, Factor, SelectedInverse, analyse
+
+__all__ = ["Evaluation", "MixedModelEquations"]
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One K⁻¹ placed in C at the block (row term, column term) of a G-block."""
+
+    block: int
+    row: int  # position of the row term within the block
+    col: int
+    positions: np.ndarray  # into C's lower data
+    values: np.ndarray  # K⁻¹ entries (times 2 off the diagonal of a symmetric placement)
+    kinv_values: np.ndarray  # K⁻¹ entries as placed in C
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one factorisation of :math:`C(\\theta)` gives (see the module docstring).
+
+    Attributes
+    ----------
+    theta
+        The parameters it was evaluated at.
+    loglik
+        Restricted log-likelihood.
+    solutions
+        :math:`\\hat w` = (b̂, û₁, …) in the order of the equations.
+    score, information
+        Score and average information (None when not asked for).
+    traces, quadratics
+        Per block, the matrices :math:`\\operatorname{tr}(C^{kl}K^{-1})` and
+        :math:`\\hat u_k^\\top K^{-1} \\hat u_l` (None without the selected inverse).
+    residuals
+        :math:`\\hat e = y - W\\hat w`.
+    factor
+        The factorisation (for draws and solves).
+    selected
+        The selected inverse (None when not asked for).
+    """
+
+    theta: np.ndarray
+    loglik: float
+    solutions: np.ndarray
+    residuals: np.ndarray
+    factor: Factor
+    score: np.ndarray | None = None
+    information: np.ndarray | None = None
+    traces: list[np.ndarray] | None = None
+    quadratics: list[np.ndarray] | None = None
+    selected: SelectedInverse | None = field(default=None, repr=False)
+
+
+class MixedModelEquations:
+    """The mixed-model equations of a design, analysed once, evaluated at any :math:`\\theta`.
+
+    Parameters
+    ----------
+    design
+        The records, fixed effects and random effects.
+    structures
+        The structure of each genetic effect (by term name); independent effects get the
+        identity.
+    parameters
+        The parameter layout (:meth:`~bayes_animal.spec.parameters.Parameters.from_spec`).
+    ordering
+        Fill-reducing ordering of the analysis (``"amd"``, ``"metis"``, ``"natural"``).
+    """
+
+    def __init__(
+        self,
+        design: Design,
+        structures: Mapping[str, Structure],
+        parameters: Parameters,
+        *,
+        ordering: str = "amd",
+    ) -> None:
+        self.design = design
+        self.parameters = parameters
+        self.p = design.n_fixed
+        self.n = design.n_records
+        self.structures = {
+            e.name: structures[e.name] if e.genetic else IdentityStructure(e.levels)
+            for e in design.effects
+        }
+        sizes = [e.size for e in design.effects]
+        self.offsets = dict(
+            zip(
+                (e.name for e in design.effects),
+                np.concatenate([[self.p], self.p + np.cumsum(sizes)[:-1]]).astype(int),
+                strict=True,
+            )
+        )
+        self.size = self.p + int(np.sum(sizes))
+        self.q = int(np.sum(sizes))
+        W = sparse.hstack(
+            [sparse.csc_matrix(design.X), *(e.incidence() for e in design.effects)], format="csc"
+        )
+        self.W = W
+        self.Wt = W.T.tocsr()
+        self.Wty = self.Wt @ design.y
+        self.yty = float(design.y @ design.y)
+        self.logdet_xtx = float(np.linalg.slogdet(design.X.T @ design.X)[1])
+        wtw = sparse.tril(self.Wt @ W).tocoo()
+        pieces = self._pieces()
+        rows = np.concatenate([wtw.row, *(r for r, _, _, _ in pieces)])
+        cols = np.concatenate([wtw.col, *(c for _, c, _, _ in pieces)])
+        keys = cols.astype(np.int64) * self.size + rows
+        unique = np.unique(keys)
+        self.pattern = sparse.csc_matrix(
+            (np.zeros(len(unique)), (unique % self.size, unique // self.size)),
+            shape=(self.size, self.size),
+        )
+        self.pattern.sort_indices()
+        order = self.pattern.tocoo()
+        pattern_keys = order.col.astype(np.int64) * self.size + order.row
+        # csc data order is by column then row: the same order as the sorted keys
+        assert np.array_equal(pattern_keys, unique)
+        self._wtw_positions = np.searchsorted(
+            unique, wtw.col.astype(np.int64) * self.size + wtw.row
+        )
+        self._wtw_values = wtw.data
+        self._pieces_placed: list[_Piece] = []
+        for r, c, placed, meta in pieces:
+            positions = np.searchsorted(unique, c.astype(np.int64) * self.size + r)
+            block, row_term, col_term, weights = meta
+            self._pieces_placed.append(
+                _Piece(block, row_term, col_term, positions, placed * weights, placed)
+            )
+        self.logdet_k = [self.structures[b.terms[0]].logdet() for b in parameters.blocks]
+        self.block_sizes = [self.structures[b.terms[0]].size for b in parameters.blocks]
+        self.analysis: Analysis = analyse(self.pattern, ordering=ordering)
+
+    # -- assembly ----------------------------------------------------------------------------
+    def _pieces(self):
+        """Coordinates and values of every K⁻¹ placement, with multiplicities for traces."""
+        out = []
+        for b, block in enumerate(self.parameters.blocks):
+            inverse = sparse.coo_matrix(self.structures[block.terms[0]].inverse())
+            for i, row_term in enumerate(block.terms):
+                for j, col_term in enumerate(block.terms):
+                    if j > i:
+                        continue
+                    r0, c0 = self.offsets[row_term], self.offsets[col_term]
+                    if i == j:  # symmetric placement: lower triangle, off-diagonal counted twice
+                        keep = inverse.row >= inverse.col
+                        rr, cc, vv = inverse.row[keep], inverse.col[keep], inverse.data[keep]
+                        weights = np.where(rr == cc, 1.0, 2.0)
+                    else:  # the (row term, column term) block below the diagonal: all of K⁻¹
+                        rr, cc, vv = inverse.row, inverse.col, inverse.data
+                        weights = np.ones(len(vv))
+                    out.append((rr + r0, cc + c0, vv, (b, i, j, weights)))
+        return out
+
+    def values(self, theta: np.ndarray) -> np.ndarray:
+        """The lower-triangle data of :math:`C(\\theta)` on the analysed pattern."""
+        sigma2 = theta[self.parameters.index("residual")]
+        data = np.bincount(
+            self._wtw_positions, weights=self._wtw_values / sigma2, minlength=self.pattern.nnz
+        )
+        inverses = [np.linalg.inv(self.parameters.g0(theta, b)) for b in self.parameters.blocks]
+        for piece in self._pieces_placed:
+            coefficient = inverses[piece.block][piece.row, piece.col]
+            data += np.bincount(
+                piece.positions, weights=coefficient * piece.kinv_values, minlength=self.pattern.nnz
+            )
+        return data
+
+    def factorise(self, theta: np.ndarray) -> Factor:
+        """:math:`C(\\theta) = P^\\top L D L^\\top P` (raises NotPositiveDefinite)."""
+        return self.analysis.factorise(self.values(theta))
+
+    def effect_slice(self, name: str) -> slice:
+        """Where the levels of an effect sit among the unknowns."""
+        start = self.offsets[name]
+        return slice(start, start + self.structures[name].size)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(
+        self, theta: np.ndarray, *, score: bool = True, information: bool = True
+    ) -> Evaluation:
+        """Log-likelihood, and optionally score and average information, at ``theta``."""
+        params = self.parameters
+        theta = np.asarray(theta, dtype=float)
+        sigma2 = theta[params.index("residual")]
+        factor = self.factorise(theta)
+        rhs = self.Wty / sigma2
+        w = factor.solve(rhs)
+        ypy = self.yty / sigma2 - float(rhs @ w)
+        logdet_g = 0.0
+        for b, block in enumerate(params.blocks):
+            logdet_g += self.block_sizes[b] * np.linalg.slogdet(params.g0(theta, block))[1]
+            logdet_g += block.size * self.logdet_k[b]
+        loglik = -0.5 * (
+            (self.n - self.p) * np.log(2 * np.pi)
+            + self.n * np.log(sigma2)
+            + logdet_g
+            + factor.logdet
+            + ypy
+            - self.logdet_xtx
+        )
+        residuals = self.design.y - self.W @ w
+        if not score:
+            return Evaluation(theta, float(loglik), w, residuals, factor)
+        selected = factor.selected_inverse()
+        sigma = selected.on_pattern()
+        traces = [np.zeros((b.size, b.size)) for b in params.blocks]
+        for piece in self._pieces_placed:
+            value = float(sigma[piece.positions] @ piece.values)
+            traces[piece.block][piece.row, piece.col] = value
+            traces[piece.block][piece.col, piece.row] = value
+        quadratics = []
+        for block in params.blocks:
+            kinv = self.structures[block.terms[0]].inverse()
+            us = [w[self.effect_slice(t)] for t in block.terms]
+            quadratics.append(np.array([[float(ui @ (kinv @ uj)) for uj in us] for ui in us]))
+        gradient = np.zeros(params.size)
+        tr_cg = 0.0
+        for b, block in enumerate(params.blocks):
+            g0_inv = np.linalg.inv(params.g0(theta, block))
+            tr_cg += float(np.sum(g0_inv * traces[b]))
+            for name in params.names:
+                E = params.derivative(name, block)
+                if E is None:
+                    continue
+                F = g0_inv @ E @ g0_inv
+                tr_pv = self.block_sizes[b] * np.trace(g0_inv @ E) - np.sum(F * traces[b])
+                gradient[params.index(name)] = -0.5 * (tr_pv - np.sum(F * quadratics[b]))
+        tr_p = (self.n - self.p - self.q + tr_cg) / sigma2
+        ee = float(residuals @ residuals)
+        gradient[params.index("residual")] = -0.5 * (tr_p - ee / sigma2**2)
+        ai = self._average_information(theta, w, residuals, factor) if information else None
+        return Evaluation(
+            theta, float(loglik), w, residuals, factor, gradient, ai, traces, quadratics, selected
+        )
+
+    def working_variates(
+        self, theta: np.ndarray, w: np.ndarray, residuals: np.ndarray
+    ) -> np.ndarray:
+        """:math:`f_i = V_i P y` for every parameter (columns, n × parameters)."""
+        params = self.parameters
+        sigma2 = theta[params.index("residual")]
+        F = np.zeros((self.n, params.size))
+        for block in params.blocks:
+            g0_inv = np.linalg.inv(params.g0(theta, block))
+            us = np.column_stack([w[self.effect_slice(t)] for t in block.terms])
+            for name in params.names:
+                E = params.derivative(name, block)
+                if E is None:
+                    continue
+                mixed = us @ (E @ g0_inv).T  # column k: Σ_l (E G0⁻¹)[k, l] u_l
+                column = np.zeros(self.n)
+                for k, term in enumerate(block.terms):
+                    effect = self.design.effect(term)
+                    has = effect.index >= 0
+                    column[has] += mixed[effect.index[has], k]
+                F[:, params.index(name)] = column
+        F[:, params.index("residual")] = residuals / sigma2
+        return F
+
+    def _average_information(self, theta, w, residuals, factor: Factor) -> np.ndarray:
+        sigma2 = theta[self.parameters.index("residual")]
+        F = self.working_variates(theta, w, residuals)
+        WtF = self.Wt @ F
+        solved = factor.solve(WtF / sigma2)
+        PF = (F - self.W @ solved) / sigma2
+        return 0.5 * F.T @ PF
+
+    def em_update(self, evaluation: Evaluation) -> np.ndarray:
+        """One EM-REML step from an evaluation with traces (see the module docstring)."""
+        params = self.parameters
+        theta = evaluation.theta.copy()
+        sigma2 = theta[params.index("residual")]
+        tr_cg = 0.0
+        new = theta.copy()
+        for b, block in enumerate(params.blocks):
+            g0_inv = np.linalg.inv(params.g0(theta, block))
+            tr_cg += float(np.sum(g0_inv * evaluation.traces[b]))
+            g0 = (evaluation.quadratics[b] + evaluation.traces[b]) / self.block_sizes[b]
+            for i, a in enumerate(block.terms):
+                new[params.index(a)] = g0[i, i]
+            if block.size == 2:
+                new[params.index(f"{block.terms[0]}:{block.terms[1]}")] = g0[0, 1]
+        ee = float(evaluation.residuals @ evaluation.residuals)
+        new[params.index("residual")] = (ee + sigma2 * (self.p + self.q - tr_cg)) / self.n
+        return new
+
+    def block_of(self, name: str) -> Block:
+        """The block holding a term."""
+        return next(b for b in self.parameters.blocks if name in b.terms)

@@ -1,0 +1,196 @@
+r"""Average-information REML on the sparse mixed-model equations, for any number of components.
+
+Each iteration factors :math:`C(\theta)` once (:class:`~bayes_animal.linalg.mme.
+MixedModelEquations`) for the restricted log-likelihood, its score :math:`g` (traces from the
+selected inverse) and the average information :math:`\mathcal I` (Gilmour, Thompson & Cullis
+1995), and proposes the Newton-like step :math:`\Delta = \mathcal I^{-1} g`:
+
+- the step is halved until the new point is inside the parameter space (variances > 0,
+  every :math:`G_0` positive definite) and the log-likelihood does not decrease; when ten
+  halvings do not succeed, an EM-REML step is taken instead (it never leaves the space);
+- a variance the step drives below zero is moved a tenth of the way towards zero; one that is
+  already within ``1e-6`` of :math:`\sigma_P^2` of zero and still pushed down is fixed at the
+  **boundary** (held at :math:`10^{-8}\sigma_P^2`, reported as 0, its SE left out, with a
+  notice) and the others go on without it; when the rest has converged, a boundary component
+  whose score points back into the space is released;
+- convergence: the Newton decrement :math:`\tfrac12 g^\top \mathcal I^{-1} g` and the change
+  of :math:`\ell` in the last step both at most :data:`~bayes_animal.reml.result.
+  CONVERGENCE_TOLERANCE` (log-likelihood units).
+
+Starting values share the variance of the residuals of an OLS fit of the fixed part equally
+among the components (covariances 0); the caller may give better ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..linalg.ldl import NotPositiveDefinite
+from ..linalg.mme import Evaluation, MixedModelEquations
+from .result import CONVERGENCE_TOLERANCE, Convergence
+
+__all__ = ["AiremlFit", "fit_aireml", "ols_variance"]
+
+#: A boundary component is held at this fraction of the phenotypic variance.
+BOUNDARY_VALUE = 1e-8
+#: A variance this small (relative to the phenotypic variance) that is still pushed down is
+#: declared to be at its boundary.
+BOUNDARY_TRIGGER = 1e-6
+MAX_HALVINGS = 10
+
+
+@dataclass(frozen=True)
+class AiremlFit:
+    """The estimate, the evaluation at it, and how it was reached."""
+
+    theta: np.ndarray
+    evaluation: Evaluation
+    boundary: tuple[str, ...]
+    convergence: Convergence
+    iterations: int
+    em_steps: int
+
+
+def ols_variance(mme: MixedModelEquations) -> float:
+    """Residual variance of the OLS fit of the fixed part: the scale of the starting values."""
+    X, y = mme.design.X, mme.design.y
+    coefficients, *_ = np.linalg.lstsq(X, y, rcond=None)
+    residual = y - X @ coefficients
+    value = float(residual @ residual / max(len(y) - X.shape[1], 1))
+    return value if value > 0 else 1.0
+
+
+def _evaluate(mme: MixedModelEquations, theta: np.ndarray) -> Evaluation | None:
+    if not mme.parameters.valid(theta):
+        return None
+    try:
+        return mme.evaluate(theta)
+    except NotPositiveDefinite:
+        return None
+
+
+def fit_aireml(
+    mme: MixedModelEquations,
+    *,
+    start: np.ndarray | None = None,
+    max_iterations: int = 100,
+) -> AiremlFit:
+    """Maximise the restricted log-likelihood (see the module docstring).
+
+    Parameters
+    ----------
+    mme
+        The analysed mixed-model equations.
+    start
+        Starting parameters (default: the OLS residual variance shared equally).
+    max_iterations
+        AI iterations allowed; a fit stopped by this limit reports ``converged=False``.
+    """
+    params = mme.parameters
+    scale = ols_variance(mme)
+    theta = params.start(scale) if start is None else np.asarray(start, dtype=float).copy()
+    held = BOUNDARY_VALUE * scale
+    boundary: set[str] = set()
+    released: dict[str, int] = {}
+    current = _evaluate(mme, theta)
+    if current is None:
+        raise ValueError("The starting values are outside the parameter space.")
+    last_change = np.inf
+    em_steps = 0
+    variances = set(params.variances)
+    for iteration in range(1, max_iterations + 1):
+        free = np.array([n not in boundary for n in params.names])
+        g = current.score[free]
+        info = current.information[np.ix_(free, free)]
+        try:
+            step = np.linalg.solve(info, g)
+            decrement = 0.5 * float(g @ step)
+        except np.linalg.LinAlgError:
+            step, decrement = None, np.inf
+        if step is not None and decrement < 0:
+            step, decrement = None, np.inf  # AI not positive definite here: take an EM step
+        if decrement <= CONVERGENCE_TOLERANCE and last_change <= CONVERGENCE_TOLERANCE:
+            back = _release(current, params, boundary, released)
+            if back is None:
+                return _finish(current, boundary, decrement, last_change, iteration - 1, em_steps)
+            theta = current.theta.copy()
+            theta[params.index(back)] = 1e-3 * scale
+            boundary.discard(back)
+            current = _evaluate(mme, theta)
+            last_change = np.inf
+            continue
+        proposal = None
+        if step is not None:
+            full = np.zeros(params.size)
+            full[free] = step
+            base = current.theta.copy()
+            for k, name in enumerate(params.names):
+                if name in variances and free[k] and base[k] + full[k] <= 0:
+                    if base[k] <= BOUNDARY_TRIGGER * scale:
+                        boundary.add(name)
+                        full[k] = held - base[k]
+                    else:
+                        full[k] = -0.9 * base[k]
+            alpha = 1.0
+            for _ in range(MAX_HALVINGS):
+                candidate = base + alpha * full
+                for name in boundary:
+                    candidate[params.index(name)] = held
+                trial = _evaluate(mme, candidate)
+                if trial is not None and trial.loglik >= current.loglik - 1e-10:
+                    proposal = trial
+                    break
+                alpha *= 0.5
+        if proposal is None:
+            em = mme.em_update(current)
+            for name in boundary:
+                em[params.index(name)] = held
+            proposal = _evaluate(mme, em)
+            em_steps += 1
+            if proposal is None:  # pragma: no cover - EM stays inside the space
+                break
+        last_change = abs(proposal.loglik - current.loglik)
+        current = proposal
+    free = np.array([n not in boundary for n in params.names])
+    g = current.score[free]
+    try:
+        decrement = 0.5 * float(g @ np.linalg.solve(current.information[np.ix_(free, free)], g))
+    except np.linalg.LinAlgError:
+        decrement = np.inf
+    return _finish(
+        current, boundary, decrement, last_change, max_iterations, em_steps, stopped=True
+    )
+
+
+def _release(current: Evaluation, params, boundary: set[str], released: dict[str, int]):
+    """A boundary component whose score points back into the space (released at most twice)."""
+    for name in sorted(boundary):
+        k = params.index(name)
+        g, info = current.score[k], current.information[k, k]
+        if g > 0 and 0.5 * g * g / info > CONVERGENCE_TOLERANCE and released.get(name, 0) < 2:
+            released[name] = released.get(name, 0) + 1
+            return name
+    return None
+
+
+def _finish(current, boundary, decrement, change, iterations, em_steps, *, stopped=False):
+    gradient = tuple(float(g * t) for g, t in zip(current.score, current.theta, strict=True))
+    converged = decrement <= CONVERGENCE_TOLERANCE and change <= CONVERGENCE_TOLERANCE
+    if converged:
+        reason = "Newton decrement and last change below tolerance"
+        if boundary:
+            reason += f"; at the boundary: {', '.join(sorted(boundary))}"
+    elif stopped:
+        reason = "stopped at the iteration limit"
+    else:  # pragma: no cover - the loop only leaves through the two cases above
+        reason = "not converged"
+    return AiremlFit(
+        current.theta.copy(),
+        current,
+        tuple(sorted(boundary)),
+        Convergence(converged, float(decrement), float(change), gradient, reason),
+        iterations,
+        em_steps,
+    )

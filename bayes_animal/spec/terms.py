@@ -1,0 +1,225 @@
+r"""The model specification: which random effects the formula and the options ask for.
+
+One lme4-style formula holds the fixed and the random part,
+``bwt ~ 1 + C(sex) + (1 | byear) + (1 | mother)``, and options name the genetic effects:
+
+======================  ============  ===================================================
+written                 component     effect
+======================  ============  ===================================================
+a relationship          ``additive``  the animal column's breeding values,
+(``pedigree=``,                       :math:`u \sim N(0, \sigma_A^2 A)`; ``(1 | animal)``
+``relmat=``,                          in the formula is the same term
+``genotypes=``)
+``maternal="mother"``   ``maternal``  maternal genetic effect of each record's dam,
+                                      :math:`m \sim N(0, \sigma_M^2 A)`; with
+                                      ``maternal_covariance=True`` the pair is
+                                      :math:`G_0 \otimes A`, :math:`G_0` unstructured
+``(1 | g)``             ``g``         an independent effect of each level of column ``g``
+``ide(animal)``,        ``pe``        a second, independent effect of the animals: the
+``(1 | ide(animal))``                 permanent environment of repeated records (ASReml's
+                                      ``ide``; ``ide(x)`` on another column is ``pe_x``)
+(always)                ``residual``  :math:`e \sim N(0, \sigma^2 I)`
+======================  ============  ===================================================
+
+A copied id column with plain ``(1 | id2)`` is an independent term too (the MCMCglmm / brms
+way). Without a relationship, ``(1 | animal)`` is an independent effect like any other: the
+model is then a plain linear mixed model, as lme4 fits it. Every error names the term.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import FormulaError, describe_items
+from .formula import FormulaParts, split_formula, split_terms, strip_backticks
+
+__all__ = ["RESERVED", "ModelSpec", "RandomTerm", "specify"]
+
+#: Component names the package uses itself; a grouping column cannot take them.
+RESERVED = ("additive", "maternal", "residual")
+_IDE = re.compile(r"^ide\s*\((.+)\)$")
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random effect.
+
+    Attributes
+    ----------
+    name
+        Component key (``additive``, ``maternal``, ``pe``, or the grouping column).
+    column
+        The data column holding each record's level (animal, dam, birth year …).
+    genetic
+        Covariance from the relationship (A, G) rather than the identity.
+    text
+        How the user wrote it, for messages.
+    """
+
+    name: str
+    column: str
+    genetic: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The parsed model: fixed part, random terms, correlated pairs.
+
+    Attributes
+    ----------
+    formula
+        The formula as given.
+    parts
+        Its pieces (:class:`~bayes_animal.spec.formula.FormulaParts`); ``parts.fixed`` is the
+        fixed part without random terms.
+    animal
+        The animal column.
+    terms
+        The random effects, genetic ones first.
+    covariances
+        Pairs of term names whose effects are correlated (``("additive", "maternal")``).
+    """
+
+    formula: str
+    parts: FormulaParts
+    animal: str
+    terms: tuple[RandomTerm, ...]
+    covariances: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def response(self) -> str:
+        """The response column (backticks removed)."""
+        return strip_backticks(self.parts.response)
+
+    @property
+    def fixed_formula(self) -> str:
+        """``response ~ fixed part``, for formulaic."""
+        return self.parts.fixed_formula
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Component names: the random terms, then ``residual``."""
+        return (*(t.name for t in self.terms), "residual")
+
+    def term(self, name: str) -> RandomTerm:
+        """The term called ``name``."""
+        for term in self.terms:
+            if term.name == name:
+                return term
+        raise KeyError(name)
+
+    @property
+    def has_permanent_environment(self) -> bool:
+        """An independent term on the animal column (permanent environment) is present."""
+        return any(not t.genetic and t.column == self.animal for t in self.terms)
+
+
+def _random_term(text: str, *, animal: str, genetic: bool, formula: str) -> RandomTerm:
+    """Read one ``(1 | group)`` or ``ide(column)`` term."""
+    match = _IDE.match(text)
+    if match is None and text.startswith("("):
+        lhs, rhs = split_terms(text[1:-1], "|")
+        if lhs != "1":
+            raise FormulaError(
+                f"The random term {text!r} of {formula!r} has {lhs!r} before '|': only random "
+                "intercepts (1 | group) are supported (no random slopes)."
+            )
+        inner = _IDE.match(rhs)
+        if inner is None:
+            column = strip_backticks(rhs)
+            if column == animal and genetic:
+                return RandomTerm("additive", animal, True, text)
+            if column in RESERVED:
+                raise FormulaError(
+                    f"The grouping column of {text!r} is called {column!r}, a name the package "
+                    f"uses for a component ({', '.join(RESERVED)}): rename the column."
+                )
+            return RandomTerm(column, column, False, text)
+        match = inner
+    if match is None:  # pragma: no cover - split_formula only hands over terms in parentheses
+        raise FormulaError(f"Cannot read the random term {text!r} of {formula!r}.")
+    column = strip_backticks(match.group(1))
+    name = "pe" if column == animal else f"pe_{column}"
+    return RandomTerm(name, column, False, text)
+
+
+def specify(
+    formula: str,
+    *,
+    animal: str = "animal",
+    genetic: bool = True,
+    maternal: str | None = None,
+    maternal_covariance: bool = False,
+) -> ModelSpec:
+    """Read the model from the formula and the options.
+
+    Parameters
+    ----------
+    formula
+        ``response ~ fixed + (1 | g) + ide(animal) …``.
+    animal
+        The animal column.
+    genetic
+        A relationship (pedigree, matrix or genotypes) is given: the additive genetic effect
+        of the animal column is in the model.
+    maternal
+        The dam column of a maternal genetic effect (needs a relationship).
+    maternal_covariance
+        Estimate the direct–maternal covariance (needs ``maternal``).
+
+    Raises
+    ------
+    FormulaError
+        A term is malformed, repeated, collides with a component name, an option needs another,
+        or the model has no random effect at all.
+    """
+    parts = split_formula(formula)
+    fixed: list[str] = []
+    random_texts = list(parts.random)
+    for term in split_terms(parts.fixed):
+        (random_texts if _IDE.match(term) else fixed).append(term)
+    parts = FormulaParts(parts.formula, parts.response, " + ".join(fixed) or "1", parts.random)
+    terms: list[RandomTerm] = []
+    if genetic:
+        terms.append(RandomTerm("additive", animal, True, f"{animal} (relationship)"))
+    if maternal is not None:
+        if not genetic:
+            raise FormulaError(
+                f"maternal={maternal!r} is a genetic effect: it needs a pedigree, relationship "
+                "matrix or genotypes. Give one, or fit the dam as an independent term "
+                f"(1 | {maternal})."
+            )
+        if maternal == animal:
+            raise FormulaError(
+                f"maternal={maternal!r} names the animal column itself; name the dam column."
+            )
+        terms.append(RandomTerm("maternal", maternal, True, f"maternal={maternal}"))
+    elif maternal_covariance:
+        raise FormulaError(
+            "maternal_covariance=True (--maternal-covariance) needs a maternal effect: "
+            "maternal='<dam column>' (--maternal <dam column>)."
+        )
+    for text in random_texts:
+        term = _random_term(text, animal=animal, genetic=genetic, formula=formula)
+        if term.name == "additive":
+            continue  # (1 | animal) with a relationship: the implied genetic term
+        clash = [t for t in terms if t.name == term.name]
+        if clash:
+            raise FormulaError(
+                f"The random term {text!r} repeats the effect {term.name!r} "
+                f"(already {clash[0].text!r}); each effect can appear once."
+            )
+        terms.append(term)
+    if not terms:
+        raise FormulaError(
+            f"The model {formula!r} has no random effect: give a pedigree, relationship matrix or "
+            "genotypes for the additive genetic effect, or random terms such as (1 | group)."
+        )
+    pairs = (("additive", "maternal"),) if maternal_covariance else ()
+    terms.sort(key=lambda t: not t.genetic)
+    columns = [t.column for t in terms if t.genetic]
+    if len(set(columns)) != len(columns):  # pragma: no cover - guarded above
+        raise FormulaError(f"Genetic effects on the same column: {describe_items(columns)}.")
+    return ModelSpec(formula, parts, animal, tuple(terms), pairs)
