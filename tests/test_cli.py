@@ -48,7 +48,7 @@ def test_simulate_writes_the_documented_files(sim_dir):
 def test_reml_prints_a_table(sim_dir, capsys):
     assert main(_reml_args(sim_dir)) == 0
     out = capsys.readouterr().out
-    for word in ["sigma2_u", "sigma2_e", "h2", "beta[Intercept]", "beta[fix]", "converged"]:
+    for word in ["additive", "residual", "proportion", "Intercept", "fix", "converged"]:
         assert word in out
 
 
@@ -76,7 +76,11 @@ def test_reml_json_and_out(sim_dir, tmp_path, capsys):
     assert payload["sigma2_u"] == pytest.approx(api.sigma2_u, rel=1e-12)
     assert payload["beta"]["fix"] == pytest.approx(api.beta["fix"], rel=1e-12)
     blup = pd.read_csv(tmp_path / "blup.csv")
-    assert list(blup.columns[:4]) == ["id", "blup", "pev", "reliability"]
+    assert list(blup.columns) == [
+        "id", "blup", "pev", "sep", "reliability", "accuracy", "n_records"
+    ]  # fmt: skip
+    assert set(payload["components"]) == {"additive", "residual"}
+    assert set(payload["timings"]) >= {"read", "relationship", "fit", "total"}
     assert len(blup) == 150
     np.testing.assert_allclose(blup["blup"], api.blup["blup"].to_numpy(), rtol=1e-8, atol=1e-12)
 

@@ -16,7 +16,7 @@ from bayes_animal.reml.spectral import loglik, predict
 def _dense_mvn(design, relmat, beta, sigma2_u, sigma2_e):
     from scipy.stats import multivariate_normal
 
-    Z = design.incidence(relmat.size).toarray()
+    Z = design.effects[0].incidence().toarray()
     V = sigma2_u * Z @ relmat.matrix @ Z.T + sigma2_e * np.eye(design.n_records)
     return multivariate_normal(design.X @ beta, V).logpdf(design.y)
 
@@ -79,7 +79,7 @@ def test_noncentred_dense_density(small):
     su, se = 1.3, 0.7
     value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se), "z": z, "beta": beta})
     u = np.sqrt(su) * np.linalg.cholesky(relmat.matrix) @ z
-    mean = model.design.X @ beta + u[model.design.animal_index]
+    mean = model.design.X @ beta + u[model.design.effects[0].index]
     expected = norm.logpdf(z).sum() + norm.logpdf(model.design.y, mean, np.sqrt(se)).sum()
     assert value == pytest.approx(expected, rel=1e-10)
 
@@ -180,7 +180,7 @@ def _exact_conditional(design, relmat, su, se):
 
     Cov(u | y) = σu² A − σu⁴ A Zᵀ P Z A (b integrated out), Cov(b | y) = (XᵀV⁻¹X)⁻¹,
     Cov(u | b, y) = σu² A − σu⁴ A Zᵀ V⁻¹ Z A; valid for a singular A too."""
-    Z = design.incidence(relmat.size).toarray()
+    Z = design.effects[0].incidence().toarray()
     A, X, y = relmat.matrix, design.X, design.y
     V = su * Z @ A @ Z.T + se * np.eye(len(y))
     Vi = np.linalg.inv(V)
@@ -210,7 +210,7 @@ def test_conditional_draws_have_the_exact_mean_and_full_covariance(layout):
     if layout == "singular":  # A = MᵀM/m with 5 markers: rank 5 < 12, no Cholesky factor
         codes = np.random.default_rng(5).integers(0, 3, size=(5, 12)).astype(float)
         relmat = as_relationship(codes.T @ codes / 5, ids=relmat.ids)
-    design = build_design("y ~ 1 + x", data, animal="animal", relmat=relmat)
+    design = build_design("y ~ 1 + x", data, relationship=relmat)
     problem = decompose(design, relmat)
     su, se = 1.5, 0.8
     S = 40_000
@@ -229,7 +229,7 @@ def test_conditional_draws_have_the_exact_mean_and_full_covariance(layout):
     # the whole covariance matrix, off-diagonal entries included (Monte Carlo SE ≈ scale/√S)
     np.testing.assert_allclose(cov_u, exact["cov_u"], atol=0.03 * scale)
     # the predictions at the same variances are the conditional means
-    got = predict(design, relmat, sigma2_u=su, sigma2_e=se)
+    got = predict(design, relmat, variance=su, residual=se)
     np.testing.assert_allclose(got.blup["blup"], exact["u"], atol=1e-9)
     np.testing.assert_allclose(got.blup["pev"], np.diag(exact["cov_u"]), atol=1e-9)
     # u given a fixed b: mean σu² A Zᵀ V⁻¹ (y − Xb), covariance σu² A − σu⁴ A Zᵀ V⁻¹ Z A

@@ -12,9 +12,9 @@ from bayes_animal.linalg.spectral import default_threads
 
 def test_decomposition_reconstructs_k_and_rotates_data():
     data, relmat = small_problem(4)
-    design = build_design("y ~ 1 + x", data, animal="animal", relmat=relmat)
+    design = build_design("y ~ 1 + x", data, relationship=relmat)
     problem = decompose(design, relmat)
-    Z = design.incidence(relmat.size).toarray()
+    Z = design.effects[0].incidence().toarray()
     K = Z @ relmat.matrix @ Z.T
     U, d = problem.eigenvectors, problem.eigenvalues
     np.testing.assert_allclose((U * d) @ U.T, K, atol=1e-10)
@@ -22,7 +22,7 @@ def test_decomposition_reconstructs_k_and_rotates_data():
     np.testing.assert_allclose(problem.X_rot, U.T @ design.X)
     assert np.all(d >= 0) and np.all(np.diff(d) >= 0)
     # repeated records make K singular: n − (phenotyped animals) zero eigenvalues
-    assert np.sum(d < 1e-9) >= design.n_records - len(np.unique(design.animal_index))
+    assert np.sum(d < 1e-9) >= design.n_records - len(np.unique(design.effects[0].index))
     assert problem.logdet_xtx == pytest.approx(np.linalg.slogdet(design.X.T @ design.X)[1])
 
 
@@ -36,7 +36,7 @@ def test_small_positive_eigenvalues_are_kept():
     import pandas as pd
 
     data = pd.DataFrame({"animal": list("abcde"), "y": rng.standard_normal(q)})
-    problem = decompose(build_design("y ~ 1", data, animal="animal", relmat=relmat), relmat)
+    problem = decompose(build_design("y ~ 1", data, relationship=relmat), relmat)
     assert problem.eigenvalues[0] == pytest.approx(1e-7, rel=1e-4)
 
 
@@ -46,7 +46,7 @@ def test_negative_spectrum_is_an_error():
     matrix = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.9], [0.0, 0.9, 1.0]])
     relmat = RelationshipMatrix(ids=np.array(list("abc"), dtype=object), matrix=matrix)
     data = pd.DataFrame({"animal": list("abc"), "y": [1.0, 2.0, 0.5]})
-    design = build_design("y ~ 1", data, animal="animal", relmat=relmat)
+    design = build_design("y ~ 1", data, relationship=relmat)
     with pytest.raises(RelationshipError, match="negative eigenvalue"):
         decompose(design, relmat)
 
@@ -87,7 +87,7 @@ def test_a_matrix_accepted_at_input_is_never_refused_by_the_decomposition():
     relmat = as_relationship(matrix, ids=ids)
     assert relmat.min_eigenvalue < 0
     data = pd.DataFrame({"animal": np.repeat(ids, 5), "y": np.arange(5.0 * q) % 7})
-    problem = decompose(build_design("y ~ 1", data, animal="animal", relmat=relmat), relmat)
+    problem = decompose(build_design("y ~ 1", data, relationship=relmat), relmat)
     assert problem.eigenvalues.min() >= 0
     # and one beyond the rule is refused at input
     values[0] = -2 * tolerance

@@ -15,7 +15,9 @@ selected inverse) and the average information :math:`\mathcal I` (Gilmour, Thomp
   whose score points back into the space is released;
 - convergence: the Newton decrement :math:`\tfrac12 g^\top \mathcal I^{-1} g` and the change
   of :math:`\ell` in the last step both at most :data:`~bayes_animal.reml.result.
-  CONVERGENCE_TOLERANCE` (log-likelihood units).
+  CONVERGENCE_TOLERANCE` (log-likelihood units), and the proposed step below
+  :data:`STEP_TOLERANCE` of each parameter's standard error (so that the estimates, not only
+  the likelihood, are converged: ASReml's answers are matched to 1e-6).
 
 Starting values share the variance of the residuals of an OLS fit of the fixed part equally
 among the components (covariances 0); the caller may give better ones.
@@ -39,6 +41,9 @@ BOUNDARY_VALUE = 1e-8
 #: declared to be at its boundary.
 BOUNDARY_TRIGGER = 1e-6
 MAX_HALVINGS = 10
+#: At convergence the proposed step also changes no parameter by more than this fraction of
+#: its standard error (the log-likelihood criteria alone leave θ known to ~SE·1e-4).
+STEP_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,14 @@ def fit_aireml(
             step, decrement = None, np.inf
         if step is not None and decrement < 0:
             step, decrement = None, np.inf  # AI not positive definite here: take an EM step
-        if decrement <= CONVERGENCE_TOLERANCE and last_change <= CONVERGENCE_TOLERANCE:
+        small_step = step is not None and np.all(
+            np.abs(step) <= STEP_TOLERANCE * np.sqrt(np.abs(np.diag(np.linalg.inv(info))))
+        )
+        if (
+            decrement <= CONVERGENCE_TOLERANCE
+            and last_change <= CONVERGENCE_TOLERANCE
+            and small_step
+        ):
             back = _release(current, params, boundary, released)
             if back is None:
                 return _finish(current, boundary, decrement, last_change, iteration - 1, em_steps)
