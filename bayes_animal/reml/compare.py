@@ -36,6 +36,9 @@ class LikelihoodRatio:
         Difference in the number of parameters.
     p_value
         From the boundary mixture (one variance) or :math:`\\chi^2_{df}`.
+    p_chi2
+        :math:`P(\\chi^2_{df} > \\mathrm{LR})` without the boundary correction (what many
+        tutorials print: twice the mixture's p for one variance).
     mixture
         Whether the ½χ²₀ + ½χ²₁ mixture was used.
     added
@@ -47,6 +50,7 @@ class LikelihoodRatio:
     p_value: float
     mixture: bool
     added: tuple[str, ...]
+    p_chi2: float = float("nan")
 
     def __str__(self) -> str:
         test = "½χ²₀ + ½χ²₁" if self.mixture else f"χ²_{self.df}"
@@ -108,5 +112,6 @@ def compare(smaller: RemlResult, larger: RemlResult) -> LikelihoodRatio:
     added = tuple(n for n in larger.parameter_names if n not in names_small)
     statistic = max(2.0 * (larger.loglik - smaller.loglik), 0.0)
     mixture = len(added) == 1 and ":" not in added[0]
-    p_value = 0.5 * _chi2_sf(statistic, 1) if mixture else _chi2_sf(statistic, len(added))
-    return LikelihoodRatio(statistic, len(added), p_value, mixture, added)
+    naive = _chi2_sf(statistic, len(added))
+    p_value = 0.5 * naive if mixture else naive
+    return LikelihoodRatio(statistic, len(added), p_value, mixture, added, naive)
