@@ -222,3 +222,81 @@ def test_repeated_records_without_permanent_environment_give_a_notice():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RepeatedRecordsWarning)
         assert not build_design("y ~ x", single, relationship=RELMAT).notices
+
+
+# -- random effects -------------------------------------------------------------------------
+
+PEDIGREE = pd.DataFrame(
+    {"id": ["s1", "d1", "d2", "a", "b", "c", "d"], "sire": ["0", "0", "0", "s1", "s1", "s1", "s1"],
+     "dam": ["0", "0", "0", "d1", "d1", "d2", "0"]}
+)  # fmt: skip
+
+
+def _source():
+    from bayes_animal.structures.inputs import resolve_relationship
+
+    return resolve_relationship(pedigree=PEDIGREE, warn=False)
+
+
+def test_effects_have_their_levels_and_indices():
+    data = _data(g=["u", "v", "u", "w", "v", "u"], dam=["d1", "d1", "d2", "d1", "d1", "0"])
+    design = build_design(
+        "y ~ x + (1 | g) + ide(animal)", data, relationship=_source(), maternal="dam", warn=False
+    )
+    assert [e.name for e in design.effects] == ["additive", "maternal", "g", "pe"]
+    additive = design.effect("additive")
+    assert list(additive.levels) == ["s1", "d1", "d2", "a", "b", "c", "d"]  # every animal
+    np.testing.assert_array_equal(additive.index, [3, 4, 5, 3, 4, 6])
+    maternal = design.effect("maternal")
+    np.testing.assert_array_equal(maternal.index, [1, 1, 2, 1, 1, -1])  # dam '0' unknown
+    assert maternal.incidence().toarray()[5].sum() == 0
+    g = design.effect("g")
+    assert list(g.levels) == ["u", "v", "w"] and list(g.counts()) == [3, 2, 1]
+    assert list(design.effect("pe").levels) == ["a", "b", "c", "d"]
+    assert any("1 of 6 records have an unknown dam" in n for n in design.notices)
+    with pytest.raises(KeyError, match="No random effect 'cage'"):
+        design.effect("cage")
+
+
+def test_unknown_dams_are_counted_in_a_warning():
+    from bayes_animal.design import UnknownDamWarning
+
+    data = _data(dam=["d1", None, "d2", ".", "d1", "0"])
+    with pytest.warns(UnknownDamWarning, match="3 of 6 records have an unknown dam"):
+        build_design("y ~ x + ide(animal)", data, relationship=_source(), maternal="dam")
+
+
+def test_dams_missing_from_the_pedigree_are_named():
+    from bayes_animal.structures.pedigree import PedigreeError
+
+    data = _data(dam=["d1", "zz", "d2", "d1", "yy", "d1"])
+    with pytest.raises(PedigreeError, match=r"'zz', 'yy'"):
+        build_design("y ~ x", data, relationship=_source(), maternal="dam", warn=False)
+
+
+@pytest.mark.parametrize(
+    ("formula", "column", "message"),
+    [
+        ("y ~ x + (1 | cage)", None, r"column 'cage' of the random effect '\(1 \| cage\)'"),
+        ("y ~ x + (1 | g)", ["u"] * 6, r"'\(1 \| g\)' has a single level.*'u'"),
+        ("y ~ x + (1 | g)", list("pqrstu"), r"exactly one record.*cannot be separated"),
+        ("y ~ x + (1 | g)", ["u", None, "v", "u", "v", "u"], r"no level in row\(s\) 1"),
+    ],
+)
+def test_random_effects_that_cannot_be_estimated_are_errors(formula, column, message):
+    data = _data() if column is None else _data(g=column)
+    with pytest.raises(DataError, match=message):
+        build_design(formula, data, relationship=_source(), warn=False)
+
+
+def test_repeated_records_notice_is_silent_with_a_permanent_environment():
+    import warnings
+
+    from bayes_animal.design import RepeatedRecordsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepeatedRecordsWarning)
+        design = build_design("y ~ x + ide(animal)", _data(), relationship=_source())
+    assert not any("permanent" in n for n in design.notices)
+    with pytest.warns(RepeatedRecordsWarning, match=r"Add one with ide\(animal\)"):
+        build_design("y ~ x", _data(), relationship=_source())
