@@ -42,7 +42,7 @@ def test_delta_method_standard_errors_equal_finite_differences(maternal):
         "repeatability",
         "additive:maternal",
     }
-    for name, (value, se) in ratios.items():
+    for name, (_, se) in ratios.items():
         h = 1e-6
         gradient = np.array(
             [
