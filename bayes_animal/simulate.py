@@ -168,3 +168,207 @@ def simulate_pedigree(
         dams.extend(dam)
         previous = current
     return pd.DataFrame({"id": ids, "sire": sires, "dam": dams})
+
+
+def simulate_herd_pedigree(
+    *,
+    n_animals: int = 10_000,
+    n_generations: int = 10,
+    n_herds: int | None = None,
+    ai_sires: int = 50,
+    herd_sire_fraction: float = 0.3,
+    unknown_dam: float = 0.05,
+    seed: int | None = 0,
+) -> pd.DataFrame:
+    """A herd-structured pedigree, as breeding programmes have them.
+
+    Generation 0 holds founders; every later generation has ``n_animals / (n_generations + 1)``
+    calves. Each calf is born in a herd; its dam is a female of that herd from the previous
+    generation (unknown with probability ``unknown_dam``) and its sire either that herd's
+    natural-service sire (probability ``herd_sire_fraction``) or one of ``ai_sires``
+    artificial-insemination sires shared by every herd. Sexes are random; no animal is both a
+    sire and a dam. The fill of the mixed-model equations depends on this structure: a
+    random-mating pedigree of the same size fills many times more.
+
+    Parameters
+    ----------
+    n_animals
+        About how many animals in all (rounded to whole generations).
+    n_generations
+        Generations after the founders.
+    n_herds
+        Herds (default: one per 500 animals, at least 5).
+    ai_sires, herd_sire_fraction, unknown_dam
+        Mating structure, as above.
+    seed
+        Seed of :func:`numpy.random.default_rng`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id, sire, dam, herd, generation, sex`` (ids ``a<k>``, unknown parents ``"0"``),
+        parents before offspring.
+    """
+    rng = np.random.default_rng(seed)
+    per_generation = max(n_animals // (n_generations + 1), 2)
+    herds = n_herds or max(per_generation * (n_generations + 1) // 500, 5)
+    total = per_generation * (n_generations + 1)
+    sire = np.full(total, -1)
+    dam = np.full(total, -1)
+    herd = rng.integers(0, herds, total)
+    sex = rng.integers(0, 2, total)  # 1: male
+    for generation in range(1, n_generations + 1):
+        previous = np.arange((generation - 1) * per_generation, generation * per_generation)
+        current = np.arange(generation * per_generation, (generation + 1) * per_generation)
+        males = previous[sex[previous] == 1]
+        females = previous[sex[previous] == 0]
+        if len(males) == 0 or len(females) == 0:  # pragma: no cover - tiny generations
+            continue
+        shared = rng.choice(males, size=min(ai_sires, len(males)), replace=False)
+        herd_sires = rng.choice(males, size=herds)
+        own = rng.random(len(current)) < herd_sire_fraction
+        sire[current] = np.where(
+            own, herd_sires[herd[current]], rng.choice(shared, size=len(current))
+        )
+        by_herd = np.argsort(herd[females], kind="stable")
+        ordered, their_herd = females[by_herd], herd[females][by_herd]
+        first = np.searchsorted(their_herd, np.arange(herds))
+        count = np.searchsorted(their_herd, np.arange(herds), side="right") - first
+        calf_herd = herd[current]
+        available = count[calf_herd] > 0
+        pick = first[calf_herd] + (rng.random(len(current)) * np.maximum(count[calf_herd], 1))
+        dam[current] = np.where(available, ordered[pick.astype(int).clip(0, len(ordered) - 1)], -1)
+        dam[current[rng.random(len(current)) < unknown_dam]] = -1
+    ids = np.array([f"a{k}" for k in range(total)], dtype=object)
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "sire": np.where(sire >= 0, ids[np.maximum(sire, 0)], "0"),
+            "dam": np.where(dam >= 0, ids[np.maximum(dam, 0)], "0"),
+            "herd": herd,
+            "generation": np.arange(total) // per_generation,
+            "sex": np.where(sex == 1, "M", "F"),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedRecords:
+    """Records simulated on a pedigree from known variance components.
+
+    Attributes
+    ----------
+    data
+        ``animal``, ``dam``, one column per group, ``x`` (a covariate), ``y``.
+    pedigree
+        The pedigree (``id, sire, dam`` …).
+    variances
+        The true components by name (``additive``, ``maternal``, ``additive:maternal``,
+        ``pe``, each group, ``residual``).
+    effects
+        The true values of every level of every random effect, by component.
+    """
+
+    data: pd.DataFrame
+    pedigree: pd.DataFrame
+    variances: dict[str, float]
+    effects: dict[str, pd.Series]
+
+
+def simulate_records(
+    pedigree: pd.DataFrame,
+    *,
+    variances: dict[str, float],
+    records_per_animal: tuple[int, int] = (1, 1),
+    phenotyped: float = 1.0,
+    groups: dict[str, int] | None = None,
+    mean: float = 10.0,
+    slope: float = 0.5,
+    seed: int | None = 0,
+) -> SimulatedRecords:
+    r"""Simulate records with several random effects on a pedigree, the truth kept.
+
+    Breeding values come from the pedigree recursion: for each animal, parents first,
+    :math:`(a_i, m_i) = \tfrac12(a_s + a_d, m_s + m_d) + \sqrt{d_i}\,L_0 z_i` with
+    :math:`L_0 L_0^\top = G_0` (the direct and maternal variances and their covariance) and
+    :math:`d_i` the Mendelian-sampling variance, so :math:`(a, m) \sim N(0, G_0 \otimes A)`
+    exactly. A record of animal :math:`i` with dam :math:`d` is
+    :math:`y = \mu + \beta x + a_i + m_d + pe_i + \sum_g c_g + e` (no maternal effect when the
+    dam is unknown).
+
+    Parameters
+    ----------
+    pedigree
+        ``id, sire, dam`` (unknown as ``"0"``), e.g. from :func:`simulate_herd_pedigree`.
+    variances
+        ``additive`` (required), ``residual`` (required), and optionally ``maternal``,
+        ``additive:maternal``, ``pe`` (an animal's permanent environment, shared by its
+        records) and one variance per group of ``groups``.
+    records_per_animal
+        Inclusive range of records per phenotyped animal (repeated records when above 1).
+    phenotyped
+        Fraction of the non-founder animals with records.
+    groups
+        Independent grouping factors: column name → number of levels (assigned at random).
+    mean, slope
+        Intercept and the effect of the standard-normal covariate ``x``.
+    seed
+        Seed of :func:`numpy.random.default_rng`.
+    """
+    from .structures.additive import mendelian_sampling
+    from .structures.pedigree import generation_blocks, read_pedigree
+
+    rng = np.random.default_rng(seed)
+    groups = groups or {}
+    unknown = set(variances) - {"additive", "maternal", "additive:maternal", "pe", "residual"}
+    if unknown - set(groups):
+        raise ValueError(f"Variances of unknown components: {sorted(unknown - set(groups))}.")
+    ped = read_pedigree(pedigree[["id", "sire", "dam"]], warn=False)
+    d = mendelian_sampling(ped).variances
+    g0 = np.array(
+        [
+            [variances["additive"], variances.get("additive:maternal", 0.0)],
+            [variances.get("additive:maternal", 0.0), variances.get("maternal", 0.0)],
+        ]
+    )
+    values, vectors = np.linalg.eigh(g0)
+    root = vectors * np.sqrt(np.clip(values, 0.0, None))
+    q = ped.size
+    genetic = np.zeros((q + 1, 2))  # row q: an unknown parent
+    shocks = rng.standard_normal((q, 2)) @ root.T * np.sqrt(d)[:, None]
+    sire = np.where(ped.sire >= 0, ped.sire, q)
+    dam = np.where(ped.dam >= 0, ped.dam, q)
+    for block in generation_blocks(ped.generation):
+        genetic[block] = 0.5 * (genetic[sire[block]] + genetic[dam[block]]) + shocks[block]
+    genetic = genetic[:q]
+    candidates = np.flatnonzero(ped.generation > 0)
+    chosen = rng.choice(candidates, size=round(phenotyped * len(candidates)), replace=False)
+    chosen.sort()
+    counts = rng.integers(records_per_animal[0], records_per_animal[1] + 1, size=len(chosen))
+    animal = np.repeat(chosen, counts)
+    n = len(animal)
+    pe = rng.normal(0.0, np.sqrt(variances.get("pe", 0.0)), q)
+    x = rng.standard_normal(n)
+    has_dam = ped.dam[animal] >= 0
+    y = mean + slope * x + genetic[animal, 0] + rng.normal(0.0, np.sqrt(variances["residual"]), n)
+    y += np.where(has_dam, genetic[np.maximum(ped.dam[animal], 0), 1], 0.0) + pe[animal]
+    data = pd.DataFrame(
+        {
+            "animal": ped.ids[animal],
+            "dam": np.where(has_dam, ped.ids[np.maximum(ped.dam[animal], 0)], "0"),
+            "x": x,
+        }
+    )
+    effects = {
+        "additive": pd.Series(genetic[:, 0], index=ped.ids),
+        "maternal": pd.Series(genetic[:, 1], index=ped.ids),
+        "pe": pd.Series(pe[chosen], index=ped.ids[chosen]),
+    }
+    for name, levels in groups.items():
+        level = rng.integers(0, levels, n)
+        values_g = rng.normal(0.0, np.sqrt(variances.get(name, 0.0)), levels)
+        data[name] = [f"{name}{k}" for k in level]
+        y += values_g[level]
+        effects[name] = pd.Series(values_g, index=[f"{name}{k}" for k in range(levels)])
+    data["y"] = y
+    return SimulatedRecords(data, pedigree, dict(variances), effects)

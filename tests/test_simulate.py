@@ -71,3 +71,59 @@ def test_every_number_is_a_keyword_and_bad_values_are_rejected():
         simulate_reference(n=1)
     with pytest.raises(ValueError, match="lam > 0"):
         simulate_reference(n=10, lam=0)
+
+
+def test_herd_pedigree_structure():
+    from bayes_animal.simulate import simulate_herd_pedigree
+    from bayes_animal.structures.pedigree import read_pedigree
+
+    table = simulate_herd_pedigree(n_animals=2200, n_generations=10, n_herds=8, seed=3)
+    assert len(table) == 2200 and set(table["herd"]) == set(range(8))
+    ped = read_pedigree(table[["id", "sire", "dam"]], warn=False)  # valid: no sire used as dam
+    assert ped.generation.max() == 10
+    calves = table[table["generation"] > 0]
+    known = calves[calves["dam"] != "0"]
+    herd_of = table.set_index("id")["herd"]
+    # a dam belongs to her calf's herd; a few dams are unknown
+    assert (herd_of.loc[known["dam"]].to_numpy() == known["herd"].to_numpy()).all()
+    assert 0.01 < (calves["dam"] == "0").mean() < 0.12
+    # sires are shared across herds (AI), so herds are connected
+    herds_per_sire = calves.groupby("sire")["herd"].nunique()
+    assert herds_per_sire.max() >= 6
+
+
+def test_records_follow_the_simulated_variances():
+    """The pedigree recursion gives (a, m) ~ N(0, G0 ⊗ A): the founders' values have the
+    variances and the covariance of G0; records carry their components."""
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+
+    table = simulate_herd_pedigree(n_animals=22000, n_generations=10, seed=1)
+    variances = {
+        "additive": 2.0,
+        "maternal": 1.0,
+        "additive:maternal": -0.5,
+        "pe": 1.5,
+        "hy": 0.5,
+        "residual": 3.0,
+    }
+    sim = simulate_records(
+        table, variances=variances, records_per_animal=(1, 3), groups={"hy": 400}, seed=2
+    )
+    founders = table["id"][table["generation"] == 0]
+    a = sim.effects["additive"].loc[founders]
+    m = sim.effects["maternal"].loc[founders]
+    assert a.var() == pytest.approx(2.0, rel=0.1) and m.var() == pytest.approx(1.0, rel=0.1)
+    assert np.cov(a, m)[0, 1] == pytest.approx(-0.5, abs=0.1)
+    assert sim.effects["pe"].var() == pytest.approx(1.5, rel=0.1)
+    assert sim.effects["hy"].var() == pytest.approx(0.5, rel=0.2)
+    data = sim.data
+    assert set(data.columns) == {"animal", "dam", "x", "hy", "y"}
+    assert data.groupby("animal").size().between(1, 3).all()
+    unknown = data["dam"] == "0"
+    assert unknown.any() and not unknown.all()
+    # y without its fixed part: the sum of the components' variances (Willham: + σAM)
+    total = 2.0 + 1.0 - 0.5 + 1.5 + 0.5 + 3.0
+    residual_y = data["y"] - 10.0 - 0.5 * data["x"]
+    assert residual_y[~unknown].var() == pytest.approx(total, rel=0.1)
+    with pytest.raises(ValueError, match="unknown components"):
+        simulate_records(table, variances={"additive": 1, "residual": 1, "cage": 1})

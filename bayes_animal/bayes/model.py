@@ -33,7 +33,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from itertools import pairwise
 from os import PathLike
 from typing import Any, Literal
 
@@ -49,7 +48,7 @@ from ..reml.result import RemlResult
 from ..reml.spectral import fit_spectral
 from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
 from ..structures.inputs import RelationshipSource
-from ..structures.pedigree import Pedigree
+from ..structures.pedigree import Pedigree, generation_blocks
 from ..structures.relationship import RelationshipMatrix
 from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
 from .priors import NormalFixed, Priors, as_priors, data_scales
@@ -321,11 +320,10 @@ class AnimalModel:
         sire = np.where(pedigree.sire >= 0, pedigree.sire, q)
         dam = np.where(pedigree.dam >= 0, pedigree.dam, q)
         values = pt.zeros(q + 1)  # slot q: an unknown parent, always 0
-        bounds = np.flatnonzero(np.diff(np.concatenate([[-1], pedigree.generation, [-2]])))
-        for start, end in pairwise(bounds):
-            step = 0.5 * (values[sire[start:end]] + values[dam[start:end]])
-            step = step + scale[start:end] * sigma_u * z_pedigree[start:end]
-            values = pt.set_subtensor(values[start:end], step)
+        for block in generation_blocks(pedigree.generation):
+            step = 0.5 * (values[sire[block]] + values[dam[block]])
+            step = step + scale[block] * sigma_u * z_pedigree[block]
+            values = pt.set_subtensor(values[block], step)
         return values[:q][order]
 
     # -- sampling ----------------------------------------------------------------------------

@@ -27,14 +27,13 @@ Nothing here forms a dense matrix except :func:`dense_relationship`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 from numba import njit
 from scipy import sparse
 
 from ..errors import RelationshipError
-from .pedigree import Pedigree
+from .pedigree import Pedigree, generation_blocks
 from .relationship import RelationshipMatrix
 
 __all__ = [
@@ -206,9 +205,8 @@ def dense_relationship(
         )
     A = np.zeros((q, q))
     sire, dam = pedigree.sire, pedigree.dam
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], pedigree.generation, [-2]])))
-    for start, end in pairwise(bounds):
-        block = slice(start, end)
+    for block in generation_blocks(pedigree.generation):
+        start, end = block.start, block.stop
         s, d = sire[block], dam[block]
         older = A[:start, :start]
         rows = np.zeros((end - start, start))

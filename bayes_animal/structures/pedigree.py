@@ -20,6 +20,7 @@ user's rows. This module imports numpy and pandas only.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
@@ -31,7 +32,7 @@ import pandas as pd
 from ..errors import BayesAnimalError, describe_items
 from .relationship import id_strings, index_positions
 
-__all__ = ["Pedigree", "PedigreeError", "PedigreeNotice", "read_pedigree"]
+__all__ = ["Pedigree", "PedigreeError", "PedigreeNotice", "generation_blocks", "read_pedigree"]
 
 UNKNOWN_TOKENS = ("0", "NA", "na", "NaN", "nan", "", ".", "<NA>", "None")
 
@@ -118,6 +119,14 @@ class Pedigree:
                 "generation": self.generation,
             }
         )
+
+
+def generation_blocks(generation: np.ndarray) -> list[slice]:
+    """Slices of consecutive animals of one generation in a parents-first pedigree: within a
+    block no animal is a parent of another, so a recursion over parents runs one vectorised
+    step per block (the one place the blocks are found)."""
+    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], generation, [-2]])))
+    return [slice(int(start), int(end)) for start, end in itertools.pairwise(bounds)]
 
 
 def _as_frame(source: pd.DataFrame | str | PathLike[str]) -> pd.DataFrame:
