@@ -580,3 +580,76 @@ def test_backticked_dotted_names_through_reml_and_fit_commands(sim_dir, tmp_path
     )
     assert code == 0
     assert set(json.loads(capsys.readouterr().out)["beta"]) == {"Intercept", "GENDER"}
+
+
+def test_reml_with_several_random_effects_through_the_cli(tmp_path):
+    from conftest import shared_folder
+
+    folder = shared_folder("gryphon")
+    completed = _run(
+        "reml", "--data", folder / "gryphon.csv", "--pedigree", folder / "gryphonped.csv",
+        "--formula", "bwt ~ 1 + C(sex) + (1 | byear) + (1 | mother)", "--json",
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    payload = json.loads(completed.stdout)
+    assert set(payload["components"]) == {"additive", "byear", "mother", "residual"}
+    for component in payload["components"].values():
+        assert set(component) >= {"variance", "se", "proportion", "proportion_se"}
+    assert payload["components"]["mother"]["variance"] == pytest.approx(1.1184698, rel=1e-4)
+    assert payload["sigma2_u"] == pytest.approx(2.2985320, rel=1e-4)  # the first version's key
+    assert set(payload["timings"]) >= {"read", "relationship", "fit", "total"}
+    assert payload["engine"] == "sparse"
+    assert len(pd.read_csv(tmp_path / "blup.csv")) == 1309
+    assert len(pd.read_csv(tmp_path / "blup_byear.csv")) == 34
+    assert len(pd.read_csv(tmp_path / "blup_mother.csv")) == 394
+    table = _run(
+        "reml", "--data", folder / "gryphon.csv", "--pedigree", folder / "gryphonped.csv",
+        "--formula", "bwt ~ 1 + C(sex) + (1 | byear)",
+    )  # fmt: skip
+    assert table.returncode == 0 and "byear" in table.stdout and "proportion" in table.stdout
+
+
+def test_maternal_flags_through_the_cli(mrode, tmp_path):
+    data = pd.read_csv(mrode / "ex08_1_birthweight.csv")
+    pedigree = mrode / "ex08_1_pedigree.csv"
+    path = tmp_path / "bw.csv"
+    data.to_csv(path, index=False)
+    completed = _run(
+        "reml", "--data", path, "--pedigree", pedigree, "--animal", "calf",
+        "--formula", "birth_weight ~ 1 + C(herd) + (1 | dam)", "--maternal", "dam",
+        "--maternal-covariance", "--json", "--out", tmp_path / "out",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    payload = json.loads(completed.stdout)
+    assert set(payload["components"]) == {"additive", "maternal", "dam", "residual"}
+    assert set(payload["covariances"]) == {"additive:maternal"}
+    assert set(payload["covariances"]["additive:maternal"]) >= {"covariance", "se", "correlation"}
+    assert (tmp_path / "out" / "blup_maternal.csv").is_file()
+    assert (tmp_path / "out" / "blup_dam.csv").is_file()
+    # a dam that is not in the pedigree: one paragraph naming it, exit 2
+    data.loc[0, "dam"] = 99
+    data.to_csv(path, index=False)
+    bad = _run(
+        "reml", "--data", path, "--pedigree", pedigree, "--animal", "calf",
+        "--formula", "birth_weight ~ 1", "--maternal", "dam",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "'99'" in bad.stderr
+    needs = _run(
+        "reml", "--data", path, "--pedigree", pedigree, "--animal", "calf",
+        "--formula", "birth_weight ~ 1", "--maternal-covariance",
+    )  # fmt: skip
+    assert needs.returncode == 2 and "needs a maternal effect" in needs.stderr
+
+
+def test_reml_without_a_relationship_is_a_linear_mixed_model(tmp_path):
+    from conftest import shared_folder
+
+    folder = shared_folder("gryphon")
+    completed = _run(
+        "reml", "--data", folder / "gryphonRM.csv", "--formula", "laydate ~ 1 + (1 | animal)",
+        "--json",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    payload = json.loads(completed.stdout)
+    assert payload["components"]["animal"]["variance"] == pytest.approx(11.08634, rel=1e-4)
