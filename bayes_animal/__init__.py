@@ -10,8 +10,8 @@ from ._version import __version__
 from .api import compare, reml, solve_mme
 from .design import Design, DroppedRecordsWarning, RepeatedRecordsWarning, build_design
 from .errors import BayesAnimalError, DataError, FormulaError, RelationshipError
+from .estimation.result import RemlResult
 from .linalg.spectral import SpectralProblem, decompose
-from .reml.result import RemlResult
 from .simulate import SimulatedData, Truth, simulate_reference
 from .structures.relationship import RelationshipMatrix, as_relationship, read_relationship_csv
 

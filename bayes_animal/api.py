@@ -8,9 +8,9 @@ command line), and runs one of two engines:
 
 - ``"spectral"`` — one random effect with a dense matrix (a relationship CSV, G): the
   eigendecomposition of :math:`ZKZ^\top` once, then :math:`O(n)` per likelihood
-  (:mod:`bayes_animal.reml.spectral`);
+  (:mod:`bayes_animal.estimation.spectral`);
 - ``"sparse"`` — any model: average-information REML on the sparse mixed-model equations
-  (:mod:`bayes_animal.reml.sparse`); A⁻¹ from a pedigree is never formed densely.
+  (:mod:`bayes_animal.estimation.sparse`); A⁻¹ from a pedigree is never formed densely.
 
 ``engine="auto"`` takes the spectral path for one random effect with a dense given matrix
 and the sparse one otherwise (``benchmarks/results/mme.md`` measures both); ML is available
@@ -29,9 +29,9 @@ import pandas as pd
 
 from .design import Design, build_design
 from .errors import BayesAnimalError
-from .reml.compare import LikelihoodRatio, compare
-from .reml.result import RemlResult
-from .reml.spectral import check_method, fit_spectral
+from .estimation.compare import LikelihoodRatio, compare
+from .estimation.result import RemlResult
+from .estimation.spectral import check_method, fit_spectral
 from .structures.inputs import RelationshipSource, resolve_relationship
 from .structures.pedigree import Pedigree
 from .structures.relationship import RelationshipMatrix
@@ -253,7 +253,7 @@ def fit_inputs(
             inputs.design, inputs.dense_matrix(), method=method, pev=pev, threads=threads, **limit
         )
     else:
-        from .reml.sparse import fit_sparse
+        from .estimation.sparse import fit_sparse
 
         result = fit_sparse(inputs.design, inputs.structures(), ordering=ordering, pev=pev, **limit)
     notices = list(result.notices)
@@ -289,9 +289,9 @@ def solve_mme(
 
     ``variances`` names every component (``{"additive": 20, "residual": 40}``; with a maternal
     effect and its covariance ``"maternal"`` and ``"additive:maternal"``). Returns
-    :class:`~bayes_animal.reml.sparse.Solutions`.
+    :class:`~bayes_animal.estimation.sparse.Solutions`.
     """
-    from .reml.sparse import solve_at
+    from .estimation.sparse import solve_at
 
     inputs = model_inputs(
         formula,

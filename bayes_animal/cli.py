@@ -24,7 +24,7 @@ import pandas as pd
 from . import __version__
 from .api import ENGINES, fit_inputs, model_inputs
 from .errors import BayesAnimalError
-from .reml.result import RemlResult
+from .estimation.result import RemlResult
 from .results.io import read_data, write_matrix, write_predictions, write_relationship_csv
 from .simulate import simulate_reference
 from .structures.inputs import resolve_relationship

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_animal import build_design, decompose, fit_reml, simulate_reference
-from bayes_animal.reml.spectral import loglik
+from bayes_animal.estimation.spectral import loglik
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_sim"
 RRBLUP_SECONDS = 5.3  # shared/data/seed_sim/README.md: rrBLUP mixed.solve, 2 cores (R, not here)

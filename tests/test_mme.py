@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bayes_animal import BayesAnimalError, build_design, solve_mme
-from bayes_animal.reml.spectral import predict
+from bayes_animal.estimation.spectral import predict
 from bayes_animal.structures.additive import dense_relationship
 from bayes_animal.structures.pedigree import read_pedigree
 

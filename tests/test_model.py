@@ -10,7 +10,7 @@ from conftest import small_problem
 
 from bayes_animal.bayes.conditional import draw_breeding_values, draw_fixed_and_breeding_values
 from bayes_animal.bayes.model import AnimalModel, ModelError
-from bayes_animal.reml.spectral import loglik, predict
+from bayes_animal.estimation.spectral import loglik, predict
 
 
 def _dense_mvn(design, relmat, beta, sigma2_u, sigma2_e):

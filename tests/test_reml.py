@@ -19,7 +19,7 @@ from bayes_animal import (
     reml,
     simulate_reference,
 )
-from bayes_animal.reml.spectral import fit_spectral, loglik, predict, profile_loglik
+from bayes_animal.estimation.spectral import fit_spectral, loglik, predict, profile_loglik
 
 
 def _dense_loglik(design, relmat, sigma2_u, sigma2_e, method):

@@ -219,7 +219,7 @@ def test_compare_refuses_what_it_cannot_test(models_3_and_4, gryphon):
 def test_chi_square_tails_equal_scipy():
     from scipy.stats import chi2
 
-    from bayes_animal.reml.compare import _chi2_sf
+    from bayes_animal.estimation.compare import _chi2_sf
 
     for df in (1, 2, 3, 4, 5, 7):
         for x in (0.1, 1.0, 3.84, 12.0, 37.91):

@@ -43,9 +43,9 @@ from .._version import __version__
 from ..api import model_inputs
 from ..design import Design
 from ..errors import BayesAnimalError
+from ..estimation.result import RemlResult
+from ..estimation.spectral import fit_spectral
 from ..linalg.spectral import SpectralProblem, decompose, default_threads
-from ..reml.result import RemlResult
-from ..reml.spectral import fit_spectral
 from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
 from ..structures.inputs import RelationshipSource
 from ..structures.pedigree import Pedigree, generation_blocks
@@ -93,7 +93,7 @@ class AnimalModel:
     animal
         Column of animal ids.
     relmat, pedigree, genotypes
-        Exactly one (see :func:`bayes_animal.reml.reml`).
+        Exactly one (see :func:`bayes_animal.api.reml`).
     priors
         A :class:`~bayes_animal.priors.Priors` or a preset name (``"default"``,
         ``"inverse_gamma"``, ``"flat"``, ``"beta_h2"``).

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..reml.result import RemlResult
+from ..estimation.result import RemlResult
 from ..structures.relationship import RelationshipMatrix
 
 __all__ = ["read_data", "write_matrix", "write_predictions", "write_relationship_csv"]

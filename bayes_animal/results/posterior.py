@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..reml.spectral import RemlResult
+from ..estimation.spectral import RemlResult
 
 __all__ = [
     "COMPONENTS",

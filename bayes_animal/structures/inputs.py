@@ -2,7 +2,7 @@
 
 Exactly one of ``relmat=`` (a matrix, DataFrame or CSV), ``pedigree=`` (a pedigree table or
 CSV) or ``genotypes=`` (marker genotypes) is given — or genotypes with a pedigree and a blend
-weight, for (1−w)G + wA. The API (:func:`bayes_animal.reml.reml`) and the command line share
+weight, for (1−w)G + wA. The API (:func:`bayes_animal.api.reml`) and the command line share
 it. The pedigree and genomic modules (numba, scipy) are imported only when a pedigree or
 genotypes are given, so that a fit from a ready matrix starts quickly.
 """

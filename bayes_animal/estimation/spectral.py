@@ -4,7 +4,7 @@ Model: :math:`y = X b + Z u + e`, :math:`u \sim N(0, \sigma_u^2 A)` (A the relat
 matrix, or I for an independent effect), :math:`e \sim N(0, \sigma^2 I)`, so
 :math:`V = \sigma_u^2 K + \sigma^2 I` with :math:`K = Z A Z^\top = U \operatorname{diag}(d)
 U^\top` (:mod:`bayes_animal.linalg.spectral`). The result is the same
-:class:`~bayes_animal.reml.result.RemlResult` as the sparse engine's, whose answer it equals
+:class:`~bayes_animal.estimation.result.RemlResult` as the sparse engine's, whose answer it equals
 (tested to 1e-6 on every shared data set).
 
 **Parameterisation.** :math:`\theta = \sigma_u^2 / (\sigma_u^2 + \sigma^2) = h^2 \in [0, 1]` and
@@ -182,7 +182,7 @@ def loglik(
 ) -> float:
     """The restricted (or ML) log-likelihood at given variances, b at its GLS value.
 
-    The constant is :data:`~bayes_animal.reml.result.LOGLIK_CONSTANT`. Cost :math:`O(n p^2)`.
+    The constant is :data:`~bayes_animal.estimation.result.LOGLIK_CONSTANT`. Cost :math:`O(n p^2)`.
     """
     method = check_method(method)
     variances = variance * problem.eigenvalues + residual

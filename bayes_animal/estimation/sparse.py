@@ -2,7 +2,7 @@ r"""REML with any number of random effects on the sparse mixed-model equations.
 
 :func:`fit_sparse` analyses the mixed-model equations once
 (:class:`~bayes_animal.linalg.mme.MixedModelEquations`), maximises the restricted
-log-likelihood by average-information REML (:mod:`bayes_animal.reml.aireml`) and predicts
+log-likelihood by average-information REML (:mod:`bayes_animal.estimation.aireml`) and predicts
 every level of every random effect at the estimate: BLUPs are the solutions
 :math:`\hat u_k`, their prediction error variances the diagonal of :math:`C^{-1}` (from the
 selected inverse), reliabilities :math:`1 - \mathrm{PEV}_i / (\sigma_k^2 K_{ii})`; the fixed

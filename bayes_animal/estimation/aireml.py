@@ -14,7 +14,7 @@ selected inverse) and the average information :math:`\mathcal I` (Gilmour, Thomp
   notice) and the others go on without it; when the rest has converged, a boundary component
   whose score points back into the space is released;
 - convergence: the Newton decrement :math:`\tfrac12 g^\top \mathcal I^{-1} g` and the change
-  of :math:`\ell` in the last step both at most :data:`~bayes_animal.reml.result.
+  of :math:`\ell` in the last step both at most :data:`~bayes_animal.estimation.result.
   CONVERGENCE_TOLERANCE` (log-likelihood units), and the proposed step below
   :data:`STEP_TOLERANCE` of each parameter's standard error (so that the estimates, not only
   the likelihood, are converged: ASReml's answers are matched to 1e-6).
@@ -121,7 +121,7 @@ def fit_aireml(
         )
         if (
             decrement <= CONVERGENCE_TOLERANCE
-            and last_change <= CONVERGENCE_TOLERANCE
+            and last_change <= _change_tolerance(current.loglik)
             and small_step
         ):
             back = _release(current, params, boundary, released)
@@ -145,13 +145,18 @@ def fit_aireml(
                         full[k] = held - base[k]
                     else:
                         full[k] = -0.9 * base[k]
+            # near the optimum the change of ℓ is below its round-off (~1e-12·|ℓ| for large
+            # models): take the step as it is; elsewhere halve it until ℓ does not decrease
+            noise = 1e-12 * abs(current.loglik)
             alpha = 1.0
             for _ in range(MAX_HALVINGS):
                 candidate = base + alpha * full
                 for name in boundary:
                     candidate[params.index(name)] = held
                 trial = _evaluate(mme, candidate)
-                if trial is not None and trial.loglik >= current.loglik - 1e-10:
+                if trial is not None and (
+                    decrement <= 1e-6 or trial.loglik >= current.loglik - noise
+                ):
                     proposal = trial
                     break
                 alpha *= 0.5
@@ -176,6 +181,12 @@ def fit_aireml(
     )
 
 
+def _change_tolerance(loglik: float) -> float:
+    """The last change of ℓ counts as converged below 1e-8, or below the round-off of ℓ itself
+    for large models (a sum of n logarithms: about 1e-10·|ℓ|)."""
+    return max(CONVERGENCE_TOLERANCE, 1e-10 * abs(loglik))
+
+
 def _release(current: Evaluation, params, boundary: set[str], released: dict[str, int]):
     """A boundary component whose score points back into the space (released at most twice)."""
     for name in sorted(boundary):
@@ -189,7 +200,7 @@ def _release(current: Evaluation, params, boundary: set[str], released: dict[str
 
 def _finish(current, boundary, decrement, change, iterations, em_steps, *, stopped=False):
     gradient = tuple(float(g * t) for g, t in zip(current.score, current.theta, strict=True))
-    converged = decrement <= CONVERGENCE_TOLERANCE and change <= CONVERGENCE_TOLERANCE
+    converged = decrement <= CONVERGENCE_TOLERANCE and change <= _change_tolerance(current.loglik)
     if converged:
         reason = "Newton decrement and last change below tolerance"
         if boundary:
