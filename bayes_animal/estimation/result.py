@@ -28,6 +28,7 @@ __all__ = [
     "RemlResult",
     "assemble",
     "prediction_table",
+    "reliability",
 ]
 
 Method = Literal["reml", "ml"]
@@ -377,6 +378,14 @@ def assemble(
     )
 
 
+def reliability(error_variance: np.ndarray, prior_variance: np.ndarray) -> np.ndarray:
+    """:math:`1 - \\mathrm{PEV}/(\\sigma^2 K_{ii})` — or with a posterior variance in place of
+    the PEV — NaN where the prior variance is 0: the one reliability formula of the package."""
+    prior = np.asarray(prior_variance, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(prior > 0, 1.0 - np.asarray(error_variance) / prior, np.nan)
+
+
 def prediction_table(
     levels: np.ndarray,
     blup: np.ndarray,
@@ -390,13 +399,11 @@ def prediction_table(
     the one place reliabilities are computed from PEVs."""
     table = pd.DataFrame({"blup": blup}, index=pd.Index(levels, name="id"))
     if pev is not None:
-        prior = variance * np.asarray(diagonal, dtype=float)
         pev = np.clip(pev, 0.0, None)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            reliability = np.where(prior > 0, 1.0 - pev / prior, np.nan)
+        level_reliability = reliability(pev, variance * np.asarray(diagonal, dtype=float))
         table["pev"] = pev
         table["sep"] = np.sqrt(pev)
-        table["reliability"] = reliability
-        table["accuracy"] = np.sqrt(np.clip(reliability, 0.0, None))
+        table["reliability"] = level_reliability
+        table["accuracy"] = np.sqrt(np.clip(level_reliability, 0.0, None))
     table["n_records"] = counts
     return table

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..estimation.spectral import RemlResult
+from ..estimation.result import RemlResult, reliability
+from .intervals import HDI_PROB, hdi
 
 __all__ = [
     "COMPONENTS",
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 COMPONENTS = ("sigma2_u", "sigma2_e", "h2")
-HDI_PROB = 0.95
 RHAT_LIMIT = 1.01
 ESS_LIMIT = 400
 
@@ -53,10 +53,8 @@ def _draws(idata, name: str) -> np.ndarray:
 
 
 def _hdi(values: np.ndarray) -> tuple[float, float]:
-    import arviz_stats as az
-
-    low, high = np.asarray(az.hdi(values.reshape(1, -1)[0], prob=HDI_PROB)).ravel()[:2]
-    return float(low), float(high)
+    low, high = hdi(np.asarray(values).ravel())
+    return float(low[0]), float(high[0])
 
 
 def posterior_mode(values: np.ndarray) -> float:
@@ -256,8 +254,7 @@ def posterior_reliability(idata, a_diagonal, *, variance: np.ndarray | None = No
         draws = _draws(idata, "u")
         variance = draws.reshape(-1, draws.shape[-1]).var(axis=0, ddof=1)
     genetic = float(_draws(idata, "sigma2_u").mean()) * np.asarray(a_diagonal, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(genetic > 0, 1.0 - variance / genetic, np.nan)
+    return reliability(variance, genetic)
 
 
 def ebv_table(idata, ids: np.ndarray, a_diagonal: np.ndarray) -> pd.DataFrame:
@@ -266,11 +263,10 @@ def ebv_table(idata, ids: np.ndarray, a_diagonal: np.ndarray) -> pd.DataFrame:
     Reliability is :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma_u^2] a_{ii})`, the
     Bayesian analogue of 1 − PEV/(σu² aᵢᵢ).
     """
-    import arviz_stats as az
 
     draws = _draws(idata, "u")
     flat = draws.reshape(-1, draws.shape[-1])
-    interval = np.asarray(az.hdi(idata, var_names=["u"], prob=HDI_PROB)["u"].values)
+    interval = np.column_stack(hdi(flat))
     variance = flat.var(axis=0, ddof=1)
     reliability = posterior_reliability(idata, a_diagonal, variance=variance)
     return pd.DataFrame(
@@ -331,11 +327,10 @@ class AnimalFit:
 
     def beta_summary(self) -> pd.DataFrame:
         """Fixed effects: mean, sd and 95 % HDI per design column."""
-        import arviz_stats as az
 
         draws = _draws(self.idata, "beta")
         flat = draws.reshape(-1, draws.shape[-1])
-        interval = np.asarray(az.hdi(self.idata, var_names=["beta"], prob=HDI_PROB)["beta"].values)
+        interval = np.column_stack(hdi(flat))
         names = [str(n) for n in self.idata.posterior["fixed"].values]
         return pd.DataFrame(
             {

@@ -19,7 +19,7 @@ and for the candidate set:
 - pairwise :math:`P(u_i > u_j)` for a short list.
 
 Everything is vectorised over draws (blocks of draws, no Python loop per draw). Depends on
-numpy and pandas only.
+numpy and pandas (and arviz-stats for the HDIs, :mod:`bayes_animal.results.intervals`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesAnimalError, describe_items
+from .intervals import hdi
 
 __all__ = ["Ranking", "RankingError", "SelectionSummary", "pairwise_probabilities", "rank"]
 
@@ -99,19 +100,6 @@ class Ranking:
         return pd.DataFrame(rows).set_index("selection")
 
 
-def _hdi_columns(draws: np.ndarray, prob: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Narrowest intervals holding ``prob`` of the draws, per column (vectorised)."""
-    ordered = np.sort(draws, axis=0)
-    n = ordered.shape[0]
-    width = int(np.floor(prob * n))
-    if width >= n:
-        return ordered[0], ordered[-1]
-    spans = ordered[width:] - ordered[: n - width]
-    start = np.argmin(spans, axis=0)
-    columns = np.arange(ordered.shape[1])
-    return ordered[start, columns], ordered[start + width, columns]
-
-
 def _ranks(draws: np.ndarray) -> np.ndarray:
     """Rank of each candidate in each draw, 1 = highest; int32 array S × q."""
     S, q = draws.shape
@@ -153,7 +141,7 @@ def _candidate_mask(ids: np.ndarray, candidates: Any) -> np.ndarray:
 
 def _selection(name, chosen, draws, p_top, ids) -> SelectionSummary:
     gain = draws[:, chosen].mean(axis=1)
-    low, high = _hdi_columns(gain[:, None])
+    low, high = hdi(gain[:, None])
     return SelectionSummary(
         name=name,
         ids=tuple(ids[chosen]),
@@ -220,7 +208,7 @@ def rank(
 
     ranks = _ranks(values)
     p_top = (ranks <= top).mean(axis=0)
-    low, high = _hdi_columns(values)
+    low, high = hdi(values)
     table = pd.DataFrame(
         {
             "ebv_mean": values.mean(axis=0),
