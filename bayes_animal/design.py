@@ -44,7 +44,7 @@ from .spec.formula import (
     unknown_names,
 )
 from .spec.terms import ModelSpec, RandomTerm, specify
-from .structures.pedigree import UNKNOWN_TOKENS
+from .structures.pedigree import UNKNOWN_TOKENS, is_token
 from .structures.relationship import id_strings
 
 __all__ = [
@@ -345,7 +345,7 @@ def _fixed_matrix(spec, kept, labels, plain) -> tuple[np.ndarray, tuple[str, ...
 
 def _unknown_parent(values: pd.Series) -> np.ndarray:
     strings = id_strings(values.to_numpy(dtype=object))
-    return values.isna().to_numpy() | pd.Series(strings).isin(UNKNOWN_TOKENS).to_numpy()
+    return values.isna().to_numpy() | is_token(strings, UNKNOWN_TOKENS)
 
 
 def _effect(

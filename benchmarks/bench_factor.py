@@ -103,7 +103,7 @@ def _pypardiso(lower, other) -> dict:
         "refactor_s": factor_s,
         "selected_inverse_s": np.nan,
         "logdet": np.nan,
-        "licence": "MKL (Intel Simplified Software Licence); no log-determinant or selected inverse",
+        "licence": "MKL (Intel Simplified Software Licence); no log-det or selected inverse",
     }
 
 

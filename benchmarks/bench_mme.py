@@ -62,7 +62,9 @@ def run_gryphon(repeats: int = 5) -> pd.DataFrame:
                 "model": name,
                 "engine": engine,
                 "records": fit.n_records,
-                "components": ", ".join(f"{k} {v:.4g}" for k, v in fit.components["variance"].items()),
+                "components": ", ".join(
+                    f"{k} {v:.4g}" for k, v in fit.components["variance"].items()
+                ),
                 "fit_s": seconds,
                 "iterations": fit.iterations,
                 "loglik": fit.loglik,

@@ -210,7 +210,8 @@ def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _selected_inverse(n, t, Lp, Li, Lx, D, dense):  # pragma: no cover - compiled
-    """Takahashi's recursion over the sparse columns, from the dense Σ22 (full symmetric)."""
+    """Takahashi's recursion over the sparse columns, from the dense Σ22 (its lower triangle:
+    every lookup has row ≥ column)."""
     Sx = np.empty(Lp[n])
     Sd = np.empty(n)
     for j in range(t, n):
@@ -485,10 +486,10 @@ class Factor:
         t = analysis.split
         Lp, Li, _, _ = analysis._pattern
         if t < analysis.n:
+            # only the lower triangle of S⁻¹ is read (row ≥ column) by the kernel and lookups
             dense, info = lapack.dpotri(self._chol, lower=1)
             if info != 0:  # pragma: no cover - the factor exists, so its inverse does
                 raise NotPositiveDefinite("dpotri failed on the dense block.")
-            dense = np.tril(dense) + np.tril(dense, -1).T
         else:
             dense = np.zeros((0, 0))
         Sx, Sd = _selected_inverse(analysis.n, t, Lp, Li, self._Lx, self._D, dense)

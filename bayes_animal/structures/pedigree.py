@@ -32,7 +32,14 @@ import pandas as pd
 from ..errors import BayesAnimalError, describe_items
 from .relationship import id_strings, index_positions
 
-__all__ = ["Pedigree", "PedigreeError", "PedigreeNotice", "generation_blocks", "read_pedigree"]
+__all__ = [
+    "Pedigree",
+    "PedigreeError",
+    "PedigreeNotice",
+    "generation_blocks",
+    "is_token",
+    "read_pedigree",
+]
 
 UNKNOWN_TOKENS = ("0", "NA", "na", "NaN", "nan", "", ".", "<NA>", "None")
 
@@ -121,6 +128,13 @@ class Pedigree:
         )
 
 
+def is_token(strings: np.ndarray, tokens: set[str] | tuple[str, ...]) -> np.ndarray:
+    """Which strings are unknown-parent tokens (a set lookup: pandas' string ``isin`` is
+    slow on short tables)."""
+    chosen = set(tokens)
+    return np.fromiter((s in chosen for s in strings), dtype=bool, count=len(strings))
+
+
 def generation_blocks(generation: np.ndarray) -> list[slice]:
     """Slices of consecutive animals of one generation in a parents-first pedigree: within a
     block no animal is a parent of another, so a recursion over parents runs one vectorised
@@ -163,7 +177,7 @@ def _column_names(frame: pd.DataFrame, columns: tuple[str, str, str] | None) -> 
 def _parent_strings(values: pd.Series, unknown: set[str]) -> np.ndarray:
     """Parent ids as strings, with None for unknown."""
     strings = id_strings(values.to_numpy(dtype=object))
-    missing = values.isna().to_numpy() | pd.Series(strings).isin(unknown).to_numpy()
+    missing = values.isna().to_numpy() | is_token(strings, unknown)
     return np.where(missing, None, strings)
 
 
@@ -253,7 +267,7 @@ def read_pedigree(
     if unknown is not None:
         tokens |= {str(t) for t in np.atleast_1d(unknown)}
     ids_all = id_strings(frame[id_col].to_numpy(dtype=object))
-    empty_ids = frame[id_col].isna().to_numpy() | pd.Series(ids_all).isin(tokens).to_numpy()
+    empty_ids = frame[id_col].isna().to_numpy() | is_token(ids_all, tokens)
     if empty_ids.any():
         raise PedigreeError(
             "The pedigree has rows without an id: "
@@ -302,7 +316,8 @@ def read_pedigree(
     parents_in_order = pd.unique(
         np.concatenate([table["sire"].dropna().to_numpy(), table["dam"].dropna().to_numpy()])
     )
-    added = list(parents_in_order[~pd.Index(parents_in_order).isin(table["id"])])
+    known_ids = set(table["id"].tolist())
+    added = [parent for parent in parents_in_order if parent not in known_ids]
     if added:
         notices.append(
             f"{len(added)} parent(s) without a row of their own were added as founders: "
