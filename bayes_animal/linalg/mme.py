@@ -183,7 +183,15 @@ class MixedModelEquations:
             )
         self.logdet_k = [self.structures[b.terms[0]].logdet() for b in parameters.blocks]
         self.block_sizes = [self.structures[b.terms[0]].size for b in parameters.blocks]
-        self.analysis: Analysis = analyse(self.pattern, ordering=ordering)
+        self.ordering = ordering
+        self._analysis: Analysis | None = None
+
+    @property
+    def analysis(self) -> Analysis:
+        """The symbolic analysis of C's pattern (ordering, pattern of L), done on first use."""
+        if self._analysis is None:
+            self._analysis = analyse(self.pattern, ordering=self.ordering)
+        return self._analysis
 
     # -- assembly ----------------------------------------------------------------------------
     def _pieces(self):
