@@ -169,7 +169,15 @@ def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progress
     """Build the AnimalModel and fit it; PyMC is imported only here."""
     from .bayes.model import AnimalModel
 
-    model = AnimalModel(args.formula, data, animal=args.animal, source=source, priors=args.prior)
+    model = AnimalModel(
+        args.formula,
+        data,
+        animal=args.animal,
+        source=source,
+        maternal=args.maternal,
+        maternal_covariance=args.maternal_covariance,
+        priors=args.prior,
+    )
     return model.fit(
         parameterisation=args.parameterisation,
         sampler=args.sampler,
@@ -189,13 +197,13 @@ def _format_fit(fit) -> str:
         f"{int(fit.idata.posterior.sizes['chain'])} chains × "
         f"{int(fit.idata.posterior.sizes['draw'])} draws)",
         "",
-        f"{'parameter':<10}{'REML':>10}{'± SE':>9}{'mode':>10}{'median':>10}{'mean':>10}"
+        f"{'parameter':<22}{'REML':>10}{'± SE':>9}{'mode':>10}{'median':>10}{'mean':>10}"
         f"{'95% HDI':>22}  REML inside",
     ]
     for name, row in table.iterrows():
         interval = f"[{row['hdi_low']:.4g}, {row['hdi_high']:.4g}]"
         lines.append(
-            f"{name:<10}{row['reml']:>10.4g}{row['reml_se']:>9.3g}{row['mode']:>10.4g}"
+            f"{name:<22}{row['reml']:>10.4g}{row['reml_se']:>9.3g}{row['mode']:>10.4g}"
             f"{row['median']:>10.4g}{row['mean']:>10.4g}{interval:>22}  "
             f"{'yes' if row['reml_in_hdi'] else 'NO'}"
         )
@@ -210,17 +218,18 @@ def _format_fit(fit) -> str:
     return "\n".join(lines)
 
 
-def _write_fit(fit, out: Path) -> None:
+def _write_fit(fit, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     from .results.plotting import plot_h2, plot_trace
 
-    fit.save(out)
-    ranking = _ranking_from_tree(fit.with_reml_group())
+    paths = fit.save(out)
+    ranking = _ranking_from_tree(fit.with_reml_group(), effect=fit.main_effect())
     _write_ranking(ranking, out / "ranking.csv")
     plot_h2(fit).figure.savefig(out / "h2.png", dpi=120)
     plot_trace(fit)[0, 0].figure.savefig(out / "trace.png", dpi=100)
+    return [p.name for p in paths.values()] + ["ranking.csv", "h2.png", "trace.png"]
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -235,14 +244,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if issubclass(warning.category, UserWarning):
             _notice(str(warning.message))
     out = Path(args.out)
-    _write_fit(fit, out)
+    written = _write_fit(fit, out)
     if args.json:
         print(json.dumps(fit.to_summary_dict()))
     else:
         print(_format_fit(fit))
-        print(
-            f"wrote summary.json, ebv.csv, ranking.csv, posterior.nc, h2.png and trace.png to {out}"
-        )
+        print(f"wrote {', '.join(written)} to {out}")
     return 0
 
 
@@ -259,19 +266,37 @@ RANKING_COLUMNS = [
 ]
 
 
-def _ranking_from_tree(tree, *, candidates=None, top=None, top_fraction=None, threshold=None):
-    """Rank the animals of a posterior DataTree (with its ``reml`` group when present)."""
+def _ranking_from_tree(
+    tree, *, effect="additive", candidates=None, top=None, top_fraction=None, threshold=None
+):
+    """Rank the levels of one effect of a posterior DataTree (with its ``reml`` group when
+    present): the additive effect by default, any other genetic (or random) effect on request."""
     from .results.posterior import posterior_reliability
     from .results.ranking import rank
+    from .spec.parameters import identifier
 
     posterior = tree.posterior if hasattr(tree, "posterior") else tree["posterior"]
-    draws = np.asarray(posterior["u"].values)
-    ids = np.asarray([str(a) for a in posterior["animal"].values], dtype=object)
+    variable = "u" if effect == "additive" else f"u_{identifier(effect)}"
+    if variable not in posterior:
+        effects = sorted(
+            "additive" if n == "u" else n[2:] for n in posterior.data_vars if n.startswith("u")
+        )
+        raise BayesAnimalError(
+            f"The posterior has no effect {effect!r}; it has {', '.join(effects) or 'none'}. "
+            "Choose one with --effect."
+        )
+    data = posterior[variable]
+    draws = np.asarray(data.values)
+    ids = np.asarray([str(a) for a in data[data.dims[-1]].values], dtype=object)
     reml_blup = reliability = None
     if "reml" in tree.children:
         group = tree["reml"]
-        reml_blup = np.asarray(group["blup"].values)
-        reliability = posterior_reliability(tree, group["a_diagonal"].values)
+        key = identifier(effect)
+        blup_name = f"blup_{key}" if f"blup_{key}" in group else "blup"
+        diagonal_name = f"diagonal_{key}" if f"diagonal_{key}" in group else "a_diagonal"
+        reml_blup = np.asarray(group[blup_name].values)
+        variance = float(np.asarray(posterior[f"sigma2_{key}"].values).mean())
+        reliability = posterior_reliability(draws, variance * group[diagonal_name].values)
     return rank(
         draws,
         ids,
@@ -290,7 +315,7 @@ def _write_ranking(ranking, path: Path) -> None:
     ranking.table[columns + extra].reset_index().to_csv(path, index=False, float_format="%.8g")
 
 
-def _candidates_from_args(args: argparse.Namespace, ids: np.ndarray):
+def _candidates_from_args(args: argparse.Namespace):
     if not args.candidates:
         return None
     path = Path(args.candidates)
@@ -322,10 +347,10 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise BayesAnimalError(f"Posterior file not found: {path}")
     tree = xr.open_datatree(path)
-    ids = np.asarray([str(a) for a in tree["posterior"]["animal"].values], dtype=object)
     ranking = _ranking_from_tree(
         tree,
-        candidates=_candidates_from_args(args, ids),
+        effect=args.effect,
+        candidates=_candidates_from_args(args),
         top=args.top,
         top_fraction=args.top_fraction,
         threshold=args.threshold,
@@ -453,8 +478,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     beta = fit.beta_summary()
     rows = [
         ("h2", truth.h2, reml.h2, reml.se["h2"], summary.loc["h2"]),
-        ("sigma2_u", truth.sigma2_u, reml.sigma2_u, reml.se["sigma2_u"], summary.loc["sigma2_u"]),
-        ("sigma2_e", truth.sigma2_e, reml.sigma2_e, reml.se["sigma2_e"], summary.loc["sigma2_e"]),
+        (
+            "sigma2_A",
+            truth.sigma2_u,
+            reml.variance("additive"),
+            reml.components.loc["additive", "se"],
+            summary.loc["sigma2_additive"],
+        ),
+        (
+            "sigma2_E",
+            truth.sigma2_e,
+            reml.variance("residual"),
+            reml.components.loc["residual", "se"],
+            summary.loc["sigma2_residual"],
+        ),
         (
             "Intercept",
             truth.mu,
@@ -597,11 +634,26 @@ def _parser() -> argparse.ArgumentParser:
     bayes = commands.add_parser("fit", help="Bayesian fit (NUTS) checked against REML")
     bayes.add_argument("--data", required=True, help="CSV of records, one row per record")
     _relationship_arguments(bayes, matrix=True)
-    bayes.add_argument("--formula", required=True, help='fixed part, e.g. "response ~ 1 + fix"')
+    bayes.add_argument(
+        "--formula",
+        required=True,
+        help='fixed and random parts, e.g. "bwt ~ 1 + C(sex) + (1 | byear) + ide(animal)"',
+    )
     bayes.add_argument("--animal", default="animal", help="column of animal ids")
+    bayes.add_argument("--maternal", help="dam column of a maternal genetic effect")
+    bayes.add_argument(
+        "--maternal-covariance",
+        action="store_true",
+        help="estimate the direct-maternal genetic covariance (needs --maternal)",
+    )
     bayes.add_argument("--out", required=True, help="folder for summary.json, ebv.csv, plots")
     bayes.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
-    bayes.add_argument("--tune", type=int, default=1000, help="tuning steps (default 1000)")
+    bayes.add_argument(
+        "--tune",
+        type=int,
+        default=None,
+        help="tuning steps (default 500 for marginal models, 1000 otherwise)",
+    )
     bayes.add_argument("--chains", type=int, default=4, help="chains (default 4)")
     bayes.add_argument("--seed", type=int, default=None, help="random seed")
     bayes.add_argument(
@@ -611,10 +663,22 @@ def _parser() -> argparse.ArgumentParser:
         help="NUTS implementation (default: the fastest measured, pymc)",
     )
     bayes.add_argument(
-        "--parameterisation", choices=["auto", "marginal", "noncentred"], default="auto"
+        "--parameterisation",
+        choices=["auto", "marginal", "noncentred", "partial"],
+        default="auto",
     )
-    bayes.add_argument("--prior", default="default", help="default, inverse_gamma, flat or beta_h2")
-    bayes.add_argument("--target-accept", type=float, default=0.9)
+    bayes.add_argument(
+        "--prior",
+        default="default",
+        help="default, inverse_gamma (MCMCglmm's V = 1, nu = 0.002 on every component), flat "
+        "or beta_h2",
+    )
+    bayes.add_argument(
+        "--target-accept",
+        type=float,
+        default=None,
+        help="NUTS target acceptance (default 0.8 for marginal models, 0.9 otherwise)",
+    )
     bayes.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bars"
     )
@@ -631,6 +695,11 @@ def _parser() -> argparse.ArgumentParser:
     ranker.add_argument("--candidates", help="CSV of candidate ids, or a boolean column of --data")
     ranker.add_argument("--data", help="records CSV holding the --candidates column")
     ranker.add_argument("--animal", default="animal", help="id column of --data")
+    ranker.add_argument(
+        "--effect",
+        default="additive",
+        help="the effect to rank: additive (default), maternal or any other random effect",
+    )
     group = ranker.add_mutually_exclusive_group()
     group.add_argument("--top", type=int, help="k of P(top k)")
     group.add_argument("--top-fraction", type=float, help="k as a fraction of the candidates")

@@ -33,7 +33,7 @@ def test_marginal_density_with_flat_priors_is_the_restricted_likelihood(small):
     logp = model.build("marginal").compile_logp(jacobian=False)
     rng = np.random.default_rng(0)
     for su, se in rng.uniform(0.05, 4.0, size=(6, 2)):
-        value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se)})
+        value = logp({"var_additive_log__": np.log(su), "var_residual_log__": np.log(se)})
         assert value == pytest.approx(loglik(model.problem, su, se), rel=1e-10)
 
 
@@ -45,7 +45,7 @@ def test_marginal_density_with_sampled_b_equals_dense_multivariate_normal(small)
     rng = np.random.default_rng(1)
     for su, se in rng.uniform(0.1, 3.0, size=(4, 2)):
         beta = rng.normal(size=2)
-        value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se), "beta": beta})
+        value = logp({"var_additive_log__": np.log(su), "var_residual_log__": np.log(se), "beta": beta})
         expected = _dense_mvn(model.design, relmat, beta, su, se)
         assert value == pytest.approx(expected, rel=1e-10)
 
@@ -57,7 +57,7 @@ def test_flat_prior_posterior_mode_equals_reml(small):
     model = AnimalModel("y ~ 1 + x", data, relmat=relmat, priors="flat")
     logp = model.build("marginal").compile_logp(jacobian=False)
     best = minimize(
-        lambda x: -logp({"var_u_log__": x[0], "var_e_log__": x[1]}),
+        lambda x: -logp({"var_additive_log__": x[0], "var_residual_log__": x[1]}),
         x0=np.log([1.0, 1.0]),
         method="Nelder-Mead",
         options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 5000},
@@ -65,6 +65,10 @@ def test_flat_prior_posterior_mode_equals_reml(small):
     np.testing.assert_allclose(
         np.exp(best.x), [model.reml.sigma2_u, model.reml.sigma2_e], rtol=1e-5
     )
+    # and the fit's own joint mode (MAP), reported in the REML check, is REML
+    fit = model.fit(draws=100, tune=100, chains=1, random_seed=1, progressbar=False, warn=False)
+    check = fit.reml_check
+    np.testing.assert_allclose(check["map"], check["reml"], rtol=1e-4)
 
 
 def test_noncentred_dense_density(small):
@@ -77,7 +81,7 @@ def test_noncentred_dense_density(small):
     rng = np.random.default_rng(2)
     z, beta = rng.standard_normal(relmat.size), rng.normal(size=2)
     su, se = 1.3, 0.7
-    value = logp({"var_u_log__": np.log(su), "var_e_log__": np.log(se), "z": z, "beta": beta})
+    value = logp({"var_additive_log__": np.log(su), "var_residual_log__": np.log(se), "z_additive": z, "beta": beta})
     u = np.sqrt(su) * np.linalg.cholesky(relmat.matrix) @ z
     mean = model.design.X @ beta + u[model.design.effects[0].index]
     expected = norm.logpdf(z).sum() + norm.logpdf(model.design.y, mean, np.sqrt(se)).sum()
@@ -92,7 +96,7 @@ def test_pedigree_recursion_equals_cholesky_of_a(mrode):
     data = pd.read_csv(mrode / "ex17_7_reml.csv")
     model = AnimalModel("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", priors="flat")
     pm_model = model.build("noncentred")
-    u_of = pm.compile([pm_model["z"], pm_model["var_u"]], pm_model["u"], mode="FAST_COMPILE")
+    u_of = pm.compile([pm_model["z_additive"], pm_model["var_additive"]], pm_model["u"], mode="FAST_COMPILE")
     ped = model.source.pedigree
     chol = np.linalg.cholesky(dense_relationship(ped, user_order=False).matrix)
     order = ped.user_order
@@ -162,7 +166,7 @@ def test_pedigree_recursion_equals_cholesky_on_a_shuffled_inbred_pedigree():
     A = _tabular_relationship(ids, sire, dam)
     np.testing.assert_allclose(model.relmat.matrix, A, atol=1e-12)
     pm_model = model.build("noncentred")
-    u_of = pm.compile([pm_model["z"], pm_model["var_u"]], pm_model["u"], mode="FAST_COMPILE")
+    u_of = pm.compile([pm_model["z_additive"], pm_model["var_additive"]], pm_model["u"], mode="FAST_COMPILE")
     order = ped.user_order  # user position k ↔ pedigree position order[k]
     chol = np.linalg.cholesky(A[np.ix_(np.argsort(order), np.argsort(order))])
     for _ in range(3):
@@ -296,6 +300,7 @@ def seed_sim_fit():
 def test_seed_sim_with_defaults(seed_sim_fit):
     folder, fit = seed_sim_fit
     assert fit.parameterisation == "marginal" and fit.sampler == "pymc"
+    assert "engine: spectral" in fit.notes
     assert fit.fixed_effects == "integrated"
     assert fit.reml_check["reml_in_hdi"].all()
     assert fit.diagnostics.max_r_hat <= 1.01
@@ -319,6 +324,8 @@ def test_fit_summary_dict_and_files(seed_sim_fit, tmp_path):
     _, fit = seed_sim_fit
     paths = fit.save(tmp_path)
     summary = json.loads(paths["summary"].read_text())
+    assert set(summary["components"]) == {"additive", "residual"}
+    assert summary["components"]["additive"]["mean"] == summary["sigma2_u"]["mean"]
     for name in ("sigma2_u", "sigma2_e", "h2"):
         assert set(summary[name]) >= {
             "mean",
@@ -352,7 +359,7 @@ def test_gryphon_posterior_matches_mcmcglmm():
     fit = model.fit(random_seed=7, progressbar=False)
     summary = fit.summary()
     assert summary.loc["h2", "mean"] == pytest.approx(0.468, abs=0.03)
-    assert summary.loc["sigma2_u", "mean"] == pytest.approx(3.41, abs=0.2)
+    assert summary.loc["sigma2_additive", "mean"] == pytest.approx(3.41, abs=0.2)
     assert fit.reml_check["reml_in_hdi"].all()
     assert len(fit.ebv()) == 1309
 
@@ -373,7 +380,7 @@ def test_parameterisations_agree_on_a_small_data_set():
         tune=1000,
         warn=False,
     )
-    for name in ("sigma2_u", "sigma2_e", "h2"):
+    for name in ("sigma2_additive", "sigma2_residual", "h2"):
         a, b = marginal.summary().loc[name], noncentred.summary().loc[name]
         error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
         assert abs(a["mean"] - b["mean"]) < 4 * error, name
@@ -398,7 +405,7 @@ def test_nutpie_sampler_gives_the_same_posterior(small_sim_model):
     assert nutpie_fit.sampler == "nutpie"
     assert '"sampler": "nutpie"' in nutpie_fit.idata.attrs["model_options"]
     assert nutpie_fit.idata.posterior["u"].dims == ("chain", "draw", "animal")
-    for name in ("sigma2_u", "h2"):
+    for name in ("sigma2_additive", "h2"):
         a, b = pymc_fit.summary().loc[name], nutpie_fit.summary().loc[name]
         error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
         assert abs(a["mean"] - b["mean"]) < 4 * error, name
@@ -436,7 +443,7 @@ def test_priors_change_the_posterior_and_are_recorded():
     default = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat).fit(**options)
     assert strong.summary().loc["h2", "mean"] < default.summary().loc["h2", "mean"] - 0.05
     assert "Beta(a=2, b=40) on h2" in strong.idata.attrs["priors"]
-    assert "HalfStudentT(nu=3" in default.idata.attrs["priors"]
+    assert "additive: HalfStudentT(nu=3" in default.idata.attrs["priors"]
 
 
 def test_diagnostics_warn_with_advice():

@@ -17,7 +17,9 @@ fixed effects and breeding values are then drawn from their exact joint conditio
    \sigma^2}` — and one matrix product per block of draws suffices.
 
 Everything is vectorised over blocks of draws (matrix–matrix products, no Python loop per
-draw). This module depends on numpy (and scipy.sparse for Z).
+draw). With several random effects (the sparse marginal model), every unknown is drawn at once
+by perturb-and-solve on the mixed-model equations (:func:`draw_from_mixed_model`): one sparse
+factorisation per draw.
 """
 
 from __future__ import annotations
@@ -28,18 +30,20 @@ from ..design import Design
 from ..linalg.spectral import SpectralProblem, blas_threads
 from ..structures.relationship import RelationshipMatrix
 
-__all__ = ["draw_breeding_values", "draw_fixed_and_breeding_values"]
+__all__ = ["draw_breeding_values", "draw_fixed_and_breeding_values", "draw_from_mixed_model"]
 
 _BLOCK = 512
 
 
-def _draw_fixed(problem: SpectralProblem, su: np.ndarray, se: np.ndarray, rng) -> np.ndarray:
-    """b ~ N(b̂, (X*ᵀ V⁻¹ X*)⁻¹) for each draw; shape (S, p)."""
+def _draw_fixed(problem: SpectralProblem, su, se, rng, y_rot=None) -> np.ndarray:
+    """b ~ N(b̂, (X*ᵀ V⁻¹ X*)⁻¹) for each draw; shape (S, p). ``y_rot`` (S × n) replaces the
+    rotated response per draw (the partial model: y net of the other effects)."""
     v = 1.0 / (su[:, None] * problem.eigenvalues[None, :] + se[:, None])  # S × n
-    X, y = problem.X_rot, problem.y_rot
+    X = problem.X_rot
+    y = problem.y_rot[None, :] if y_rot is None else y_rot
     precision = np.einsum("ni,sn,nj->sij", X, v, X)
     chol = np.linalg.cholesky(precision)
-    rhs = (v * y[None, :]) @ X
+    rhs = (v * y) @ X
     mean = np.linalg.solve(precision, rhs[..., None])[..., 0]
     noise = rng.standard_normal(mean.shape)
     # cov = P⁻¹ = L⁻ᵀ L⁻¹: draw L⁻ᵀ ξ
@@ -57,10 +61,12 @@ def draw_breeding_values(
     *,
     rng: np.random.Generator,
     threads: int | None = None,
+    y_rot: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Draw u from its exact conditional given b and the variances, one draw per row of beta.
+    """Draw u from its exact conditional given b and the variances, one draw per row of beta
+    (``y_rot``, S × n: the rotated response of each draw, when it differs between draws).
 
-    Returns an array of shape (S, q), u for every animal in A.
+    Returns an array of shape (S, q), u for every level of the effect.
     """
     su = np.asarray(sigma2_u, dtype=float).ravel()
     se = np.asarray(sigma2_e, dtype=float).ravel()
@@ -74,7 +80,8 @@ def draw_breeding_values(
         for start in range(0, len(su), _BLOCK):
             part = slice(start, start + _BLOCK)
             s_u, s_e, b = su[part], se[part], beta[part]
-            resid_rot = problem.y_rot[:, None] - problem.X_rot @ b.T  # n × S
+            y_part = problem.y_rot[:, None] if y_rot is None else y_rot[part].T
+            resid_rot = y_part - problem.X_rot @ b.T  # n × S
             if permutation:
                 shrink = s_u[None, :] * d[:, None] / (s_u[None, :] * d[:, None] + s_e[None, :])
                 sd = np.sqrt(shrink * s_e[None, :])
@@ -101,8 +108,10 @@ def draw_fixed_and_breeding_values(
     *,
     rng: np.random.Generator,
     threads: int | None = None,
+    y_rot: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw (b, u) from their exact joint conditional (flat prior on b), per variance draw.
+    """Draw (b, u) from their exact joint conditional (flat prior on b), per variance draw
+    (and per rotated response ``y_rot``, S × n, when it differs between draws).
 
     Returns
     -------
@@ -114,12 +123,42 @@ def draw_fixed_and_breeding_values(
     fixed = (
         np.concatenate(
             [
-                _draw_fixed(problem, su[k : k + _BLOCK], se[k : k + _BLOCK], rng)
+                _draw_fixed(
+                    problem,
+                    su[k : k + _BLOCK],
+                    se[k : k + _BLOCK],
+                    rng,
+                    None if y_rot is None else y_rot[k : k + _BLOCK],
+                )
                 for k in range(0, len(su), _BLOCK)
             ]
         )
         if len(su)
         else np.empty((0, problem.p))
     )
-    values = draw_breeding_values(problem, design, relmat, fixed, su, se, rng=rng, threads=threads)
+    values = draw_breeding_values(
+        problem, design, relmat, fixed, su, se, rng=rng, threads=threads, y_rot=y_rot
+    )
     return fixed, values
+
+
+def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    r"""Draw every unknown of the mixed-model equations — b and all random effects — from
+    their exact joint conditional given each row of ``thetas`` (flat prior on b).
+
+    Given :math:`\theta`, :math:`w = (b, u) \mid \theta, y \sim N(\hat w, C(\theta)^{-1})`: one
+    factorisation per draw, :math:`w = \hat w + P L^{-\top} D^{-1/2} \xi` (perturb and solve).
+
+    Returns
+    -------
+    numpy.ndarray
+        Draws × unknowns, in the order of the equations (``mme.p`` fixed effects, then each
+        effect's levels).
+    """
+    out = np.empty((len(thetas), mme.size))
+    sigma_index = mme.parameters.index("residual")
+    for k, theta in enumerate(np.asarray(thetas, dtype=float)):
+        factor = mme.factorise(theta)
+        mean = factor.solve(mme.Wty / theta[sigma_index])
+        out[k] = mean + factor.draw(rng.standard_normal(mme.size))
+    return out

@@ -1,29 +1,26 @@
-r"""The Bayesian animal model: ``AnimalModel(formula, data, ...)`` builds, ``.fit()`` samples.
+r"""The Bayesian model: ``AnimalModel(formula, data, ...)`` builds, ``.fit()`` samples.
 
-Two parameterisations of :math:`y = Xb + Zu + e`, :math:`u \sim N(0, \sigma_u^2 A)`:
+The model is the one :func:`bayes_animal.api.reml` fits — the same formula, relationship and
+maternal options, the same component names — with priors on every variance
+(:mod:`bayes_animal.bayes.priors`) and NUTS. Three parameterisations
+(:mod:`bayes_animal.bayes.likelihoods`):
 
-``marginal`` (the default with one genetic component)
-    With :math:`K = Z A Z^\top = U \operatorname{diag}(d) U^\top` (one eigendecomposition,
-    shared with REML), :math:`y^* = U^\top y \sim N(X^* b, \operatorname{diag}(\sigma_u^2 d +
-    \sigma^2))`: :math:`O(n p^2)` per log-density and gradient, no funnel. With a flat prior the
-    fixed effects are integrated out analytically, leaving the restricted likelihood
-
-    .. math::
-        \log p(y \mid \sigma_u^2, \sigma^2) = -\tfrac12\left[\log|V| + \log|X^\top V^{-1} X|
-        + y^\top P y\right] + \text{const};
-
-    otherwise they are sampled. b (when integrated) and u are drawn after sampling, for every
-    posterior draw, from their exact conditional (:mod:`bayes_animal.conditional`).
-
+``marginal``
+    NUTS over the variance parameters alone, every random effect and b integrated out: in the
+    eigenbasis of :math:`ZKZ^\top` for one random effect with a dense matrix (the *spectral*
+    marginal model), through the sparse mixed-model equations otherwise (one factorisation and
+    one selected inverse per gradient). b and every effect are drawn afterwards, for each
+    posterior draw, from their exact conditional.
 ``noncentred``
-    :math:`z \sim N(0, I_q)`, :math:`u = \sigma_u L z`. For a pedigree,
-    :math:`L = T D^{1/2}` is applied by the parents-first recursion
-    :math:`u_i = \tfrac12(u_{s} + u_{d}) + \sqrt{d_i}\,\sigma_u z_i`, one vectorised step per
-    generation (:math:`O(q)` per gradient, no dense matrix); otherwise :math:`L` is the
-    Cholesky factor of the dense A (:math:`O(q^2)`). b is sampled.
+    Every effect non-centred (pedigree recursion, scaled unit normals, the Cholesky factor of
+    :math:`G_0` for a correlated pair); b sampled. :math:`O(q)` per gradient.
+``partial``
+    The additive effect marginal in the eigenbasis (dense A), the other effects non-centred.
 
-The REML estimate (built in) starts the sampler and is compared with the posterior after
-every fit; diagnostics are checked after every fit (:mod:`bayes_animal.posterior`).
+``parameterisation="auto"`` chooses from the problem's shape and size, by the measurements in
+``benchmarks/results/sampling_*.md`` (:func:`choose_parameterisation`), and says why. The REML
+estimate (built in) starts every chain and is compared with the posterior after every fit;
+diagnostics are checked after every fit (:mod:`bayes_animal.results.posterior`).
 """
 
 from __future__ import annotations
@@ -40,27 +37,37 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..api import model_inputs
+from ..api import fit_inputs, model_inputs
 from ..design import Design
 from ..errors import BayesAnimalError
 from ..estimation.result import RemlResult
-from ..estimation.spectral import fit_spectral
 from ..linalg.spectral import SpectralProblem, decompose, default_threads
 from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
+from ..spec.parameters import Parameters, identifier
 from ..structures.inputs import RelationshipSource
-from ..structures.pedigree import Pedigree, generation_blocks
-from ..structures.relationship import RelationshipMatrix
-from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
-from .priors import NormalFixed, Priors, as_priors, data_scales
+from ..structures.pedigree import Pedigree
+from .priors import NormalFixed, Priors, add_parameters, as_priors, data_scales, initial_values
 
-__all__ = ["PARAMETERISATIONS", "SAMPLERS", "AnimalModel", "ModelError"]
+__all__ = [
+    "PARAMETERISATIONS",
+    "SAMPLERS",
+    "AnimalModel",
+    "ModelError",
+    "choose_parameterisation",
+]
 
-PARAMETERISATIONS = ("auto", "marginal", "noncentred")
+PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
 SAMPLERS = ("pymc", "nutpie", "numpyro")
 #: The default sampler: PyMC's own NUTS was fastest end to end on these machines
 #: (benchmarks/results/sampling.md): nutpie's numba compilation costs more than it saves on
-#: two-parameter marginal models.
+#: marginal models with a few parameters.
 DEFAULT_SAMPLER = "pymc"
+#: The spectral marginal model (one random effect) up to this many records: beyond it the
+#: O(n³) eigendecomposition costs more than the sparse marginal model's sampling.
+SPECTRAL_MAX_RECORDS = 5000
+#: The sparse marginal model up to this order of the mixed-model equations: beyond it the
+#: non-centred model's O(q) gradients win (benchmarks/results/sampling_scale.md).
+SPARSE_MARGINAL_MAX_ORDER = 60_000
 
 
 class ModelError(BayesAnimalError, ValueError):
@@ -71,8 +78,10 @@ class ModelError(BayesAnimalError, ValueError):
 class _Built:
     model: Any
     parameterisation: str
+    engine: str
     fixed_effects: str
     initvals: dict[str, float]
+    theta: Any = None
 
 
 def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
@@ -81,31 +90,68 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
     return value
 
 
+def choose_parameterisation(design: Design, *, dense: bool, order: int) -> tuple[str, str, str]:
+    """``(parameterisation, engine, why)`` for ``parameterisation="auto"``.
+
+    One random effect with a dense matrix and at most :data:`SPECTRAL_MAX_RECORDS` records:
+    the spectral marginal model (O(n) per gradient after one eigendecomposition). Otherwise
+    the sparse marginal model while the mixed-model equations have at most
+    :data:`SPARSE_MARGINAL_MAX_ORDER` unknowns, and the non-centred model beyond.
+    """
+    single = len(design.effects) == 1
+    if single and dense and design.n_records <= SPECTRAL_MAX_RECORDS:
+        return (
+            "marginal",
+            "spectral",
+            "one random effect: the likelihood is diagonal in the eigenbasis of Z K Z' "
+            "(NUTS over the two variances, b and u drawn exactly afterwards).",
+        )
+    if order <= SPARSE_MARGINAL_MAX_ORDER:
+        return (
+            "marginal",
+            "sparse",
+            f"{len(design.effects)} random effect(s), {order} unknowns: every effect is "
+            "integrated out through the sparse mixed-model equations (NUTS over the variance "
+            "parameters only, effects drawn exactly afterwards).",
+        )
+    return (
+        "noncentred",
+        "noncentred",
+        f"{order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
+        "costs more than the non-centred model's O(q) gradients.",
+    )
+
+
 class AnimalModel:
-    """The animal model ``formula + (1 | animal)`` with relationship A, ready to fit.
+    """A mixed model with an additive genetic effect (and any other random effects), ready to
+    fit by NUTS.
 
     Parameters
     ----------
     formula
-        Fixed part, e.g. ``"response ~ 1 + fix"`` (factors as ``C(sex)``).
+        Fixed and random parts, as for :func:`bayes_animal.reml`:
+        ``"bwt ~ 1 + C(sex) + (1 | byear) + (1 | mother)"``, ``ide(animal)`` for a permanent
+        environment.
     data
         Records; ``animal`` names the id column.
     animal
         Column of animal ids.
     relmat, pedigree, genotypes
-        Exactly one (see :func:`bayes_animal.api.reml`).
+        At most one (see :func:`bayes_animal.api.reml`).
+    maternal, maternal_covariance
+        Dam column of a maternal genetic effect; estimate the direct–maternal covariance.
     priors
-        A :class:`~bayes_animal.priors.Priors` or a preset name (``"default"``,
+        A :class:`~bayes_animal.bayes.priors.Priors` or a preset name (``"default"``,
         ``"inverse_gamma"``, ``"flat"``, ``"beta_h2"``).
     source
         A relationship already resolved by
-        :func:`~bayes_animal.inputs.resolve_relationship` (the command line passes it), instead
-        of ``relmat``/``pedigree``/``genotypes``.
+        :func:`~bayes_animal.structures.inputs.resolve_relationship` (the command line passes it).
 
     Notes
     -----
-    The constructor validates and builds the specification; it never samples. The
-    eigendecomposition and the REML estimate are computed on first use and cached.
+    The constructor validates and builds the specification; it never samples. The REML
+    estimate (and the eigendecomposition or the analysis of the mixed-model equations) is
+    computed on first use and cached.
 
     Examples
     --------
@@ -113,7 +159,7 @@ class AnimalModel:
     >>> sim = simulate_reference(n=100, n_snps=200, seed=1)
     >>> model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
     >>> print(model.priors_text().splitlines()[0])  # doctest: +ELLIPSIS
-    sigma2_u: HalfStudentT(nu=3, scale=...) on the SD
+    additive: HalfStudentT(nu=3, scale=...) on the SD
     """
 
     def __init__(
@@ -122,16 +168,17 @@ class AnimalModel:
         data: pd.DataFrame,
         *,
         animal: str = "animal",
-        relmat: RelationshipMatrix | pd.DataFrame | str | PathLike[str] | None = None,
+        relmat: Any = None,
         pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
         genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+        maternal: str | None = None,
+        maternal_covariance: bool = False,
         priors: Priors | str | None = None,
         source: RelationshipSource | None = None,
     ) -> None:
         self.formula = formula
         self.animal = animal
-        self.priors = as_priors(priors)
-        inputs = model_inputs(
+        self.inputs = model_inputs(
             formula,
             data,
             relmat=relmat,
@@ -139,73 +186,155 @@ class AnimalModel:
             genotypes=genotypes,
             source=source,
             animal=animal,
+            maternal=maternal,
+            maternal_covariance=maternal_covariance,
         )
-        if inputs.source is None or len(inputs.design.effects) != 1:
-            raise ModelError(
-                "The Bayesian model fits one additive genetic effect (a relationship is needed); "
-                f"this model has {', '.join(e.name for e in inputs.design.effects) or 'none'}. "
-                "Use reml() for models with several random effects."
-            )
-        self.source = inputs.source
-        self.relmat: RelationshipMatrix = self.source.relmat
-        self.design: Design = inputs.design
-        self.scales = data_scales(self.design.y, self.design.X, self.relmat.mean_diagonal)
+        self.source = self.inputs.source
+        self.design: Design = self.inputs.design
+        self.parameters = Parameters.from_spec(self.design.spec)
+        self.priors = as_priors(priors)
+        self.priors.check(self.parameters)
+        self.structures = self._structures()
+        self.scales = data_scales(
+            self.design.y,
+            self.design.X,
+            {
+                e.name: float(np.mean(self.structures[e.name].diagonal()))
+                for e in self.design.effects
+            },
+        )
         self._problem: SpectralProblem | None = None
         self._reml: RemlResult | None = None
+        self._mme = None
+
+    def _structures(self) -> dict[str, Any]:
+        from ..structures.covariance import IdentityStructure
+
+        out = {}
+        for effect in self.design.effects:
+            out[effect.name] = (
+                self.source.structure if effect.genetic else IdentityStructure(effect.levels)
+            )
+        return out
 
     # -- cached numerics ---------------------------------------------------------------------
     @property
+    def dense_available(self) -> bool:
+        """Whether the single random effect's dense matrix is at hand (a given matrix, a
+        pedigree small enough for a dense A, or an independent effect)."""
+        if len(self.design.effects) != 1:
+            return False
+        effect = self.design.effects[0]
+        if not effect.genetic or self.source.matrix is not None:
+            return True
+        from ..structures.additive import MAX_DENSE
+
+        return self.source.pedigree.size <= MAX_DENSE
+
+    @property
+    def relmat(self):
+        """The dense matrix of the single (or additive) random effect."""
+        effect = self.design.effects[0]
+        if effect.genetic:
+            return self.source.relmat
+        from ..structures.relationship import RelationshipMatrix
+
+        return RelationshipMatrix(ids=effect.levels, matrix=np.eye(effect.size))
+
+    @property
     def problem(self) -> SpectralProblem:
-        """The eigendecomposition of Z A Zᵀ (computed once)."""
+        """The eigendecomposition of Z K Zᵀ of the additive (or single) effect, computed once."""
         if self._problem is None:
-            self._problem = decompose(self.design, self.relmat)
+            from dataclasses import replace
+
+            single = replace(self.design, effects=self.design.effects[:1])
+            self._problem = decompose(single, self.relmat)
         return self._problem
+
+    @property
+    def mme(self):
+        """The analysed sparse mixed-model equations (computed once)."""
+        if self._mme is None:
+            from ..linalg.mme import MixedModelEquations
+
+            self._mme = MixedModelEquations(self.design, self.structures, self.parameters)
+        return self._mme
 
     @property
     def reml(self) -> RemlResult:
         """The built-in REML estimate (computed once)."""
         if self._reml is None:
-            self._reml = fit_spectral(self.design, self.relmat, problem=self.problem)
+            self._reml = fit_inputs(self.inputs)
         return self._reml
 
     def priors_text(self) -> str:
-        """The priors with their data-derived scales."""
-        return self.priors.describe(self.scales)
+        """The priors of every component, with their data-derived scales."""
+        return self.priors.describe(self.parameters, self.scales)
 
     def data_hash(self) -> str:
-        """SHA-256 of y, X, the animal index and A: the provenance of a posterior."""
+        """SHA-256 of y, X, each effect's levels and indices, and the relationship: the
+        provenance of a posterior."""
         digest = hashlib.sha256()
-        for array in (
-            self.design.y,
-            self.design.X,
-            self.design.effects[0].index,
-            self.relmat.matrix,
-        ):
+        for array in (self.design.y, self.design.X):
             digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update("\x00".join(map(str, self.relmat.ids)).encode())
+        for effect in self.design.effects:
+            digest.update(np.ascontiguousarray(effect.index).tobytes())
+            digest.update("\x00".join(map(str, effect.levels)).encode())
+        if self.source is not None:
+            if self.source.matrix is not None:
+                digest.update(np.ascontiguousarray(self.source.matrix.matrix).tobytes())
+            else:
+                digest.update(np.ascontiguousarray(self.source.pedigree.sire).tobytes())
+                digest.update(np.ascontiguousarray(self.source.pedigree.dam).tobytes())
         return digest.hexdigest()
 
     # -- model building ----------------------------------------------------------------------
-    def _resolve(self, parameterisation: str, fixed: str) -> tuple[str, str, list[str]]:
+    def _resolve(self, parameterisation: str, fixed: str) -> tuple[str, str, str, list[str]]:
+        """(parameterisation, engine, fixed, notes)."""
         notes: list[str] = []
         _choice(parameterisation, PARAMETERISATIONS, "parameterisation")
-        if parameterisation == "auto":
-            parameterisation = "marginal"
-            notes.append(
-                "parameterisation 'auto' chose 'marginal': one genetic component, so the "
-                "likelihood is diagonal in the eigenbasis of Z A Z'."
-            )
         _choice(fixed, ("auto", "integrate", "sample"), "fixed-effects option")
-        if parameterisation == "noncentred" and fixed == "integrate":
+        dense = self.dense_available
+        if parameterisation == "auto":
+            parameterisation, engine, why = choose_parameterisation(
+                self.design,
+                dense=dense,
+                order=self.design.n_fixed + sum(e.size for e in self.design.effects),
+            )
+            notes.append(f"parameterisation 'auto' chose '{parameterisation}': {why}")
+        elif parameterisation == "marginal":
+            engine = "spectral" if (len(self.design.effects) == 1 and dense) else "sparse"
+        elif parameterisation == "partial":
+            engine = "partial"
+            names = [e.name for e in self.design.effects]
+            if names[:1] != ["additive"] or len(names) < 2 or self.design.effects[1].genetic:
+                raise ModelError(
+                    "parameterisation='partial' integrates the additive effect in the "
+                    "eigenbasis and samples the other (independent) effects: it needs an "
+                    f"additive effect and other independent effects; this model has {names}."
+                )
+            if self.source.matrix is None and self.source.pedigree.size > 20_000:
+                raise ModelError(
+                    "parameterisation='partial' needs the dense A: at most 20 000 animals."
+                )
+        else:
+            engine = "noncentred"
+        if engine == "noncentred" and fixed == "integrate":
             raise ModelError("The non-centred model samples the fixed effects: use fixed='sample'.")
         if fixed == "integrate" and isinstance(self.priors.fixed, NormalFixed):
             raise ModelError(
                 "Fixed effects can be integrated out only under a flat prior; drop the Normal "
                 "prior on them or use fixed='sample'."
             )
+        sample = engine == "noncentred" or isinstance(self.priors.fixed, NormalFixed)
         if fixed == "auto":
-            sample = parameterisation == "noncentred" or isinstance(self.priors.fixed, NormalFixed)
             fixed = "sample" if sample else "integrate"
+        if fixed == "sample" and engine in ("sparse", "partial"):
+            raise ModelError(
+                f"The {engine} marginal model integrates the fixed effects out under a flat "
+                "prior; use parameterisation='noncentred' to sample them (e.g. under a Normal "
+                "prior)."
+            )
         notes.append(
             "fixed effects "
             + (
@@ -216,128 +345,153 @@ class AnimalModel:
             )
             + "."
         )
-        return parameterisation, fixed, notes
+        return parameterisation, engine, fixed, notes
 
-    def build(self, parameterisation: str = "marginal", *, fixed: str = "auto"):
+    def build(self, parameterisation: str = "auto", *, fixed: str = "auto"):
         """The PyMC model (without sampling). Returns ``pymc.Model``."""
-        parameterisation, fixed, _ = self._resolve(parameterisation, fixed)
-        return self._build(parameterisation, fixed).model
+        parameterisation, engine, fixed, _ = self._resolve(parameterisation, fixed)
+        return self._build(parameterisation, engine, fixed).model
 
     def _coords(self) -> dict[str, list[str]]:
-        return {
-            "animal": [str(a) for a in self.relmat.ids],
+        from .likelihoods import effect_dim
+
+        coords = {
             "fixed": list(self.design.fixed_names),
             "obs": [str(r) for r in self.design.record_labels],
         }
+        for effect in self.design.effects:
+            coords[effect_dim(effect)] = [str(level) for level in effect.levels]
+        return coords
 
     def _fixed_prior(self, pm):
         if isinstance(self.priors.fixed, NormalFixed):
             return pm.Normal("beta", 0.0, self.priors.fixed.scale, dims="fixed")
         return pm.Flat("beta", dims="fixed")
 
-    def _initvals(self) -> dict[str, float]:
-        reml = self.reml
-        total = reml.sigma2_u + reml.sigma2_e
-        su = max(reml.sigma2_u, 1e-3 * total)
-        se = max(reml.sigma2_e, 1e-3 * total)
-        if self.priors.h2 is not None:
-            return {
-                "heritability": float(np.clip(su / (su + se), 0.01, 0.99)),
-                "sigma_p": float(np.sqrt(su + se)),
-            }
-        return self.priors.genetic.initial("u", su) | self.priors.residual.initial("e", se)
+    def _quantities(self, pm, values) -> None:
+        """Deterministics for every reported quantity (one place: Parameters.quantities)."""
+        params = self.parameters
+        total = sum(
+            values[n] * g
+            for n, g in zip(params.names, params.phenotypic_gradient(), strict=True)
+            if g
+        )
+        for quantity in params.quantities():
+            source = quantity.source
+            if quantity.kind in ("variance", "covariance"):
+                value = values[source]
+            elif source == "repeatability":
+                value = sum(values[n] for n in params.repeatability) / total
+            elif ":" in source:
+                a, m = source.split(":")
+                value = values[source] / (values[a] * values[m]) ** 0.5
+            else:
+                value = values[source] / total
+            pm.Deterministic(quantity.key, value)
 
-    def _build(self, parameterisation: str, fixed: str) -> _Built:
+    def _build(self, parameterisation: str, engine: str, fixed: str) -> _Built:
         import pymc as pm
 
+        from . import likelihoods
+
         with pm.Model(coords=self._coords()) as model:
-            sigma2_u, sigma2_e = self.priors.variances(self.scales)
-            sigma2_u = pm.Deterministic("sigma2_u", sigma2_u)
-            sigma2_e = pm.Deterministic("sigma2_e", sigma2_e)
-            pm.Deterministic("h2", sigma2_u / (sigma2_u + sigma2_e))
-            if parameterisation == "marginal":
-                self._marginal_likelihood(pm, sigma2_u, sigma2_e, fixed)
+            theta, values = add_parameters(self.priors, self.parameters, self.scales)
+            self._quantities(pm, values)
+            if engine == "spectral":
+                effect = self.design.effects[0].name
+                beta = self._fixed_prior(pm) if fixed == "sample" else None
+                likelihoods.spectral_marginal(
+                    pm, self.problem, values[effect], values["residual"], beta
+                )
+            elif engine == "sparse":
+                from .op import RestrictedLikelihood
+
+                pm.Potential("restricted_loglik", RestrictedLikelihood(self.mme)(theta)[0])
+            elif engine == "partial":
+                likelihoods.partial(
+                    pm, self.problem, self.design, self.structures, self.parameters, values
+                )
             else:
-                self._noncentred_likelihood(pm, sigma2_u, sigma2_e)
+                likelihoods.noncentred(
+                    pm,
+                    self.design,
+                    self.structures,
+                    self.parameters,
+                    values,
+                    self._fixed_prior(pm),
+                )
+        floor = 1e-3 * self.parameters.phenotypic(self.reml_theta())
+        initvals = initial_values(self.priors, self.parameters, self.reml_theta(), floor=floor)
         return _Built(
             model,
             parameterisation,
+            engine,
             "integrated" if fixed == "integrate" else "sampled",
-            self._initvals(),
+            initvals,
+            theta,
         )
 
-    def _marginal_likelihood(self, pm, sigma2_u, sigma2_e, fixed: str) -> None:
-        import pytensor.tensor as pt
+    def _reml_mass_matrix(self, built: _Built):
+        """The sampler's initial mass matrix from REML: the covariance of the variance
+        parameters (the inverse average information) carried to the sampler's unconstrained
+        variables x by the Jacobian J = ∂θ/∂x at the REML start, cov(x) ≈ (Jᵀ 𝓘 J)⁻¹. With it the
+        marginal models tune in a few hundred steps. None when it cannot be formed (a boundary
+        component, sampled fixed effects)."""
+        model = built.model
+        free = model.free_RVs
+        reml = self.reml
+        if any(rv.ndim > 0 for rv in free) or reml.boundary:
+            return None
+        for name, value in built.initvals.items():
+            model.set_initval(model[name], value)
+        start = model.initial_point()
+        names = [model.rvs_to_values[rv].name for rv in free]
+        x0 = np.array([float(start[n]) for n in names])
+        (theta,) = model.replace_rvs_by_values([built.theta])
+        theta_of = model.compile_fn(theta, inputs=model.value_vars, on_unused_input="ignore")
+        order = [self.parameters.names.index(n) for n in reml.parameter_names]
+        information = np.asarray(reml.information, dtype=float)[np.ix_(order, order)]
+        jacobian = np.empty((self.parameters.size, len(names)))
+        for k in range(len(names)):
+            step = 1e-5 * max(1.0, abs(x0[k]))
+            up, down = x0.copy(), x0.copy()
+            up[k] += step
+            down[k] -= step
+            plus = np.asarray(theta_of(dict(zip(names, up, strict=True))))
+            minus = np.asarray(theta_of(dict(zip(names, down, strict=True))))
+            jacobian[:, k] = (plus - minus) / (2 * step)
+        try:
+            covariance = np.linalg.inv(jacobian.T @ information @ jacobian)
+            np.linalg.cholesky(covariance)
+        except np.linalg.LinAlgError:
+            return None
+        from pymc.step_methods.hmc.quadpotential import QuadPotentialFullAdapt
 
-        problem = self.problem
-        d = pt.constant(problem.eigenvalues)
-        X = pt.constant(problem.X_rot)
-        y = pt.constant(problem.y_rot)
-        variances = sigma2_u * d + sigma2_e
-        if fixed == "sample":
-            beta = self._fixed_prior(pm)
-            pm.Normal("y_rotated", mu=X @ beta, sigma=pt.sqrt(variances), observed=problem.y_rot)
-            return
-        weights = 1.0 / variances
-        precision = X.T @ (X * weights[:, None])
-        chol = pt.linalg.cholesky(precision)
-        solved = pt.linalg.solve(precision, X.T @ (weights * y), assume_a="pos")
-        residual = y - X @ solved
-        restricted = -0.5 * (
-            pt.sum(pt.log(variances))
-            + 2.0 * pt.sum(pt.log(pt.diag(chol)))
-            + pt.sum(weights * residual**2)
-            + (problem.n - problem.p) * np.log(2.0 * np.pi)
-            - problem.logdet_xtx
-        )
-        pm.Potential("restricted_loglik", restricted)
+        return QuadPotentialFullAdapt(len(names), x0, covariance, initial_weight=10)
 
-    def _noncentred_likelihood(self, pm, sigma2_u, sigma2_e) -> None:
-        import pytensor.tensor as pt
-
-        z = pm.Normal("z", 0.0, 1.0, dims="animal")
-        sigma_u = pt.sqrt(sigma2_u)
-        if self.source.kind == "pedigree":
-            genetic = self._pedigree_recursion(z, sigma_u)
-        else:
-            genetic = sigma_u * (pt.constant(self.relmat.factor()) @ z)
-        u = pm.Deterministic("u", genetic, dims="animal")
-        beta = self._fixed_prior(pm)
-        mean = pt.constant(self.design.X) @ beta + u[self.design.effects[0].index]
-        pm.Normal("y", mu=mean, sigma=pt.sqrt(sigma2_e), observed=self.design.y, dims="obs")
-
-    def _pedigree_recursion(self, z, sigma_u):
-        """u = T D^½ σu z by u_i = ½(u_s + u_d) + √d_i σu z_i, one step per generation."""
-        import pytensor.tensor as pt
-
-        pedigree, sampling = self.source.pedigree, self.source.sampling
-        q = pedigree.size
-        order = pedigree.user_order  # relmat position k ↔ pedigree position order[k]
-        to_user = np.empty(q, dtype=np.int64)
-        to_user[order] = np.arange(q)
-        z_pedigree = z[to_user]
-        scale = np.sqrt(sampling.variances)
-        sire = np.where(pedigree.sire >= 0, pedigree.sire, q)
-        dam = np.where(pedigree.dam >= 0, pedigree.dam, q)
-        values = pt.zeros(q + 1)  # slot q: an unknown parent, always 0
-        for block in generation_blocks(pedigree.generation):
-            step = 0.5 * (values[sire[block]] + values[dam[block]])
-            step = step + scale[block] * sigma_u * z_pedigree[block]
-            values = pt.set_subtensor(values[block], step)
-        return values[:q][order]
+    def reml_theta(self) -> np.ndarray:
+        """The REML estimate as a parameter vector (order of ``parameters.names``)."""
+        reml = self.reml
+        out = []
+        for name in self.parameters.names:
+            if ":" in name:
+                out.append(float(reml.covariances.loc[name, "covariance"]))
+            else:
+                out.append(float(reml.components.loc[name, "variance"]))
+        return np.array(out)
 
     # -- sampling ----------------------------------------------------------------------------
     def fit(
         self,
         *,
-        parameterisation: Literal["auto", "marginal", "noncentred"] = "auto",
+        parameterisation: Literal["auto", "marginal", "noncentred", "partial"] = "auto",
         sampler: Literal["pymc", "nutpie", "numpyro"] | None = None,
         draws: int = 1000,
-        tune: int = 1000,
+        tune: int | None = None,
         chains: int = 4,
         random_seed: int | None = None,
         progressbar: bool = True,
-        target_accept: float = 0.9,
+        target_accept: float | None = None,
         fixed: Literal["auto", "integrate", "sample"] = "auto",
         warn: bool = True,
     ) -> AnimalFit:
@@ -346,21 +500,24 @@ class AnimalModel:
         Parameters
         ----------
         parameterisation
-            ``"auto"`` (→ ``"marginal"`` for one genetic component, and says so),
-            ``"marginal"`` or ``"noncentred"``.
+            ``"auto"`` (chosen from the problem, and says why), ``"marginal"``,
+            ``"noncentred"`` or ``"partial"``.
         sampler
             ``"pymc"``, ``"nutpie"`` or ``"numpyro"``; None takes the default
             (:data:`DEFAULT_SAMPLER`, the fastest end to end in ``benchmarks/``).
         draws, tune, chains
-            Draws kept per chain, tuning steps per chain, chains.
+            Draws kept per chain, tuning steps per chain (default: 500 for the marginal
+            models, which start at REML with its covariance as the mass matrix; 1000 for the
+            others), chains.
         random_seed
-            Seed for the sampler and for the conditional draws of b and u.
+            Seed for the sampler and for the conditional draws of b and the effects.
         progressbar
             Show progress bars (PyMC's needs a terminal or notebook).
         target_accept
-            NUTS target acceptance rate.
+            NUTS target acceptance rate (default: 0.8 for the marginal models, whose few
+            parameters have a smooth posterior; 0.9 for the others).
         fixed
-            ``"auto"``, ``"integrate"`` (flat prior, marginal model only) or ``"sample"``.
+            ``"auto"``, ``"integrate"`` (flat prior, marginal models) or ``"sample"``.
         warn
             Issue warnings for failed diagnostics or a REML estimate outside the HDI.
 
@@ -372,20 +529,21 @@ class AnimalModel:
 
         start = time.perf_counter()
         sampler = _choice(sampler or DEFAULT_SAMPLER, SAMPLERS, "sampler")
-        parameterisation, fixed, notes = self._resolve(parameterisation, fixed)
+        parameterisation, engine, fixed, notes = self._resolve(parameterisation, fixed)
+        marginal = engine in ("spectral", "sparse")
+        tune = (500 if marginal else 1000) if tune is None else tune
+        target_accept = (0.8 if marginal else 0.9) if target_accept is None else target_accept
         if progressbar:
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
-        problem = self.problem  # eigh, needed by REML either way
         reml = self.reml
-        built = self._build(parameterisation, fixed)
+        timings = {"reml": time.perf_counter() - start}
+        built = self._build(parameterisation, engine, fixed)
         sample_start = time.perf_counter()
         # PyMC's chains run one after another in this process with one BLAS thread: as fast
         # end to end on two cores as worker processes (which re-import PyMC), and no fork of a
         # multi-threaded process. nutpie runs its chains in threads of its own.
         cores = min(chains, default_threads()) if sampler == "nutpie" else 1
-        # every sampler starts from the REML estimate: a non-centred model started at random
-        # can be caught by the spike of the joint density at sigma2_e -> 0
         kwargs: dict[str, Any] = {
             "cores": cores,
             "nuts": {"target_accept": target_accept},
@@ -393,6 +551,11 @@ class AnimalModel:
         }
         if sampler == "pymc":
             kwargs.update(compute_convergence_checks=False, blas_cores=1)
+            potential = self._reml_mass_matrix(built) if engine in ("spectral", "sparse") else None
+            if potential is not None:
+                with built.model:
+                    kwargs["step"] = pm.NUTS(potential=potential, target_accept=target_accept)
+                kwargs.pop("nuts")
         try:
             with built.model:
                 idata = pm.sample(
@@ -417,31 +580,25 @@ class AnimalModel:
         )
         sampling = min(sampling, sample_wall)
         conditional_start = time.perf_counter()
-        if parameterisation == "marginal":
-            self._add_conditional_draws(idata, fixed, random_seed)
-        conditional = time.perf_counter() - conditional_start
-        idata.attrs.update(
-            self._provenance(
-                sampler,
-                parameterisation,
-                built.fixed_effects,
-                draws,
-                tune,
-                chains,
-                random_seed,
-                target_accept,
-            )
-        )
-        timings = {
-            "eigh": problem.seconds,
+        self._add_conditional_draws(idata, engine, fixed, random_seed)
+        timings |= {
             "compile": sample_wall - sampling,
             "sampling": sampling,
-            "conditional": conditional,
-            "total": time.perf_counter() - start,
+            "conditional": time.perf_counter() - conditional_start,
         }
-        summary = component_summary(idata)
-        diagnostics = diagnose(idata, parameterisation=parameterisation, warn=warn, summary=summary)
-        check = reml_check(idata, reml, warn=warn, summary=summary)
+        if self._problem is not None:
+            timings["eigh"] = self._problem.seconds
+        idata.attrs.update(
+            self._provenance(
+                sampler, parameterisation, engine, built.fixed_effects,
+                draws, tune, chains, random_seed, target_accept,
+            )
+        )  # fmt: skip
+        quantities = self.parameters.quantities()
+        summary = component_summary(idata, [q.key for q in quantities])
+        diagnostics = diagnose(idata, summary, parameterisation=parameterisation, warn=warn)
+        joint = self._joint_mode(built) if engine in ("spectral", "sparse") else None
+        check = reml_check(summary, reml, quantities, joint_mode=joint, warn=warn)
         timings["total"] = time.perf_counter() - start
         return AnimalFit(
             idata=idata,
@@ -452,59 +609,138 @@ class AnimalModel:
             parameterisation=parameterisation,
             fixed_effects=built.fixed_effects,
             timings=timings,
-            a_diagonal=np.diag(self.relmat.matrix).copy(),
-            notes=tuple(notes),
+            parameters=self.parameters,
+            diagonals={e.name: self.structures[e.name].diagonal() for e in self.design.effects},
+            notes=tuple([*notes, f"engine: {engine}"]),
             _summary=summary,
         )
 
-    def _add_conditional_draws(self, idata, fixed: str, seed: int | None) -> None:
-        """Draw u (and b, when it was integrated out) for every posterior draw — once."""
+    def _joint_mode(self, built: _Built) -> dict[str, float] | None:
+        """The joint posterior mode of the variance parameters, on the scale of the variances
+        (the density without the Jacobian of the sampler's transforms), from the REML start by
+        L-BFGS; under flat priors it is the REML estimate. None for models with vector-valued
+        free variables (sampled fixed effects)."""
+        from scipy.optimize import minimize
+
+        model = built.model
+        free = model.free_RVs
+        if any(rv.ndim > 0 for rv in free):
+            return None
+        for name, value in built.initvals.items():
+            model.set_initval(model[name], value)
+        start = model.initial_point()
+        names = [model.rvs_to_values[rv].name for rv in free]
+        logp = model.compile_logp(jacobian=False)
+        dlogp = model.compile_dlogp(jacobian=False)
+
+        def objective(x):
+            point = dict(zip(names, x, strict=True))
+            return -float(logp(point)), -np.asarray(dlogp(point), dtype=float)
+
+        best = minimize(objective, np.array([start[n] for n in names]), jac=True, method="L-BFGS-B")
+        if not np.isfinite(best.fun):
+            return None
+        keys = [q.key for q in self.parameters.quantities()]
+        outputs = model.replace_rvs_by_values([model[k] for k in keys])
+        evaluate = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore")
+        values = evaluate(dict(zip(names, best.x, strict=True)))
+        return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+    def _add_conditional_draws(self, idata, engine: str, fixed: str, seed: int | None) -> None:
+        """Draw b and every random effect for each posterior draw, where they were integrated
+        out — once."""
         import xarray as xr
 
+        from .conditional import (
+            draw_breeding_values,
+            draw_fixed_and_breeding_values,
+            draw_from_mixed_model,
+        )
+        from .likelihoods import effect_dim, effect_variable
+
+        if engine == "noncentred":
+            return
         posterior = idata.posterior
-        su = posterior["sigma2_u"].values
-        se = posterior["sigma2_e"].values
-        chains, draws = su.shape
+        chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
         rng = np.random.default_rng(None if seed is None else seed + 7919)
-        if fixed == "integrate":
-            beta, u = draw_fixed_and_breeding_values(
-                self.problem, self.design, self.relmat, su.ravel(), se.ravel(), rng=rng
-            )
-        else:  # b was sampled: u given the sampled b
-            beta = None
-            sampled = posterior["beta"].values.reshape(chains * draws, -1)
-            u = draw_breeding_values(
-                self.problem, self.design, self.relmat, sampled, su.ravel(), se.ravel(), rng=rng
-            )
         coords = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
-        new = {
-            "u": xr.DataArray(
-                u.reshape(chains, draws, -1),
-                dims=("chain", "draw", "animal"),
-                coords={**coords, "animal": [str(a) for a in self.relmat.ids]},
-            ),
-        }
-        if beta is not None:
-            new["beta"] = xr.DataArray(
-                beta.reshape(chains, draws, -1),
-                dims=("chain", "draw", "fixed"),
-                coords={**coords, "fixed": list(self.design.fixed_names)},
+
+        def array(values, dim, levels):
+            return xr.DataArray(
+                values.reshape(chains, draws, -1),
+                dims=("chain", "draw", dim),
+                coords={**coords, dim: [str(level) for level in levels]},
             )
+
+        def variance(name):
+            return posterior[f"sigma2_{identifier(name)}"].values.ravel()
+
+        new: dict[str, Any] = {}
+        effects = self.design.effects
+        beta = None
+        if engine == "sparse":
+            thetas = np.column_stack(
+                [
+                    posterior[q.key].values.ravel()
+                    for q in self.parameters.quantities()
+                    if q.kind in ("variance", "covariance")
+                ]
+            )
+            order = [
+                q.source
+                for q in self.parameters.quantities()
+                if q.kind in ("variance", "covariance")
+            ]
+            thetas = thetas[:, [order.index(n) for n in self.parameters.names]]
+            w = draw_from_mixed_model(self.mme, thetas, rng=rng)
+            beta = w[:, : self.mme.p]
+            for effect in effects:
+                new[effect_variable(effect.name)] = array(
+                    w[:, self.mme.effect_slice(effect.name)], effect_dim(effect), effect.levels
+                )
+        else:
+            effect = effects[0]
+            y_rot = None
+            if engine == "partial":  # y net of the sampled (non-centred) effects, rotated
+                others = np.zeros((chains * draws, self.design.n_records))
+                for other in effects[1:]:
+                    draws_other = posterior[effect_variable(other.name)].values
+                    flat = draws_other.reshape(chains * draws, -1)
+                    padded = np.concatenate([flat, np.zeros((len(flat), 1))], axis=1)
+                    others += padded[:, other.index]
+                y_rot = (self.design.y[None, :] - others) @ self.problem.eigenvectors
+            su, se = variance(effect.name), variance("residual")
+            if fixed == "integrate":
+                beta, u = draw_fixed_and_breeding_values(
+                    self.problem, self.design, self.relmat, su, se, rng=rng, y_rot=y_rot
+                )
+            else:
+                sampled = posterior["beta"].values.reshape(chains * draws, -1)
+                u = draw_breeding_values(
+                    self.problem, self.design, self.relmat, sampled, su, se, rng=rng
+                )
+            new[effect_variable(effect.name)] = array(u, effect_dim(effect), effect.levels)
+        if beta is not None:
+            new["beta"] = array(beta, "fixed", self.design.fixed_names)
         idata["posterior"] = posterior.to_dataset().assign(new)
 
-    def _provenance(self, sampler, parameterisation, fixed, draws, tune, chains, seed, target):
+    def _provenance(
+        self, sampler, parameterisation, engine, fixed, draws, tune, chains, seed, target
+    ):
         options = {
             "formula": self.formula,
             "animal": self.animal,
+            "components": list(self.parameters.names),
             "sampler": sampler,
             "parameterisation": parameterisation,
+            "engine": engine,
             "fixed_effects": fixed,
             "draws": draws,
             "tune": tune,
             "chains": chains,
             "random_seed": seed,
             "target_accept": target,
-            "relationship": self.source.kind,
+            "relationship": None if self.source is None else self.source.kind,
         }
         return {
             "bayes_animal_version": __version__,

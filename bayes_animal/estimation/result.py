@@ -199,6 +199,17 @@ class RemlResult:
         names = [n for n in self.components.index if n != "residual"]
         return "additive" if "additive" in names else names[0]
 
+    def quantity(self, quantity) -> tuple[float, float]:
+        """``(estimate, se)`` of a :class:`~bayes_animal.spec.parameters.Quantity`."""
+        if quantity.kind == "variance":
+            row = self.components.loc[quantity.source]
+            return float(row["variance"]), float(row["se"])
+        if quantity.kind == "covariance":
+            row = self.covariances.loc[quantity.source]
+            return float(row["covariance"]), float(row["se"])
+        row = self.ratios.loc[quantity.source]
+        return float(row["estimate"]), float(row["se"])
+
     # -- output ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The JSON form printed by ``bayes-animal reml --json``: the first version's keys

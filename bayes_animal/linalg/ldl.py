@@ -64,7 +64,7 @@ class NotPositiveDefinite(BayesAnimalError, ArithmeticError):
 # symbolic analysis
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _etree(n, Ap, Ai):  # pragma: no cover - compiled
     """Elimination tree from the upper triangle (CSC) of the permuted matrix."""
     parent = np.full(n, -1, np.int64)
@@ -81,7 +81,7 @@ def _etree(n, Ap, Ai):  # pragma: no cover - compiled
     return parent
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
     """Column (Lp, Li: rows ascending) and row (Rp, Rj: columns ascending) patterns of the
     strictly lower L, by walking the row subtrees of the elimination tree."""
@@ -124,7 +124,7 @@ def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
     return Lp, Li, Rp, Rj
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
     """Where Σ[i, j] (original indices) lives: kind 0 diagonal (index), 1 sparse column
     (position in Li), 2 dense block (flat index), -1 not on the pattern of L."""
@@ -165,7 +165,7 @@ def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
 # numeric factorisation, selected inverse, solves
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
     """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest (lower)."""
     Lx = np.empty(Lp[n])
@@ -208,7 +208,7 @@ def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
     return Lx, D, S, -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _selected_inverse(n, t, Lp, Li, Lx, D, dense):  # pragma: no cover - compiled
     """Takahashi's recursion over the sparse columns, from the dense Σ22 (its lower triangle:
     every lookup has row ≥ column)."""
@@ -261,7 +261,7 @@ def _selected_inverse(n, t, Lp, Li, Lx, D, dense):  # pragma: no cover - compile
     return Sx, Sd
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _forward(t, Lp, Li, Lx, X):  # pragma: no cover - compiled
     """X ← L⁻¹ X over the sparse columns (rows of the dense block are updated too)."""
     for j in range(t):
@@ -272,7 +272,7 @@ def _forward(t, Lp, Li, Lx, X):  # pragma: no cover - compiled
                     X[Li[p], c] -= Lx[p] * xj
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _backward(t, Lp, Li, Lx, X):  # pragma: no cover - compiled
     """X[:t] ← L11⁻ᵀ (X[:t] − L21ᵀ X[t:]) (X[t:] already solved)."""
     for j in range(t - 1, -1, -1):
@@ -324,6 +324,7 @@ class Analysis:
     _to_permuted: np.ndarray = field(repr=False)
     _pattern: tuple = field(repr=False)
     _input_location: tuple = field(repr=False)
+    _input_groups: tuple = field(repr=False)
 
     def factorise(self, values: np.ndarray) -> Factor:
         """Numeric factorisation for ``values`` aligned with the analysed pattern's data.
@@ -333,10 +334,33 @@ class Analysis:
         NotPositiveDefinite
             A pivot is not positive (the message gives the original row).
         """
+        Bx = np.empty(len(self._lower[1]))
+        Bx[self._to_permuted] = values
+        return self.factorise_permuted(Bx)
+
+    def to_permuted(self, positions: np.ndarray) -> np.ndarray:
+        """Where entries of the analysed pattern's data sit in the permuted storage that
+        :meth:`factorise_permuted` takes."""
+        return self._to_permuted[positions]
+
+    def inverse_positions(self, positions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Where the selected inverse holds the entries of the analysed pattern's data: per part
+        of :meth:`SelectedInverse.parts`, (which of ``positions``, where in the part)."""
+        kind, where = (a[positions] for a in self._input_location)
+        out = []
+        for code in (0, 1, 2):
+            chosen = np.flatnonzero(kind == code)
+            found = where[chosen]
+            if code == 2:  # dpotri returns a Fortran-ordered block: (r, c) at c·m + r
+                width = self.n - self.split
+                found = (found % width) * width + found // width
+            out.append((chosen, found))
+        return out
+
+    def factorise_permuted(self, Bx: np.ndarray) -> Factor:
+        """Numeric factorisation for values already in the permuted lower storage."""
         Bp, Bi = self._lower
         Lp, Li, Rp, Rj = self._pattern
-        Bx = np.empty(len(Bi))
-        Bx[self._to_permuted] = values
         Lx, D, S, bad = _factorise(self.n, self.split, Bp, Bi, Bx, Lp, Li, Rp, Rj)
         if bad >= 0:
             raise NotPositiveDefinite(
@@ -424,6 +448,9 @@ def analyse(
         _to_permuted=to_permuted,
         _pattern=(Lp, Li, Rp, Rj),
         _input_location=(kind, where),
+        _input_groups=tuple(
+            (np.flatnonzero(kind == code), where[kind == code]) for code in (0, 1, 2)
+        ),
     )
 
 
@@ -486,7 +513,7 @@ class Factor:
         t = analysis.split
         Lp, Li, _, _ = analysis._pattern
         if t < analysis.n:
-            # only the lower triangle of S⁻¹ is read (row ≥ column) by the kernel and lookups
+            # the lower triangle of S⁻¹ is all that is read (every lookup has row ≥ column)
             dense, info = lapack.dpotri(self._chol, lower=1)
             if info != 0:  # pragma: no cover - the factor exists, so its inverse does
                 raise NotPositiveDefinite("dpotri failed on the dense block.")
@@ -514,9 +541,20 @@ class SelectedInverse:
             out[chosen] = source[where[chosen]]
         return out
 
+    def parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The stored entries: the diagonal, the sparse columns, the dense block (flattened in
+        memory order), to index with :meth:`Analysis.inverse_positions`."""
+        return self._Sd, self._Sx, self._dense.ravel(order="K")
+
     def on_pattern(self) -> np.ndarray:
         """:math:`(C^{-1})_{ij}` for every entry of the analysed lower pattern, in its order."""
-        return self._gather(*self.analysis._input_location)
+        groups = self.analysis._input_groups
+        out = np.empty(len(self.analysis._input_location[0]))
+        for (positions, where), source in zip(
+            groups, (self._Sd, self._Sx, self._dense.ravel()), strict=True
+        ):
+            out[positions] = source[where]
+        return out
 
     def diagonal(self) -> np.ndarray:
         """:math:`\\operatorname{diag}(C^{-1})` in the original order."""

@@ -185,6 +185,19 @@ class MixedModelEquations:
         self.block_sizes = [self.structures[b.terms[0]].size for b in parameters.blocks]
         self.ordering = ordering
         self._analysis: Analysis | None = None
+        self._slices = {
+            e.name: slice(self.offsets[e.name], self.offsets[e.name] + e.size)
+            for e in design.effects
+        }
+        self._inverses = [self.structures[b.terms[0]].inverse() for b in parameters.blocks]
+        self._derivatives = [
+            [
+                (parameters.index(name), parameters.derivative(name, block))
+                for name in parameters.names
+                if parameters.derivative(name, block) is not None
+            ]
+            for block in parameters.blocks
+        ]
 
     @property
     def analysis(self) -> Analysis:
@@ -228,14 +241,47 @@ class MixedModelEquations:
             )
         return data
 
-    def factorise(self, theta: np.ndarray) -> Factor:
+    def _layout(self):
+        """The pieces of C in the factorisation's permuted storage, and where the selected
+        inverse holds each piece's entries (computed once, after the analysis)."""
+        if getattr(self, "_fast", None) is None:
+            analysis = self.analysis
+            size = len(analysis._lower[1])
+            base = np.zeros(size)
+            np.add.at(base, analysis.to_permuted(self._wtw_positions), self._wtw_values)
+            pieces = []
+            for piece in self._pieces_placed:
+                pieces.append(
+                    (
+                        piece,
+                        analysis.to_permuted(piece.positions),
+                        analysis.inverse_positions(piece.positions),
+                    )
+                )
+            self._fast = (base, pieces)
+        return self._fast
+
+    def _g0_inverses(self, theta: np.ndarray) -> list[np.ndarray]:
+        params = self.parameters
+        out = []
+        for block in params.blocks:
+            g0 = params.g0(theta, block)
+            out.append(1.0 / g0 if block.size == 1 else np.linalg.inv(g0))
+        return out
+
+    def factorise(self, theta: np.ndarray, inverses: list | None = None) -> Factor:
         """:math:`C(\\theta) = P^\\top L D L^\\top P` (raises NotPositiveDefinite)."""
-        return self.analysis.factorise(self.values(theta))
+        base, pieces = self._layout()
+        params = self.parameters
+        data = base / theta[params.index("residual")]
+        inverses = self._g0_inverses(theta) if inverses is None else inverses
+        for piece, permuted, _ in pieces:
+            data[permuted] += inverses[piece.block][piece.row, piece.col] * piece.kinv_values
+        return self.analysis.factorise_permuted(data)
 
     def effect_slice(self, name: str) -> slice:
         """Where the levels of an effect sit among the unknowns."""
-        start = self.offsets[name]
-        return slice(start, start + self.structures[name].size)
+        return self._slices[name]
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
@@ -245,13 +291,14 @@ class MixedModelEquations:
         params = self.parameters
         theta = np.asarray(theta, dtype=float)
         sigma2 = theta[params.index("residual")]
-        factor = self.factorise(theta)
+        inverses = self._g0_inverses(theta)
+        factor = self.factorise(theta, inverses)
         rhs = self.Wty / sigma2
         w = factor.solve(rhs)
         ypy = self.yty / sigma2 - float(rhs @ w)
         logdet_g = 0.0
         for b, block in enumerate(params.blocks):
-            logdet_g += self.block_sizes[b] * np.linalg.slogdet(params.g0(theta, block))[1]
+            logdet_g -= self.block_sizes[b] * np.linalg.slogdet(inverses[b])[1]
             logdet_g += block.size * self.logdet_k[b]
         loglik = -0.5 * (
             (self.n - self.p) * np.log(2 * np.pi)
@@ -265,29 +312,27 @@ class MixedModelEquations:
         if not score:
             return Evaluation(theta, float(loglik), w, residuals, factor)
         selected = factor.selected_inverse()
-        sigma = selected.on_pattern()
+        parts = selected.parts()
         traces = [np.zeros((b.size, b.size)) for b in params.blocks]
-        for piece in self._pieces_placed:
-            value = float(sigma[piece.positions] @ piece.values)
+        for piece, _, inverse_positions in self._layout()[1]:
+            value = 0.0
+            for part, (chosen, where) in zip(parts, inverse_positions, strict=True):
+                if len(chosen):
+                    value += float(part[where] @ piece.values[chosen])
             traces[piece.block][piece.row, piece.col] = value
             traces[piece.block][piece.col, piece.row] = value
         quadratics = []
-        for block in params.blocks:
-            kinv = self.structures[block.terms[0]].inverse()
+        for block, kinv in zip(params.blocks, self._inverses, strict=True):
             us = [w[self.effect_slice(t)] for t in block.terms]
             quadratics.append(np.array([[float(ui @ (kinv @ uj)) for uj in us] for ui in us]))
         gradient = np.zeros(params.size)
         tr_cg = 0.0
-        for b, block in enumerate(params.blocks):
-            g0_inv = np.linalg.inv(params.g0(theta, block))
+        for b, g0_inv in enumerate(inverses):
             tr_cg += float(np.sum(g0_inv * traces[b]))
-            for name in params.names:
-                E = params.derivative(name, block)
-                if E is None:
-                    continue
+            for index, E in self._derivatives[b]:
                 F = g0_inv @ E @ g0_inv
                 tr_pv = self.block_sizes[b] * np.trace(g0_inv @ E) - np.sum(F * traces[b])
-                gradient[params.index(name)] = -0.5 * (tr_pv - np.sum(F * quadratics[b]))
+                gradient[index] = -0.5 * (tr_pv - np.sum(F * quadratics[b]))
         tr_p = (self.n - self.p - self.q + tr_cg) / sigma2
         ee = float(residuals @ residuals)
         gradient[params.index("residual")] = -0.5 * (tr_p - ee / sigma2**2)

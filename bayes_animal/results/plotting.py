@@ -30,8 +30,24 @@ def _axes(ax=None, *, nrows: int = 1, ncols: int = 1, figsize=(6.0, 4.0)):
     return axes[0, 0] if nrows == ncols == 1 else axes
 
 
+def _ratio_key(fit: AnimalFit) -> str:
+    """h², or the single effect's proportion in a model without an additive effect."""
+    if "h2" in fit.idata.posterior:
+        return "h2"
+    from ..spec.parameters import identifier
+
+    return f"prop_{identifier(fit.main_effect())}"
+
+
+def _default_names(fit: AnimalFit) -> list[str]:
+    """Every variance (and covariance) of the fit, then h² (or the main proportion)."""
+    keys = [q.key for q in fit.parameters.quantities() if q.kind in ("variance", "covariance")]
+    return [*keys, _ratio_key(fit)]
+
+
 def plot_h2(fit: AnimalFit, ax=None):
-    """Posterior density of h² with its 95 % HDI, the REML estimate and its ±1.96 SE interval.
+    """Posterior density of h² with its 95 % HDI, the REML estimate and its ±1.96 SE interval
+    (the single effect's proportion of σ²P in a model without an additive effect).
 
     Returns
     -------
@@ -40,10 +56,11 @@ def plot_h2(fit: AnimalFit, ax=None):
     from scipy.stats import gaussian_kde
 
     ax = _axes(ax)
-    draws = np.asarray(fit.idata.posterior["h2"].values).ravel()
+    key = _ratio_key(fit)
+    draws = np.asarray(fit.idata.posterior[key].values).ravel()
     grid = np.linspace(max(draws.min() - 0.05, 0.0), min(draws.max() + 0.05, 1.0), 400)
     density = gaussian_kde(draws)(grid)
-    row = fit.reml_check.loc["h2"]
+    row = fit.reml_check.loc[key]
     ax.plot(grid, density, color="C0", label="posterior")
     inside = (grid >= row["hdi_low"]) & (grid <= row["hdi_high"])
     ax.fill_between(
@@ -62,19 +79,20 @@ def plot_h2(fit: AnimalFit, ax=None):
         alpha=0.1,
         label=f"REML ± 1.96 SE (SE {se:.3f})",
     )
-    ax.set_xlabel("h² = σu² / (σu² + σ²)")
+    ax.set_xlabel("h² = σ²A / σ²P" if key == "h2" else f"{key} (proportion of σ²P)")
     ax.set_ylabel("density")
     ax.set_title(f"Heritability: posterior mean {draws.mean():.3f}")
     ax.legend(fontsize="small", frameon=False)
     return ax
 
 
-def plot_trace(fit: AnimalFit, axes=None):
-    """Trace (per chain) and density of σu², σ² and h²; returns a 3 × 2 array of axes."""
+def plot_trace(fit: AnimalFit, axes=None, *, names: list[str] | None = None):
+    """Trace (per chain) and density of every variance and of h² (or ``names``); returns a
+    (number of names) × 2 array of axes."""
     from scipy.stats import gaussian_kde
 
-    names = ["sigma2_u", "sigma2_e", "h2"]
-    axes = _axes(axes, nrows=3, ncols=2, figsize=(9.0, 6.5))
+    names = _default_names(fit) if names is None else names
+    axes = _axes(axes, nrows=len(names), ncols=2, figsize=(9.0, 2.2 * len(names)))
     for row, name in enumerate(names):
         values = np.asarray(fit.idata.posterior[name].values)
         for chain, trace in enumerate(values):
@@ -82,7 +100,9 @@ def plot_trace(fit: AnimalFit, axes=None):
             grid = np.linspace(values.min(), values.max(), 200)
             axes[row, 1].plot(grid, gaussian_kde(trace)(grid), color=f"C{chain}", lw=1)
         axes[row, 0].set_ylabel(name)
-        axes[row, 1].axvline(getattr(fit.reml, name), color="k", ls="--", lw=1, label="REML")
+        axes[row, 1].axvline(
+            fit.reml_check.loc[name, "reml"], color="k", ls="--", lw=1, label="REML"
+        )
     axes[0, 1].legend(fontsize="small", frameon=False)
     axes[-1, 0].set_xlabel("draw")
     axes[-1, 1].set_xlabel("value")
@@ -161,24 +181,32 @@ def plot_rank_uncertainty(ranking, ax=None):
     return ax
 
 
-def plot_priors(fit: AnimalFit, model, *, draws: int = 4000, axes=None, random_seed: int = 0):
-    """Posterior densities of σu², σ² and h² against their priors (a flat prior is noted, not
-    drawn). Returns the three axes."""
+def plot_priors(
+    fit: AnimalFit, model, *, draws: int = 4000, axes=None, random_seed: int = 0, names=None
+):
+    """Posterior densities of every variance and of h² (or ``names``) against their priors (a
+    flat or inverse-Wishart prior is noted, not drawn). Returns the axes."""
     import pymc as pm
     from scipy.stats import gaussian_kde
 
-    names = ["sigma2_u", "sigma2_e", "h2"]
-    axes = _axes(axes, nrows=1, ncols=3, figsize=(12.0, 3.5))[0]
+    names = [n for n in (_default_names(fit) if names is None else names) if "cov_" not in n]
+    axes = _axes(axes, nrows=1, ncols=len(names), figsize=(4.0 * len(names), 3.5))[0]
     built = model.build(fit.parameterisation)
-    try:
-        prior = pm.draw([built[name] for name in names], draws=draws, random_seed=random_seed)
-    except (NotImplementedError, TypeError, ValueError):
-        prior = None  # an improper (flat) prior cannot be drawn
+    note = "flat (improper) prior"
+    if any(p.name.startswith("iw_") for p in built.potentials):
+        prior, note = None, "inverse-Wishart prior (not drawn)"
+    else:
+        try:
+            prior = pm.draw([built[name] for name in names], draws=draws, random_seed=random_seed)
+        except (NotImplementedError, TypeError, ValueError):
+            prior = None  # an improper (flat) prior cannot be drawn
     for index, name in enumerate(names):
         ax = axes[index]
         values = np.asarray(fit.idata.posterior[name].values).ravel()
-        high = np.quantile(values, 0.999) * (1.0 if name == "h2" else 1.5)
-        grid = np.linspace(0.0, min(high, 1.0) if name == "h2" else high, 300)
+        ratio = name in ("h2", "repeatability") or name.startswith("prop_")
+        high = np.quantile(values, 0.999) * (1.0 if ratio else 1.5)
+        low = -1.0 if name.startswith("corr_") else 0.0
+        grid = np.linspace(low, min(high, 1.0) if ratio else high, 300)
         ax.plot(grid, gaussian_kde(values)(grid), color="C0", label="posterior")
         if prior is not None:
             sample = np.asarray(prior[index]).ravel()
@@ -194,14 +222,14 @@ def plot_priors(fit: AnimalFit, model, *, draws: int = 4000, axes=None, random_s
             ax.text(
                 0.98,
                 0.95,
-                "flat (improper) prior",
+                note,
                 ha="right",
                 va="top",
                 transform=ax.transAxes,
                 fontsize="small",
                 color="C1",
             )
-        ax.axvline(getattr(fit.reml, name), color="C3", ls="--", lw=1, label="REML")
+        ax.axvline(fit.reml_check.loc[name, "reml"], color="C3", ls="--", lw=1, label="REML")
         ax.set_xlabel(name)
         ax.set_yticks([])
     axes[0].legend(fontsize="small", frameon=False)

@@ -1,9 +1,13 @@
-"""What a fit returns: variance components, breeding values, the REML check and diagnostics.
+"""What a Bayesian fit returns: every variance component and ratio, breeding values of every
+effect, the REML check and diagnostics.
 
-Works on the ArviZ DataTree that :meth:`bayes_animal.model.AnimalModel.fit` produces, whose
-posterior holds ``sigma2_u``, ``sigma2_e``, ``h2`` (chain, draw), ``beta`` (…, fixed) and
-``u`` (…, animal). All intervals are 95 % highest-density intervals (ArviZ 1's default is an
-89 % equal-tailed interval; it is overridden everywhere here).
+Works on the ArviZ DataTree that :meth:`bayes_animal.bayes.model.AnimalModel.fit` produces.
+Its posterior holds one variable per reported quantity
+(:meth:`~bayes_animal.spec.parameters.Parameters.quantities`: ``sigma2_<component>``,
+``cov_<a>_<b>``, ``h2``, ``prop_<component>``, ``repeatability``, ``corr_<a>_<b>``; chain, draw),
+``beta`` (…, fixed) and one variable per random effect (``u`` for the additive effect, dim
+``animal``; ``u_<component>`` for the others). All intervals are 95 % highest-density
+intervals (:mod:`bayes_animal.results.intervals`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..estimation.result import RemlResult, reliability
+from ..spec.parameters import Parameters, Quantity
 from .intervals import HDI_PROB, hdi
 
 __all__ = [
-    "COMPONENTS",
     "HDI_PROB",
     "AnimalFit",
     "Diagnostics",
@@ -35,7 +39,6 @@ __all__ = [
     "reml_check",
 ]
 
-COMPONENTS = ("sigma2_u", "sigma2_e", "h2")
 RHAT_LIMIT = 1.01
 ESS_LIMIT = 400
 
@@ -50,11 +53,6 @@ class RemlCheckWarning(UserWarning):
 
 def _draws(idata, name: str) -> np.ndarray:
     return np.asarray(idata.posterior[name].values)
-
-
-def _hdi(values: np.ndarray) -> tuple[float, float]:
-    low, high = hdi(np.asarray(values).ravel())
-    return float(low[0]), float(high[0])
 
 
 def posterior_mode(values: np.ndarray) -> float:
@@ -74,18 +72,19 @@ def posterior_mode(values: np.ndarray) -> float:
     return float(grid[k] + np.clip(shift, -1, 1) * (grid[1] - grid[0]))
 
 
-def component_summary(idata) -> pd.DataFrame:
-    """Per component: mean, median, sd, 95 % HDI, mode, bulk and tail ESS, R-hat."""
+def component_summary(idata, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Per quantity: mean, median, sd, marginal mode (KDE), 95 % HDI, bulk and tail ESS,
+    R-hat."""
     import arviz_stats as az
 
-    names = [n for n in COMPONENTS if n in idata.posterior]
+    names = [n for n in keys if n in idata.posterior]
     ess_bulk = az.ess(idata, var_names=names)
     ess_tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
     rhat = az.rhat(idata, var_names=names)
     rows = []
     for name in names:
         values = _draws(idata, name)
-        low, high = _hdi(values)
+        low, high = hdi(values.ravel())
         rows.append(
             {
                 "parameter": name,
@@ -93,8 +92,8 @@ def component_summary(idata) -> pd.DataFrame:
                 "median": float(np.median(values)),
                 "sd": float(values.std(ddof=1)),
                 "mode": posterior_mode(values),
-                "hdi_low": low,
-                "hdi_high": high,
+                "hdi_low": float(low[0]),
+                "hdi_high": float(high[0]),
                 "ess_bulk": float(ess_bulk[name].values),
                 "ess_tail": float(ess_tail[name].values),
                 "r_hat": float(rhat[name].values),
@@ -104,23 +103,33 @@ def component_summary(idata) -> pd.DataFrame:
 
 
 def reml_check(
-    idata, reml: RemlResult, *, warn: bool = True, summary: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    reml: RemlResult,
+    quantities: tuple[Quantity, ...],
+    *,
+    joint_mode: dict[str, float] | None = None,
+    warn: bool = True,
 ) -> pd.DataFrame:
-    """The posterior checked against REML, per component and h².
+    """The posterior checked against REML, per quantity.
 
-    Columns: ``reml``, ``reml_se``, ``mode``, ``median``, ``mean``, ``hdi_low``, ``hdi_high``
-    and ``reml_in_hdi``. Issues a :class:`RemlCheckWarning` when REML lies outside the HDI.
+    Columns: ``reml``, ``reml_se``, ``map`` (the joint posterior mode of the variance
+    parameters, where computed: equal to REML under flat priors), ``mode`` (the mode of each
+    marginal posterior, by KDE: it differs from the joint mode by the marginal's skewness),
+    ``median``, ``mean``, ``hdi_low``, ``hdi_high`` and ``reml_in_hdi``. Issues a
+    :class:`RemlCheckWarning` when REML lies outside the HDI.
     """
-    summary = component_summary(idata) if summary is None else summary
     rows = []
-    for name in summary.index:
-        estimate = float(getattr(reml, name))
-        row = summary.loc[name]
+    for quantity in quantities:
+        if quantity.key not in summary.index:
+            continue
+        estimate, se = reml.quantity(quantity)
+        row = summary.loc[quantity.key]
         rows.append(
             {
-                "parameter": name,
+                "parameter": quantity.key,
                 "reml": estimate,
-                "reml_se": float(reml.se[name]),
+                "reml_se": se,
+                "map": (joint_mode or {}).get(quantity.key, np.nan),
                 "mode": row["mode"],
                 "median": row["median"],
                 "mean": row["mean"],
@@ -149,7 +158,7 @@ class Diagnostics:
     Attributes
     ----------
     table
-        R-hat, bulk and tail ESS per variance component and h².
+        R-hat, bulk and tail ESS per variance component and ratio.
     divergences
         Number of divergent transitions after tuning.
     max_tree_depth
@@ -203,10 +212,9 @@ def _stat(idata, *names: str) -> np.ndarray | None:
 
 
 def diagnose(
-    idata, *, parameterisation: str, warn: bool = True, summary: pd.DataFrame | None = None
+    idata, summary: pd.DataFrame, *, parameterisation: str, warn: bool = True
 ) -> Diagnostics:
     """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails."""
-    summary = component_summary(idata) if summary is None else summary
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -247,49 +255,43 @@ def diagnose(
     return Diagnostics(table, divergences, max_depth, hit, tuple(messages))
 
 
-def posterior_reliability(idata, a_diagonal, *, variance: np.ndarray | None = None) -> np.ndarray:
-    """Per animal :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma_u^2] a_{ii})` (NaN where
-    the genetic variance is zero)."""
-    if variance is None:
-        draws = _draws(idata, "u")
-        variance = draws.reshape(-1, draws.shape[-1]).var(axis=0, ddof=1)
-    genetic = float(_draws(idata, "sigma2_u").mean()) * np.asarray(a_diagonal, dtype=float)
-    return reliability(variance, genetic)
+def posterior_reliability(draws: np.ndarray, prior_variance: np.ndarray) -> np.ndarray:
+    """Per level :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma^2] k_{ii})`, the
+    Bayesian analogue of 1 − PEV/(σ² k_ii); ``prior_variance`` is :math:`E[\\sigma^2] k_{ii}`."""
+    flat = np.asarray(draws).reshape(-1, np.shape(draws)[-1])
+    return reliability(flat.var(axis=0, ddof=1), prior_variance)
 
 
-def ebv_table(idata, ids: np.ndarray, a_diagonal: np.ndarray) -> pd.DataFrame:
-    """Posterior breeding values: mean, sd, 95 % HDI and reliability per animal.
-
-    Reliability is :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma_u^2] a_{ii})`, the
-    Bayesian analogue of 1 − PEV/(σu² aᵢᵢ).
-    """
-
-    draws = _draws(idata, "u")
-    flat = draws.reshape(-1, draws.shape[-1])
-    interval = np.column_stack(hdi(flat))
-    variance = flat.var(axis=0, ddof=1)
-    reliability = posterior_reliability(idata, a_diagonal, variance=variance)
+def ebv_table(draws: np.ndarray, ids: np.ndarray, prior_variance: np.ndarray) -> pd.DataFrame:
+    """Posterior predictions of one effect: mean, sd, 95 % HDI and reliability per level."""
+    flat = np.asarray(draws).reshape(-1, np.shape(draws)[-1])
+    low, high = hdi(flat)
     return pd.DataFrame(
         {
             "mean": flat.mean(axis=0),
-            "sd": np.sqrt(variance),
-            "hdi_low": interval[:, 0],
-            "hdi_high": interval[:, 1],
-            "reliability": reliability,
+            "sd": flat.std(axis=0, ddof=1),
+            "hdi_low": low,
+            "hdi_high": high,
+            "reliability": posterior_reliability(flat, prior_variance),
         },
         index=pd.Index(ids, name="id"),
     )
 
 
+def _effect_variable(name: str) -> str:
+    from ..spec.parameters import identifier
+
+    return "u" if name == "additive" else f"u_{identifier(name)}"
+
+
 @dataclass
 class AnimalFit:
-    """The result of :meth:`bayes_animal.model.AnimalModel.fit`.
+    """The result of :meth:`bayes_animal.bayes.model.AnimalModel.fit`.
 
     Attributes
     ----------
     idata
-        ArviZ DataTree: posterior with ``sigma2_u``, ``sigma2_e``, ``h2``, ``beta`` (fixed),
-        ``u`` (animal); sample_stats; provenance in ``attrs``.
+        ArviZ DataTree (see the module docstring); sample_stats; provenance in ``attrs``.
     reml
         The built-in REML estimate (it also started the sampler).
     reml_check
@@ -299,11 +301,13 @@ class AnimalFit:
     sampler, parameterisation, fixed_effects
         What was run (``fixed_effects``: ``"integrated"`` or ``"sampled"``).
     timings
-        Seconds: ``eigh``, ``compile``, ``sampling``, ``conditional``, ``total``.
-    a_diagonal
-        Diagonal of A (for reliabilities), in the order of the ``animal`` dim.
+        Seconds of each stage.
+    parameters
+        The model's parameter layout.
+    diagonals
+        Per random effect, the diagonal of its structure K (for reliabilities).
     notes
-        What was chosen and why (parameterisation, fixed effects).
+        What was chosen and why.
     """
 
     idata: Any
@@ -314,60 +318,95 @@ class AnimalFit:
     parameterisation: str
     fixed_effects: str
     timings: dict[str, float]
-    a_diagonal: np.ndarray
+    parameters: Parameters
+    diagonals: dict[str, np.ndarray]
     notes: tuple[str, ...] = ()
-    _ebv: pd.DataFrame | None = field(default=None, repr=False)
     _summary: pd.DataFrame | None = field(default=None, repr=False)
+    _ebv: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def effects(self) -> tuple[str, ...]:
+        """The random effects (component names) with posterior draws."""
+        return tuple(n for n in self.diagonals if _effect_variable(n) in self.idata.posterior)
 
     def summary(self) -> pd.DataFrame:
-        """Variance components and h²: mean, median, sd, mode, 95 % HDI, ESS, R-hat."""
+        """Every variance, covariance and ratio: mean, median, sd, mode, 95 % HDI, ESS, R-hat."""
         if self._summary is None:
-            self._summary = component_summary(self.idata)
+            keys = [q.key for q in self.parameters.quantities()]
+            self._summary = component_summary(self.idata, keys)
         return self._summary.copy()
 
     def beta_summary(self) -> pd.DataFrame:
         """Fixed effects: mean, sd and 95 % HDI per design column."""
-
         draws = _draws(self.idata, "beta")
         flat = draws.reshape(-1, draws.shape[-1])
-        interval = np.column_stack(hdi(flat))
+        low, high = hdi(flat)
         names = [str(n) for n in self.idata.posterior["fixed"].values]
         return pd.DataFrame(
             {
                 "mean": flat.mean(axis=0),
                 "sd": flat.std(axis=0, ddof=1),
-                "hdi_low": interval[:, 0],
-                "hdi_high": interval[:, 1],
+                "hdi_low": low,
+                "hdi_high": high,
             },
             index=pd.Index(names, name="fixed"),
         )
 
-    def ebv(self) -> pd.DataFrame:
-        """Posterior breeding values of every animal in A (:func:`ebv_table`), by id."""
-        if self._ebv is None:
-            ids = np.asarray(self.idata.posterior["animal"].values, dtype=object)
-            self._ebv = ebv_table(self.idata, ids, self.a_diagonal)
-        return self._ebv
+    def ebv(self, effect: str = "additive") -> pd.DataFrame:
+        """Posterior predictions of every level of a random effect (breeding values of a genetic
+        one): mean, sd, 95 % HDI and reliability, by id."""
+        if effect not in self.diagonals:
+            raise KeyError(
+                f"No random effect {effect!r}; the model has {', '.join(self.diagonals)}."
+            )
+        if effect not in self._ebv:
+            from ..spec.parameters import identifier
+
+            variable = _effect_variable(effect)
+            data = self.idata.posterior[variable]
+            variance = float(_draws(self.idata, f"sigma2_{identifier(effect)}").mean())
+            ids = np.asarray(data[data.dims[-1]].values, dtype=object)
+            self._ebv[effect] = ebv_table(
+                data.values, ids, variance * np.asarray(self.diagonals[effect], dtype=float)
+            )
+        return self._ebv[effect]
+
+    def main_effect(self) -> str:
+        """The additive effect, or the single random effect of a model without one."""
+        names = list(self.diagonals)
+        return "additive" if "additive" in names else names[0]
 
     def to_summary_dict(self) -> dict[str, Any]:
-        """The ``summary.json`` written by ``bayes-animal fit``."""
+        """The ``summary.json`` written by ``bayes-animal fit``: ``sigma2_u``, ``sigma2_e`` and
+        ``h2`` as in the first version (the additive, or single, effect), ``components`` keyed as
+        in ``reml --json``, ``covariances``, ``ratios``."""
         table = self.summary()
-        summary: dict[str, Any] = {
-            name: {
-                key: float(table.loc[name, key])
-                for key in (
-                    "mean",
-                    "median",
-                    "sd",
-                    "mode",
-                    "hdi_low",
-                    "hdi_high",
-                    "ess_bulk",
-                    "ess_tail",
-                    "r_hat",
-                )
-            }
-            for name in table.index
+        fields = ("mean", "median", "sd", "mode", "hdi_low", "hdi_high", "ess_bulk", "ess_tail")
+        fields += ("r_hat",)
+
+        def row(key: str) -> dict[str, float]:
+            return {f: float(table.loc[key, f]) for f in fields}
+
+        summary: dict[str, Any] = {}
+        main = self.main_effect()
+        from ..spec.parameters import identifier
+
+        aliases = {"sigma2_u": f"sigma2_{identifier(main)}", "sigma2_e": "sigma2_residual"}
+        if "h2" in table.index:
+            aliases["h2"] = "h2"
+        elif f"prop_{identifier(main)}" in table.index:
+            aliases["h2"] = f"prop_{identifier(main)}"
+        for alias, key in aliases.items():
+            summary[alias] = row(key)
+        quantities = self.parameters.quantities()
+        summary["components"] = {q.source: row(q.key) for q in quantities if q.kind == "variance"}
+        summary["covariances"] = {
+            q.source: row(q.key) | {"correlation": row(f"corr_{identifier(q.source)}")}
+            for q in quantities
+            if q.kind == "covariance"
+        }
+        summary["ratios"] = {
+            q.key: row(q.key) for q in quantities if q.kind == "ratio" and q.key in table.index
         }
         beta = self.beta_summary()
         summary["beta"] = {
@@ -386,32 +425,46 @@ class AnimalFit:
         return summary
 
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write summary.json, ebv.csv and posterior.nc (with its ``reml`` group) to ``folder``."""
+        """Write summary.json, ebv.csv (the additive, or single, effect), one
+        ``ebv_<component>.csv`` per other effect, and posterior.nc (with its ``reml`` group)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "summary": folder / "summary.json",
-            "ebv": folder / "ebv.csv",
-            "posterior": folder / "posterior.nc",
-        }
+        paths = {"summary": folder / "summary.json", "posterior": folder / "posterior.nc"}
         paths["summary"].write_text(json.dumps(self.to_summary_dict(), indent=2) + "\n")
-        self.ebv().reset_index().to_csv(paths["ebv"], index=False, float_format="%.8g")
+        main = self.main_effect()
+        for effect in self.effects:
+            key = "ebv" if effect == main else f"ebv_{effect}"
+            paths[key] = folder / f"{key}.csv"
+            self.ebv(effect).reset_index().to_csv(paths[key], index=False, float_format="%.8g")
         self.with_reml_group().to_netcdf(paths["posterior"])
         return paths
 
     def with_reml_group(self):
-        """The DataTree plus a ``reml`` group (REML BLUPs and A's diagonal by animal), so that
-        ``bayes-animal rank`` can read everything it needs from posterior.nc."""
+        """The DataTree plus a ``reml`` group — per effect the REML BLUPs (``blup_<effect>``)
+        and the structure's diagonal (``diagonal_<effect>``); ``blup`` and ``a_diagonal`` for
+        the additive (or single) effect — so that ``bayes-animal rank`` can read everything it
+        needs from posterior.nc."""
         import xarray as xr
 
-        ids = [str(a) for a in self.idata.posterior["animal"].values]
+        from ..spec.parameters import identifier
+
         tree = self.idata.copy()
+        variables = {}
+        coords = {}
+        main = self.main_effect()
+        for effect in self.effects:
+            data = self.idata.posterior[_effect_variable(effect)]
+            dim = data.dims[-1]
+            ids = [str(a) for a in data[dim].values]
+            coords[dim] = ids
+            blup = self.reml.predictions[effect]["blup"].loc[ids].to_numpy()
+            diagonal = np.asarray(self.diagonals[effect], dtype=float)
+            variables[f"blup_{identifier(effect)}"] = (dim, blup)
+            variables[f"diagonal_{identifier(effect)}"] = (dim, diagonal)
+            if effect == main:
+                variables["blup"] = (dim, blup)
+                variables["a_diagonal"] = (dim, diagonal)
         tree["reml"] = xr.Dataset(
-            {
-                "blup": ("animal", self.reml.blup["blup"].loc[ids].to_numpy()),
-                "a_diagonal": ("animal", np.asarray(self.a_diagonal, dtype=float)),
-            },
-            coords={"animal": ids},
-            attrs={"reml": json.dumps(self.reml.to_dict())},
+            variables, coords=coords, attrs={"reml": json.dumps(self.reml.to_dict())}
         )
         return tree

@@ -27,7 +27,33 @@ import numpy as np
 
 from .terms import ModelSpec
 
-__all__ = ["Block", "Parameters"]
+__all__ = ["Block", "Parameters", "Quantity", "identifier"]
+
+
+def identifier(name: str) -> str:
+    """A component name as part of a variable name: ``a:b`` → ``a_b``, other characters that
+    are not letters, digits or ``_`` → ``_``."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A derived quantity reported by REML and by the posterior alike.
+
+    Attributes
+    ----------
+    key
+        Its name in tables, JSON and the posterior (a valid identifier): ``sigma2_<component>``,
+        ``cov_<a>_<b>``, ``h2``, ``prop_<component>``, ``repeatability``, ``corr_<a>_<b>``.
+    kind
+        ``"variance"``, ``"covariance"`` or ``"ratio"``.
+    source
+        The component, covariance (``a:b``) or ratio (``repeatability``) it is of.
+    """
+
+    key: str
+    kind: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -144,6 +170,31 @@ class Parameters:
         return np.array([0.0 if self.is_covariance(n) else share for n in self.names])
 
     # -- derived quantities ------------------------------------------------------------------
+    def quantities(self) -> tuple[Quantity, ...]:
+        """Every reported quantity: the variances, the covariances, h² (the additive proportion),
+        the other proportions, the repeatability, the correlations."""
+        out = [Quantity(f"sigma2_{identifier(n)}", "variance", n) for n in self.variances]
+        out += [
+            Quantity(f"cov_{identifier(n)}", "covariance", n)
+            for n in self.names
+            if self.is_covariance(n)
+        ]
+        if "additive" in self.variances:
+            out.append(Quantity("h2", "ratio", "additive"))
+        out += [
+            Quantity(f"prop_{identifier(n)}", "ratio", n)
+            for n in self.variances
+            if n not in ("additive", "residual")
+        ]
+        if self.repeatability:
+            out.append(Quantity("repeatability", "ratio", "repeatability"))
+        out += [
+            Quantity(f"corr_{identifier(n)}", "ratio", n)
+            for n in self.names
+            if self.is_covariance(n)
+        ]
+        return tuple(out)
+
     def phenotypic_gradient(self) -> np.ndarray:
         """:math:`\\partial\\sigma_P^2/\\partial\\theta`: 1 for every variance and for the
         direct–maternal covariance (Willham), 0 for other covariances."""

@@ -109,11 +109,15 @@ class PedigreeStructure(Structure):
     @property
     def order(self) -> np.ndarray:
         """``order[k]``: the pedigree position of the k-th level (the user's order)."""
-        return self.pedigree.user_order
+        if "order" not in self._cache:
+            self._cache["order"] = self.pedigree.user_order
+        return self._cache["order"]
 
     @property
     def ids(self) -> np.ndarray:  # type: ignore[override]
-        return self.pedigree.ids[self.order]
+        if "ids" not in self._cache:
+            self._cache["ids"] = self.pedigree.ids[self.order]
+        return self._cache["ids"]
 
     def positions(self, ids: Any) -> np.ndarray:
         """Level positions of ``ids``; a PedigreeError names those not in the pedigree."""

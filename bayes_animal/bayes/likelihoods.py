@@ -1,0 +1,173 @@
+r"""The likelihood of the PyMC model, one builder per parameterisation.
+
+``marginal``, spectral (one random effect with a dense matrix)
+    With :math:`K = Z A Z^\top = U \operatorname{diag}(d) U^\top`,
+    :math:`y^* = U^\top y \sim N(X^* b, \operatorname{diag}(\sigma_u^2 d + \sigma^2))`; under a
+    flat prior b is integrated out (a ``Potential`` equal to the restricted likelihood),
+    otherwise sampled. :math:`O(n p^2)` per gradient, no funnel.
+``marginal``, sparse (any model)
+    Every random effect and b integrated out through the mixed-model equations:
+    :math:`\log p(y\mid\theta) = \ell_R(\theta)` and its gradient from one sparse factorisation
+    and one selected inverse (:class:`~bayes_animal.bayes.op.RestrictedLikelihood`); NUTS
+    moves in the few variance parameters only.
+``noncentred`` (any model)
+    :math:`z_k \sim N(0, I)` per effect; a genetic effect is :math:`L z` with :math:`L = T
+    D^{1/2}` applied by the parents-first recursion (:math:`O(q)`, one step per generation) or
+    the factor of a dense matrix, an independent one is :math:`z`; a correlated pair is mixed by
+    the Cholesky factor of :math:`G_0`, :math:`(u_a, u_m) = L_0 (Lz_a, Lz_m)`; b is sampled.
+``partial`` (an additive effect with a dense matrix, and other effects)
+    The additive effect integrated out in the eigenbasis of :math:`ZAZ^\top` (as the spectral
+    marginal model, b integrated too) given the other effects, which are non-centred:
+    :math:`U^\top(y - \sum_{k \ne a} Z_k u_k) \sim N(X^* b, \operatorname{diag}(\sigma_a^2 d +
+    \sigma^2))`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..design import Design
+from ..linalg.spectral import SpectralProblem
+from ..spec.parameters import Parameters, identifier
+from ..structures.covariance import PedigreeStructure, Structure
+from ..structures.pedigree import generation_blocks
+
+__all__ = [
+    "effect_dim",
+    "effect_variable",
+    "noncentred",
+    "restricted_potential",
+    "spectral_marginal",
+]
+
+
+def effect_variable(name: str) -> str:
+    """Posterior variable of a random effect: ``u`` for the additive effect, ``u_<name>``."""
+    return "u" if name == "additive" else f"u_{identifier(name)}"
+
+
+def effect_dim(effect) -> str:
+    """Dimension of an effect's levels: ``animal`` for genetic effects, ``<name>_level``."""
+    return "animal" if effect.genetic else f"{identifier(effect.name)}_level"
+
+
+def restricted_potential(problem: SpectralProblem, variance, residual, y_rot=None):
+    """The restricted log-likelihood of the rotated model at (σ², σ²ₑ), b integrated out under
+    a flat prior (``y_rot`` replaces the rotated response, e.g. net of other effects)."""
+    import pytensor.tensor as pt
+
+    d = pt.constant(problem.eigenvalues)
+    X = pt.constant(problem.X_rot)
+    y = pt.constant(problem.y_rot) if y_rot is None else y_rot
+    variances = variance * d + residual
+    weights = 1.0 / variances
+    precision = X.T @ (X * weights[:, None])
+    chol = pt.linalg.cholesky(precision)
+    solved = pt.linalg.solve(precision, X.T @ (weights * y), assume_a="pos")
+    r = y - X @ solved
+    return -0.5 * (
+        pt.sum(pt.log(variances))
+        + 2.0 * pt.sum(pt.log(pt.diag(chol)))
+        + pt.sum(weights * r**2)
+        + (problem.n - problem.p) * np.log(2.0 * np.pi)
+        - problem.logdet_xtx
+    )
+
+
+def spectral_marginal(pm, problem: SpectralProblem, variance, residual, beta=None) -> None:
+    """The marginal model of one random effect (see the module docstring)."""
+    import pytensor.tensor as pt
+
+    if beta is not None:
+        variances = variance * pt.constant(problem.eigenvalues) + residual
+        mean = pt.constant(problem.X_rot) @ beta
+        pm.Normal("y_rotated", mu=mean, sigma=pt.sqrt(variances), observed=problem.y_rot)
+        return
+    pm.Potential("restricted_loglik", restricted_potential(problem, variance, residual))
+
+
+def pedigree_factor(structure: PedigreeStructure, z):
+    """:math:`T D^{1/2} z` by the parents-first recursion, in the user's order of ``z``."""
+    import pytensor.tensor as pt
+
+    pedigree, sampling = structure.pedigree, structure.sampling
+    q = pedigree.size
+    order = structure.order  # level k ↔ pedigree position order[k]
+    to_user = np.empty(q, dtype=np.int64)
+    to_user[order] = np.arange(q)
+    z_pedigree = z[to_user]
+    scale = np.sqrt(sampling.variances)
+    sire = np.where(pedigree.sire >= 0, pedigree.sire, q)
+    dam = np.where(pedigree.dam >= 0, pedigree.dam, q)
+    values = pt.zeros(q + 1)  # slot q: an unknown parent, always 0
+    for block in generation_blocks(pedigree.generation):
+        step = 0.5 * (values[sire[block]] + values[dam[block]]) + scale[block] * z_pedigree[block]
+        values = pt.set_subtensor(values[block], step)
+    return values[:q][order]
+
+
+def unit_effect(structure: Structure, z):
+    """A draw with covariance K from standard normals z: the pedigree recursion, the factor of
+    a dense matrix, or z itself for independent levels."""
+    import pytensor.tensor as pt
+
+    if isinstance(structure, PedigreeStructure):
+        return pedigree_factor(structure, z)
+    if structure.genetic:
+        return pt.constant(structure.dense().factor()) @ z
+    return z
+
+
+def noncentred_effects(pm, design: Design, structures, parameters: Parameters, values, skip=()):
+    """The non-centred random effects as Deterministics; returns their sum per record."""
+    import pytensor.tensor as pt
+
+    total = pt.zeros(design.n_records)
+    for block in parameters.blocks:
+        names = [t for t in block.terms if t not in skip]
+        if not names:
+            continue
+        effects = [design.effect(t) for t in names]
+        units = [
+            unit_effect(
+                structures[e.name],
+                pm.Normal(f"z_{identifier(e.name)}", 0.0, 1.0, dims=effect_dim(e)),
+            )
+            for e in effects
+        ]
+        if block.size == 1:
+            scaled = [pt.sqrt(values[names[0]]) * units[0]]
+        else:
+            a, m = block.terms
+            va, vm, c = values[a], values[m], values[f"{a}:{m}"]
+            l11 = pt.sqrt(va)
+            l21 = c / l11
+            l22 = pt.sqrt(pt.maximum(vm - l21**2, 1e-300))
+            scaled = [l11 * units[0], l21 * units[0] + l22 * units[1]]
+        for effect, u in zip(effects, scaled, strict=True):
+            u = pm.Deterministic(effect_variable(effect.name), u, dims=effect_dim(effect))
+            padded = pt.concatenate([u, pt.zeros(1)])  # index -1: no such effect (unknown dam)
+            total = total + padded[effect.index]
+    return total
+
+
+def noncentred(pm, design: Design, structures, parameters: Parameters, values, beta) -> None:
+    """Every random effect non-centred, b sampled (see the module docstring)."""
+    import pytensor.tensor as pt
+
+    mean = pt.constant(design.X) @ beta
+    mean = mean + noncentred_effects(pm, design, structures, parameters, values)
+    pm.Normal("y", mu=mean, sigma=pt.sqrt(values["residual"]), observed=design.y, dims="obs")
+
+
+def partial(pm, problem: SpectralProblem, design: Design, structures, parameters, values) -> None:
+    """The additive effect marginal in the eigenbasis, the others non-centred."""
+    import pytensor.tensor as pt
+
+    others = noncentred_effects(pm, design, structures, parameters, values, skip=("additive",))
+    U = pt.constant(problem.eigenvectors)
+    y_rot = pt.constant(problem.y_rot) - U.T @ others
+    pm.Potential(
+        "restricted_loglik",
+        restricted_potential(problem, values["additive"], values["residual"], y_rot),
+    )
