@@ -45,7 +45,9 @@ def test_marginal_density_with_sampled_b_equals_dense_multivariate_normal(small)
     rng = np.random.default_rng(1)
     for su, se in rng.uniform(0.1, 3.0, size=(4, 2)):
         beta = rng.normal(size=2)
-        value = logp({"var_additive_log__": np.log(su), "var_residual_log__": np.log(se), "beta": beta})
+        value = logp(
+            {"var_additive_log__": np.log(su), "var_residual_log__": np.log(se), "beta": beta}
+        )
         expected = _dense_mvn(model.design, relmat, beta, su, se)
         assert value == pytest.approx(expected, rel=1e-10)
 
@@ -81,7 +83,14 @@ def test_noncentred_dense_density(small):
     rng = np.random.default_rng(2)
     z, beta = rng.standard_normal(relmat.size), rng.normal(size=2)
     su, se = 1.3, 0.7
-    value = logp({"var_additive_log__": np.log(su), "var_residual_log__": np.log(se), "z_additive": z, "beta": beta})
+    value = logp(
+        {
+            "var_additive_log__": np.log(su),
+            "var_residual_log__": np.log(se),
+            "z_additive": z,
+            "beta": beta,
+        }
+    )
     u = np.sqrt(su) * np.linalg.cholesky(relmat.matrix) @ z
     mean = model.design.X @ beta + u[model.design.effects[0].index]
     expected = norm.logpdf(z).sum() + norm.logpdf(model.design.y, mean, np.sqrt(se)).sum()
@@ -96,7 +105,9 @@ def test_pedigree_recursion_equals_cholesky_of_a(mrode):
     data = pd.read_csv(mrode / "ex17_7_reml.csv")
     model = AnimalModel("y ~ 1", data, pedigree=mrode / "ex04_1_pedigree.csv", priors="flat")
     pm_model = model.build("noncentred")
-    u_of = pm.compile([pm_model["z_additive"], pm_model["var_additive"]], pm_model["u"], mode="FAST_COMPILE")
+    u_of = pm.compile(
+        [pm_model["z_additive"], pm_model["var_additive"]], pm_model["u"], mode="FAST_COMPILE"
+    )
     ped = model.source.pedigree
     chol = np.linalg.cholesky(dense_relationship(ped, user_order=False).matrix)
     order = ped.user_order
@@ -166,7 +177,9 @@ def test_pedigree_recursion_equals_cholesky_on_a_shuffled_inbred_pedigree():
     A = _tabular_relationship(ids, sire, dam)
     np.testing.assert_allclose(model.relmat.matrix, A, atol=1e-12)
     pm_model = model.build("noncentred")
-    u_of = pm.compile([pm_model["z_additive"], pm_model["var_additive"]], pm_model["u"], mode="FAST_COMPILE")
+    u_of = pm.compile(
+        [pm_model["z_additive"], pm_model["var_additive"]], pm_model["u"], mode="FAST_COMPILE"
+    )
     order = ped.user_order  # user position k ↔ pedigree position order[k]
     chol = np.linalg.cholesky(A[np.ix_(np.argsort(order), np.argsort(order))])
     for _ in range(3):
