@@ -65,7 +65,7 @@ def test_h2_and_trace(fitted, tmp_path):
     axes = plot_trace(fit)
     assert axes.shape == (3, 2)
     posterior = fit.idata.posterior
-    for index, name in enumerate(["sigma2_u", "sigma2_e", "h2"]):
+    for index, name in enumerate(["sigma2_additive", "sigma2_residual", "h2"]):
         traces = axes[index, 0].get_lines()
         assert len(traces) == posterior.sizes["chain"]  # one line per chain
         np.testing.assert_array_equal(traces[1].get_ydata(), posterior[name].values[1])
@@ -108,4 +108,4 @@ def test_flat_prior_is_noted_not_drawn(tmp_path):
         assert "flat (improper) prior" in [text.get_text() for text in ax.texts]
         # the posterior and the REML line are drawn, no prior curve
         assert [line.get_label() for line in ax.get_lines()] == ["posterior", "REML"]
-    assert "sigma2_u: Flat on the variance" in fit.idata.attrs["priors"]
+    assert "additive: Flat on the variance" in fit.idata.attrs["priors"]
