@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from bayes_animal.linalg.spectral import blas_threads
+from bayes_animal.linalg.threads import blas_threads
 from bayes_animal.simulate import simulate_pedigree
 from bayes_animal.structures.additive import inverse_relationship, mendelian_sampling
 from bayes_animal.structures.genomic import genomic_relationship

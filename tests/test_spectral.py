@@ -7,7 +7,6 @@ import pytest
 from conftest import small_problem
 
 from bayes_animal import RelationshipError, RelationshipMatrix, build_design, decompose
-from bayes_animal.linalg.spectral import default_threads
 
 
 def test_decomposition_reconstructs_k_and_rotates_data():
@@ -49,17 +48,6 @@ def test_negative_spectrum_is_an_error():
     design = build_design("y ~ 1", data, relationship=relmat)
     with pytest.raises(RelationshipError, match="negative eigenvalue"):
         decompose(design, relmat)
-
-
-def test_thread_setting(monkeypatch):
-    monkeypatch.setenv("BAYES_ANIMAL_THREADS", "2")
-    assert default_threads() == 2
-    monkeypatch.setenv("BAYES_ANIMAL_THREADS", "0")
-    assert default_threads() == 1
-    monkeypatch.delenv("BAYES_ANIMAL_THREADS")
-    import os
-
-    assert default_threads() == max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
 def _singular_relationship(q: int, m: int, seed: int) -> np.ndarray:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..design import Design
-from ..linalg.spectral import SpectralProblem, blas_threads
+from ..linalg.spectral import SpectralProblem
+from ..linalg.threads import blas_threads
 from ..structures.relationship import RelationshipMatrix
 
 __all__ = ["draw_breeding_values", "draw_fixed_and_breeding_values", "draw_from_mixed_model"]

@@ -29,6 +29,8 @@ import hashlib
 import json
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Literal
@@ -41,7 +43,8 @@ from ..api import fit_inputs, model_inputs
 from ..design import Design
 from ..errors import BayesAnimalError
 from ..estimation.result import RemlResult
-from ..linalg.spectral import SpectralProblem, decompose, default_threads
+from ..linalg.spectral import SpectralProblem, decompose
+from ..linalg.threads import default_threads
 from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
 from ..spec.parameters import Parameters, identifier
 from ..structures.inputs import RelationshipSource
@@ -120,6 +123,17 @@ def choose_parameterisation(design: Design, *, dense: bool, order: int) -> tuple
         f"{order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
         "costs more than the non-centred model's O(q) gradients.",
     )
+
+
+@contextmanager
+def _quiet_backend():
+    """Silence the backend's notices that say nothing to a user: PyMC's dense mass matrix is
+    marked experimental (we start it from the REML information, tested), and PyTensor's numba
+    linker runs the sparse-likelihood Op in Python (by design: it calls our numba kernels)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="QuadPotentialFullAdapt is an experimental")
+        warnings.filterwarnings("ignore", message="Numba will use object mode to run")
+        yield
 
 
 class AnimalModel:
@@ -431,6 +445,7 @@ class AnimalModel:
             theta,
         )
 
+    @_quiet_backend()
     def _reml_mass_matrix(self, built: _Built):
         """The sampler's initial mass matrix from REML: the covariance of the variance
         parameters (the inverse average information) carried to the sampler's unconstrained
@@ -553,11 +568,11 @@ class AnimalModel:
             kwargs.update(compute_convergence_checks=False, blas_cores=1)
             potential = self._reml_mass_matrix(built) if engine in ("spectral", "sparse") else None
             if potential is not None:
-                with built.model:
+                with built.model, _quiet_backend():
                     kwargs["step"] = pm.NUTS(potential=potential, target_accept=target_accept)
                 kwargs.pop("nuts")
         try:
-            with built.model:
+            with built.model, _quiet_backend():
                 idata = pm.sample(
                     draws=draws,
                     tune=tune,
@@ -615,6 +630,7 @@ class AnimalModel:
             _summary=summary,
         )
 
+    @_quiet_backend()
     def _joint_mode(self, built: _Built) -> dict[str, float] | None:
         """The joint posterior mode of the variance parameters, on the scale of the variances
         (the density without the Jacobian of the sampler's transforms), from the REML start by

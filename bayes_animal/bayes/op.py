@@ -9,7 +9,7 @@ With a flat prior on the fixed effects and every random effect integrated out,
 
 the restricted likelihood of :mod:`bayes_animal.linalg.mme`; its gradient is the REML score.
 Both come from one factorisation of :math:`C(\theta)` and one selected inverse: the Op has two
-outputs, the value and the gradient, and its ``grad`` returns the second, so that PyTensor
+outputs, the value and the gradient, and its ``pullback`` returns the second, so that PyTensor
 merges the value and the gradient into one call of :meth:`perform` per leapfrog step. Outside
 the parameter space (a variance ≤ 0, a :math:`G_0` that is not positive definite) the value is
 :math:`-\infty` and NUTS turns back. Tested against finite differences.
@@ -63,9 +63,9 @@ class RestrictedLikelihood(Op):
         outputs[0][0] = np.asarray(value, dtype=float)
         outputs[1][0] = np.asarray(gradient, dtype=float)
 
-    def grad(self, inputs, output_grads):
-        _, gradient = self(*inputs)
-        return [output_grads[0] * gradient]
+    def pullback(self, inputs, outputs, cotangents):
+        # the gradient is the second output of the same call: no second evaluation
+        return [cotangents[0] * outputs[1]]
 
     def connection_pattern(self, node):
         return [[True, False]]

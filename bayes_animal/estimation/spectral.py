@@ -73,7 +73,8 @@ import pandas as pd
 
 from ..design import Design
 from ..errors import BayesAnimalError
-from ..linalg.spectral import SpectralProblem, blas_threads, decompose
+from ..linalg.spectral import SpectralProblem, decompose
+from ..linalg.threads import blas_threads
 from ..spec.parameters import Parameters
 from ..structures.relationship import RelationshipMatrix
 from .result import (
@@ -403,7 +404,7 @@ def fit_spectral(
     pev
         Compute prediction error variances and reliabilities (:math:`O(q^2 n)`).
     threads
-        BLAS threads (default :func:`bayes_animal.linalg.spectral.default_threads`).
+        BLAS threads (default :func:`bayes_animal.linalg.threads.default_threads`).
     max_iterations
         Newton steps allowed per bracketed maximum; a fit stopped by this limit before meeting
         the tolerance reports ``converged=False``.

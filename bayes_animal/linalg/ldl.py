@@ -47,6 +47,7 @@ from scipy.linalg import lapack
 
 from ..errors import BayesAnimalError
 from . import ordering as orderings
+from .threads import blas_threads
 
 __all__ = ["Analysis", "Factor", "NotPositiveDefinite", "SelectedInverse", "analyse"]
 
@@ -367,7 +368,8 @@ class Analysis:
                 f"The matrix is not positive definite (pivot {bad}, row {int(self.perm[bad])})."
             )
         if self.split < self.n:
-            chol, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+            with blas_threads(size=self.n - self.split):
+                chol, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
             if info != 0:
                 raise NotPositiveDefinite(
                     f"The matrix is not positive definite (dense block pivot {info - 1})."
@@ -482,11 +484,13 @@ class Factor:
             _forward(t, Lp, Li, self._Lx, X)
             X[:t] /= self._D[:t, None]
             if t < analysis.n:
-                X[t:] = lapack.dpotrs(self._chol, X[t:], lower=1)[0]
+                with blas_threads(size=analysis.n - t):
+                    X[t:] = lapack.dpotrs(self._chol, X[t:], lower=1)[0]
         else:  # X holds standard normals: Lᵀ x = D^-½ ξ gives x ~ N(0, C⁻¹)
             X[:t] /= np.sqrt(self._D[:t, None])
             if t < analysis.n:
-                X[t:] = lapack.dtrtrs(self._chol, X[t:], lower=1, trans=1)[0]
+                with blas_threads(size=analysis.n - t):
+                    X[t:] = lapack.dtrtrs(self._chol, X[t:], lower=1, trans=1)[0]
         _backward(t, Lp, Li, self._Lx, X)
         return X
 
@@ -514,7 +518,8 @@ class Factor:
         Lp, Li, _, _ = analysis._pattern
         if t < analysis.n:
             # the lower triangle of S⁻¹ is all that is read (every lookup has row ≥ column)
-            dense, info = lapack.dpotri(self._chol, lower=1)
+            with blas_threads(size=analysis.n - t):
+                dense, info = lapack.dpotri(self._chol, lower=1)
             if info != 0:  # pragma: no cover - the factor exists, so its inverse does
                 raise NotPositiveDefinite("dpotri failed on the dense block.")
         else:

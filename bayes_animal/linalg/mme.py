@@ -52,6 +52,7 @@ from ..design import Design
 from ..spec.parameters import Block, Parameters
 from ..structures.covariance import IdentityStructure, Structure
 from .ldl import Analysis, Factor, SelectedInverse, analyse
+from .threads import blas_threads
 
 __all__ = ["Evaluation", "MixedModelEquations"]
 
@@ -287,7 +288,16 @@ class MixedModelEquations:
     def evaluate(
         self, theta: np.ndarray, *, score: bool = True, information: bool = True
     ) -> Evaluation:
-        """Log-likelihood, and optionally score and average information, at ``theta``."""
+        """Log-likelihood, and optionally score and average information, at ``theta``.
+
+        The vector products here run on one BLAS thread (a second one only spins on vectors
+        of this size, and many times slower on a busy machine); the dense block of the
+        factorisation takes its own limit (:mod:`bayes_animal.linalg.threads`).
+        """
+        with blas_threads(1):
+            return self._evaluate(theta, score=score, information=information)
+
+    def _evaluate(self, theta: np.ndarray, *, score: bool, information: bool) -> Evaluation:
         params = self.parameters
         theta = np.asarray(theta, dtype=float)
         sigma2 = theta[params.index("residual")]

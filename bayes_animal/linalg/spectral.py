@@ -13,14 +13,12 @@ rotated quantities; nothing here depends on PyMC or scipy.
 
 Threads: LAPACK's divide-and-conquer ``syevd`` (numpy's ``eigh``) is run under an explicit
 BLAS thread limit, because multi-threaded BLAS on a small, busy machine can be many times
-slower than one thread: the limit is always set explicitly (see :func:`default_threads`).
+slower than one thread: the limit is always set explicitly (:mod:`bayes_animal.linalg.threads`).
 """
 
 from __future__ import annotations
 
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,38 +26,9 @@ import numpy as np
 from ..design import Design
 from ..errors import RelationshipError
 from ..structures.relationship import RelationshipMatrix, psd_tolerance
+from .threads import blas_threads
 
-__all__ = ["SpectralProblem", "blas_threads", "decompose", "default_threads"]
-
-
-def default_threads() -> int:
-    """BLAS threads for one-off dense linear algebra: ``$BAYES_ANIMAL_THREADS``, else the cores
-    this process may use (at most 8).
-
-    ``benchmarks/results/reml.md`` measures eigh with 1 and 2 threads side by side (2 threads
-    were 1.3–1.6× faster on an idle 2-core machine). Samplers that run chains in parallel set
-    their own limit of one thread per chain.
-    """
-    value = os.environ.get("BAYES_ANIMAL_THREADS")
-    if value is not None:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            pass
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
-    return max(1, min(available, 8))
-
-
-@contextmanager
-def blas_threads(threads: int | None):
-    """Limit BLAS/LAPACK threads inside the block (threadpoolctl); ``None`` means the default."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads or default_threads(), user_api="blas"):
-        yield
+__all__ = ["SpectralProblem", "decompose"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +80,8 @@ def decompose(
     relmat
         The relationship matrix A.
     threads
-        BLAS threads for the decomposition (default :func:`default_threads`).
+        BLAS threads for the decomposition (default:
+        :func:`bayes_animal.linalg.threads.default_threads`).
 
     Returns
     -------

@@ -1,0 +1,78 @@
+r"""BLAS/LAPACK thread limits: one rule for every dense call of the package.
+
+Multi-threaded OpenBLAS spins while it waits for a core. On a small machine where another
+process holds a core, a second BLAS thread that does not get one makes a call many times
+slower than one thread (measured: REML on seed_sim 10.9 s with two threads against 2.2 s with
+one while another process was busy; the sparse engine's 600-wide dense block 100× slower).
+So the limit is always set explicitly:
+
+- ``$BAYES_ANIMAL_THREADS`` (or ``--threads``) when given;
+- one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
+  factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
+- otherwise the cores this process may use minus the ones other processes are busy on (the
+  one-minute load average, rounded down), at least one and at most 8.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from functools import cache
+
+__all__ = ["SMALL_DENSE", "available_cores", "blas_threads", "default_threads"]
+
+SMALL_DENSE = 2000
+"""Order below which a dense factorisation or inverse runs on one thread."""
+
+_MAX_THREADS = 8
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _busy_elsewhere() -> int:
+    try:
+        return int(os.getloadavg()[0])
+    except (AttributeError, OSError):  # pragma: no cover - no load average
+        return 0
+
+
+def default_threads(size: int | None = None) -> int:
+    """BLAS threads for a dense call on a matrix of order ``size`` (None: a large one).
+
+    See the module docstring for the rule; ``benchmarks/results/reml.md`` measures eigh with 1
+    and 2 threads side by side. Samplers that run chains in parallel set their own limit of
+    one thread per chain.
+    """
+    value = os.environ.get("BAYES_ANIMAL_THREADS")
+    if value is not None:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            pass
+    if size is not None and size < SMALL_DENSE:
+        return 1
+    cores = available_cores()
+    return max(1, min(cores - _busy_elsewhere(), cores, _MAX_THREADS))
+
+
+@cache
+def _controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def blas_threads(threads: int | None = None, *, size: int | None = None):
+    """Limit BLAS/LAPACK threads inside the block; ``None`` takes :func:`default_threads`.
+
+    The controller is found once per process, so entering the block costs about 20 µs.
+    """
+    with _controller().limit(limits=threads or default_threads(size), user_api="blas"):
+        yield
