@@ -653,3 +653,50 @@ def test_reml_without_a_relationship_is_a_linear_mixed_model(tmp_path):
     assert completed.returncode == 0, completed.stderr
     payload = json.loads(completed.stdout)
     assert payload["components"]["animal"]["variance"] == pytest.approx(11.08634, rel=1e-4)
+
+
+def test_fit_and_rank_with_several_random_effects(mrode, tmp_path):
+    """`fit` takes the formula and --maternal flags of `reml`: summary.json keeps the first
+    version's keys and adds `components` (keyed as in `reml --json`) and `covariances`;
+    ebv.csv is the additive effect, ebv_<component>.csv every other; `rank --effect maternal`
+    ranks the maternal breeding values and a missing effect is a clean error."""
+    data = pd.read_csv(mrode / "ex08_1_birthweight.csv")
+    path = tmp_path / "bw.csv"
+    data.to_csv(path, index=False)
+    out = tmp_path / "fit"
+    completed = _run(
+        "fit", "--data", path, "--pedigree", mrode / "ex08_1_pedigree.csv", "--animal", "calf",
+        "--formula", "birth_weight ~ 1 + C(herd) + (1 | dam)", "--maternal", "dam",
+        "--maternal-covariance", "--prior", "inverse_gamma", "--draws", "150", "--tune", "150",
+        "--chains", "2", "--seed", "2", "--no-progress", "--out", out,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"sigma2_u", "sigma2_e", "h2"} <= set(summary)
+    assert set(summary["components"]) == {"additive", "maternal", "dam", "residual"}
+    for component in summary["components"].values():
+        assert {"mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"} <= set(component)
+    pair = summary["covariances"]["additive:maternal"]
+    assert pair["hdi_low"] <= pair["mean"] <= pair["hdi_high"]
+    assert -1 <= pair["correlation"]["mean"] <= 1
+    assert summary["sigma2_u"] == summary["components"]["additive"]
+    assert "inverse-Wishart" in completed.stderr or "InverseWishart" in json.dumps(summary)
+    pedigree_size = len(pd.read_csv(mrode / "ex08_1_pedigree.csv"))
+    assert len(pd.read_csv(out / "ebv.csv")) == pedigree_size
+    assert len(pd.read_csv(out / "ebv_maternal.csv")) == pedigree_size
+    assert len(pd.read_csv(out / "ebv_dam.csv")) == data["dam"].nunique()
+    ranked = _run(
+        "rank", "--posterior", out / "posterior.nc", "--effect", "maternal", "--top", "3",
+        "--out", tmp_path / "rank",
+    )  # fmt: skip
+    assert ranked.returncode == 0, ranked.stderr
+    table = pd.read_csv(tmp_path / "rank" / "ranking.csv")
+    maternal = pd.read_csv(out / "ebv_maternal.csv")
+    assert len(table) == len(maternal)
+    # the best maternal breeding value by posterior mean ranks first
+    assert str(table.iloc[0, 0]) == str(maternal.sort_values("mean").iloc[-1, 0])
+    missing = _run(
+        "rank", "--posterior", out / "posterior.nc", "--effect", "cage", "--out", tmp_path / "r2"
+    )
+    assert missing.returncode == 2 and "no effect 'cage'" in missing.stderr
+    assert "Traceback" not in missing.stderr
