@@ -109,7 +109,52 @@ def _relationship_from_args(args: argparse.Namespace, *, required: bool = True):
     return source
 
 
+def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
+    """``reml --traits`` / ``fit --traits``: one row per trait in OUT/traits.csv."""
+    from .many import fit_many, reml_many
+
+    if not args.out:
+        raise BayesAnimalError("--traits writes OUT/traits.csv: give --out DIR as well.")
+    clock = time.perf_counter()
+    data = read_data(args.data)
+    source = _relationship_from_args(args)
+    common = {
+        "source": source,
+        "animal": args.animal,
+        "out": args.out,
+        "resume": args.resume,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "progress": args.progress,
+    }
+    if bayesian:
+        result = fit_many(
+            args.formula, data, args.traits, posteriors=args.posteriors, priors=args.prior,
+            draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed,
+            sampler=args.sampler, parameterisation=args.parameterisation,
+            target_accept=args.target_accept, **common,
+        )  # fmt: skip
+    else:
+        result = reml_many(
+            args.formula, data, args.traits, method=args.method, blups=args.blups, **common
+        )
+    table = result.table
+    ok = int((table["status"] == "ok").sum())
+    print(
+        f"{len(table)} traits: {ok} ok, {len(table) - ok} with a note in 'status' "
+        f"({time.perf_counter() - clock:.1f} s); wrote {Path(args.out) / 'traits.csv'}"
+    )
+    if not bayesian and len(result.groups):
+        print(
+            f"{len(result.groups)} pattern(s) of missing records, one eigendecomposition each "
+            f"({result.timings.get('eigh', 0.0):.2f} s)"
+        )
+    return 0
+
+
 def _cmd_reml(args: argparse.Namespace) -> int:
+    if args.traits:
+        return _many_traits(args, bayesian=False)
     clock = time.perf_counter()
     data = read_data(args.data)
     read = time.perf_counter() - clock
@@ -235,6 +280,8 @@ def _write_fit(fit, out: Path) -> list[str]:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import warnings
 
+    if args.traits:
+        return _many_traits(args, bayesian=True)
     data = read_data(args.data)
     source = _relationship_from_args(args)
     with warnings.catch_warnings(record=True) as caught:
@@ -580,6 +627,36 @@ def _relationship_arguments(command: argparse.ArgumentParser, *, matrix: bool) -
     )
 
 
+def _many_arguments(command: argparse.ArgumentParser, *, bayesian: bool) -> None:
+    group = command.add_argument_group(
+        "many traits", "one model per trait column, the formula without a response: '~ 1 + fix'"
+    )
+    group.add_argument(
+        "--traits",
+        help="trait columns: a comma-separated list or globs on column names, e.g. 'trait*'",
+    )
+    group.add_argument("--resume", action="store_true", help="skip traits in OUT/traits.csv")
+    group.add_argument(
+        "--workers", type=int, default=None, help="local worker processes (default: the cores)"
+    )
+    group.add_argument(
+        "--scheduler", help="address of a Dask scheduler to run the traits on (bayes_animal[dask])"
+    )
+    if bayesian:
+        group.add_argument(
+            "--posteriors",
+            action="store_true",
+            help="also write each trait's summary.json, ebv.csv, posterior.nc",
+        )
+    else:
+        group.add_argument(
+            "--blups", action="store_true", help="also write OUT/blups.csv (animals x traits)"
+        )
+        group.add_argument(
+            "--no-progress", dest="progress", action="store_false", help="no progress bar"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayes-animal",
@@ -629,6 +706,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="BLAS threads (default: the cores available, at most 8)",
     )
+    _many_arguments(fit, bayesian=False)
     fit.set_defaults(handler=_cmd_reml)
 
     bayes = commands.add_parser("fit", help="Bayesian fit (NUTS) checked against REML")
@@ -688,6 +766,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a non-PSD relationship matrix by its nearest PD matrix",
     )
+    _many_arguments(bayes, bayesian=True)
     bayes.set_defaults(handler=_cmd_fit)
 
     ranker = commands.add_parser("rank", help="rank candidates from a posterior, with uncertainty")

@@ -608,6 +608,7 @@ def test_sparse_conditional_draws_are_exact(multi):
     )
 
 
+@pytest.mark.slow
 def test_parameterisations_agree_with_several_random_effects(multi):
     model = _multi_model(multi)
     options = {"random_seed": 3, "progressbar": False, "warn": False}

@@ -284,6 +284,30 @@ def _json_float(value: Any) -> float | None:
     return None if np.isnan(value) else value
 
 
+def sampling_covariance(
+    parameters, theta: np.ndarray, information: np.ndarray, boundary: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[float, float]]]:
+    """The estimates with boundary components set to 0, their covariance (the inverse average
+    information over the parameters not at a boundary, NaN elsewhere) and every ratio with
+    its delta-method SE (:meth:`~bayes_animal.spec.parameters.Parameters.ratios`): the one
+    place standard errors are made, for :func:`assemble` and the many-traits batch."""
+    names = parameters.names
+    theta = np.asarray(theta, dtype=float).copy()
+    at_boundary = np.array([n in boundary for n in names])
+    theta[at_boundary] = 0.0
+    covariance = np.full((len(names), len(names)), np.nan)
+    free = np.flatnonzero(~at_boundary)
+    try:
+        covariance[np.ix_(free, free)] = np.linalg.inv(information[np.ix_(free, free)])
+    except np.linalg.LinAlgError:
+        pass
+    delta = np.where(np.isnan(covariance), 0.0, covariance)
+    ratios = parameters.ratios(
+        theta, None if np.isnan(covariance[np.ix_(free, free)]).any() else delta
+    )
+    return theta, covariance, ratios
+
+
 def assemble(
     *,
     parameters,
@@ -311,19 +335,8 @@ def assemble(
     by the delta method (:meth:`~bayes_animal.spec.parameters.Parameters.ratios`).
     """
     names = parameters.names
-    theta = np.asarray(theta, dtype=float).copy()
+    theta, covariance, ratios = sampling_covariance(parameters, theta, information, boundary)
     at_boundary = np.array([n in boundary for n in names])
-    theta[at_boundary] = 0.0
-    covariance = np.full((len(names), len(names)), np.nan)
-    free = np.flatnonzero(~at_boundary)
-    try:
-        covariance[np.ix_(free, free)] = np.linalg.inv(information[np.ix_(free, free)])
-    except np.linalg.LinAlgError:
-        pass
-    delta = np.where(np.isnan(covariance), 0.0, covariance)
-    ratios = parameters.ratios(
-        theta, None if np.isnan(covariance[np.ix_(free, free)]).any() else delta
-    )
     rows = []
     for name in parameters.variances:
         k = parameters.index(name)

@@ -178,6 +178,10 @@ def profile_loglik(problem: SpectralProblem, theta: float, *, method: Method = "
     return _Profile(theta, float(value), float(gradient), float(curvature), ypy / m)
 
 
+GRID_THETAS = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-_LOGIT_GRID))])
+"""The θ = σu²/(σu² + σ²) values scanned before the Newton refinement."""
+
+
 def loglik(
     problem: SpectralProblem, variance: float, residual: float, *, method: Method = "reml"
 ) -> float:
@@ -255,9 +259,9 @@ class _Maximum:
 
 
 def _maximise(problem: SpectralProblem, method: Method, max_iterations: int) -> _Maximum:
-    """Grid scan of ℓ(θ), Newton refinement in each ascending→descending bracket."""
-    thetas = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-_LOGIT_GRID))])
-    grid = [profile_loglik(problem, float(t), method=method) for t in thetas]
+    """Grid scan of ℓ(θ) over :data:`GRID_THETAS`, Newton refinement in each
+    ascending→descending bracket."""
+    grid = [profile_loglik(problem, float(t), method=method) for t in GRID_THETAS]
     candidates: list[tuple[_Profile, int, float, str | None]] = []
     if grid[0].gradient <= 0:
         candidates.append((grid[0], 0, 0.0, "effect"))

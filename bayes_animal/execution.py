@@ -1,0 +1,119 @@
+"""Where independent tasks run: this process, local worker processes, or a Dask cluster.
+
+:func:`run_tasks` calls ``function(work, task, *extra)`` for every task and hands each result
+to ``collect`` as it arrives (so results can be written as they finish). ``work`` is what
+every task shares (a decomposition, the data): it reaches each local worker once (pickled
+once per worker) and each Dask worker once (scattered, replicated to every
+worker, so that a worker's loss does not lose it). Tasks run with one BLAS thread each (the
+task functions set it): on a small machine a second thread per process only spins.
+
+A Dask worker that dies mid-run takes its running tasks with it; the scheduler runs them
+again on the workers left (``distributed``'s allowed failures), and the batch completes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from .errors import BayesAnimalError
+from .linalg.threads import available_cores
+
+__all__ = ["default_workers", "run_tasks"]
+
+_WORK: Any = None
+
+
+def default_workers() -> int:
+    """Local worker processes by default: one per core this process may use."""
+    return available_cores()
+
+
+def _install(work: Any) -> None:
+    global _WORK
+    _WORK = work
+
+
+def _call(function: Callable, task: Any, extra: tuple) -> Any:
+    return function(_WORK, task, *extra)
+
+
+def run_tasks(
+    function: Callable,
+    work: Any,
+    tasks: Sequence[Any],
+    collect: Callable[[Any], None],
+    *,
+    extra: tuple = (),
+    workers: int | None = None,
+    scheduler: Any = None,
+    parallel_above: int = 1,
+) -> None:
+    """Run every task and collect the results as they finish.
+
+    Parameters
+    ----------
+    function
+        ``function(work, task, *extra) -> result`` (a module-level function: it is pickled).
+    work
+        Shared by every task.
+    tasks
+        One item per task (each a list of indices here).
+    collect
+        Called in this process with each result, in the order they finish.
+    workers
+        Local processes (default :func:`default_workers`); 1 runs the tasks here.
+    scheduler
+        A ``dask.distributed.Client`` or a scheduler address (then ``workers`` is ignored).
+    parallel_above
+        Run in this process when there are at most this many items in all (starting worker
+        processes costs more than such work).
+    """
+    if scheduler is not None:
+        _run_on_dask(function, work, tasks, collect, extra, scheduler)
+        return
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise BayesAnimalError(f"workers must be at least 1; got {workers}.")
+    items = sum(len(task) for task in tasks)
+    if workers == 1 or len(tasks) <= 1 or items <= parallel_above:
+        for task in tasks:
+            collect(function(work, task, *extra))
+        return
+    # forkserver: workers forked from a clean single-threaded server (a fork of this process,
+    # which runs BLAS and numba threads, could deadlock); the shared work is pickled once
+    # per worker
+    method = "forkserver" if sys.platform == "linux" else "spawn"
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)),
+        mp_context=multiprocessing.get_context(method),
+        initializer=_install,
+        initargs=(work,),
+    ) as pool:
+        futures = [pool.submit(_call, function, task, extra) for task in tasks]
+        for future in as_completed(futures):
+            collect(future.result())
+
+
+def _run_on_dask(function, work, tasks, collect, extra, scheduler) -> None:
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_completed
+    except ImportError as exc:
+        raise BayesAnimalError(
+            "Running on a Dask cluster needs dask.distributed: pip install 'bayes_animal[dask]'."
+        ) from exc
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        [shared] = client.scatter([work], broadcast=True)
+        futures = [
+            client.submit(function, shared, task, *extra, pure=False, retries=1) for task in tasks
+        ]
+        for future in dask_completed(futures):
+            collect(future.result())
+    finally:
+        if client is not scheduler:
+            client.close()

@@ -1,0 +1,709 @@
+r"""Many traits on one relationship matrix: :func:`reml_many` and :func:`fit_many`.
+
+Every trait is the one-component model :math:`y_t = X b_t + Z u_t + e_t`,
+:math:`u_t \sim N(0, \sigma_{u,t}^2 A)`, with one fixed right-hand side for all traits
+(``"~ 1 + fix"``). Traits are grouped by their pattern of missing records; within a group the
+records, X and :math:`K = Z A Z^\top` are the same, so
+
+- one eigendecomposition :math:`K = U \operatorname{diag}(d) U^\top` serves the group
+  (reported in :attr:`ManyResult.groups`), and the responses are rotated together,
+  :math:`Y^* = U^\top Y` (one matrix product);
+- the profile likelihood is scanned for all traits at once
+  (:func:`~bayes_animal.estimation.spectral.profile_grid`: at each θ the GLS pieces are shared
+  and the traits are columns), then each trait's maximum is refined by the same Newton steps,
+  standard errors and BLUPs as a one-trait :func:`~bayes_animal.api.reml` — equal to it to
+  rounding (tested to 1e-8).
+
+A trait that cannot be fitted — not numeric, constant, too few records — gets its row with
+the reason and the others go on; a variance estimated at 0 is a result, flagged in
+``boundary``. Rows are written to ``traits.csv`` as traits finish (flushed), so an
+interrupted run loses nothing and ``resume=True`` skips the traits already there.
+
+Execution (:mod:`bayes_animal.execution`): in this process, in local worker processes with
+one BLAS thread each (the default when there is work for them), or on a Dask cluster
+(``scheduler=``: an address or a ``dask.distributed.Client``; the decomposition is computed
+once and scattered to the workers, the traits go out as tasks).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .api import model_inputs
+from .errors import DataError
+from .execution import run_tasks
+from .structures.inputs import RelationshipSource, resolve_relationship
+from .structures.pedigree import Pedigree
+
+__all__ = [
+    "FIT_MANY_COLUMNS",
+    "MANY_COLUMNS",
+    "ManyResult",
+    "TraitGroup",
+    "fit_many",
+    "group_traits",
+    "reml_many",
+    "select_traits",
+]
+
+MANY_COLUMNS = (
+    "trait",
+    "n_records",
+    "sigma2_u",
+    "sigma2_e",
+    "h2",
+    "se_sigma2_u",
+    "se_sigma2_e",
+    "se_h2",
+    "loglik",
+    "converged",
+    "boundary",
+    "status",
+)
+"""The columns of ``traits.csv`` written by :func:`reml_many`."""
+
+FIT_MANY_COLUMNS = (
+    "trait",
+    "n_records",
+    "h2_mean",
+    "h2_sd",
+    "h2_hdi_low",
+    "h2_hdi_high",
+    "sigma2_u_mean",
+    "sigma2_e_mean",
+    "reml_h2",
+    "reml_in_hdi",
+    "max_r_hat",
+    "min_ess_bulk",
+    "divergences",
+    "seconds",
+    "status",
+)
+"""The columns of ``traits.csv`` written by :func:`fit_many`."""
+
+
+@dataclass(frozen=True)
+class TraitGroup:
+    """Traits with the same records (the same missing-value pattern).
+
+    Attributes
+    ----------
+    traits
+        Column names, in the order asked for.
+    rows
+        Boolean mask over the data's rows: the records of these traits.
+    """
+
+    traits: tuple[str, ...]
+    rows: np.ndarray
+
+    @property
+    def n_records(self) -> int:
+        return int(self.rows.sum())
+
+
+@dataclass
+class ManyResult:
+    """What :func:`reml_many` or :func:`fit_many` produced.
+
+    Attributes
+    ----------
+    table
+        One row per trait (:data:`MANY_COLUMNS` or :data:`FIT_MANY_COLUMNS`), in the order of
+        the traits asked for, including those skipped on resume (read back from the file).
+    groups
+        Per missing-value pattern: its traits, records and the seconds of its decomposition.
+    blups
+        Animals × traits matrix of BLUPs (``blups=True``), else None.
+    timings
+        Seconds of each stage.
+    """
+
+    table: pd.DataFrame
+    groups: pd.DataFrame
+    blups: pd.DataFrame | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- choosing the traits ----------------------------------------------------------------------
+
+
+def select_traits(data: pd.DataFrame, traits: str | Sequence[str]) -> list[str]:
+    """The trait columns named by a comma-separated list, globs (``"Biochem.*"``) or a list.
+
+    Raises
+    ------
+    DataError
+        A name that is no column, or a glob that matches none, named with the columns there.
+    """
+    if isinstance(traits, str):
+        patterns = [p.strip() for p in traits.split(",") if p.strip()]
+    else:
+        patterns = [str(p) for p in traits]
+    if not patterns:
+        raise DataError("No traits given: name columns, e.g. --traits 'y1,y2' or 'trait*'.")
+    columns = [str(c) for c in data.columns]
+    chosen: list[str] = []
+    missing: list[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            found = fnmatch.filter(columns, pattern)
+        else:
+            found = [pattern] if pattern in columns else []
+        if not found:
+            missing.append(pattern)
+        chosen.extend(name for name in found if name not in chosen)
+    if missing:
+        shown = ", ".join(columns[:12]) + (" …" if len(columns) > 12 else "")
+        raise DataError(
+            f"No column matches {', '.join(repr(m) for m in missing)} in the data (columns: "
+            f"{shown}). Check the spelling; globs like 'trait*' match column names."
+        )
+    return chosen
+
+
+def _cannot_fit(column: pd.Series, n_fixed: int) -> str | None:
+    """Why a trait column cannot be fitted, or None."""
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        example = column.dropna().astype(str).head(1).tolist()
+        return (
+            f"not numeric (dtype {column.dtype}"
+            + (f", e.g. {example[0]!r}" if example else "")
+            + "): convert it to numbers or leave it out"
+        )
+    values = column.dropna().to_numpy(dtype=float)
+    if not np.all(np.isfinite(values)):
+        return "holds infinite values: replace them by numbers or missing values"
+    if len(values) < n_fixed + 3:
+        return f"too few records ({len(values)}; at least {n_fixed + 3} needed)"
+    if np.ptp(values) == 0:
+        return f"constant (every record is {values[0]:g}): nothing to partition"
+    return None
+
+
+def group_traits(data: pd.DataFrame, traits: Sequence[str]) -> list[TraitGroup]:
+    """Group traits by their pattern of missing records (first appearance order)."""
+    groups: dict[bytes, list[str]] = {}
+    masks: dict[bytes, np.ndarray] = {}
+    for trait in traits:
+        mask = data[trait].notna().to_numpy()
+        key = np.packbits(mask).tobytes()
+        groups.setdefault(key, []).append(trait)
+        masks[key] = mask
+    return [TraitGroup(tuple(names), masks[key]) for key, names in groups.items()]
+
+
+def _fixed_part(formula: str) -> str:
+    text = formula.strip()
+    if not text.startswith("~"):
+        raise DataError(
+            f"The formula of a many-traits fit has no left-hand side: '~ 1 + fix', not "
+            f"{formula!r} (the traits come from traits=/--traits)."
+        )
+    rhs = text[1:].strip() or "1"
+    from .spec.formula import split_formula
+
+    random = split_formula(f"y ~ {rhs}").random
+    if random:
+        raise DataError(
+            "Many-traits fits are the one-component animal model (the additive effect of the "
+            f"animal column, the fixed part shared); '~ {rhs}' adds {', '.join(random)}. Fit "
+            "such traits one by one with reml() or AnimalModel."
+        )
+    return rhs
+
+
+def _quoted(name: str) -> str:
+    return f"`{name}`"
+
+
+# -- the output file --------------------------------------------------------------------------
+
+
+class _Rows:
+    """``traits.csv``: one row per trait, appended and flushed as traits finish."""
+
+    def __init__(self, folder: Path | None, columns: Sequence[str], resume: bool) -> None:
+        self.columns = list(columns)
+        self.path = None if folder is None else Path(folder) / "traits.csv"
+        self.rows: dict[str, dict[str, Any]] = {}
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and self.path.is_file() and self.path.stat().st_size > 0:
+            done = pd.read_csv(self.path, dtype={"trait": str}, keep_default_na=False)
+            if list(done.columns) != self.columns:
+                raise DataError(
+                    f"{self.path} was written by another kind of run (columns "
+                    f"{list(done.columns)}); use another --out folder or remove it."
+                )
+            for record in done.to_dict("records"):
+                self.rows[str(record["trait"])] = record
+            self._file = open(self.path, "a", encoding="utf-8")
+        else:
+            self._file = open(self.path, "w", encoding="utf-8")
+            self._file.write(",".join(self.columns) + "\n")
+            self._file.flush()
+
+    def done(self) -> set[str]:
+        return set(self.rows)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[row["trait"]] = row
+        if self.path is not None:
+            frame = pd.DataFrame([row], columns=self.columns)
+            self._file.write(frame.to_csv(header=False, index=False, float_format="%.10g"))
+            self._file.flush()
+
+    def close(self) -> None:
+        if self.path is not None:
+            self._file.close()
+
+    def table(self, order: Sequence[str]) -> pd.DataFrame:
+        rows = [self.rows[t] for t in order if t in self.rows]
+        return pd.DataFrame(rows, columns=self.columns).reset_index(drop=True)
+
+
+def _failed(trait: str, n_records: int, reason: str, columns: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(columns, np.nan)
+    row |= {"trait": trait, "n_records": n_records, "status": reason}
+    if "converged" in row:
+        row["converged"] = False
+    if "boundary" in row:
+        row["boundary"] = ""
+    return row
+
+
+class _Progress:
+    """A progress bar over traits on stderr (silent when ``show`` is False)."""
+
+    def __init__(self, total: int, show: bool, label: str) -> None:
+        self.total, self.show, self.label, self.count = total, show and total > 0, label, 0
+        self.start = time.perf_counter()
+        self._draw()
+
+    def step(self, n: int = 1) -> None:
+        self.count += n
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.show:
+            return
+        now = time.perf_counter()
+        if self.count < self.total and now - getattr(self, "_last", -1.0) < 0.2:
+            return  # at most five redraws a second
+        self._last = now
+        width = 30
+        filled = int(width * self.count / self.total)
+        elapsed = time.perf_counter() - self.start
+        print(
+            f"\r{self.label} [{'#' * filled}{' ' * (width - filled)}] "
+            f"{self.count}/{self.total} traits, {elapsed:.1f} s",
+            end="\n" if self.count >= self.total else "",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+# -- REML for many traits ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _GroupWork:
+    """What a worker needs to fit the traits of one group (pickled once per worker)."""
+
+    design: Any
+    relmat: Any
+    problem: Any
+    traits: tuple[str, ...]
+    y: np.ndarray  # n × T
+    y_rot: np.ndarray  # n × T
+    method: str
+
+
+def _prepare_group(
+    rhs: str,
+    data: pd.DataFrame,
+    group: TraitGroup,
+    source: RelationshipSource,
+    animal: str,
+    method: str,
+) -> tuple[_GroupWork, float]:
+    from .estimation.spectral import check_method
+    from .linalg.spectral import decompose
+
+    subset = data.loc[group.rows]
+    inputs = model_inputs(
+        f"{_quoted(group.traits[0])} ~ {rhs}", subset, source=source, animal=animal, warn=False
+    )
+    design = inputs.design
+    if len(design.effects) != 1:
+        raise DataError(
+            "reml_many fits the one-component animal model (one genetic effect, the fixed "
+            f"part shared); the formula '~ {rhs}' adds "
+            f"{', '.join(e.name for e in design.effects[1:])}. Fit such traits one by one "
+            "with reml()."
+        )
+    relmat = inputs.dense_matrix()
+    problem = decompose(design, relmat)
+    y = subset[list(group.traits)].to_numpy(dtype=float)
+    y_rot = problem.eigenvectors.T @ y
+    work = _GroupWork(design, relmat, problem, group.traits, y, y_rot, check_method(method))
+    return work, problem.seconds
+
+
+def _reml_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tuple]:
+    """REML of the traits ``columns`` of a group, all at once (traits as columns)."""
+    from .estimation.result import sampling_covariance
+    from .estimation.spectral_many import average_information_many, maximise_many
+    from .linalg.threads import blas_threads
+    from .spec.parameters import Parameters
+
+    design, problem = work.design, work.problem
+    name = design.effects[0].name
+    parameters = Parameters.from_spec(design.spec)
+    with blas_threads(1):
+        y_rot = work.y_rot[:, columns]
+        maxima = maximise_many(problem, y_rot, work.method)
+        thetas = np.array([m.profile.theta for m in maxima])
+        scales = np.array([m.profile.scale for m in maxima])
+        variances, residuals = thetas * scales, (1.0 - thetas) * scales
+        information, py = average_information_many(
+            problem, y_rot, variances, residuals, work.method
+        )
+        values = None
+        if blups:
+            relmat = work.relmat
+            levels = design.effects[0].incidence().T @ (problem.eigenvectors @ py)
+            values = (relmat.matrix @ levels) * variances[None, :]
+    out = []
+    for j, (column, maximum) in enumerate(zip(columns, maxima, strict=True)):
+        trait = work.traits[column]
+        boundary = {"effect": (name,), "residual": ("residual",), None: ()}[maximum.boundary]
+        theta, covariance, ratios = sampling_covariance(
+            parameters, np.array([variances[j], residuals[j]]), information[j], boundary
+        )
+        se = np.sqrt(np.where(np.diag(covariance) >= 0, np.diag(covariance), np.nan))
+        converged = bool(maximum.convergence.converged)
+        row = {
+            "trait": trait,
+            "n_records": design.n_records,
+            "sigma2_u": theta[0],
+            "sigma2_e": theta[1],
+            "h2": ratios[name][0],
+            "se_sigma2_u": se[0],
+            "se_sigma2_e": se[1],
+            "se_h2": np.nan if name in boundary else ratios[name][1],
+            "loglik": maximum.profile.value,
+            "converged": converged,
+            "boundary": ";".join(boundary),
+            "status": "ok" if converged else f"not converged: {maximum.convergence.reason}",
+        }
+        blup = None
+        if values is not None:
+            blup = pd.Series(values[:, j], index=work.relmat.ids, name=trait)
+        out.append((row, blup))
+    return out
+
+
+def _resolve_source(relmat, pedigree, genotypes, source) -> RelationshipSource:
+    if source is not None:
+        return source
+    if all(v is None for v in (relmat, pedigree, genotypes)):
+        raise DataError(
+            "Many-traits fits need the relationship: give relmat=, pedigree= or genotypes= "
+            "(--relmat, --pedigree, --genotypes)."
+        )
+    return resolve_relationship(relmat=relmat, pedigree=pedigree, genotypes=genotypes)
+
+
+def _screen(
+    data: pd.DataFrame, traits: Sequence[str], rhs: str, animal: str, columns: Sequence[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Split the traits into those that can be fitted and the rows of those that cannot."""
+    from .spec.formula import column_references
+
+    n_fixed = max(1, len(column_references(rhs, data.columns)) + 1)
+    fittable, failed = [], []
+    for trait in traits:
+        if trait == animal:
+            failed.append(_failed(trait, 0, "the animal id column is not a trait", columns))
+            continue
+        reason = _cannot_fit(data[trait], n_fixed)
+        if reason is None:
+            fittable.append(trait)
+        else:
+            failed.append(_failed(trait, int(data[trait].notna().sum()), reason, columns))
+    return fittable, failed
+
+
+def reml_many(
+    formula: str,
+    data: pd.DataFrame,
+    traits: str | Sequence[str],
+    *,
+    relmat: Any = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+    source: RelationshipSource | None = None,
+    animal: str = "animal",
+    method: str = "reml",
+    blups: bool = False,
+    out: str | PathLike[str] | None = None,
+    resume: bool = False,
+    workers: int | None = None,
+    scheduler: Any = None,
+    chunk: int = 50,
+    progress: bool = True,
+) -> ManyResult:
+    """REML of the one-component animal model for many traits (see the module docstring).
+
+    Parameters
+    ----------
+    formula
+        The fixed right-hand side shared by all traits, without a response: ``"~ 1 + fix"``.
+    data
+        Records: the animal column, the covariates and the trait columns.
+    traits
+        Comma-separated names or globs on column names (``"trait*"``, ``"Biochem.*"``), or a
+        list of names.
+    relmat, pedigree, genotypes, source
+        The relationship, as for :func:`~bayes_animal.api.reml` (dense: the spectral path).
+    animal
+        The animal id column.
+    method
+        ``"reml"`` or ``"ml"``.
+    blups
+        Also return (and write, ``blups.csv``) the animals × traits matrix of BLUPs.
+    out
+        Folder for ``traits.csv`` (rows flushed as traits finish), ``groups.csv`` and
+        ``blups.csv``; None keeps everything in memory.
+    resume
+        Skip the traits already in ``out/traits.csv``.
+    workers
+        Local worker processes (default: one per core when there are more than ``chunk``
+        traits to fit, else this process); 1 runs everything here.
+    scheduler
+        A ``dask.distributed.Client`` or a scheduler address: run the traits on that
+        cluster (needs ``bayes_animal[dask]``).
+    chunk
+        Traits per task.
+    progress
+        A progress bar over traits on stderr.
+
+    Returns
+    -------
+    ManyResult
+    """
+    clock = time.perf_counter()
+    rhs = _fixed_part(formula)
+    names = select_traits(data, traits)
+    rows = _Rows(None if out is None else Path(out), MANY_COLUMNS, resume)
+    timings: dict[str, float] = {}
+    try:
+        todo = [t for t in names if t not in rows.done()]
+        fittable, failed = _screen(data, todo, rhs, animal, MANY_COLUMNS)
+        for row in failed:
+            rows.add(row)
+        clock_relationship = time.perf_counter()
+        source = _resolve_source(relmat, pedigree, genotypes, source)
+        timings["relationship"] = time.perf_counter() - clock_relationship
+        groups = group_traits(data, fittable)
+        bar = _Progress(len(todo), progress, "REML")
+        bar.step(len(failed))
+        blup_columns: list[pd.Series] = []
+        group_rows = []
+        decompose_seconds = 0.0
+        for number, group in enumerate(groups):
+            work, seconds = _prepare_group(rhs, data, group, source, animal, method)
+            decompose_seconds += seconds
+            group_rows.append(
+                {"group": number, "traits": len(group.traits), "records": group.n_records,
+                 "eigh_seconds": seconds}
+            )  # fmt: skip
+            indices = list(range(len(group.traits)))
+            tasks = [indices[i : i + chunk] for i in range(0, len(indices), chunk)]
+
+            def collect(results, bar=bar):
+                for row, blup in results:
+                    rows.add(row)
+                    if blup is not None:
+                        blup_columns.append(blup)
+                    bar.step()
+
+            run_tasks(
+                _reml_rows, work, tasks, collect, extra=(blups,), workers=workers,
+                scheduler=scheduler, parallel_above=chunk,
+            )  # fmt: skip
+        timings["eigh"] = decompose_seconds
+    finally:
+        rows.close()
+    table = rows.table(names)
+    groups_frame = pd.DataFrame(group_rows, columns=["group", "traits", "records", "eigh_seconds"])
+    matrix = None
+    if blups and blup_columns:
+        matrix = pd.concat(blup_columns, axis=1)
+        matrix = matrix[[t for t in names if t in matrix.columns]]
+    if out is not None:
+        groups_frame.to_csv(Path(out) / "groups.csv", index=False)
+        if matrix is not None:
+            matrix.to_csv(Path(out) / "blups.csv", float_format="%.10g")
+    timings["total"] = time.perf_counter() - clock
+    return ManyResult(table, groups_frame, matrix, timings)
+
+
+# -- Bayesian fits of many traits -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FitWork:
+    rhs: str
+    data: pd.DataFrame
+    source: RelationshipSource
+    animal: str
+    traits: tuple[str, ...]
+    priors: Any
+    options: dict[str, Any]
+    posteriors: str | None
+
+
+def _fit_rows(work: _FitWork, columns: Sequence[int]) -> list[tuple]:
+    import logging
+    import warnings
+
+    # one line per trait in the table, not PyMC's per-fit messages
+    logging.getLogger("pymc").setLevel(logging.WARNING)
+    from .bayes.model import AnimalModel
+    from .linalg.threads import blas_threads
+
+    out = []
+    for j in columns:
+        trait = work.traits[j]
+        subset = work.data[work.data[trait].notna()]
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings(), blas_threads(1):
+                warnings.simplefilter("ignore")
+                model = AnimalModel(
+                    f"{_quoted(trait)} ~ {work.rhs}", subset, source=work.source,
+                    animal=work.animal, priors=work.priors,
+                )  # fmt: skip
+                fit = model.fit(progressbar=False, warn=False, **work.options)
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+            out.append((_failed(trait, len(subset), f"failed: {exc}", FIT_MANY_COLUMNS), None))
+            continue
+        summary = fit.summary()
+        check = fit.reml_check.loc["h2"]
+        diagnostics = fit.diagnostics
+        row = {
+            "trait": trait,
+            "n_records": len(subset),
+            "h2_mean": summary.loc["h2", "mean"],
+            "h2_sd": summary.loc["h2", "sd"],
+            "h2_hdi_low": summary.loc["h2", "hdi_low"],
+            "h2_hdi_high": summary.loc["h2", "hdi_high"],
+            "sigma2_u_mean": summary.loc["sigma2_additive", "mean"],
+            "sigma2_e_mean": summary.loc["sigma2_residual", "mean"],
+            "reml_h2": check["reml"],
+            "reml_in_hdi": bool(check["reml_in_hdi"]),
+            "max_r_hat": diagnostics.max_r_hat,
+            "min_ess_bulk": diagnostics.min_ess_bulk,
+            "divergences": diagnostics.divergences,
+            "seconds": time.perf_counter() - start,
+            "status": "ok" if diagnostics.ok else "check diagnostics",
+        }
+        if work.posteriors is not None:
+            fit.save(Path(work.posteriors) / _safe(trait))
+        out.append((row, None))
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def fit_many(
+    formula: str,
+    data: pd.DataFrame,
+    traits: str | Sequence[str],
+    *,
+    relmat: Any = None,
+    pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
+    genotypes: pd.DataFrame | str | PathLike[str] | None = None,
+    source: RelationshipSource | None = None,
+    animal: str = "animal",
+    out: str | PathLike[str] | None = None,
+    priors: Any = None,
+    posteriors: bool = False,
+    resume: bool = False,
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: bool = True,
+    **fit_options: Any,
+) -> ManyResult:
+    """A Bayesian fit (:class:`~bayes_animal.bayes.model.AnimalModel`) of every trait.
+
+    The fits are independent: one task per trait, run here, in local worker processes (one
+    BLAS thread each; the default with more than one trait and core) or on a Dask cluster.
+    Each row of the table is the posterior summary of h² and the variances with the REML
+    check and the diagnostics; ``posteriors=True`` also writes each trait's
+    ``summary.json``, ``ebv.csv`` and ``posterior.nc`` under ``out/posteriors/<trait>/``.
+    Rankings stay per trait (``bayes-animal rank`` on a trait's posterior.nc).
+
+    Parameters
+    ----------
+    formula, data, traits, relmat, pedigree, genotypes, source, animal, out, resume,
+    workers, scheduler, progress
+        As for :func:`reml_many`.
+    priors
+        The priors of every trait's model (a :class:`~bayes_animal.bayes.priors.Priors` or a
+        preset name; default: the scale-aware default).
+    posteriors
+        Write every trait's posterior files (needs ``out``).
+    **fit_options
+        Passed to :meth:`AnimalModel.fit` (``draws``, ``tune``, ``chains``, ``sampler``,
+        ``random_seed``, …).
+    """
+    clock = time.perf_counter()
+    if posteriors and out is None:
+        raise DataError("posteriors=True writes files: give out= (--out) as well.")
+    rhs = _fixed_part(formula)
+    names = select_traits(data, traits)
+    rows = _Rows(None if out is None else Path(out), FIT_MANY_COLUMNS, resume)
+    try:
+        todo = [t for t in names if t not in rows.done()]
+        fittable, failed = _screen(data, todo, rhs, animal, FIT_MANY_COLUMNS)
+        for row in failed:
+            rows.add(row)
+        source = _resolve_source(relmat, pedigree, genotypes, source)
+        bar = _Progress(len(todo), progress, "NUTS")
+        bar.step(len(failed))
+        work = _FitWork(
+            rhs, data, source, animal, tuple(fittable), priors, dict(fit_options),
+            None if not posteriors else str(Path(out) / "posteriors"),
+        )  # fmt: skip
+
+        def collect(results):
+            for row, _ in results:
+                rows.add(row)
+                bar.step()
+
+        run_tasks(
+            _fit_rows, work, [[j] for j in range(len(fittable))], collect, workers=workers,
+            scheduler=scheduler, parallel_above=1,
+        )  # fmt: skip
+    finally:
+        rows.close()
+    return ManyResult(
+        rows.table(names), pd.DataFrame(), None, {"total": time.perf_counter() - clock}
+    )

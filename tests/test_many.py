@@ -1,0 +1,262 @@
+"""Many traits on one relationship matrix: the batch equals one-at-a-time fits, groups by
+missing-value pattern, writes and resumes traits.csv, reports what it cannot fit, and runs
+in local processes or on a Dask cluster (a worker killed mid-run does not lose the batch)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_animal import reml, simulate_reference
+from bayes_animal.errors import BayesAnimalError
+from bayes_animal.many import MANY_COLUMNS, fit_many, group_traits, reml_many, select_traits
+
+
+@pytest.fixture(scope="module")
+def traits():
+    """Twelve traits of varied heritability on one simulated population, two of them with
+    missing records (two patterns), one with no genetic variance."""
+    sim = simulate_reference(n=150, n_snps=300, seed=8)
+    rng = np.random.default_rng(3)
+    signal = sim.data["response"].to_numpy() - sim.data["response"].mean()
+    columns = {
+        f"t{k}": 10 + signal * rng.uniform(0.2, 1.5) + rng.normal(size=150) * rng.uniform(0.5, 2)
+        for k in range(10)
+    }
+    columns["t_noise"] = rng.normal(size=150)  # REML at the boundary σu² = 0 (or near)
+    data = pd.concat([sim.data, pd.DataFrame(columns, index=sim.data.index)], axis=1)
+    data.loc[::5, "t3"] = np.nan
+    data.loc[::5, "t4"] = np.nan  # same pattern as t3
+    data.loc[::7, "t5"] = np.nan
+    return data, sim.relmat
+
+
+def _one(data, relmat, trait, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reml(f"{trait} ~ 1 + fix", data.dropna(subset=[trait]), relmat=relmat, **options)
+
+
+def test_batch_equals_one_trait_at_a_time(traits):
+    data, relmat = traits
+    result = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=1, progress=False)
+    table = result.table.set_index("trait")
+    assert list(table.index) == [f"t{k}" for k in range(10)] + ["t_noise"]
+    assert (table["status"] == "ok").all()
+    for trait in table.index:
+        one = _one(data, relmat, trait)
+        row = table.loc[trait]
+        assert row["n_records"] == one.n_records
+        for key, value in [
+            ("sigma2_u", one.sigma2_u),
+            ("sigma2_e", one.sigma2_e),
+            ("h2", one.h2),
+            ("loglik", one.loglik),
+        ]:
+            assert row[key] == pytest.approx(value, rel=1e-8, abs=1e-10), (trait, key)
+        for key in ("sigma2_u", "sigma2_e", "h2"):
+            expected = one.se[key]
+            if np.isnan(expected):
+                assert np.isnan(row[f"se_{key}"]), (trait, key)
+            else:
+                assert row[f"se_{key}"] == pytest.approx(expected, rel=1e-8), (trait, key)
+        assert row["boundary"] == ";".join(one.boundary) or (
+            pd.isna(row["boundary"]) and not one.boundary
+        )
+        assert bool(row["converged"]) == one.converged
+
+
+def test_ml_and_blups_equal_one_trait_at_a_time(traits):
+    data, relmat = traits
+    result = reml_many(
+        "~ 1 + fix", data, ["t0", "t5"], relmat=relmat, method="ml", blups=True, workers=1,
+        progress=False,
+    )  # fmt: skip
+    for trait in ("t0", "t5"):
+        one = _one(data, relmat, trait, method="ml")
+        row = result.table.set_index("trait").loc[trait]
+        assert row["sigma2_u"] == pytest.approx(one.sigma2_u, rel=1e-8)
+        np.testing.assert_allclose(
+            result.blups[trait].to_numpy(), one.blup["blup"].to_numpy(), rtol=1e-7, atol=1e-10
+        )
+    assert list(result.blups.index) == list(relmat.ids)
+
+
+def test_traits_grouped_by_missing_pattern(traits):
+    data, relmat = traits
+    groups = group_traits(data, ["t0", "t3", "t4", "t5", "t1"])
+    assert [g.traits for g in groups] == [("t0", "t1"), ("t3", "t4"), ("t5",)]
+    assert [g.n_records for g in groups] == [150, 120, 128]
+    result = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=1, progress=False)
+    assert len(result.groups) == 3  # one eigendecomposition per pattern, reported
+    assert result.groups["traits"].sum() == 11
+
+
+def test_local_processes_give_the_same_table(traits):
+    data, relmat = traits
+    serial = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=1, progress=False)
+    parallel = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=2, chunk=2, progress=False)
+    numeric = ["sigma2_u", "sigma2_e", "h2", "se_sigma2_u", "loglik"]
+    pd.testing.assert_frame_equal(serial.table[numeric], parallel.table[numeric], rtol=1e-12)
+
+
+def test_trait_selection_and_its_errors(traits):
+    data, _ = traits
+    assert select_traits(data, "t1, t0") == ["t1", "t0"]
+    assert select_traits(data, "t_*") == ["t_noise"]
+    assert select_traits(data, ["t2", "t2"]) == ["t2"]
+    with pytest.raises(BayesAnimalError, match=r"'t99'.*columns: animal"):
+        select_traits(data, "t0,t99")
+    with pytest.raises(BayesAnimalError, match=r"'Biochem\.\*'"):
+        select_traits(data, "Biochem.*")
+    with pytest.raises(BayesAnimalError, match="No traits given"):
+        select_traits(data, " , ")
+
+
+def test_unfittable_traits_get_a_row_with_the_reason(traits, tmp_path):
+    data, relmat = traits
+    data = data.assign(
+        text=["x"] * 150, constant=1.0, sparse_trait=[1.0, 2.0] + [np.nan] * 148, flag=True
+    )
+    result = reml_many(
+        "~ 1 + fix", data, "t0,text,constant,sparse_trait,flag,animal", relmat=relmat,
+        out=tmp_path, workers=1, progress=False,
+    )  # fmt: skip
+    status = result.table.set_index("trait")["status"]
+    assert status["t0"] == "ok"
+    assert status["text"].startswith("not numeric") and "'x'" in status["text"]
+    assert status["constant"].startswith("constant")
+    assert status["sparse_trait"].startswith("too few records (2")
+    assert status["flag"].startswith("not numeric")
+    assert status["animal"] == "the animal id column is not a trait"
+    written = pd.read_csv(tmp_path / "traits.csv")
+    assert list(written.columns) == list(MANY_COLUMNS)
+    assert set(written["trait"]) == set(status.index)
+
+
+def test_formula_errors(traits):
+    data, relmat = traits
+    with pytest.raises(BayesAnimalError, match="no left-hand side"):
+        reml_many("t0 ~ 1 + fix", data, "t1", relmat=relmat, progress=False)
+    with pytest.raises(BayesAnimalError, match=r"one-component animal model.*\(1 \| fix\)"):
+        reml_many("~ 1 + (1 | fix)", data, "t1", relmat=relmat, workers=1, progress=False)
+    with pytest.raises(BayesAnimalError, match="need the relationship"):
+        reml_many("~ 1 + fix", data, "t1", progress=False)
+    with pytest.raises(BayesAnimalError, match="give out="):
+        fit_many("~ 1 + fix", data, "t1", relmat=relmat, posteriors=True, progress=False)
+
+
+def test_rows_are_written_as_they_finish_and_resume_skips_them(traits, tmp_path):
+    data, relmat = traits
+    reml_many("~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, workers=1, progress=False)
+    done = pd.read_csv(tmp_path / "traits.csv")
+    assert list(done["trait"]) == ["t0", "t1"]
+    # mark a finished row: a resumed run must keep it, not fit t0 again
+    done.loc[0, "sigma2_u"] = 999.0
+    done.to_csv(tmp_path / "traits.csv", index=False)
+    result = reml_many(
+        "~ 1 + fix", data, "t0,t1,t2", relmat=relmat, out=tmp_path, resume=True, workers=1,
+        progress=False,
+    )  # fmt: skip
+    table = result.table.set_index("trait")
+    assert list(table.index) == ["t0", "t1", "t2"]
+    assert table.loc["t0", "sigma2_u"] == 999.0
+    assert table.loc["t2", "status"] == "ok"
+    assert list(pd.read_csv(tmp_path / "traits.csv")["trait"]) == ["t0", "t1", "t2"]
+    # without --resume the file starts again
+    fresh = reml_many(
+        "~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, workers=1, progress=False
+    )
+    assert fresh.table.loc[0, "sigma2_u"] != 999.0
+
+
+def test_fit_many_agrees_with_single_fits_within_monte_carlo_error(traits, tmp_path):
+    from bayes_animal.bayes.model import AnimalModel
+
+    data, relmat = traits
+    options = {"draws": 400, "tune": 400, "chains": 2, "random_seed": 5}
+    result = fit_many(
+        "~ 1 + fix", data, "t0,t5", relmat=relmat, out=tmp_path, posteriors=True, workers=1,
+        progress=False, **options,
+    )  # fmt: skip
+    table = result.table.set_index("trait")
+    for trait in ("t0", "t5"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AnimalModel(f"{trait} ~ 1 + fix", data.dropna(subset=[trait]), relmat=relmat)
+            single = model.fit(progressbar=False, warn=False, **options).summary().loc["h2"]
+        row = table.loc[trait]
+        error = np.hypot(single["sd"] / np.sqrt(single["ess_bulk"]), row["h2_sd"] / 20)
+        assert abs(row["h2_mean"] - single["mean"]) < 4 * error + 1e-9, trait
+        assert row["h2_hdi_low"] < row["reml_h2"] < row["h2_hdi_high"]
+        assert (tmp_path / "posteriors" / trait / "posterior.nc").is_file()
+
+
+# -- Dask -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = distributed.Client(local)
+    yield client
+    client.close()
+    local.close()
+
+
+def test_dask_batch_equals_the_local_one(traits, cluster):
+    data, relmat = traits
+    local = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=1, progress=False)
+    remote = reml_many(
+        "~ 1 + fix", data, "t*", relmat=relmat, scheduler=cluster, chunk=3, progress=False
+    )
+    numeric = ["sigma2_u", "sigma2_e", "h2", "loglik"]
+    pd.testing.assert_frame_equal(local.table[numeric], remote.table[numeric], rtol=1e-12)
+
+
+def test_dask_batch_survives_a_worker_killed_mid_run(traits, cluster, tmp_path):
+    """Bayesian fits as tasks on two workers; one worker process is killed as soon as the
+    first row is written. Its running task is rescheduled; every trait gets its row."""
+    import os
+
+    data, relmat = traits
+    names = ["t0", "t1", "t2", "t5"]
+    victim = sorted(cluster.scheduler_info()["workers"])[0]
+
+    rows_when_killed = []
+
+    def kill_after_first_row():
+        path = tmp_path / "traits.csv"
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if path.is_file() and len(path.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        rows_when_killed.append(len(path.read_text().splitlines()) - 1)
+        try:
+            cluster.run(os._exit, 1, workers=[victim])
+        except Exception:  # the worker dies before it can answer
+            pass
+
+    killer = threading.Thread(target=kill_after_first_row, daemon=True)
+    killer.start()
+    result = fit_many(
+        "~ 1 + fix", data, names, relmat=relmat, scheduler=cluster, out=tmp_path,
+        progress=False, draws=100, tune=100, chains=1, random_seed=1,
+    )  # fmt: skip
+    killer.join(timeout=30)
+    assert rows_when_killed and rows_when_killed[0] < len(names)  # killed mid-run
+    table = result.table.set_index("trait")
+    assert list(table.index) == names
+    assert table["h2_mean"].between(0, 1).all()
+    assert sorted(pd.read_csv(tmp_path / "traits.csv")["trait"]) == sorted(names)
