@@ -554,6 +554,7 @@ def reml_many(
     if blups and blup_columns:
         matrix = pd.concat(blup_columns, axis=1)
         matrix = matrix[[t for t in names if t in matrix.columns]]
+        matrix.index.name = "id"
     if out is not None:
         groups_frame.to_csv(Path(out) / "groups.csv", index=False)
         if matrix is not None:

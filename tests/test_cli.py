@@ -700,3 +700,49 @@ def test_fit_and_rank_with_several_random_effects(mrode, tmp_path):
     )
     assert missing.returncode == 2 and "no effect 'cage'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_reml_and_fit_with_many_traits(tmp_path):
+    """`reml --traits` on the wheat lines (four environments as four traits) writes
+    traits.csv equal to one `reml` per trait, groups.csv and the BLUP matrix; --resume keeps
+    the rows there; `fit --traits` writes one posterior row per trait; --traits needs --out."""
+    from conftest import shared_folder
+
+    folder = shared_folder("wheat")
+    common = ("--data", folder / "wheat_Y.csv", "--relmat", folder / "wheat_A.csv",
+              "--animal", "line")  # fmt: skip
+    out = tmp_path / "many"
+    completed = _run(
+        "reml", *common, "--formula", "~ 1", "--traits", "env*", "--out", out, "--blups",
+        "--no-progress",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "4 traits: 4 ok" in completed.stdout and "1 pattern(s)" in completed.stdout
+    table = pd.read_csv(out / "traits.csv").set_index("trait")
+    assert list(table.index) == ["env1", "env2", "env4", "env5"]
+    one = _run("reml", *common, "--formula", "env4 ~ 1", "--json")
+    payload = json.loads(one.stdout)
+    assert table.loc["env4", "sigma2_u"] == pytest.approx(payload["sigma2_u"], rel=1e-8)
+    assert table.loc["env4", "h2"] == pytest.approx(payload["h2"], rel=1e-8)
+    blups = pd.read_csv(out / "blups.csv")
+    assert list(blups.columns) == ["id", "env1", "env2", "env4", "env5"] and len(blups) == 599
+    resumed = _run(
+        "reml", *common, "--formula", "~ 1", "--traits", "env1,env2", "--out", out,
+        "--resume", "--no-progress",
+    )  # fmt: skip
+    assert resumed.returncode == 0 and len(pd.read_csv(out / "traits.csv")) == 4
+    bayes = _run(
+        "fit", *common, "--formula", "~ 1", "--traits", "env1,env5", "--out", tmp_path / "post",
+        "--draws", "150", "--tune", "150", "--chains", "2", "--seed", "1", "--workers", "1",
+    )  # fmt: skip
+    assert bayes.returncode == 0, bayes.stderr
+    posterior = pd.read_csv(tmp_path / "post" / "traits.csv").set_index("trait")
+    assert list(posterior.index) == ["env1", "env5"]
+    assert posterior["h2_mean"].between(0.1, 0.7).all()
+    needs_out = _run("reml", *common, "--formula", "~ 1", "--traits", "env*")
+    assert needs_out.returncode == 2 and "--out" in needs_out.stderr
+    unknown = _run(
+        "reml", *common, "--formula", "~ 1", "--traits", "yield*", "--out", tmp_path / "x"
+    )
+    assert unknown.returncode == 2 and "'yield*'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
