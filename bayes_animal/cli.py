@@ -789,8 +789,12 @@ def _parser() -> argparse.ArgumentParser:
     rel = commands.add_parser(
         "relmat", help="write A (from a pedigree) or G (from genotypes), or their inverse"
     )
-    _relationship_arguments(rel, matrix=False)
-    rel.add_argument("--out", required=True, help="output CSV")
+    _relationship_arguments(rel, matrix=True)
+    rel.add_argument(
+        "--out",
+        required=True,
+        help="output file: .csv, or binary .npz, .npy (+ .ids.txt), .parquet",
+    )
     rel.add_argument("--inverse", action="store_true", help="write the inverse (sparse for A)")
     rel.add_argument(
         "--format",

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..estimation.result import RemlResult
-from ..structures.relationship import RelationshipMatrix
+from ..structures.relationship import BINARY_FORMATS, RelationshipMatrix, ids_sidecar
 
 __all__ = ["read_data", "write_matrix", "write_predictions", "write_relationship_csv"]
 
@@ -66,6 +66,20 @@ def write_matrix(
     from scipy import sparse
 
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in BINARY_FORMATS and not triplets:
+        dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
+        ids = np.asarray([str(i) for i in ids])
+        if suffix == ".npz":
+            np.savez(path, matrix=dense, ids=ids)
+        elif suffix == ".npy":
+            np.save(path, dense)
+            ids_sidecar(path).write_text("\n".join(ids) + "\n")
+        else:
+            frame = pd.DataFrame(dense, columns=ids)
+            frame.insert(0, "id", ids)
+            frame.to_parquet(path, index=False)
+        return path
     if triplets:
         lower = sparse.tril(sparse.coo_matrix(matrix)).tocoo()
         order = np.lexsort((lower.col, lower.row))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -293,7 +294,7 @@ def as_relationship(
     if isinstance(source, RelationshipMatrix):
         return source
     if isinstance(source, str | PathLike):
-        return read_relationship_csv(source, nearest_pd=nearest_pd, check_definite=check_definite)
+        return read_relationship_file(source, nearest_pd=nearest_pd, check_definite=check_definite)
     if isinstance(source, pd.DataFrame):
         row_ids, col_ids = id_strings(source.index), id_strings(source.columns)
         if len(row_ids) == len(col_ids) and not np.array_equal(row_ids, col_ids):
@@ -337,6 +338,60 @@ def as_relationship(
                 projected=True,
             )
     return RelationshipMatrix(ids=ids, matrix=matrix, min_eigenvalue=min_eig)
+
+
+BINARY_FORMATS = (".npz", ".npy", ".parquet")
+"""Binary relationship files read (and written by ``bayes-animal relmat --out``) besides CSV:
+``.npz`` (arrays ``matrix`` and ``ids``), ``.npy`` (the matrix, its ids one per line in the
+sidecar ``<name>.ids.txt``), ``.parquet`` (an ``id`` column, then one column per id)."""
+
+
+def ids_sidecar(path: str | PathLike[str]) -> Path:
+    """The ids file that goes with a ``.npy`` matrix: ``A.npy`` → ``A.ids.txt``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".ids.txt")
+
+
+def read_relationship_file(
+    path: str | PathLike[str], *, nearest_pd: bool = False, check_definite: bool = True
+) -> RelationshipMatrix:
+    """Read a relationship matrix from CSV or one of :data:`BINARY_FORMATS` (by suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in BINARY_FORMATS:
+        return read_relationship_csv(path, nearest_pd=nearest_pd, check_definite=check_definite)
+    if not path.is_file():
+        raise RelationshipError(f"Relationship matrix file not found: {path}")
+    options = {"nearest_pd": nearest_pd, "check_definite": check_definite}
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                missing = {"matrix", "ids"} - set(arrays.files)
+                if missing:
+                    raise RelationshipError(
+                        f"{path} lacks the array(s) {sorted(missing)}: a relationship .npz "
+                        "holds 'matrix' (n × n) and 'ids' (n), as `bayes-animal relmat --out "
+                        "A.npz` writes it."
+                    )
+                return as_relationship(arrays["matrix"], ids=arrays["ids"], **options)
+        if suffix == ".npy":
+            sidecar = ids_sidecar(path)
+            if not sidecar.is_file():
+                raise RelationshipError(
+                    f"A .npy matrix has no ids: put them, one per line, in {sidecar} (as "
+                    "`bayes-animal relmat --out A.npy` writes them), or use .npz or CSV."
+                )
+            ids = np.array(sidecar.read_text().split(), dtype=object)
+            return as_relationship(np.load(path, allow_pickle=False), ids=ids, **options)
+        frame = pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        raise RelationshipError(f"Could not read the relationship matrix {path}: {exc}") from exc
+    if "id" not in frame.columns:
+        raise RelationshipError(
+            f"The Parquet matrix {path} needs an 'id' column with the row ids, then one column "
+            "per id (as `bayes-animal relmat --out A.parquet` writes it)."
+        )
+    return as_relationship(frame.set_index("id"), **options)
 
 
 def read_relationship_csv(
