@@ -26,25 +26,44 @@ def test_environment_variable_wins(monkeypatch):
 
 
 def test_small_blocks_run_on_one_thread(two_cores, monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "_running_now", lambda: 1)  # only this process
     assert default_threads(size=SMALL_DENSE - 1) == 1
     assert default_threads(size=SMALL_DENSE) == 2
     assert default_threads() == 2
 
 
 def test_busy_cores_are_left_alone(two_cores, monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # another job on one core
+    monkeypatch.setattr(threads, "_running_now", lambda: 2)  # this process and another job
     assert default_threads() == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(threads, "_running_now", lambda: 6)
     assert default_threads() == 1  # never below one
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.4, 0.4))
+    monkeypatch.setattr(threads, "_running_now", lambda: 1)
     assert default_threads() == 2
+
+
+def test_a_passing_process_is_not_counted(two_cores, monkeypatch):
+    looks = iter([3, 1, 2])
+    monkeypatch.setattr(threads, "_running_now", lambda: next(looks))
+    assert default_threads() == 2  # the least of three looks: only this process
+
+
+def test_load_average_where_proc_is_missing(two_cores, monkeypatch):
+    monkeypatch.setattr(threads, "_running_now", lambda: None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.3, 1.0, 1.0))
+    assert default_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert default_threads() == 2
+
+
+def test_the_running_count_is_read_from_proc():
+    count = threads._running_now()
+    assert count is None or count >= 1  # at least this process is running
 
 
 def test_at_most_eight_threads(monkeypatch):
     monkeypatch.delenv("BAYES_ANIMAL_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 64)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "_running_now", lambda: 1)
     assert default_threads() == 8
 
 

@@ -10,7 +10,9 @@ So the limit is always set explicitly:
 - one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
   factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
 - otherwise the cores this process may use minus the ones other processes are busy on (the
-  one-minute load average, rounded down), at least one and at most 8.
+  runnable threads at this instant, from ``/proc/loadavg``, less this one), at least one and
+  at most 8. (The one-minute load average would count this process's own recent work: a fit
+  called after a busy minute would give itself one core.)
 """
 
 from __future__ import annotations
@@ -35,7 +37,22 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _running_now() -> int | None:
+    """Runnable threads on the machine at this instant (``/proc/loadavg``), or None."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as handle:
+            return int(handle.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _busy_elsewhere() -> int:
+    """Cores other processes are busy on: the runnable threads now less this one (the least
+    of three looks, so that a passing process is not counted), else the one-minute load
+    average where the instantaneous count is not available."""
+    counts = [_running_now() for _ in range(3)]
+    if None not in counts:
+        return max(0, min(counts) - 1)
     try:
         return int(os.getloadavg()[0])
     except (AttributeError, OSError):  # pragma: no cover - no load average
