@@ -44,6 +44,7 @@ def _whole_fit(make_model, **options) -> dict:
     return {
         "parameterisation": f"{fit.parameterisation} ({_engine(fit)})",
         "sampler": fit.sampler,
+        "parallel_chains": int(fit.idata.attrs.get("cores", 1)),
         "whole_fit_s": wall,
         "sampling_s": fit.timings["sampling"],
         "ess_h2": ess,

@@ -172,8 +172,8 @@ def many(quick: bool) -> None:
     )
     _write(
         "many_bayes",
-        "Bayesian fits of many traits (default settings: 4 chains × 1 000 draws)",
-        bench_many.run_bayes(n_traits=10 if quick else 100, n=1000),
+        "Bayesian fits of many traits (N = 500, default settings: 4 chains × 1 000 draws)",
+        bench_many.run_bayes(n_traits=10 if quick else 100, n=500),
         "fit_many on simulated traits; one task per trait. Dask rows: a LocalCluster of "
         "worker processes with one thread each on this 2-core machine.\n",
     )

@@ -55,9 +55,10 @@ def test_load_average_where_proc_is_missing(two_cores, monkeypatch):
     assert default_threads() == 2
 
 
-def test_the_running_count_is_read_from_proc():
+def test_the_running_counts_are_read_from_proc():
     count = threads._running_now()
     assert count is None or count >= 1  # at least this process is running
+    assert threads._running_here() >= 1
 
 
 def test_at_most_eight_threads(monkeypatch):

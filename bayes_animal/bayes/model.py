@@ -612,6 +612,7 @@ class AnimalModel:
                 draws, tune, chains, random_seed, target_accept,
             )
         )  # fmt: skip
+        idata.attrs["cores"] = cores  # chains run at once (see above)
         quantities = self.parameters.quantities()
         summary = component_summary(idata, [q.key for q in quantities])
         diagnostics = diagnose(idata, summary, parameterisation=parameterisation, warn=warn)

@@ -10,7 +10,7 @@ So the limit is always set explicitly:
 - one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
   factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
 - otherwise the cores this process may use minus the ones other processes are busy on (the
-  runnable threads at this instant, from ``/proc/loadavg``, less this one), at least one and
+  runnable threads at this instant, from ``/proc/loadavg``, less this process's), at least one and
   at most 8. (The one-minute load average would count this process's own recent work: a fit
   called after a busy minute would give itself one core.)
 """
@@ -46,13 +46,28 @@ def _running_now() -> int | None:
         return None
 
 
+def _running_here() -> int:
+    """Runnable threads of this process (``/proc/self/task``; at least this one)."""
+    count = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(f"{task.path}/stat", encoding="ascii") as handle:
+                    count += handle.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:
+                continue
+    except OSError:
+        return 1
+    return max(count, 1)
+
+
 def _busy_elsewhere() -> int:
-    """Cores other processes are busy on: the runnable threads now less this one (the least
-    of three looks, so that a passing process is not counted), else the one-minute load
-    average where the instantaneous count is not available."""
+    """Cores other processes are busy on: the runnable threads now less this process's own
+    (the least of three looks, so that a passing process is not counted), else the one-minute
+    load average where the instantaneous count is not available."""
     counts = [_running_now() for _ in range(3)]
     if None not in counts:
-        return max(0, min(counts) - 1)
+        return max(0, min(counts) - _running_here())
     try:
         return int(os.getloadavg()[0])
     except (AttributeError, OSError):  # pragma: no cover - no load average
