@@ -82,3 +82,23 @@ def test_the_limit_is_applied_and_restored():
                 assert blas() == {2}
             assert blas() == {1}
     assert blas() == before
+
+
+def test_a_nested_block_with_the_same_limit_costs_nothing(monkeypatch):
+    calls = []
+    real = threads._controller()
+
+    class Counting:
+        def limit(self, **options):
+            calls.append(options["limits"])
+            return real.limit(**options)
+
+    monkeypatch.setattr(threads, "_controller", lambda: Counting())
+    with blas_threads(1):
+        with blas_threads(1), blas_threads(1):
+            pass
+        if threads.available_cores() >= 2:
+            with blas_threads(2):
+                pass
+    assert calls[0] == 1 and calls.count(1) == 1
+    assert threads._applied == []

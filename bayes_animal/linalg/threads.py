@@ -100,11 +100,24 @@ def _controller():
     return ThreadpoolController()
 
 
+_applied: list[int] = []  # the limits set by the blocks we are inside, innermost last
+
+
 @contextmanager
 def blas_threads(threads: int | None = None, *, size: int | None = None):
     """Limit BLAS/LAPACK threads inside the block; ``None`` takes :func:`default_threads`.
 
-    The controller is found once per process, so entering the block costs about 20 µs.
+    The controller is found once per process, so entering the block costs about 20 µs; a
+    block inside another with the same limit costs nothing (the sparse likelihood opens one
+    per gradient and its LAPACK calls one each).
     """
-    with _controller().limit(limits=threads or default_threads(size), user_api="blas"):
+    limit = threads or default_threads(size)
+    if _applied and _applied[-1] == limit:
         yield
+        return
+    with _controller().limit(limits=limit, user_api="blas"):
+        _applied.append(limit)
+        try:
+            yield
+        finally:
+            _applied.pop()
