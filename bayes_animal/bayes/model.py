@@ -68,9 +68,15 @@ DEFAULT_SAMPLER = "pymc"
 #: The spectral marginal model (one random effect) up to this many records: beyond it the
 #: O(n³) eigendecomposition costs more than the sparse marginal model's sampling.
 SPECTRAL_MAX_RECORDS = 5000
-#: The sparse marginal model up to this order of the mixed-model equations: beyond it the
-#: non-centred model's O(q) gradients win (benchmarks/results/sampling_scale.md).
-SPARSE_MARGINAL_MAX_ORDER = 60_000
+#: The sparse marginal model up to this order of the mixed-model equations, the non-centred
+#: model beyond. Measured per effective sample of h² (benchmarks/results/sampling_scale.md,
+#: animal + permanent environment on herd pedigrees): at 100 000 animals (order ≈ 160 000) a
+#: marginal gradient costs 0.29 s and 2.9 per draw at ≈ 1.6 ESS per draw (measured at 20 000
+#: animals), about 0.5 s per effective sample; a non-centred one 2.1 ms but 33 per draw at
+#: 0.005-0.04 ESS per draw (gryphonRM, with divergences), 1.7-14 s. The marginal cost grew 7×
+#: from 20 000 to 100 000 animals and the non-centred 5×: extrapolated, they meet at a few
+#: hundred thousand animals.
+SPARSE_MARGINAL_MAX_ORDER = 500_000
 
 
 class ModelError(BayesAnimalError, ValueError):
@@ -121,7 +127,7 @@ def choose_parameterisation(design: Design, *, dense: bool, order: int) -> tuple
         "noncentred",
         "noncentred",
         f"{order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
-        "costs more than the non-centred model's O(q) gradients.",
+        "costs more per effective sample than the non-centred model's O(q) gradients.",
     )
 
 
