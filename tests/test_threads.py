@@ -15,6 +15,7 @@ from bayes_animal.linalg.threads import SMALL_DENSE, blas_threads, default_threa
 def two_cores(monkeypatch):
     monkeypatch.delenv("BAYES_ANIMAL_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_running_here", lambda: 1)  # this process: one thread
 
 
 def test_environment_variable_wins(monkeypatch):
@@ -47,6 +48,12 @@ def test_a_passing_process_is_not_counted(two_cores, monkeypatch):
     assert default_threads() == 2  # the least of three looks: only this process
 
 
+def test_this_process_threads_are_not_another_job(two_cores, monkeypatch):
+    monkeypatch.setattr(threads, "_running_now", lambda: 3)
+    monkeypatch.setattr(threads, "_running_here", lambda: 3)  # e.g. its sampler's threads
+    assert default_threads() == 2
+
+
 def test_load_average_where_proc_is_missing(two_cores, monkeypatch):
     monkeypatch.setattr(threads, "_running_now", lambda: None)
     monkeypatch.setattr(os, "getloadavg", lambda: (1.3, 1.0, 1.0))
@@ -65,6 +72,7 @@ def test_at_most_eight_threads(monkeypatch):
     monkeypatch.delenv("BAYES_ANIMAL_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 64)
     monkeypatch.setattr(threads, "_running_now", lambda: 1)
+    monkeypatch.setattr(threads, "_running_here", lambda: 1)
     assert default_threads() == 8
 
 
