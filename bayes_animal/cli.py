@@ -820,7 +820,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1859)
     demo.add_argument("--top", type=int, default=10, help="breeding values to show")
     demo.add_argument("--draws", type=int, default=1000)
-    demo.add_argument("--tune", type=int, default=1000)
+    demo.add_argument(
+        "--tune", type=int, default=None, help="tuning steps (default: the fit's, 500 marginal)"
+    )
     demo.add_argument("--chains", type=int, default=4)
     demo.set_defaults(handler=_cmd_demo)
     return parser
