@@ -430,7 +430,7 @@ def test_fit_command_writes_outputs_and_json(sim_dir, tmp_path):
         assert key in summary
     assert summary["h2"]["hdi_low"] < summary["h2"]["mean"] < summary["h2"]["hdi_high"]
     assert set(summary["timings"]) >= {"eigh", "compile", "sampling", "total"}
-    assert summary["sampler"] == "pymc" and summary["parameterisation"] == "marginal"
+    assert summary["sampler"] == "nutpie" and summary["parameterisation"] == "marginal"
     for name in ("summary.json", "ebv.csv", "posterior.nc", "h2.png", "trace.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "h2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -312,7 +312,7 @@ def seed_sim_fit():
 
 def test_seed_sim_with_defaults(seed_sim_fit):
     folder, fit = seed_sim_fit
-    assert fit.parameterisation == "marginal" and fit.sampler == "pymc"
+    assert fit.parameterisation == "marginal" and fit.sampler == "nutpie"
     assert "engine: spectral" in fit.notes
     assert fit.fixed_effects == "integrated"
     assert fit.reml_check["reml_in_hdi"].all()

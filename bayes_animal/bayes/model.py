@@ -61,10 +61,14 @@ __all__ = [
 
 PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
 SAMPLERS = ("pymc", "nutpie", "numpyro")
-#: The default sampler: PyMC's own NUTS was fastest end to end on these machines
-#: (benchmarks/results/sampling.md): nutpie's numba compilation costs more than it saves on
-#: marginal models with a few parameters.
-DEFAULT_SAMPLER = "pymc"
+#: The default sampler of each engine, the fastest end to end at default settings
+#: (benchmarks/results/fit_stages.md, sampling_random_effects.md). Spectral: nutpie on the
+#: hand-derived density (:mod:`bayes_animal.bayes.density`) compiles nothing, cold or warm, and
+#: its Rust NUTS costs ~30 µs per gradient where PyMC's costs ~100 µs. Sparse: PyMC, whose
+#: worker processes run two chains at once; nutpie's threads share the GIL of the Python
+#: density (gryphon model 4: 46 ESS(h²)/s with PyMC against 29 with nutpie on the density).
+#: The models with sampled effects are PyMC graphs, sampled by PyMC.
+DEFAULT_SAMPLERS = {"spectral": "nutpie", "sparse": "pymc", "partial": "pymc", "noncentred": "pymc"}
 #: The spectral marginal model (one random effect) up to this many records: beyond it the
 #: O(n³) eigendecomposition costs more than the sparse marginal model's sampling.
 SPECTRAL_MAX_RECORDS = 5000
@@ -389,25 +393,11 @@ class AnimalModel:
         return pm.Flat("beta", dims="fixed")
 
     def _quantities(self, pm, values) -> None:
-        """Deterministics for every reported quantity (one place: Parameters.quantities)."""
-        params = self.parameters
-        total = sum(
-            values[n] * g
-            for n, g in zip(params.names, params.phenotypic_gradient(), strict=True)
-            if g
-        )
-        for quantity in params.quantities():
-            source = quantity.source
-            if quantity.kind in ("variance", "covariance"):
-                value = values[source]
-            elif source == "repeatability":
-                value = sum(values[n] for n in params.repeatability) / total
-            elif ":" in source:
-                a, m = source.split(":")
-                value = values[source] / (values[a] * values[m]) ** 0.5
-            else:
-                value = values[source] / total
-            pm.Deterministic(quantity.key, value)
+        """Deterministics for every reported quantity (one place: ``density.quantity_values``)."""
+        from .density import quantity_values
+
+        for key, value in quantity_values(self.parameters, values).items():
+            pm.Deterministic(key, value)
 
     def _build(self, parameterisation: str, engine: str, fixed: str) -> _Built:
         import pymc as pm
@@ -440,8 +430,7 @@ class AnimalModel:
                     values,
                     self._fixed_prior(pm),
                 )
-        floor = 1e-3 * self.parameters.phenotypic(self.reml_theta())
-        initvals = initial_values(self.priors, self.parameters, self.reml_theta(), floor=floor)
+        initvals = self._initial_values()
         return _Built(
             model,
             parameterisation,
@@ -450,6 +439,45 @@ class AnimalModel:
             initvals,
             theta,
         )
+
+    def _initial_values(self) -> dict[str, float]:
+        """The free variables at the REML estimate (each variance at least 1e-3 σ²P)."""
+        floor = 1e-3 * self.parameters.phenotypic(self.reml_theta())
+        return initial_values(self.priors, self.parameters, self.reml_theta(), floor=floor)
+
+    def density(self, engine: str | None = None):
+        """The hand-derived posterior density of the marginal model's variance parameters
+        (:class:`~bayes_animal.bayes.density.MarginalDensity`); ``engine`` ``"spectral"`` or
+        ``"sparse"`` (default: the one ``auto`` chooses)."""
+        from .density import MarginalDensity, sparse_likelihood, spectral_likelihood
+
+        if engine is None:
+            _, engine, _, _ = self._resolve("marginal", "integrate")
+        if engine not in ("spectral", "sparse"):
+            raise ModelError(
+                f"The hand-derived density is for the marginal models, not {engine!r}."
+            )
+        likelihood = (
+            spectral_likelihood(self.problem)
+            if engine == "spectral"
+            else sparse_likelihood(self.mme)
+        )
+        return MarginalDensity(self.priors, self.parameters, self.scales, likelihood)
+
+    def _reml_covariance(self, jacobian: np.ndarray) -> np.ndarray | None:
+        """cov(x) ≈ (Jᵀ 𝓘 J)⁻¹ at the REML start for J = ∂θ/∂x (see ``_reml_mass_matrix``);
+        None at a boundary or when it is not positive definite."""
+        reml = self.reml
+        if reml.boundary:
+            return None
+        order = [self.parameters.names.index(n) for n in reml.parameter_names]
+        information = np.asarray(reml.information, dtype=float)[np.ix_(order, order)]
+        try:
+            covariance = np.linalg.inv(jacobian.T @ information @ jacobian)
+            np.linalg.cholesky(covariance)
+        except np.linalg.LinAlgError:
+            return None
+        return covariance
 
     @_quiet_backend()
     def _reml_mass_matrix(self, built: _Built):
@@ -470,8 +498,6 @@ class AnimalModel:
         x0 = np.array([float(start[n]) for n in names])
         (theta,) = model.replace_rvs_by_values([built.theta])
         theta_of = model.compile_fn(theta, inputs=model.value_vars, on_unused_input="ignore")
-        order = [self.parameters.names.index(n) for n in reml.parameter_names]
-        information = np.asarray(reml.information, dtype=float)[np.ix_(order, order)]
         jacobian = np.empty((self.parameters.size, len(names)))
         for k in range(len(names)):
             step = 1e-5 * max(1.0, abs(x0[k]))
@@ -481,10 +507,8 @@ class AnimalModel:
             plus = np.asarray(theta_of(dict(zip(names, up, strict=True))))
             minus = np.asarray(theta_of(dict(zip(names, down, strict=True))))
             jacobian[:, k] = (plus - minus) / (2 * step)
-        try:
-            covariance = np.linalg.inv(jacobian.T @ information @ jacobian)
-            np.linalg.cholesky(covariance)
-        except np.linalg.LinAlgError:
+        covariance = self._reml_covariance(jacobian)
+        if covariance is None:
             return None
         from pymc.step_methods.hmc.quadpotential import QuadPotentialFullAdapt
 
@@ -525,7 +549,8 @@ class AnimalModel:
             ``"noncentred"`` or ``"partial"``.
         sampler
             ``"pymc"``, ``"nutpie"`` or ``"numpyro"``; None takes the default
-            (:data:`DEFAULT_SAMPLER`, the fastest end to end in ``benchmarks/``).
+            (:data:`DEFAULT_SAMPLERS`: nutpie on the hand-derived density for the marginal
+            models, PyMC for the others — the fastest end to end in ``benchmarks/``).
         draws, tune, chains
             Draws kept per chain, tuning steps per chain (default: 500 for the marginal
             models, which start at REML with its covariance as the mass matrix; 1000 for the
@@ -546,11 +571,9 @@ class AnimalModel:
         -------
         AnimalFit
         """
-        import pymc as pm
-
         start = time.perf_counter()
-        sampler = _choice(sampler or DEFAULT_SAMPLER, SAMPLERS, "sampler")
         parameterisation, engine, fixed, notes = self._resolve(parameterisation, fixed)
+        sampler = _choice(sampler or DEFAULT_SAMPLERS[engine], SAMPLERS, "sampler")
         marginal = engine in ("spectral", "sparse")
         tune = (500 if marginal else 1000) if tune is None else tune
         target_accept = (0.8 if marginal else 0.9) if target_accept is None else target_accept
@@ -559,43 +582,28 @@ class AnimalModel:
                 print(f"note: {note}", file=sys.stderr)
         reml = self.reml
         timings = {"reml": time.perf_counter() - start}
-        built = self._build(parameterisation, engine, fixed)
-        sample_start = time.perf_counter()
         # Chains in parallel on the cores other processes leave free, one BLAS thread each,
         # where a gradient costs enough: gryphon model 4 (sparse marginal) sampled in 40.6 s
         # on two cores against 83.1 s one chain after another. The spectral model's gradients
-        # are so cheap that starting worker processes costs more (seed_sim: 4.8 s against
-        # 4.0 s), so its chains run here in turn. nutpie runs its chains in its own threads.
-        parallel = sampler == "nutpie" or engine != "spectral"
-        cores = min(chains, default_threads()) if parallel else 1
-        kwargs: dict[str, Any] = {
-            "cores": cores,
-            "nuts": {"target_accept": target_accept},
-            "initvals": built.initvals,
-        }
-        if sampler == "pymc":
-            kwargs.update(compute_convergence_checks=False, blas_cores=1)
-            potential = self._reml_mass_matrix(built) if engine in ("spectral", "sparse") else None
-            if potential is not None:
-                with built.model, _quiet_backend():
-                    kwargs["step"] = pm.NUTS(potential=potential, target_accept=target_accept)
-                kwargs.pop("nuts")
-        try:
-            with built.model, _quiet_backend():
-                idata = pm.sample(
-                    draws=draws,
-                    tune=tune,
-                    chains=chains,
-                    random_seed=random_seed,
-                    progressbar=progressbar,
-                    nuts_sampler=sampler,
-                    **kwargs,
-                )
-        except (ImportError, ModuleNotFoundError) as exc:
-            raise ModelError(
-                f"The {sampler!r} sampler is not installed ({exc}). Install it "
-                f"(pip install 'bayes_animal[{sampler}]') or use sampler='pymc'."
-            ) from exc
+        # are so cheap that running chains at once costs more than it saves (PyMC's worker
+        # processes: 4.8 s against 4.0 s on seed_sim; nutpie's threads share the GIL of the
+        # density's Python), so its chains run in turn.
+        cores = 1 if engine == "spectral" else min(chains, default_threads())
+        direct = sampler == "nutpie" and marginal and fixed == "integrate"
+        options = {
+            "draws": draws, "tune": tune, "chains": chains, "cores": cores,
+            "random_seed": random_seed, "progressbar": progressbar,
+            "target_accept": target_accept,
+        }  # fmt: skip
+        if direct:
+            density = self.density(engine)
+            sample_start = time.perf_counter()
+            idata = self._sample_density(density, **options)
+            built = None
+        else:
+            built = self._build(parameterisation, engine, fixed)
+            sample_start = time.perf_counter()
+            idata = self._sample_pymc(built, engine, sampler, **options)
         sample_wall = time.perf_counter() - sample_start
         sampling = float(
             idata.posterior.attrs.get(
@@ -612,9 +620,10 @@ class AnimalModel:
         }
         if self._problem is not None:
             timings["eigh"] = self._problem.seconds
+        fixed_effects = "integrated" if fixed == "integrate" else "sampled"
         idata.attrs.update(
             self._provenance(
-                sampler, parameterisation, engine, built.fixed_effects,
+                sampler, parameterisation, engine, fixed_effects,
                 draws, tune, chains, random_seed, target_accept,
             )
         )  # fmt: skip
@@ -622,7 +631,10 @@ class AnimalModel:
         quantities = self.parameters.quantities()
         summary = component_summary(idata, [q.key for q in quantities])
         diagnostics = diagnose(idata, summary, parameterisation=parameterisation, warn=warn)
-        joint = self._joint_mode(built) if engine in ("spectral", "sparse") else None
+        if direct:
+            joint = self._joint_mode_of_density(density)
+        else:
+            joint = self._joint_mode(built) if marginal else None
         check = reml_check(summary, reml, quantities, joint_mode=joint, warn=warn)
         timings["total"] = time.perf_counter() - start
         return AnimalFit(
@@ -632,13 +644,70 @@ class AnimalModel:
             diagnostics=diagnostics,
             sampler=sampler,
             parameterisation=parameterisation,
-            fixed_effects=built.fixed_effects,
+            fixed_effects=fixed_effects,
             timings=timings,
             parameters=self.parameters,
             diagonals={e.name: self.structures[e.name].diagonal() for e in self.design.effects},
             notes=tuple([*notes, f"engine: {engine}"]),
             _summary=summary,
         )
+
+    def _sample_density(self, density, *, random_seed, **options):
+        """nutpie on the hand-derived density, whitened by the REML covariance."""
+        from .sampling import sample_density
+
+        x0 = density.unconstrained(self._initial_values())
+        covariance = self._reml_covariance(density.theta_jacobian(x0))
+        try:
+            return sample_density(density, x0, covariance, seed=random_seed, **options)
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise ModelError(
+                f"The 'nutpie' sampler is not installed ({exc}). Install it "
+                "(pip install nutpie) or use sampler='pymc'."
+            ) from exc
+
+    def _sample_pymc(self, built: _Built, engine: str, sampler: str, **options):
+        """PyMC's NUTS (or nutpie / numpyro through PyMC) on the PyMC model."""
+        import pymc as pm
+
+        target_accept = options.pop("target_accept")
+        kwargs: dict[str, Any] = {
+            "nuts": {"target_accept": target_accept},
+            "initvals": built.initvals,
+        }
+        if sampler == "pymc":
+            kwargs.update(compute_convergence_checks=False, blas_cores=1)
+            potential = self._reml_mass_matrix(built) if engine in ("spectral", "sparse") else None
+            if potential is not None:
+                with built.model, _quiet_backend():
+                    kwargs["step"] = pm.NUTS(potential=potential, target_accept=target_accept)
+                kwargs.pop("nuts")
+        try:
+            with built.model, _quiet_backend():
+                return pm.sample(nuts_sampler=sampler, **options, **kwargs)
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise ModelError(
+                f"The {sampler!r} sampler is not installed ({exc}). Install it "
+                f"(pip install 'bayes_animal[{sampler}]') or use sampler='pymc'."
+            ) from exc
+
+    def _joint_mode_of_density(self, density) -> dict[str, float] | None:
+        """The joint posterior mode (see ``_joint_mode``) of the hand-derived density."""
+        from scipy.optimize import minimize
+
+        from .density import quantity_values
+
+        def objective(x):
+            value, gradient = density(x, jacobian=False)
+            return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
+
+        x0 = density.unconstrained(self._initial_values())
+        best = minimize(objective, x0, jac=True, method="L-BFGS-B")
+        if not np.isfinite(best.fun):
+            return None
+        theta = dict(zip(self.parameters.names, density.theta(best.x), strict=True))
+        values = density.constrained(best.x) | quantity_values(self.parameters, theta)
+        return {q.key: float(values[q.key]) for q in self.parameters.quantities()}
 
     @_quiet_backend()
     def _joint_mode(self, built: _Built) -> dict[str, float] | None:

@@ -22,8 +22,8 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from ..linalg.ldl import NotPositiveDefinite
 from ..linalg.mme import MixedModelEquations
+from .density import sparse_likelihood
 
 __all__ = ["RestrictedLikelihood"]
 
@@ -35,6 +35,7 @@ class RestrictedLikelihood(Op):
     def __init__(self, mme: MixedModelEquations) -> None:
         self.mme = mme
         self.calls = 0
+        self._evaluate = sparse_likelihood(mme)
 
     def __eq__(self, other) -> bool:
         return self is other
@@ -49,14 +50,7 @@ class RestrictedLikelihood(Op):
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The restricted log-likelihood and its gradient (−∞ and zeros outside the space)."""
         self.calls += 1
-        theta = np.asarray(theta, dtype=float)
-        if not self.mme.parameters.valid(theta):
-            return -np.inf, np.zeros_like(theta)
-        try:
-            evaluation = self.mme.evaluate(theta, information=False)
-        except NotPositiveDefinite:
-            return -np.inf, np.zeros_like(theta)
-        return evaluation.loglik, evaluation.score
+        return self._evaluate(theta)
 
     def perform(self, node, inputs, outputs) -> None:
         value, gradient = self.value_and_gradient(inputs[0])

@@ -63,6 +63,12 @@ __all__ = [
 ]
 
 
+def _f64(value: float) -> np.float64:
+    """A prior's parameter as float64: PyTensor makes a Python float that float32 represents
+    exactly (3.0, 0.5) a float32 constant, and gammaln(float32) is 2e-8 off."""
+    return np.float64(value)
+
+
 class PriorError(BayesAnimalError, ValueError):
     """A prior is unknown or badly specified."""
 
@@ -83,7 +89,7 @@ class HalfStudentT:
         import pymc as pm
 
         scale = self.scale if self.scale is not None else default_scale
-        return pm.HalfStudentT(f"sd_{identifier(name)}", nu=self.nu, sigma=scale) ** 2
+        return pm.HalfStudentT(f"sd_{identifier(name)}", nu=_f64(self.nu), sigma=_f64(scale)) ** 2
 
     def initial(self, name: str, variance: float) -> dict[str, float]:
         """The sampler's starting value for a given variance."""
@@ -104,7 +110,7 @@ class InverseGamma:
         import pymc as pm
 
         return pm.InverseGamma(
-            f"var_{identifier(name)}", alpha=self.nu / 2, beta=self.nu * self.V / 2
+            f"var_{identifier(name)}", alpha=_f64(self.nu / 2), beta=_f64(self.nu * self.V / 2)
         )
 
     def initial(self, name: str, variance: float) -> dict[str, float]:
@@ -351,7 +357,7 @@ def add_parameters(priors: Priors, parameters: Parameters, scales: Mapping[str, 
     values: dict[str, Any] = {}
     if priors.h2 is not None:
         effect = parameters.variances[0]
-        heritability = pm.Beta("heritability", alpha=priors.h2.a, beta=priors.h2.b)
+        heritability = pm.Beta("heritability", alpha=_f64(priors.h2.a), beta=_f64(priors.h2.b))
         total = priors.h2.total.variance("total", scales["total"])
         values[effect] = heritability * total
         values["residual"] = (1.0 - heritability) * total
@@ -369,7 +375,7 @@ def add_parameters(priors: Priors, parameters: Parameters, scales: Mapping[str, 
             pair = f"{a}:{m}"
             root = pt.sqrt(values[a] * values[m])
             if isinstance(priors.correlation, InverseWishart):
-                r = pm.Uniform(f"r_{identifier(pair)}", -1.0, 1.0)
+                r = pm.Uniform(f"r_{identifier(pair)}", _f64(-1.0), _f64(1.0))
                 G = pt.stack([pt.stack([values[a], r * root]), pt.stack([r * root, values[m]])])
                 pm.Potential(
                     f"iw_{identifier(pair)}",
@@ -377,7 +383,7 @@ def add_parameters(priors: Priors, parameters: Parameters, scales: Mapping[str, 
                 )
             else:
                 eta = priors.correlation.eta
-                r = 2.0 * pm.Beta(f"r01_{identifier(pair)}", alpha=eta, beta=eta) - 1.0
+                r = 2.0 * pm.Beta(f"r01_{identifier(pair)}", alpha=_f64(eta), beta=_f64(eta)) - 1.0
             values[pair] = r * root
     values["residual"] = priors.component("residual").variance("residual", scales["residual"])
     return pt.stack([values[n] for n in parameters.names]), values

@@ -1,0 +1,416 @@
+r"""The posterior density of a marginal model's variance parameters, by hand: value and gradient
+in NumPy, on the sampler's unconstrained coordinates, with no graph to compile.
+
+The marginal models integrate b and every random effect out, so the posterior lives on the few
+variance parameters :math:`\theta` (variances, covariances, residual):
+
+.. math::
+
+    \log p(x \mid y) = \ell_R(\theta(x)) + \sum_j \log p_j(v_j(x_j)) + \log\Big|\frac{\partial
+    v}{\partial x}\Big| \;[+\ \text{the inverse-Wishart potential}],
+
+where :math:`v_j` are the priors' free variables (an SD under a half-t prior, a variance under
+an inverse-gamma or flat prior, h² and the total SD under the Beta prior, a correlation) and
+:math:`x_j` their unconstrained values: :math:`v = e^x` (``_log__``), :math:`v = \sigma(x)`
+(``_logodds__``) or :math:`v = -1 + 2\sigma(x)` (``_interval__``) — PyMC's transforms and names,
+so that this is the same density as the PyMC model :mod:`bayes_animal.bayes.priors` builds
+(``add_parameters``; tested equal to 1e-10, with and without the Jacobian). The restricted
+log-likelihood :math:`\ell_R` and its gradient come from
+:class:`~bayes_animal.estimation.spectral.SpectralLikelihood` (one random effect) or from the
+sparse mixed-model equations (any model); the chain rule carries
+:math:`\partial\ell_R/\partial\theta` through :math:`\theta(v)` and :math:`v(x)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..spec.parameters import Parameters, identifier
+from .priors import (
+    FlatVariance,
+    HalfStudentT,
+    InverseGamma,
+    InverseWishart,
+    Priors,
+)
+
+__all__ = [
+    "FreeVariable",
+    "MarginalDensity",
+    "free_variables",
+    "quantity_function",
+    "quantity_values",
+    "sparse_likelihood",
+    "spectral_likelihood",
+]
+
+Likelihood = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+_SUFFIX = {"log": "_log__", "logodds": "_logodds__", "interval": "_interval__"}
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))
+
+
+@dataclass(frozen=True)
+class FreeVariable:
+    r"""One free variable of the priors: its name, PyMC's transform and its log density.
+
+    ``kind`` says what it is: ``"sd"`` (:math:`\theta = v^2`), ``"variance"``, ``"h2"``,
+    ``"total_sd"``, ``"r01"`` (:math:`r = 2v - 1`) or ``"r"``; ``terms`` the components it
+    belongs to.
+    """
+
+    name: str
+    transform: str
+    kind: str
+    terms: tuple[str, ...]
+    log_density: Callable[[float], tuple[float, float]]
+
+    @property
+    def value_name(self) -> str:
+        """The sampler's (unconstrained) name, e.g. ``sd_additive_log__``."""
+        return self.name + _SUFFIX[self.transform]
+
+    def forward(self, x: float) -> tuple[float, float, float, float]:
+        """``(v, dv/dx, log|dv/dx|, d log|dv/dx| / dx)`` at the unconstrained value x."""
+        if self.transform == "log":
+            v = math.exp(x)
+            return v, v, x, 1.0
+        s = math.exp(_log_sigmoid(x))
+        slope = s * (1.0 - s)
+        log_jacobian = _log_sigmoid(x) + _log_sigmoid(-x)
+        if self.transform == "logodds":
+            return s, slope, log_jacobian, 1.0 - 2.0 * s
+        return 2.0 * s - 1.0, 2.0 * slope, math.log(2.0) + log_jacobian, 1.0 - 2.0 * s
+
+    def inverse(self, v: float) -> float:
+        """The unconstrained value of v."""
+        if self.transform == "log":
+            return math.log(v)
+        if self.transform == "interval":
+            v = (v + 1.0) / 2.0
+        return math.log(v) - math.log1p(-v)
+
+
+def _half_student_t(nu: float, scale: float):
+    constant = (
+        math.log(2.0)
+        + math.lgamma((nu + 1.0) / 2.0)
+        - math.lgamma(nu / 2.0)
+        - 0.5 * math.log(nu * math.pi * scale**2)
+    )
+
+    def density(sd: float) -> tuple[float, float]:
+        z = sd * sd / (nu * scale * scale)
+        return constant - 0.5 * (nu + 1.0) * math.log1p(z), -(nu + 1.0) * sd / (
+            nu * scale * scale + sd * sd
+        )
+
+    return density
+
+
+def _inverse_gamma(alpha: float, beta: float):
+    constant = alpha * math.log(beta) - math.lgamma(alpha)
+
+    def density(v: float) -> tuple[float, float]:
+        return (
+            constant - (alpha + 1.0) * math.log(v) - beta / v,
+            -(alpha + 1.0) / v + beta / (v * v),
+        )
+
+    return density
+
+
+def _beta(a: float, b: float):
+    constant = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+
+    def density(v: float) -> tuple[float, float]:
+        return (
+            constant + (a - 1.0) * math.log(v) + (b - 1.0) * math.log1p(-v),
+            (a - 1.0) / v - (b - 1.0) / (1.0 - v),
+        )
+
+    return density
+
+
+def _flat(v: float) -> tuple[float, float]:
+    return 0.0, 0.0
+
+
+def _uniform_correlation(v: float) -> tuple[float, float]:
+    return -math.log(2.0), 0.0
+
+
+def _component(name: str, prior, scale: float) -> FreeVariable:
+    """The free variable of one component's prior (as ``Component.variance`` builds it)."""
+    if isinstance(prior, HalfStudentT):
+        chosen = prior.scale if prior.scale is not None else scale
+        return FreeVariable(
+            f"sd_{identifier(name)}", "log", "sd", (name,), _half_student_t(prior.nu, chosen)
+        )
+    if isinstance(prior, InverseGamma):
+        density = _inverse_gamma(prior.nu / 2.0, prior.nu * prior.V / 2.0)
+        return FreeVariable(f"var_{identifier(name)}", "log", "variance", (name,), density)
+    if isinstance(prior, FlatVariance):
+        return FreeVariable(f"var_{identifier(name)}", "log", "variance", (name,), _flat)
+    raise TypeError(f"no density for the prior {prior!r}")  # Priors validates its components
+
+
+def free_variables(
+    priors: Priors, parameters: Parameters, scales: Mapping[str, float]
+) -> list[FreeVariable]:
+    """The free variables in the order PyMC creates them (``add_parameters``)."""
+    if priors.h2 is not None:
+        effect = parameters.variances[0]
+        total = priors.h2.total
+        chosen = total.scale if total.scale is not None else scales["total"]
+        return [
+            FreeVariable(
+                "heritability", "logodds", "h2", (effect,), _beta(priors.h2.a, priors.h2.b)
+            ),
+            FreeVariable(
+                "sd_total", "log", "total_sd", (effect,), _half_student_t(total.nu, chosen)
+            ),
+        ]
+    out: list[FreeVariable] = []
+    wishart = isinstance(priors.correlation, InverseWishart)
+    for block in parameters.blocks:
+        if block.size == 2 and wishart:
+            out += [
+                FreeVariable(f"var_{identifier(t)}", "log", "variance", (t,), _flat)
+                for t in block.terms
+            ]
+        else:
+            out += [_component(t, priors.component(t), scales[t]) for t in block.terms]
+        if block.size == 2:
+            pair = f"{block.terms[0]}:{block.terms[1]}"
+            if wishart:
+                out.append(
+                    FreeVariable(
+                        f"r_{identifier(pair)}", "interval", "r", (pair,), _uniform_correlation
+                    )
+                )
+            else:
+                eta = priors.correlation.eta
+                out.append(
+                    FreeVariable(
+                        f"r01_{identifier(pair)}", "logodds", "r01", (pair,), _beta(eta, eta)
+                    )
+                )
+    out.append(_component("residual", priors.component("residual"), scales["residual"]))
+    return out
+
+
+def quantity_function(parameters: Parameters) -> Callable[[Mapping[str, object]], dict]:
+    """:func:`quantity_values` with the quantities worked out once (the sampler calls it per
+    draw)."""
+    quantities = parameters.quantities()
+    phenotypic = [
+        (n, g) for n, g in zip(parameters.names, parameters.phenotypic_gradient(), strict=True) if g
+    ]
+
+    def values_of(values: Mapping[str, object]) -> dict[str, object]:
+        total = sum(values[n] * g for n, g in phenotypic)
+        out: dict[str, object] = {}
+        for quantity in quantities:
+            source = quantity.source
+            if quantity.kind in ("variance", "covariance"):
+                out[quantity.key] = values[source]
+            elif source == "repeatability":
+                out[quantity.key] = sum(values[n] for n in parameters.repeatability) / total
+            elif ":" in source:
+                a, m = source.split(":")
+                out[quantity.key] = values[source] / (values[a] * values[m]) ** 0.5
+            else:
+                out[quantity.key] = values[source] / total
+        return out
+
+    return values_of
+
+
+def quantity_values(parameters: Parameters, values: Mapping[str, object]) -> dict[str, object]:
+    """Every reported quantity (``Parameters.quantities``: variances, covariances, h², the
+    other proportions of σ²P, the repeatability, correlations) from the parameters by name:
+    works on PyTensor tensors (the PyMC model's Deterministics) and on NumPy values alike."""
+    return quantity_function(parameters)(values)
+
+
+class MarginalDensity:
+    r""":math:`\log p(x \mid y)` and its gradient for a marginal model (see the module docstring).
+
+    Parameters
+    ----------
+    priors, parameters, scales
+        The model's priors, parameters and the priors' data scales (``AnimalModel.scales``).
+    likelihood
+        θ (in the order of ``parameters.names``) → ``(ℓ_R(θ), ∂ℓ_R/∂θ)``; −∞ outside the
+        parameter space.
+    """
+
+    def __init__(
+        self,
+        priors: Priors,
+        parameters: Parameters,
+        scales: Mapping[str, float],
+        likelihood: Likelihood,
+    ) -> None:
+        self.parameters = parameters
+        self.likelihood = likelihood
+        self.variables = free_variables(priors, parameters, scales)
+        self._wishart = (
+            priors.correlation if isinstance(priors.correlation, InverseWishart) else None
+        )
+        self._h2 = priors.h2 is not None
+        self._index = {name: i for i, name in enumerate(parameters.names)}
+
+    @property
+    def size(self) -> int:
+        """Number of free variables."""
+        return len(self.variables)
+
+    @property
+    def value_names(self) -> list[str]:
+        """The sampler's names of the free variables (``sd_additive_log__``, …)."""
+        return [v.value_name for v in self.variables]
+
+    def constrained(self, x: np.ndarray) -> dict[str, float]:
+        """The free variables' values (``sd_additive``, …) at x."""
+        return {v.name: v.forward(float(xi))[0] for v, xi in zip(self.variables, x, strict=True)}
+
+    def unconstrained(self, values: Mapping[str, float]) -> np.ndarray:
+        """x from the free variables' values (e.g. ``priors.initial_values``)."""
+        return np.array([v.inverse(float(values[v.name])) for v in self.variables])
+
+    def theta(self, x: np.ndarray) -> np.ndarray:
+        """θ at x (order of ``parameters.names``)."""
+        return self._theta(
+            [v.forward(float(xi))[0] for v, xi in zip(self.variables, x, strict=True)]
+        )[0]
+
+    def _theta(self, v: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        """θ and ∂θ/∂v from the free variables' values."""
+        theta = np.zeros(len(self._index))
+        jacobian = np.zeros((len(theta), len(v)))
+        if self._h2:
+            h, sd = v
+            effect, residual = self._index[self.variables[0].terms[0]], self._index["residual"]
+            total = sd * sd
+            theta[effect], theta[residual] = h * total, (1.0 - h) * total
+            jacobian[effect] = (total, 2.0 * h * sd)
+            jacobian[residual] = (-total, 2.0 * (1.0 - h) * sd)
+            return theta, jacobian
+        pairs = []
+        for j, (variable, value) in enumerate(zip(self.variables, v, strict=True)):
+            if variable.kind == "sd":
+                i = self._index[variable.terms[0]]
+                theta[i], jacobian[i, j] = value * value, 2.0 * value
+            elif variable.kind == "variance":
+                i = self._index[variable.terms[0]]
+                theta[i], jacobian[i, j] = value, 1.0
+            else:
+                pairs.append((j, variable, value))
+        for j, variable, value in pairs:  # covariances, once both variances are known
+            pair = variable.terms[0]
+            a, m = (self._index[t] for t in pair.split(":"))
+            i = self._index[pair]
+            r, dr = (2.0 * value - 1.0, 2.0) if variable.kind == "r01" else (value, 1.0)
+            root = math.sqrt(theta[a] * theta[m])
+            theta[i] = r * root
+            jacobian[i, j] = dr * root
+            # ∂(r √(θa θm))/∂v through θa and θm
+            jacobian[i] += r * (0.5 * theta[m] / root) * jacobian[a]
+            jacobian[i] += r * (0.5 * theta[a] / root) * jacobian[m]
+        return theta, jacobian
+
+    def _wishart_potential(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        r"""log IW(G₀; νV, ν) + log √(σa² σm²) and its gradient in θ, per correlated pair."""
+        value, gradient = 0.0, np.zeros_like(theta)
+        prior = self._wishart
+        psi = prior.nu * np.asarray(prior.V, dtype=float)
+        for block in self.parameters.blocks:
+            if block.size != 2:
+                continue
+            a, m = (self._index[t] for t in block.terms)
+            c = self._index[f"{block.terms[0]}:{block.terms[1]}"]
+            ga, gm, gc = theta[a], theta[m], theta[c]
+            det = ga * gm - gc * gc
+            numerator = psi[0, 0] * gm + psi[1, 1] * ga - 2.0 * psi[0, 1] * gc
+            trace = numerator / det
+            value += -0.5 * (prior.nu + 3.0) * math.log(det) - 0.5 * trace + 0.5 * math.log(ga * gm)
+            d_det = np.array([gm, ga, -2.0 * gc])
+            d_numerator = np.array([psi[1, 1], psi[0, 0], -2.0 * psi[0, 1]])
+            d_trace = (d_numerator * det - numerator * d_det) / det**2
+            local = -0.5 * (prior.nu + 3.0) * d_det / det - 0.5 * d_trace
+            local[:2] += 0.5 / np.array([ga, gm])
+            gradient[[a, m, c]] += local
+        return value, gradient
+
+    def __call__(self, x: np.ndarray, *, jacobian: bool = True) -> tuple[float, np.ndarray]:
+        """``(log p(x | y), ∇ₓ log p)`` (−∞ and zeros outside the parameter space);
+        ``jacobian=False`` leaves out log|∂v/∂x| (the density of the free variables
+        themselves, whose mode is the joint posterior mode)."""
+        n = len(self.variables)
+        values, slopes, d_log_jacobian = np.empty(n), np.empty(n), np.zeros(n)
+        value, gradient = 0.0, np.zeros(n)  # gradient in the free variables' values v
+        try:
+            for j, (variable, xj) in enumerate(zip(self.variables, x, strict=True)):
+                v, slope, log_jacobian, d_log_jacobian[j] = variable.forward(float(xj))
+                density, gradient[j] = variable.log_density(v)
+                values[j], slopes[j] = v, slope
+                value += density + (log_jacobian if jacobian else 0.0)
+            theta, d_theta = self._theta(list(values))
+        except (ValueError, OverflowError, ZeroDivisionError):
+            # a transform saturated in floating point (σ(x) = 0 or 1, exp(x) = ∞): the
+            # density is 0 there to machine precision
+            return -np.inf, np.zeros(n)
+        loglik, score = self.likelihood(theta)
+        if not np.isfinite(loglik):
+            return -np.inf, np.zeros(n)
+        if self._wishart is not None:
+            potential, d_potential = self._wishart_potential(theta)
+            loglik += potential
+            score = score + d_potential
+        value += loglik
+        gradient += d_theta.T @ score
+        gradient *= slopes
+        if jacobian:
+            gradient += d_log_jacobian
+        return float(value), gradient
+
+    def theta_jacobian(self, x: np.ndarray) -> np.ndarray:
+        """∂θ/∂x at x (rows: ``parameters.names``)."""
+        forwards = [v.forward(float(xi)) for v, xi in zip(self.variables, x, strict=True)]
+        _, d_theta = self._theta([f[0] for f in forwards])
+        return d_theta * np.array([f[1] for f in forwards])[None, :]
+
+
+def spectral_likelihood(problem) -> Likelihood:
+    """θ = (σu², σ²) → (ℓ_R, ∇ℓ_R) of the spectral marginal model."""
+    from ..estimation.spectral import SpectralLikelihood
+
+    evaluate = SpectralLikelihood(problem)
+    return lambda theta: evaluate(float(theta[0]), float(theta[1]))
+
+
+def sparse_likelihood(mme) -> Likelihood:
+    """θ → (ℓ_R, ∇ℓ_R) from the sparse mixed-model equations (one factorisation and one
+    selected inverse); −∞ where θ is outside the space or C(θ) is not positive definite."""
+    from ..linalg.ldl import NotPositiveDefinite
+
+    def evaluate(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = np.asarray(theta, dtype=float)
+        if not mme.parameters.valid(theta):
+            return -np.inf, np.zeros_like(theta)
+        try:
+            evaluation = mme.evaluate(theta, information=False)
+        except (NotPositiveDefinite, np.linalg.LinAlgError):  # G₀ singular in floating point
+            return -np.inf, np.zeros_like(theta)
+        return evaluation.loglik, evaluation.score
+
+    return evaluate
