@@ -240,8 +240,11 @@ def fit_inputs(
     threads: int | None = None,
     max_iterations: int | None = None,
     start: float | None = None,
+    problem=None,
 ) -> RemlResult:
-    """REML of validated inputs with the chosen engine; timings and boundary notices added."""
+    """REML of validated inputs with the chosen engine; timings and boundary notices added.
+    ``problem``: a zero-argument function giving the eigendecomposition already at hand (the
+    Bayesian model's), called only when the spectral engine is chosen."""
     from dataclasses import replace
 
     start = time.perf_counter() if start is None else start
@@ -250,7 +253,13 @@ def fit_inputs(
     limit = {} if max_iterations is None else {"max_iterations": max_iterations}
     if chosen == "spectral":
         result = fit_spectral(
-            inputs.design, inputs.dense_matrix(), method=method, pev=pev, threads=threads, **limit
+            inputs.design,
+            inputs.dense_matrix(),
+            method=method,
+            pev=pev,
+            threads=threads,
+            problem=None if problem is None else problem(),
+            **limit,
         )
     else:
         from .estimation.sparse import fit_sparse

@@ -6,7 +6,6 @@ measured in the same run on the same machine.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,44 +96,3 @@ def run(sizes=(500, 1000, 2000, 4000), dense_up_to=1000, repeats=3) -> pd.DataFr
             file=sys.stderr,
         )
     return pd.DataFrame(rows)
-
-
-def run_cli(repeats=5) -> pd.DataFrame:
-    """The whole ``bayes-animal reml`` command on seed_sim (16 MB A.csv), start to finish."""
-    if not SHARED.is_dir():
-        return pd.DataFrame()
-    command = [
-        sys.executable,
-        "-m",
-        "bayes_animal.cli",
-        "reml",
-        "--data",
-        str(SHARED / "pheno.csv"),
-        "--relmat",
-        str(SHARED / "A.csv"),
-        "--formula",
-        "response ~ 1 + fix",
-        "--json",
-    ]
-    import_only = [sys.executable, "-c", "import bayes_animal.cli"]
-    times, import_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        subprocess.run(import_only, check=True, capture_output=True)
-        import_times.append(time.perf_counter() - start)
-    best, median = min(times), float(np.median(times))
-    return pd.DataFrame(
-        [
-            {
-                "command": "bayes-animal reml (seed_sim, N=1000, reading A.csv)",
-                "best_s": best,
-                "median_s": median,
-                "python_and_imports_s": min(import_times),
-                "rrBLUP_fit_alone_s (README, R)": RRBLUP_SECONDS,
-                "speedup_vs_rrBLUP (median)": RRBLUP_SECONDS / median,
-            }
-        ]
-    )

@@ -9,7 +9,6 @@ fitted twice in one process: a tiny first run warms the compilation caches, the 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 import time
 import warnings
@@ -109,51 +108,4 @@ def run_gryphon(samplers=("pymc", "nutpie")) -> pd.DataFrame:
                 f"  gryphon {parameterisation} {sampler}: ESS/s {row['ess_h2_per_sampling_s']:.0f}",
                 file=sys.stderr,
             )
-    return pd.DataFrame(rows)
-
-
-def run_cli(repeats=3) -> pd.DataFrame:
-    """``bayes-animal fit`` on seed_sim start to finish (4 chains × 1000 draws), warm caches."""
-    folder = SHARED / "seed_sim"
-    if not folder.is_dir():
-        return pd.DataFrame()
-    rows = []
-    for sampler in ("pymc", "nutpie"):
-        if not _installed(sampler):
-            continue
-        command = [
-            sys.executable,
-            "-m",
-            "bayes_animal.cli",
-            "fit",
-            "--data",
-            str(folder / "pheno.csv"),
-            "--relmat",
-            str(folder / "A.csv"),
-            "--formula",
-            "response ~ 1 + fix",
-            "--out",
-            "/tmp/bayes_animal_bench_fit",
-            "--seed",
-            "1",
-            "--no-progress",
-            "--sampler",
-            sampler,
-        ]
-        subprocess.run(command, check=True, capture_output=True)  # warm the caches
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
-            times.append(time.perf_counter() - start)
-        median = float(pd.Series(times).median())
-        rows.append(
-            {
-                "command": f"bayes-animal fit --sampler {sampler} (seed_sim N=1000, 4×1000)",
-                "best_s": min(times),
-                "median_s": median,
-                "rrBLUP_reml_s (README, R)": RRBLUP_SECONDS,
-                "ratio_to_rrBLUP (median)": median / RRBLUP_SECONDS,
-            }
-        )
     return pd.DataFrame(rows)

@@ -59,15 +59,6 @@ def reml(quick: bool) -> None:
         "the profiled REML. naive_dense_reml_s: Nelder-Mead on an O(n³) dense likelihood "
         "(the way a prototype would do it).\n",
     )
-    cli = bench_reml.run_cli(repeats=3 if quick else 7)
-    if len(cli):
-        _write(
-            "reml_cli",
-            "The whole `bayes-animal reml` command on shared/data/seed_sim",
-            cli,
-            "rrBLUP's time is the one recorded in shared/data/seed_sim/README.md (R is not "
-            "available on these machines); every other number is measured in this run.\n",
-        )
 
 
 def pedigree(quick: bool) -> None:
@@ -107,14 +98,65 @@ def sampling(quick: bool) -> None:
         "Gryphon birth weight with the pedigree (MCMCglmm's prior)",
         bench_sampling.run_gryphon(),
     )
+
+
+def fit(quick: bool) -> None:
+    import bench_fit
+
+    if not bench_fit.SHARED.is_dir():
+        print("shared/data/seed_sim is not present: skipped", file=sys.stderr)
+        return
+    rrblup = (
+        "rrBLUP's 5.3 s is the time recorded in shared/data/seed_sim/README.md and quoted by "
+        "the issue (R is not installed on these machines); every other number is measured in "
+        "this run. "
+    )
+    before = (
+        f"'before' is the package at commit {bench_fit.BEFORE_COMMIT} (PyMC's NUTS on the PyMC "
+        "graph by default), run from a git worktree with the same Python and libraries. "
+    )
+    with bench_fit._before_checkout() as checkout:
+        _write(
+            "fit_cli",
+            "The whole `bayes-animal fit` command on shared/data/seed_sim, before and after",
+            bench_fit.run_whole(checkout, repeats=3 if quick else 5),
+            "Start to finish in a fresh process, caches warm (one run first), configurations "
+            "in turn: reading A.csv, REML, NUTS (4 chains × 1000 draws), draws of b and u, "
+            "summary.json, ebv.csv, ranking.csv, posterior.nc and the two PNGs. "
+            + before
+            + rrblup
+            + "\n",
+        )
+        _write(
+            "fit_stages",
+            "`bayes-animal fit` on seed_sim stage by stage, before and after",
+            bench_fit.run_stages(checkout, repeats=2 if quick else 3),
+            "Median of fresh processes (benchmarks/fit_stage_probe.py) after a warm-up run; "
+            "'compile, cold cache' and 'total, cold cache' from one more run with a fresh HOME, "
+            "XDG cache and config, numba cache and PyTensor compile directory. " + before + "\n",
+        )
+        _write(
+            "fit_cold",
+            "First run on a cold cache against the same command warm",
+            bench_fit.run_cold(checkout, repeats=1 if quick else 2),
+            "Cold: a fresh HOME, XDG_CACHE_HOME, XDG_CONFIG_HOME, NUMBA_CACHE_DIR, "
+            "MPLCONFIGDIR and PyTensor compiledir for each run; warm: the same command again "
+            "with the cache the cold run left. " + before + "\n",
+        )
     _write(
-        "fit_cli",
-        "The whole `bayes-animal fit` command on shared/data/seed_sim",
-        bench_sampling.run_cli(repeats=2 if quick else 3),
-        "Start to finish in a fresh process after one warm-up run (compilation caches "
-        "warm): reading A.csv, REML, NUTS, conditional draws, summary.json, ebv.csv, "
-        "posterior.nc and two plots. rrBLUP's time is the one recorded in "
-        "shared/data/seed_sim/README.md.\n",
+        "fit_load",
+        "`reml` and `fit` on an idle machine and with another process busy on one core",
+        bench_fit.run_under_load(repeats=2 if quick else 3),
+        "The busy process is `python -c 'while True: pass'`. 'default threads' is the package's "
+        "rule (linalg/threads: one BLAS thread below order 2 000, else the cores other "
+        "processes leave free; the figures drawn in a child process only when a core is "
+        "free); BAYES_ANIMAL_THREADS=1 forces one thread.\n",
+    )
+    _write(
+        "reml_cli",
+        "The whole `bayes-animal reml` command on shared/data/seed_sim, before and after",
+        bench_fit.run_reml(repeats=3 if quick else 7),
+        before + rrblup + "\n",
     )
 
 
@@ -253,6 +295,7 @@ BENCHMARKS = {
     "random_effects": random_effects,
     "many": many,
     "ranking": ranking,
+    "fit": fit,
     "factor": factor,
 }
 

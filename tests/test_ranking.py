@@ -164,3 +164,16 @@ def test_seed_sim_posterior_ranking_matches_rrblup():
     assert spearman > 0.999
     assert len(ranking.table) == 1000
     assert ranking.table["p_top"].sum() == pytest.approx(50)
+
+
+def test_rank_quantiles_equal_numpys():
+    """The one-sort median and inverted-CDF quantiles of the ranks equal NumPy's."""
+    from bayes_animal.results.ranking import _rank_quantiles
+
+    rng = np.random.default_rng(7)
+    for draws in (400, 401, 7):
+        ranks = rng.integers(1, 60, size=(draws, 50)).astype(np.int32)
+        median, low, high = _rank_quantiles(ranks)
+        np.testing.assert_array_equal(median, np.median(ranks, axis=0))
+        np.testing.assert_array_equal(low, np.quantile(ranks, 0.05, axis=0, method="inverted_cdf"))
+        np.testing.assert_array_equal(high, np.quantile(ranks, 0.95, axis=0, method="inverted_cdf"))

@@ -20,6 +20,20 @@ from .density import MarginalDensity, quantity_function
 
 __all__ = ["sample_density"]
 
+#: nutpie's sample statistics kept, under ArviZ's names (PyMC's): the rest (divergence
+#: locations, adaptation internals) is left out of posterior.nc.
+SAMPLE_STATS = {
+    "diverging": "diverging",
+    "depth": "tree_depth",
+    "maxdepth_reached": "reached_max_treedepth",
+    "n_steps": "n_steps",
+    "step_size": "step_size",
+    "mean_tree_accept": "acceptance_rate",
+    "energy": "energy",
+    "energy_error": "energy_error",
+    "logp": "lp",
+}
+
 
 def _names(density: MarginalDensity, parameters: Parameters) -> list[str]:
     free = [v.name for v in density.variables]
@@ -114,4 +128,7 @@ def sample_density(
     )
     if failures:
         raise failures[0]
+    stats = tree["sample_stats"].to_dataset()
+    kept = [name for name in SAMPLE_STATS if name in stats]
+    tree["sample_stats"] = stats[kept].rename({k: SAMPLE_STATS[k] for k in kept})
     return tree

@@ -412,7 +412,7 @@ def read_relationship_csv(
         raise RelationshipError(f"Relationship matrix file not found: {path}") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise RelationshipError(f"Could not read the relationship matrix {path}: {exc}") from exc
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    non_numeric = [c for c, kind in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(kind)]
     if non_numeric:
         raise RelationshipError(
             f"The relationship matrix {path} has non-numeric entries in the columns of "

@@ -1,0 +1,264 @@
+"""The everyday fit, start to finish: ``bayes-animal fit`` and ``reml`` on seed_sim as whole
+processes — side by side with the version before this work, warm and on a cold cache, stage
+by stage, and with another process busy on one core.
+
+Run through ``python benchmarks/run.py fit``. "before" is the package at ``BEFORE_COMMIT``
+(checked out into a temporary git worktree and put first on ``PYTHONPATH``; same Python, same
+libraries); "after" is this checkout. Every configuration of a table is run in turn, repeated,
+so that the machine's drift touches all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "seed_sim"
+RRBLUP_SECONDS = 5.3  # shared/data/seed_sim/README.md and the issue (R, not installed here)
+#: The last commit before the fast path: PyMC's NUTS on the PyMC graph by default.
+BEFORE_COMMIT = "ef1377c"
+PROBE = Path(__file__).resolve().parent / "fit_stage_probe.py"
+#: Where the commands run: not the checkout, whose folder ``python -m`` would put first on
+#: sys.path ahead of PYTHONPATH (the "before" package).
+CWD = tempfile.gettempdir()
+
+
+@contextmanager
+def _before_checkout():
+    """A worktree of BEFORE_COMMIT (removed afterwards), or None where git cannot make one."""
+    folder = Path(tempfile.mkdtemp(prefix="bayes_animal_before_"))
+    made = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(folder), BEFORE_COMMIT],
+        capture_output=True,
+    )
+    try:
+        yield folder if made.returncode == 0 else None
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(folder)],
+            capture_output=True,
+        )
+
+
+def _env(pythonpath: Path | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    env.update(extra)
+    return env
+
+
+def _fit_command(out: str, *options: str) -> list[str]:
+    return [
+        sys.executable, "-m", "bayes_animal.cli", "fit",
+        "--data", str(SHARED / "pheno.csv"), "--relmat", str(SHARED / "A.csv"),
+        "--formula", "response ~ 1 + fix", "--out", out, "--seed", "1", "--no-progress",
+        *options,
+    ]  # fmt: skip
+
+
+def _reml_command() -> list[str]:
+    return [
+        sys.executable, "-m", "bayes_animal.cli", "reml",
+        "--data", str(SHARED / "pheno.csv"), "--relmat", str(SHARED / "A.csv"),
+        "--formula", "response ~ 1 + fix", "--json",
+    ]  # fmt: skip
+
+
+def _timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=env, cwd=CWD)
+    return time.perf_counter() - start
+
+
+def _configurations(before: Path | None) -> list[tuple[str, list[str], dict[str, str]]]:
+    out = tempfile.mkdtemp(prefix="bayes_animal_fit_")
+    rows = [
+        ("after: default (nutpie on the hand-derived density)", _fit_command(out), _env()),
+        ("after: --sampler pymc (PyMC graph)", _fit_command(out, "--sampler", "pymc"), _env()),
+    ]
+    if before is not None:
+        rows.insert(0, ("before: default (PyMC graph, pymc)", _fit_command(out), _env(before)))
+    return rows
+
+
+def run_whole(before: Path | None, repeats: int = 5) -> pd.DataFrame:
+    """Warm caches (one run first), then ``repeats`` rounds of every configuration in turn."""
+    configurations = _configurations(before)
+    for _, command, env in configurations:
+        subprocess.run(command, check=True, capture_output=True, env=env, cwd=CWD)
+    times: dict[str, list[float]] = {name: [] for name, _, _ in configurations}
+    for _ in range(repeats):
+        for name, command, env in configurations:
+            times[name].append(_timed(command, env))
+    rows = []
+    for name, values in times.items():
+        median = statistics.median(values)
+        rows.append(
+            {
+                "command (seed_sim, N = 1000, 4 chains × 1000 draws)": name,
+                "best_s": min(values),
+                "median_s": median,
+                "rrBLUP_reml_s (README, R)": RRBLUP_SECONDS,
+                "speed_vs_rrBLUP (rrBLUP s / median s)": RRBLUP_SECONDS / median,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _cold_env(pythonpath: Path | None) -> dict[str, str]:
+    """A machine where nothing was compiled before: fresh HOME, XDG cache and config, numba
+    cache and PyTensor compile directory."""
+    home = Path(tempfile.mkdtemp(prefix="bayes_animal_cold_"))
+    return _env(
+        pythonpath,
+        HOME=str(home),
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        NUMBA_CACHE_DIR=str(home / "numba"),
+        PYTENSOR_FLAGS=f"compiledir={home / 'pytensor'}",
+        MPLCONFIGDIR=str(home / "matplotlib"),
+    )
+
+
+def run_cold(before: Path | None, repeats: int = 2) -> pd.DataFrame:
+    """Each configuration: ``repeats`` first runs on a fresh cache, then ``repeats`` warm runs
+    (the cache the last cold run made)."""
+    rows = []
+    for name, command, env in _configurations(before):
+        pythonpath = Path(env["PYTHONPATH"]) if "PYTHONPATH" in env else None
+        cold, warm = [], []
+        for _ in range(repeats):
+            fresh = _cold_env(pythonpath)
+            cold.append(_timed(command, fresh))
+        for _ in range(repeats):
+            warm.append(_timed(command, fresh))
+        rows.append(
+            {
+                "command": name,
+                "cold_first_run_s (median)": statistics.median(cold),
+                "warm_s (median)": statistics.median(warm),
+                "cold_minus_warm_s": statistics.median(cold) - statistics.median(warm),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_stages(before: Path | None, repeats: int = 3) -> pd.DataFrame:
+    """Stage times (median of ``repeats`` fresh processes) before and after; compile cold from
+    one more run of each on a fresh cache."""
+    out = tempfile.mkdtemp(prefix="bayes_animal_stages_")
+    columns = {"after (default)": (_env(), [])}
+    if before is not None:  # its default sampler was PyMC: named so the probe imports it
+        columns = {"before (default)": (_env(before), ["--sampler", "pymc"])} | columns
+    table: dict[str, dict[str, float]] = {}
+    for name, (env, options) in columns.items():
+        probe = [sys.executable, str(PROBE), str(SHARED), out, "--seed", "1", *options]
+        subprocess.run(probe, check=True, capture_output=True, env=env, cwd=CWD)  # warm
+        runs = []
+        for _ in range(repeats):
+            done = subprocess.run(
+                probe, check=True, capture_output=True, env=env, text=True, cwd=CWD
+            )
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1])["stages"])
+        stages = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        pythonpath = Path(env["PYTHONPATH"]) if "PYTHONPATH" in env else None
+        done = subprocess.run(
+            probe, check=True, capture_output=True, env=_cold_env(pythonpath), text=True, cwd=CWD
+        )
+        cold = json.loads(done.stdout.strip().splitlines()[-1])["stages"]
+        stages["compile, cold cache"] = cold["compile"]
+        stages["total, cold cache"] = cold["total"]
+        table[name] = stages
+    frame = pd.DataFrame(table)
+    frame.index.name = "stage (s)"
+    return frame.reset_index()
+
+
+@contextmanager
+def _busy_core():
+    """Another process spinning on one core for the duration."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def run_under_load(repeats: int = 3) -> pd.DataFrame:
+    """``reml`` and ``fit`` with the default thread rule and with one BLAS thread, on an idle
+    machine and with another process busy on one of the two cores."""
+    out = tempfile.mkdtemp(prefix="bayes_animal_load_")
+    commands = {"bayes-animal reml": _reml_command(), "bayes-animal fit": _fit_command(out)}
+    settings = {
+        "default threads": _env(),
+        "BAYES_ANIMAL_THREADS=1": _env(BAYES_ANIMAL_THREADS="1"),
+    }
+    for command in commands.values():
+        subprocess.run(command, check=True, capture_output=True, cwd=CWD)
+    rows = []
+    for condition in ("idle", "one core busy"):
+        times: dict[tuple[str, str], list[float]] = {}
+        with _busy_core() if condition == "one core busy" else _nothing():
+            for _ in range(repeats):
+                for label, command in commands.items():
+                    for setting, env in settings.items():
+                        times.setdefault((label, setting), []).append(_timed(command, env))
+        for (label, setting), values in times.items():
+            rows.append(
+                {
+                    "command": label,
+                    "machine": condition,
+                    "threads": setting,
+                    "median_s": statistics.median(values),
+                    "best_s": min(values),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def run_reml(repeats: int = 7) -> pd.DataFrame:
+    """The whole ``reml`` process, before and after, side by side."""
+    with _before_checkout() as before:
+        configurations = {"after": _env()}
+        if before is not None:
+            configurations = {"before": _env(before)} | configurations
+        for env in configurations.values():
+            subprocess.run(_reml_command(), check=True, capture_output=True, env=env, cwd=CWD)
+        times: dict[str, list[float]] = {name: [] for name in configurations}
+        for _ in range(repeats):
+            for name, env in configurations.items():
+                times[name].append(_timed(_reml_command(), env))
+    imports = min(
+        _timed([sys.executable, "-c", "import bayes_animal.cli"], _env()) for _ in range(3)
+    )
+    return pd.DataFrame(
+        [
+            {
+                "command": f"bayes-animal reml (seed_sim, reading A.csv), {name}",
+                "best_s": min(values),
+                "median_s": statistics.median(values),
+                "python_and_imports_s (after)": imports,
+                "rrBLUP_s (README, R)": RRBLUP_SECONDS,
+                "speed_vs_rrBLUP": RRBLUP_SECONDS / statistics.median(values),
+            }
+            for name, values in times.items()
+        ]
+    )

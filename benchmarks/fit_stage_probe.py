@@ -1,0 +1,63 @@
+"""Stage times of one ``bayes-animal fit`` on seed_sim, in a fresh process (JSON on stdout).
+
+Run by ``bench_fit.py`` with the package on ``PYTHONPATH`` — this checkout, or an older commit
+for the "before" column — so it uses only the command line's functions that every version has
+(``_parser``, ``read_data``, ``_relationship_from_args``, ``_fit_model``, ``_write_fit``).
+Usage: ``python fit_stage_probe.py DATA_FOLDER OUT [fit options ...]``.
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bayes_animal import cli  # noqa: E402
+
+
+def main() -> None:
+    folder, out, *options = sys.argv[1:]
+    stages: dict[str, float] = {"imports (python, numpy, pandas, the package)": 0.0}
+    clock = time.perf_counter()
+    stages["imports (python, numpy, pandas, the package)"] = clock - START
+    if hasattr(cli, "_without_dask"):
+        cli._without_dask()
+    data_options = ["--data", f"{folder}/pheno.csv", "--relmat", f"{folder}/A.csv"]
+    model_options = ["--formula", "response ~ 1 + fix", "--out", out, "--no-progress"]
+    args = cli._parser().parse_args(["fit", *data_options, *model_options, *options])
+    data = cli.read_data(args.data)
+    source = cli._relationship_from_args(args)
+    now = time.perf_counter()
+    stages["read (pheno.csv, A.csv)"], clock = now - clock, now
+    sampler_module = "pymc" if args.sampler == "pymc" else "nutpie"
+    __import__(sampler_module)
+    import arviz_stats  # noqa: F401  - the diagnostics every version uses
+    import xarray  # noqa: F401
+
+    now = time.perf_counter()
+    stages["imports (sampler, ArviZ, xarray)"], clock = now - clock, now
+    fit = cli._fit_model(args, data, source, progressbar=False)
+    now = time.perf_counter()
+    fit_total, clock = now - clock, now
+    timings = dict(fit.timings)
+    stages["REML"] = timings.get("reml", 0.0) - timings.get("eigh", 0.0)
+    stages["eigh"] = timings.get("eigh", 0.0)
+    stages["compile"] = timings.get("compile", 0.0)
+    stages["sampling"] = timings.get("sampling", 0.0)
+    stages["draws of b and u"] = timings.get("conditional", 0.0)
+    stages["summary, diagnostics, joint mode"] = fit_total - sum(
+        timings.get(k, 0.0) for k in ("reml", "compile", "sampling", "conditional")
+    )
+    cli._write_fit(fit, Path(out))
+    now = time.perf_counter()
+    stages["outputs (json, csv, netCDF, PNGs)"] = now - clock
+    stages["total"] = now - START
+    print(json.dumps({"stages": stages, "sampler": fit.sampler}))
+
+
+if __name__ == "__main__":
+    main()
