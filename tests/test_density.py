@@ -225,3 +225,21 @@ def test_nutpie_on_the_density_and_pymc_give_the_same_posterior(reference):
     np.testing.assert_allclose(
         posterior["sigma2_additive"].values, posterior["sd_additive"].values ** 2, rtol=1e-12
     )
+
+
+def test_vectorised_draws_equal_the_pointwise_map(maternal_data):
+    """The draws' free variables and θ, formed at once after sampling, equal the per-point
+    values the density uses (covariance pair included)."""
+    data, pedigree = maternal_data
+    model = AnimalModel(
+        "bwt ~ 1 + C(sex)", data, pedigree=pedigree, maternal="mother", maternal_covariance=True
+    )
+    density = model.density("sparse")
+    x = np.random.default_rng(4).normal(scale=0.5, size=(25, density.size))
+    draws = density.draws(x)
+    for s, point in enumerate(x):
+        for name, value in density.constrained(point).items():
+            assert draws[name][s] == pytest.approx(value, rel=1e-13)
+        theta = density.theta(point)
+        for i, name in enumerate(model.parameters.names):
+            assert draws[name][s] == pytest.approx(theta[i], rel=1e-12)

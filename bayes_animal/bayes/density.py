@@ -89,6 +89,13 @@ class FreeVariable:
             return s, slope, log_jacobian, 1.0 - 2.0 * s
         return 2.0 * s - 1.0, 2.0 * slope, math.log(2.0) + log_jacobian, 1.0 - 2.0 * s
 
+    def forward_array(self, x: np.ndarray) -> np.ndarray:
+        """v at an array of unconstrained values (the draws)."""
+        if self.transform == "log":
+            return np.exp(x)
+        s = 1.0 / (1.0 + np.exp(-x))
+        return s if self.transform == "logodds" else 2.0 * s - 1.0
+
     def inverse(self, v: float) -> float:
         """The unconstrained value of v."""
         if self.transform == "log":
@@ -293,40 +300,67 @@ class MarginalDensity:
             [v.forward(float(xi))[0] for v, xi in zip(self.variables, x, strict=True)]
         )[0]
 
+    def _theta_values(self, v: list) -> list:
+        """θ (in the order of ``parameters.names``) from the free variables' values v —
+        floats, or arrays of draws: the one place θ(v) is written."""
+        theta: list = [0.0] * len(self._index)
+        if self._h2:
+            h, sd = v
+            total = sd * sd
+            theta[self._index[self.variables[0].terms[0]]] = h * total
+            theta[self._index["residual"]] = (1.0 - h) * total
+            return theta
+        for variable, value in zip(self.variables, v, strict=True):
+            if variable.kind in ("sd", "variance"):
+                theta[self._index[variable.terms[0]]] = (
+                    value * value if variable.kind == "sd" else value
+                )
+        for variable, value in zip(self.variables, v, strict=True):
+            if variable.kind in ("r01", "r"):  # covariances, once both variances are known
+                a, m = (self._index[t] for t in variable.terms[0].split(":"))
+                r = 2.0 * value - 1.0 if variable.kind == "r01" else value
+                theta[self._index[variable.terms[0]]] = r * (theta[a] * theta[m]) ** 0.5
+        return theta
+
     def _theta(self, v: list[float]) -> tuple[np.ndarray, np.ndarray]:
-        """θ and ∂θ/∂v from the free variables' values."""
-        theta = np.zeros(len(self._index))
+        """θ and ∂θ/∂v from the free variables' values (floats)."""
+        theta = np.array(self._theta_values(v))
         jacobian = np.zeros((len(theta), len(v)))
         if self._h2:
             h, sd = v
             effect, residual = self._index[self.variables[0].terms[0]], self._index["residual"]
             total = sd * sd
-            theta[effect], theta[residual] = h * total, (1.0 - h) * total
             jacobian[effect] = (total, 2.0 * h * sd)
             jacobian[residual] = (-total, 2.0 * (1.0 - h) * sd)
             return theta, jacobian
         pairs = []
         for j, (variable, value) in enumerate(zip(self.variables, v, strict=True)):
-            if variable.kind == "sd":
-                i = self._index[variable.terms[0]]
-                theta[i], jacobian[i, j] = value * value, 2.0 * value
-            elif variable.kind == "variance":
-                i = self._index[variable.terms[0]]
-                theta[i], jacobian[i, j] = value, 1.0
+            if variable.kind in ("sd", "variance"):
+                jacobian[self._index[variable.terms[0]], j] = (
+                    2.0 * value if variable.kind == "sd" else 1.0
+                )
             else:
                 pairs.append((j, variable, value))
-        for j, variable, value in pairs:  # covariances, once both variances are known
+        for j, variable, value in pairs:
             pair = variable.terms[0]
             a, m = (self._index[t] for t in pair.split(":"))
             i = self._index[pair]
             r, dr = (2.0 * value - 1.0, 2.0) if variable.kind == "r01" else (value, 1.0)
             root = math.sqrt(theta[a] * theta[m])
-            theta[i] = r * root
             jacobian[i, j] = dr * root
             # ∂(r √(θa θm))/∂v through θa and θm
             jacobian[i] += r * (0.5 * theta[m] / root) * jacobian[a]
             jacobian[i] += r * (0.5 * theta[a] / root) * jacobian[m]
         return theta, jacobian
+
+    def draws(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """For draws x (S × k): each free variable's values and each parameter θ by name,
+        vectorised (the sampler keeps only x)."""
+        x = np.atleast_2d(np.asarray(x, dtype=float))
+        values = [v.forward_array(x[:, j]) for j, v in enumerate(self.variables)]
+        theta = self._theta_values(values)
+        named = dict(zip(self.parameters.names, theta, strict=True))
+        return {v.name: value for v, value in zip(self.variables, values, strict=True)} | named
 
     def _wishart_potential(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         r"""log IW(G₀; νV, ν) + log √(σa² σm²) and its gradient in θ, per correlated pair."""

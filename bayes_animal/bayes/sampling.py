@@ -93,13 +93,8 @@ def sample_density(
         return logp
 
     def make_expand(seed1, seed2, chain):
-        def expand(z):
-            x = start + factor @ z
-            free = density.constrained(x)
-            theta = density.theta(x)
-            values = dict(zip(parameters.names, theta, strict=True))
-            out = free | quantities(values)
-            return {name: np.asarray(out[name], dtype=float) for name in names}
+        def expand(z):  # only z is kept; the model's variables are formed afterwards, at once
+            return {"z": np.array(z, dtype=float)}
 
         return expand
 
@@ -110,9 +105,9 @@ def sample_density(
         k,
         make_logp,
         make_expand,
-        [np.dtype("float64")] * len(names),
-        [()] * len(names),
-        names,
+        [np.dtype("float64")],
+        [(k,)],
+        ["z"],
         make_initial_point_fn=initial_point,
     )
     tree = nutpie.sample(
@@ -128,6 +123,16 @@ def sample_density(
     )
     if failures:
         raise failures[0]
+    z = tree["posterior"]["z"].values  # chain × draw × k
+    x = start + z.reshape(-1, k) @ factor.T
+    values = density.draws(x)
+    values |= quantities({n: values[n] for n in parameters.names})
+    shape = z.shape[:2]
+    posterior = tree["posterior"].to_dataset().drop_vars("z")
+    for name in names:
+        posterior[name] = (("chain", "draw"), np.asarray(values[name]).reshape(shape))
+    posterior = posterior.drop_dims([d for d in posterior.dims if d not in ("chain", "draw")])
+    tree["posterior"] = posterior
     stats = tree["sample_stats"].to_dataset()
     kept = [name for name in SAMPLE_STATS if name in stats]
     tree["sample_stats"] = stats[kept].rename({k: SAMPLE_STATS[k] for k in kept})
