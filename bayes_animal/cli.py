@@ -906,8 +906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.progress = False
         import logging
 
-        for name in ("pymc", "pytensor"):  # "Sequential sampling …", "NUTS: […]", timings
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # the samplers' INFO messages ("Sequential sampling …", "NUTS: […]", timings); PyMC
+        # sets its logger's level when it is imported, so the switch is the process-wide one
+        logging.disable(logging.INFO)
     try:
         return args.handler(args)
     except BayesAnimalError as exc:

@@ -187,3 +187,33 @@ def run_scale(
                 file=sys.stderr,
             )
     return pd.DataFrame(rows)
+
+
+def run_sampler_choice() -> pd.DataFrame:
+    """The default sampler of each engine by measurement: every marginal model's default fit
+    with nutpie on the hand-derived density and with PyMC's NUTS on the PyMC graph, side by
+    side (gryphon, MCMCglmm's priors)."""
+    folder = SHARED / "gryphon"
+    if not folder.is_dir():
+        return pd.DataFrame()
+    bwt = pd.read_csv(folder / "gryphon.csv")
+    pedigree = folder / "gryphonped.csv"
+
+    def gryphon(formula):
+        return lambda: AnimalModel(formula, bwt, pedigree=pedigree, priors="inverse_gamma")
+
+    # warm the caches (numba kernels, PyTensor's compiled C) on another model
+    _quiet(gryphon("bwt ~ 1 + C(sex)")().fit, draws=20, tune=20, chains=1, progressbar=False)
+    rows = []
+    for data, make in (
+        ("gryphon bwt ~ 1 (spectral marginal)", gryphon("bwt ~ 1")),
+        (
+            "gryphon model 4 (sparse marginal)",
+            gryphon("bwt ~ 1 + C(sex) + (1 | byear) + (1 | mother)"),
+        ),
+    ):
+        for sampler in ("nutpie", "pymc"):
+            row = {"data": data} | _whole_fit(make, sampler=sampler)
+            rows.append(row)
+            print(f"  {data} {sampler}: {row['ess_h2_per_s']:.1f} ESS/s", file=sys.stderr)
+    return pd.DataFrame(rows)

@@ -160,6 +160,19 @@ def fit(quick: bool) -> None:
     )
 
 
+def samplers(quick: bool) -> None:
+    import bench_random_effects
+
+    _write(
+        "sampler_choice",
+        "Default sampler by engine: nutpie on the hand-derived density against PyMC's NUTS",
+        bench_random_effects.run_sampler_choice(),
+        "Whole default fit (4 chains × 1000 draws, each sampler's default tuning) on the "
+        "gryphon data with MCMCglmm's priors. ess_h2_per_s: bulk ESS of h² per second of the "
+        "whole fit. The faster one per engine is bayes_animal.bayes.model.DEFAULT_SAMPLERS.\n",
+    )
+
+
 def random_effects(quick: bool) -> None:
     import bench_random_effects
 
@@ -296,6 +309,7 @@ BENCHMARKS = {
     "many": many,
     "ranking": ranking,
     "fit": fit,
+    "samplers": samplers,
     "factor": factor,
 }
 

@@ -746,3 +746,63 @@ def test_reml_and_fit_with_many_traits(tmp_path):
     )
     assert unknown.returncode == 2 and "'yield*'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_fit_quiet_prints_no_progress_and_no_sampler_messages(sim_dir, tmp_path):
+    """--quiet: the result table and nothing of the sampler's on stderr (the progress bar, the
+    "note: parameterisation 'auto' chose" lines and PyMC's logging); --sampler pymc too."""
+    for sampler in ("nutpie", "pymc"):
+        out = tmp_path / sampler
+        args = ["--data", sim_dir / "pheno.csv", "--relmat", sim_dir / "A.csv"]
+        completed = _run(
+            "fit", *args, "--formula", "response ~ 1 + fix", "--out", out, "--draws", "100",
+            "--tune", "100", "--chains", "2", "--seed", "2", "--sampler", sampler, "--quiet",
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        assert "posterior (" in completed.stdout
+        for chatter in ("Sampling", "NUTS", "chose 'marginal'", "Progress", "%"):
+            assert chatter not in completed.stderr, (sampler, completed.stderr)
+        assert (out / "trace.png").stat().st_size > 0
+
+
+def test_figures_drawn_in_a_child_fall_back_to_this_process(tmp_path):
+    """A child that fails (or no child: no free core, not Linux) leaves the work to this
+    process, so the files exist and a real error would be raised here."""
+    import os
+
+    from bayes_animal.cli import _in_child, _joined
+
+    parent = os.getpid()
+    target = tmp_path / "made.txt"
+
+    def work():
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        target.write_text(str(os.getpid()))
+
+    _joined(_in_child(work), work)
+    assert target.read_text() == str(parent)
+
+    def fine():
+        (tmp_path / f"by_{'parent' if os.getpid() == parent else 'child'}.txt").write_text("x")
+
+    _joined(_in_child(fine), fine)
+    assert len(list(tmp_path.glob("by_*.txt"))) == 1  # drawn once, by whichever ran it
+
+
+def test_without_dask_keeps_xarray_from_importing_it():
+    """The fit command marks dask absent before xarray is imported: building a DataArray and
+    writing netCDF then import neither dask.array nor dask.distributed."""
+    code = (
+        "import sys, importlib.util, tempfile, os\n"
+        "from bayes_animal.cli import _without_dask\n"
+        "_without_dask()\n"
+        "import xarray as xr\n"
+        "assert importlib.util.find_spec('dask') is None\n"
+        "ds = xr.Dataset({'a': ('x', [1.0, 2.0])})\n"
+        "ds.to_netcdf(os.path.join(tempfile.mkdtemp(), 'a.nc'), engine='h5netcdf')\n"
+        "loaded = [m for m in sys.modules if m.startswith(('dask.', 'distributed'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr

@@ -243,3 +243,36 @@ def test_vectorised_draws_equal_the_pointwise_map(maternal_data):
         theta = density.theta(point)
         for i, name in enumerate(model.parameters.names):
             assert draws[name][s] == pytest.approx(theta[i], rel=1e-12)
+
+
+def test_chain_groups_give_the_same_draws_in_two_processes_or_one(tmp_path):
+    """The two chain groups run at once in a forked process (a fresh process with a free core)
+    or one after the other: the draws and sample statistics are identical."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("chain groups run in a forked process on Linux only")
+    script = tmp_path / "groups.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from bayes_animal import AnimalModel, simulate_reference\n"
+        "from bayes_animal.bayes import sampling\n"
+        "sim = simulate_reference(n=120, n_snps=200, seed=8)\n"
+        "model = AnimalModel('response ~ 1 + fix', sim.data, relmat=sim.relmat)\n"
+        "density = model.density('spectral')\n"
+        "x0 = density.unconstrained(model._initial_values())\n"
+        "cov = model._reml_covariance(density.theta_jacobian(x0))\n"
+        "options = dict(draws=150, tune=150, chains=4, seed=11, progressbar=False,"
+        " target_accept=0.8)\n"
+        "a = sampling.sample_density(density, x0, cov, cores=2, **options)\n"
+        "b = sampling.sample_density(density, x0, cov, cores=2, **options)\n"
+        "assert a.attrs['chain_processes'] == 2 and b.attrs['chain_processes'] == 1\n"
+        "for group in ('posterior', 'sample_stats'):\n"
+        "    for name in a[group].data_vars:\n"
+        "        assert np.array_equal(a[group][name].values, b[group][name].values), name\n"
+        "assert a['posterior'].sizes['chain'] == 4\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -590,10 +590,10 @@ class AnimalModel:
         # Chains in parallel on the cores other processes leave free, one BLAS thread each,
         # where a gradient costs enough: gryphon model 4 (sparse marginal) sampled in 40.6 s
         # on two cores against 83.1 s one chain after another. The spectral model's gradients
-        # are so cheap that running chains at once costs more than it saves (PyMC's worker
-        # processes: 4.8 s against 4.0 s on seed_sim; nutpie's threads share the GIL of the
-        # density's Python), so its chains run in turn.
-        cores = 1 if engine == "spectral" else min(chains, default_threads())
+        # are so cheap that PyMC's worker processes cost more than they save (4.8 s against
+        # 4.0 s on seed_sim), so with PyMC its chains run in turn; nutpie on the density runs
+        # its two chain groups in two processes where a core is free (bayes.sampling).
+        cores = min(chains, default_threads()) if direct or engine != "spectral" else 1
         options = {
             "draws": draws, "tune": tune, "chains": chains, "cores": cores,
             "random_seed": random_seed, "progressbar": progressbar,

@@ -7,18 +7,30 @@ covariance carried to that scale (:math:`(J^\top \mathcal I J)^{-1}`, J = ∂θ/
 change of variables (constant Jacobian, the same posterior) under which the posterior is close
 to a standard normal, so that nutpie's diagonal mass-matrix adaptation starts where it ends
 and tuning is short. Each chain starts at :math:`z \sim U(-\tfrac12, \tfrac12)^k`, within
-half a standard error of REML. The draws come back on the model's own scale: the free
-variables (``sd_additive``, …) and every reported quantity (``sigma2_additive``, ``h2``, …).
+half a standard error of REML. nutpie keeps only z; the free variables (``sd_additive``, …)
+and every reported quantity (``sigma2_additive``, ``h2``, …) are formed afterwards for all
+draws at once.
+
+The chains run in two groups (:func:`chain_groups`), each one call of nutpie with its own seed;
+where a second core is free the second group runs in a forked process at the same time (nutpie's
+own threads would take turns on the GIL that the Python density holds), otherwise after the
+first — the same draws either way.
 """
 
 from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 
 from ..spec.parameters import Parameters
 from .density import MarginalDensity, quantity_function
 
-__all__ = ["sample_density"]
+__all__ = ["chain_groups", "sample_density"]
 
 #: nutpie's sample statistics kept, under ArviZ's names (PyMC's): the rest (divergence
 #: locations, adaptation internals) is left out of posterior.nc.
@@ -40,6 +52,65 @@ def _names(density: MarginalDensity, parameters: Parameters) -> list[str]:
     return free + [q.key for q in parameters.quantities() if q.key not in free]
 
 
+def chain_groups(chains: int) -> list[int]:
+    """The chains in two groups (one for a single chain), each sampled by one call of nutpie
+    with its own seed: the split never depends on the machine, so neither do the draws."""
+    if chains < 2:
+        return [chains]
+    first = (chains + 1) // 2
+    return [first, chains - first]
+
+
+def _group_seed(seed: int | None, group: int) -> int | None:
+    return None if seed is None else int(seed) + 7_919 * group
+
+
+#: Whether nutpie has sampled in this process: its worker threads may then live on, and a
+#: forked child (which would not have them) is not used.
+_SAMPLED_HERE = False
+
+
+def _fork_available() -> bool:
+    return sys.platform.startswith("linux") and not _SAMPLED_HERE
+
+
+def _run_groups(work: Callable[[int], dict], groups: int, parallel: bool) -> list[dict]:
+    """``work(g)`` for every group: groups 1, 2, … in forked children at the same time as
+    group 0 here (their results pickled back through a pipe), or all here one after the other.
+    A child that fails is run again here, where its error is raised."""
+    if not parallel or groups < 2:
+        return [work(g) for g in range(groups)]
+    children = []
+    for group in range(1, groups):
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork()"
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; its draws are checked by the tests
+            os.close(read)
+            code = 1
+            try:
+                result = work(group)
+                if not result["failures"]:
+                    with os.fdopen(write, "wb") as handle:
+                        pickle.dump(result, handle)
+                    code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        children.append((group, pid, read))
+    results = {0: work(0)}
+    for group, pid, read in children:
+        with os.fdopen(read, "rb") as handle:
+            payload = handle.read()
+        _, status = os.waitpid(pid, 0)
+        ok = os.waitstatus_to_exitcode(status) == 0 and payload
+        results[group] = pickle.loads(payload) if ok else work(group)
+    return [results[g] for g in range(groups)]
+
+
 def sample_density(
     density: MarginalDensity,
     start: np.ndarray,
@@ -53,7 +124,7 @@ def sample_density(
     progressbar: bool,
     target_accept: float,
 ):
-    """Sample :math:`p(x \\mid y)` with nutpie; returns its DataTree (``posterior`` with the
+    """Sample :math:`p(x \\mid y)` with nutpie; returns a DataTree (``posterior`` with the
     free variables and the quantities, ``sample_stats``).
 
     Parameters
@@ -64,10 +135,16 @@ def sample_density(
         :math:`x_0` (the REML estimate on the unconstrained scale).
     covariance
         The covariance of x at :math:`x_0` (None: the identity).
-    draws, tune, chains, cores, seed, progressbar, target_accept
-        As for ``AnimalModel.fit``; ``cores`` chains run at once in nutpie's threads.
+    draws, tune, chains, seed, progressbar, target_accept
+        As for ``AnimalModel.fit``.
+    cores
+        Cores free for sampling: with two or more (and fork, on Linux), the two chain groups
+        (:func:`chain_groups`) run at once in two processes — nutpie's own threads would share
+        the GIL of the Python density. The draws are the same either way.
     """
+    global _SAMPLED_HERE
     import nutpie
+    import xarray as xr
     from nutpie.compiled_pyfunc import from_pyfunc
 
     k = density.size
@@ -75,65 +152,85 @@ def sample_density(
     start = np.asarray(start, dtype=float)
     parameters = density.parameters
     names = _names(density, parameters)
-    quantities = quantity_function(parameters)
+    groups = chain_groups(chains)
 
-    failures: list[BaseException] = []
+    def work(group: int) -> dict:
+        failures: list[BaseException] = []
 
-    def make_logp():
-        def logp(z):
-            # an exception escaping here would abort nutpie's Rust threads: keep the first,
-            # turn the point back (−∞) and raise it once sampling has stopped
-            try:
-                value, gradient = density(start + factor @ z)
-            except Exception as exc:
-                failures.append(exc)
-                return -np.inf, np.zeros_like(z)
-            return value, factor.T @ gradient
+        def make_logp():
+            def logp(z):
+                # an exception escaping here would abort nutpie's Rust threads: keep the
+                # first, turn the point back (−∞) and raise it once sampling has stopped
+                try:
+                    value, gradient = density(start + factor @ z)
+                except Exception as exc:
+                    failures.append(exc)
+                    return -np.inf, np.zeros_like(z)
+                return value, factor.T @ gradient
 
-        return logp
+            return logp
 
-    def make_expand(seed1, seed2, chain):
-        def expand(z):  # only z is kept; the model's variables are formed afterwards, at once
-            return {"z": np.array(z, dtype=float)}
+        def make_expand(seed1, seed2, chain):
+            def expand(z):  # only z is kept; the model's variables are formed afterwards
+                return {"z": np.array(z, dtype=float)}
 
-        return expand
+            return expand
 
-    def initial_point(chain_seed):
-        return np.random.default_rng(chain_seed).uniform(-0.5, 0.5, size=k)
+        def initial_point(chain_seed):
+            return np.random.default_rng(chain_seed).uniform(-0.5, 0.5, size=k)
 
-    model = from_pyfunc(
-        k,
-        make_logp,
-        make_expand,
-        [np.dtype("float64")],
-        [(k,)],
-        ["z"],
-        make_initial_point_fn=initial_point,
-    )
-    tree = nutpie.sample(
-        model,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores,
-        seed=seed,
-        save_warmup=False,
-        progress_bar=progressbar,
-        target_accept=target_accept,
-    )
-    if failures:
-        raise failures[0]
-    z = tree["posterior"]["z"].values  # chain × draw × k
+        model = from_pyfunc(
+            k,
+            make_logp,
+            make_expand,
+            [np.dtype("float64")],
+            [(k,)],
+            ["z"],
+            make_initial_point_fn=initial_point,
+        )
+        tree = nutpie.sample(
+            model,
+            draws=draws,
+            tune=tune,
+            chains=groups[group],
+            cores=1,
+            seed=_group_seed(seed, group),
+            save_warmup=False,
+            progress_bar=progressbar and group == 0,
+            target_accept=target_accept,
+        )
+        stats = tree["sample_stats"]
+        return {
+            "z": np.asarray(tree["posterior"]["z"].values),
+            "stats": {
+                SAMPLE_STATS[s]: np.asarray(stats[s].values) for s in SAMPLE_STATS if s in stats
+            },
+            "failures": failures,
+        }
+
+    parallel = cores >= 2 and _fork_available()
+    results = _run_groups(work, len(groups), parallel)
+    _SAMPLED_HERE = True
+    for result in results:
+        if result["failures"]:
+            raise result["failures"][0]
+    z = np.concatenate([r["z"] for r in results])  # chain × draw × k
     x = start + z.reshape(-1, k) @ factor.T
     values = density.draws(x)
-    values |= quantities({n: values[n] for n in parameters.names})
-    shape = z.shape[:2]
-    posterior = tree["posterior"].to_dataset().drop_vars("z")
-    for name in names:
-        posterior[name] = (("chain", "draw"), np.asarray(values[name]).reshape(shape))
-    posterior = posterior.drop_dims([d for d in posterior.dims if d not in ("chain", "draw")])
-    tree["posterior"] = posterior
-    stats = tree["sample_stats"].to_dataset()
-    kept = [name for name in SAMPLE_STATS if name in stats]
-    tree["sample_stats"] = stats[kept].rename({k: SAMPLE_STATS[k] for k in kept})
+    values |= quantity_function(parameters)({n: values[n] for n in parameters.names})
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    dims = ("chain", "draw")
+    posterior = xr.Dataset(
+        {name: (dims, np.asarray(values[name]).reshape(chains, draws)) for name in names},
+        coords=coords,
+    )
+    sample_stats = xr.Dataset(
+        {
+            name: (dims, np.concatenate([r["stats"][name] for r in results]))
+            for name in results[0]["stats"]
+        },
+        coords=coords,
+    )
+    tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
+    tree.attrs["chain_processes"] = len(groups) if parallel else 1
     return tree
