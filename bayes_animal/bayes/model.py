@@ -62,12 +62,12 @@ __all__ = [
 PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
 SAMPLERS = ("pymc", "nutpie", "numpyro")
 #: The default sampler of each engine, the fastest end to end at default settings
-#: (benchmarks/results/fit_stages.md, sampling_random_effects.md). Spectral: nutpie on the
-#: hand-derived density (:mod:`bayes_animal.bayes.density`) compiles nothing, cold or warm, and
-#: its Rust NUTS costs ~30 µs per gradient where PyMC's costs ~100 µs. Sparse: PyMC, whose
-#: worker processes run two chains at once; nutpie's threads share the GIL of the Python
-#: density (gryphon model 4: 46 ESS(h²)/s with PyMC against 29 with nutpie on the density).
-#: The models with sampled effects are PyMC graphs, sampled by PyMC.
+#: (``python benchmarks/run.py samplers``, benchmarks/results/sampler_choice.md; fit_cli.md).
+#: Spectral: nutpie on the hand-derived density (:mod:`bayes_animal.bayes.density`) compiles
+#: nothing, cold or warm (gryphon ``bwt ~ 1``: 1 046 ESS(h²)/s of the whole fit against PyMC's
+#: 738; seed_sim's whole command 5.5 s against 10.6 s). Sparse: PyMC, whose worker processes
+#: run the chains at once on the compiled graph (gryphon model 4: 46 ESS(h²)/s against 31 for
+#: nutpie on the density). The models with sampled effects are PyMC graphs, sampled by PyMC.
 DEFAULT_SAMPLERS = {"spectral": "nutpie", "sparse": "pymc", "partial": "pymc", "noncentred": "pymc"}
 #: The spectral marginal model (one random effect) up to this many records: beyond it the
 #: O(n³) eigendecomposition costs more than the sparse marginal model's sampling.
