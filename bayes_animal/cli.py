@@ -341,8 +341,6 @@ def _without_dask() -> None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import warnings
 
-    if not args.scheduler:
-        _without_dask()
     if args.traits:
         return _many_traits(args, bayesian=True)
     data = read_data(args.data)
@@ -451,7 +449,6 @@ def _candidates_from_args(args: argparse.Namespace):
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    _without_dask()
     import xarray as xr
 
     path = Path(args.posterior)
@@ -563,7 +560,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    _without_dask()
     print(f"bayes_animal {__version__}: the reference simulation (N = {args.n}, seed {args.seed})")
     sim = simulate_reference(n=args.n, n_snps=args.n_snps, seed=args.seed)
     print(
@@ -902,6 +898,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayes-animal`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if (
+        argv is None
+        and args.command in ("fit", "rank", "demo")
+        and not getattr(args, "scheduler", None)
+    ):  # a command-line process of its own (not a caller's, e.g. a test's, that may use dask)
+        _without_dask()
     if getattr(args, "quiet", False):
         args.progress = False
         import logging
