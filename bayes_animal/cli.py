@@ -263,68 +263,30 @@ def _format_fit(fit) -> str:
     return "\n".join(lines)
 
 
-def _in_child(work) -> int | None:
-    """Run ``work`` in a forked child while this process goes on; the child's pid, or None
-    (then nothing ran) where there is no fork (not Linux) or no free second core.
-
-    The child inherits the fit, so nothing is copied or pickled; it only draws with
-    matplotlib's Agg backend, writes its files and leaves with ``os._exit``. The threads the
-    parent still has (nutpie's idle workers, BLAS) are not used in the child, which is what
-    makes forking a multi-threaded process safe here."""
-    import os
-    import warnings
-
-    from .linalg.threads import default_threads
-
-    if not sys.platform.startswith("linux") or default_threads() < 2:
-        return None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, use of fork()"
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child (its files are checked by the tests)
-        code = 1
-        try:
-            work()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _joined(pid: int | None, work) -> None:
-    """Wait for the child; where it did not run or failed, run ``work`` here (so that a real
-    error is raised in this process)."""
-    import os
-
-    if pid is not None:
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) == 0:
-            return
-    work()
-
-
 def _write_fit(fit, out: Path) -> list[str]:
     """summary.json, ebv*.csv, posterior.nc and ranking.csv here; the two figures at the same
     time in a child process where a second core is free (they take 0.6-1 s of matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from .execution import run_forked
+    from .linalg.threads import default_threads
     from .results.plotting import plot_h2, plot_trace
 
     def figures() -> None:
         plot_h2(fit).figure.savefig(out / "h2.png", dpi=120)
         plot_trace(fit)[0, 0].figure.savefig(out / "trace.png", dpi=100)
 
+    def files() -> dict[str, Path]:
+        paths = fit.save(out)
+        ranking = _ranking_from_tree(fit.with_reml_group(), effect=fit.main_effect())
+        _write_ranking(ranking, out / "ranking.csv")
+        return paths
+
     out.mkdir(parents=True, exist_ok=True)
     for name in ("h2.png", "trace.png"):  # never leave a previous run's figure behind
         (out / name).unlink(missing_ok=True)
-    child = _in_child(figures)
-    paths = fit.save(out)
-    ranking = _ranking_from_tree(fit.with_reml_group(), effect=fit.main_effect())
-    _write_ranking(ranking, out / "ranking.csv")
-    _joined(child, figures)
+    paths, _ = run_forked([files, figures], parallel=default_threads() >= 2)
     return [p.name for p in paths.values()] + ["ranking.csv", "h2.png", "trace.png"]
 
 

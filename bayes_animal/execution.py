@@ -9,12 +9,19 @@ task functions set it): on a small machine a second thread per process only spin
 
 A Dask worker that dies mid-run takes its running tasks with it; the scheduler runs them
 again on the workers left (``distributed``'s allowed failures), and the batch completes.
+
+:func:`run_forked` is for a few pieces of one job that should overlap on a free core (a
+sampler's chain groups, a command's figures): the first here, the others in forked children
+that inherit everything and send their results back pickled.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import pickle
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -22,9 +29,55 @@ from typing import Any
 from .errors import BayesAnimalError
 from .linalg.threads import available_cores
 
-__all__ = ["default_workers", "run_tasks"]
+__all__ = ["can_fork", "default_workers", "run_forked", "run_tasks"]
 
 _WORK: Any = None
+
+
+def can_fork() -> bool:
+    """Whether :func:`run_forked` can use children here (Linux: fork copies nothing up front)."""
+    return sys.platform.startswith("linux")
+
+
+def run_forked(works: Sequence[Callable[[], Any]], *, parallel: bool) -> list[Any]:
+    """Each ``works[i]()``'s result: ``works[0]`` here while ``works[1:]`` run at the same
+    time in forked children (their results pickled back through a pipe), or all here one
+    after the other when not ``parallel`` (or where :func:`can_fork` says no).
+
+    A child that fails (an exception, a result that cannot be pickled) is run again here, so
+    that its real error is raised in this process. The children inherit everything and use
+    none of the parent's other threads (BLAS, a sampler's idle workers), which is what makes
+    forking a multi-threaded process safe for this kind of work; they leave by ``os._exit``.
+    """
+    if not parallel or len(works) < 2 or not can_fork():
+        return [work() for work in works]
+    children = []
+    for index in range(1, len(works)):
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork()"
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; its results are checked by the tests
+            os.close(read)
+            code = 1
+            try:
+                with os.fdopen(write, "wb") as handle:
+                    pickle.dump(works[index](), handle)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        children.append((index, pid, read))
+    results = {0: works[0]()}
+    for index, pid, read in children:
+        with os.fdopen(read, "rb") as handle:
+            payload = handle.read()
+        _, status = os.waitpid(pid, 0)
+        done = os.waitstatus_to_exitcode(status) == 0 and payload
+        results[index] = pickle.loads(payload) if done else works[index]()
+    return [results[i] for i in range(len(works))]
 
 
 def default_workers() -> int:

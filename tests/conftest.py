@@ -68,3 +68,20 @@ def small_problem(
     y += rng.normal(0, np.sqrt(sigma2_e), n)
     data = pd.DataFrame({"animal": animals, "x": x, "sex": sex, "y": y})
     return data, RelationshipMatrix(ids=ids, matrix=A)
+
+
+def herd_records(*, n_animals: int, n_herds: int, groups: int, seed: int):
+    """A small simulated herd (4 generations) with an additive effect, a permanent environment
+    and a herd-year group (variances 2, 1, 0.8, residual 2; 1-3 records per animal):
+    ``(records, pedigree)``."""
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+
+    table = simulate_herd_pedigree(n_animals=n_animals, n_generations=4, n_herds=n_herds, seed=seed)
+    sim = simulate_records(
+        table,
+        variances={"additive": 2.0, "pe": 1.0, "hy": 0.8, "residual": 2.0},
+        records_per_animal=(1, 3),
+        groups={"hy": groups},
+        seed=seed + 1,
+    )
+    return sim.data, table[["id", "sire", "dam"]]

@@ -765,31 +765,6 @@ def test_fit_quiet_prints_no_progress_and_no_sampler_messages(sim_dir, tmp_path)
         assert (out / "trace.png").stat().st_size > 0
 
 
-def test_figures_drawn_in_a_child_fall_back_to_this_process(tmp_path):
-    """A child that fails (or no child: no free core, not Linux) leaves the work to this
-    process, so the files exist and a real error would be raised here."""
-    import os
-
-    from bayes_animal.cli import _in_child, _joined
-
-    parent = os.getpid()
-    target = tmp_path / "made.txt"
-
-    def work():
-        if os.getpid() != parent:
-            raise RuntimeError("the child fails")
-        target.write_text(str(os.getpid()))
-
-    _joined(_in_child(work), work)
-    assert target.read_text() == str(parent)
-
-    def fine():
-        (tmp_path / f"by_{'parent' if os.getpid() == parent else 'child'}.txt").write_text("x")
-
-    _joined(_in_child(fine), fine)
-    assert len(list(tmp_path.glob("by_*.txt"))) == 1  # drawn once, by whichever ran it
-
-
 def test_without_dask_keeps_xarray_from_importing_it():
     """The fit command marks dask absent before xarray is imported: building a DataArray and
     writing netCDF then import neither dask.array nor dask.distributed."""

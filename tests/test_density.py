@@ -36,17 +36,9 @@ def reference():
 
 @pytest.fixture(scope="module")
 def herd():
-    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+    from conftest import herd_records
 
-    table = simulate_herd_pedigree(n_animals=250, n_generations=4, n_herds=5, seed=5)
-    sim = simulate_records(
-        table,
-        variances={"additive": 2.0, "pe": 1.0, "hy": 0.8, "residual": 2.0},
-        records_per_animal=(1, 3),
-        groups={"hy": 10},
-        seed=6,
-    )
-    return sim.data, table[["id", "sire", "dam"]]
+    return herd_records(n_animals=250, n_herds=5, groups=10, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -510,17 +510,9 @@ def test_nutpie_noncentred_pedigree_starts_from_reml_and_converges():
 @pytest.fixture(scope="module")
 def multi():
     """A small simulated herd with a permanent environment and a group effect."""
-    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+    from conftest import herd_records
 
-    table = simulate_herd_pedigree(n_animals=300, n_generations=4, n_herds=6, seed=3)
-    sim = simulate_records(
-        table,
-        variances={"additive": 2.0, "pe": 1.0, "hy": 0.8, "residual": 2.0},
-        records_per_animal=(1, 3),
-        groups={"hy": 12},
-        seed=4,
-    )
-    return sim.data, table[["id", "sire", "dam"]]
+    return herd_records(n_animals=300, n_herds=6, groups=12, seed=3)
 
 
 def _multi_model(multi, **options):

@@ -19,14 +19,9 @@ first — the same draws either way.
 
 from __future__ import annotations
 
-import os
-import pickle
-import sys
-import warnings
-from collections.abc import Callable
-
 import numpy as np
 
+from ..execution import can_fork, run_forked
 from ..spec.parameters import Parameters
 from .density import MarginalDensity, quantity_function
 
@@ -68,47 +63,6 @@ def _group_seed(seed: int | None, group: int) -> int | None:
 #: Whether nutpie has sampled in this process: its worker threads may then live on, and a
 #: forked child (which would not have them) is not used.
 _SAMPLED_HERE = False
-
-
-def _fork_available() -> bool:
-    return sys.platform.startswith("linux") and not _SAMPLED_HERE
-
-
-def _run_groups(work: Callable[[int], dict], groups: int, parallel: bool) -> list[dict]:
-    """``work(g)`` for every group: groups 1, 2, … in forked children at the same time as
-    group 0 here (their results pickled back through a pipe), or all here one after the other.
-    A child that fails is run again here, where its error is raised."""
-    if not parallel or groups < 2:
-        return [work(g) for g in range(groups)]
-    children = []
-    for group in range(1, groups):
-        read, write = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork()"
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child; its draws are checked by the tests
-            os.close(read)
-            code = 1
-            try:
-                result = work(group)
-                if not result["failures"]:
-                    with os.fdopen(write, "wb") as handle:
-                        pickle.dump(result, handle)
-                    code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        children.append((group, pid, read))
-    results = {0: work(0)}
-    for group, pid, read in children:
-        with os.fdopen(read, "rb") as handle:
-            payload = handle.read()
-        _, status = os.waitpid(pid, 0)
-        ok = os.waitstatus_to_exitcode(status) == 0 and payload
-        results[group] = pickle.loads(payload) if ok else work(group)
-    return [results[g] for g in range(groups)]
 
 
 def sample_density(
@@ -199,21 +153,21 @@ def sample_density(
             progress_bar=progressbar and group == 0,
             target_accept=target_accept,
         )
+        if failures:  # in a child, it fails and the group is run again here, which raises
+            raise failures[0]
         stats = tree["sample_stats"]
         return {
             "z": np.asarray(tree["posterior"]["z"].values),
             "stats": {
                 SAMPLE_STATS[s]: np.asarray(stats[s].values) for s in SAMPLE_STATS if s in stats
             },
-            "failures": failures,
         }
 
-    parallel = cores >= 2 and _fork_available()
-    results = _run_groups(work, len(groups), parallel)
-    _SAMPLED_HERE = True
-    for result in results:
-        if result["failures"]:
-            raise result["failures"][0]
+    parallel = cores >= 2 and not _SAMPLED_HERE
+    try:
+        results = run_forked([lambda g=g: work(g) for g in range(len(groups))], parallel=parallel)
+    finally:
+        _SAMPLED_HERE = True
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
     x = start + z.reshape(-1, k) @ factor.T
     values = density.draws(x)
@@ -232,5 +186,5 @@ def sample_density(
         coords=coords,
     )
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
-    tree.attrs["chain_processes"] = len(groups) if parallel else 1
+    tree.attrs["chain_processes"] = len(groups) if parallel and can_fork() else 1
     return tree

@@ -1,0 +1,61 @@
+"""run_forked: pieces of one job at once in forked children, results back, failures redone
+here (the chain groups of bayes.sampling and the figures of the fit command use it)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bayes_animal.execution import can_fork, run_forked
+
+
+def test_results_come_back_from_the_children_in_order():
+    parent = os.getpid()
+    results = run_forked(
+        [lambda: ("first", os.getpid()), lambda: ("second", os.getpid()), lambda: [1, 2]],
+        parallel=True,
+    )
+    assert [r[0] for r in results[:2]] == ["first", "second"] and results[2] == [1, 2]
+    assert results[0][1] == parent
+    if can_fork():
+        assert results[1][1] != parent  # ran in a child
+
+
+def test_not_parallel_runs_everything_here_in_order():
+    order = []
+    results = run_forked(
+        [lambda: order.append(0) or 0, lambda: order.append(1) or 1], parallel=False
+    )
+    assert results == [0, 1] and order == [0, 1]
+
+
+def test_a_failing_child_is_run_again_here_where_its_error_is_raised():
+    parent = os.getpid()
+
+    def fails_in_a_child():
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return "here"
+
+    assert run_forked([lambda: None, fails_in_a_child], parallel=True)[1] == "here"
+
+    def always_fails():
+        raise ValueError("a real error")
+
+    with pytest.raises(ValueError, match="a real error"):
+        run_forked([lambda: None, always_fails], parallel=True)
+
+
+def test_a_result_that_cannot_be_pickled_is_made_here():
+    parent = os.getpid()
+    result = run_forked([lambda: None, lambda: lambda: os.getpid()], parallel=True)[1]
+    assert result() == parent  # the child's lambda could not come back: remade here
+
+
+def test_files_written_in_a_child_exist(tmp_path):
+    """What the fit command relies on: a child's side effects (its figures) are there when
+    run_forked returns."""
+    target = tmp_path / "made.txt"
+    run_forked([lambda: None, lambda: target.write_text("x")], parallel=True)
+    assert target.read_text() == "x"
