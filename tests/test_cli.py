@@ -240,6 +240,24 @@ def test_cli_does_not_import_pymc_or_scipy_for_reml(sim_dir):
     assert "HEAVY []" in completed.stdout, completed.stdout + completed.stderr
 
 
+def test_default_fit_of_the_spectral_model_compiles_nothing(sim_dir, tmp_path):
+    """The everyday fit (spectral marginal model, default sampler) runs nutpie on the
+    hand-derived density: PyMC and PyTensor are never imported, so a machine with an empty
+    compile cache pays nothing extra on its first fit (issue 11, goal 2)."""
+    code = (
+        "import sys; from bayes_animal.cli import main; "
+        f"main(['fit', '--data', r'{sim_dir / 'pheno.csv'}', '--relmat', r'{sim_dir / 'A.csv'}',"
+        f" '--formula', 'response ~ 1 + fix', '--out', r'{tmp_path}', '--draws', '100',"
+        " '--tune', '100', '--chains', '2', '--quiet', '--json']); "
+        "print('COMPILERS', sorted(m for m in ('pymc', 'pytensor') if m in sys.modules))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert "COMPILERS []" in completed.stdout, completed.stdout + completed.stderr
+    assert json.loads(completed.stdout.splitlines()[0])["sampler"] == "nutpie"
+
+
 def _run(*args):
     return subprocess.run(
         [sys.executable, "-m", "bayes_animal.cli", *map(str, args)],
