@@ -878,6 +878,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BayesAnimalError as exc:
         print(textwrap.fill(f"error: {exc}", width=100), file=sys.stderr)
         return 2
+    finally:
+        if argv is None:
+            _before_exit()
+
+
+def _before_exit() -> None:
+    """Let a command-line process of its own end quickly. Python's finalisation runs the
+    cycle collector over every object still alive — the whole scientific stack after ``fit``,
+    0.45 s of a 5 s command — only for the process to end; objects frozen by
+    :func:`gc.freeze` are left out of it. Everything else (closing files, ``atexit``, the
+    modules' teardown) happens as usual; not done for a caller's process (e.g. a test's),
+    whose objects must stay collectable."""
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover

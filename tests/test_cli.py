@@ -783,6 +783,32 @@ def test_fit_quiet_prints_no_progress_and_no_sampler_messages(sim_dir, tmp_path)
         assert (out / "trace.png").stat().st_size > 0
 
 
+def test_only_a_process_of_its_own_freezes_its_objects_before_exit(sim_dir):
+    """The console script (argv from the command line) freezes the objects left at the end,
+    so that Python's finalisation skips the cycle collector; a caller that passes argv (a
+    test, a notebook) keeps every object collectable — also after an error."""
+    reml = ["reml", "--data", str(sim_dir / "pheno.csv"), "--relmat", str(sim_dir / "A.csv"),
+            "--formula", "response ~ 1 + fix", "--json"]  # fmt: skip
+    code = (
+        "import gc, sys; from bayes_animal.cli import main\n"
+        "how, sys.argv[1:] = sys.argv[1], sys.argv[2:]\n"
+        "before = gc.get_freeze_count()\n"
+        "status = main(sys.argv[1:]) if how == 'caller' else main()\n"
+        "print('STATUS', status, 'FROZEN', gc.get_freeze_count() > before)\n"
+    )
+    broken = [*reml[:-2], "response ~ 1 + nosuchcolumn", "--json"]
+    for how, args, expected in [
+        ("own", reml, "STATUS 0 FROZEN True"),
+        ("own", broken, "STATUS 2 FROZEN True"),
+        ("caller", reml, "STATUS 0 FROZEN False"),
+        ("caller", broken, "STATUS 2 FROZEN False"),
+    ]:
+        completed = subprocess.run(
+            [sys.executable, "-c", code, how, *args], capture_output=True, text=True, timeout=120
+        )
+        assert expected in completed.stdout, (how, completed.stdout + completed.stderr)
+
+
 def test_without_dask_keeps_xarray_from_importing_it():
     """The fit command marks dask absent before xarray is imported: building a DataArray and
     writing netCDF then import neither dask.array nor dask.distributed."""
