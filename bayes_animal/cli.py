@@ -860,12 +860,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bayes-animal`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    if (
-        argv is None
-        and args.command in ("fit", "rank", "demo")
-        and not getattr(args, "scheduler", None)
-    ):  # a command-line process of its own (not a caller's, e.g. a test's, that may use dask)
-        _without_dask()
+    if argv is None:  # a command-line process of its own, not a caller's (a test's, say)
+        _as_process_of_its_own(args)
     if getattr(args, "quiet", False):
         args.progress = False
         import logging
@@ -881,6 +877,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if argv is None:
             _before_exit()
+
+
+def _as_process_of_its_own(args: argparse.Namespace) -> None:
+    """Settings for a short command-line process that are not ours to make in a caller's.
+
+    - dask is marked absent for the commands that never use it (:func:`_without_dask`);
+    - the cycle collector's youngest generation is collected every 50 000 allocations
+      instead of Python's 700: the imports of the sampler, ArviZ and matplotlib allocate
+      millions of long-lived objects, and with the default the collector ran ~500 times and
+      scanned everything 4 times during a fit (0.35-0.45 s of a 5 s ``fit``; 0.14 s so).
+    """
+    import gc
+
+    if args.command in ("fit", "rank", "demo") and not getattr(args, "scheduler", None):
+        _without_dask()
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
 
 
 def _before_exit() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -783,25 +784,29 @@ def test_fit_quiet_prints_no_progress_and_no_sampler_messages(sim_dir, tmp_path)
         assert (out / "trace.png").stat().st_size > 0
 
 
-def test_only_a_process_of_its_own_freezes_its_objects_before_exit(sim_dir):
-    """The console script (argv from the command line) freezes the objects left at the end,
-    so that Python's finalisation skips the cycle collector; a caller that passes argv (a
-    test, a notebook) keeps every object collectable — also after an error."""
+def test_only_a_process_of_its_own_tunes_the_collector(sim_dir):
+    """The console script (argv from the command line) collects the youngest generation less
+    often and freezes the objects left at the end, so that Python's finalisation skips the
+    cycle collector; a caller that passes argv (a test, a notebook) keeps Python's settings
+    and every object collectable — also after an error."""
     reml = ["reml", "--data", str(sim_dir / "pheno.csv"), "--relmat", str(sim_dir / "A.csv"),
             "--formula", "response ~ 1 + fix", "--json"]  # fmt: skip
     code = (
         "import gc, sys; from bayes_animal.cli import main\n"
         "how, sys.argv[1:] = sys.argv[1], sys.argv[2:]\n"
-        "before = gc.get_freeze_count()\n"
+        "before, threshold = gc.get_freeze_count(), gc.get_threshold()\n"
         "status = main(sys.argv[1:]) if how == 'caller' else main()\n"
-        "print('STATUS', status, 'FROZEN', gc.get_freeze_count() > before)\n"
+        "now = gc.get_threshold()\n"
+        "print('STATUS', status, 'FROZEN', gc.get_freeze_count() > before,\n"
+        "      'THRESHOLD', now[0], 'OTHERS KEPT', now[1:] == threshold[1:])\n"
     )
     broken = [*reml[:-2], "response ~ 1 + nosuchcolumn", "--json"]
+    default = gc.get_threshold()[0]
     for how, args, expected in [
-        ("own", reml, "STATUS 0 FROZEN True"),
-        ("own", broken, "STATUS 2 FROZEN True"),
-        ("caller", reml, "STATUS 0 FROZEN False"),
-        ("caller", broken, "STATUS 2 FROZEN False"),
+        ("own", reml, "STATUS 0 FROZEN True THRESHOLD 50000 OTHERS KEPT True"),
+        ("own", broken, "STATUS 2 FROZEN True THRESHOLD 50000 OTHERS KEPT True"),
+        ("caller", reml, f"STATUS 0 FROZEN False THRESHOLD {default} OTHERS KEPT True"),
+        ("caller", broken, f"STATUS 2 FROZEN False THRESHOLD {default} OTHERS KEPT True"),
     ]:
         completed = subprocess.run(
             [sys.executable, "-c", code, how, *args], capture_output=True, text=True, timeout=120
