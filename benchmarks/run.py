@@ -132,8 +132,10 @@ def fit(quick: bool) -> None:
             "`bayes-animal fit` on seed_sim stage by stage, before and after",
             bench_fit.run_stages(checkout, repeats=2 if quick else 3),
             "Median of fresh processes (benchmarks/fit_stage_probe.py) after a warm-up run; "
-            "'compile, cold cache' and 'total, cold cache' from one more run with a fresh HOME, "
-            "XDG cache and config, numba cache and PyTensor compile directory. " + before + "\n",
+            "'total' is the process's wall time, and the row before it what the stages leave "
+            "out (starting Python, and its finalisation at exit). 'compile, cold cache' and "
+            "'total, cold cache' from one more run with a fresh HOME, XDG cache and config, "
+            "numba cache and PyTensor compile directory. " + before + "\n",
         )
         _write(
             "fit_cold",
