@@ -858,9 +858,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bayes-animal`` console script; returns the exit status."""
+    """Entry point of the ``bayes-animal`` console script; returns the exit status.
+
+    Without ``argv`` (the arguments of the command line) the process is taken to be the
+    command's own and tuned for a short life (:func:`_as_process_of_its_own`,
+    :func:`_before_exit`); a caller that runs a command inside its own process (a test, a
+    notebook) passes ``argv`` and keeps Python's settings.
+    """
     args = _parser().parse_args(argv)
-    if argv is None:  # a command-line process of its own, not a caller's (a test's, say)
+    if argv is None:
         _as_process_of_its_own(args)
     if getattr(args, "quiet", False):
         args.progress = False
@@ -870,38 +876,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sets its logger's level when it is imported, so the switch is the process-wide one
         logging.disable(logging.INFO)
     try:
-        return args.handler(args)
+        status = args.handler(args)
     except BayesAnimalError as exc:
         print(textwrap.fill(f"error: {exc}", width=100), file=sys.stderr)
-        return 2
-    finally:
-        if argv is None:
-            _before_exit()
+        status = 2
+    if argv is None:  # not after an unexpected exception: its traceback is what matters then
+        _before_exit()
+    return status
+
+
+#: Allocations between two collections of the cycle collector's youngest generation in a
+#: command-line process of its own (Python's default: 700).
+YOUNG_GENERATION_THRESHOLD = 50_000
 
 
 def _as_process_of_its_own(args: argparse.Namespace) -> None:
     """Settings for a short command-line process that are not ours to make in a caller's.
 
     - dask is marked absent for the commands that never use it (:func:`_without_dask`);
-    - the cycle collector's youngest generation is collected every 50 000 allocations
-      instead of Python's 700: the imports of the sampler, ArviZ and matplotlib allocate
-      millions of long-lived objects, and with the default the collector ran ~500 times and
-      scanned everything 4 times during a fit (0.35-0.45 s of a 5 s ``fit``; 0.14 s so).
+    - the cycle collector's youngest generation is collected every
+      :data:`YOUNG_GENERATION_THRESHOLD` allocations: the imports of the sampler, ArviZ and
+      matplotlib allocate millions of long-lived objects, and with Python's default the
+      collector ran ~500 times during a ``fit``, four of them over every object
+      (``benchmarks/results/fit_collector.md`` measures the command with and without).
     """
     import gc
 
     if args.command in ("fit", "rank", "demo") and not getattr(args, "scheduler", None):
         _without_dask()
-    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _before_exit() -> None:
-    """Let a command-line process of its own end quickly. Python's finalisation runs the
-    cycle collector over every object still alive — the whole scientific stack after ``fit``,
-    0.45 s of a 5 s command — only for the process to end; objects frozen by
-    :func:`gc.freeze` are left out of it. Everything else (closing files, ``atexit``, the
-    modules' teardown) happens as usual; not done for a caller's process (e.g. a test's),
-    whose objects must stay collectable."""
+    """Let a command-line process of its own end quickly: Python's finalisation would run
+    the cycle collector over every object still alive — the whole scientific stack after
+    ``fit`` — only for the process to end; objects frozen by :func:`gc.freeze` are left out
+    of it. ``atexit`` and the modules' teardown run as usual, but garbage in reference
+    cycles is then never finalised (no ``__del__``): every command closes its files before
+    it returns, and must."""
     import gc
 
     gc.freeze()

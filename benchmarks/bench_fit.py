@@ -1,11 +1,12 @@
 """The everyday fit, start to finish: ``bayes-animal fit`` and ``reml`` on seed_sim as whole
 processes — side by side with the version before this work, warm and on a cold cache, stage
-by stage, and with another process busy on one core.
+by stage, with another process busy on one core, and with and without the command's own
+settings of Python's cycle collector.
 
-Run through ``python benchmarks/run.py fit``. "before" is the package at ``BEFORE_COMMIT``
-(checked out into a temporary git worktree and put first on ``PYTHONPATH``; same Python, same
-libraries); "after" is this checkout. Every configuration of a table is run in turn, repeated,
-so that the machine's drift touches all of them alike.
+Run through ``python benchmarks/run.py fit`` (``collector`` for the last table). "before" is
+the package at ``BEFORE_COMMIT`` (checked out into a temporary git worktree and put first on
+``PYTHONPATH``; same Python, same libraries); "after" is this checkout. Every configuration
+of a table is run in turn, repeated, so that the machine's drift touches all of them alike.
 """
 
 from __future__ import annotations
@@ -128,6 +129,50 @@ def run_whole(before: Path | None, repeats: int = 5) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+#: The same command with Python's collector left as it is: ``main`` is handed its arguments,
+#: as a caller would, so only the process settings of a command of its own are missing (dask
+#: is still kept out, as the command does for ``fit``).
+_WITH_PYTHONS_COLLECTOR = (
+    "import sys; from bayes_animal import cli\n"
+    "if sys.argv[1] == 'fit': cli._without_dask()\n"
+    "sys.exit(cli.main(sys.argv[1:]))"
+)
+
+
+def run_collector(repeats: int = 5) -> pd.DataFrame:
+    """``fit`` and ``reml`` as the console script runs them (the collector tuned for a short
+    process, objects frozen before exit) and with Python's collector as it is, in turn."""
+    out = tempfile.mkdtemp(prefix="bayes_animal_collector_")
+    commands = {"bayes-animal fit": _fit_command(out), "bayes-animal reml": _reml_command()}
+    times: dict[tuple[str, str], list[float]] = {}
+    for command_name, command in commands.items():
+        arguments = command[3:]  # after "python -m bayes_animal.cli"
+        variants = {
+            "Python's collector as it is": [sys.executable, "-c", _WITH_PYTHONS_COLLECTOR],
+            "the command's own settings (default)": command[:3],
+        }
+        for prefix in variants.values():  # warm caches
+            subprocess.run([*prefix, *arguments], check=True, capture_output=True, cwd=CWD)
+        for _ in range(repeats):
+            for variant, prefix in variants.items():
+                key = (command_name, variant)
+                times.setdefault(key, []).append(_timed([*prefix, *arguments], _env()))
+    rows = []
+    for (command_name, variant), values in times.items():
+        rows.append(
+            {
+                "command": command_name,
+                "process": variant,
+                "median_s": statistics.median(values),
+                "best_s": min(values),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    medians = frame.groupby("command")["median_s"].transform("max")
+    frame["saved_s (median)"] = medians - frame["median_s"]
+    return frame
 
 
 def _cold_env(pythonpath: Path | None) -> dict[str, str]:
