@@ -25,7 +25,6 @@ from os import PathLike
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from .design import Design, build_design
 from .errors import BayesAnimalError
@@ -35,6 +34,8 @@ from .estimation.spectral import check_method, fit_spectral
 from .structures.inputs import RelationshipSource, resolve_relationship
 from .structures.pedigree import Pedigree
 from .structures.relationship import RelationshipMatrix
+from .tables import Records
+from .tables import pandas as pd
 
 __all__ = ["ENGINES", "ModelInputs", "compare", "model_inputs", "reml", "solve_mme"]
 
@@ -74,7 +75,7 @@ class ModelInputs:
 
 def model_inputs(
     formula: str,
-    data: pd.DataFrame,
+    data: pd.DataFrame | Records,
     *,
     relmat: Any = None,
     pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,

@@ -19,15 +19,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import __version__
 from .api import ENGINES, fit_inputs, model_inputs
 from .errors import BayesAnimalError
 from .estimation.result import RemlResult
-from .results.io import read_data, write_matrix, write_predictions, write_relationship_csv
+from .results.io import (
+    read_data,
+    read_records,
+    write_matrix,
+    write_predictions,
+    write_relationship_csv,
+)
 from .simulate import simulate_reference
 from .structures.inputs import resolve_relationship
+from .tables import pandas as pd
 
 __all__ = ["main"]
 
@@ -38,30 +44,31 @@ def _notice(message: str) -> None:
 
 def _format_reml(result: RemlResult, *, formula: str) -> str:
     """A readable report of a REML fit: components, covariances, ratios, fixed effects."""
-    levels = ", ".join(f"{name} {len(table)}" for name, table in result.predictions.items())
+    levels = ", ".join(f"{name} {len(table)}" for name, table in result.prediction_tables.items())
     lines = [
         f"{result.method.upper()} fit of {formula} ({result.engine} engine): "
         f"{result.n_records} records; levels: {levels}",
         "",
         f"{'component':<22}{'variance':>12}{'SE':>10}{'proportion':>12}{'SE':>10}",
     ]
-    for name, row in result.components.iterrows():
+    for name, row in result.component_table.rows():
         mark = "  (boundary)" if row["boundary"] else ""
         lines.append(
             f"{name:<22}{row['variance']:>12.6g}{row['se']:>10.4g}{row['proportion']:>12.4f}"
             f"{row['proportion_se']:>10.4f}{mark}"
         )
-    for name, row in result.covariances.iterrows():
+    for name, row in result.covariance_table.rows():
         lines.append(
             f"{name:<22}{row['covariance']:>12.6g}{row['se']:>10.4g}   correlation "
             f"{row['correlation']:.4f} ± {row['correlation_se']:.4f}"
         )
-    if "repeatability" in result.ratios.index:
-        row = result.ratios.loc["repeatability"]
-        lines.append(f"{'repeatability':<22}{'':>22}{row['estimate']:>12.4f}{row['se']:>10.4f}")
+    if "repeatability" in result.ratio_table:
+        estimate, se = (result.ratio_table.value("repeatability", k) for k in ("estimate", "se"))
+        lines.append(f"{'repeatability':<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
     lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
-    for name, value in result.beta.items():
-        lines.append(f"{name:<30}{value:>14.6g}{result.beta_se[name]:>12.4g}")
+    beta_se = np.sqrt(np.diag(result.beta_covariance))
+    for name, value, se in zip(result.fixed_names, result.beta_values, beta_se, strict=True):
+        lines.append(f"{name:<30}{value:>14.6g}{se:>12.4g}")
     status = "converged" if result.converged else "NOT converged"
     if result.boundary:
         status += f", at the boundary: {', '.join(result.boundary)} = 0"
@@ -156,7 +163,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     if args.traits:
         return _many_traits(args, bayesian=False)
     clock = time.perf_counter()
-    data = read_data(args.data)
+    data = read_records(args.data)
     read = time.perf_counter() - clock
     clock = time.perf_counter()
     source = _relationship_from_args(args, required=False)

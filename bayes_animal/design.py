@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from .errors import DataError, FormulaError, describe_items
 from .spec.formula import (
@@ -46,6 +45,8 @@ from .spec.formula import (
 from .spec.terms import ModelSpec, RandomTerm, specify
 from .structures.pedigree import UNKNOWN_TOKENS, is_token
 from .structures.relationship import id_strings
+from .tables import Records, as_records
+from .tables import pandas as pd
 
 __all__ = [
     "Design",
@@ -212,11 +213,11 @@ def repeated_records_notice(effect: Effect, animal: str) -> str | None:
     )
 
 
-def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np.ndarray) -> None:
+def _check_missing_covariates(kept: Records, columns: list[str], labels: np.ndarray) -> None:
     """Missing covariates (numeric or factor) are an error, never imputed or dropped."""
     if not columns:
         return
-    missing = kept[columns].isna().to_numpy()
+    missing = np.column_stack([kept.missing(name) for name in columns])
     if missing.any():
         rows, cols = np.nonzero(missing)
         names = sorted({columns[c] for c in cols})
@@ -227,12 +228,12 @@ def _check_missing_covariates(kept: pd.DataFrame, columns: list[str], labels: np
         )
 
 
-def _evaluate(spec, data: pd.DataFrame, formula: str) -> pd.DataFrame:
+def _evaluate(spec, data: Records, formula: str) -> pd.DataFrame:
     import formulaic
     from formulaic.errors import FormulaicError
 
     try:
-        return formulaic.model_matrix(spec, data, na_action="ignore")
+        return formulaic.model_matrix(spec, data.frame(), na_action="ignore")
     except FormulaicError as exc:
         raise FormulaError(f"Could not build the design of {formula!r}: {exc}") from exc
 
@@ -272,7 +273,7 @@ def _collinear_columns(X: np.ndarray, names: tuple[str, ...]) -> list[str]:
 _IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 
 
-def _plain_terms(parts: FormulaParts, data: pd.DataFrame) -> tuple[str, list[str]] | None:
+def _plain_terms(parts: FormulaParts, data: Records) -> tuple[str, list[str]] | None:
     """``(response, columns)`` when the formula is ``y ~ [1 +] a + b …`` over numeric columns
     (names bare or in backticks).
 
@@ -283,14 +284,14 @@ def _plain_terms(parts: FormulaParts, data: pd.DataFrame) -> tuple[str, list[str
     goes through formulaic.
     """
     response = strip_backticks(parts.response)
-    if response not in data.columns or data[response].dtype.kind not in "iuf":
+    if response not in data or data.kind(response) not in "iuf":
         return None
     columns: list[str] = []
     for term in split_terms(parts.fixed):
         if term == "1":
             continue
         name = strip_backticks(term)
-        if name not in data.columns or data[name].dtype.kind not in "iuf" or name in columns:
+        if name not in data or data.kind(name) not in "iuf" or name in columns:
             return None
         if name == term and not _IDENTIFIER.match(name):
             return None
@@ -298,9 +299,9 @@ def _plain_terms(parts: FormulaParts, data: pd.DataFrame) -> tuple[str, list[str
     return response, columns
 
 
-def _response(spec: ModelSpec, data: pd.DataFrame, plain) -> tuple[str, np.ndarray]:
+def _response(spec: ModelSpec, data: Records, plain) -> tuple[str, np.ndarray]:
     if plain is not None:
-        return plain[0], data[plain[0]].to_numpy(dtype=float)
+        return plain[0], data.floats(plain[0])
     lhs = _evaluate(_parse_fixed(spec).lhs, data, spec.formula)
     if lhs.shape[1] != 1:
         raise FormulaError(f"The response of {spec.formula!r} must be a single numeric column.")
@@ -314,7 +315,7 @@ def _fixed_matrix(spec, kept, labels, plain) -> tuple[np.ndarray, tuple[str, ...
         names = tuple(str(c) for c in frame.columns)
     else:
         names = ("Intercept", *plain[1])
-        X = np.column_stack([np.ones(len(kept)), *(kept[c].to_numpy(float) for c in plain[1])])
+        X = np.column_stack([np.ones(len(kept)), *(kept.floats(c) for c in plain[1])])
     bad = ~np.isfinite(X)
     if bad.any():
         rows, cols = np.nonzero(bad)
@@ -343,35 +344,34 @@ def _fixed_matrix(spec, kept, labels, plain) -> tuple[np.ndarray, tuple[str, ...
     return np.ascontiguousarray(X), names
 
 
-def _unknown_parent(values: pd.Series) -> np.ndarray:
-    strings = id_strings(values.to_numpy(dtype=object))
-    return values.isna().to_numpy() | is_token(strings, UNKNOWN_TOKENS)
+def _unknown_parent(kept: Records, column: str) -> np.ndarray:
+    strings = id_strings(np.asarray(kept.values(column), dtype=object))
+    return kept.missing(column) | is_token(strings, UNKNOWN_TOKENS)
 
 
 def _effect(
     term: RandomTerm,
-    kept: pd.DataFrame,
+    kept: Records,
     labels: np.ndarray,
     relationship: Relationship | None,
     notices: list[str],
 ) -> Effect:
     """Level positions of one random term; errors and notices name the term."""
-    if term.column not in kept.columns:
+    if term.column not in kept:
         raise DataError(
             f"The column {term.column!r} of the random effect {term.text!r} is not in the data. "
-            f"Available columns: {describe_items(list(map(str, kept.columns)), limit=30)}."
+            f"Available columns: {describe_items(kept.names, limit=30)}."
         )
-    values = kept[term.column]
     index = np.full(len(kept), -1, dtype=np.intp)
     if term.name == "maternal":
-        missing = _unknown_parent(values)
+        missing = _unknown_parent(kept, term.column)
         if missing.any():
             notices.append(
                 f"{int(missing.sum())} of {len(kept)} records have an unknown dam in "
                 f"{term.column!r} and get no maternal effect."
             )
     else:
-        missing = values.isna().to_numpy()
+        missing = kept.missing(term.column)
         if missing.any():
             raise DataError(
                 f"The random effect {term.text!r} has no level in row(s) "
@@ -379,7 +379,7 @@ def _effect(
                 "in or remove those records."
             )
     known = ~missing
-    strings = id_strings(values.to_numpy()[known])
+    strings = id_strings(kept.values(term.column)[known])
     if term.genetic:
         if relationship is None:
             raise DataError(
@@ -389,8 +389,7 @@ def _effect(
         levels = np.asarray(relationship.ids, dtype=object)
         index[known] = relationship.positions(strings)
     else:
-        levels = np.asarray(pd.unique(strings), dtype=object)
-        index[known] = pd.Index(levels).get_indexer(strings)
+        levels, index[known] = _levels_in_order(strings)
     effect = Effect(term.name, term.column, term.genetic, index, levels)
     counts = effect.counts()
     observed = int(np.sum(counts > 0))
@@ -409,9 +408,18 @@ def _effect(
     return effect
 
 
+def _levels_in_order(strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct strings in order of first appearance, and each string's level."""
+    levels: dict[str, int] = {}
+    index = np.fromiter(
+        (levels.setdefault(key, len(levels)) for key in strings), dtype=np.intp, count=len(strings)
+    )
+    return np.array(list(levels), dtype=object), index
+
+
 def build_design(
     formula: str | ModelSpec,
-    data: pd.DataFrame,
+    data: pd.DataFrame | Records,
     *,
     relationship: Relationship | None = None,
     animal: str = "animal",
@@ -427,7 +435,8 @@ def build_design(
         lme4-style formula (``response ~ 1 + covariates + (1 | group) + ide(animal)``) or a
         ready :class:`~bayes_animal.spec.terms.ModelSpec`.
     data
-        One row per record; several records per animal are allowed.
+        One row per record (a DataFrame, or :class:`~bayes_animal.tables.Records` as the
+        command line reads them); several records per animal are allowed.
     relationship
         The relationship of the animals (matrix, structure or resolved source): its ids are
         the levels of the genetic effects. None for a model of independent effects only.
@@ -451,7 +460,8 @@ def build_design(
     RelationshipError, PedigreeError
         Animals or dams that are not in the relationship matrix (or pedigree).
     """
-    if not isinstance(data, pd.DataFrame):
+    records = as_records(data)
+    if records is None:
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
     spec = (
         formula
@@ -464,17 +474,17 @@ def build_design(
             maternal_covariance=maternal_covariance,
         )
     )
-    columns = [str(c) for c in data.columns]
-    plain = _plain_terms(spec.parts, data)
+    columns = records.names
+    plain = _plain_terms(spec.parts, records)
     if plain is None:
         unknown_names(spec.fixed_formula, columns, formula=spec.formula)
-    if spec.terms and spec.terms[0].genetic and spec.animal not in data.columns:
+    if spec.terms and spec.terms[0].genetic and spec.animal not in records:
         raise DataError(
             f"The animal column {spec.animal!r} is not in the data. Available columns: "
             f"{describe_items(columns, limit=30)}. Pass animal=<column>."
         )
-    response, y_all = _response(spec, data, plain)
-    labels = np.asarray(data.index, dtype=object)
+    response, y_all = _response(spec, records, plain)
+    labels = np.asarray(records.labels, dtype=object)
     bad_y = np.isinf(y_all)
     if bad_y.any():
         raise DataError(
@@ -491,7 +501,7 @@ def build_design(
         if warn:
             warnings.warn(notices[-1], DroppedRecordsWarning, stacklevel=2)
     keep = ~missing_y
-    kept = data.loc[keep]
+    kept = records.take(keep)
     effects = tuple(_effect(t, kept, labels[keep], relationship, notices) for t in spec.terms)
     covariates = plain[1] if plain else column_references(spec.parts.fixed, columns)
     _check_missing_covariates(kept, covariates, labels[keep])

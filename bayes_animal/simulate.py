@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .structures.relationship import RelationshipMatrix, nearest_positive_definite
+from .tables import pandas as pd
 
 __all__ = ["SimulatedData", "Truth", "simulate_pedigree", "simulate_reference"]
 

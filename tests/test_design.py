@@ -16,6 +16,7 @@ from bayes_animal import (
 )
 from bayes_animal.design import _plain_terms
 from bayes_animal.spec.formula import split_formula
+from bayes_animal.tables import as_records
 
 IDS = np.array(["a", "b", "c", "d"], dtype=object)
 RELMAT = RelationshipMatrix(ids=IDS, matrix=np.eye(4))
@@ -44,7 +45,7 @@ def test_plain_fast_path_equals_formulaic(formula):
     import formulaic
 
     data = _data()
-    assert _plain_terms(split_formula(formula), data) is not None
+    assert _plain_terms(split_formula(formula), as_records(data)) is not None
     design = build_design(formula, data, relationship=RELMAT)
     reference = formulaic.model_matrix(formulaic.Formula(formula).rhs, data)
     assert design.fixed_names == tuple(reference.columns)
@@ -53,7 +54,7 @@ def test_plain_fast_path_equals_formulaic(formula):
 
 @pytest.mark.parametrize("formula", ["y ~ C(sex)", "y ~ x:w", "np.log(y) ~ x", "y ~ 0 + x"])
 def test_non_plain_formulas_go_through_formulaic(formula):
-    assert _plain_terms(split_formula(formula), _data()) is None
+    assert _plain_terms(split_formula(formula), as_records(_data())) is None
 
 
 def test_factor_contrast_names_and_values():
@@ -300,3 +301,61 @@ def test_repeated_records_notice_is_silent_with_a_permanent_environment():
     assert not any("permanent" in n for n in design.notices)
     with pytest.warns(RepeatedRecordsWarning, match=r"Add one with ide\(animal\)"):
         build_design("y ~ x", _data(), relationship=_source())
+
+
+# -- records read without pandas ------------------------------------------------------------
+
+
+def _read_both_ways(tmp_path, frame):
+    """The same records as a DataFrame read by pandas and as the fast reader's columns."""
+    from bayes_animal.readers import read_records_csv
+
+    path = tmp_path / "records.csv"
+    frame.to_csv(path, index=False)
+    records = read_records_csv(path)
+    assert records is not None
+    return pd.read_csv(path), records
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (1 | g) + ide(animal)",  # plain fixed part
+        "y ~ sex + x:w + (1 | g)",  # formulaic: a factor and an interaction
+    ],
+)
+def test_records_read_without_pandas_give_the_same_design(tmp_path, formula):
+    """build_design reads a DataFrame and the fast reader's columns through one interface:
+    every array, level, label and notice agrees, with a missing response, an unknown dam and
+    a grouping factor in the data."""
+    data = _data(
+        g=["u", "v", "u", "w", "v", "u"],
+        dam=["d1", "d1", "d2", "d1", "d1", "0"],
+        y=[1.0, np.nan, 1.5, 2.5, 3.0, 0.5],
+    )
+    frame, records = _read_both_ways(tmp_path, data)
+    options = {"relationship": _source(), "maternal": "dam", "warn": False}
+    if "animal" not in formula:
+        options = {"warn": False}
+    expected = build_design(formula, frame, **options)
+    got = build_design(formula, records, **options)
+    np.testing.assert_array_equal(got.y, expected.y)
+    np.testing.assert_array_equal(got.X, expected.X)
+    assert got.fixed_names == expected.fixed_names
+    assert list(got.record_labels) == list(expected.record_labels) == [0, 2, 3, 4, 5]
+    assert list(got.dropped_labels) == list(expected.dropped_labels) == [1]
+    assert got.notices == expected.notices
+    assert [e.name for e in got.effects] == [e.name for e in expected.effects]
+    for mine, theirs in zip(got.effects, expected.effects, strict=True):
+        np.testing.assert_array_equal(mine.index, theirs.index)
+        assert list(mine.levels) == list(theirs.levels)
+
+
+def test_records_read_without_pandas_report_the_same_errors(tmp_path):
+    data = _data(x=[0.1, np.nan, 0.7, 1.2, 0.0, -1.0], g=["u", "v", None, "w", "v", "u"])
+    frame, records = _read_both_ways(tmp_path, data)
+    for source in (frame, records):
+        with pytest.raises(DataError, match=r"column\(s\) 'x' in row\(s\) 1"):
+            build_design("y ~ x", source, relationship=RELMAT, warn=False)
+        with pytest.raises(DataError, match=r"'\(1 \| g\)' has no level in row\(s\) 2"):
+            build_design("y ~ w + (1 | g)", source, warn=False)

@@ -16,10 +16,16 @@ change in the last step, both at most :data:`CONVERGENCE_TOLERANCE`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
+
+from ..tables import Table
+from ..tables import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = [
     "CONVERGENCE_TOLERANCE",
@@ -83,6 +89,10 @@ class Convergence:
 class RemlResult:
     """A REML (or ML) fit.
 
+    The tables are held as :class:`~bayes_animal.tables.Table` (NumPy columns) and handed out
+    as DataFrames, built on first access, so that a fit reported as JSON or text never
+    imports pandas.
+
     Attributes
     ----------
     method
@@ -130,17 +140,17 @@ class RemlResult:
 
     method: Method
     engine: str
-    components: pd.DataFrame
-    covariances: pd.DataFrame
-    ratios: pd.DataFrame
-    beta: pd.Series
-    beta_se: pd.Series
-    beta_cov: pd.DataFrame
+    component_table: Table
+    covariance_table: Table
+    ratio_table: Table
+    fixed_names: tuple[str, ...]
+    beta_values: np.ndarray
+    beta_covariance: np.ndarray
     information: np.ndarray
     parameter_names: tuple[str, ...]
     covariance: np.ndarray
     loglik: float
-    predictions: dict[str, pd.DataFrame]
+    prediction_tables: dict[str, Table]
     convergence: Convergence
     iterations: int
     boundary: tuple[str, ...] = ()
@@ -148,6 +158,46 @@ class RemlResult:
     timings: dict[str, float] = field(default_factory=dict)
     notices: tuple[str, ...] = ()
     expected_information: np.ndarray | None = None
+
+    # -- the tables as DataFrames -----------------------------------------------------------
+    @cached_property
+    def components(self) -> pandas.DataFrame:
+        """One row per variance component (see the class docstring)."""
+        return self.component_table.frame()
+
+    @cached_property
+    def covariances(self) -> pandas.DataFrame:
+        """One row per covariance."""
+        return self.covariance_table.frame()
+
+    @cached_property
+    def ratios(self) -> pandas.DataFrame:
+        """Estimates and SEs of h², the proportions, the repeatability and the correlations."""
+        return self.ratio_table.frame()
+
+    @cached_property
+    def beta(self) -> pandas.Series:
+        """GLS fixed effects by design column."""
+        return pd.Series(self.beta_values, index=list(self.fixed_names), name="beta")
+
+    @cached_property
+    def beta_se(self) -> pandas.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(self._beta_se(), index=list(self.fixed_names), name="se")
+
+    @cached_property
+    def beta_cov(self) -> pandas.DataFrame:
+        """Covariance of the fixed effects."""
+        names = list(self.fixed_names)
+        return pd.DataFrame(self.beta_covariance, index=names, columns=names)
+
+    @cached_property
+    def predictions(self) -> dict[str, pandas.DataFrame]:
+        """Per random effect, one row per level (index ``id``)."""
+        return {name: table.frame() for name, table in self.prediction_tables.items()}
+
+    def _beta_se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.beta_covariance))
 
     # -- one-component aliases ---------------------------------------------------------------
     @property
@@ -157,7 +207,7 @@ class RemlResult:
 
     def variance(self, name: str) -> float:
         """The estimate of a variance component."""
-        return float(self.components.loc[name, "variance"])
+        return float(self.component_table.value(name, "variance"))
 
     @property
     def sigma2_u(self) -> float:
@@ -173,16 +223,16 @@ class RemlResult:
     def h2(self) -> float:
         """Alias: the additive (or single random effect's) proportion of the phenotypic
         variance."""
-        return float(self.components.loc[self._genetic_name(), "proportion"])
+        return float(self.component_table.value(self._genetic_name(), "proportion"))
 
     @property
     def se(self) -> dict[str, float]:
         """Alias: SEs keyed ``sigma2_u``, ``sigma2_e``, ``h2`` (the first version's keys)."""
-        name = self._genetic_name()
+        name, table = self._genetic_name(), self.component_table
         return {
-            "sigma2_u": float(self.components.loc[name, "se"]),
-            "sigma2_e": float(self.components.loc["residual", "se"]),
-            "h2": float(self.components.loc[name, "proportion_se"]),
+            "sigma2_u": float(table.value(name, "se")),
+            "sigma2_e": float(table.value("residual", "se")),
+            "h2": float(table.value(name, "proportion_se")),
         }
 
     @property
@@ -193,22 +243,20 @@ class RemlResult:
     @property
     def n_animals(self) -> int:
         """Levels of the additive (or single) random effect."""
-        return len(self.blup)
+        return len(self.prediction_tables[self._genetic_name()])
 
     def _genetic_name(self) -> str:
-        names = [n for n in self.components.index if n != "residual"]
+        names = [n for n in self.component_table.index if n != "residual"]
         return "additive" if "additive" in names else names[0]
 
     def quantity(self, quantity) -> tuple[float, float]:
         """``(estimate, se)`` of a :class:`~bayes_animal.spec.parameters.Quantity`."""
-        if quantity.kind == "variance":
-            row = self.components.loc[quantity.source]
-            return float(row["variance"]), float(row["se"])
-        if quantity.kind == "covariance":
-            row = self.covariances.loc[quantity.source]
-            return float(row["covariance"]), float(row["se"])
-        row = self.ratios.loc[quantity.source]
-        return float(row["estimate"]), float(row["se"])
+        table, column = {
+            "variance": (self.component_table, "variance"),
+            "covariance": (self.covariance_table, "covariance"),
+        }.get(quantity.kind, (self.ratio_table, "estimate"))
+        source = quantity.source
+        return float(table.value(source, column)), float(table.value(source, "se"))
 
     # -- output ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -222,15 +270,15 @@ class RemlResult:
                 "proportion_se": _json_float(row["proportion_se"]),
                 "boundary": bool(row["boundary"]),
             }
-            for name, row in self.components.iterrows()
+            for name, row in self.component_table.rows()
         }
         covariances = {
-            name: {key: _json_float(row[key]) for key in self.covariances.columns}
-            for name, row in self.covariances.iterrows()
+            name: {key: _json_float(value) for key, value in row.items()}
+            for name, row in self.covariance_table.rows()
         }
         ratios = {
             name: {"estimate": _json_float(r["estimate"]), "se": _json_float(r["se"])}
-            for name, r in self.ratios.iterrows()
+            for name, r in self.ratio_table.rows()
         }
         return {
             "method": self.method,
@@ -242,8 +290,10 @@ class RemlResult:
             "components": components,
             "covariances": covariances,
             "ratios": ratios,
-            "beta": {k: float(v) for k, v in self.beta.items()},
-            "beta_se": {k: float(v) for k, v in self.beta_se.items()},
+            "beta": {k: float(v) for k, v in zip(self.fixed_names, self.beta_values, strict=True)},
+            "beta_se": {
+                k: float(v) for k, v in zip(self.fixed_names, self._beta_se(), strict=True)
+            },
             "loglik": self.loglik,
             "loglik_constant": LOGLIK_CONSTANT,
             "converged": self.converged,
@@ -252,12 +302,12 @@ class RemlResult:
             "iterations": self.iterations,
             "n_records": self.n_records,
             "n_animals": self.n_animals,
-            "n_levels": {name: len(table) for name, table in self.predictions.items()},
+            "n_levels": {name: len(table) for name, table in self.prediction_tables.items()},
             "timings": dict(self.timings),
             "notices": list(self.notices),
         }
 
-    def summary(self) -> pd.DataFrame:
+    def summary(self) -> pandas.DataFrame:
         """Variance components, covariances, ratios and fixed effects as one table
         (``estimate``, ``se``)."""
         rows = [(n, r["variance"], r["se"]) for n, r in self.components.iterrows()]
@@ -319,7 +369,7 @@ def assemble(
     beta: np.ndarray,
     beta_cov: np.ndarray,
     fixed_names: tuple[str, ...],
-    predictions: dict[str, pd.DataFrame],
+    predictions: dict[str, Table],
     loglik: float,
     convergence: Convergence,
     iterations: int,
@@ -337,61 +387,65 @@ def assemble(
     names = parameters.names
     theta, covariance, ratios = sampling_covariance(parameters, theta, information, boundary)
     at_boundary = np.array([n in boundary for n in names])
-    rows = []
-    for name in parameters.variances:
-        k = parameters.index(name)
-        rows.append(
-            {
-                "component": name,
-                "variance": theta[k],
-                "se": float(np.sqrt(covariance[k, k])) if covariance[k, k] >= 0 else np.nan,
-                "proportion": ratios[name][0],
-                "proportion_se": np.nan if at_boundary[k] else ratios[name][1],
-                "boundary": bool(at_boundary[k]),
-            }
-        )
-    components = pd.DataFrame(rows).set_index("component")
-    covariance_rows = []
-    for name in names:
-        if parameters.is_covariance(name):
-            k = parameters.index(name)
-            covariance_rows.append(
-                {
-                    "covariance_of": name,
-                    "covariance": theta[k],
-                    "se": float(np.sqrt(covariance[k, k])) if covariance[k, k] >= 0 else np.nan,
-                    "correlation": ratios[name][0],
-                    "correlation_se": ratios[name][1],
-                }
-            )
-    covariances = (
-        pd.DataFrame(covariance_rows).set_index("covariance_of")
-        if covariance_rows
-        else pd.DataFrame(
-            columns=["covariance", "se", "correlation", "correlation_se"],
-            index=pd.Index([], name="covariance_of"),
-        )
+
+    def se(k: int) -> float:
+        return float(np.sqrt(covariance[k, k])) if covariance[k, k] >= 0 else np.nan
+
+    variances = [parameters.index(name) for name in parameters.variances]
+    components = Table(
+        "component",
+        list(parameters.variances),
+        {
+            "variance": np.array([theta[k] for k in variances], dtype=float),
+            "se": np.array([se(k) for k in variances], dtype=float),
+            "proportion": np.array([ratios[n][0] for n in parameters.variances], dtype=float),
+            "proportion_se": np.array(
+                [
+                    np.nan if at_boundary[k] else ratios[n][1]
+                    for n, k in zip(parameters.variances, variances, strict=True)
+                ],
+                dtype=float,
+            ),
+            "boundary": np.array([bool(at_boundary[k]) for k in variances], dtype=bool),
+        },
     )
-    ratio_rows = [{"ratio": n, "estimate": v[0], "se": v[1]} for n, v in ratios.items()]
+    pairs = [name for name in names if parameters.is_covariance(name)]
+    at = [parameters.index(name) for name in pairs]
+    covariances = Table(
+        "covariance_of",
+        pairs,
+        {
+            "covariance": np.array([theta[k] for k in at], dtype=float),
+            "se": np.array([se(k) for k in at], dtype=float),
+            "correlation": np.array([ratios[n][0] for n in pairs], dtype=float),
+            "correlation_se": np.array([ratios[n][1] for n in pairs], dtype=float),
+        },
+    )
+    ratio_names = list(ratios)
     if "additive" in ratios:
-        ratio_rows.insert(
-            0, {"ratio": "h2", "estimate": ratios["additive"][0], "se": ratios["additive"][1]}
-        )
-    fixed = list(fixed_names)
+        ratio_names.insert(0, "h2")
+    values = [ratios["additive" if n == "h2" else n] for n in ratio_names]
     return RemlResult(
         method=method,
         engine=engine,
-        components=components,
-        covariances=covariances,
-        ratios=pd.DataFrame(ratio_rows).set_index("ratio"),
-        beta=pd.Series(beta, index=fixed, name="beta"),
-        beta_se=pd.Series(np.sqrt(np.diag(beta_cov)), index=fixed, name="se"),
-        beta_cov=pd.DataFrame(beta_cov, index=fixed, columns=fixed),
+        component_table=components,
+        covariance_table=covariances,
+        ratio_table=Table(
+            "ratio",
+            ratio_names,
+            {
+                "estimate": np.array([v[0] for v in values], dtype=float),
+                "se": np.array([v[1] for v in values], dtype=float),
+            },
+        ),
+        fixed_names=tuple(fixed_names),
+        beta_values=np.asarray(beta, dtype=float),
+        beta_covariance=np.asarray(beta_cov, dtype=float),
         information=information,
         parameter_names=tuple(names),
         covariance=covariance,
         loglik=float(loglik),
-        predictions=predictions,
+        prediction_tables=predictions,
         convergence=convergence,
         iterations=iterations,
         boundary=tuple(boundary),
@@ -417,17 +471,17 @@ def prediction_table(
     variance: float,
     diagonal: np.ndarray,
     counts: np.ndarray,
-) -> pd.DataFrame:
+) -> Table:
     """One row per level: ``blup``, ``pev``, ``sep`` = √PEV, ``reliability`` = 1 − PEV/(σ² K_ii)
     (NaN where the prior variance σ² K_ii is 0), ``accuracy`` = √reliability, ``n_records``:
     the one place reliabilities are computed from PEVs."""
-    table = pd.DataFrame({"blup": blup}, index=pd.Index(levels, name="id"))
+    columns: dict[str, np.ndarray] = {"blup": np.asarray(blup, dtype=float)}
     if pev is not None:
         pev = np.clip(pev, 0.0, None)
         level_reliability = reliability(pev, variance * np.asarray(diagonal, dtype=float))
-        table["pev"] = pev
-        table["sep"] = np.sqrt(pev)
-        table["reliability"] = level_reliability
-        table["accuracy"] = np.sqrt(np.clip(level_reliability, 0.0, None))
-    table["n_records"] = counts
-    return table
+        columns["pev"] = pev
+        columns["sep"] = np.sqrt(pev)
+        columns["reliability"] = level_reliability
+        columns["accuracy"] = np.sqrt(np.clip(level_reliability, 0.0, None))
+    columns["n_records"] = np.asarray(counts)
+    return Table("id", levels, columns)

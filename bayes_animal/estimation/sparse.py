@@ -24,6 +24,7 @@ from ..errors import BayesAnimalError
 from ..linalg.mme import Evaluation, MixedModelEquations
 from ..spec.parameters import Parameters
 from ..structures.covariance import Structure
+from ..tables import Table
 from .aireml import fit_aireml
 from .result import RemlResult, assemble, prediction_table
 
@@ -57,12 +58,12 @@ class Solutions:
 
 def _predictions(
     mme: MixedModelEquations, evaluation: Evaluation, boundary: tuple[str, ...], pev: bool
-) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
+) -> tuple[dict[str, Table], np.ndarray]:
     """Per effect, the prediction table; and the fixed effects' covariance."""
     params = mme.parameters
     selected = evaluation.selected or evaluation.factor.selected_inverse()
     diagonal = selected.diagonal() if pev else None
-    tables: dict[str, pd.DataFrame] = {}
+    tables: dict[str, Table] = {}
     for effect in mme.design.effects:
         where = mme.effect_slice(effect.name)
         variance = evaluation.theta[params.index(effect.name)]
@@ -183,7 +184,7 @@ def solve_at(
         beta=pd.Series(evaluation.solutions[: mme.p], index=names, name="beta"),
         beta_se=pd.Series(np.sqrt(np.diag(beta_cov)), index=names, name="se"),
         beta_cov=pd.DataFrame(beta_cov, index=names, columns=names),
-        predictions=predictions,
+        predictions={name: table.frame() for name, table in predictions.items()},
         variances=dict(zip(params.names, theta.tolist(), strict=True)),
         loglik=evaluation.loglik,
     )

@@ -69,7 +69,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-import pandas as pd
 
 from ..design import Design
 from ..errors import BayesAnimalError
@@ -77,6 +76,8 @@ from ..linalg.spectral import SpectralProblem, decompose
 from ..linalg.threads import blas_threads
 from ..spec.parameters import Parameters
 from ..structures.relationship import RelationshipMatrix
+from ..tables import Table
+from ..tables import pandas as pd
 from .result import (
     CONVERGENCE_TOLERANCE,
     Convergence,
@@ -382,7 +383,7 @@ def _average_information(v, Q, M, py, dirs: list[np.ndarray], reml_: bool) -> np
     return 0.5 * works.T @ projected
 
 
-def _breeding_values(problem, design, relmat, variance, v, Q, M, r, pev: bool) -> pd.DataFrame:
+def _breeding_values(problem, design, relmat, variance, v, Q, M, r, pev: bool) -> Table:
     """BLUP, PEV and reliability of every level (see the module docstring)."""
     effect = design.effects[0]
     q, index = relmat.size, effect.index
@@ -408,22 +409,41 @@ class Prediction:
 
     Attributes
     ----------
-    beta
-        GLS estimate of b, indexed by design column.
-    beta_cov
-        :math:`(X^\top V^{-1} X)^{-1}`.
-    blup
-        One row per level: ``blup``, ``pev``, ``reliability``, ``n_records``.
+    fixed_names
+        The design columns.
+    b
+        GLS estimate of b (:attr:`beta` by design column).
+    M
+        :math:`(X^\top V^{-1} X)^{-1}` (:attr:`beta_cov`).
+    table
+        One row per level: ``blup``, ``pev``, ``reliability``, ``n_records`` (:attr:`blup`).
     """
 
-    beta: pd.Series
-    beta_cov: pd.DataFrame
-    blup: pd.DataFrame
+    fixed_names: tuple[str, ...]
+    b: np.ndarray
+    M: np.ndarray
+    table: Table
+
+    @property
+    def beta(self) -> pd.Series:
+        """b̂ by design column."""
+        return pd.Series(self.b, index=list(self.fixed_names), name="beta")
+
+    @property
+    def beta_cov(self) -> pd.DataFrame:
+        """The covariance of b̂."""
+        names = list(self.fixed_names)
+        return pd.DataFrame(self.M, index=names, columns=names)
+
+    @property
+    def blup(self) -> pd.DataFrame:
+        """The predictions of every level."""
+        return self.table.frame()
 
     @property
     def beta_se(self) -> pd.Series:
         """Standard errors of b."""
-        return pd.Series(np.sqrt(np.diag(self.beta_cov)), index=self.beta.index, name="se")
+        return pd.Series(np.sqrt(np.diag(self.M)), index=list(self.fixed_names), name="se")
 
 
 def _single_effect(design: Design, relmat: RelationshipMatrix) -> None:
@@ -462,12 +482,7 @@ def predict(
         v = 1.0 / (variance * problem.eigenvalues + residual)
         Q, M, b, r, _ = _gls(problem, v)
         blup = _breeding_values(problem, design, relmat, variance, v, Q, M, r, pev)
-    names = list(design.fixed_names)
-    return Prediction(
-        beta=pd.Series(b, index=names, name="beta"),
-        beta_cov=pd.DataFrame(M, index=names, columns=names),
-        blup=blup,
-    )
+    return Prediction(fixed_names=tuple(design.fixed_names), b=b, M=M, table=blup)
 
 
 def fit_spectral(
@@ -532,10 +547,10 @@ def fit_spectral(
         boundary=boundary,
         method=method,
         engine="spectral",
-        beta=solution.beta.to_numpy(),
-        beta_cov=solution.beta_cov.to_numpy(),
+        beta=solution.b,
+        beta_cov=solution.M,
         fixed_names=design.fixed_names,
-        predictions={name: solution.blup},
+        predictions={name: solution.table},
         loglik=loglik(problem, variance, residual, method=method),
         convergence=best.convergence,
         iterations=best.iterations,

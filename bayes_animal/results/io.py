@@ -13,13 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..errors import DataError
 from ..estimation.result import RemlResult
+from ..readers import read_records_csv
 from ..structures.relationship import BINARY_FORMATS, RelationshipMatrix, ids_sidecar
+from ..tables import FrameRecords, Records
+from ..tables import pandas as pd
 
-__all__ = ["read_data", "write_matrix", "write_predictions", "write_relationship_csv"]
+__all__ = [
+    "read_data",
+    "read_records",
+    "write_matrix",
+    "write_predictions",
+    "write_relationship_csv",
+]
+
+
+def read_records(path: str | PathLike[str]) -> Records:
+    """The records of a CSV file, read without pandas where :mod:`bayes_animal.readers` can
+    (the same values as :func:`read_data`), else by :func:`read_data`."""
+    records = read_records_csv(path)
+    return records if records is not None else FrameRecords(read_data(path))
 
 
 def read_data(path: str | PathLike[str]) -> pd.DataFrame:

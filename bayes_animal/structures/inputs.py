@@ -14,9 +14,10 @@ from os import PathLike
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from ..errors import RelationshipError
+from ..tables import Records, as_records
+from ..tables import pandas as pd
 from .pedigree import Pedigree, read_pedigree
 from .relationship import RelationshipMatrix, as_relationship
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # imported lazily: numba and scipy are not needed for a ready
 
 __all__ = ["RelationshipSource", "resolve_relationship"]
 
-Source = RelationshipMatrix | pd.DataFrame | str | PathLike[str]
+Source = "RelationshipMatrix | pandas.DataFrame | str | PathLike[str]"
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,12 +91,14 @@ class RelationshipSource:
             return self.matrix.positions(ids)
         return self.structure.positions(ids)
 
-    def check_animals(self, data: pd.DataFrame, animal: str) -> None:
+    def check_animals(self, data: pd.DataFrame | Records, animal: str) -> None:
         """With a pedigree, every animal id in ``data[animal]`` must be in it (a
         :class:`~bayes_animal.pedigree.PedigreeError` names those that are not); a missing
-        animal column is left to :func:`~bayes_animal.design.build_design` to report."""
-        if self.pedigree is not None and animal in data.columns:
-            self.pedigree.positions(data[animal].dropna().to_numpy())
+        animal column (or data that are not a table) is left to
+        :func:`~bayes_animal.design.build_design` to report."""
+        records = as_records(data)
+        if self.pedigree is not None and records is not None and animal in records:
+            self.pedigree.positions(records.values(animal)[~records.missing(animal)])
 
 
 def resolve_relationship(

@@ -27,9 +27,9 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..errors import BayesAnimalError, describe_items
+from ..tables import pandas as pd
 from .relationship import id_strings, index_positions
 
 __all__ = [

@@ -8,21 +8,23 @@ a matrix that is not square, not symmetric, not finite, with duplicated ids, or 
 negative eigenvalue — and say how to fix it. Projecting an indefinite matrix to the nearest
 positive-definite one happens only when asked for.
 
-This module depends on numpy and pandas only.
+This module depends on numpy only (pandas when a DataFrame or a Parquet file is given).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..errors import RelationshipError, describe_items
+from ..readers import read_matrix_csv
+from ..tables import is_pandas
+from ..tables import pandas as pd
 
 __all__ = [
     "RelationshipMatrix",
@@ -99,7 +101,9 @@ def id_strings(values: Any) -> np.ndarray:
         An object array of ``str``.
     """
     array = np.asarray(values)
-    if array.dtype.kind in "OU" and pd.api.types.infer_dtype(array, skipna=False) == "string":
+    if array.dtype.kind == "U" or (
+        array.dtype.kind == "O" and all(isinstance(v, str) for v in array.ravel())
+    ):
         return array.astype(object)
     if array.dtype.kind == "f":
         whole = np.isfinite(array) & (array == np.round(array))
@@ -111,12 +115,18 @@ def id_strings(values: Any) -> np.ndarray:
 
 
 def index_positions(
-    index: pd.Index, ids: Any, missing_error: Callable[[list[str]], Exception]
+    index: Mapping[str, int] | pd.Index, ids: Any, missing_error: Callable[[list[str]], Exception]
 ) -> np.ndarray:
     """Positions of ``ids`` (matched by their string form) in ``index``; the ids that are not
-    there, each named once in order of appearance, go to ``missing_error`` and are raised."""
+    there, each named once in order of appearance, go to ``missing_error`` and are raised.
+
+    ``index`` is a dict id → position (no pandas needed) or a pandas Index (a vectorised
+    lookup, for pedigree-sized tables)."""
     keys = id_strings(ids)
-    found = index.get_indexer(keys)
+    if isinstance(index, Mapping):
+        found = np.fromiter((index.get(k, -1) for k in keys), dtype=np.intp, count=len(keys))
+    else:
+        found = index.get_indexer(keys)
     missing = list(dict.fromkeys(keys[found < 0]))
     if missing:
         raise missing_error(missing)
@@ -143,12 +153,12 @@ class RelationshipMatrix:
     matrix: np.ndarray
     min_eigenvalue: float | None = None
     projected: bool = False
-    _index: pd.Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _index: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self._index is None:
-            object.__setattr__(self, "_index", pd.Index(self.ids))
+            object.__setattr__(self, "_index", {key: i for i, key in enumerate(self.ids)})
 
     @property
     def size(self) -> int:
@@ -221,8 +231,8 @@ def _check_values(ids: np.ndarray, matrix: np.ndarray) -> None:
         raise RelationshipError(
             f"The relationship matrix has {matrix.shape[0]} rows but {len(ids)} ids were given."
         )
-    counts = pd.Series(ids).value_counts()
-    duplicated = list(counts.index[counts > 1])
+    seen: set = set()
+    duplicated = list(dict.fromkeys(i for i in ids if i in seen or seen.add(i)))
     if duplicated:
         raise RelationshipError(
             f"Duplicate ids in the relationship matrix: {describe_items(duplicated)}. Each "
@@ -245,6 +255,25 @@ def _check_values(ids: np.ndarray, matrix: np.ndarray) -> None:
             f"A[{ids[j]!r}, {ids[i]!r}] = {matrix[j, i]:.10g}. Check that rows and columns use "
             "the same id order."
         )
+
+
+def _labelled(matrix: np.ndarray, rows: Any, columns: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The matrix with its columns in the order of its rows, matched by id, and the ids; an
+    error names the ids found only among the rows or only among the columns."""
+    row_ids, col_ids = id_strings(rows), id_strings(columns)
+    if len(row_ids) == len(col_ids) and not np.array_equal(row_ids, col_ids):
+        if set(row_ids) == set(col_ids) and len(set(row_ids)) == len(row_ids):
+            where = {key: j for j, key in enumerate(col_ids)}
+            matrix = matrix[:, [where[key] for key in row_ids]]
+        else:
+            only_rows = sorted(set(row_ids) - set(col_ids))
+            only_cols = sorted(set(col_ids) - set(row_ids))
+            raise RelationshipError(
+                "The relationship matrix's row ids and column ids differ: "
+                f"rows only {describe_items(only_rows)}; columns only "
+                f"{describe_items(only_cols)}."
+            )
+    return matrix, row_ids
 
 
 def _smallest_eigenvalue_if_needed(matrix: np.ndarray) -> float | None:
@@ -295,21 +324,8 @@ def as_relationship(
         return source
     if isinstance(source, str | PathLike):
         return read_relationship_file(source, nearest_pd=nearest_pd, check_definite=check_definite)
-    if isinstance(source, pd.DataFrame):
-        row_ids, col_ids = id_strings(source.index), id_strings(source.columns)
-        if len(row_ids) == len(col_ids) and not np.array_equal(row_ids, col_ids):
-            if set(row_ids) == set(col_ids) and len(set(row_ids)) == len(row_ids):
-                source = source.iloc[:, pd.Index(col_ids).get_indexer(row_ids)]
-            else:
-                only_rows = sorted(set(row_ids) - set(col_ids))
-                only_cols = sorted(set(col_ids) - set(row_ids))
-                raise RelationshipError(
-                    "The relationship matrix's row ids and column ids differ: "
-                    f"rows only {describe_items(only_rows)}; columns only "
-                    f"{describe_items(only_cols)}."
-                )
-        matrix = source.to_numpy(dtype=float)
-        ids = row_ids
+    if is_pandas(source):
+        matrix, ids = _labelled(source.to_numpy(dtype=float), source.index, source.columns)
     else:
         matrix = np.asarray(source, dtype=float)
         if ids is None:
@@ -406,6 +422,13 @@ def read_relationship_csv(
     nearest_pd, check_definite
         As in :func:`as_relationship`.
     """
+    labelled = read_matrix_csv(path)
+    if labelled is not None:
+        rows, columns, matrix = labelled
+        matrix, ids = _labelled(matrix, rows, columns)
+        return as_relationship(
+            matrix, ids=ids, nearest_pd=nearest_pd, check_definite=check_definite
+        )
     try:
         frame = pd.read_csv(path, index_col=0, engine="c")
     except FileNotFoundError as exc:
