@@ -15,10 +15,14 @@ object is a pandas object without importing pandas (it cannot be one unless pand
 
 from __future__ import annotations
 
+import csv
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from os import PathLike
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,6 +95,23 @@ class Table:
         return pandas.DataFrame(
             dict(self.columns), index=pandas.Index(self.index, name=self.index_name)
         )
+
+    def write_csv(self, path: str | PathLike[str], *, float_format: str = "%.17g") -> Path:
+        """Write the index and the columns as CSV, byte for byte as
+        ``frame().reset_index().to_csv(path, index=False, float_format=float_format)`` writes
+        them (NaN as an empty cell, strings quoted where they must be), without pandas."""
+        cells = [list(self.index)]
+        for values in self.columns.values():
+            if values.dtype.kind == "f":
+                cells.append(["" if v != v else float_format % v for v in values.tolist()])
+            else:
+                cells.append(values.tolist())
+        path = Path(path)
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator=os.linesep)
+            writer.writerow([self.index_name, *self.columns])
+            writer.writerows(zip(*cells, strict=True))
+        return path
 
 
 class Records:

@@ -68,3 +68,19 @@ def test_importing_the_package_does_not_import_pandas():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert completed.stdout.strip() == "False", completed.stdout + completed.stderr
+
+
+def test_a_table_is_written_as_pandas_writes_its_frame(tmp_path):
+    table = Table(
+        "id",
+        np.array(["a1", 'say "b"', "c,3", "Älva"], dtype=object),
+        {
+            "blup": np.array([0.1234567890123, -2.5e-12, np.nan, np.inf]),
+            "n_records": np.array([1, 0, 3, 2]),
+            "flag": np.array([True, False, True, False]),
+        },
+    )
+    ours = table.write_csv(tmp_path / "ours.csv", float_format="%.10g")
+    theirs = tmp_path / "theirs.csv"
+    table.frame().reset_index().to_csv(theirs, index=False, float_format="%.10g")
+    assert ours.read_bytes() == theirs.read_bytes()

@@ -58,10 +58,9 @@ def write_predictions(result: RemlResult, folder: str | PathLike[str]) -> list[P
     folder = Path(folder)
     main = result._genetic_name()
     paths = []
-    for name, table in result.predictions.items():
+    for name, table in result.prediction_tables.items():
         path = folder / ("blup.csv" if name == main else f"blup_{name}.csv")
-        table.reset_index().to_csv(path, index=False, float_format="%.10g")
-        paths.append(path)
+        paths.append(table.write_csv(path, float_format="%.10g"))
     return paths
 
 
