@@ -37,6 +37,7 @@ READ_LIKE_PANDAS = {
     "infinite values": "animal,y\na1,inf\na2,-inf\na3,1\n",
     "blank lines": "animal,y\na1,1\n\na2,2\n",
     "spaces around numbers and strings": "animal,x,y\n a1 , 1.5,1\na2, 2.5 ,2\n",
+    "a byte-order mark": "\ufeffanimal,y\na1,1\na2,2\n",
     "special floats": "animal,y\na1,.5\na2,5.\na3,INF\na4,-Inf\na5,1e400\na6,-0\n",
 }
 
@@ -98,6 +99,21 @@ def test_matrix_equals_pandas(tmp_path):
     rows, columns, matrix = read_matrix_csv(path)
     expected = pd.read_csv(path, index_col=0)
     assert list(rows) == list(expected.index)
+    assert list(columns) == list(expected.columns)
+    np.testing.assert_array_equal(matrix, expected.to_numpy())
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['"","a","b"\n"a",1,0.5\n"b",0.5,1\n', '\ufeff,a,b\na,1,0.5\nb,0.5,1\n'],
+    ids=["R's write.csv quoting", "a byte-order mark"],
+)
+def test_matrix_files_as_r_and_spreadsheets_write_them(tmp_path, content):
+    path = tmp_path / "A.csv"
+    path.write_text(content, encoding="utf-8")
+    rows, columns, matrix = read_matrix_csv(path)
+    expected = pd.read_csv(path, index_col=0)
+    assert list(rows) == list(expected.index) == ["a", "b"]
     assert list(columns) == list(expected.columns)
     np.testing.assert_array_equal(matrix, expected.to_numpy())
 
