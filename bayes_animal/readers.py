@@ -32,7 +32,7 @@ import numpy as np
 
 from .tables import ColumnRecords
 
-__all__ = ["MISSING_TOKENS", "read_matrix_csv", "read_records_csv"]
+__all__ = ["MISSING_TOKENS", "read_matrix_csv", "read_matrix_parquet", "read_records_csv"]
 
 MISSING_TOKENS = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -174,6 +174,27 @@ def read_records_csv(path: str | PathLike[str]) -> ColumnRecords | None:
     return ColumnRecords(columns)
 
 
+def _matrix(row_ids: np.ndarray | None, columns: list[Any]) -> np.ndarray | None:
+    """The numeric columns side by side (None if one is not numeric or the ids are not
+    integers or strings)."""
+    if row_ids is None or row_ids.dtype.kind == "f":
+        return None  # ids read as floats (or missing): pandas' reader decides
+    if row_ids.dtype.kind == "O" and any(not isinstance(v, str) for v in row_ids):
+        return None
+    matrix = np.empty((len(row_ids), len(columns)), order="F")
+    for j, column in enumerate(columns):
+        values = _numbers(column)
+        if values is None:
+            return None
+        matrix[:, j] = values
+    return matrix
+
+
+def _ids(column: Any) -> np.ndarray | None:
+    values = _numbers(column)
+    return values if values is not None else _strings(column)
+
+
 def read_matrix_csv(
     path: str | PathLike[str],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -182,18 +203,37 @@ def read_matrix_csv(
     table = _read_table(path, index_column=True, numeric=True)
     if table is None or table.num_columns < 2:
         return None
-    first = table.column(0)
-    row_ids = _numbers(first)
-    if row_ids is None:
-        row_ids = _strings(first)
-        if row_ids is None or any(not isinstance(v, str) for v in row_ids):
-            return None
-    elif row_ids.dtype.kind == "f":
-        return None  # ids read as floats (or missing): pandas' reader decides
-    matrix = np.empty((table.num_rows, table.num_columns - 1), order="F")
-    for j, column in enumerate(table.columns[1:]):
-        values = _numbers(column)
-        if values is None:
-            return None
-        matrix[:, j] = values
+    row_ids = _ids(table.column(0))
+    matrix = _matrix(row_ids, table.columns[1:])
+    if matrix is None:
+        return None
     return row_ids, np.array(table.column_names[1:], dtype=object), matrix
+
+
+def read_matrix_parquet(
+    path: str | PathLike[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(row ids, column ids, matrix)`` of a Parquet matrix (an ``id`` column, then one
+    column per id), as pandas reads it; None when the file needs pandas (which then words the
+    error)."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        return None
+    try:
+        table = pyarrow.parquet.read_table(path)
+    except (pyarrow.ArrowException, OSError, ValueError):
+        return None
+    names = table.column_names
+    if "id" not in names or len(set(names)) != len(names) or len(names) < 2:
+        return None
+    stored_index = (table.schema.pandas_metadata or {}).get("index_columns", [])
+    if any(isinstance(column, str) for column in stored_index):
+        return None  # a DataFrame's index stored as a column: pandas restores it
+    row_ids = _ids(table.column("id"))
+    others = [name for name in names if name != "id"]
+    matrix = _matrix(row_ids, [table.column(name) for name in others])
+    if matrix is None:
+        return None
+    return row_ids, np.array(others, dtype=object), matrix

@@ -105,7 +105,7 @@ def test_matrix_equals_pandas(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    ['"","a","b"\n"a",1,0.5\n"b",0.5,1\n', '\ufeff,a,b\na,1,0.5\nb,0.5,1\n'],
+    ['"","a","b"\n"a",1,0.5\n"b",0.5,1\n', "\ufeff,a,b\na,1,0.5\nb,0.5,1\n"],
     ids=["R's write.csv quoting", "a byte-order mark"],
 )
 def test_matrix_files_as_r_and_spreadsheets_write_them(tmp_path, content):
@@ -169,3 +169,24 @@ def test_a_non_numeric_entry_is_still_reported_by_pandas_reader(tmp_path):
     path.write_text(",a,b\na,1,x\nb,0.5,1\n")
     with pytest.raises(RelationshipError, match="non-numeric entries"):
         read_relationship_csv(path)
+
+
+@pytest.mark.parametrize("stored_index", [False, True])
+def test_parquet_matrix_reads_the_same_through_either_reader(tmp_path, monkeypatch, stored_index):
+    from bayes_animal.structures.relationship import read_relationship_file
+
+    pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(3)
+    ids = [f"ind{i:03d}" for i in range(20)]
+    root = rng.normal(size=(20, 20))
+    frame = pd.DataFrame(root @ root.T / 20 + np.eye(20), columns=ids)
+    frame.insert(0, "id", ids)
+    if stored_index:  # a labelled index is stored as a column of its own
+        frame.index = pd.Index([f"row{i}" for i in range(20)], name="label")
+    path = tmp_path / "A.parquet"
+    frame.to_parquet(path, index=stored_index)
+    fast = read_relationship_file(path)
+    monkeypatch.setattr("bayes_animal.structures.relationship.read_matrix_parquet", lambda p: None)
+    slow = read_relationship_file(path)
+    assert list(fast.ids) == list(slow.ids) == ids
+    np.testing.assert_array_equal(fast.matrix, slow.matrix)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RelationshipError, describe_items
-from ..readers import read_matrix_csv
+from ..readers import read_matrix_csv, read_matrix_parquet
 from ..tables import is_pandas
 from ..tables import pandas as pd
 
@@ -399,6 +399,11 @@ def read_relationship_file(
                 )
             ids = np.array(sidecar.read_text().split(), dtype=object)
             return as_relationship(np.load(path, allow_pickle=False), ids=ids, **options)
+        labelled = read_matrix_parquet(path)
+        if labelled is not None:
+            rows, columns, matrix = labelled
+            matrix, ids = _labelled(matrix, rows, columns)
+            return as_relationship(matrix, ids=ids, **options)
         frame = pd.read_parquet(path)
     except (ValueError, OSError) as exc:
         raise RelationshipError(f"Could not read the relationship matrix {path}: {exc}") from exc
