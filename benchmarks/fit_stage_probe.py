@@ -16,6 +16,8 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import pandas  # noqa: E402, F401  - every version's fit imports it (the reml path no longer does)
+
 from bayes_animal import cli  # noqa: E402
 
 

@@ -97,7 +97,8 @@ def decompose(
     zeroing it changes the log-likelihood in the fourth decimal.
     """
     index = design.effects[0].index
-    kernel = relmat.matrix[np.ix_(index, index)]
+    in_order = len(index) == relmat.size and np.array_equal(index, np.arange(relmat.size))
+    kernel = relmat.matrix if in_order else relmat.matrix[np.ix_(index, index)]
     start = time.perf_counter()
     with blas_threads(threads):
         values, vectors = np.linalg.eigh(kernel)
