@@ -66,8 +66,9 @@ def _format_reml(result: RemlResult, *, formula: str) -> str:
         estimate, se = (result.ratio_table.value("repeatability", k) for k in ("estimate", "se"))
         lines.append(f"{'repeatability':<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
     lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
-    beta_se = np.sqrt(np.diag(result.beta_covariance))
-    for name, value, se in zip(result.fixed_names, result.beta_values, beta_se, strict=True):
+    for name, value, se in zip(
+        result.fixed_names, result.beta_values, result.beta_se_values, strict=True
+    ):
         lines.append(f"{name:<30}{value:>14.6g}{se:>12.4g}")
     status = "converged" if result.converged else "NOT converged"
     if result.boundary:

@@ -24,6 +24,7 @@ What is read here (everything else returns ``None``):
 from __future__ import annotations
 
 import csv
+import re
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def _read_table(
         header = _header(path)
         if header is None:
             return None
-        types = {name: pyarrow.float64() for name in header[1:]}
+        types = {header[0]: pyarrow.string()} | {name: pyarrow.float64() for name in header[1:]}
         source, size = str(path), path.stat().st_size
     else:
         data = path.read_bytes()
@@ -107,7 +108,7 @@ def _read_table(
     except (pyarrow.ArrowException, OSError, ValueError):
         return None
     names = table.column_names[1:] if index_column else table.column_names
-    if not names or "" in names or len(set(names)) != len(names):
+    if not names or "" in names or len(set(names)) != len(names) or table.num_rows == 0:
         return None
     return table
 
@@ -125,9 +126,14 @@ def _numbers(column: Any) -> np.ndarray | None:
         validity, data = chunk.buffers()[:2]
         values = np.frombuffer(data, dtype=dtype, count=chunk.offset + len(chunk))
         values = values[chunk.offset :]
+        valid = None
         if chunk.null_count:
             bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
-            values = np.where(bits[chunk.offset : chunk.offset + len(chunk)] == 1, values, np.nan)
+            valid = bits[chunk.offset : chunk.offset + len(chunk)] == 1
+        if dtype is np.float64 and np.isnan(values if valid is None else values[valid]).any():
+            return None  # a NaN spelt as pandas does not read it ('NAN', 'Nan'): pandas decides
+        if valid is not None:
+            values = np.where(valid, values, np.nan)
         parts.append(values)
     values = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
     if dtype is np.float64 and np.any(np.isfinite(values) & (np.abs(values) >= 2.0**63)):
@@ -165,9 +171,7 @@ def read_records_csv(path: str | PathLike[str]) -> ColumnRecords | None:
         return None
     columns: dict[str, np.ndarray] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
-        values = _numbers(column)
-        if values is None:
-            values = _strings(column)
+        values = _values(column)
         if values is None:
             return None
         columns[name] = values
@@ -190,9 +194,30 @@ def _matrix(row_ids: np.ndarray | None, columns: list[Any]) -> np.ndarray | None
     return matrix
 
 
-def _ids(column: Any) -> np.ndarray | None:
+def _values(column: Any) -> np.ndarray | None:
+    """A column of numbers or of strings, as pandas reads it; None otherwise."""
     values = _numbers(column)
     return values if values is not None else _strings(column)
+
+
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _index_ids(column: Any) -> np.ndarray | None:
+    """The ids of a matrix's first column, read as text: integers where every id is one (as
+    pandas reads ``0017`` as 17), else strings; None where any id is missing or another kind of
+    number (pandas decides) — pyarrow alone would read ``0x11`` as 17, pandas keeps the text."""
+    values = column.to_pylist()
+    if any(v is None for v in values):
+        return None
+    if all(_INTEGER.fullmatch(v) for v in values):
+        numbers = [int(v) for v in values]
+        if any(not -(2**63) <= n < 2**63 for n in numbers):
+            return None
+        return np.array(numbers, dtype=np.int64)
+    if any(_is_number(v) for v in values):
+        return None
+    return np.array(values, dtype=object)
 
 
 def read_matrix_csv(
@@ -203,7 +228,7 @@ def read_matrix_csv(
     table = _read_table(path, index_column=True, numeric=True)
     if table is None or table.num_columns < 2:
         return None
-    row_ids = _ids(table.column(0))
+    row_ids = _index_ids(table.column(0))
     matrix = _matrix(row_ids, table.columns[1:])
     if matrix is None:
         return None
@@ -231,7 +256,7 @@ def read_matrix_parquet(
     stored_index = (table.schema.pandas_metadata or {}).get("index_columns", [])
     if any(isinstance(column, str) for column in stored_index):
         return None  # a DataFrame's index stored as a column: pandas restores it
-    row_ids = _ids(table.column("id"))
+    row_ids = _values(table.column("id"))
     others = [name for name in names if name != "id"]
     matrix = _matrix(row_ids, [table.column(name) for name in others])
     if matrix is None:

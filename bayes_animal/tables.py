@@ -240,11 +240,11 @@ class ColumnRecords(Records):
         return pandas.DataFrame(dict(self.columns), index=index)
 
 
-def as_records(data: Any) -> Records:
-    """:class:`Records` of a DataFrame or of records already read; anything else is refused
-    by the caller (``None``)."""
+def as_records(data: Any) -> Records | None:
+    """:class:`Records` of a DataFrame or of records already read; None for anything else
+    (which the caller refuses, naming its type)."""
     if isinstance(data, Records):
         return data
     if is_pandas(data):
         return FrameRecords(data)
-    return None  # type: ignore[return-value]
+    return None

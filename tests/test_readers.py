@@ -66,6 +66,8 @@ LEFT_TO_PANDAS = {
     "digits with underscores": "animal,x,y\na1,1_5,1\na2,2,2\n",
     "hexadecimal": "animal,x,y\na1,0x10,1\na2,2,2\n",
     "integers beyond int64": "animal,x,y\na1,9223372036854775808,1\na2,2,2\n",
+    "NaN spelt as pandas does not read it": "animal,x,y\na1,NAN,1\na2,Nan,2\na3,+nan,3\n",
+    "a header and no records": "animal,x,y\n",
     "ragged rows": "animal,y\na1,1,9\na2,2\n",
 }
 
@@ -132,8 +134,20 @@ def test_integer_ids_are_read_as_pandas_reads_them(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    [",a,b\na,1,x\nb,0.5,1\n", ",a,a\na,1,0.5\nb,0.5,1\n", ",a,b\n1.5,1,0.5\n2.5,0.5,1\n"],
-    ids=["a non-numeric entry", "duplicate column ids", "ids read as floats"],
+    [
+        ",a,b\na,1,x\nb,0.5,1\n",
+        ",a,a\na,1,0.5\nb,0.5,1\n",
+        ",a,b\n1.5,1,0.5\n2.5,0.5,1\n",
+        ",a,b\na,1,NAN\nb,0.5,1\n",
+        ",1,a\n1,1,0.5\na,0.5,1\n",
+    ],
+    ids=[
+        "a non-numeric entry",
+        "duplicate column ids",
+        "ids read as floats",
+        "NaN spelt as pandas does not read it",
+        "ids of mixed kinds",
+    ],
 )
 def test_matrices_where_the_readers_could_differ_are_left_to_pandas(tmp_path, content):
     path = tmp_path / "A.csv"
@@ -154,6 +168,15 @@ def test_relationship_reads_the_same_through_either_reader(tmp_path, monkeypatch
     assert list(fast.ids) == list(slow.ids) == ids
     np.testing.assert_array_equal(fast.matrix, slow.matrix)
     np.testing.assert_allclose(fast.matrix, matrix, rtol=1e-15)
+
+
+def test_hexadecimal_ids_are_text_as_pandas_reads_them(tmp_path):
+    path = tmp_path / "A.csv"
+    path.write_text(",0x1,0x2\n0x1,1,0.5\n0x2,0.5,1\n")
+    rows, columns, _ = read_matrix_csv(path)
+    expected = pd.read_csv(path, index_col=0)
+    assert list(rows) == list(expected.index) == ["0x1", "0x2"]
+    assert list(read_relationship_csv(path).ids) == ["0x1", "0x2"]
 
 
 def test_a_missing_entry_is_named_whichever_reader_reads_it(tmp_path):

@@ -183,7 +183,7 @@ class RemlResult:
     @cached_property
     def beta_se(self) -> pandas.Series:
         """Standard errors of the fixed effects."""
-        return pd.Series(self._beta_se(), index=list(self.fixed_names), name="se")
+        return pd.Series(self.beta_se_values, index=list(self.fixed_names), name="se")
 
     @cached_property
     def beta_cov(self) -> pandas.DataFrame:
@@ -196,7 +196,9 @@ class RemlResult:
         """Per random effect, one row per level (index ``id``)."""
         return {name: table.frame() for name, table in self.prediction_tables.items()}
 
-    def _beta_se(self) -> np.ndarray:
+    @property
+    def beta_se_values(self) -> np.ndarray:
+        """Standard errors of the fixed effects, in the order of :attr:`fixed_names`."""
         return np.sqrt(np.diag(self.beta_covariance))
 
     # -- one-component aliases ---------------------------------------------------------------
@@ -292,7 +294,7 @@ class RemlResult:
             "ratios": ratios,
             "beta": {k: float(v) for k, v in zip(self.fixed_names, self.beta_values, strict=True)},
             "beta_se": {
-                k: float(v) for k, v in zip(self.fixed_names, self._beta_se(), strict=True)
+                k: float(v) for k, v in zip(self.fixed_names, self.beta_se_values, strict=True)
             },
             "loglik": self.loglik,
             "loglik_constant": LOGLIK_CONSTANT,

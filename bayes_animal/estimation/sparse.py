@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from ..design import Design
 from ..errors import BayesAnimalError
@@ -25,6 +24,7 @@ from ..linalg.mme import Evaluation, MixedModelEquations
 from ..spec.parameters import Parameters
 from ..structures.covariance import Structure
 from ..tables import Table
+from ..tables import pandas as pd
 from .aireml import fit_aireml
 from .result import RemlResult, assemble, prediction_table
 

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -424,23 +425,23 @@ class Prediction:
     M: np.ndarray
     table: Table
 
-    @property
+    @cached_property
     def beta(self) -> pd.Series:
         """b̂ by design column."""
         return pd.Series(self.b, index=list(self.fixed_names), name="beta")
 
-    @property
+    @cached_property
     def beta_cov(self) -> pd.DataFrame:
         """The covariance of b̂."""
         names = list(self.fixed_names)
         return pd.DataFrame(self.M, index=names, columns=names)
 
-    @property
+    @cached_property
     def blup(self) -> pd.DataFrame:
         """The predictions of every level."""
         return self.table.frame()
 
-    @property
+    @cached_property
     def beta_se(self) -> pd.Series:
         """Standard errors of b."""
         return pd.Series(np.sqrt(np.diag(self.M)), index=list(self.fixed_names), name="se")

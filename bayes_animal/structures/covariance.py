@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
 from ..errors import RelationshipError, describe_items
+from ..tables import pandas as pd
 from .additive import MendelianSampling, dense_relationship, inverse_relationship
 from .pedigree import Pedigree
 from .relationship import RelationshipMatrix, index_positions

@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # imported lazily: numba and scipy are not needed for a ready
 
 __all__ = ["RelationshipSource", "resolve_relationship"]
 
-Source = "RelationshipMatrix | pandas.DataFrame | str | PathLike[str]"
-
 
 @dataclass(frozen=True, eq=False)
 class RelationshipSource:
@@ -103,7 +101,7 @@ class RelationshipSource:
 
 def resolve_relationship(
     *,
-    relmat: Source | Any = None,
+    relmat: RelationshipMatrix | pd.DataFrame | str | PathLike[str] | Any = None,
     pedigree: Pedigree | pd.DataFrame | str | PathLike[str] | None = None,
     genotypes: pd.DataFrame | str | PathLike[str] | None = None,
     pedigree_columns: tuple[str, str, str] | None = None,

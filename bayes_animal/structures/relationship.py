@@ -276,6 +276,16 @@ def _labelled(matrix: np.ndarray, rows: Any, columns: Any) -> tuple[np.ndarray, 
     return matrix, row_ids
 
 
+def _read_fast(
+    labelled: tuple[np.ndarray, np.ndarray, np.ndarray], options: dict[str, bool]
+) -> RelationshipMatrix:
+    """A matrix read by :mod:`bayes_animal.readers` — row ids, column ids, values — checked as
+    a DataFrame of the same file would be."""
+    rows, columns, matrix = labelled
+    matrix, ids = _labelled(matrix, rows, columns)
+    return as_relationship(matrix, ids=ids, **options)
+
+
 def _smallest_eigenvalue_if_needed(matrix: np.ndarray) -> float | None:
     """Return None when a Cholesky factorisation succeeds (PD), else the smallest eigenvalue."""
     try:
@@ -401,9 +411,7 @@ def read_relationship_file(
             return as_relationship(np.load(path, allow_pickle=False), ids=ids, **options)
         labelled = read_matrix_parquet(path)
         if labelled is not None:
-            rows, columns, matrix = labelled
-            matrix, ids = _labelled(matrix, rows, columns)
-            return as_relationship(matrix, ids=ids, **options)
+            return _read_fast(labelled, options)
         frame = pd.read_parquet(path)
     except (ValueError, OSError) as exc:
         raise RelationshipError(f"Could not read the relationship matrix {path}: {exc}") from exc
@@ -429,11 +437,7 @@ def read_relationship_csv(
     """
     labelled = read_matrix_csv(path)
     if labelled is not None:
-        rows, columns, matrix = labelled
-        matrix, ids = _labelled(matrix, rows, columns)
-        return as_relationship(
-            matrix, ids=ids, nearest_pd=nearest_pd, check_definite=check_definite
-        )
+        return _read_fast(labelled, {"nearest_pd": nearest_pd, "check_definite": check_definite})
     try:
         frame = pd.read_csv(path, index_col=0, engine="c")
     except FileNotFoundError as exc:
