@@ -176,6 +176,7 @@ def test_hexadecimal_ids_are_text_as_pandas_reads_them(tmp_path):
     rows, columns, _ = read_matrix_csv(path)
     expected = pd.read_csv(path, index_col=0)
     assert list(rows) == list(expected.index) == ["0x1", "0x2"]
+    assert list(columns) == list(expected.columns)
     assert list(read_relationship_csv(path).ids) == ["0x1", "0x2"]
 
 
