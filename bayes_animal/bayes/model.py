@@ -45,7 +45,13 @@ from ..errors import BayesAnimalError
 from ..estimation.result import RemlResult
 from ..linalg.spectral import SpectralProblem, decompose
 from ..linalg.threads import default_threads
-from ..results.posterior import AnimalFit, component_summary, diagnose, reml_check
+from ..results.posterior import (
+    AnimalFit,
+    component_summary,
+    diagnose,
+    import_summary_libraries,
+    reml_check,
+)
 from ..spec.parameters import Parameters, identifier
 from ..structures.inputs import RelationshipSource
 from ..structures.pedigree import Pedigree
@@ -663,7 +669,10 @@ class AnimalModel:
         x0 = density.unconstrained(self._initial_values())
         covariance = self._reml_covariance(density.theta_jacobian(x0))
         try:
-            return sample_density(density, x0, covariance, seed=random_seed, **options)
+            return sample_density(
+                density, x0, covariance, seed=random_seed, meanwhile=import_summary_libraries,
+                **options,
+            )  # fmt: skip
         except (ImportError, ModuleNotFoundError) as exc:
             raise ModelError(
                 f"The 'nutpie' sampler is not installed ({exc}). Install it "

@@ -12,12 +12,23 @@ and every reported quantity (``sigma2_additive``, ``h2``, …) are formed afterw
 draws at once.
 
 The chains run in two groups (:func:`chain_groups`), each one call of nutpie with its own seed;
-where a second core is free the second group runs in a forked process at the same time (nutpie's
-own threads would take turns on the GIL that the Python density holds), otherwise after the
-first — the same draws either way.
+where a second core is free both groups run in forked processes at the same time (nutpie's
+own threads would take turns on the GIL that the Python density holds) while this process
+does the caller's other work (``meanwhile``: the imports the summary needs), otherwise one
+after the other here — the same draws either way.
+
+nutpie is imported without ArviZ (:func:`import_nutpie`) and its trace is read from the raw
+Arrow record batches (:func:`_trace_arrays`): nutpie's conversion to an ArviZ DataTree is what
+needs ArviZ, and ArviZ's package imports its plotting library and matplotlib (0.7 s of a fit
+that draws its figures elsewhere).
 """
 
 from __future__ import annotations
+
+import importlib
+import sys
+import types
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,7 +36,7 @@ from ..execution import can_fork, run_forked
 from ..spec.parameters import Parameters
 from .density import MarginalDensity, quantity_function
 
-__all__ = ["chain_groups", "sample_density"]
+__all__ = ["chain_groups", "import_nutpie", "sample_density"]
 
 #: nutpie's sample statistics kept, under ArviZ's names (PyMC's): the rest (divergence
 #: locations, adaptation internals) is left out of posterior.nc.
@@ -40,6 +51,69 @@ SAMPLE_STATS = {
     "energy_error": "energy_error",
     "logp": "lp",
 }
+
+
+class _ImportedOnFirstUse(types.ModuleType):
+    """Stands in for a module that another one imports at its top but uses only inside some
+    functions: the first attribute asked of the stand-in imports the real module (and takes
+    the stand-in out of ``sys.modules`` if it is still there)."""
+
+    def __getattr__(self, name: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_nutpie() -> types.ModuleType:
+    """nutpie, imported without importing ArviZ.
+
+    ``nutpie.sample`` imports ``arviz`` at its top and uses it only to convert a trace to a
+    DataTree, which :func:`sample_density` never asks for (it reads the raw trace). While
+    nutpie is imported, ``sys.modules["arviz"]`` is a stand-in that imports ArviZ on first use;
+    it is removed straight after, so that an ``import arviz`` anywhere later gets the real
+    module, and nutpie's own conversion (through PyMC, say) still works.
+    """
+    if "nutpie" in sys.modules or "arviz" in sys.modules:
+        import nutpie
+
+        return nutpie
+    sys.modules["arviz"] = _ImportedOnFirstUse("arviz")
+    try:
+        import nutpie
+        import nutpie.compiled_pyfunc
+    finally:
+        if isinstance(sys.modules.get("arviz"), _ImportedOnFirstUse):
+            del sys.modules["arviz"]
+    return nutpie
+
+
+def _trace_arrays(results, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The kept draws of z (chain × draw × size) and the sample statistics of
+    :data:`SAMPLE_STATS` (chain × draw, under ArviZ's names) from nutpie's raw trace: one
+    Arrow record batch per chain for the draws and one for the statistics, tuning rows
+    marked by the ``tuning`` statistic."""
+    import pyarrow
+
+    draw_batches, stat_batches = results.get_arrow_trace()
+    z, stats = [], {name: [] for name in SAMPLE_STATS}
+    for draw, stat in zip(draw_batches, stat_batches, strict=True):
+        kept = ~pyarrow.array(stat.column("tuning")).to_numpy(zero_copy_only=False)
+        flat = pyarrow.array(draw.column("z")).flatten().to_numpy()
+        z.append(flat.reshape(-1, size)[kept])
+        for name in SAMPLE_STATS:
+            if name in stat.column_names:
+                values = pyarrow.array(stat.column(name)).to_numpy(zero_copy_only=False)
+                stats[name].append(values[kept])
+    return np.stack(z), {
+        SAMPLE_STATS[name]: np.stack(values) for name, values in stats.items() if values
+    }
+
+
+def _in_a_notebook() -> bool:
+    """Whether nutpie would draw its progress bar through a notebook's kernel (Jupyter,
+    Colab, marimo), whose connection a forked child must not use; in a terminal the bar is
+    written to stderr, from a child as well as from here."""
+    return any(name in sys.modules for name in ("ipykernel", "google.colab", "marimo"))
 
 
 def _names(density: MarginalDensity, parameters: Parameters) -> list[str]:
@@ -77,6 +151,7 @@ def sample_density(
     seed: int | None,
     progressbar: bool,
     target_accept: float,
+    meanwhile: Callable[[], object] | None = None,
 ):
     """Sample :math:`p(x \\mid y)` with nutpie; returns a DataTree (``posterior`` with the
     free variables and the quantities, ``sample_stats``).
@@ -93,12 +168,15 @@ def sample_density(
         As for ``AnimalModel.fit``.
     cores
         Cores free for sampling: with two or more (and fork, on Linux), the two chain groups
-        (:func:`chain_groups`) run at once in two processes — nutpie's own threads would share
-        the GIL of the Python density. The draws are the same either way.
+        (:func:`chain_groups`) run at once in two forked processes — nutpie's own threads
+        would share the GIL of the Python density. The draws are the same either way.
+    meanwhile
+        Work for this process while the chain groups run in children (before them when they
+        run here): the caller's imports for what follows sampling.
     """
-    global _SAMPLED_HERE
-    import nutpie
     import xarray as xr
+
+    nutpie = import_nutpie()
     from nutpie.compiled_pyfunc import from_pyfunc
 
     k = density.size
@@ -109,6 +187,8 @@ def sample_density(
     groups = chain_groups(chains)
 
     def work(group: int) -> dict:
+        global _SAMPLED_HERE
+        _SAMPLED_HERE = True  # in a child, only the child's copy
         failures: list[BaseException] = []
 
         def make_logp():
@@ -142,7 +222,7 @@ def sample_density(
             ["z"],
             make_initial_point_fn=initial_point,
         )
-        tree = nutpie.sample(
+        results = nutpie.sample(
             model,
             draws=draws,
             tune=tune,
@@ -152,22 +232,21 @@ def sample_density(
             save_warmup=False,
             progress_bar=progressbar and group == 0,
             target_accept=target_accept,
+            return_raw_trace=True,
         )
         if failures:  # in a child, it fails and the group is run again here, which raises
             raise failures[0]
-        stats = tree["sample_stats"]
-        return {
-            "z": np.asarray(tree["posterior"]["z"].values),
-            "stats": {
-                SAMPLE_STATS[s]: np.asarray(stats[s].values) for s in SAMPLE_STATS if s in stats
-            },
-        }
+        z, stats = _trace_arrays(results, k)
+        return {"z": z, "stats": stats}
 
     parallel = cores >= 2 and not _SAMPLED_HERE
-    try:
-        results = run_forked([lambda g=g: work(g) for g in range(len(groups))], parallel=parallel)
-    finally:
-        _SAMPLED_HERE = True
+    works = [lambda g=g: work(g) for g in range(len(groups))]
+    if progressbar and _in_a_notebook():  # the group with the bar here, the other in a child
+        results = run_forked(works, parallel=parallel)
+        if meanwhile is not None:
+            meanwhile()
+    else:  # the caller's other work here while the groups run in children (or before them)
+        results = run_forked([meanwhile or (lambda: None), *works], parallel=parallel)[1:]
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
     x = start + z.reshape(-1, k) @ factor.T
     values = density.draws(x)

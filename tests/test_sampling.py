@@ -1,0 +1,131 @@
+"""nutpie on the hand-derived density (bayes.sampling): nutpie imported without ArviZ, its raw
+trace read as nutpie's own conversion reads it, and the caller's work done while the chains run.
+
+The chain groups' equality in one process or two, and errors raised inside the density, are
+tested in test_density.py beside the density itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bayes_animal import AnimalModel, simulate_reference
+from bayes_animal.bayes import sampling
+
+
+def _run(script: str) -> None:
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+
+
+def test_nutpie_is_imported_without_arviz_and_arviz_still_works_after():
+    """import_nutpie leaves ArviZ (and matplotlib) unimported; an ``import arviz`` afterwards
+    gets the real package, and nutpie's own conversion to a DataTree, which uses it, works."""
+    _run(
+        "import sys, types\n"
+        "import numpy as np\n"
+        "from bayes_animal.bayes.sampling import import_nutpie\n"
+        "nutpie = import_nutpie()\n"
+        "assert 'arviz' not in sys.modules and 'matplotlib' not in sys.modules\n"
+        "from nutpie.compiled_pyfunc import from_pyfunc\n"
+        "def make_logp():\n"
+        "    return lambda z: (-0.5 * float(z @ z), -z)\n"
+        "def make_expand(a, b, c):\n"
+        "    return lambda z: {'z': np.array(z)}\n"
+        "model = from_pyfunc(2, make_logp, make_expand, [np.dtype('float64')], [(2,)], ['z'],\n"
+        "    make_initial_point_fn=lambda s: np.random.default_rng(s).uniform(-.5, .5, 2))\n"
+        "tree = nutpie.sample(model, draws=20, tune=20, chains=1, seed=1, progress_bar=False)\n"
+        "import arviz\n"
+        "assert type(arviz) is types.ModuleType and hasattr(arviz, 'from_dict')\n"
+        "assert tree['posterior']['z'].shape == (1, 20, 2)\n"
+        "print('ok')\n"
+    )
+
+
+def test_the_raw_trace_reads_as_nutpies_own_conversion():
+    """The kept draws of z and the sample statistics read from the raw Arrow trace equal those
+    of nutpie's conversion to a DataTree (same model and seed): values, shapes and types."""
+    nutpie = sampling.import_nutpie()
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    scale = np.array([1.0, 3.0, 0.5])
+
+    def make_logp():
+        return lambda z: (-0.5 * float(np.sum((z / scale) ** 2)), -z / scale**2)
+
+    def make_expand(seed1, seed2, chain):
+        return lambda z: {"z": np.array(z, dtype=float)}
+
+    model = from_pyfunc(
+        3, make_logp, make_expand, [np.dtype("float64")], [(3,)], ["z"],
+        make_initial_point_fn=lambda s: np.random.default_rng(s).uniform(-0.5, 0.5, 3),
+    )  # fmt: skip
+    options = {"draws": 60, "tune": 40, "chains": 2, "cores": 1, "seed": 3}
+    options |= {"save_warmup": False, "progress_bar": False}
+    tree = nutpie.sample(model, **options)
+    raw = nutpie.sample(model, **options, return_raw_trace=True)
+    z, stats = sampling._trace_arrays(raw, 3)
+    expected = tree["posterior"]["z"].values
+    assert z.shape == expected.shape == (2, 60, 3)
+    np.testing.assert_array_equal(z, expected)
+    assert set(stats) == set(sampling.SAMPLE_STATS.values())
+    for name, renamed in sampling.SAMPLE_STATS.items():
+        reference = tree["sample_stats"][name].values
+        assert stats[renamed].dtype == reference.dtype, name
+        np.testing.assert_array_equal(stats[renamed], reference, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def small_density():
+    sim = simulate_reference(n=100, n_snps=150, seed=2)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    density = model.density("spectral")
+    x0 = density.unconstrained(model._initial_values())
+    return density, x0, model._reml_covariance(density.theta_jacobian(x0))
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_the_callers_work_runs_in_this_process_once(small_density, cores):
+    """``meanwhile`` runs once, in this process, whether the chain groups run in children or
+    here; the draws do not depend on it."""
+    density, x0, covariance = small_density
+    calls = []
+    options = {"draws": 50, "tune": 50, "chains": 2, "seed": 4, "progressbar": False}
+    options |= {"target_accept": 0.8, "cores": cores}
+    with_work = sampling.sample_density(
+        density, x0, covariance, meanwhile=lambda: calls.append(os.getpid()), **options
+    )
+    without = sampling.sample_density(density, x0, covariance, **options)
+    assert calls == [os.getpid()]
+    np.testing.assert_array_equal(
+        with_work["posterior"]["h2"].values, without["posterior"]["h2"].values
+    )
+
+
+def test_in_a_notebook_the_progress_bar_group_runs_here(small_density, monkeypatch):
+    """Under a notebook's kernel the group that draws the progress bar runs in this process
+    (a forked child must not use the kernel's connection) and the caller's work after it;
+    the draws are those of a run without the bar."""
+    density, x0, covariance = small_density
+    monkeypatch.setattr(sampling, "_SAMPLED_HERE", False)
+    monkeypatch.setattr(sampling, "_in_a_notebook", lambda: True)
+    order = []
+    real_sample = sampling.import_nutpie().sample
+
+    def sample(*args, **kwargs):
+        order.append(("sample", os.getpid(), kwargs["progress_bar"]))
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(sampling.import_nutpie(), "sample", sample)
+    options = {"draws": 40, "tune": 40, "chains": 2, "seed": 6, "target_accept": 0.8}
+    shown = sampling.sample_density(
+        density, x0, covariance, cores=2, progressbar=True,
+        meanwhile=lambda: order.append(("meanwhile", os.getpid())), **options,
+    )  # fmt: skip
+    assert order == [("sample", os.getpid(), True), ("meanwhile", os.getpid())]
+    quiet = sampling.sample_density(density, x0, covariance, cores=1, progressbar=False, **options)
+    np.testing.assert_array_equal(shown["posterior"]["h2"].values, quiet["posterior"]["h2"].values)
