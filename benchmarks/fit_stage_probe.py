@@ -38,9 +38,14 @@ def main() -> None:
     source = cli._relationship_from_args(args)
     now = time.perf_counter()
     stages["read (pheno.csv, A.csv)"], clock = now - clock, now
-    sampler_module = "pymc" if args.sampler == "pymc" else "nutpie"
-    __import__(sampler_module)
-    import arviz_stats  # noqa: F401  - the diagnostics every version uses
+    # what each version imports before it samples
+    from bayes_animal.bayes import sampling
+
+    if args.sampler != "pymc" and hasattr(sampling, "import_nutpie"):
+        sampling.import_nutpie()  # without ArviZ; the summary's imports overlap the sampling
+    else:
+        __import__("pymc" if args.sampler == "pymc" else "nutpie")
+        import arviz_stats  # noqa: F401  - the diagnostics every version uses
     import xarray  # noqa: F401
 
     now = time.perf_counter()
