@@ -39,9 +39,14 @@ def main() -> None:
     now = time.perf_counter()
     stages["read (pheno.csv, A.csv)"], clock = now - clock, now
     # what each version imports before it samples
-    from bayes_animal.bayes import sampling
+    import importlib.util
 
-    if args.sampler != "pymc" and hasattr(sampling, "import_nutpie"):
+    fast = importlib.util.find_spec("bayes_animal.bayes.sampling") is not None
+    if fast:
+        from bayes_animal.bayes import sampling
+
+        fast = hasattr(sampling, "import_nutpie")
+    if args.sampler != "pymc" and fast:
         sampling.import_nutpie()  # without ArviZ; the summary's imports overlap the sampling
     else:
         __import__("pymc" if args.sampler == "pymc" else "nutpie")
