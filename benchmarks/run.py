@@ -142,7 +142,10 @@ def fit(quick: bool) -> None:
             "'total' is the process's wall time, and the row before it what the stages leave "
             "out (starting Python, and its finalisation at exit). 'compile, cold cache' and "
             "'total, cold cache' from one more run with a fresh HOME, XDG cache and config, "
-            "numba cache and PyTensor compile directory. " + before + "\n",
+            "numba cache and PyTensor compile directory. 'imports (sampler, …)' is what each "
+            "version imports before it samples: 'after', nutpie without ArviZ and xarray; "
+            "its summary's imports (arviz-stats, SciPy) happen while the chain groups run in "
+            "two child processes, so they count in its 'sampling' row. " + before + "\n",
         )
         _write(
             "fit_cold",
