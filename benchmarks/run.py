@@ -168,8 +168,8 @@ def load(quick: bool) -> None:
         bench_fit.run_under_load(repeats=2 if quick else 3),
         "The busy process is `python -c 'while True: pass'`. 'default threads' is the package's "
         "rule (linalg/threads: the eigendecomposition on the cores other processes leave free, "
-        "one BLAS thread for the sparse engine's dense blocks below order 2 000; the second "
-        "chain group and the figures in a child process only when a core is free); "
+        "one BLAS thread for the sparse engine's dense blocks below order 2 000; the chain "
+        "groups and the figures in child processes only when a core is free); "
         "BAYES_ANIMAL_THREADS=1 forces one BLAS thread. pyarrow's CSV reader runs on its own "
         "threads in both (they wait for a core rather than spin). Run to run, the two rows of "
         "each command under load have come out either way round by 5-15 %, so one run "
