@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,7 +46,8 @@ def run_forked(works: Sequence[Callable[[], Any]], *, parallel: bool) -> list[An
     after the other when not ``parallel`` (or where :func:`can_fork` says no).
 
     A child that fails (an exception, a result that cannot be pickled) is run again here, so
-    that its real error is raised in this process. The children inherit everything and use
+    that its real error is raised in this process; when ``works[0]`` raises, the children are
+    stopped and reaped before the error goes on. The children inherit everything and use
     none of the parent's other threads (BLAS, a sampler's idle workers), which is what makes
     forking a multi-threaded process safe for this kind of work; they leave by ``os._exit``.
     """
@@ -70,7 +72,14 @@ def run_forked(works: Sequence[Callable[[], Any]], *, parallel: bool) -> list[An
                 os._exit(code)
         os.close(write)
         children.append((index, pid, read))
-    results = {0: works[0]()}
+    try:
+        results = {0: works[0]()}
+    except BaseException:  # the children's work is not wanted: stop them, then raise
+        for _, pid, read in children:
+            os.close(read)
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+        raise
     for index, pid, read in children:
         with os.fdopen(read, "rb") as handle:
             payload = handle.read()

@@ -59,3 +59,29 @@ def test_files_written_in_a_child_exist(tmp_path):
     target = tmp_path / "made.txt"
     run_forked([lambda: None, lambda: target.write_text("x")], parallel=True)
     assert target.read_text() == "x"
+
+
+def test_an_error_here_stops_and_reaps_the_children(tmp_path):
+    """When the work done here raises, the children (whose results are no longer wanted) are
+    stopped and waited for: none is left running or as a zombie, and the error goes on."""
+    import time
+
+    if not can_fork():
+        pytest.skip("children are forked on Linux only")
+    marker = tmp_path / "child.pid"
+    started = time.perf_counter()
+
+    def child():
+        marker.write_text(str(os.getpid()))
+        time.sleep(30)
+
+    def fails_here():
+        while not marker.exists() or not marker.read_text():
+            time.sleep(0.01)
+        raise RuntimeError("here")
+
+    with pytest.raises(RuntimeError, match="here"):
+        run_forked([fails_here, child], parallel=True)
+    assert time.perf_counter() - started < 10  # the sleeping child was stopped
+    with pytest.raises(ChildProcessError):  # and reaped: it is no longer this process's child
+        os.waitpid(int(marker.read_text()), os.WNOHANG)
