@@ -129,3 +129,38 @@ def test_in_a_notebook_the_progress_bar_group_runs_here(small_density, monkeypat
     assert order == [("sample", os.getpid(), True), ("meanwhile", os.getpid())]
     quiet = sampling.sample_density(density, x0, covariance, cores=1, progressbar=False, **options)
     np.testing.assert_array_equal(shown["posterior"]["h2"].values, quiet["posterior"]["h2"].values)
+
+
+def test_without_nutpie_the_fit_says_how_to_install_it(monkeypatch):
+    """nutpie missing (here: blocked in sys.modules): the default fit raises the package's
+    ModelError with the install command, and no stand-in for ArviZ is left behind."""
+    from bayes_animal.bayes.model import ModelError
+
+    sim = simulate_reference(n=60, n_snps=80, seed=3)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    monkeypatch.setitem(sys.modules, "nutpie", None)
+    with pytest.raises(ModelError, match=r"'nutpie' sampler is not installed.*pip install nutpie"):
+        model.fit(progressbar=False)
+    assert not isinstance(sys.modules.get("arviz"), sampling._ImportedOnFirstUse)
+
+
+def test_the_arviz_stand_in_is_removed_when_nutpie_fails_to_import():
+    """A fresh process where importing nutpie fails: the error is nutpie's ImportError and
+    ``sys.modules`` has no stand-in for ArviZ afterwards."""
+    _run(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'nutpie':\n"
+        "            raise ImportError('no nutpie here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from bayes_animal.bayes.sampling import import_nutpie\n"
+        "try:\n"
+        "    import_nutpie()\n"
+        "except ImportError as exc:\n"
+        "    assert 'no nutpie here' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('nutpie imported')\n"
+        "assert 'arviz' not in sys.modules\n"
+        "print('ok')\n"
+    )
