@@ -46,8 +46,9 @@ def run_forked(works: Sequence[Callable[[], Any]], *, parallel: bool) -> list[An
     after the other when not ``parallel`` (or where :func:`can_fork` says no).
 
     A child that fails (an exception, a result that cannot be pickled) is run again here, so
-    that its real error is raised in this process; when ``works[0]`` raises, the children are
-    stopped and reaped before the error goes on. The children inherit everything and use
+    that its real error is raised in this process, once every child has been read and reaped;
+    when this process is interrupted or ``works[0]`` raises, the children still running are
+    killed and reaped before the error goes on. The children inherit everything and use
     none of the parent's other threads (BLAS, a sampler's idle workers), which is what makes
     forking a multi-threaded process safe for this kind of work; they leave by ``os._exit``.
     """
@@ -72,20 +73,24 @@ def run_forked(works: Sequence[Callable[[], Any]], *, parallel: bool) -> list[An
                 os._exit(code)
         os.close(write)
         children.append((index, pid, read))
+    pending = {index: (pid, read) for index, pid, read in children}
+    payloads: dict[int, bytes] = {}
     try:
         results = {0: works[0]()}
-    except BaseException:  # the children's work is not wanted: stop them, then raise
-        for _, pid, read in children:
+        for index, pid, read in children:  # every child read and reaped before any re-run
+            with os.fdopen(read, "rb") as handle:
+                payload = handle.read()
+            del pending[index]
+            _, status = os.waitpid(pid, 0)
+            payloads[index] = payload if os.waitstatus_to_exitcode(status) == 0 else b""
+    except BaseException:  # the children's work is no longer wanted: stop them, then raise
+        for pid, read in pending.values():
             os.close(read)
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         raise
-    for index, pid, read in children:
-        with os.fdopen(read, "rb") as handle:
-            payload = handle.read()
-        _, status = os.waitpid(pid, 0)
-        done = os.waitstatus_to_exitcode(status) == 0 and payload
-        results[index] = pickle.loads(payload) if done else works[index]()
+    for index, payload in payloads.items():
+        results[index] = pickle.loads(payload) if payload else works[index]()
     return [results[i] for i in range(len(works))]
 
 

@@ -85,3 +85,24 @@ def test_an_error_here_stops_and_reaps_the_children(tmp_path):
     assert time.perf_counter() - started < 10  # the sleeping child was stopped
     with pytest.raises(ChildProcessError):  # and reaped: it is no longer this process's child
         os.waitpid(int(marker.read_text()), os.WNOHANG)
+
+
+def test_a_failing_child_is_redone_only_after_every_child_is_reaped(tmp_path):
+    """Child 1 fails for real (its error is raised here, where it is redone) while child 2
+    returns a result larger than a pipe's buffer: child 2 has been read and reaped first, so
+    nothing is left blocked writing to a pipe nobody reads."""
+    if not can_fork():
+        pytest.skip("children are forked on Linux only")
+    marker = tmp_path / "child.pid"
+
+    def always_fails():
+        raise ValueError("a real error")
+
+    def large():
+        marker.write_text(str(os.getpid()))
+        return b"x" * 300_000
+
+    with pytest.raises(ValueError, match="a real error"):
+        run_forked([lambda: None, always_fails, large], parallel=True)
+    with pytest.raises(ChildProcessError):  # reaped: no longer this process's child
+        os.waitpid(int(marker.read_text()), os.WNOHANG)

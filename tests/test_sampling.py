@@ -6,7 +6,6 @@ tested in test_density.py beside the density itself."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -68,7 +67,7 @@ def test_the_raw_trace_reads_as_nutpies_own_conversion():
     options |= {"save_warmup": False, "progress_bar": False}
     tree = nutpie.sample(model, **options)
     raw = nutpie.sample(model, **options, return_raw_trace=True)
-    z, stats = sampling._trace_arrays(raw, 3)
+    z, stats = sampling._trace_arrays(raw, 3, 60)
     expected = tree["posterior"]["z"].values
     assert z.shape == expected.shape == (2, 60, 3)
     np.testing.assert_array_equal(z, expected)
@@ -78,62 +77,86 @@ def test_the_raw_trace_reads_as_nutpies_own_conversion():
         assert stats[renamed].dtype == reference.dtype, name
         np.testing.assert_array_equal(stats[renamed], reference, err_msg=name)
 
+    again = nutpie.sample(model, **options, return_raw_trace=True)  # a trace is taken once
 
-@pytest.fixture(scope="module")
-def small_density():
-    sim = simulate_reference(n=100, n_snps=150, seed=2)
-    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
-    density = model.density("spectral")
-    x0 = density.unconstrained(model._initial_values())
-    return density, x0, model._reml_covariance(density.theta_jacobian(x0))
+    class Interrupted:  # what nutpie returns when sampling stops early: a shorter chain
+        def get_arrow_trace(self):
+            draw_batches, stat_batches = again.get_arrow_trace()
+            return (
+                [draw_batches[0], draw_batches[1].slice(0, 70)],
+                [stat_batches[0], stat_batches[1].slice(0, 70)],
+            )
+
+    with pytest.raises(KeyboardInterrupt, match="chain 2 has 30 of 60 draws"):
+        sampling._trace_arrays(Interrupted(), 3, 60)
 
 
-@pytest.mark.parametrize("cores", [1, 2])
-def test_the_callers_work_runs_in_this_process_once(small_density, cores):
-    """``meanwhile`` runs once, in this process, whether the chain groups run in children or
-    here; the draws do not depend on it."""
-    density, x0, covariance = small_density
-    calls = []
-    options = {"draws": 50, "tune": 50, "chains": 2, "seed": 4, "progressbar": False}
-    options |= {"target_accept": 0.8, "cores": cores}
-    with_work = sampling.sample_density(
-        density, x0, covariance, meanwhile=lambda: calls.append(os.getpid()), **options
+_SMALL = (
+    "import os, sys\n"
+    "import numpy as np\n"
+    "from bayes_animal import AnimalModel, simulate_reference\n"
+    "from bayes_animal.bayes import sampling\n"
+    "sim = simulate_reference(n=100, n_snps=150, seed=2)\n"
+    "model = AnimalModel('response ~ 1 + fix', sim.data, relmat=sim.relmat)\n"
+    "density = model.density('spectral')\n"
+    "x0 = density.unconstrained(model._initial_values())\n"
+    "cov = model._reml_covariance(density.theta_jacobian(x0))\n"
+    "options = dict(draws=50, tune=50, chains=2, seed=4, target_accept=0.8)\n"
+)
+
+
+def test_the_callers_work_runs_here_while_the_groups_run_in_children():
+    """In a fresh process with a core free, both groups run in children
+    (``chain_processes`` 2) while ``meanwhile`` runs once, in this process; with one core it
+    runs here too, once; the draws are the same either way and do not depend on it."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("chain groups run in forked processes on Linux only")
+    _run(
+        _SMALL + "calls = []\n"
+        "work = lambda: calls.append(os.getpid())\n"
+        "a = sampling.sample_density(density, x0, cov, cores=2, progressbar=False,"
+        " meanwhile=work, **options)\n"
+        "assert a.attrs['chain_processes'] == 2 and calls == [os.getpid()]\n"
+        "b = sampling.sample_density(density, x0, cov, cores=1, progressbar=False,"
+        " meanwhile=work, **options)\n"
+        "assert b.attrs['chain_processes'] == 1 and calls == [os.getpid()] * 2\n"
+        "c = sampling.sample_density(density, x0, cov, cores=1, progressbar=False, **options)\n"
+        "for tree in (b, c):\n"
+        "    assert np.array_equal(a['posterior']['h2'].values, tree['posterior']['h2'].values)\n"
+        "print('ok')\n"
     )
-    without = sampling.sample_density(density, x0, covariance, **options)
-    assert calls == [os.getpid()]
-    np.testing.assert_array_equal(
-        with_work["posterior"]["h2"].values, without["posterior"]["h2"].values
-    )
 
 
-def test_in_a_notebook_the_progress_bar_group_runs_here(small_density, monkeypatch):
+def test_in_a_notebook_the_progress_bar_group_runs_here():
     """Under a notebook's kernel the group that draws the progress bar runs in this process
-    (a forked child must not use the kernel's connection) and the caller's work after it;
-    the draws are those of a run without the bar."""
-    density, x0, covariance = small_density
-    monkeypatch.setattr(sampling, "_SAMPLED_HERE", False)
-    monkeypatch.setattr(sampling, "_in_a_notebook", lambda: True)
-    order = []
-    real_sample = sampling.import_nutpie().sample
-
-    def sample(*args, **kwargs):
-        order.append(("sample", os.getpid(), kwargs["progress_bar"]))
-        return real_sample(*args, **kwargs)
-
-    monkeypatch.setattr(sampling.import_nutpie(), "sample", sample)
-    options = {"draws": 40, "tune": 40, "chains": 2, "seed": 6, "target_accept": 0.8}
-    shown = sampling.sample_density(
-        density, x0, covariance, cores=2, progressbar=True,
-        meanwhile=lambda: order.append(("meanwhile", os.getpid())), **options,
-    )  # fmt: skip
-    assert order == [("sample", os.getpid(), True), ("meanwhile", os.getpid())]
-    quiet = sampling.sample_density(density, x0, covariance, cores=1, progressbar=False, **options)
-    np.testing.assert_array_equal(shown["posterior"]["h2"].values, quiet["posterior"]["h2"].values)
+    (a forked child must not use the kernel's connection), the other in a child, and the
+    caller's work after them; the draws are those of a run without the bar."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("chain groups run in forked processes on Linux only")
+    _run(
+        _SMALL + "sampling._in_a_notebook = lambda: True\n"
+        "order = []\n"
+        "nutpie = sampling.import_nutpie()\n"
+        "real_sample = nutpie.sample\n"
+        "def sample(*args, **kwargs):\n"
+        "    order.append(('sample', os.getpid(), kwargs['progress_bar']))\n"
+        "    return real_sample(*args, **kwargs)\n"
+        "nutpie.sample = sample\n"
+        "shown = sampling.sample_density(density, x0, cov, cores=2, progressbar=True,"
+        " meanwhile=lambda: order.append(('meanwhile', os.getpid())), **options)\n"
+        "here = os.getpid()\n"
+        "assert order == [('sample', here, True), ('meanwhile', here)], order\n"
+        "assert shown.attrs['chain_processes'] == 2\n"
+        "quiet = sampling.sample_density(density, x0, cov, cores=1, progressbar=False,"
+        " **options)\n"
+        "assert np.array_equal(shown['posterior']['h2'].values, quiet['posterior']['h2'].values)\n"
+        "print('ok')\n"
+    )
 
 
 def test_without_nutpie_the_fit_says_how_to_install_it(monkeypatch):
     """nutpie missing (here: blocked in sys.modules): the default fit raises the package's
-    ModelError with the install command, and no stand-in for ArviZ is left behind."""
+    ModelError with the install command."""
     from bayes_animal.bayes.model import ModelError
 
     sim = simulate_reference(n=60, n_snps=80, seed=3)
@@ -141,7 +164,22 @@ def test_without_nutpie_the_fit_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "nutpie", None)
     with pytest.raises(ModelError, match=r"'nutpie' sampler is not installed.*pip install nutpie"):
         model.fit(progressbar=False)
-    assert not isinstance(sys.modules.get("arviz"), sampling._ImportedOnFirstUse)
+
+
+def test_a_failure_after_nutpie_is_imported_is_not_called_a_missing_nutpie(monkeypatch):
+    """Only nutpie's own import is reported as "not installed": an ImportError from the
+    summary's imports (a broken SciPy, say) reaches the caller as it is."""
+    from bayes_animal.bayes import model as model_module
+
+    sim = simulate_reference(n=60, n_snps=80, seed=3)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+
+    def broken() -> None:
+        raise ImportError("scipy is broken here")
+
+    monkeypatch.setattr(model_module, "import_summary_libraries", broken)
+    with pytest.raises(ImportError, match="scipy is broken here"):
+        model.fit(progressbar=False, draws=20, tune=20)
 
 
 def test_the_arviz_stand_in_is_removed_when_nutpie_fails_to_import():
@@ -149,9 +187,11 @@ def test_the_arviz_stand_in_is_removed_when_nutpie_fails_to_import():
     ``sys.modules`` has no stand-in for ArviZ afterwards."""
     _run(
         "import sys\n"
+        "seen = []\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'nutpie':\n"
+        "            seen.append(type(sys.modules.get('arviz')).__name__)\n"
         "            raise ImportError('no nutpie here')\n"
         "sys.meta_path.insert(0, Block())\n"
         "from bayes_animal.bayes.sampling import import_nutpie\n"
@@ -161,6 +201,7 @@ def test_the_arviz_stand_in_is_removed_when_nutpie_fails_to_import():
         "    assert 'no nutpie here' in str(exc)\n"
         "else:\n"
         "    raise AssertionError('nutpie imported')\n"
+        "assert seen == ['_ImportedOnFirstUse'], seen  # the stand-in was in place\n"
         "assert 'arviz' not in sys.modules\n"
         "print('ok')\n"
     )

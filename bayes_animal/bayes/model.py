@@ -664,20 +664,21 @@ class AnimalModel:
 
     def _sample_density(self, density, *, random_seed, **options):
         """nutpie on the hand-derived density, whitened by the REML covariance."""
-        from .sampling import sample_density
+        from .sampling import import_nutpie, sample_density
 
-        x0 = density.unconstrained(self._initial_values())
-        covariance = self._reml_covariance(density.theta_jacobian(x0))
         try:
-            return sample_density(
-                density, x0, covariance, seed=random_seed, meanwhile=import_summary_libraries,
-                **options,
-            )  # fmt: skip
-        except (ImportError, ModuleNotFoundError) as exc:
+            import_nutpie()
+        except ImportError as exc:  # only nutpie's own import: other errors stay as they are
             raise ModelError(
                 f"The 'nutpie' sampler is not installed ({exc}). Install it "
                 "(pip install nutpie) or use sampler='pymc'."
             ) from exc
+        x0 = density.unconstrained(self._initial_values())
+        covariance = self._reml_covariance(density.theta_jacobian(x0))
+        return sample_density(
+            density, x0, covariance, seed=random_seed, meanwhile=import_summary_libraries,
+            **options,
+        )  # fmt: skip
 
     def _sample_pymc(self, built: _Built, engine: str, sampler: str, **options):
         """PyMC's NUTS (or nutpie / numpyro through PyMC) on the PyMC model."""

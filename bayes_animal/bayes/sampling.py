@@ -55,12 +55,13 @@ SAMPLE_STATS = {
 
 class _ImportedOnFirstUse(types.ModuleType):
     """Stands in for a module that another one imports at its top but uses only inside some
-    functions: the first attribute asked of the stand-in imports the real module (and takes
-    the stand-in out of ``sys.modules`` if it is still there)."""
+    functions: an attribute the stand-in lacks is looked up in the real module, imported on
+    the first such lookup (the stand-in is taken out of ``sys.modules`` first if it is still
+    there; the importing module keeps the stand-in, which forwards every lookup)."""
 
     def __getattr__(self, name: str):
         if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
+            sys.modules.pop(self.__name__, None)
         return getattr(importlib.import_module(self.__name__), name)
 
 
@@ -87,11 +88,18 @@ def import_nutpie() -> types.ModuleType:
     return nutpie
 
 
-def _trace_arrays(results, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _trace_arrays(results, size: int, draws: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The kept draws of z (chain × draw × size) and the sample statistics of
     :data:`SAMPLE_STATS` (chain × draw, under ArviZ's names) from nutpie's raw trace: one
     Arrow record batch per chain for the draws and one for the statistics, tuning rows
-    marked by the ``tuning`` statistic."""
+    marked by the ``tuning`` statistic.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        A chain has fewer than ``draws`` kept draws: nutpie returns the trace so far when
+        sampling is interrupted, and the fit stops as interrupted rather than go on with it.
+    """
     import pyarrow
 
     draw_batches, stat_batches = results.get_arrow_trace()
@@ -100,6 +108,10 @@ def _trace_arrays(results, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]
         kept = ~pyarrow.array(stat.column("tuning")).to_numpy(zero_copy_only=False)
         flat = pyarrow.array(draw.column("z")).flatten().to_numpy()
         z.append(flat.reshape(-1, size)[kept])
+        if len(z[-1]) != draws:
+            raise KeyboardInterrupt(
+                f"Sampling was interrupted: chain {len(z)} has {len(z[-1])} of {draws} draws."
+            )
         for name in SAMPLE_STATS:
             if name in stat.column_names:
                 values = pyarrow.array(stat.column(name)).to_numpy(zero_copy_only=False)
@@ -111,8 +123,12 @@ def _trace_arrays(results, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]
 
 def _in_a_notebook() -> bool:
     """Whether nutpie would draw its progress bar through a notebook's kernel (Jupyter,
-    Colab, marimo), whose connection a forked child must not use; in a terminal the bar is
-    written to stderr, from a child as well as from here."""
+    Colab, marimo, Databricks), whose connection a forked child must not use; in a terminal
+    the bar is written to stderr, from a child as well as from here."""
+    import os
+
+    if "DATABRICKS_RUNTIME_VERSION" in os.environ:
+        return True
     return any(name in sys.modules for name in ("ipykernel", "google.colab", "marimo"))
 
 
@@ -169,10 +185,13 @@ def sample_density(
     cores
         Cores free for sampling: with two or more (and fork, on Linux), the two chain groups
         (:func:`chain_groups`) run at once in two forked processes — nutpie's own threads
-        would share the GIL of the Python density. The draws are the same either way.
+        would share the GIL of the Python density — unless nutpie has already sampled in
+        this process (its threads may live on), and under a notebook the group with the
+        progress bar runs here. The draws are the same either way.
     meanwhile
-        Work for this process while the chain groups run in children (before them when they
-        run here): the caller's imports for what follows sampling.
+        Work for this process while the chain groups run in children; when they run here,
+        it runs before them (after them under a notebook). The caller's imports for what
+        follows sampling.
     """
     import xarray as xr
 
@@ -236,7 +255,7 @@ def sample_density(
         )
         if failures:  # in a child, it fails and the group is run again here, which raises
             raise failures[0]
-        z, stats = _trace_arrays(results, k)
+        z, stats = _trace_arrays(results, k, draws)
         return {"z": z, "stats": stats}
 
     parallel = cores >= 2 and not _SAMPLED_HERE
