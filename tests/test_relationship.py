@@ -88,6 +88,39 @@ def test_non_finite_entries_name_the_rows():
         as_relationship(bad, ids=["a", "b", "c"])
 
 
+def test_finite_entries_whose_sum_overflows_are_accepted():
+    # the finiteness check looks row by row only when the sum is not finite: huge but finite
+    # entries must not be reported as infinite
+    huge = np.diag([1e308, 1e308, 1.0])
+    rel = as_relationship(huge, ids=["a", "b", "c"], check_definite=False)
+    np.testing.assert_array_equal(rel.matrix, huge)
+
+
+def test_a_matrix_symmetric_within_the_tolerance_is_averaged_with_its_transpose():
+    near = GOOD.copy()
+    near[0, 2] += 1e-12
+    rel = as_relationship(near, ids=["a", "b", "c"])
+    np.testing.assert_array_equal(rel.matrix, (near + near.T) / 2)
+    np.testing.assert_array_equal(rel.matrix, rel.matrix.T)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_the_matrix_kept_is_a_c_ordered_copy_of_the_callers_array(order):
+    given = np.array(GOOD, order=order)
+    rel = as_relationship(given, ids=["a", "b", "c"])
+    given[0, 1] = given[1, 0] = 0.0  # the caller's array changes afterwards
+    np.testing.assert_array_equal(rel.matrix, GOOD)
+    assert rel.matrix.flags.c_contiguous
+
+
+def test_a_matrix_read_from_a_file_is_kept_in_c_order(tmp_path):
+    path = tmp_path / "A.csv"
+    _frame(GOOD).to_csv(path)
+    rel = read_relationship_csv(path)
+    np.testing.assert_array_equal(rel.matrix, GOOD)
+    assert rel.matrix.flags.c_contiguous
+
+
 def test_asymmetry_names_the_pair():
     bad = GOOD.copy()
     bad[0, 2] = 0.3

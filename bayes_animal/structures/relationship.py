@@ -221,8 +221,10 @@ def nearest_positive_definite(matrix: np.ndarray, *, floor: float = 1e-8) -> np.
     return (projected + projected.T) / 2.0
 
 
-def _check_values(ids: np.ndarray, matrix: np.ndarray) -> None:
-    """Shape, id and finiteness checks; raise :class:`RelationshipError` with the culprits."""
+def _check_values(ids: np.ndarray, matrix: np.ndarray) -> bool:
+    """Shape, id, finiteness and symmetry checks; raise :class:`RelationshipError` with the
+    culprits. True when the matrix is exactly symmetric (the usual case, checked without
+    temporaries); False when it is symmetric within :data:`SYMMETRY_TOLERANCE` only."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise RelationshipError(
             f"The relationship matrix must be square; got shape {matrix.shape}."
@@ -238,13 +240,18 @@ def _check_values(ids: np.ndarray, matrix: np.ndarray) -> None:
             f"Duplicate ids in the relationship matrix: {describe_items(duplicated)}. Each "
             "animal must have exactly one row and one column."
         )
-    bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-    if bad_rows.size:
-        raise RelationshipError(
-            "The relationship matrix has NaN or infinite entries in the rows of "
-            f"{describe_items(ids[bad_rows])}. Fix or recompute those relationships."
-        )
-    scale = float(np.max(np.abs(matrix))) or 1.0
+    with np.errstate(over="ignore"):  # finite entries may overflow the sum: then look closer
+        total = np.sum(matrix)
+    if not np.isfinite(total):
+        bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        if bad_rows.size:
+            raise RelationshipError(
+                "The relationship matrix has NaN or infinite entries in the rows of "
+                f"{describe_items(ids[bad_rows])}. Fix or recompute those relationships."
+            )
+    if np.array_equal(matrix, matrix.T):
+        return True
+    scale = max(float(np.max(matrix)), -float(np.min(matrix))) or 1.0
     asymmetry = np.abs(matrix - matrix.T)
     worst = np.unravel_index(int(np.argmax(asymmetry)), asymmetry.shape)
     if asymmetry[worst] > SYMMETRY_TOLERANCE * scale:
@@ -255,6 +262,7 @@ def _check_values(ids: np.ndarray, matrix: np.ndarray) -> None:
             f"A[{ids[j]!r}, {ids[i]!r}] = {matrix[j, i]:.10g}. Check that rows and columns use "
             "the same id order."
         )
+    return False
 
 
 def _labelled(matrix: np.ndarray, rows: Any, columns: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +291,18 @@ def _read_fast(
     a DataFrame of the same file would be."""
     rows, columns, matrix = labelled
     matrix, ids = _labelled(matrix, rows, columns)
-    return as_relationship(matrix, ids=ids, **options)
+    return _validated(matrix, ids, **options, owned=True)
+
+
+def _symmetric(matrix: np.ndarray, *, exact: bool, owned: bool) -> np.ndarray:
+    """``(A + Aᵀ)/2`` in C order, a new array. An ``exact``-ly symmetric matrix is copied only
+    when it is not ``owned`` (made by a reader of this package, so no one else holds it): in
+    Fortran order its transpose is then the same matrix in C order, taken as it is."""
+    if not exact:
+        return np.ascontiguousarray((matrix + matrix.T) / 2.0)
+    if owned:
+        return matrix.T if matrix.flags.f_contiguous else np.ascontiguousarray(matrix)
+    return np.array(matrix, order="C")
 
 
 def _smallest_eigenvalue_if_needed(matrix: np.ndarray) -> float | None:
@@ -344,8 +363,17 @@ def as_relationship(
                 "DataFrame labelled by id."
             )
         ids = id_strings(ids)
-    _check_values(ids, matrix)
-    matrix = np.ascontiguousarray((matrix + matrix.T) / 2.0)
+    return _validated(
+        matrix, ids, nearest_pd=nearest_pd, check_definite=check_definite, owned=False
+    )
+
+
+def _validated(
+    matrix: np.ndarray, ids: np.ndarray, *, nearest_pd: bool, check_definite: bool, owned: bool
+) -> RelationshipMatrix:
+    """The checks of :func:`as_relationship` on a matrix and its id strings; ``owned`` as in
+    :func:`_symmetric`."""
+    matrix = _symmetric(matrix, exact=_check_values(ids, matrix), owned=owned)
     min_eig = _smallest_eigenvalue_if_needed(matrix) if (check_definite or nearest_pd) else None
     if min_eig is not None:
         if min_eig < -psd_tolerance(len(ids), np.diag(matrix)) or nearest_pd:
@@ -399,7 +427,8 @@ def read_relationship_file(
                         "holds 'matrix' (n × n) and 'ids' (n), as `bayes-animal relmat --out "
                         "A.npz` writes it."
                     )
-                return as_relationship(arrays["matrix"], ids=arrays["ids"], **options)
+                matrix = np.asarray(arrays["matrix"], dtype=float)
+                return _validated(matrix, id_strings(arrays["ids"]), **options, owned=True)
         if suffix == ".npy":
             sidecar = ids_sidecar(path)
             if not sidecar.is_file():
@@ -408,7 +437,8 @@ def read_relationship_file(
                     "`bayes-animal relmat --out A.npy` writes them), or use .npz or CSV."
                 )
             ids = np.array(sidecar.read_text().split(), dtype=object)
-            return as_relationship(np.load(path, allow_pickle=False), ids=ids, **options)
+            matrix = np.asarray(np.load(path, allow_pickle=False), dtype=float)
+            return _validated(matrix, id_strings(ids), **options, owned=True)
         labelled = read_matrix_parquet(path)
         if labelled is not None:
             return _read_fast(labelled, options)
