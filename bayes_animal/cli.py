@@ -185,6 +185,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
         method=args.method,
         engine=args.engine,
         ordering=args.ordering,
+        pev=args.out is not None,  # the predictions' PEVs are only in the files written
         threads=args.threads,
     )
     timings = {

@@ -84,6 +84,20 @@ def test_reml_json_and_out(sim_dir, tmp_path, capsys):
     assert set(payload["timings"]) >= {"read", "relationship", "fit", "total"}
     assert len(blup) == 150
     np.testing.assert_allclose(blup["blup"], api.blup["blup"].to_numpy(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(blup["pev"], api.blup["pev"].to_numpy(), rtol=1e-8)
+
+
+def test_reml_prints_the_same_json_whether_or_not_it_writes_the_predictions(
+    sim_dir, tmp_path, capsys
+):
+    # without --out the predictions' PEVs are not computed: they appear only in the files
+    assert main(_reml_args(sim_dir, "--json")) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main(_reml_args(sim_dir, "--json", "--out", str(tmp_path))) == 0
+    with_files = json.loads(capsys.readouterr().out)
+    assert pd.read_csv(tmp_path / "blup.csv")["pev"].notna().all()
+    del alone["timings"], with_files["timings"]
+    assert alone == with_files
 
 
 def test_ml_method_flag(sim_dir, capsys):
