@@ -43,9 +43,21 @@ def test_busy_cores_are_left_alone(two_cores, monkeypatch):
 
 
 def test_a_passing_process_is_not_counted(two_cores, monkeypatch):
-    looks = iter([3, 1, 2])
+    # another task runnable for a few looks (the kernel's short work) is not another job
+    looks = iter([3, 2, 2, 3, 1, 2])
     monkeypatch.setattr(threads, "_running_now", lambda: next(looks))
-    assert default_threads() == 2  # the least of three looks: only this process
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    assert default_threads() == 2
+    assert next(looks) == 2  # the looks stopped at the first that saw only this process
+
+
+def test_a_busy_process_is_seen_at_every_look(two_cores, monkeypatch):
+    pauses = []
+    monkeypatch.setattr(threads, "_running_now", lambda: 2)
+    monkeypatch.setattr(threads.time, "sleep", pauses.append)
+    assert default_threads() == 1
+    assert len(pauses) == threads.LOOKS - 1  # spread over a few milliseconds
+    assert sum(pauses) == pytest.approx((threads.LOOKS - 1) * threads.LOOK_INTERVAL)
 
 
 def test_this_process_threads_are_not_another_job(two_cores, monkeypatch):

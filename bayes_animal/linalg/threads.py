@@ -10,14 +10,15 @@ So the limit is always set explicitly:
 - one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
   factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
 - otherwise the cores this process may use minus the ones other processes are busy on (the
-  runnable threads at this instant, from ``/proc/loadavg``, less this process's), at least one and
-  at most 8. (The one-minute load average would count this process's own recent work: a fit
-  called after a busy minute would give itself one core.)
+  runnable threads from ``/proc/loadavg``, less this process's, over a few milliseconds), at
+  least one and at most 8. (The one-minute load average would count this process's own recent
+  work: a fit called after a busy minute would give itself one core.)
 """
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from functools import cache
 
@@ -61,13 +62,37 @@ def _running_here() -> int:
     return max(count, 1)
 
 
+LOOKS = 8
+"""Most looks at the runnable threads before a thread count is chosen."""
+LOOK_INTERVAL = 0.0005
+"""Seconds between two looks."""
+
+
 def _busy_elsewhere() -> int:
-    """Cores other processes are busy on: the runnable threads now less this process's own
-    (the least of three looks, so that a passing process is not counted), else the one-minute
-    load average where the instantaneous count is not available."""
-    counts = [_running_now() for _ in range(3)]
-    if None not in counts:
-        return max(0, min(counts) - _running_here())
+    """Cores other processes are busy on: the runnable threads now less this process's own,
+    the least of up to :data:`LOOKS` looks :data:`LOOK_INTERVAL` apart, stopping at the first
+    that sees none; the one-minute load average where the instantaneous count is not
+    available.
+
+    A process busy on a core is runnable at every look. Work that is not (measured on the
+    2-core machines here: one more runnable task than /proc shows, for 1–3 ms at a time, at
+    the moment ``reml`` has read its matrix) is not counted: three looks within microseconds
+    saw it and ran the eigendecomposition on one thread in most runs, 1.5–2× slower. An idle
+    machine costs one look; a busy one 3.5 ms.
+    """
+    least = None
+    for look in range(LOOKS):
+        if look:
+            time.sleep(LOOK_INTERVAL)
+        running = _running_now()
+        if running is None:
+            break
+        busy = max(0, running - _running_here())
+        least = busy if least is None else min(least, busy)
+        if least == 0:
+            return 0
+    if least is not None:
+        return least
     try:
         return int(os.getloadavg()[0])
     except (AttributeError, OSError):  # pragma: no cover - no load average
