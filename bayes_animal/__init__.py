@@ -7,12 +7,11 @@ and by NUTS with PyMC. Importing the package does not import PyMC.
 """
 
 from ._version import __version__
-from .api import compare, reml, solve_mme
+from .api import reml, solve_mme
 from .design import Design, DroppedRecordsWarning, RepeatedRecordsWarning, build_design
 from .errors import BayesAnimalError, DataError, FormulaError, RelationshipError
 from .estimation.result import RemlResult
 from .linalg.spectral import SpectralProblem, decompose
-from .simulate import SimulatedData, Truth, simulate_reference
 from .structures.relationship import RelationshipMatrix, as_relationship, read_relationship_csv
 
 __all__ = [
@@ -41,10 +40,25 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """``AnimalModel`` is imported on first use, so that ``import bayes_animal`` stays light."""
-    if name == "AnimalModel":
-        from .bayes.model import AnimalModel
+_ON_FIRST_USE = {
+    "AnimalModel": "bayes.model",
+    "compare": "estimation.compare",
+    "SimulatedData": "simulate",
+    "Truth": "simulate",
+    "simulate_reference": "simulate",
+}
+"""Names imported on first use: the Bayesian model (PyMC's world) and what the everyday REML
+command does not need (the likelihood-ratio test, the simulation), so that ``import
+bayes_animal`` stays light."""
 
-        return AnimalModel
-    raise AttributeError(f"module 'bayes_animal' has no attribute {name!r}")
+
+def __getattr__(name: str):
+    """Import the names of :data:`_ON_FIRST_USE` when they are first asked for."""
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bayes_animal' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -28,7 +28,6 @@ import numpy as np
 
 from .design import Design, build_design
 from .errors import BayesAnimalError
-from .estimation.compare import LikelihoodRatio, compare
 from .estimation.result import RemlResult
 from .estimation.spectral import check_method, fit_spectral
 from .structures.inputs import RelationshipSource, resolve_relationship
@@ -37,7 +36,8 @@ from .structures.relationship import RelationshipMatrix
 from .tables import Records
 from .tables import pandas as pd
 
-__all__ = ["ENGINES", "ModelInputs", "compare", "model_inputs", "reml", "solve_mme"]
+# compare (and LikelihoodRatio) are imported on first use: see __getattr__ below
+__all__ = ["ENGINES", "ModelInputs", "compare", "model_inputs", "reml", "solve_mme"]  # noqa: F822
 
 ENGINES = ("auto", "spectral", "sparse")
 Engine = Literal["auto", "spectral", "sparse"]
@@ -317,4 +317,14 @@ def solve_mme(
     return solve_at(inputs.design, inputs.structures(), variances, pev=pev)
 
 
-__all__ += ["LikelihoodRatio", "fit_inputs"]
+__all__ += ["LikelihoodRatio", "fit_inputs"]  # noqa: F822
+
+
+def __getattr__(name: str):
+    """:func:`compare` and :class:`LikelihoodRatio` (:mod:`bayes_animal.estimation.compare`)
+    are imported on first use: the everyday REML command does not test."""
+    if name in ("compare", "LikelihoodRatio"):
+        from .estimation.compare import LikelihoodRatio, compare
+
+        return {"compare": compare, "LikelihoodRatio": LikelihoodRatio}[name]
+    raise AttributeError(f"module 'bayes_animal.api' has no attribute {name!r}")

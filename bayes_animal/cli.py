@@ -31,7 +31,6 @@ from .results.io import (
     write_predictions,
     write_relationship_csv,
 )
-from .simulate import simulate_reference
 from .structures.inputs import resolve_relationship
 from .tables import pandas as pd
 
@@ -502,6 +501,8 @@ def _cmd_relmat(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate_reference
+
     sim = simulate_reference(
         n=args.n,
         n_snps=args.n_snps,
@@ -531,6 +532,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .simulate import simulate_reference
+
     print(f"bayes_animal {__version__}: the reference simulation (N = {args.n}, seed {args.seed})")
     sim = simulate_reference(n=args.n, n_snps=args.n_snps, seed=args.seed)
     print(
