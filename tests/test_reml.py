@@ -4,6 +4,7 @@ boundary and edge cases, and recovery over simulated data sets."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,35 @@ def test_profile_derivatives_match_finite_differences(method):
         assert here.value == pytest.approx(
             loglik(problem, theta * s2, (1 - theta) * s2, method=method), rel=1e-12
         )
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+def test_the_batched_grid_scan_is_the_point_by_point_profile(method):
+    from bayes_animal.estimation.spectral import (
+        _LOGIT_GRID,
+        GRID_THETAS,
+        _maximise,
+        _newton_root,
+        profile_many,
+    )
+
+    data, relmat = small_problem(5)
+    design = build_design("y ~ 1 + x + C(sex)", data, relationship=relmat)
+    problem = decompose(design, relmat)
+    columns = np.repeat(problem.y_rot[:, None], len(GRID_THETAS), axis=1)
+    scan = profile_many(problem, columns, GRID_THETAS, method)
+    points = [profile_loglik(problem, float(t), method=method) for t in GRID_THETAS]
+    for key in ("value", "gradient", "curvature", "scale"):
+        np.testing.assert_allclose(
+            scan[key], [getattr(point, key) for point in points], rtol=1e-9, atol=1e-9
+        )
+    # the maximiser started from the scan ends where Newton from the point-by-point bracket ends
+    brackets = [(lo, hi) for lo, hi in pairwise(points) if lo.gradient > 0 and hi.gradient <= 0]
+    assert len(brackets) == 1 and len(_LOGIT_GRID) + 1 == len(points)
+    found, steps, _ = _newton_root(problem, *brackets[0], method, 100)
+    best = _maximise(problem, method, 100)
+    assert best.profile == found
+    assert best.iterations == len(points) + steps
 
 
 @pytest.mark.parametrize("method", ["reml", "ml"])

@@ -67,7 +67,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
 
 import numpy as np
 
@@ -185,6 +184,79 @@ def profile_loglik(problem: SpectralProblem, theta: float, *, method: Method = "
     gradient = -0.5 * (first[0] - m * y_pa_py / ypy)
     curvature = -0.5 * (-second[0, 0] + m * (2.0 * y_papa_py / ypy - (y_pa_py / ypy) ** 2))
     return _Profile(theta, float(value), float(gradient), float(curvature), ypy / m)
+
+
+def _outer_rows(X: np.ndarray) -> np.ndarray:
+    """Row-wise outer products x_i x_iᵀ, flattened (n × p²): Xᵀ diag(w) X = (wᵀ this)."""
+    return (X[:, :, None] * X[:, None, :]).reshape(X.shape[0], -1)
+
+
+def _weighted_cross(XX: np.ndarray, weights: np.ndarray, p: int) -> np.ndarray:
+    """Xᵀ diag(w_t) X for every column w_t of ``weights`` (T × p × p), by one product."""
+    return (weights.T @ XX).reshape(-1, p, p)
+
+
+def _gls_many(problem: SpectralProblem, y_rot: np.ndarray, W: np.ndarray):
+    """Batched GLS with per-trait variances W (n × T): (V, M, chol, R), M (T × p × p)."""
+    X = problem.X_rot
+    p = X.shape[1]
+    V = 1.0 / W
+    XtVX = _weighted_cross(_outer_rows(X), V, p)
+    chol = np.linalg.cholesky(XtVX)
+    M = np.linalg.inv(XtVX)
+    b = (M @ ((V * y_rot).T @ X)[:, :, None])[:, :, 0]
+    R = y_rot - X @ b.T
+    return V, M, chol, R
+
+
+def profile_many(
+    problem: SpectralProblem, y_rot: np.ndarray, thetas: np.ndarray, method: Method
+) -> dict[str, np.ndarray]:
+    r""":func:`profile_loglik` of every column of ``y_rot`` at its own θ (value, gradient,
+    curvature, scale s²), with every product taken per column: :math:`w_{it} = 1 + \theta_t
+    (d_i - 1)`, :math:`M_t = (X^{*\top} \operatorname{diag}(v_t) X^*)^{-1}`, :math:`r_t =
+    y_t^* - X^* M_t X^{*\top} v_t y_t^*`; :math:`O(n p^2 T)` in a few NumPy calls. The
+    many-trait maximiser's columns are traits (:mod:`~bayes_animal.estimation.spectral_many`),
+    the grid scan's one trait at every θ of the grid."""
+    thetas = np.asarray(thetas, dtype=float)
+    X = problem.X_rot
+    p = X.shape[1]
+    a = problem.eigenvalues - 1.0
+    reml_ = method == "reml"
+    m = problem.n - problem.p if reml_ else problem.n
+    W = 1.0 + np.outer(a, thetas)  # n × T
+    V, M, chol, R = _gls_many(problem, y_rot, W)
+    PY = V * R
+    ypy = np.sum(R * PY, axis=0)
+    G = a[:, None] * PY
+    y_pa_py = np.sum(G * PY, axis=0)
+    QG = (V * G).T @ X  # T × p
+    y_papa_py = np.sum(G * V * G, axis=0) - np.sum(QG * (M @ QG[:, :, None])[:, :, 0], axis=1)
+    # tr(P A) and tr(P A P A) with A = diag(a), P = diag(v) - Q M Qᵀ (REML), Q = diag(v) X
+    first = a @ V
+    second = (a * a) @ (V * V)
+    logdet_x = np.zeros_like(thetas)
+    if reml_:
+        XX = _outer_rows(X)
+        r_diag = (XX @ M.reshape(len(thetas), -1).T) * V * V  # diag(Q M Qᵀ), n × T
+        first = first - a @ r_diag
+        second = second - 2.0 * (a * a) @ (V * r_diag)
+        MS = M @ _weighted_cross(XX, a[:, None] * V * V, p)  # M Qᵀ A Q
+        second = second + np.sum(MS * MS.transpose(0, 2, 1), axis=(1, 2))
+        logdet_x = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        logdet_x = logdet_x - problem.logdet_xtx
+    value = -0.5 * (
+        m * np.log(2.0 * np.pi) + np.log(W).sum(axis=0) + logdet_x + m * np.log(ypy / m) + m
+    )
+    gradient = -0.5 * (first - m * y_pa_py / ypy)
+    curvature = -0.5 * (-second + m * (2.0 * y_papa_py / ypy - (y_pa_py / ypy) ** 2))
+    return {
+        "theta": thetas,
+        "value": value,
+        "gradient": gradient,
+        "curvature": curvature,
+        "scale": ypy / m,
+    }
 
 
 GRID_THETAS = np.concatenate([[0.0], 1.0 / (1.0 + np.exp(-_LOGIT_GRID))])
@@ -349,27 +421,39 @@ class _Maximum:
 
 def _maximise(problem: SpectralProblem, method: Method, max_iterations: int) -> _Maximum:
     """Grid scan of ℓ(θ) over :data:`GRID_THETAS`, Newton refinement in each
-    ascending→descending bracket."""
-    grid = [profile_loglik(problem, float(t), method=method) for t in GRID_THETAS]
+    ascending→descending bracket.
+
+    The scan takes one batched evaluation (:func:`profile_many`, the grid's θ as columns: 1 ms
+    instead of 15 ms for 74 points); the grid points that the result starts from (a bracket's
+    ends, a boundary, the best point) are evaluated again by :func:`profile_loglik`, so the
+    Newton steps and the estimate are those of a point-by-point scan.
+    """
+    columns = np.repeat(problem.y_rot[:, None], len(GRID_THETAS), axis=1)
+    scan = profile_many(problem, columns, GRID_THETAS, method)
+    gradients, values = scan["gradient"], scan["value"]
+
+    def point(k: int) -> _Profile:
+        return profile_loglik(problem, float(GRID_THETAS[k]), method=method)
+
     candidates: list[tuple[_Profile, int, float, str | None]] = []
-    if grid[0].gradient <= 0:
-        candidates.append((grid[0], 0, 0.0, "effect"))
-    if grid[-1].gradient >= 0:
-        candidates.append((grid[-1], 0, 0.0, "residual"))
-    for lo, hi in pairwise(grid):
-        if lo.gradient > 0 and hi.gradient <= 0:
-            found, steps, change = _newton_root(problem, lo, hi, method, max_iterations)
-            candidates.append((found, steps, change, None))
+    if gradients[0] <= 0:
+        candidates.append((point(0), 0, 0.0, "effect"))
+    if gradients[-1] >= 0:
+        candidates.append((point(-1), 0, 0.0, "residual"))
+    for k in np.flatnonzero((gradients[:-1] > 0) & (gradients[1:] <= 0)):
+        lo, hi = point(k), point(k + 1)
+        found, steps, change = _newton_root(problem, lo, hi, method, max_iterations)
+        candidates.append((found, steps, change, None))
     if not candidates:
-        best_grid = max(grid, key=lambda item: item.value)
+        best_grid = point(int(np.argmax(values)))
         stop = Convergence(
             False, float("inf"), float("inf"), (best_grid.gradient,) * 2, "no maximum bracketed"
         )
-        return _Maximum(best_grid, len(grid), stop, None)
+        return _Maximum(best_grid, len(GRID_THETAS), stop, None)
     profile, steps, change, boundary = max(candidates, key=lambda item: item[0].value)
     return _Maximum(
         profile,
-        sum(c[1] for c in candidates) + len(grid),
+        sum(c[1] for c in candidates) + len(GRID_THETAS),
         _convergence(profile, change, boundary, steps < max_iterations),
         boundary,
     )

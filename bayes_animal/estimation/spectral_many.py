@@ -28,80 +28,13 @@ from .spectral import (
     GRID_THETAS,
     Method,
     _convergence,
+    _gls_many,
     _Maximum,
     _Profile,
+    profile_many,
 )
 
 __all__ = ["average_information_many", "maximise_many", "profile_many"]
-
-
-def _outer_rows(X: np.ndarray) -> np.ndarray:
-    """Row-wise outer products x_i x_iᵀ, flattened (n × p²): Xᵀ diag(w) X = (wᵀ this)."""
-    return (X[:, :, None] * X[:, None, :]).reshape(X.shape[0], -1)
-
-
-def _weighted_cross(XX: np.ndarray, weights: np.ndarray, p: int) -> np.ndarray:
-    """Xᵀ diag(w_t) X for every column w_t of ``weights`` (T × p × p), by one product."""
-    return (weights.T @ XX).reshape(-1, p, p)
-
-
-def _gls_many(problem: SpectralProblem, y_rot: np.ndarray, W: np.ndarray):
-    """Batched GLS with per-trait variances W (n × T): (V, M, chol, R), M (T × p × p)."""
-    X = problem.X_rot
-    p = X.shape[1]
-    V = 1.0 / W
-    XtVX = _weighted_cross(_outer_rows(X), V, p)
-    chol = np.linalg.cholesky(XtVX)
-    M = np.linalg.inv(XtVX)
-    b = (M @ ((V * y_rot).T @ X)[:, :, None])[:, :, 0]
-    R = y_rot - X @ b.T
-    return V, M, chol, R
-
-
-def profile_many(
-    problem: SpectralProblem, y_rot: np.ndarray, thetas: np.ndarray, method: Method
-) -> dict[str, np.ndarray]:
-    """Profiled log-likelihood (value, gradient, curvature, scale s²) of every column of
-    ``y_rot`` at its own θ (see the module docstring)."""
-    thetas = np.asarray(thetas, dtype=float)
-    X = problem.X_rot
-    p = X.shape[1]
-    a = problem.eigenvalues - 1.0
-    reml_ = method == "reml"
-    m = problem.n - problem.p if reml_ else problem.n
-    W = 1.0 + np.outer(a, thetas)  # n × T
-    V, M, chol, R = _gls_many(problem, y_rot, W)
-    PY = V * R
-    ypy = np.sum(R * PY, axis=0)
-    G = a[:, None] * PY
-    y_pa_py = np.sum(G * PY, axis=0)
-    QG = (V * G).T @ X  # T × p
-    y_papa_py = np.sum(G * V * G, axis=0) - np.sum(QG * (M @ QG[:, :, None])[:, :, 0], axis=1)
-    # tr(P A) and tr(P A P A) with A = diag(a), P = diag(v) - Q M Qᵀ (REML), Q = diag(v) X
-    first = a @ V
-    second = (a * a) @ (V * V)
-    logdet_x = np.zeros_like(thetas)
-    if reml_:
-        XX = _outer_rows(X)
-        r_diag = (XX @ M.reshape(len(thetas), -1).T) * V * V  # diag(Q M Qᵀ), n × T
-        first = first - a @ r_diag
-        second = second - 2.0 * (a * a) @ (V * r_diag)
-        MS = M @ _weighted_cross(XX, a[:, None] * V * V, p)  # M Qᵀ A Q
-        second = second + np.sum(MS * MS.transpose(0, 2, 1), axis=(1, 2))
-        logdet_x = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        logdet_x = logdet_x - problem.logdet_xtx
-    value = -0.5 * (
-        m * np.log(2.0 * np.pi) + np.log(W).sum(axis=0) + logdet_x + m * np.log(ypy / m) + m
-    )
-    gradient = -0.5 * (first - m * y_pa_py / ypy)
-    curvature = -0.5 * (-second + m * (2.0 * y_papa_py / ypy - (y_pa_py / ypy) ** 2))
-    return {
-        "theta": thetas,
-        "value": value,
-        "gradient": gradient,
-        "curvature": curvature,
-        "scale": ypy / m,
-    }
 
 
 def _profile(values: dict[str, np.ndarray], k: int) -> _Profile:
