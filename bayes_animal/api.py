@@ -66,10 +66,12 @@ class ModelInputs:
         return {e.name: self.source.structure for e in self.design.effects if e.genetic}
 
     def dense_matrix(self) -> RelationshipMatrix:
-        """The dense matrix of the single random effect (the spectral engine's input)."""
+        """The dense matrix of the single random effect (the spectral engine's input): a given
+        matrix as it is, its definiteness settled by the decomposition if it was left for later
+        (:func:`~bayes_animal.linalg.spectral.decompose`)."""
         effect = self.design.effects[0]
         if effect.genetic:
-            return self.source.relmat
+            return self.source.matrix if self.source.matrix is not None else self.source.relmat
         return RelationshipMatrix(ids=effect.levels, matrix=np.eye(effect.size))
 
 

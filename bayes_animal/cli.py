@@ -80,9 +80,13 @@ def _format_reml(result: RemlResult, *, formula: str) -> str:
     return "\n".join(lines)
 
 
-def _relationship_from_args(args: argparse.Namespace, *, required: bool = True):
+def _relationship_from_args(
+    args: argparse.Namespace, *, required: bool = True, check_definite: bool = True
+):
     """The relationship from --relmat | --pedigree | --genotypes (shared by commands); None
-    when none is given and ``required`` is false (a model of independent effects only)."""
+    when none is given and ``required`` is false (a model of independent effects only).
+    ``check_definite=False``: a given matrix's definiteness is checked where it is first used
+    (``reml``: from the eigenvalues of the spectral path when they are A's)."""
     given = [getattr(args, name, None) for name in ("relmat", "pedigree", "genotypes")]
     if not required and not any(given):
         return None
@@ -103,6 +107,7 @@ def _relationship_from_args(args: argparse.Namespace, *, required: bool = True):
         ridge=args.ridge,
         blend=args.blend,
         nearest_pd=getattr(args, "nearest_pd", False),
+        check_definite=check_definite,
         warn=False,
     )
     for message in source.notices:
@@ -166,7 +171,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     data = read_records(args.data)
     read = time.perf_counter() - clock
     clock = time.perf_counter()
-    source = _relationship_from_args(args, required=False)
+    source = _relationship_from_args(args, required=False, check_definite=False)
     relationship = time.perf_counter() - clock
     inputs = model_inputs(
         args.formula,

@@ -185,6 +185,61 @@ def test_cli_errors_exit_2_with_one_paragraph_and_no_traceback(sim_dir, tmp_path
         assert needle in completed.stderr.replace("\n", " "), (name, completed.stderr)
 
 
+def _indefinite_case(sim_dir, tmp_path, case):
+    """reml arguments for an indefinite matrix, and its smallest eigenvalue."""
+    A = pd.read_csv(sim_dir / "A.csv", index_col=0)
+    values = A.to_numpy() - 3 * np.eye(len(A)) * A.to_numpy().diagonal().max()
+    pd.DataFrame(values, index=A.index, columns=A.columns).to_csv(tmp_path / "indefinite.csv")
+    pheno = pd.read_csv(sim_dir / "pheno.csv")
+    if case == "an animal without records":
+        pheno = pheno.iloc[1:]
+    pheno.to_csv(tmp_path / "pheno.csv", index=False)
+    extra = ["--engine", "sparse"] if case == "sparse engine" else []
+    args = [
+        "reml", "--data", str(tmp_path / "pheno.csv"), "--relmat", str(tmp_path / "indefinite.csv"),
+        "--formula", "response ~ 1 + fix", "--json", *extra,
+    ]  # fmt: skip
+    return args, np.linalg.eigvalsh(values)[0]
+
+
+@pytest.mark.parametrize(
+    "case", ["every animal one record", "an animal without records", "sparse engine"]
+)
+def test_reml_refuses_an_indefinite_matrix_whichever_step_checks_it(
+    sim_dir, tmp_path, capsys, case
+):
+    # reml leaves the check of a given matrix to its first use: the spectral path's eigenvalues
+    # when they are A's, a Cholesky factorisation otherwise; the error is the reader's
+    args, smallest = _indefinite_case(sim_dir, tmp_path, case)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    message = captured.err.replace("\n", " ")
+    assert "not positive semi-definite: its smallest eigenvalue is" in message
+    assert f"is {smallest:.6g}." in message and "--nearest-pd" in message
+
+
+def test_reml_checks_a_given_matrix_once_and_by_cholesky_only_when_it_must(
+    sim_dir, tmp_path, monkeypatch, capsys
+):
+    from bayes_animal.structures import relationship
+
+    calls = []
+    check = relationship._smallest_eigenvalue_if_needed
+    monkeypatch.setattr(
+        relationship, "_smallest_eigenvalue_if_needed", lambda m: calls.append(1) or check(m)
+    )
+    assert main(_reml_args(sim_dir, "--json", "--out", str(tmp_path / "a"))) == 0
+    assert calls == []  # every animal has one record: the eigenvalues of Z A Zᵀ are A's
+    pheno = pd.read_csv(sim_dir / "pheno.csv").iloc[1:]
+    pheno.to_csv(tmp_path / "pheno.csv", index=False)
+    args = _reml_args(sim_dir, "--json", "--out", str(tmp_path / "b"))
+    args[2] = str(tmp_path / "pheno.csv")
+    assert main(args) == 0
+    assert calls == [1]  # an animal without records: Cholesky, once
+    capsys.readouterr()
+
+
 def test_nearest_pd_flag_projects_with_a_notice(sim_dir, tmp_path, capsys):
     A = pd.read_csv(sim_dir / "A.csv", index_col=0)
     values = A.to_numpy().copy()

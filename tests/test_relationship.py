@@ -136,6 +136,32 @@ def test_indefinite_matrix_reports_smallest_eigenvalue_and_the_fix():
         as_relationship(bad, ids=["a", "b", "c"])
 
 
+def test_a_check_left_for_later_is_made_at_first_use():
+    from bayes_animal.structures.inputs import RelationshipSource
+
+    bad = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.9], [0.0, 0.9, 1.0]])
+    rel = as_relationship(bad, ids=["a", "b", "c"], check_definite=False)
+    assert rel.definite_unchecked
+    for first_use in (
+        rel.require_definite,
+        rel.factor,
+        lambda: RelationshipSource(rel, "matrix").relmat,
+        lambda: RelationshipSource(rel, "matrix").structure,
+    ):
+        with pytest.raises(RelationshipError, match="not positive semi-definite.*--nearest-pd"):
+            first_use()
+    with pytest.raises(RelationshipError, match="smallest eigenvalue is -0.27"):
+        rel.settle_definite(float(np.linalg.eigvalsh(bad)[0]))
+    good = as_relationship(GOOD, ids=["a", "b", "c"], check_definite=False)
+    assert good.definite_unchecked
+    good.require_definite()
+    assert not good.definite_unchecked
+    tiny = as_relationship(GOOD, ids=["a", "b", "c"], check_definite=False)
+    tiny.settle_definite(-1e-12)  # within the one PSD tolerance: accepted
+    assert not tiny.definite_unchecked
+    assert not as_relationship(GOOD, ids=["a", "b", "c"]).definite_unchecked
+
+
 def test_nearest_pd_only_when_asked_and_then_flagged():
     bad = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.9], [0.0, 0.9, 1.0]])
     rel = as_relationship(bad, ids=["a", "b", "c"], nearest_pd=True)

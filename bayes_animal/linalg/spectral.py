@@ -89,6 +89,9 @@ def decompose(
 
     Notes
     -----
+    A matrix whose positive semi-definiteness was left unchecked at input
+    (:attr:`~bayes_animal.structures.relationship.RelationshipMatrix.definite`) is checked
+    here: from these eigenvalues when Z is a permutation (they are A's), else before.
     A positive semi-definite A gives :math:`d \ge 0`; negative eigenvalues within the package's
     one PSD tolerance (:func:`~bayes_animal.relationship.psd_tolerance`, scaled by the most
     records of one animal) or eigh's round-off are set to zero, anything more negative is an
@@ -96,7 +99,13 @@ def decompose(
     Small positive eigenvalues are kept exactly: the seed_sim A has one of 1.1e-7, and
     zeroing it changes the log-likelihood in the fourth decimal.
     """
-    index = design.effects[0].index
+    effect = design.effects[0]
+    index = effect.index
+    # K = P A Pᵀ for a permutation Z: its eigenvalues are A's, and settle a check of A left
+    # for later (RelationshipMatrix.definite); otherwise that check is made here, first
+    spectrum_of_a = effect.is_permutation()
+    if not spectrum_of_a:
+        relmat.require_definite()
     in_order = len(index) == relmat.size and np.array_equal(index, np.arange(relmat.size))
     kernel = relmat.matrix if in_order else relmat.matrix[np.ix_(index, index)]
     start = time.perf_counter()
@@ -112,6 +121,8 @@ def decompose(
         psd_tolerance(relmat.size, np.diag(relmat.matrix)) * records,
         len(values) * np.finfo(float).eps * max(float(values[-1]), 1.0),
     )
+    if spectrum_of_a and relmat.definite_unchecked:
+        relmat.settle_definite(float(values[0]))
     values = np.where((values < 0) & (values >= -tolerance), 0.0, values)
     if values[0] < 0:
         raise RelationshipError(

@@ -58,8 +58,10 @@ class RelationshipSource:
 
     @property
     def relmat(self) -> RelationshipMatrix:
-        """The dense matrix (for a pedigree: A by the tabular method, formed once on request)."""
+        """The dense matrix (for a pedigree: A by the tabular method, formed once on request),
+        positive semi-definite (a check left for later is made now)."""
         if self.matrix is not None:
+            self.matrix.require_definite()
             return self.matrix
         return self.structure.dense()
 
@@ -68,6 +70,9 @@ class RelationshipSource:
         """The covariance structure of the genetic effects (sparse A⁻¹ for a pedigree)."""
         if "structure" not in self._cache:
             from .covariance import MatrixStructure, PedigreeStructure
+
+            if self.matrix is not None:
+                self.matrix.require_definite()
 
             self._cache["structure"] = (
                 PedigreeStructure(self.pedigree, self.sampling)
@@ -110,9 +115,14 @@ def resolve_relationship(
     ridge: float = 0.0,
     blend: float = 0.0,
     nearest_pd: bool = False,
+    check_definite: bool = True,
     warn: bool = True,
 ) -> RelationshipSource:
     """Build the relationship matrix from exactly one kind of input (see the module docstring).
+
+    ``check_definite=False`` leaves the positive semi-definiteness of a given matrix to be
+    checked where it is first used (:attr:`RelationshipMatrix.definite`): the command line's
+    ``reml``, whose spectral path computes A's eigenvalues anyway.
 
     Raises
     ------
@@ -133,7 +143,8 @@ def resolve_relationship(
     if blend and not blended:
         raise RelationshipError("blend= needs both genotypes= and pedigree=.")
     if relmat is not None:
-        return RelationshipSource(as_relationship(relmat, nearest_pd=nearest_pd), "matrix")
+        matrix = as_relationship(relmat, nearest_pd=nearest_pd, check_definite=check_definite)
+        return RelationshipSource(matrix, "matrix")
     from .additive import dense_relationship, mendelian_sampling
     from .genomic import genomic_relationship
 
