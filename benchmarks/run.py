@@ -189,8 +189,11 @@ def reml_cli(quick: bool) -> None:
         + "'rrBLUP at this run's speed' is 5.3 s scaled by the 'before' median over the "
         "issue's 0.98 s for that same version (5.4× rrBLUP), since this machine's speed drifts "
         "by ±30 % between runs: an estimate. The A.npz row reads the same matrix written by "
-        "`bayes-animal relmat --out A.npz`. Both packages' bytecode is compiled before timing "
-        "(PYTHONDONTWRITEBYTECODE is set on these machines).\n",
+        "`bayes-animal relmat --out A.npz`. 'the floor' is the least any Python "
+        "implementation of this path does (bench_fit.FLOOR_SCRIPT): start Python, import NumPy "
+        "and pyarrow, parse A.csv into one array, read the records and eigendecompose A once, "
+        "with nothing checked, no likelihood and no output. Both packages' bytecode is compiled "
+        "before timing (PYTHONDONTWRITEBYTECODE is set on these machines).\n",
     )
 
 
