@@ -88,33 +88,64 @@ def test_profile_derivatives_match_finite_differences(method):
         )
 
 
-@pytest.mark.parametrize("method", ["reml", "ml"])
-def test_the_batched_grid_scan_is_the_point_by_point_profile(method):
-    from bayes_animal.estimation.spectral import (
-        _LOGIT_GRID,
-        GRID_THETAS,
-        _maximise,
-        _newton_root,
-        profile_many,
-    )
+def _point_by_point_maximum(problem, method):
+    """The maximiser before its grid scan was batched: every grid point by profile_loglik."""
+    from bayes_animal.estimation.spectral import GRID_THETAS, _newton_root
 
-    data, relmat = small_problem(5)
-    design = build_design("y ~ 1 + x + C(sex)", data, relationship=relmat)
-    problem = decompose(design, relmat)
-    columns = np.repeat(problem.y_rot[:, None], len(GRID_THETAS), axis=1)
-    scan = profile_many(problem, columns, GRID_THETAS, method)
-    points = [profile_loglik(problem, float(t), method=method) for t in GRID_THETAS]
-    for key in ("value", "gradient", "curvature", "scale"):
-        np.testing.assert_allclose(
-            scan[key], [getattr(point, key) for point in points], rtol=1e-9, atol=1e-9
-        )
-    # the maximiser started from the scan ends where Newton from the point-by-point bracket ends
-    brackets = [(lo, hi) for lo, hi in pairwise(points) if lo.gradient > 0 and hi.gradient <= 0]
-    assert len(brackets) == 1 and len(_LOGIT_GRID) + 1 == len(points)
-    found, steps, _ = _newton_root(problem, *brackets[0], method, 100)
-    best = _maximise(problem, method, 100)
-    assert best.profile == found
-    assert best.iterations == len(points) + steps
+    grid = [profile_loglik(problem, float(t), method=method) for t in GRID_THETAS]
+    candidates = []
+    if grid[0].gradient <= 0:
+        candidates.append((grid[0], 0, "effect"))
+    if grid[-1].gradient >= 0:
+        candidates.append((grid[-1], 0, "residual"))
+    for lo, hi in pairwise(grid):
+        if lo.gradient > 0 and hi.gradient <= 0:
+            found, steps, _ = _newton_root(problem, lo, hi, method, 100)
+            candidates.append((found, steps, None))
+    profile, _, boundary = max(candidates, key=lambda c: c[0].value)
+    return profile, boundary, sum(c[1] for c in candidates) + len(grid)
+
+
+def _grid_problems():
+    """Interior maxima (repeated records, unrecorded animals) and a maximum at σu² = 0."""
+    for seed in (5, 6, 7):
+        data, relmat = small_problem(seed)
+        design = build_design("y ~ 1 + x + C(sex)", data, relationship=relmat)
+        yield f"seed {seed}", decompose(design, relmat)
+    q = 60
+    ids = np.array([f"i{k}" for k in range(q)], dtype=object)
+    relmat = RelationshipMatrix(ids=ids, matrix=_ar1(q))
+    for seed in range(40):
+        data = pd.DataFrame({"animal": ids, "y": np.random.default_rng(seed).standard_normal(q)})
+        design = build_design("y ~ 1", data, relationship=relmat)
+        problem = decompose(design, relmat)
+        if profile_loglik(problem, 0.0).gradient < 0:
+            yield "boundary", problem
+            return
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+@pytest.mark.parametrize("budget", ["one batch", "slices", "point by point"])
+def test_the_batched_grid_scan_finds_the_point_by_point_maximum(method, budget, monkeypatch):
+    from bayes_animal.estimation import spectral
+
+    elements = {"one batch": 1 << 22, "slices": 15 * 45 * 10, "point by point": 1}[budget]
+    monkeypatch.setattr(spectral, "GRID_BATCH_ELEMENTS", elements)
+    boundaries = set()
+    for name, problem in _grid_problems():
+        gradients, values = spectral._scan_grid(problem, method)
+        points = [profile_loglik(problem, float(t), method=method) for t in spectral.GRID_THETAS]
+        exact = np.array([q.gradient for q in points])
+        np.testing.assert_array_equal(np.sign(gradients), np.sign(exact))  # the same brackets
+        # to round-off, which grows towards θ = 1 (σ² → 0: gradients of order 1e9 there)
+        np.testing.assert_allclose(gradients, exact, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(values, [q.value for q in points], rtol=1e-9)
+        profile, boundary, iterations = _point_by_point_maximum(problem, method)
+        best = spectral._maximise(problem, method, 100)
+        assert best.profile == profile, name  # the same floats: the same Newton steps
+        assert best.boundary == boundary and best.iterations == iterations, name
+        boundaries.add(boundary)
+    assert boundaries >= {None, "effect"} if method == "reml" else None in boundaries
 
 
 @pytest.mark.parametrize("method", ["reml", "ml"])
