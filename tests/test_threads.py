@@ -11,11 +11,30 @@ from bayes_animal.linalg import threads
 from bayes_animal.linalg.threads import SMALL_DENSE, blas_threads, default_threads
 
 
+@pytest.fixture(autouse=True)
+def fresh_looks(monkeypatch):
+    """Every call looks afresh (no count reused from an earlier test)."""
+    monkeypatch.setattr(threads, "REUSE_SECONDS", 0.0)
+    monkeypatch.setattr(threads, "_recent", {})
+
+
 @pytest.fixture
 def two_cores(monkeypatch):
     monkeypatch.delenv("BAYES_ANIMAL_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.setattr(threads, "_running_here", lambda: 1)  # this process: one thread
+
+
+def test_a_count_is_reused_for_a_second(two_cores, monkeypatch):
+    # on a busy machine a count takes all the looks: the thousands of calls of a fit reuse it
+    looks = []
+    monkeypatch.setattr(threads, "_running_now", lambda: looks.append(1) or 2)
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(threads, "REUSE_SECONDS", 1.0)
+    clock = iter([100.0, 100.0, 100.5, 101.2, 101.2])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
+    assert [default_threads(), default_threads(), default_threads()] == [1, 1, 1]
+    assert len(looks) == 2 * threads.LOOKS  # looked at 100.0 and at 101.2, not at 100.5
 
 
 def test_environment_variable_wins(monkeypatch):

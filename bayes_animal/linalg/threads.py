@@ -10,9 +10,10 @@ So the limit is always set explicitly:
 - one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
   factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
 - otherwise the cores this process may use minus the ones other processes are busy on (the
-  runnable threads from ``/proc/loadavg``, less this process's, over a few milliseconds), at
-  least one and at most 8. (The one-minute load average would count this process's own recent
-  work: a fit called after a busy minute would give itself one core.)
+  runnable threads from ``/proc/loadavg``, less this process's, over a few milliseconds, the
+  count reused for a second), at least one and at most 8. (The one-minute load average would
+  count this process's own recent work: a fit called after a busy minute would give itself
+  one core.)
 """
 
 from __future__ import annotations
@@ -66,9 +67,25 @@ LOOKS = 8
 """Most looks at the runnable threads before a thread count is chosen."""
 LOOK_INTERVAL = 0.0005
 """Seconds between two looks."""
+REUSE_SECONDS = 1.0
+"""How long a count of the cores busy elsewhere is reused: the sparse engine's dense blocks and
+the conditional draws ask for a thread count thousands of times in a fit, and on a busy
+machine each count takes all the looks (3.5 ms)."""
+
+_recent: dict[str, float] = {}  # the last count of busy cores ("busy") and when ("at")
 
 
 def _busy_elsewhere() -> int:
+    """:func:`_looked_busy_elsewhere`, reused for :data:`REUSE_SECONDS`."""
+    now = time.monotonic()
+    if _recent and now - _recent["at"] < REUSE_SECONDS:
+        return int(_recent["busy"])
+    busy = _looked_busy_elsewhere()
+    _recent.update(busy=busy, at=time.monotonic())
+    return busy
+
+
+def _looked_busy_elsewhere() -> int:
     """Cores other processes are busy on: the runnable threads now less this process's own,
     the least of up to :data:`LOOKS` looks :data:`LOOK_INTERVAL` apart, stopping at the first
     that sees none; the one-minute load average where the instantaneous count is not
