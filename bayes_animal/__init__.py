@@ -53,12 +53,21 @@ bayes_animal`` stays light."""
 
 
 def __getattr__(name: str):
-    """Import the names of :data:`_ON_FIRST_USE` when they are first asked for."""
-    module = _ON_FIRST_USE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bayes_animal' has no attribute {name!r}")
+    """Import the names of :data:`_ON_FIRST_USE`, and the package's modules (``bayes_animal.
+    simulate``), when they are first asked for."""
     from importlib import import_module
+    from importlib.util import find_spec
 
-    value = getattr(import_module(f".{module}", __name__), name)
+    module = _ON_FIRST_USE.get(name)
+    if module is not None:
+        value = getattr(import_module(f".{module}", __name__), name)
+    elif not name.startswith("__") and find_spec(f"{__name__}.{name}") is not None:
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'bayes_animal' has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))

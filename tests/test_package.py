@@ -45,6 +45,18 @@ def test_the_api_still_hands_out_the_likelihood_ratio_test():
     assert compare is module.compare and LikelihoodRatio is module.LikelihoodRatio
 
 
+def test_the_package_modules_are_attributes_of_the_package():
+    code = (
+        "import bayes_animal; "
+        "print(bayes_animal.simulate.simulate_reference.__module__, "
+        "'simulate_reference' in dir(bayes_animal), 'AnimalModel' in dir(bayes_animal))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.stdout.split() == ["bayes_animal.simulate", "True", "True"], completed.stderr
+
+
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         bayes_animal.nope  # noqa: B018
