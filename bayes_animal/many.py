@@ -421,7 +421,11 @@ def _reml_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tu
 
 
 def _resolve_source(relmat, pedigree, genotypes, source) -> RelationshipSource:
+    """The relationship, checked before any trait is fitted: a matrix that is not positive
+    semi-definite stops the batch, not one trait after another."""
     if source is not None:
+        if source.matrix is not None:
+            source.matrix.require_definite()
         return source
     if all(v is None for v in (relmat, pedigree, genotypes)):
         raise DataError(

@@ -151,6 +151,19 @@ def test_formula_errors(traits):
         fit_many("~ 1 + fix", data, "t1", relmat=relmat, posteriors=True, progress=False)
 
 
+@pytest.mark.parametrize("batch", [reml_many, fit_many])
+def test_an_indefinite_matrix_left_unchecked_stops_the_batch_before_any_trait(traits, batch):
+    from bayes_animal import RelationshipError, as_relationship
+    from bayes_animal.structures.inputs import RelationshipSource
+
+    data, relmat = traits
+    values = relmat.matrix - 3.0 * np.eye(relmat.size) * relmat.matrix.diagonal().max()
+    unchecked = as_relationship(values, ids=relmat.ids, check_definite=False)
+    source = RelationshipSource(unchecked, "matrix")
+    with pytest.raises(RelationshipError, match="not positive semi-definite"):
+        batch("~ 1 + fix", data, "t0,t1", source=source, progress=False)
+
+
 def test_rows_are_written_as_they_finish_and_resume_skips_them(traits, tmp_path):
     data, relmat = traits
     reml_many("~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, workers=1, progress=False)

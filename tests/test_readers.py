@@ -157,9 +157,10 @@ def test_matrices_where_the_readers_could_differ_are_left_to_pandas(tmp_path, co
     assert read_matrix_csv(path) is None
 
 
-def test_float_columns_in_chunks_of_any_shape_are_copied_whole():
+def test_float_columns_in_chunks_of_any_shape_are_copied_whole(monkeypatch):
     import pyarrow
 
+    from bayes_animal import readers
     from bayes_animal.readers import _matrix
 
     sliced = pyarrow.array([9.0, 1.0, 2.0, 3.0]).slice(1)  # a chunk with an offset
@@ -168,7 +169,9 @@ def test_float_columns_in_chunks_of_any_shape_are_copied_whole():
         pyarrow.chunked_array([[4.0], [5.0, 6.0]]),
         pyarrow.chunked_array([[7.0, 8.0], [9.0]]),
     ]
-    matrix = _matrix(np.array(["a", "b", "c"], dtype=object), columns)
+    with monkeypatch.context() as patch:  # the whole-table copy, not the column-by-column path
+        patch.setattr(readers, "_numbers", lambda column: pytest.fail("read column by column"))
+        matrix = _matrix(np.array(["a", "b", "c"], dtype=object), columns)
     np.testing.assert_array_equal(matrix, [[1.0, 4.0, 7.0], [2.0, 5.0, 8.0], [3.0, 6.0, 9.0]])
     # an integer column among them is read column by column, as before
     columns[1] = pyarrow.chunked_array([[4, 5, 6]])

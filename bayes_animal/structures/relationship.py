@@ -251,8 +251,8 @@ def nearest_positive_definite(matrix: np.ndarray, *, floor: float = 1e-8) -> np.
 
 def _check_values(ids: np.ndarray, matrix: np.ndarray) -> bool:
     """Shape, id, finiteness and symmetry checks; raise :class:`RelationshipError` with the
-    culprits. True when the matrix is exactly symmetric (the usual case, checked without
-    temporaries); False when it is symmetric within :data:`SYMMETRY_TOLERANCE` only."""
+    culprits. True when the matrix is exactly symmetric (the usual case: one comparison with
+    its transpose); False when it is symmetric within :data:`SYMMETRY_TOLERANCE` only."""
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise RelationshipError(
             f"The relationship matrix must be square; got shape {matrix.shape}."
