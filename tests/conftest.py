@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,13 @@ def herd_records(*, n_animals: int, n_herds: int, groups: int, seed: int):
         seed=seed + 1,
     )
     return sim.data, table[["id", "sire", "dam"]]
+
+
+def python_stdout(code: str) -> str:
+    """What a fresh Python process running ``code`` prints (it must exit cleanly): for checks of
+    what importing or running something imports, which this test process has long imported."""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout

@@ -3,10 +3,10 @@ for first use (the Bayesian model, the likelihood-ratio test, the simulation) st
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
+from conftest import python_stdout
 
 import bayes_animal
 
@@ -17,10 +17,7 @@ def test_importing_the_package_leaves_the_names_for_first_use_unimported():
         "print(sorted(m for m in ('bayes_animal.simulate', 'bayes_animal.estimation.compare', "
         "'bayes_animal.bayes.model', 'pymc', 'pandas') if m in sys.modules))"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
-    assert completed.stdout.strip() == "[]", completed.stdout + completed.stderr
+    assert python_stdout(code).strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -51,10 +48,7 @@ def test_the_package_modules_are_attributes_of_the_package():
         "print(bayes_animal.simulate.simulate_reference.__module__, "
         "'simulate_reference' in dir(bayes_animal), 'AnimalModel' in dir(bayes_animal))"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
-    assert completed.stdout.split() == ["bayes_animal.simulate", "True", "True"], completed.stderr
+    assert python_stdout(code).split() == ["bayes_animal.simulate", "True", "True"]
 
 
 def test_an_unknown_name_is_an_attribute_error():

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import python_stdout
 
 from bayes_animal.tables import ColumnRecords, Table, as_records, is_pandas
 
@@ -64,10 +62,7 @@ def test_importing_the_package_does_not_import_pandas():
         "from bayes_animal.tables import is_pandas; "
         "assert not is_pandas(object()); print('pandas' in sys.modules)"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
-    assert completed.stdout.strip() == "False", completed.stdout + completed.stderr
+    assert python_stdout(code).strip() == "False"
 
 
 def test_a_table_is_written_as_pandas_writes_its_frame(tmp_path):
