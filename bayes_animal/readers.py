@@ -113,6 +113,15 @@ def _read_table(
     return table
 
 
+def _floats_as_pandas_reads_them(values: np.ndarray) -> bool:
+    """False where pandas could read these floats (the entries present) otherwise: a NaN
+    spelt as pandas does not read it ('NAN', 'Nan'), or integers beyond int64 (pandas reads
+    them as uint64 or strings). Checked per chunk of a column, or over a whole matrix."""
+    if np.isnan(values).any():
+        return False
+    return not np.isfinite(values[np.abs(values) >= 2.0**63]).any()
+
+
 def _numbers(column: Any) -> np.ndarray | None:
     """An integer (no missing entry), float or all-missing column as NumPy; None otherwise."""
     kind = str(column.type)
@@ -130,14 +139,13 @@ def _numbers(column: Any) -> np.ndarray | None:
         if chunk.null_count:
             bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
             valid = bits[chunk.offset : chunk.offset + len(chunk)] == 1
-        if dtype is np.float64 and np.isnan(values if valid is None else values[valid]).any():
-            return None  # a NaN spelt as pandas does not read it ('NAN', 'Nan'): pandas decides
+        present = values if valid is None else values[valid]
+        if dtype is np.float64 and not _floats_as_pandas_reads_them(present):
+            return None
         if valid is not None:
             values = np.where(valid, values, np.nan)
         parts.append(values)
     values = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-    if dtype is np.float64 and np.any(np.isfinite(values) & (np.abs(values) >= 2.0**63)):
-        return None  # integers beyond int64: pandas reads them as uint64 or strings
     if dtype is np.int64 and column.null_count:
         return values.astype(float)
     return np.array(values, copy=True)
@@ -187,7 +195,7 @@ def _matrix(row_ids: np.ndarray | None, columns: list[Any]) -> np.ndarray | None
         return None
     matrix = np.empty((len(row_ids), len(columns)), order="F")
     if _copy_float_table(columns, matrix):
-        return matrix if _numbers_as_pandas_reads_them(matrix) else None
+        return matrix if _floats_as_pandas_reads_them(matrix) else None
     for j, column in enumerate(columns):
         values = _numbers(column)
         if values is None:
@@ -211,13 +219,6 @@ def _copy_float_table(columns: list[Any], matrix: np.ndarray) -> bool:
         matrix[row : row + batch.num_rows] = batch.to_tensor(row_major=False).to_numpy()
         row += batch.num_rows
     return True
-
-
-def _numbers_as_pandas_reads_them(matrix: np.ndarray) -> bool:
-    """The checks of :func:`_numbers` on a whole matrix of floats at once."""
-    if np.isnan(matrix).any():
-        return False  # a NaN spelt as pandas does not read it ('NAN', 'Nan'): pandas decides
-    return not np.isfinite(matrix[np.abs(matrix) >= 2.0**63]).any()  # as in _numbers
 
 
 def _values(column: Any) -> np.ndarray | None:

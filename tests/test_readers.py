@@ -66,6 +66,7 @@ LEFT_TO_PANDAS = {
     "digits with underscores": "animal,x,y\na1,1_5,1\na2,2,2\n",
     "hexadecimal": "animal,x,y\na1,0x10,1\na2,2,2\n",
     "integers beyond int64": "animal,x,y\na1,9223372036854775808,1\na2,2,2\n",
+    "integers beyond int64 beside a missing entry": "animal,x,y\na1,9223372036854775808,1\na2,,2\n",
     "NaN spelt as pandas does not read it": "animal,x,y\na1,NAN,1\na2,Nan,2\na3,+nan,3\n",
     "a header and no records": "animal,x,y\n",
     "ragged rows": "animal,y\na1,1,9\na2,2\n",
