@@ -143,12 +143,10 @@ def choose_parameterisation(design: Design, *, dense: bool, order: int) -> tuple
 
 @contextmanager
 def _quiet_backend():
-    """Silence the backend's notices that say nothing to a user: PyMC's dense mass matrix is
-    marked experimental (we start it from the REML information, tested), and PyTensor's numba
-    linker runs the sparse-likelihood Op in Python (by design: it calls our numba kernels)."""
+    """Silence the backend's notice that says nothing to a user: PyMC's dense mass matrix is
+    marked experimental (we start it from the REML information, tested)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="QuadPotentialFullAdapt is an experimental")
-        warnings.filterwarnings("ignore", message="Numba will use object mode to run")
         yield
 
 
