@@ -146,7 +146,7 @@ def test_a_check_left_for_later_is_made_at_first_use():
         rel.require_definite,
         rel.factor,
         lambda: RelationshipSource(rel, "matrix").relmat,
-        lambda: RelationshipSource(rel, "matrix").structure,
+        lambda: RelationshipSource(rel, "matrix").structure.inverse(),  # its factorisation
     ):
         with pytest.raises(RelationshipError, match="not positive semi-definite.*--nearest-pd"):
             first_use()

@@ -11,8 +11,9 @@ dense :math:`K`. Three kinds implement it:
   :math:`a_{ii} = 1 + F_i`, :math:`L = T D^{1/2}` is applied by the parents-first recursion.
   The dense A is only formed on request (spectral path, oracles; refused above 20 000).
 - :class:`MatrixStructure`: a given relationship matrix (a CSV A, a genomic G). Its inverse
-  comes from its Cholesky factor and is kept sparse when it is (the inverse of a
-  pedigree-derived A that users export has the sparsity of :math:`A^{-1}`).
+  and log-determinant come from :mod:`bayes_animal.linalg.inverse`: a sparse factorisation
+  when the matrix is a pedigree A written parents first (its inverse has the sparsity of
+  :math:`A^{-1}`), LAPACK's dense one otherwise.
 - :class:`IdentityStructure`: :math:`K = I` for independent levels (birth year, permanent
   environment, cage).
 
@@ -39,11 +40,6 @@ __all__ = [
     "PedigreeStructure",
     "Structure",
 ]
-
-#: Entries of a computed inverse below this fraction of its largest diagonal are round-off
-#: zeros (the inverse of a pedigree-derived A); they are dropped so that the inverse is sparse.
-INVERSE_ZERO_TOLERANCE = 1e-11
-
 
 class Structure:
     """The protocol every covariance structure follows (see the module docstring).
@@ -150,9 +146,9 @@ class PedigreeStructure(Structure):
 class MatrixStructure(Structure):
     """A given relationship matrix, used as given (never rescaled).
 
-    Its inverse and log-determinant come from one Cholesky factorisation; a singular (only
-    positive semi-definite) matrix has no inverse and is refused where one is needed, with
-    the fix.
+    Its inverse and log-determinant come from one factorisation (sparse where the matrix's
+    factor is); a singular (only positive semi-definite) matrix has no inverse and is refused
+    where one is needed, with the fix.
     """
 
     relmat: RelationshipMatrix
@@ -166,31 +162,38 @@ class MatrixStructure(Structure):
     def positions(self, ids: Any) -> np.ndarray:
         return self.relmat.positions(ids)
 
-    def _cholesky(self) -> np.ndarray:
-        if "chol" not in self._cache:
+    def _inverse(self):
+        """K⁻¹ and log|K| (:func:`~bayes_animal.linalg.inverse.inverse_and_logdet`: sparse for a
+        matrix written in an ancestral order, else by LAPACK), once. The factorisation settles a
+        definiteness check left for later; a matrix that is not positive semi-definite gets the
+        reader's error, a singular one the error below."""
+        if "inverse" not in self._cache:
+            from ..linalg.inverse import inverse_and_logdet
+            from ..linalg.ldl import NotPositiveDefinite
+
             try:
-                self._cache["chol"] = np.linalg.cholesky(self.relmat.matrix)
-            except np.linalg.LinAlgError as exc:
+                self._cache["inverse"] = inverse_and_logdet(self.relmat.matrix)
+            except NotPositiveDefinite as exc:
+                self.relmat.require_definite()  # the reader's error if it is not PSD
                 raise RelationshipError(
                     "The relationship matrix is singular (positive semi-definite but not "
                     "definite), so it has no inverse for the mixed-model equations. Add a small "
                     "ridge (ridge=0.01, --ridge 0.01), blend it with a pedigree A, or fit a model "
                     "with this one genetic effect only (the spectral path accepts it)."
                 ) from exc
-        return self._cache["chol"]
-
-    def inverse(self) -> sparse.csr_matrix:
-        if "inverse" not in self._cache:
-            chol = self._cholesky()
-            chol_inv = np.linalg.inv(chol)
-            inverse = chol_inv.T @ chol_inv
-            scale = float(np.max(np.abs(np.diag(inverse))))
-            inverse[np.abs(inverse) < INVERSE_ZERO_TOLERANCE * scale] = 0.0
-            self._cache["inverse"] = sparse.csr_matrix((inverse + inverse.T) / 2.0)
+            self.relmat.settle_definite(None)
         return self._cache["inverse"]
 
+    @property
+    def inverse_route(self) -> str:
+        """How :meth:`inverse` was computed: ``"sparse"`` or ``"dense"``."""
+        return self._inverse().route
+
+    def inverse(self) -> sparse.csr_matrix:
+        return self._inverse().inverse
+
     def logdet(self) -> float:
-        return float(2.0 * np.sum(np.log(np.diag(self._cholesky()))))
+        return self._inverse().logdet
 
     def diagonal(self) -> np.ndarray:
         return np.diag(self.relmat.matrix).copy()

@@ -67,12 +67,11 @@ class RelationshipSource:
 
     @property
     def structure(self) -> Structure:
-        """The covariance structure of the genetic effects (sparse A⁻¹ for a pedigree)."""
+        """The covariance structure of the genetic effects (sparse A⁻¹ for a pedigree). A given
+        matrix's definiteness, if left for later, is settled by the structure's first
+        factorisation (:class:`~bayes_animal.structures.covariance.MatrixStructure`)."""
         if "structure" not in self._cache:
             from .covariance import MatrixStructure, PedigreeStructure
-
-            if self.matrix is not None:
-                self.matrix.require_definite()
 
             self._cache["structure"] = (
                 PedigreeStructure(self.pedigree, self.sampling)
