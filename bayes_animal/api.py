@@ -12,9 +12,12 @@ command line), and runs one of two engines:
 - ``"sparse"`` — any model: average-information REML on the sparse mixed-model equations
   (:mod:`bayes_animal.estimation.sparse`); A⁻¹ from a pedigree is never formed densely.
 
-``engine="auto"`` takes the spectral path for one random effect with a dense given matrix
-and the sparse one otherwise (``benchmarks/results/mme.md`` measures both); ML is available
-on the spectral path only.
+``engine="auto"`` asks the one chooser (:func:`bayes_animal.choice.choose_reml`): the spectral
+path for one random effect with a dense given matrix (a genomic G) where its
+eigendecomposition costs less than the sparse equations, the sparse path for everything else —
+a pedigree, several effects, a given matrix that is a pedigree A written to a file (its inverse
+is computed sparse). The result records the choice and why (``engine_reason``); ML is
+available on the spectral path only.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .choice import ENGINES, choose_reml
 from .design import Design, build_design
-from .errors import BayesAnimalError
 from .estimation.result import RemlResult
 from .estimation.spectral import check_method, fit_spectral
 from .structures.inputs import RelationshipSource, resolve_relationship
@@ -39,7 +42,6 @@ from .tables import pandas as pd
 # compare (and LikelihoodRatio) are imported on first use: see __getattr__ below
 __all__ = ["ENGINES", "ModelInputs", "compare", "model_inputs", "reml", "solve_mme"]  # noqa: F822
 
-ENGINES = ("auto", "spectral", "sparse")
 Engine = Literal["auto", "spectral", "sparse"]
 
 
@@ -115,29 +117,6 @@ def model_inputs(
     return ModelInputs(
         source, design, {"relationship": resolved, "design": time.perf_counter() - clock}
     )
-
-
-def choose_engine(inputs: ModelInputs, engine: str, method: str) -> str:
-    """``"spectral"`` or ``"sparse"`` for ``engine="auto"`` (see the module docstring);
-    an explicit choice is checked."""
-    if engine not in ENGINES:
-        raise BayesAnimalError(f"Unknown engine {engine!r}: choose {', '.join(ENGINES)}.")
-    design = inputs.design
-    single = len(design.effects) == 1
-    if engine == "auto":
-        dense = single and design.effects[0].genetic and inputs.source.matrix is not None
-        engine = "spectral" if dense or method == "ml" else "sparse"
-    if engine == "spectral" and not single:
-        raise BayesAnimalError(
-            f"The spectral engine fits one random effect; this model has "
-            f"{', '.join(e.name for e in design.effects)}. Use engine='sparse' (or 'auto')."
-        )
-    if method == "ml" and engine != "spectral":
-        raise BayesAnimalError(
-            "ML is available for models with one random effect (spectral engine); use REML "
-            "(method='reml') for this model."
-        )
-    return engine
 
 
 def reml(
@@ -252,7 +231,8 @@ def fit_inputs(
 
     start = time.perf_counter() if start is None else start
     clock = time.perf_counter()
-    chosen = choose_engine(inputs, engine, method)
+    choice = choose_reml(inputs, engine, method)
+    chosen = choice.engine
     limit = {} if max_iterations is None else {"max_iterations": max_iterations}
     if chosen == "spectral":
         result = fit_spectral(
@@ -280,7 +260,9 @@ def fit_inputs(
         "fit": time.perf_counter() - clock,
         "total": time.perf_counter() - start,
     }
-    return replace(result, timings=timings, notices=tuple(notices))
+    return replace(
+        result, timings=timings, notices=tuple(notices), engine_reason=choice.describe()
+    )
 
 
 def solve_mme(

@@ -136,6 +136,8 @@ class RemlResult:
         Messages about the data and the fit.
     expected_information
         The expected (Fisher) information where the engine computes it (spectral), else None.
+    engine_reason
+        Why the engine was chosen, with the estimated cost of each (:mod:`bayes_animal.choice`).
     """
 
     method: Method
@@ -158,6 +160,7 @@ class RemlResult:
     timings: dict[str, float] = field(default_factory=dict)
     notices: tuple[str, ...] = ()
     expected_information: np.ndarray | None = None
+    engine_reason: str = ""
 
     # -- the tables as DataFrames -----------------------------------------------------------
     @cached_property
@@ -285,6 +288,7 @@ class RemlResult:
         return {
             "method": self.method,
             "engine": self.engine,
+            "engine_reason": self.engine_reason,
             "sigma2_u": self.sigma2_u,
             "sigma2_e": self.sigma2_e,
             "h2": self.h2,

@@ -38,6 +38,7 @@ from scipy import sparse
 from scipy.linalg import lapack
 
 from ..structures.additive import _pop, _push
+from . import MAX_SPARSE_DENSITY
 from .ldl import NotPositiveDefinite
 from .threads import blas_threads
 
@@ -46,9 +47,6 @@ __all__ = ["MAX_SPARSE_DENSITY", "ZERO_TOLERANCE", "InverseResult", "inverse_and
 #: Entries of a computed inverse below this fraction of its largest diagonal are round-off
 #: zeros (the inverse of a pedigree-derived A); they are dropped so that the inverse is sparse.
 ZERO_TOLERANCE = 1e-11
-#: The sparse route is tried for a matrix with at most this fraction of non-zero entries; a
-#: denser one (a genomic G) has a dense factor and takes the dense route directly.
-MAX_SPARSE_DENSITY = 0.5
 #: A pivot below this fraction of its diagonal entry of K means K is singular in floating point
 #: (an animal's row a combination of others', e.g. a clone): an error, not a huge inverse.
 PIVOT_TOLERANCE = 1e-10

@@ -1,0 +1,277 @@
+r"""The one chooser of the engine: by the problem's structure and an estimate of each engine's
+cost, for REML (:func:`choose_reml`) and for a Bayesian fit (:func:`choose_bayes`).
+
+``reml()``, ``AnimalModel``, ``reml_many`` and the command line ask here; nothing else
+switches on the structure of the problem. The engines:
+
+``spectral``
+    One random effect with a dense matrix at hand: one eigendecomposition of
+    :math:`ZKZ^\top` (:math:`\approx 9 n^3` flops over the n records), then :math:`O(n)` per
+    likelihood and gradient.
+``sparse``
+    Any model: the mixed-model equations, one sparse factorisation and selected inverse per
+    likelihood and gradient. Needs :math:`K^{-1}`: sparse from a pedigree, sparse for a given
+    matrix that is a pedigree A written parents first (:mod:`bayes_animal.linalg.inverse`),
+    dense for a genomic G.
+``noncentred``
+    (Bayesian only) every effect sampled, :math:`O(q)` per gradient; for models too large to
+    factor at every gradient.
+
+The structure decides what can run (ML and ``partial`` need the spectral path; a dense A of a
+pedigree is formed only up to :data:`~bayes_animal.structures.additive.MAX_DENSE` animals); the
+cost estimate decides among the rest. REML evaluates the likelihood some ten times, so the
+eigendecomposition dominates the spectral cost while the sparse one is a few factorisations;
+NUTS evaluates the gradient tens of thousands of times, so after REML the sparse cost is the
+measured seconds of one REML evaluation times that count. Each :class:`Choice` says why,
+with the estimates; ``engine=`` / ``parameterisation=`` override.
+
+The constants are measured on the project's 2-core machines
+(``python benchmarks/run.py shapes``): rough, since only their ratios matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import BayesAnimalError
+from .linalg import MAX_SPARSE_DENSITY
+
+if TYPE_CHECKING:
+    from .api import ModelInputs
+
+__all__ = ["ENGINES", "Choice", "choose_bayes", "choose_reml", "gradients_of_a_fit"]
+
+ENGINES = ("auto", "spectral", "sparse")
+#: Seconds per cubed record of the eigendecomposition (LAPACK dsyevd, 2 cores: 1 900 records
+#: in 0.45 s).
+EIGH_SECONDS_PER_CUBE = 6.5e-11
+#: Seconds per record and per non-zero of the given matrix of a sparse REML fit, the inverse of
+#: a parents-first A included (1 900 animals, 1.1 M non-zeros: 0.16 s; 2 100 animals, 0.19 M:
+#: 0.05 s).
+SPARSE_SECONDS_PER_RECORD = 1.5e-5
+SPARSE_SECONDS_PER_NONZERO = 1.2e-7
+#: A dense K⁻¹ (dpotrf + dpotri) costs about this fraction of an eigendecomposition of the same
+#: order (1 900: 0.2 s against 0.45 s), and each of the ~10 REML evaluations of equations
+#: whose K⁻¹ block is dense about as much again.
+DENSE_INVERSE_SHARE = 0.45
+REML_EVALUATIONS = 10
+#: Seconds per record of one spectral gradient (O(n p²); 1 000 records: 30 µs).
+SPECTRAL_GRADIENT_SECONDS_PER_RECORD = 3e-8
+#: Seconds per unknown of one sparse gradient before any has been measured (a factorisation and
+#: a selected inverse; order 2 347 with a 450-level group: 4.5 ms).
+SPARSE_GRADIENT_SECONDS_PER_UNKNOWN = 2e-6
+#: The sparse marginal model up to this order of the mixed-model equations, the non-centred
+#: model beyond (benchmarks/results/sampling_scale.md: at 100 000 animals a marginal gradient
+#: costs 0.29 s, about 0.5 s per effective sample, the non-centred model 1.7-14 s; extrapolated
+#: they meet at a few hundred thousand animals).
+SPARSE_MARGINAL_MAX_ORDER = 500_000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The engine chosen, why, and the estimated seconds of each engine considered.
+
+    Attributes
+    ----------
+    engine
+        ``"spectral"``, ``"sparse"``, ``"noncentred"`` or ``"partial"``.
+    reason
+        One sentence for the user (printed as a note and recorded in the outputs).
+    costs
+        Estimated seconds of each engine that could run (empty for a choice made by the user).
+    """
+
+    engine: str
+    reason: str
+    costs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def parameterisation(self) -> str:
+        """The Bayesian parameterisation of the engine."""
+        return {"spectral": "marginal", "sparse": "marginal"}.get(self.engine, self.engine)
+
+    def describe(self) -> str:
+        """``engine (reason)`` with the estimates, for notes and provenance."""
+        costs = ", ".join(f"{k} ~{v:.3g} s" for k, v in self.costs.items())
+        return f"{self.engine}: {self.reason}" + (f" (estimated: {costs})" if costs else "")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the choice reads from the validated inputs (no factorisation)."""
+
+    single: bool
+    genetic: bool
+    given_matrix: bool
+    dense_available: bool
+    n_records: int
+    order: int
+    nonzeros: int
+    density: float
+    levels: int
+    effects: tuple[str, ...]
+
+
+def facts(inputs: ModelInputs) -> Facts:
+    """The structure of the problem: its effects, sizes, and the sparsity of a given matrix
+    (counted once over the matrix: 2 ms for 2 000 animals)."""
+    design = inputs.design
+    effects = design.effects
+    single = len(effects) == 1
+    genetic = any(e.genetic for e in effects)
+    source = inputs.source
+    given = source is not None and source.matrix is not None
+    nonzeros, density = 0, 0.0
+    if given:
+        cache = source.matrix._cache
+        if "nonzeros" not in cache:
+            cache["nonzeros"] = int(np.count_nonzero(source.matrix.matrix))
+        nonzeros = cache["nonzeros"]
+        density = nonzeros / float(source.matrix.size**2)
+    if single and effects[0].genetic and not given:
+        from .structures.additive import MAX_DENSE
+
+        dense = source.pedigree.size <= MAX_DENSE
+    else:
+        dense = single
+    return Facts(
+        single=single,
+        genetic=genetic,
+        given_matrix=given,
+        dense_available=dense,
+        n_records=design.n_records,
+        order=design.n_fixed + sum(e.size for e in effects),
+        nonzeros=nonzeros,
+        density=density,
+        levels=int(source.matrix.size) if given else 0,
+        effects=tuple(e.name for e in effects),
+    )
+
+
+def _sparse_matrix_usable(f: Facts) -> bool:
+    return not f.given_matrix or f.density <= MAX_SPARSE_DENSITY
+
+
+def reml_costs(f: Facts) -> dict[str, float]:
+    """Estimated seconds of a REML fit by each engine that can run it."""
+    costs = {}
+    if f.single and f.given_matrix:  # a pedigree's dense A is never formed for REML
+        costs["spectral"] = EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
+    if f.given_matrix and not _sparse_matrix_usable(f):  # dense K⁻¹, dense equations
+        cube = EIGH_SECONDS_PER_CUBE * float(f.levels) ** 3
+        costs["sparse"] = DENSE_INVERSE_SHARE * cube * (1 + REML_EVALUATIONS)
+    else:
+        costs["sparse"] = SPARSE_SECONDS_PER_NONZERO * f.nonzeros + SPARSE_SECONDS_PER_RECORD * max(
+            f.n_records, f.order
+        )
+    return costs
+
+
+def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml") -> Choice:
+    """The REML engine: the user's (checked), or the cheaper of those that can run."""
+    if engine not in ENGINES:
+        raise BayesAnimalError(f"Unknown engine {engine!r}: choose {', '.join(ENGINES)}.")
+    f = facts(inputs)
+    if engine == "spectral" and not f.single:
+        raise BayesAnimalError(
+            f"The spectral engine fits one random effect; this model has "
+            f"{', '.join(f.effects)}. Use engine='sparse' (or 'auto')."
+        )
+    if method == "ml" and engine == "sparse":
+        raise BayesAnimalError(
+            "ML is available for models with one random effect (spectral engine); use REML "
+            "(method='reml') for this model."
+        )
+    if engine != "auto":
+        return Choice(engine, "chosen by the user.")
+    if method == "ml":
+        if not f.single:
+            raise BayesAnimalError(
+                "ML is available for models with one random effect (spectral engine); use REML "
+                "(method='reml') for this model."
+            )
+        return Choice("spectral", "ML is computed in the eigenbasis (one random effect).")
+    costs = reml_costs(f)
+    if "spectral" not in costs:
+        why = (
+            f"{len(f.effects)} random effects"
+            if not f.single
+            else "one random effect without a given matrix (a pedigree's A⁻¹ is sparse)"
+        )
+        return Choice("sparse", f"{why}: the sparse mixed-model equations.", costs)
+    chosen = min(costs, key=costs.get)
+    if chosen == "spectral":
+        reason = (
+            "one random effect with a dense matrix: one eigendecomposition of Z K Z' over "
+            f"{f.n_records} records costs less than the sparse equations"
+        )
+        if f.given_matrix and not _sparse_matrix_usable(f):
+            reason += f" ({f.density:.0%} of the matrix is non-zero)"
+    else:
+        reason = "one random effect whose " + (
+            f"matrix is sparse ({f.density:.1%} non-zero; its inverse is computed sparse)"
+            if f.given_matrix
+            else "covariance has a sparse inverse"
+        ) + f": the sparse equations cost less than an eigendecomposition of {f.n_records} records"
+    return Choice(chosen, reason + ".", costs)
+
+
+def gradients_of_a_fit(chains: int, draws: int, tune: int) -> int:
+    """The gradients NUTS evaluates in a fit, roughly: 7 leapfrog steps a draw (tree depth ≤ 3
+    on the marginal models, measured)."""
+    return 7 * chains * (draws + tune)
+
+
+def choose_bayes(
+    inputs: ModelInputs,
+    *,
+    gradients: int,
+    sparse_gradient_seconds: float | None = None,
+    eigendecomposed: bool = False,
+) -> Choice:
+    """The engine of a Bayesian fit (``parameterisation="auto"``).
+
+    Parameters
+    ----------
+    gradients
+        How many gradients the fit will evaluate (:func:`gradients_of_a_fit`).
+    sparse_gradient_seconds
+        The measured seconds of one sparse likelihood-and-gradient (from REML's evaluations),
+        or None to estimate it from the order of the equations.
+    eigendecomposed
+        Whether the eigendecomposition is already at hand (REML took the spectral path).
+    """
+    f = facts(inputs)
+    if f.order > SPARSE_MARGINAL_MAX_ORDER and not (f.single and f.dense_available):
+        return Choice(
+            "noncentred",
+            f"{f.order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
+            "costs more per effective sample than the non-centred model's O(q) gradients.",
+        )
+    per_gradient = (
+        sparse_gradient_seconds
+        if sparse_gradient_seconds is not None
+        else SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
+    )
+    costs = {"sparse": gradients * per_gradient}
+    if f.single and f.dense_available:
+        costs["spectral"] = (
+            0.0 if eigendecomposed else EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
+        ) + gradients * SPECTRAL_GRADIENT_SECONDS_PER_RECORD * f.n_records
+    chosen = min(costs, key=costs.get)
+    if chosen == "spectral":
+        reason = (
+            "one random effect: the likelihood is diagonal in the eigenbasis of Z K Z' (NUTS "
+            "over the two variances, b and u drawn exactly afterwards); the eigendecomposition "
+            f"costs less than {gradients} sparse factorisations"
+        )
+    else:
+        reason = (
+            f"{len(f.effects)} random effect(s), {f.order} unknowns: every effect is integrated "
+            "out through the sparse mixed-model equations (NUTS over the variance parameters "
+            "only, effects drawn exactly afterwards)"
+        )
+    return Choice(chosen, reason + ".", costs)
