@@ -63,6 +63,10 @@ SPECTRAL_GRADIENT_SECONDS_PER_RECORD = 3e-8
 #: Seconds per unknown of one sparse gradient before any has been measured (a factorisation and
 #: a selected inverse; order 2 347 with a 450-level group: 4.5 ms).
 SPARSE_GRADIENT_SECONDS_PER_UNKNOWN = 2e-6
+#: The spectral marginal model (one random effect) up to this many records: beyond, the
+#: eigendecomposition's memory (8 n² bytes twice) and time outgrow the sparse marginal model's
+#: sampling (measured: benchmarks/results/sampling_scale.md).
+SPECTRAL_MAX_RECORDS = 5000
 #: The sparse marginal model up to this order of the mixed-model equations, the non-centred
 #: model beyond (benchmarks/results/sampling_scale.md: at 100 000 animals a marginal gradient
 #: costs 0.29 s, about 0.5 s per effective sample, the non-centred model 1.7-14 s; extrapolated
@@ -257,7 +261,7 @@ def choose_bayes(
         else SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
     )
     costs = {"sparse": gradients * per_gradient}
-    if f.single and f.dense_available:
+    if f.single and f.dense_available and f.n_records <= SPECTRAL_MAX_RECORDS:
         costs["spectral"] = (
             0.0 if eigendecomposed else EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
         ) + gradients * SPECTRAL_GRADIENT_SECONDS_PER_RECORD * f.n_records

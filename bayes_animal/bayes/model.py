@@ -17,8 +17,9 @@ maternal options, the same component names — with priors on every variance
 ``partial``
     The additive effect marginal in the eigenbasis (dense A), the other effects non-centred.
 
-``parameterisation="auto"`` chooses from the problem's shape and size, by the measurements in
-``benchmarks/results/sampling_*.md`` (:func:`choose_parameterisation`), and says why. The REML
+``parameterisation="auto"`` asks the one chooser (:func:`bayes_animal.choice.choose_bayes`:
+the problem's structure and each engine's estimated cost for the gradients of the fit), and
+says why. The REML
 estimate (built in) starts every chain and is compared with the posterior after every fit;
 diagnostics are checked after every fit (:mod:`bayes_animal.results.posterior`).
 """
@@ -40,6 +41,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..api import fit_inputs, model_inputs
+from ..choice import Choice, choose_bayes, facts, gradients_of_a_fit
 from ..design import Design
 from ..errors import BayesAnimalError
 from ..estimation.result import RemlResult
@@ -62,7 +64,6 @@ __all__ = [
     "SAMPLERS",
     "AnimalModel",
     "ModelError",
-    "choose_parameterisation",
 ]
 
 PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
@@ -75,20 +76,6 @@ SAMPLERS = ("pymc", "nutpie", "numpyro")
 #: run the chains at once on the compiled graph (gryphon model 4: 46 ESS(h²)/s against 31 for
 #: nutpie on the density). The models with sampled effects are PyMC graphs, sampled by PyMC.
 DEFAULT_SAMPLERS = {"spectral": "nutpie", "sparse": "pymc", "partial": "pymc", "noncentred": "pymc"}
-#: The spectral marginal model (one random effect) up to this many records: beyond it the
-#: O(n³) eigendecomposition costs more than the sparse marginal model's sampling.
-SPECTRAL_MAX_RECORDS = 5000
-#: The sparse marginal model up to this order of the mixed-model equations, the non-centred
-#: model beyond. Measured per effective sample of h² (benchmarks/results/sampling_scale.md,
-#: animal + permanent environment on herd pedigrees): at 100 000 animals (order ≈ 160 000) a
-#: marginal gradient costs 0.29 s and 2.9 per draw at ≈ 1.6 ESS per draw (measured at 20 000
-#: animals), about 0.5 s per effective sample; a non-centred one 2.1 ms but 33 per draw at
-#: 0.005-0.04 ESS per draw (gryphonRM, with divergences), 1.7-14 s. The marginal cost grew 7×
-#: from 20 000 to 100 000 animals and the non-centred 5×: extrapolated, they meet at a few
-#: hundred thousand animals.
-SPARSE_MARGINAL_MAX_ORDER = 500_000
-
-
 class ModelError(BayesAnimalError, ValueError):
     """An option of the model or of the fit is unknown or inconsistent."""
 
@@ -107,38 +94,6 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
     if value not in valid:
         raise ModelError(f"Unknown {what} {value!r}. Valid: {', '.join(valid)}.")
     return value
-
-
-def choose_parameterisation(design: Design, *, dense: bool, order: int) -> tuple[str, str, str]:
-    """``(parameterisation, engine, why)`` for ``parameterisation="auto"``.
-
-    One random effect with a dense matrix and at most :data:`SPECTRAL_MAX_RECORDS` records:
-    the spectral marginal model (O(n) per gradient after one eigendecomposition). Otherwise
-    the sparse marginal model while the mixed-model equations have at most
-    :data:`SPARSE_MARGINAL_MAX_ORDER` unknowns, and the non-centred model beyond.
-    """
-    single = len(design.effects) == 1
-    if single and dense and design.n_records <= SPECTRAL_MAX_RECORDS:
-        return (
-            "marginal",
-            "spectral",
-            "one random effect: the likelihood is diagonal in the eigenbasis of Z K Z' "
-            "(NUTS over the two variances, b and u drawn exactly afterwards).",
-        )
-    if order <= SPARSE_MARGINAL_MAX_ORDER:
-        return (
-            "marginal",
-            "sparse",
-            f"{len(design.effects)} random effect(s), {order} unknowns: every effect is "
-            "integrated out through the sparse mixed-model equations (NUTS over the variance "
-            "parameters only, effects drawn exactly afterwards).",
-        )
-    return (
-        "noncentred",
-        "noncentred",
-        f"{order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
-        "costs more per effective sample than the non-centred model's O(q) gradients.",
-    )
 
 
 @contextmanager
@@ -232,6 +187,7 @@ class AnimalModel:
             },
         )
         self._problem: SpectralProblem | None = None
+        self._choices: dict[tuple[int, int, int], Choice] = {}
         self._reml: RemlResult | None = None
         self._mme = None
 
@@ -250,14 +206,17 @@ class AnimalModel:
     def dense_available(self) -> bool:
         """Whether the single random effect's dense matrix is at hand (a given matrix, a
         pedigree small enough for a dense A, or an independent effect)."""
-        if len(self.design.effects) != 1:
-            return False
-        effect = self.design.effects[0]
-        if not effect.genetic or self.source.matrix is not None:
-            return True
-        from ..structures.additive import MAX_DENSE
+        return facts(self.inputs).dense_available
 
-        return self.source.pedigree.size <= MAX_DENSE
+    def choice(self, *, chains: int = 4, draws: int = 1000, tune: int = 500) -> Choice:
+        """The engine ``parameterisation="auto"`` takes for a fit of this size, and why
+        (:func:`bayes_animal.choice.choose_bayes`)."""
+        key = (chains, draws, tune)
+        if key not in self._choices:
+            self._choices[key] = choose_bayes(
+                self.inputs, gradients=gradients_of_a_fit(chains, draws, tune)
+            )
+        return self._choices[key]
 
     @property
     def relmat(self):
@@ -292,9 +251,14 @@ class AnimalModel:
     def reml(self) -> RemlResult:
         """The built-in REML estimate (computed once)."""
         if self._reml is None:
-            # the spectral REML and the spectral marginal model share one eigendecomposition
-            single = len(self.design.effects) == 1 and self.dense_available
-            self._reml = fit_inputs(self.inputs, problem=(lambda: self.problem) if single else None)
+            # the spectral REML and the spectral marginal model share one eigendecomposition:
+            # where the fit takes the spectral engine, so does REML; else REML's own chooser
+            if self.choice().engine == "spectral":
+                self._reml = fit_inputs(
+                    self.inputs, engine="spectral", problem=lambda: self.problem
+                )
+            else:
+                self._reml = fit_inputs(self.inputs)
         return self._reml
 
     def priors_text(self) -> str:
@@ -319,19 +283,22 @@ class AnimalModel:
         return digest.hexdigest()
 
     # -- model building ----------------------------------------------------------------------
-    def _resolve(self, parameterisation: str, fixed: str) -> tuple[str, str, str, list[str]]:
-        """(parameterisation, engine, fixed, notes)."""
+    def _resolve(
+        self, parameterisation: str, fixed: str, size: tuple[int, int, int] = (4, 1000, 500)
+    ) -> tuple[str, str, str, list[str]]:
+        """(parameterisation, engine, fixed, notes); ``size``: (chains, draws, tune) of the fit,
+        for the chooser's cost estimate."""
         notes: list[str] = []
         _choice(parameterisation, PARAMETERISATIONS, "parameterisation")
         _choice(fixed, ("auto", "integrate", "sample"), "fixed-effects option")
         dense = self.dense_available
         if parameterisation == "auto":
-            parameterisation, engine, why = choose_parameterisation(
-                self.design,
-                dense=dense,
-                order=self.design.n_fixed + sum(e.size for e in self.design.effects),
+            chains, draws, tune = size
+            choice = self.choice(chains=chains, draws=draws, tune=tune)
+            parameterisation, engine = choice.parameterisation, choice.engine
+            notes.append(
+                f"parameterisation 'auto' chose '{parameterisation}', engine {choice.describe()}"
             )
-            notes.append(f"parameterisation 'auto' chose '{parameterisation}': {why}")
         elif parameterisation == "marginal":
             engine = "spectral" if (len(self.design.effects) == 1 and dense) else "sparse"
         elif parameterisation == "partial":
@@ -579,7 +546,9 @@ class AnimalModel:
         AnimalFit
         """
         start = time.perf_counter()
-        parameterisation, engine, fixed, notes = self._resolve(parameterisation, fixed)
+        parameterisation, engine, fixed, notes = self._resolve(
+            parameterisation, fixed, (chains, draws, 500 if tune is None else tune)
+        )
         sampler = _choice(sampler or DEFAULT_SAMPLERS[engine], SAMPLERS, "sampler")
         marginal = engine in ("spectral", "sparse")
         direct = sampler == "nutpie" and marginal and fixed == "integrate"

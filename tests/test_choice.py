@@ -1,0 +1,142 @@
+"""The one chooser (bayes_animal.choice): the same model reaches the same engine whether its
+relationship comes as a pedigree or as that pedigree's A written to a file; a dense G stays
+spectral; the structure rules (ML, several effects, size limits) hold; every choice says why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bayes_animal.choice as choice
+from bayes_animal.api import model_inputs, reml
+from bayes_animal.errors import BayesAnimalError
+from bayes_animal.simulate import simulate_pedigree, simulate_records
+from bayes_animal.structures.additive import dense_relationship
+from bayes_animal.structures.pedigree import read_pedigree
+from bayes_animal.structures.relationship import RelationshipMatrix
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """400 animals in 3 generations, records on the last two, a 60-level group; the pedigree
+    and its A as a matrix in the pedigree's (parents-first) order."""
+    table = simulate_pedigree(
+        n_founders=100, n_generations=3, n_per_generation=150, n_sires=20, seed=1
+    )
+    sim = simulate_records(
+        table, variances={"additive": 1.0, "grp": 0.5, "residual": 2.0}, groups={"grp": 60},
+        seed=2,
+    )  # fmt: skip
+    pedigree = read_pedigree(table)
+    relmat = dense_relationship(pedigree)
+    return sim.data, table, relmat
+
+
+def _genomic(ids, seed=0):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 3, size=(len(ids), 500)).astype(float)
+    codes -= codes.mean(axis=0)
+    return RelationshipMatrix(
+        ids=np.asarray(ids), matrix=codes @ codes.T / 500 + 0.01 * np.eye(len(ids))
+    )
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_pedigree_as_a_matrix_goes_where_the_pedigree_goes(problem):
+    data, table, relmat = problem
+    formula = "y ~ 1 + x + (1 | grp)"
+    from_pedigree = reml(formula, data, pedigree=table)
+    from_matrix = reml(formula, data, relmat=relmat)
+    assert from_pedigree.engine == from_matrix.engine == "sparse"
+    assert from_matrix.engine_reason.startswith("sparse: 2 random effects")
+    assert from_matrix.to_dict()["engine_reason"] == from_matrix.engine_reason
+    assert from_matrix.loglik == pytest.approx(from_pedigree.loglik, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_one_effect_on_a_sparse_matrix_goes_sparse_where_an_eigendecomposition_costs_more():
+    """1 500 records: an eigendecomposition (~0.2 s) against the sparse equations on a
+    parents-first A (~0.05 s); at a few hundred records the eigendecomposition is cheaper."""
+    table = simulate_pedigree(
+        n_founders=300, n_generations=3, n_per_generation=600, n_sires=60, seed=3
+    )
+    sim = simulate_records(table, variances={"additive": 1.0, "residual": 2.0}, seed=4)
+    relmat = dense_relationship(read_pedigree(table))
+    inputs = model_inputs("y ~ 1 + x", sim.data, relmat=relmat)
+    chosen = choice.choose_reml(inputs)
+    assert chosen.engine == "sparse" and "matrix is sparse" in chosen.reason
+    assert chosen.costs["sparse"] < chosen.costs["spectral"]
+    fit = reml("y ~ 1 + x", sim.data, relmat=relmat)
+    assert fit.engine == "sparse"
+    assert fit.loglik == pytest.approx(reml("y ~ 1 + x", sim.data, pedigree=table).loglik, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_dense_genomic_matrix_stays_spectral_and_the_engines_agree(problem):
+    data, _, relmat = problem
+    genomic = _genomic(relmat.ids)  # dense, and carrying the pedigree's signal
+    genomic = RelationshipMatrix(ids=relmat.ids, matrix=0.5 * genomic.matrix + 0.5 * relmat.matrix)
+    inputs = model_inputs("y ~ 1 + x", data, relmat=genomic)
+    chosen = choice.choose_reml(inputs)
+    assert chosen.engine == "spectral" and "100% of the matrix is non-zero" in chosen.reason
+    spectral = reml("y ~ 1 + x", data, relmat=genomic)
+    sparse = reml("y ~ 1 + x", data, relmat=genomic, engine="sparse")
+    assert (spectral.engine, sparse.engine) == ("spectral", "sparse")
+    assert sparse.engine_reason == "sparse: chosen by the user."
+    assert sparse.loglik == pytest.approx(spectral.loglik, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_structure_rules_and_their_errors(problem):
+    data, table, relmat = problem
+    two = model_inputs("y ~ 1 + x + (1 | grp)", data, pedigree=table)
+    one = model_inputs("y ~ 1 + x", data, relmat=relmat)
+    assert choice.choose_reml(one, "auto", "ml").engine == "spectral"
+    with pytest.raises(BayesAnimalError, match="ML is available for models with one random"):
+        choice.choose_reml(two, "auto", "ml")
+    with pytest.raises(BayesAnimalError, match="ML is available"):
+        choice.choose_reml(one, "sparse", "ml")
+    with pytest.raises(
+        BayesAnimalError,
+        match="spectral engine fits one random effect; this model has additive, grp",
+    ):
+        choice.choose_reml(two, "spectral")
+    with pytest.raises(BayesAnimalError, match="Unknown engine 'dense'"):
+        choice.choose_reml(one, "dense")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_bayesian_choice_by_cost_and_size(problem, monkeypatch):
+    data, table, relmat = problem
+    gradients = choice.gradients_of_a_fit(4, 1000, 500)
+    for source in ({"pedigree": table}, {"relmat": relmat}):
+        one = model_inputs("y ~ 1 + x", data, **source)
+        two = model_inputs("y ~ 1 + x + (1 | grp)", data, **source)
+        picked = choice.choose_bayes(one, gradients=gradients)
+        assert picked.engine == "spectral" and picked.parameterisation == "marginal"
+        assert picked.costs["spectral"] < picked.costs["sparse"]
+        assert choice.choose_bayes(two, gradients=gradients).engine == "sparse"
+        # a few gradients cost less than an eigendecomposition: the sparse engine
+        few = choice.choose_bayes(one, gradients=1, sparse_gradient_seconds=1e-6)
+        assert few.engine == "sparse"
+    monkeypatch.setattr(choice, "SPECTRAL_MAX_RECORDS", 10)
+    assert choice.choose_bayes(one, gradients=gradients).engine == "sparse"
+    monkeypatch.setattr(choice, "SPARSE_MARGINAL_MAX_ORDER", 100)
+    big = choice.choose_bayes(two, gradients=gradients)
+    assert big.engine == big.parameterisation == "noncentred" and "above 100" in big.reason
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_animal_model_asks_the_same_chooser(problem):
+    from bayes_animal import AnimalModel
+
+    data, table, relmat = problem
+    for formula, engine in (("y ~ 1 + x", "spectral"), ("y ~ 1 + x + (1 | grp)", "sparse")):
+        engines = set()
+        for source in ({"pedigree": table}, {"relmat": relmat}):
+            model = AnimalModel(formula, data, **source)
+            engines.add(model.choice().engine)
+            _, resolved, _, notes = model._resolve("auto", "auto")
+            engines.add(resolved)
+            assert any(engine in note for note in notes)
+        assert engines == {engine}, formula
