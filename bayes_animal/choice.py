@@ -42,7 +42,15 @@ from .linalg import MAX_SPARSE_DENSITY
 if TYPE_CHECKING:
     from .api import ModelInputs
 
-__all__ = ["ENGINES", "Choice", "choose_bayes", "choose_reml", "gradients_of_a_fit"]
+__all__ = [
+    "ENGINES",
+    "Choice",
+    "choose_bayes",
+    "choose_reml",
+    "engine_cost",
+    "facts",
+    "gradients_of_a_fit",
+]
 
 ENGINES = ("auto", "spectral", "sparse")
 #: Seconds per cubed record of the eigendecomposition (LAPACK dsyevd, 2 cores: 1 900 records
@@ -229,6 +237,45 @@ def gradients_of_a_fit(chains: int, draws: int, tune: int) -> int:
     return 7 * chains * (draws + tune)
 
 
+#: A non-centred gradient costs about this per unknown (gryphon model 4, order 2 400: 0.8 ms),
+#: and takes about this many more gradients per draw than a marginal one (33 against 2.9,
+#: benchmarks/results/sampling_scale.md). Its effective samples per draw are lower still, by a
+#: factor that depends on the data, so the marginal-or-non-centred choice is made by the
+#: measured order limit above, not by this estimate.
+NONCENTRED_SECONDS_PER_UNKNOWN = 3e-7
+NONCENTRED_GRADIENT_FACTOR = 11.0
+
+
+def engine_cost(
+    engine: str,
+    f: Facts,
+    gradients: int,
+    *,
+    sparse_gradient_seconds: float | None = None,
+    eigendecomposed: bool = False,
+) -> float:
+    """Estimated seconds of ``gradients`` gradients of a Bayesian fit by ``engine``, its set-up
+    (an eigendecomposition) included: each engine's cost estimate, the numbers the chooser
+    compares."""
+    if engine == "spectral":
+        setup = 0.0 if eigendecomposed else EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
+        return setup + gradients * SPECTRAL_GRADIENT_SECONDS_PER_RECORD * f.n_records
+    if engine == "sparse":
+        per_gradient = (
+            sparse_gradient_seconds
+            if sparse_gradient_seconds is not None
+            else SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
+        )
+        return gradients * per_gradient
+    if engine in ("noncentred", "partial"):
+        setup = (
+            EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3 if engine == "partial" else 0.0
+        )
+        per_gradient = NONCENTRED_SECONDS_PER_UNKNOWN * f.order
+        return setup + gradients * NONCENTRED_GRADIENT_FACTOR * per_gradient
+    raise BayesAnimalError(f"Unknown engine {engine!r}.")
+
+
 def choose_bayes(
     inputs: ModelInputs,
     *,
@@ -255,16 +302,13 @@ def choose_bayes(
             f"{f.order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
             "costs more per effective sample than the non-centred model's O(q) gradients.",
         )
-    per_gradient = (
-        sparse_gradient_seconds
-        if sparse_gradient_seconds is not None
-        else SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
-    )
-    costs = {"sparse": gradients * per_gradient}
+    options = {
+        "sparse_gradient_seconds": sparse_gradient_seconds,
+        "eigendecomposed": eigendecomposed,
+    }
+    costs = {"sparse": engine_cost("sparse", f, gradients, **options)}
     if f.single and f.dense_available and f.n_records <= SPECTRAL_MAX_RECORDS:
-        costs["spectral"] = (
-            0.0 if eigendecomposed else EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
-        ) + gradients * SPECTRAL_GRADIENT_SECONDS_PER_RECORD * f.n_records
+        costs["spectral"] = engine_cost("spectral", f, gradients, **options)
     chosen = min(costs, key=costs.get)
     if chosen == "spectral":
         reason = (

@@ -54,9 +54,10 @@ from ..results.posterior import (
     import_summary_libraries,
     reml_check,
 )
-from ..spec.parameters import Parameters, identifier
+from ..spec.parameters import Parameters
 from ..structures.inputs import RelationshipSource
 from ..structures.pedigree import Pedigree
+from .engines import ENGINE_CLASSES, Engine, engine_for
 from .priors import NormalFixed, Priors, add_parameters, as_priors, data_scales, initial_values
 
 __all__ = [
@@ -68,14 +69,11 @@ __all__ = [
 
 PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
 SAMPLERS = ("pymc", "nutpie", "numpyro")
-#: The default sampler of each engine, the fastest end to end at default settings
-#: (``python benchmarks/run.py samplers``, benchmarks/results/sampler_choice.md; fit_cli.md).
-#: Spectral: nutpie on the hand-derived density (:mod:`bayes_animal.bayes.density`) compiles
-#: nothing, cold or warm (gryphon ``bwt ~ 1``: 1 046 ESS(h²)/s of the whole fit against PyMC's
-#: 738; seed_sim's whole command 5.5 s against 10.6 s). Sparse: PyMC, whose worker processes
-#: run the chains at once on the compiled graph (gryphon model 4: 46 ESS(h²)/s against 31 for
-#: nutpie on the density). The models with sampled effects are PyMC graphs, sampled by PyMC.
-DEFAULT_SAMPLERS = {"spectral": "nutpie", "sparse": "pymc", "partial": "pymc", "noncentred": "pymc"}
+#: The default sampler of each engine (each engine's ``default_sampler``,
+#: :mod:`bayes_animal.bayes.engines`; ``python benchmarks/run.py samplers``).
+DEFAULT_SAMPLERS = {name: cls.default_sampler for name, cls in ENGINE_CLASSES.items()}
+
+
 class ModelError(BayesAnimalError, ValueError):
     """An option of the model or of the fit is unknown or inconsistent."""
 
@@ -83,8 +81,7 @@ class ModelError(BayesAnimalError, ValueError):
 @dataclass(frozen=True)
 class _Built:
     model: Any
-    parameterisation: str
-    engine: str
+    engine: Engine
     fixed_effects: str
     initvals: dict[str, float]
     theta: Any = None
@@ -316,17 +313,18 @@ class AnimalModel:
                 )
         else:
             engine = "noncentred"
-        if engine == "noncentred" and fixed == "integrate":
+        fixed_options = ENGINE_CLASSES[engine].fixed_options
+        if fixed == "integrate" and "integrate" not in fixed_options:
             raise ModelError("The non-centred model samples the fixed effects: use fixed='sample'.")
         if fixed == "integrate" and isinstance(self.priors.fixed, NormalFixed):
             raise ModelError(
                 "Fixed effects can be integrated out only under a flat prior; drop the Normal "
                 "prior on them or use fixed='sample'."
             )
-        sample = engine == "noncentred" or isinstance(self.priors.fixed, NormalFixed)
+        sample = "integrate" not in fixed_options or isinstance(self.priors.fixed, NormalFixed)
         if fixed == "auto":
             fixed = "sample" if sample else "integrate"
-        if fixed == "sample" and engine in ("sparse", "partial"):
+        if fixed == "sample" and "sample" not in fixed_options:
             raise ModelError(
                 f"The {engine} marginal model integrates the fixed effects out under a flat "
                 "prior; use parameterisation='noncentred' to sample them (e.g. under a Normal "
@@ -346,8 +344,8 @@ class AnimalModel:
 
     def build(self, parameterisation: str = "auto", *, fixed: str = "auto"):
         """The PyMC model (without sampling). Returns ``pymc.Model``."""
-        parameterisation, engine, fixed, _ = self._resolve(parameterisation, fixed)
-        return self._build(parameterisation, engine, fixed).model
+        _, engine, fixed, _ = self._resolve(parameterisation, fixed)
+        return self._build(engine_for(self, engine), fixed).model
 
     def _coords(self) -> dict[str, list[str]]:
         from .likelihoods import effect_dim
@@ -360,7 +358,9 @@ class AnimalModel:
             coords[effect_dim(effect)] = [str(level) for level in effect.levels]
         return coords
 
-    def _fixed_prior(self, pm):
+    def fixed_prior(self, pm):
+        """The prior of b in the PyMC model being built: Normal where the priors say so, flat
+        otherwise."""
         if isinstance(self.priors.fixed, NormalFixed):
             return pm.Normal("beta", 0.0, self.priors.fixed.scale, dims="fixed")
         return pm.Flat("beta", dims="fixed")
@@ -372,44 +372,18 @@ class AnimalModel:
         for key, value in quantity_values(self.parameters, values).items():
             pm.Deterministic(key, value)
 
-    def _build(self, parameterisation: str, engine: str, fixed: str) -> _Built:
+    def _build(self, engine: Engine, fixed: str) -> _Built:
         import pymc as pm
-
-        from . import likelihoods
 
         with pm.Model(coords=self._coords()) as model:
             theta, values = add_parameters(self.priors, self.parameters, self.scales)
             self._quantities(pm, values)
-            if engine == "spectral":
-                effect = self.design.effects[0].name
-                beta = self._fixed_prior(pm) if fixed == "sample" else None
-                likelihoods.spectral_marginal(
-                    pm, self.problem, values[effect], values["residual"], beta
-                )
-            elif engine == "sparse":
-                from .op import RestrictedLikelihood
-
-                pm.Potential("restricted_loglik", RestrictedLikelihood(self.mme)(theta)[0])
-            elif engine == "partial":
-                likelihoods.partial(
-                    pm, self.problem, self.design, self.structures, self.parameters, values
-                )
-            else:
-                likelihoods.noncentred(
-                    pm,
-                    self.design,
-                    self.structures,
-                    self.parameters,
-                    values,
-                    self._fixed_prior(pm),
-                )
-        initvals = self._initial_values()
+            engine.add_likelihood(pm, theta, values, fixed)
         return _Built(
             model,
-            parameterisation,
             engine,
             "integrated" if fixed == "integrate" else "sampled",
-            initvals,
+            self._initial_values(),
             theta,
         )
 
@@ -422,20 +396,14 @@ class AnimalModel:
         """The hand-derived posterior density of the marginal model's variance parameters
         (:class:`~bayes_animal.bayes.density.MarginalDensity`); ``engine`` ``"spectral"`` or
         ``"sparse"`` (default: the one ``auto`` chooses)."""
-        from .density import MarginalDensity, sparse_likelihood, spectral_likelihood
-
         if engine is None:
             _, engine, _, _ = self._resolve("marginal", "integrate")
-        if engine not in ("spectral", "sparse"):
+        density = engine_for(self, engine).density() if engine in ENGINE_CLASSES else None
+        if density is None:
             raise ModelError(
                 f"The hand-derived density is for the marginal models, not {engine!r}."
             )
-        likelihood = (
-            spectral_likelihood(self.problem)
-            if engine == "spectral"
-            else sparse_likelihood(self.mme)
-        )
-        return MarginalDensity(self.priors, self.parameters, self.scales, likelihood)
+        return density
 
     def _reml_covariance(self, jacobian: np.ndarray) -> np.ndarray | None:
         """cov(x) ≈ (Jᵀ 𝓘 J)⁻¹ at the REML start for J = ∂θ/∂x (see ``_reml_mass_matrix``);
@@ -549,8 +517,9 @@ class AnimalModel:
         parameterisation, engine, fixed, notes = self._resolve(
             parameterisation, fixed, (chains, draws, 500 if tune is None else tune)
         )
-        sampler = _choice(sampler or DEFAULT_SAMPLERS[engine], SAMPLERS, "sampler")
-        marginal = engine in ("spectral", "sparse")
+        engine_object = engine_for(self, engine)
+        sampler = _choice(sampler or engine_object.default_sampler, SAMPLERS, "sampler")
+        marginal = engine_object.marginal
         direct = sampler == "nutpie" and marginal and fixed == "integrate"
         if tune is None:  # measured on seed_sim: tune 200, 300 and 500 gave the same ESS(h²)
             tune = 300 if direct else (500 if marginal else 1000)
@@ -566,21 +535,21 @@ class AnimalModel:
         # are so cheap that PyMC's worker processes cost more than they save (4.8 s against
         # 4.0 s on seed_sim), so with PyMC its chains run in turn; nutpie on the density runs
         # its two chain groups in two processes where a core is free (bayes.sampling).
-        cores = min(chains, default_threads()) if direct or engine != "spectral" else 1
+        cores = min(chains, default_threads()) if direct or engine_object.parallel_pymc else 1
         options = {
             "draws": draws, "tune": tune, "chains": chains, "cores": cores,
             "random_seed": random_seed, "progressbar": progressbar,
             "target_accept": target_accept,
         }  # fmt: skip
         if direct:
-            density = self.density(engine)
+            density = engine_object.density()
             sample_start = time.perf_counter()
             idata = self._sample_density(density, **options)
             built = None
         else:
-            built = self._build(parameterisation, engine, fixed)
+            built = self._build(engine_object, fixed)
             sample_start = time.perf_counter()
-            idata = self._sample_pymc(built, engine, sampler, **options)
+            idata = self._sample_pymc(built, sampler, **options)
         sample_wall = time.perf_counter() - sample_start
         sampling = float(
             idata.posterior.attrs.get(
@@ -589,7 +558,7 @@ class AnimalModel:
         )
         sampling = min(sampling, sample_wall)
         conditional_start = time.perf_counter()
-        self._add_conditional_draws(idata, engine, fixed, random_seed)
+        self._add_conditional_draws(idata, engine_object, fixed, random_seed)
         timings |= {
             "compile": sample_wall - sampling,
             "sampling": sampling,
@@ -647,7 +616,7 @@ class AnimalModel:
             **options,
         )  # fmt: skip
 
-    def _sample_pymc(self, built: _Built, engine: str, sampler: str, **options):
+    def _sample_pymc(self, built: _Built, sampler: str, **options):
         """PyMC's NUTS (or nutpie / numpyro through PyMC) on the PyMC model."""
         import pymc as pm
 
@@ -658,7 +627,7 @@ class AnimalModel:
         }
         if sampler == "pymc":
             kwargs.update(compute_convergence_checks=False, blas_cores=1)
-            potential = self._reml_mass_matrix(built) if engine in ("spectral", "sparse") else None
+            potential = self._reml_mass_matrix(built) if built.engine.marginal else None
             if potential is not None:
                 with built.model, _quiet_backend():
                     kwargs["step"] = pm.NUTS(potential=potential, target_accept=target_accept)
@@ -722,82 +691,31 @@ class AnimalModel:
         values = evaluate(dict(zip(names, best.x, strict=True)))
         return {k: float(v) for k, v in zip(keys, values, strict=True)}
 
-    def _add_conditional_draws(self, idata, engine: str, fixed: str, seed: int | None) -> None:
-        """Draw b and every random effect for each posterior draw, where they were integrated
-        out — once."""
+    def _add_conditional_draws(self, idata, engine: Engine, fixed: str, seed: int | None) -> None:
+        """Draw b and every random effect for each posterior draw, where the engine integrated
+        them out — once (:meth:`~bayes_animal.bayes.engines.Engine.draws`)."""
         import xarray as xr
 
-        from .conditional import (
-            draw_breeding_values,
-            draw_fixed_and_breeding_values,
-            draw_from_mixed_model,
-        )
         from .likelihoods import effect_dim, effect_variable
 
-        if engine == "noncentred":
-            return
         posterior = idata.posterior
-        chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
         rng = np.random.default_rng(None if seed is None else seed + 7919)
+        new_draws = engine.draws(posterior, fixed, rng)
+        if not new_draws:
+            return
+        chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
         coords = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
-
-        def array(values, dim, levels):
-            return xr.DataArray(
+        levels = {"beta": ("fixed", self.design.fixed_names)}
+        for effect in self.design.effects:
+            levels[effect_variable(effect.name)] = (effect_dim(effect), effect.levels)
+        new = {}
+        for name, values in new_draws.items():
+            dim, labels = levels[name]
+            new[name] = xr.DataArray(
                 values.reshape(chains, draws, -1),
                 dims=("chain", "draw", dim),
-                coords={**coords, dim: [str(level) for level in levels]},
+                coords={**coords, dim: [str(level) for level in labels]},
             )
-
-        def variance(name):
-            return posterior[f"sigma2_{identifier(name)}"].values.ravel()
-
-        new: dict[str, Any] = {}
-        effects = self.design.effects
-        beta = None
-        if engine == "sparse":
-            thetas = np.column_stack(
-                [
-                    posterior[q.key].values.ravel()
-                    for q in self.parameters.quantities()
-                    if q.kind in ("variance", "covariance")
-                ]
-            )
-            order = [
-                q.source
-                for q in self.parameters.quantities()
-                if q.kind in ("variance", "covariance")
-            ]
-            thetas = thetas[:, [order.index(n) for n in self.parameters.names]]
-            w = draw_from_mixed_model(self.mme, thetas, rng=rng)
-            beta = w[:, : self.mme.p]
-            for effect in effects:
-                new[effect_variable(effect.name)] = array(
-                    w[:, self.mme.effect_slice(effect.name)], effect_dim(effect), effect.levels
-                )
-        else:
-            effect = effects[0]
-            y_rot = None
-            if engine == "partial":  # y net of the sampled (non-centred) effects, rotated
-                others = np.zeros((chains * draws, self.design.n_records))
-                for other in effects[1:]:
-                    draws_other = posterior[effect_variable(other.name)].values
-                    flat = draws_other.reshape(chains * draws, -1)
-                    padded = np.concatenate([flat, np.zeros((len(flat), 1))], axis=1)
-                    others += padded[:, other.index]
-                y_rot = (self.design.y[None, :] - others) @ self.problem.eigenvectors
-            su, se = variance(effect.name), variance("residual")
-            if fixed == "integrate":
-                beta, u = draw_fixed_and_breeding_values(
-                    self.problem, self.design, self.relmat, su, se, rng=rng, y_rot=y_rot
-                )
-            else:
-                sampled = posterior["beta"].values.reshape(chains * draws, -1)
-                u = draw_breeding_values(
-                    self.problem, self.design, self.relmat, sampled, su, se, rng=rng
-                )
-            new[effect_variable(effect.name)] = array(u, effect_dim(effect), effect.levels)
-        if beta is not None:
-            new["beta"] = array(beta, "fixed", self.design.fixed_names)
         idata["posterior"] = posterior.to_dataset().assign(new)
 
     def _provenance(

@@ -1,0 +1,237 @@
+r"""One object per engine of the Bayesian fit: each owns its PyMC likelihood, its NumPy density,
+its draws of b and every random effect, its default sampler and its cost estimate.
+
+=================  ===================  =============================================  ==========
+engine             parameterisation     what NUTS moves in; how b and u come back      sampler
+=================  ===================  =============================================  ==========
+``spectral``       marginal             the variances; b, u drawn exactly per draw in  nutpie on
+                                        the eigenbasis of :math:`ZKZ^\top`              the density
+``sparse``         marginal             the variances; b, every u drawn per draw by    PyMC
+                                        perturb-and-solve on the mixed-model equations
+``noncentred``     noncentred           the variances, b and every unit normal z       PyMC
+``partial``        partial              the variances and the non-additive z; b, the   PyMC
+                                        additive u drawn in the eigenbasis
+=================  ===================  =============================================  ==========
+
+An engine holds the :class:`~bayes_animal.bayes.model.AnimalModel` it serves and reads from it
+the numerics that the model caches once (the design, the structures, the eigendecomposition
+``problem``, the analysed equations ``mme``); the model holds the data, the priors and the
+engine the chooser (:mod:`bayes_animal.choice`) picked, and nothing in the model switches on
+an engine's name. The costs are the chooser's formulas (:func:`bayes_animal.choice.engine_cost`),
+so that what an engine says it costs and what the chooser compared are the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..choice import engine_cost, facts
+from ..spec.parameters import identifier
+
+if TYPE_CHECKING:
+    from .model import AnimalModel
+
+__all__ = [
+    "ENGINE_CLASSES",
+    "Engine",
+    "NonCentredEngine",
+    "PartialEngine",
+    "SparseEngine",
+    "SpectralEngine",
+    "engine_for",
+]
+
+
+class Engine:
+    """What every engine does (the four below implement it; no stubs)."""
+
+    name: ClassVar[str]
+    parameterisation: ClassVar[str]
+    #: The default sampler, the fastest end to end at default settings (``benchmarks/``).
+    default_sampler: ClassVar[str]
+    #: Whether b and every random effect are integrated out (NUTS over the variances alone).
+    marginal: ClassVar[bool] = True
+    #: Whether PyMC's chains run in worker processes (a gradient costs enough to pay for them).
+    parallel_pymc: ClassVar[bool] = True
+    #: How the engine can treat b: integrated out under a flat prior, sampled, or both.
+    fixed_options: ClassVar[tuple[str, ...]] = ("integrate", "sample")
+
+    def __init__(self, model: AnimalModel) -> None:
+        self.model = model
+
+    def cost(self, gradients: int) -> float:
+        """Estimated seconds of a fit of ``gradients`` gradients."""
+        return engine_cost(self.name, facts(self.model.inputs), gradients)
+
+    def likelihood(self):
+        """θ → (ℓ_R(θ), ∇ℓ_R(θ)) in NumPy, for the hand-derived density; None where b or u are
+        sampled."""
+        return None
+
+    def density(self):
+        """The posterior density of the variance parameters in NumPy
+        (:class:`~bayes_animal.bayes.density.MarginalDensity`); None where there is none."""
+        likelihood = self.likelihood()
+        if likelihood is None:
+            return None
+        from .density import MarginalDensity
+
+        m = self.model
+        return MarginalDensity(m.priors, m.parameters, m.scales, likelihood)
+
+    def add_likelihood(self, pm, theta, values: dict[str, Any], fixed: str) -> None:
+        """Add the likelihood to the PyMC model being built (inside its context)."""
+        raise NotImplementedError(self.name)  # pragma: no cover - every engine defines it
+
+    def draws(self, posterior, fixed: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """b and every random effect per posterior draw where they were integrated out:
+        ``{variable: array (draws, levels)}`` (empty where they were sampled)."""
+        return {}
+
+
+class SpectralEngine(Engine):
+    """One random effect, in the eigenbasis of :math:`ZKZ^\\top` (O(n) per gradient)."""
+
+    name = "spectral"
+    parameterisation = "marginal"
+    default_sampler = "nutpie"
+    #: PyMC's worker processes cost more than they save on gradients this cheap (seed_sim:
+    #: 4.8 s against 4.0 s), so with PyMC its chains run in turn.
+    parallel_pymc = False
+
+    def likelihood(self):
+        from .density import spectral_likelihood
+
+        return spectral_likelihood(self.model.problem)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from . import likelihoods
+
+        m = self.model
+        effect = m.design.effects[0].name
+        beta = m.fixed_prior(pm) if fixed == "sample" else None
+        likelihoods.spectral_marginal(pm, m.problem, values[effect], values["residual"], beta)
+
+    def draws(self, posterior, fixed, rng):
+        return _eigenbasis_draws(self.model, posterior, fixed, rng, y_rot=None)
+
+
+class SparseEngine(Engine):
+    """Any model, through the sparse mixed-model equations (a factorisation per gradient)."""
+
+    name = "sparse"
+    parameterisation = "marginal"
+    fixed_options = ("integrate",)
+    #: PyMC, whose worker processes run the chains at once on the compiled graph (gryphon
+    #: model 4: 46 ESS(h²)/s against 31 for nutpie on the density).
+    default_sampler = "pymc"
+
+    def likelihood(self):
+        from .density import sparse_likelihood
+
+        return sparse_likelihood(self.model.mme)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from .op import RestrictedLikelihood
+
+        pm.Potential("restricted_loglik", RestrictedLikelihood(self.model.mme)(theta)[0])
+
+    def draws(self, posterior, fixed, rng):
+        from .conditional import draw_from_mixed_model
+        from .likelihoods import effect_variable
+
+        m = self.model
+        quantities = [q for q in m.parameters.quantities() if q.kind in ("variance", "covariance")]
+        thetas = np.column_stack([posterior[q.key].values.ravel() for q in quantities])
+        order = [q.source for q in quantities]
+        thetas = thetas[:, [order.index(n) for n in m.parameters.names]]
+        w = draw_from_mixed_model(m.mme, thetas, rng=rng)
+        out = {"beta": w[:, : m.mme.p]}
+        for effect in m.design.effects:
+            out[effect_variable(effect.name)] = w[:, m.mme.effect_slice(effect.name)]
+        return out
+
+
+class NonCentredEngine(Engine):
+    """Every effect sampled, non-centred (O(q) per gradient)."""
+
+    name = "noncentred"
+    parameterisation = "noncentred"
+    default_sampler = "pymc"
+    marginal = False
+    fixed_options = ("sample",)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from . import likelihoods
+
+        m = self.model
+        likelihoods.noncentred(
+            pm, m.design, m.structures, m.parameters, values, m.fixed_prior(pm)
+        )
+
+
+class PartialEngine(Engine):
+    """The additive effect in the eigenbasis, the other (independent) effects non-centred."""
+
+    name = "partial"
+    parameterisation = "partial"
+    default_sampler = "pymc"
+    marginal = False
+    fixed_options = ("integrate",)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from . import likelihoods
+
+        m = self.model
+        likelihoods.partial(pm, m.problem, m.design, m.structures, m.parameters, values)
+
+    def draws(self, posterior, fixed, rng):
+        from .likelihoods import effect_variable
+
+        m = self.model
+        chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+        others = np.zeros((chains * draws, m.design.n_records))
+        for other in m.design.effects[1:]:  # y net of the sampled effects, rotated
+            flat = posterior[effect_variable(other.name)].values.reshape(chains * draws, -1)
+            others += np.concatenate([flat, np.zeros((len(flat), 1))], axis=1)[:, other.index]
+        y_rot = (m.design.y[None, :] - others) @ m.problem.eigenvectors
+        return _eigenbasis_draws(m, posterior, fixed, rng, y_rot=y_rot)
+
+
+def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
+    """b (where integrated) and the additive (or single) effect per draw in the eigenbasis."""
+    from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
+    from .likelihoods import effect_variable
+
+    effect = model.design.effects[0]
+
+    def variance(name):
+        return posterior[f"sigma2_{identifier(name)}"].values.ravel()
+
+    su, se = variance(effect.name), variance("residual")
+    out = {}
+    if fixed == "integrate":
+        beta, u = draw_fixed_and_breeding_values(
+            model.problem, model.design, model.relmat, su, se, rng=rng, y_rot=y_rot
+        )
+        out["beta"] = beta
+    else:
+        chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+        sampled = posterior["beta"].values.reshape(chains * draws, -1)
+        u = draw_breeding_values(
+            model.problem, model.design, model.relmat, sampled, su, se, rng=rng
+        )
+    out[effect_variable(effect.name)] = u
+    return out
+
+
+ENGINE_CLASSES: dict[str, type[Engine]] = {
+    cls.name: cls for cls in (SpectralEngine, SparseEngine, NonCentredEngine, PartialEngine)
+}
+
+
+def engine_for(model: AnimalModel, name: str) -> Engine:
+    """The engine object of ``name`` serving ``model``."""
+    return ENGINE_CLASSES[name](model)
