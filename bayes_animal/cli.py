@@ -81,12 +81,12 @@ def _format_reml(result: RemlResult, *, formula: str) -> str:
 
 
 def _relationship_from_args(
-    args: argparse.Namespace, *, required: bool = True, check_definite: bool = True
+    args: argparse.Namespace, *, required: bool = True, check_definite: bool = False
 ):
     """The relationship from --relmat | --pedigree | --genotypes (shared by commands); None
     when none is given and ``required`` is false (a model of independent effects only).
-    ``check_definite=False``: a given matrix's definiteness is checked where it is first used
-    (``reml``: from the eigenvalues of the spectral path when they are A's)."""
+    A given matrix's definiteness is checked where it is first used (the factorisation or
+    eigendecomposition every command makes of it), unless ``check_definite``."""
     given = [getattr(args, name, None) for name in ("relmat", "pedigree", "genotypes")]
     if not required and not any(given):
         return None

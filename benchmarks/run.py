@@ -337,6 +337,27 @@ def factor(quick: bool) -> None:
     )
 
 
+def shapes(quick: bool) -> None:
+    import bench_shapes
+
+    _write(
+        "shapes",
+        "Shapes the package was not tuned on, beside lme4 and MCMCglmm (same run)",
+        bench_shapes.run(quick=quick),
+        "See benchmarks/bench_shapes.py for the models and the peers' settings. "
+        "reml_inprocess_s: the fit with the files already read (median of 3); reml_whole_s: "
+        "the `bayes-animal reml` process (median of 3, caches warm); peak memory of its last "
+        "run (/usr/bin/time -v). fit_*: the whole `bayes-animal fit` process, MCMCglmm's "
+        "priors, seed 1; ESS(h²) bulk per second of the whole process. lme4: the "
+        "relationship-matrix trick (sparse chol(A) of the phenotyped animals) timed in R from "
+        "the data in memory to the fitted model; MCMCglmm: the MCMCglmm() call (a given "
+        "matrix's sparse inverse included), 13 000 iterations, burn-in 3 000, thin 10, ESS "
+        "by coda. inprocess_vs_lme4 and ours_vs_mcmcglmm_ess_per_s are ratios of this run "
+        "(> 1: ours faster). A CSV or G of 20 000 animals (3 GB dense) is not written; the "
+        "20 000-animal Bayesian fits run only with BAYES_ANIMAL_SHAPES_FULL=1.\n",
+    )
+
+
 def collector(quick: bool) -> None:
     import bench_fit
 
@@ -368,6 +389,7 @@ BENCHMARKS = {
     "ranking": ranking,
     "fit": fit,
     "collector": collector,
+    "shapes": shapes,
     "samplers": samplers,
     "factor": factor,
 }

@@ -114,14 +114,17 @@ def resolve_relationship(
     ridge: float = 0.0,
     blend: float = 0.0,
     nearest_pd: bool = False,
-    check_definite: bool = True,
+    check_definite: bool = False,
     warn: bool = True,
 ) -> RelationshipSource:
     """Build the relationship matrix from exactly one kind of input (see the module docstring).
 
-    ``check_definite=False`` leaves the positive semi-definiteness of a given matrix to be
-    checked where it is first used (:attr:`RelationshipMatrix.definite`): the command line's
-    ``reml``, whose spectral path computes A's eigenvalues anyway.
+    A given matrix's positive semi-definiteness is checked where it is first used
+    (:attr:`RelationshipMatrix.definite`; ``check_definite=True`` checks it now): every use
+    factorises or eigendecomposes it anyway and settles the check from that — the sparse
+    engine's factorisation of K, the spectral path's eigenvalues, the dense factor of the
+    non-centred model — which saves a Cholesky factorisation (0.05 s for 2 000 animals).
+    ``nearest_pd=True`` needs the eigenvalues at once and computes them.
 
     Raises
     ------

@@ -1,0 +1,332 @@
+"""Shapes the package was not tuned on: relationship × random effects × animals, with lme4 and
+MCMCglmm measured in the same run where they can run.
+
+Run through ``python benchmarks/run.py shapes`` (``--quick``: 500 and 2 000 animals only;
+the 20 000-animal cells take REML only unless ``BAYES_ANIMAL_SHAPES_FULL=1``).
+
+Each cell simulates a pedigree (3 generations of random mating, a third of the animals
+founders, a sire per 10 animals: 2.6 % of A's entries non-zero at 2 000 animals) and records
+with known truth (:func:`bayes_animal.simulate.simulate_records`), then fits
+
+- 1 effect: ``y ~ 1 + x`` (animal);
+- 2 effects: ``y ~ 1 + x + (1 | grp)`` (a group with a quarter as many levels as animals: the
+  cage effect of the issue);
+- 4 effects: ``y ~ 1 + x + (1 | grp) + (1 | pen) + ide(animal)`` on 1–3 records per animal,
+
+with the relationship as the pedigree, as that pedigree's A written to a CSV by
+``bayes-animal relmat`` (what a user exports from another program), or as a dense genomic-like
+G (0.9 A + 0.1 VanRaden G of random markers: dense, carrying the pedigree's signal).
+
+Measured per cell: REML in-process (the fit, files already read; median of 3), REML as a whole
+``bayes-animal reml`` process, the engine chosen, the peak memory of that process, the whole
+``bayes-animal fit`` (MCMCglmm's priors: ``--prior inverse_gamma``) and its ESS(h²) per
+second; lme4 with the relationship-matrix trick (Cholesky factor of A, sparse, as lme4's
+vignette does; the fit timed in-process) and MCMCglmm (13 000 iterations, burn-in 3 000, thin
+10, V = 1, nu = 0.002 per component; the ``MCMCglmm()`` call timed; ESS by coda) on the same
+files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayes_animal.simulate import simulate_pedigree, simulate_records
+from bayes_animal.structures.additive import dense_relationship
+from bayes_animal.structures.pedigree import read_pedigree
+
+RLIB = Path(os.environ.get("RLIB", Path.home() / "rlib"))
+FORMULAS = {
+    1: "y ~ 1 + x",
+    2: "y ~ 1 + x + (1 | grp)",
+    4: "y ~ 1 + x + (1 | grp) + (1 | pen) + ide(animal)",
+}
+LME4_FORMULAS = {
+    1: "y ~ 1 + x + (1 | animal)",
+    2: "y ~ 1 + x + (1 | animal) + (1 | grp)",
+    4: "y ~ 1 + x + (1 | animal) + (1 | grp) + (1 | pen) + (1 | pe)",
+}
+MCMCGLMM_RANDOM = {1: "~ animal", 2: "~ animal + grp", 4: "~ animal + grp + pen + pe"}
+DENSE_LIMIT = 5000  # a dense A or G CSV beyond this is gigabytes
+
+LME4_SCRIPT = r"""
+suppressMessages({library(lme4); library(Matrix)})
+args <- commandArgs(TRUE)
+data <- read.csv(args[1], stringsAsFactors = TRUE)
+A <- as.matrix(read.csv(args[2], row.names = 1, check.names = FALSE))
+form <- as.formula(args[3])
+data$animal <- factor(as.character(data$animal))
+data$pe <- data$animal
+start <- proc.time()[["elapsed"]]
+ids <- levels(data$animal)
+t1 <- proc.time()[["elapsed"]]
+L <- t(chol(Matrix(A[ids, ids], sparse = TRUE)))
+t2 <- proc.time()[["elapsed"]]
+parsed <- lFormula(form, data = data, REML = TRUE, control = lmerControl(
+  check.nobs.vs.nlev = "ignore", check.nobs.vs.nRE = "ignore"))
+# the animal term's block of Zt becomes L' Zt (the relmat trick), the others stay
+term <- which(names(parsed$reTrms$Ztlist) == "1 | animal")
+parsed$reTrms$Ztlist[[term]] <- t(L) %*% parsed$reTrms$Ztlist[[term]]
+parsed$reTrms$Zt <- as(do.call(rbind, parsed$reTrms$Ztlist), "CsparseMatrix")
+dev <- do.call(mkLmerDevfun, parsed)
+t3 <- proc.time()[["elapsed"]]
+opt <- optimizeLmer(dev)
+t4 <- proc.time()[["elapsed"]]
+fit <- mkMerMod(environment(dev), opt, parsed$reTrms, fr = parsed$fr)
+elapsed <- proc.time()[["elapsed"]] - start
+vc <- as.data.frame(VarCorr(fit))
+va <- vc$vcov[vc$grp == "animal"]
+cat(sprintf('{"seconds": %.6f, "h2": %.6f, "loglik": %.6f, "chol_s": %.4f, "setup_s": %.4f, "optimise_s": %.4f}\n',
+            elapsed, va / sum(vc$vcov), as.numeric(logLik(fit)), t2 - t1, t3 - t2, t4 - t3))
+"""
+
+MCMCGLMM_SCRIPT = r"""
+suppressMessages({library(MCMCglmm); library(Matrix)})
+args <- commandArgs(TRUE)
+data <- read.csv(args[1], stringsAsFactors = TRUE)
+random <- as.formula(args[3])
+data$animal <- factor(as.character(data$animal))
+data$pe <- data$animal
+k <- length(all.vars(random))
+prior <- list(R = list(V = 1, nu = 0.002),
+              G = setNames(rep(list(list(V = 1, nu = 0.002)), k), paste0("G", 1:k)))
+set.seed(1)
+if (args[4] == "pedigree") {
+  ped <- read.csv(args[2], colClasses = "character")[, c("id", "dam", "sire")]
+  ped[ped == "0"] <- NA
+  start <- proc.time()[["elapsed"]]
+  fit <- MCMCglmm(y ~ x, random = random, data = data, pedigree = ped, prior = prior,
+                  nitt = 13000, burnin = 3000, thin = 10, verbose = FALSE)
+} else {
+  A <- as.matrix(read.csv(args[2], row.names = 1, check.names = FALSE))
+  start <- proc.time()[["elapsed"]]
+  Ainv <- solve(Matrix(A, sparse = TRUE))
+  Ainv <- drop0(as(Ainv, "CsparseMatrix"), tol = 1e-10 * max(abs(diag(Ainv))))
+  dimnames(Ainv) <- list(rownames(A), rownames(A))
+  fit <- MCMCglmm(y ~ x, random = random, data = data, ginverse = list(animal = Ainv),
+                  prior = prior, nitt = 13000, burnin = 3000, thin = 10, verbose = FALSE)
+}
+elapsed <- proc.time()[["elapsed"]] - start
+h2 <- fit$VCV[, "animal"] / rowSums(fit$VCV)
+cat(sprintf('{"seconds": %.6f, "h2": %.6f, "ess": %.3f}\n', elapsed, mean(h2),
+            coda::effectiveSize(h2)))
+"""
+
+INPROCESS_SCRIPT = r"""
+import json, resource, statistics, sys, time, warnings
+warnings.simplefilter("ignore")
+import pandas as pd
+from bayes_animal import reml
+from bayes_animal.structures.inputs import resolve_relationship
+data = pd.read_csv(sys.argv[1])
+kind, path, formula = sys.argv[2], sys.argv[3], sys.argv[4]
+source = resolve_relationship(**({"pedigree": path} if kind == "pedigree" else {"relmat": path}))
+times = []
+for _ in range(3):
+    source = resolve_relationship(**{"pedigree" if kind == "pedigree" else "relmat": path})
+    start = time.perf_counter()
+    fit = reml(formula, data, source=source, pev=False)
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": statistics.median(times), "h2": fit.h2, "loglik": fit.loglik,
+                  "engine": fit.engine}))
+"""
+
+
+def make_problem(n_animals: int, effects: int, seed: int = 1):
+    """Pedigree and records of one cell (see the module docstring)."""
+    founders = n_animals // 3
+    per_generation = (n_animals - founders) // 3
+    table = simulate_pedigree(
+        n_founders=founders, n_generations=3, n_per_generation=per_generation,
+        n_sires=max(10, n_animals // 10), seed=seed,
+    )  # fmt: skip
+    variances = {"additive": 1.0, "residual": 2.0}
+    groups = {}
+    if effects >= 2:
+        variances["grp"] = 0.5
+        groups["grp"] = max(10, n_animals // 4)
+    if effects >= 4:
+        variances |= {"pen": 0.3, "pe": 0.4}
+        groups["pen"] = max(10, n_animals // 20)
+    sim = simulate_records(
+        table, variances=variances, groups=groups,
+        records_per_animal=(1, 3) if effects >= 4 else (1, 1), seed=seed + 1,
+    )  # fmt: skip
+    return sim.data, table
+
+
+def _write_matrix(path: Path, ids, matrix: np.ndarray) -> None:
+    frame = pd.DataFrame(matrix, index=ids, columns=ids)
+    frame.to_csv(path, index_label="id", float_format="%.10g")
+
+
+def write_relationships(folder: Path, table: pd.DataFrame, kinds) -> dict[str, Path]:
+    """ped.csv, and A.csv / G.csv where the cell asks for them."""
+    paths = {"pedigree": folder / "ped.csv"}
+    table.to_csv(paths["pedigree"], index=False)
+    if {"A.csv", "G.csv"} & set(kinds):
+        relmat = dense_relationship(read_pedigree(table))
+        if "A.csv" in kinds:
+            paths["A.csv"] = folder / "A.csv"
+            _write_matrix(paths["A.csv"], relmat.ids, relmat.matrix)
+        if "G.csv" in kinds:
+            rng = np.random.default_rng(7)
+            codes = rng.integers(0, 3, size=(relmat.size, 2000)).astype(float)
+            codes -= codes.mean(axis=0)
+            genomic = codes @ codes.T / np.sum(codes.var(axis=0))
+            paths["G.csv"] = folder / "G.csv"
+            _write_matrix(paths["G.csv"], relmat.ids, 0.9 * relmat.matrix + 0.1 * genomic)
+    return paths
+
+
+def _timed(command, timeout=3600):
+    """(seconds, stdout) of a command."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed: {done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def _peak_mb(command, timeout=3600) -> tuple[float, float, str]:
+    """Run under /usr/bin/time -v when present: (seconds, peak RSS MB, stdout)."""
+    time_tool = shutil.which("time") or "/usr/bin/time"
+    if Path(time_tool).exists():
+        start = time.perf_counter()
+        done = subprocess.run(
+            [time_tool, "-v", *map(str, command)], capture_output=True, text=True, timeout=timeout
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[:3]} failed: {done.stderr[-2000:]}")
+        peak = next(
+            (float(line.split(":")[1]) / 1024 for line in done.stderr.splitlines()
+             if "Maximum resident set size" in line),
+            float("nan"),
+        )  # fmt: skip
+        return seconds, peak, done.stdout
+    seconds, stdout = _timed(list(map(str, command)), timeout=timeout)
+    return seconds, float("nan"), stdout
+
+
+def _relationship_option(kind: str, path: Path) -> list[str]:
+    return ["--pedigree", str(path)] if kind == "pedigree" else ["--relmat", str(path)]
+
+
+def _r_available(package: str) -> bool:
+    if shutil.which("Rscript") is None:
+        return False
+    done = subprocess.run(
+        ["Rscript", "-e", f"suppressMessages(library({package}))"],
+        capture_output=True, env={**os.environ, "R_LIBS_USER": str(RLIB)},
+    )  # fmt: skip
+    return done.returncode == 0
+
+
+def _rscript(script: str, *args, timeout=3600) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as handle:
+        handle.write(script)
+    try:
+        done = subprocess.run(
+            ["Rscript", handle.name, *map(str, args)], capture_output=True, text=True,
+            env={**os.environ, "R_LIBS_USER": str(RLIB)}, timeout=timeout,
+        )  # fmt: skip
+    finally:
+        os.unlink(handle.name)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_cell(folder: Path, kind: str, n_animals: int, effects: int, *, bayes: bool, peers: dict):
+    data, table = make_problem(n_animals, effects)
+    data_path = folder / "data.csv"
+    data.to_csv(data_path, index=False)
+    paths = write_relationships(folder, table, [kind])
+    path = paths[kind]
+    formula = FORMULAS[effects]
+    python = sys.executable
+    row = {"relationship": kind, "effects": effects, "animals": n_animals, "records": len(data)}
+    inproc = json.loads(
+        _timed([python, "-c", INPROCESS_SCRIPT, str(data_path), kind, str(path), formula])[1]
+        .strip().splitlines()[-1]
+    )  # fmt: skip
+    row["reml_inprocess_s"] = inproc["seconds"]
+    reml_command = [
+        python, "-m", "bayes_animal.cli", "reml", "--data", data_path, "--formula", formula,
+        *_relationship_option(kind, path), "--json",
+    ]  # fmt: skip
+    _peak_mb(reml_command)  # warm the caches
+    seconds = []
+    for _ in range(3):
+        s, peak, stdout = _peak_mb(reml_command)
+        seconds.append(s)
+    reml_json = json.loads(stdout)
+    row["reml_whole_s"] = statistics.median(seconds)
+    row["reml_peak_mb"] = peak
+    row["reml_engine"] = reml_json["engine"]
+    row["reml_h2"] = reml_json["h2"]
+    if peers.get("lme4") and n_animals <= DENSE_LIMIT:  # the trick needs A as a matrix
+        matrix_path = path
+        if kind == "pedigree":  # lme4 takes a matrix: the pedigree's A, written for it
+            matrix_path = write_relationships(folder, table, ["A.csv"])["A.csv"]
+        lme4 = _rscript(LME4_SCRIPT, data_path, matrix_path, LME4_FORMULAS[effects])
+        row["lme4_reml_s"] = lme4.get("seconds", float("nan"))
+        row["lme4_h2"] = lme4.get("h2", float("nan"))
+        row["inprocess_vs_lme4"] = row["lme4_reml_s"] / row["reml_inprocess_s"]
+    if bayes:
+        out = folder / "fit"
+        fit_command = [
+            python, "-m", "bayes_animal.cli", "fit", "--data", data_path, "--formula", formula,
+            *_relationship_option(kind, path), "--prior", "inverse_gamma", "--seed", "1",
+            "--quiet", "--out", out,
+        ]  # fmt: skip
+        s, peak, _ = _peak_mb(fit_command)
+        summary = json.loads((out / "summary.json").read_text())
+        ess = summary["ratios"]["h2"]["ess_bulk"]
+        row["fit_whole_s"] = s
+        row["fit_peak_mb"] = peak
+        row["fit_engine"] = json.loads(summary["provenance"]["model_options"])["engine"]
+        row["fit_ess_h2_per_s"] = ess / s
+        row["fit_divergences"] = summary["diagnostics"]["divergences"]
+        if peers.get("mcmcglmm"):
+            mc = _rscript(
+                MCMCGLMM_SCRIPT, data_path, path,
+                MCMCGLMM_RANDOM[effects], "pedigree" if kind == "pedigree" else "matrix",
+            )  # fmt: skip
+            row["mcmcglmm_s"] = mc.get("seconds", float("nan"))
+            row["mcmcglmm_ess_h2_per_s"] = mc.get("ess", float("nan")) / mc.get("seconds", 1)
+            row["ours_vs_mcmcglmm_ess_per_s"] = (
+                row["fit_ess_h2_per_s"] / row["mcmcglmm_ess_h2_per_s"]
+            )
+    return row
+
+
+def run(*, quick: bool, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
+    sizes = sizes or ((500, 2000) if quick else (500, 2000, 20_000))
+    full = os.environ.get("BAYES_ANIMAL_SHAPES_FULL") == "1"
+    peers = {"lme4": _r_available("lme4"), "mcmcglmm": _r_available("MCMCglmm")}
+    rows = []
+    for n_animals in sizes:
+        for kind in ("pedigree", "A.csv", "G.csv"):
+            if kind != "pedigree" and n_animals > DENSE_LIMIT:
+                continue
+            for effects in (1, 2, 4):
+                with tempfile.TemporaryDirectory() as folder:
+                    bayes = n_animals <= 2000 or full
+                    print(f"shapes: {kind} {effects} effect(s) {n_animals} animals", flush=True)
+                    rows.append(
+                        run_cell(Path(folder), kind, n_animals, effects, bayes=bayes, peers=peers)
+                    )
+    return pd.DataFrame(rows)
