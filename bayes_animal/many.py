@@ -14,6 +14,11 @@ records, X and :math:`K = Z A Z^\top` are the same, so
   standard errors and BLUPs as a one-trait :func:`~bayes_animal.api.reml` — equal to it to
   rounding (tested to 1e-8).
 
+Each group asks the one chooser (:func:`bayes_animal.choice.choose_many`): the eigendecomposition
+above serves all its traits, unless the sparse mixed-model equations trait by trait cost less
+(a few traits on a large sparse relationship, a pedigree too large for a dense A); the engine
+and why are in :attr:`ManyResult.groups` (``groups.csv``).
+
 A trait that cannot be fitted — not numeric, constant, too few records — gets its row with
 the reason and the others go on; a variance estimated at 0 is a result, flagged in
 ``boundary``. Rows are written to ``traits.csv`` as traits finish (flushed), so an
@@ -40,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .api import model_inputs
+from .choice import Choice, choose_many
 from .errors import DataError
 from .execution import run_tasks
 from .structures.inputs import RelationshipSource, resolve_relationship
@@ -331,8 +337,10 @@ class _GroupWork:
     problem: Any
     traits: tuple[str, ...]
     y: np.ndarray  # n × T
-    y_rot: np.ndarray  # n × T
+    y_rot: np.ndarray | None  # n × T (the spectral engine)
     method: str
+    engine: str = "spectral"
+    inputs: Any = None  # the sparse engine's validated inputs (y replaced per trait)
 
 
 def _prepare_group(
@@ -342,7 +350,9 @@ def _prepare_group(
     source: RelationshipSource,
     animal: str,
     method: str,
-) -> tuple[_GroupWork, float]:
+) -> tuple[_GroupWork, float, Choice]:
+    """The work of one group and the seconds of its eigendecomposition (0 on the sparse
+    engine), as the chooser (:func:`~bayes_animal.choice.choose_many`) picked."""
     from .estimation.spectral import check_method
     from .linalg.spectral import decompose
 
@@ -358,12 +368,52 @@ def _prepare_group(
             f"{', '.join(e.name for e in design.effects[1:])}. Fit such traits one by one "
             "with reml()."
         )
+    y = subset[list(group.traits)].to_numpy(dtype=float)
+    choice = choose_many(inputs, len(group.traits), method)
+    if choice.engine == "sparse":
+        work = _GroupWork(
+            design, None, None, group.traits, y, None, check_method(method), "sparse", inputs
+        )
+        return work, 0.0, choice
     relmat = inputs.dense_matrix()
     problem = decompose(design, relmat)
-    y = subset[list(group.traits)].to_numpy(dtype=float)
     y_rot = problem.eigenvectors.T @ y
     work = _GroupWork(design, relmat, problem, group.traits, y, y_rot, check_method(method))
-    return work, problem.seconds
+    return work, problem.seconds, choice
+
+
+def _sparse_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tuple]:
+    """REML of the traits ``columns`` of a group one by one on the sparse equations (the
+    chooser's pick where one eigendecomposition costs more than all of them)."""
+    from dataclasses import replace
+
+    from .api import fit_inputs
+
+    out = []
+    for column in columns:
+        trait = work.traits[column]
+        design = replace(work.design, y=work.y[:, column])
+        fit = fit_inputs(replace(work.inputs, design=design), engine="sparse", pev=False)
+        se = fit.se
+        row = {
+            "trait": trait,
+            "n_records": design.n_records,
+            "sigma2_u": fit.sigma2_u,
+            "sigma2_e": fit.sigma2_e,
+            "h2": fit.h2,
+            "se_sigma2_u": se["sigma2_u"],
+            "se_sigma2_e": se["sigma2_e"],
+            "se_h2": se["h2"],
+            "loglik": fit.loglik,
+            "converged": fit.converged,
+            "boundary": ";".join(fit.boundary),
+            "status": "ok" if fit.converged else f"not converged: {fit.convergence.reason}",
+        }
+        blup = None
+        if blups:
+            blup = pd.Series(fit.blup["blup"].to_numpy(), index=fit.blup.index, name=trait)
+        out.append((row, blup))
+    return out
 
 
 def _reml_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tuple]:
@@ -432,7 +482,10 @@ def _resolve_source(relmat, pedigree, genotypes, source) -> RelationshipSource:
             "Many-traits fits need the relationship: give relmat=, pedigree= or genotypes= "
             "(--relmat, --pedigree, --genotypes)."
         )
-    return resolve_relationship(relmat=relmat, pedigree=pedigree, genotypes=genotypes)
+    source = resolve_relationship(relmat=relmat, pedigree=pedigree, genotypes=genotypes)
+    if source.matrix is not None:
+        source.matrix.require_definite()
+    return source
 
 
 def _screen(
@@ -533,11 +586,11 @@ def reml_many(
         group_rows = []
         decompose_seconds = 0.0
         for number, group in enumerate(groups):
-            work, seconds = _prepare_group(rhs, data, group, source, animal, method)
+            work, seconds, choice = _prepare_group(rhs, data, group, source, animal, method)
             decompose_seconds += seconds
             group_rows.append(
                 {"group": number, "traits": len(group.traits), "records": group.n_records,
-                 "eigh_seconds": seconds}
+                 "eigh_seconds": seconds, "engine": choice.engine, "why": choice.reason}
             )  # fmt: skip
             indices = list(range(len(group.traits)))
             tasks = [indices[i : i + chunk] for i in range(0, len(indices), chunk)]
@@ -554,14 +607,16 @@ def reml_many(
             # so by default they start only for larger groups (workers= forces them)
             threshold = chunk if workers is not None else max(chunk, PARALLEL_REML_TRAITS)
             run_tasks(
-                _reml_rows, work, tasks, collect, extra=(blups,), workers=workers,
-                scheduler=scheduler, parallel_above=threshold,
+                _reml_rows if work.engine == "spectral" else _sparse_rows, work, tasks, collect,
+                extra=(blups,), workers=workers, scheduler=scheduler, parallel_above=threshold,
             )  # fmt: skip
         timings["eigh"] = decompose_seconds
     finally:
         rows.close()
     table = rows.table(names)
-    groups_frame = pd.DataFrame(group_rows, columns=["group", "traits", "records", "eigh_seconds"])
+    groups_frame = pd.DataFrame(
+        group_rows, columns=["group", "traits", "records", "eigh_seconds", "engine", "why"]
+    )
     matrix = None
     if blups and blup_columns:
         matrix = pd.concat(blup_columns, axis=1)

@@ -87,7 +87,8 @@ elapsed <- proc.time()[["elapsed"]] - start
 vc <- as.data.frame(VarCorr(fit))
 va <- vc$vcov[vc$grp == "animal"]
 cat(sprintf(paste0('{"seconds": %.6f, "h2": %.6f, "loglik": %.6f, "chol_s": %.4f, ',
-                   '"setup_s": %.4f, "optimise_s": %.4f}\n'), elapsed, va / sum(vc$vcov), as.numeric(logLik(fit)), t2 - t1, t3 - t2, t4 - t3))
+                   '"setup_s": %.4f, "optimise_s": %.4f}\n'), elapsed, va / sum(vc$vcov),
+            as.numeric(logLik(fit)), t2 - t1, t3 - t2, t4 - t3))
 """
 
 MCMCGLMM_SCRIPT = r"""

@@ -140,3 +140,22 @@ def test_animal_model_asks_the_same_chooser(problem):
             engines.add(resolved)
             assert any(engine in note for note in notes)
         assert engines == {engine}, formula
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_many_traits_share_one_eigendecomposition_unless_a_few_sparse_fits_cost_less():
+    table = simulate_pedigree(
+        n_founders=300, n_generations=3, n_per_generation=600, n_sires=60, seed=3
+    )
+    sim = simulate_records(table, variances={"additive": 1.0, "residual": 2.0}, seed=4)
+    relmat = dense_relationship(read_pedigree(table))
+    inputs = model_inputs("y ~ 1 + x", sim.data, relmat=relmat)
+    few, lots = choice.choose_many(inputs, 1), choice.choose_many(inputs, 100)
+    assert few.engine == "sparse" and "trait by trait" in few.reason
+    assert lots.engine == "spectral" and "serves all 100 traits" in lots.reason
+    assert choice.choose_many(inputs, 1, "ml").engine == "spectral"
+    genomic = RelationshipMatrix(
+        ids=relmat.ids, matrix=0.5 * _genomic(relmat.ids).matrix + 0.5 * relmat.matrix
+    )
+    dense = model_inputs("y ~ 1 + x", sim.data, relmat=genomic)
+    assert choice.choose_many(dense, 1).engine == "spectral"

@@ -273,3 +273,42 @@ def test_dask_batch_survives_a_worker_killed_mid_run(traits, cluster, tmp_path):
     assert list(table.index) == names
     assert table["h2_mean"].between(0, 1).all()
     assert sorted(pd.read_csv(tmp_path / "traits.csv")["trait"]) == sorted(names)
+
+
+def test_the_chooser_picks_each_groups_engine_and_the_sparse_rows_equal_single_fits(
+    traits, monkeypatch
+):
+    """A group asks choice.choose_many: one eigendecomposition for all its traits (the dense
+    matrix here), or — where it costs more, as for a few traits on a large sparse matrix — the
+    sparse equations trait by trait, whose rows equal reml(engine='sparse') one at a time."""
+    import bayes_animal.many as many
+    from bayes_animal.choice import Choice
+
+    data, relmat = traits
+    subset = ["t0", "t1", "t3", "t_noise"]
+    spectral = reml_many("~ 1 + fix", data, subset, relmat=relmat, workers=1, progress=False)
+    assert set(spectral.groups["engine"]) == {"spectral"}
+    assert spectral.groups["why"].str.contains("one eigendecomposition").all()
+    # the choice itself is tested in test_choice; here, what the batch does with it
+    monkeypatch.setattr(
+        many, "choose_many", lambda inputs, traits, method: Choice("sparse", "forced.")
+    )
+    result = reml_many(
+        "~ 1 + fix", data, subset, relmat=relmat, workers=1, progress=False, blups=True
+    )
+    assert set(result.groups["engine"]) == {"sparse"}
+    assert (result.groups["eigh_seconds"] == 0).all()
+    table = result.table.set_index("trait")
+    for trait in subset:
+        one = _one(data, relmat, trait, engine="sparse")
+        row = table.loc[trait]
+        assert row["n_records"] == one.n_records
+        for key, value in [("sigma2_u", one.sigma2_u), ("h2", one.h2), ("loglik", one.loglik)]:
+            assert row[key] == pytest.approx(value, rel=1e-10, abs=1e-12), (trait, key)
+        assert row["se_h2"] == pytest.approx(one.se["h2"], rel=1e-10, nan_ok=True)
+        np.testing.assert_allclose(
+            result.blups[trait].loc[one.blup.index].to_numpy(), one.blup["blup"].to_numpy()
+        )
+        # and the spectral batch agrees with it to the engines' tolerance
+        other = spectral.table.set_index("trait").loc[trait]
+        assert other["loglik"] == pytest.approx(row["loglik"], abs=1e-6)
