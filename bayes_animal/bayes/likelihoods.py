@@ -12,7 +12,8 @@ r"""The likelihood of the PyMC model, one builder per parameterisation.
     moves in the few variance parameters only.
 ``noncentred`` (any model)
     :math:`z_k \sim N(0, I)` per effect; a genetic effect is :math:`L z` with :math:`L = T
-    D^{1/2}` applied by the parents-first recursion (:math:`O(q)`, one step per generation) or
+    D^{1/2}` applied by the parents-first recursion (:math:`O(q)`, a compiled Op:
+    :mod:`bayes_animal.bayes.recursion`) or
     the factor of a dense matrix, an independent one is :math:`z`; a correlated pair is mixed by
     the Cholesky factor of :math:`G_0`, :math:`(u_a, u_m) = L_0 (Lz_a, Lz_m)`; b is sampled.
 ``partial`` (an additive effect with a dense matrix, and other effects)
@@ -87,7 +88,9 @@ def spectral_marginal(pm, problem: SpectralProblem, variance, residual, beta=Non
 
 
 def pedigree_factor(structure: PedigreeStructure, z):
-    """:math:`T D^{1/2} z` by the parents-first recursion, in the user's order of ``z``."""
+    """:math:`T D^{1/2} z` by the parents-first recursion written as PyTensor operations (one
+    gather and scatter per generation), in the user's order of ``z``: the reference that
+    :mod:`bayes_animal.bayes.recursion`'s compiled Op (what the models use) is tested against."""
     import pytensor.tensor as pt
 
     pedigree, sampling = structure.pedigree, structure.sampling
@@ -112,7 +115,9 @@ def unit_effect(structure: Structure, z):
     import pytensor.tensor as pt
 
     if isinstance(structure, PedigreeStructure):
-        return pedigree_factor(structure, z)
+        from .recursion import pedigree_transform
+
+        return pedigree_transform(structure, z)
     if structure.genetic:
         return pt.constant(structure.dense().factor()) @ z
     return z

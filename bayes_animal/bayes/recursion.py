@@ -1,0 +1,137 @@
+r"""The pedigree recursion :math:`u = T D^{1/2} z` as one PyTensor Op, compiled by numba.
+
+In parents-first order :math:`u_i = \tfrac12(u_{s(i)} + u_{d(i)}) + \sqrt{d_i}\, z_i` (an unknown
+parent contributes 0), so :math:`u = T D^{1/2} z` with :math:`T = (I - P)^{-1}` and
+:math:`u \sim N(0, A)` for :math:`z \sim N(0, I)`. Its adjoint is the same recursion backwards:
+with :math:`g = \partial \ell / \partial u`, accumulate :math:`a_i = g_i + \tfrac12 \sum_{c:
+s(c) = i \text{ or } d(c) = i} a_c` from the youngest animal to the oldest, then
+:math:`\partial \ell / \partial z_i = \sqrt{d_i}\, a_i` — :math:`O(q)` both ways, two loops.
+
+Written as PyTensor operations (one gather and one scatter per generation) the recursion and its
+gradient cost 53 µs a gradient for the gryphon pedigree (1 309 animals) under nutpie; as these
+Ops, with numba implementations that nutpie and PyMC compile into the model's own function (no
+object mode), a few microseconds; the compiled graph stays cacheable (a key from the Op's
+props and :data:`KERNEL_VERSION`). The permutation between the user's order of levels and the
+pedigree's order is folded into the loops. Tested against the dense :math:`L = T D^{1/2}` and
+its transpose, and against the PyTensor recursion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor.tensor as pt
+from numba import njit
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+__all__ = ["PedigreeRecursion", "pedigree_transform"]
+
+
+@njit(cache=True, nogil=True)
+def _forward(z, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
+    q = z.shape[0]
+    u = np.empty(q)
+    for i in range(q):
+        value = scale[i] * z[to_user[i]]
+        if sire[i] >= 0:
+            value += 0.5 * u[sire[i]]
+        if dam[i] >= 0:
+            value += 0.5 * u[dam[i]]
+        u[i] = value
+    out = np.empty(q)
+    for k in range(q):
+        out[k] = u[order[k]]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _adjoint(g, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
+    q = g.shape[0]
+    a = np.empty(q)
+    for k in range(q):
+        a[order[k]] = g[k]
+    out = np.empty(q)
+    for i in range(q - 1, -1, -1):
+        value = a[i]
+        if sire[i] >= 0:
+            a[sire[i]] += 0.5 * value
+        if dam[i] >= 0:
+            a[dam[i]] += 0.5 * value
+        out[to_user[i]] = scale[i] * value
+    return out
+
+
+class PedigreeRecursion(Op):
+    """``u = T D^½ z`` (``transpose=False``) or its adjoint ``D^½ Tᵀ g`` (``transpose=True``);
+    inputs: the vector, then the pedigree's sire and dam positions (−1 unknown), the
+    Mendelian-sampling SDs, ``order`` (pedigree position of each level) and ``to_user`` (its
+    inverse), the last five constants."""
+
+    __props__ = ("transpose",)
+
+    def __init__(self, transpose: bool = False) -> None:
+        self.transpose = transpose
+
+    def make_node(self, vector, sire, dam, scale, order, to_user):
+        inputs = [pt.as_tensor_variable(vector, dtype="float64")]
+        inputs += [pt.as_tensor_variable(x) for x in (sire, dam, scale, order, to_user)]
+        return Apply(self, inputs, [pt.dvector()])
+
+    def perform(self, node, inputs, outputs) -> None:
+        kernel = _adjoint if self.transpose else _forward
+        outputs[0][0] = kernel(*(np.asarray(x) for x in inputs))
+
+    def pullback(self, inputs, outputs, cotangents):
+        from pytensor.gradient import disconnected_type
+
+        (g,) = cotangents
+        other = PedigreeRecursion(transpose=not self.transpose)
+        return [other(g, *inputs[1:])] + [disconnected_type() for _ in inputs[1:]]
+
+    def connection_pattern(self, node):
+        return [[True]] + [[False]] * 5
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[0]]
+
+
+def pedigree_transform(structure, z):
+    """``T D^½ z`` for a :class:`~bayes_animal.structures.covariance.PedigreeStructure`,
+    ``z`` (a tensor) in the order of the structure's levels."""
+    pedigree, sampling = structure.pedigree, structure.sampling
+    q = pedigree.size
+    order = np.asarray(structure.order, dtype=np.int64)
+    to_user = np.empty(q, dtype=np.int64)
+    to_user[order] = np.arange(q)
+    constants = (
+        np.asarray(pedigree.sire, dtype=np.int64),
+        np.asarray(pedigree.dam, dtype=np.int64),
+        np.sqrt(np.asarray(sampling.variances, dtype=float)),
+        order,
+        to_user,
+    )
+    return PedigreeRecursion()(z, *(pt.constant(c) for c in constants))
+
+
+#: Bumped when the kernels change: part of the compiled graph's cache key (with the Op's props).
+KERNEL_VERSION = 1
+
+
+def _register_numba() -> None:
+    from pytensor.link.numba.dispatch.basic import (
+        numba_njit,
+        register_funcify_default_op_cache_key,
+    )
+
+    @register_funcify_default_op_cache_key(PedigreeRecursion)
+    def _funcify(op, node=None, **kwargs):
+        kernel = _adjoint if op.transpose else _forward
+
+        @numba_njit
+        def recursion(vector, sire, dam, scale, order, to_user):
+            return kernel(vector, sire, dam, scale, order, to_user)
+
+        return recursion, KERNEL_VERSION
+
+
+_register_numba()
