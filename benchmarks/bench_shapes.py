@@ -331,3 +331,72 @@ def run(*, quick: bool, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
                         run_cell(Path(folder), kind, n_animals, effects, bayes=bayes, peers=peers)
                     )
     return pd.DataFrame(rows)
+
+
+NONCENTRED_SCRIPT = r"""
+import json, sys, time, warnings, logging
+warnings.simplefilter("ignore"); logging.getLogger("pymc").setLevel(logging.ERROR)
+import pandas as pd
+from bayes_animal import AnimalModel
+folder, sampler, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data = pd.read_csv(f"{folder}/gryphon.csv")
+start = time.perf_counter()
+model = AnimalModel("bwt ~ 1", data, pedigree=f"{folder}/gryphonped.csv", animal="animal",
+                    priors="inverse_gamma")
+fit = model.fit(parameterisation="noncentred", sampler=sampler, random_seed=seed,
+                progressbar=False, warn=False)
+whole = time.perf_counter() - start
+row = fit._summary.loc["h2"]
+print(json.dumps({"sampling_s": fit.timings["sampling"], "whole_s": whole,
+                  "ess_bulk": float(row["ess_bulk"]), "r_hat": float(row["r_hat"]),
+                  "h2": float(row["mean"]),
+                  "divergences": int(fit.idata.sample_stats["diverging"].sum())}))
+"""
+
+MCMCGLMM_GRYPHON = r"""
+suppressMessages(library(MCMCglmm))
+args <- commandArgs(TRUE)
+data <- read.csv(file.path(args[1], "gryphon.csv"))
+ped <- read.csv(file.path(args[1], "gryphonped.csv"))
+names(ped) <- c("animal", "sire", "dam")
+ped <- ped[, c("animal", "dam", "sire")]
+data <- data[!is.na(data$bwt), ]
+data$animal <- factor(data$animal)
+prior <- list(G = list(G1 = list(V = 1, nu = 0.002)), R = list(V = 1, nu = 0.002))
+set.seed(as.integer(args[2]))
+start <- proc.time()[["elapsed"]]
+fit <- MCMCglmm(bwt ~ 1, random = ~ animal, pedigree = ped, data = data, prior = prior,
+                nitt = 13000, burnin = 3000, thin = 10, verbose = FALSE)
+elapsed <- proc.time()[["elapsed"]] - start
+h2 <- fit$VCV[, "animal"] / rowSums(fit$VCV)
+cat(sprintf('{"seconds": %.4f, "ess": %.2f, "h2": %.4f}\n', elapsed, coda::effectiveSize(h2),
+            mean(h2)))
+"""
+
+
+def run_noncentred(folder: Path, seeds=(1, 2, 3)) -> pd.DataFrame:
+    """The non-centred pedigree model on gryphon ``bwt ~ 1`` (MCMCglmm's priors), PyMC's NUTS
+    against nutpie through PyMC, several seeds; MCMCglmm on the same model beside it."""
+    rows = []
+    for seed in seeds:
+        for sampler in ("pymc", "nutpie"):
+            command = [sys.executable, "-c", NONCENTRED_SCRIPT, str(folder), sampler, str(seed)]
+            out = json.loads(_timed(command)[1].strip().splitlines()[-1])
+            rows.append({
+                "tool": f"bayes_animal noncentred, {sampler}", "seed": seed,
+                "sampling_s": out["sampling_s"], "whole_s": out["whole_s"],
+                "ess_h2": out["ess_bulk"],
+                "ess_h2_per_s_sampling": out["ess_bulk"] / out["sampling_s"],
+                "ess_h2_per_s_whole": out["ess_bulk"] / out["whole_s"],
+                "r_hat": out["r_hat"], "divergences": out["divergences"], "h2": out["h2"],
+            })  # fmt: skip
+        if _r_available("MCMCglmm"):
+            mc = _rscript(MCMCGLMM_GRYPHON, folder, seed)
+            if "seconds" in mc:
+                rows.append({
+                    "tool": "MCMCglmm (13 000 it.)", "seed": seed, "sampling_s": mc["seconds"],
+                    "whole_s": mc["seconds"], "ess_h2": mc["ess"],
+                    "ess_h2_per_s_sampling": mc["ess"] / mc["seconds"],
+                    "ess_h2_per_s_whole": mc["ess"] / mc["seconds"], "h2": mc["h2"],
+                })  # fmt: skip
+    return pd.DataFrame(rows)

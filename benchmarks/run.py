@@ -358,6 +358,25 @@ def shapes(quick: bool) -> None:
     )
 
 
+def noncentred(quick: bool) -> None:
+    import bench_shapes
+
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "gryphon"
+    if not folder.is_dir():
+        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+        return
+    _write(
+        "noncentred",
+        "The non-centred pedigree model on gryphon `bwt ~ 1`, by sampler, beside MCMCglmm",
+        bench_shapes.run_noncentred(folder, seeds=(1, 2) if quick else (1, 2, 3)),
+        "MCMCglmm's priors (inverse-gamma, V = 1, nu = 0.002) in both; 4 chains × 1000 draws "
+        "after 1000 tuning steps (target acceptance 0.9); ESS bulk of h². sampling_s: the "
+        "sampler's own time (MCMCglmm: the MCMCglmm() call); whole_s: model, REML, compile, "
+        "sampling and summary in one fresh process. The issue's target is 100 ESS(h²) per "
+        "second of sampling.\n",
+    )
+
+
 def collector(quick: bool) -> None:
     import bench_fit
 
@@ -390,6 +409,7 @@ BENCHMARKS = {
     "fit": fit,
     "collector": collector,
     "shapes": shapes,
+    "noncentred": noncentred,
     "samplers": samplers,
     "factor": factor,
 }
