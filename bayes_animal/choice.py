@@ -21,9 +21,12 @@ The structure decides what can run (ML and ``partial`` need the spectral path; a
 pedigree is formed only up to :data:`~bayes_animal.structures.additive.MAX_DENSE` animals); the
 cost estimate decides among the rest. REML evaluates the likelihood some ten times, so the
 eigendecomposition dominates the spectral cost while the sparse one is a few factorisations;
-NUTS evaluates the gradient tens of thousands of times, so after REML the sparse cost is the
-measured seconds of one REML evaluation times that count. Each :class:`Choice` says why,
-with the estimates; ``engine=`` / ``parameterisation=`` override.
+NUTS evaluates the gradient tens of thousands of times, so there the sparse cost is a
+factorisation per gradient times that count. A given matrix is tried on the sparse route of
+:mod:`bayes_animal.linalg.inverse` (bounded work, kept for the engine) before its inverse is
+counted as sparse; a dense one (a genomic G) with one effect goes straight to the spectral
+path. Each :class:`Choice` says why, with the estimates; ``engine=`` / ``parameterisation=``
+override.
 
 The constants are measured on the project's 2-core machines
 (``python benchmarks/run.py shapes``): rough, since only their ratios matter.
@@ -126,11 +129,21 @@ class Facts:
     density: float
     levels: int
     effects: tuple[str, ...]
+    sparse_inverse: bool = False
+
+    @property
+    def dense_matrix(self) -> bool:
+        """A given matrix with too many non-zeros for the sparse route (a genomic G)."""
+        return self.given_matrix and self.density > MAX_SPARSE_DENSITY
 
 
-def facts(inputs: ModelInputs) -> Facts:
-    """The structure of the problem: its effects, sizes, and the sparsity of a given matrix
-    (counted once over the matrix: 2 ms for 2 000 animals)."""
+def facts(inputs: ModelInputs, *, attempt: bool = True) -> Facts:
+    """The structure of the problem: its effects, sizes, the sparsity of a given matrix
+    (counted once over the matrix: 2 ms for 2 000 animals) and — with ``attempt``, for a matrix
+    sparse enough — whether its inverse comes sparse: the sparse route is tried once, with
+    bounded work, and kept for the engine that uses it
+    (:meth:`~bayes_animal.structures.covariance.MatrixStructure.sparse_inverse`; a pedigree A
+    written parents first: yes; the same A in another order: no)."""
     design = inputs.design
     effects = design.effects
     single = len(effects) == 1
@@ -150,6 +163,12 @@ def facts(inputs: ModelInputs) -> Facts:
         dense = source.pedigree.size <= MAX_DENSE
     else:
         dense = single
+    sparse_inverse = False
+    if given and attempt and density <= MAX_SPARSE_DENSITY:
+        try:
+            sparse_inverse = source.structure.sparse_inverse() is not None
+        except BayesAnimalError:  # singular: the spectral path may still take it
+            sparse_inverse = False
     return Facts(
         single=single,
         genetic=genetic,
@@ -161,11 +180,15 @@ def facts(inputs: ModelInputs) -> Facts:
         density=density,
         levels=int(source.matrix.size) if given else 0,
         effects=tuple(e.name for e in effects),
+        sparse_inverse=sparse_inverse,
     )
 
 
-def _sparse_matrix_usable(f: Facts) -> bool:
-    return not f.given_matrix or f.density <= MAX_SPARSE_DENSITY
+def _inverse_cost(f: Facts) -> float:
+    """Seconds to invert a given matrix: sparse (tried and kept), or by LAPACK."""
+    if not f.given_matrix or f.sparse_inverse:
+        return SPARSE_SECONDS_PER_NONZERO * f.nonzeros
+    return DENSE_INVERSE_SHARE * EIGH_SECONDS_PER_CUBE * float(f.levels) ** 3
 
 
 def reml_costs(f: Facts) -> dict[str, float]:
@@ -173,13 +196,11 @@ def reml_costs(f: Facts) -> dict[str, float]:
     costs = {}
     if f.single and f.given_matrix:  # a pedigree's dense A is never formed for REML
         costs["spectral"] = EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
-    if f.given_matrix and not _sparse_matrix_usable(f):  # dense K⁻¹, dense equations
-        cube = EIGH_SECONDS_PER_CUBE * float(f.levels) ** 3
-        costs["sparse"] = DENSE_INVERSE_SHARE * cube * (1 + REML_EVALUATIONS)
+    if f.dense_matrix:  # a dense K⁻¹: dense equations at every evaluation
+        costs["sparse"] = _inverse_cost(f) * (1 + REML_EVALUATIONS)
     else:
-        costs["sparse"] = SPARSE_SECONDS_PER_NONZERO * f.nonzeros + SPARSE_SECONDS_PER_RECORD * max(
-            f.n_records, f.order
-        )
+        records = SPARSE_SECONDS_PER_RECORD * max(f.n_records, f.order)
+        costs["sparse"] = _inverse_cost(f) + records
     return costs
 
 
@@ -187,7 +208,7 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
     """The REML engine: the user's (checked), or the cheaper of those that can run."""
     if engine not in ENGINES:
         raise BayesAnimalError(f"Unknown engine {engine!r}: choose {', '.join(ENGINES)}.")
-    f = facts(inputs)
+    f = facts(inputs, attempt=engine == "auto" and method != "ml")
     if engine == "spectral" and not f.single:
         raise BayesAnimalError(
             f"The spectral engine fits one random effect; this model has "
@@ -207,6 +228,12 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
                 "(method='reml') for this model."
             )
         return Choice("spectral", "ML is computed in the eigenbasis (one random effect).")
+    if f.single and f.dense_matrix:
+        return Choice(
+            "spectral",
+            f"one random effect with a dense matrix ({f.density:.0%} non-zero): one "
+            "eigendecomposition of Z K Z'.",
+        )
     costs = reml_costs(f)
     if "spectral" not in costs:
         why = (
@@ -221,13 +248,16 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
             "one random effect with a dense matrix: one eigendecomposition of Z K Z' over "
             f"{f.n_records} records costs less than the sparse equations"
         )
-        if f.given_matrix and not _sparse_matrix_usable(f):
-            reason += f" ({f.density:.0%} of the matrix is non-zero)"
+        if f.given_matrix and not f.sparse_inverse:
+            reason += (
+                f" (the matrix is {f.density:.1%} non-zero, but its order gives no sparse "
+                "factor: a dense inverse)"
+            )
     else:
         reason = "one random effect whose " + (
             f"matrix is sparse ({f.density:.1%} non-zero; its inverse is computed sparse)"
-            if f.given_matrix
-            else "covariance has a sparse inverse"
+            if f.given_matrix and f.sparse_inverse
+            else f"matrix is {f.density:.1%} non-zero"
         ) + f": the sparse equations cost less than an eigendecomposition of {f.n_records} records"
     return Choice(chosen, reason + ".", costs)
 
@@ -244,6 +274,10 @@ def choose_many(inputs: ModelInputs, traits: int, method: str = "reml") -> Choic
     f = facts(inputs)
     if method == "ml":
         return choose_reml(inputs, "auto", method)
+    if f.single and f.dense_matrix:
+        return Choice(
+            "spectral", f"a dense matrix: one eigendecomposition serves all {traits} traits."
+        )
     sparse = traits * reml_costs(f)["sparse"]
     if not (f.single and f.dense_available):
         return Choice("sparse", "no dense matrix for an eigendecomposition.", {"sparse": sparse})
@@ -279,27 +313,17 @@ NONCENTRED_SECONDS_PER_UNKNOWN = 3e-7
 NONCENTRED_GRADIENT_FACTOR = 11.0
 
 
-def engine_cost(
-    engine: str,
-    f: Facts,
-    gradients: int,
-    *,
-    sparse_gradient_seconds: float | None = None,
-    eigendecomposed: bool = False,
-) -> float:
+def engine_cost(engine: str, f: Facts, gradients: int) -> float:
     """Estimated seconds of ``gradients`` gradients of a Bayesian fit by ``engine``, its set-up
-    (an eigendecomposition) included: each engine's cost estimate, the numbers the chooser
-    compares."""
+    (an eigendecomposition, an inverse) included: each engine's cost estimate, the numbers the
+    chooser compares."""
     if engine == "spectral":
-        setup = 0.0 if eigendecomposed else EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
+        setup = EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
         return setup + gradients * SPECTRAL_GRADIENT_SECONDS_PER_RECORD * f.n_records
     if engine == "sparse":
-        per_gradient = (
-            sparse_gradient_seconds
-            if sparse_gradient_seconds is not None
-            else SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
-        )
-        return gradients * per_gradient
+        if f.dense_matrix:  # every gradient factors equations whose K⁻¹ block is dense
+            return _inverse_cost(f) * (1 + gradients)
+        return _inverse_cost(f) + gradients * SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
     if engine in ("noncentred", "partial"):
         setup = (
             EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3 if engine == "partial" else 0.0
@@ -309,25 +333,9 @@ def engine_cost(
     raise BayesAnimalError(f"Unknown engine {engine!r}.")
 
 
-def choose_bayes(
-    inputs: ModelInputs,
-    *,
-    gradients: int,
-    sparse_gradient_seconds: float | None = None,
-    eigendecomposed: bool = False,
-) -> Choice:
-    """The engine of a Bayesian fit (``parameterisation="auto"``).
-
-    Parameters
-    ----------
-    gradients
-        How many gradients the fit will evaluate (:func:`gradients_of_a_fit`).
-    sparse_gradient_seconds
-        The measured seconds of one sparse likelihood-and-gradient (from REML's evaluations),
-        or None to estimate it from the order of the equations.
-    eigendecomposed
-        Whether the eigendecomposition is already at hand (REML took the spectral path).
-    """
+def choose_bayes(inputs: ModelInputs, *, gradients: int) -> Choice:
+    """The engine of a Bayesian fit (``parameterisation="auto"``) that evaluates about
+    ``gradients`` gradients (:func:`gradients_of_a_fit`)."""
     f = facts(inputs)
     if f.order > SPARSE_MARGINAL_MAX_ORDER and not (f.single and f.dense_available):
         return Choice(
@@ -335,13 +343,9 @@ def choose_bayes(
             f"{f.order} unknowns: above {SPARSE_MARGINAL_MAX_ORDER} a factorisation per gradient "
             "costs more per effective sample than the non-centred model's O(q) gradients.",
         )
-    options = {
-        "sparse_gradient_seconds": sparse_gradient_seconds,
-        "eigendecomposed": eigendecomposed,
-    }
-    costs = {"sparse": engine_cost("sparse", f, gradients, **options)}
+    costs = {"sparse": engine_cost("sparse", f, gradients)}
     if f.single and f.dense_available and f.n_records <= SPECTRAL_MAX_RECORDS:
-        costs["spectral"] = engine_cost("spectral", f, gradients, **options)
+        costs["spectral"] = engine_cost("spectral", f, gradients)
     chosen = min(costs, key=costs.get)
     if chosen == "spectral":
         reason = (

@@ -75,8 +75,10 @@ def _format_reml(result: RemlResult, *, formula: str) -> str:
     lines += [
         "",
         f"log-likelihood {result.loglik:.6f} ({status}, {result.iterations} iterations)",
-        "time: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()),
     ]
+    if result.engine_reason:
+        lines += textwrap.wrap(f"engine {result.engine_reason}", width=100)
+    lines.append("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
     return "\n".join(lines)
 
 
@@ -157,9 +159,20 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
         f"({time.perf_counter() - clock:.1f} s); wrote {Path(args.out) / 'traits.csv'}"
     )
     if not bayesian and len(result.groups):
+        engines = result.groups["engine"].value_counts()
+        spectral = int(engines.get("spectral", 0))
+        sparse = int(engines.get("sparse", 0))
         print(
-            f"{len(result.groups)} pattern(s) of missing records, one eigendecomposition each "
-            f"({result.timings.get('eigh', 0.0):.2f} s)"
+            f"{len(result.groups)} pattern(s) of missing records: "
+            + (
+                f"{spectral} with one eigendecomposition each "
+                f"({result.timings.get('eigh', 0.0):.2f} s)"
+                if spectral
+                else ""
+            )
+            + (", " if spectral and sparse else "")
+            + (f"{sparse} on the sparse equations trait by trait" if sparse else "")
+            + f" (why: {Path(args.out) / 'groups.csv'})"
         )
     return 0
 

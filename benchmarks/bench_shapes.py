@@ -23,7 +23,9 @@ Measured per cell: REML in-process (the fit, files already read; median of 3), R
 second; lme4 with the relationship-matrix trick (Cholesky factor of A, sparse, as lme4's
 vignette does; the fit timed in-process) and MCMCglmm (13 000 iterations, burn-in 3 000, thin
 10, V = 1, nu = 0.002 per component; the ``MCMCglmm()`` call timed; ESS by coda) on the same
-files.
+files. MCMCglmm is not run with the dense G: its ginverse is then dense and every iteration
+solves with it (a 500-animal G ran past 4 minutes here; ../shared/anchors/README.md records
+3 888 s for 1 000 animals).
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ def _r_available(package: str) -> bool:
     return done.returncode == 0
 
 
-def _rscript(script: str, *args, timeout=3600) -> dict:
+def _rscript(script: str, *args, timeout=900) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as handle:
         handle.write(script)
     try:
@@ -243,6 +245,8 @@ def _rscript(script: str, *args, timeout=3600) -> dict:
             ["Rscript", handle.name, *map(str, args)], capture_output=True, text=True,
             env={**os.environ, "R_LIBS_USER": str(RLIB)}, timeout=timeout,
         )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
     finally:
         os.unlink(handle.name)
     if done.returncode != 0:
@@ -301,7 +305,7 @@ def run_cell(folder: Path, kind: str, n_animals: int, effects: int, *, bayes: bo
         row["fit_engine"] = json.loads(summary["provenance"]["model_options"])["engine"]
         row["fit_ess_h2_per_s"] = ess / s
         row["fit_divergences"] = summary["diagnostics"]["divergences"]
-        if peers.get("mcmcglmm"):
+        if peers.get("mcmcglmm") and kind != "G.csv":  # see the module docstring
             mc = _rscript(
                 MCMCGLMM_SCRIPT, data_path, path,
                 MCMCGLMM_RANDOM[effects], "pedigree" if kind == "pedigree" else "matrix",
@@ -400,3 +404,127 @@ def run_noncentred(folder: Path, seeds=(1, 2, 3)) -> pd.DataFrame:
                     "ess_h2_per_s_whole": mc["ess"] / mc["seconds"], "h2": mc["h2"],
                 })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+LME4_TRAITS_SCRIPT = r"""
+suppressMessages({library(lme4); library(Matrix)})
+args <- commandArgs(TRUE)
+start <- proc.time()[["elapsed"]]
+data <- read.csv(args[1], stringsAsFactors = TRUE)
+A <- as.matrix(read.csv(args[2], row.names = 1, check.names = FALSE))
+traits <- strsplit(args[3], ",")[[1]]
+data$animal <- factor(as.character(data$animal))
+ids <- levels(data$animal)
+L <- t(chol(Matrix(A[ids, ids], sparse = TRUE)))
+h2 <- c()
+for (trait in traits) {
+  form <- as.formula(paste(trait, "~ 1 + x + (1 | animal)"))
+  parsed <- lFormula(form, data = data, REML = TRUE, control = lmerControl(
+    check.nobs.vs.nlev = "ignore", check.nobs.vs.nRE = "ignore"))
+  parsed$reTrms$Zt <- t(L) %*% parsed$reTrms$Zt
+  parsed$reTrms$Ztlist[[1]] <- parsed$reTrms$Zt
+  dev <- do.call(mkLmerDevfun, parsed)
+  opt <- optimizeLmer(dev)
+  fit <- mkMerMod(environment(dev), opt, parsed$reTrms, fr = parsed$fr)
+  vc <- as.data.frame(VarCorr(fit))
+  h2 <- c(h2, vc$vcov[1] / sum(vc$vcov))
+}
+cat(sprintf('{"seconds": %.4f, "h2": [%s]}\n', proc.time()[["elapsed"]] - start,
+            paste(sprintf("%.6f", h2), collapse = ", ")))
+"""
+
+
+def run_traits(n_traits: int = 17, repeats: int = 3) -> pd.DataFrame:
+    """A dozen-plus traits on ~2 000 animals with the pedigree's A as a file: the whole
+    ``bayes-animal reml --traits`` process against one R process running lme4 (the relmat
+    trick) over the same traits, both from reading the files to the last fit."""
+    data, table = make_problem(2000, 1)
+    rng = np.random.default_rng(11)
+    base = data["y"].to_numpy()
+    noise = rng.standard_normal((len(data), n_traits))
+    weights = rng.uniform(0.2, 1.0, n_traits)
+    names = [f"trait{k:02d}" for k in range(n_traits)]
+    for k, name in enumerate(names):  # the simulated breeding values plus fresh noise, rescaled
+        data[name] = 10 + weights[k] * (base - base.mean()) + noise[:, k] * rng.uniform(0.5, 2)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        data.to_csv(folder / "data.csv", index=False)
+        path = write_relationships(folder, table, ["A.csv"])["A.csv"]
+        command = [
+            sys.executable, "-m", "bayes_animal.cli", "reml", "--data", folder / "data.csv",
+            "--relmat", path, "--formula", "~ 1 + x", "--traits", "trait*",
+            "--out", folder / "out", "--no-progress",
+        ]  # fmt: skip
+        command = list(map(str, command))
+        _timed(command)  # warm
+        ours = statistics.median(_timed(command)[0] for _ in range(repeats))
+        groups = pd.read_csv(folder / "out" / "groups.csv")
+        h2_ours = pd.read_csv(folder / "out" / "traits.csv").set_index("trait")["h2"]
+        row = {"traits": n_traits, "animals": len(table), "records": len(data),
+               "ours_whole_s": ours, "ours_engine": ";".join(groups["engine"])}  # fmt: skip
+        if _r_available("lme4"):
+            r_seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = _rscript(LME4_TRAITS_SCRIPT, folder / "data.csv", path, ",".join(names))
+                r_seconds.append(time.perf_counter() - start)
+            row["lme4_loop_whole_s"] = statistics.median(r_seconds)
+            row["lme4_vs_ours"] = row["lme4_loop_whole_s"] / ours
+            if "h2" in out:
+                row["max_h2_difference"] = float(
+                    np.max(np.abs(np.array(out["h2"]) - h2_ours.loc[names].to_numpy()))
+                )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_reproducer() -> pd.DataFrame:
+    """The issue's reproducer: ``simulate_pedigree(100, 4, 450, 40, seed=1)``, records with a
+    450-level group (seed 2), MCMCglmm's priors; the whole ``bayes-animal fit`` from A.csv and
+    from the pedigree, and MCMCglmm on the same data, ESS(h²) per second of each whole fit."""
+    table = simulate_pedigree(
+        n_founders=100, n_generations=4, n_per_generation=450, n_sires=40, seed=1
+    )
+    sim = simulate_records(
+        table, variances={"additive": 1, "grp": 0.5, "residual": 2}, groups={"grp": 450}, seed=2
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        sim.data.to_csv(folder / "data.csv", index=False)
+        paths = write_relationships(folder, table, ["A.csv"])
+        formula = "y ~ 1 + x + (1 | grp)"
+        for kind in ("A.csv", "pedigree"):
+            out = folder / f"fit_{kind}"
+            command = [
+                sys.executable, "-m", "bayes_animal.cli", "fit", "--data", folder / "data.csv",
+                "--formula", formula, *_relationship_option(kind, paths[kind]),
+                "--prior", "inverse_gamma", "--seed", "1", "--quiet", "--out", out,
+            ]  # fmt: skip
+            seconds, _ = _timed(list(map(str, command)))
+            summary = json.loads((out / "summary.json").read_text())
+            ess = summary["ratios"]["h2"]["ess_bulk"]
+            rows.append({
+                "tool": f"bayes_animal fit, {kind}", "whole_s": seconds,
+                "sampling_s": summary["timings"]["sampling"], "ess_h2": ess,
+                "ess_h2_per_s": ess / seconds, "h2": summary["ratios"]["h2"]["mean"],
+                "engine": json.loads(summary["provenance"]["model_options"])["engine"],
+            })  # fmt: skip
+        if _r_available("MCMCglmm"):
+            mc = _rscript(
+                MCMCGLMM_SCRIPT, folder / "data.csv", paths["pedigree"], MCMCGLMM_RANDOM[2],
+                "pedigree",
+            )  # fmt: skip
+            if "seconds" in mc:
+                rows.append({
+                    "tool": "MCMCglmm (13 000 it.), pedigree", "whole_s": mc["seconds"],
+                    "sampling_s": mc["seconds"], "ess_h2": mc["ess"],
+                    "ess_h2_per_s": mc["ess"] / mc["seconds"], "h2": mc["h2"],
+                    "engine": "Gibbs",
+                })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    if "MCMCglmm (13 000 it.), pedigree" in set(frame["tool"]):
+        reference = frame.loc[frame["tool"].str.startswith("MCMCglmm"), "ess_h2_per_s"].iloc[0]
+        frame["vs_mcmcglmm"] = frame["ess_h2_per_s"] / reference
+    return frame

@@ -5,6 +5,7 @@ spectral; the structure rules (ML, several effects, size limits) hold; every cho
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import bayes_animal.choice as choice
@@ -78,7 +79,7 @@ def test_a_dense_genomic_matrix_stays_spectral_and_the_engines_agree(problem):
     genomic = RelationshipMatrix(ids=relmat.ids, matrix=0.5 * genomic.matrix + 0.5 * relmat.matrix)
     inputs = model_inputs("y ~ 1 + x", data, relmat=genomic)
     chosen = choice.choose_reml(inputs)
-    assert chosen.engine == "spectral" and "100% of the matrix is non-zero" in chosen.reason
+    assert chosen.engine == "spectral" and "dense matrix (100% non-zero)" in chosen.reason
     spectral = reml("y ~ 1 + x", data, relmat=genomic)
     sparse = reml("y ~ 1 + x", data, relmat=genomic, engine="sparse")
     assert (spectral.engine, sparse.engine) == ("spectral", "sparse")
@@ -116,9 +117,9 @@ def test_bayesian_choice_by_cost_and_size(problem, monkeypatch):
         assert picked.engine == "spectral" and picked.parameterisation == "marginal"
         assert picked.costs["spectral"] < picked.costs["sparse"]
         assert choice.choose_bayes(two, gradients=gradients).engine == "sparse"
-        # a few gradients cost less than an eigendecomposition: the sparse engine
-        few = choice.choose_bayes(one, gradients=1, sparse_gradient_seconds=1e-6)
-        assert few.engine == "sparse"
+    # a few gradients cost less than an eigendecomposition: the sparse engine (a pedigree)
+    few = choice.choose_bayes(model_inputs("y ~ 1 + x", data, pedigree=table), gradients=1)
+    assert few.engine == "sparse" and few.costs["sparse"] < few.costs["spectral"]
     monkeypatch.setattr(choice, "SPECTRAL_MAX_RECORDS", 10)
     assert choice.choose_bayes(one, gradients=gradients).engine == "sparse"
     monkeypatch.setattr(choice, "SPARSE_MARGINAL_MAX_ORDER", 100)
@@ -159,3 +160,41 @@ def test_many_traits_share_one_eigendecomposition_unless_a_few_sparse_fits_cost_
     )
     dense = model_inputs("y ~ 1 + x", sim.data, relmat=genomic)
     assert choice.choose_many(dense, 1).engine == "spectral"
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_an_a_not_written_parents_first_is_counted_as_a_dense_inverse(problem):
+    """The same A shuffled: the sparse route gives up after bounded work (kept as None on the
+    structure) and the chooser charges a dense inverse; the answer is the same either way."""
+    data, table, relmat = problem
+    order = np.random.default_rng(2).permutation(relmat.size)
+    shuffled = RelationshipMatrix(ids=relmat.ids[order], matrix=relmat.matrix[np.ix_(order, order)])
+    inputs = model_inputs("y ~ 1 + x + (1 | grp)", data, relmat=shuffled)
+    f = choice.facts(inputs)
+    assert not f.sparse_inverse and inputs.source.structure.sparse_inverse() is None
+    assert choice.facts(model_inputs("y ~ 1 + x + (1 | grp)", data, relmat=relmat)).sparse_inverse
+    dense = choice.DENSE_INVERSE_SHARE * choice.EIGH_SECONDS_PER_CUBE * relmat.size**3
+    assert choice._inverse_cost(f) == pytest.approx(dense)
+    fit = reml("y ~ 1 + x + (1 | grp)", data, relmat=shuffled)
+    assert fit.loglik == pytest.approx(
+        reml("y ~ 1 + x + (1 | grp)", data, pedigree=table).loglik, abs=1e-6
+    )
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_dense_matrix_with_one_effect_stays_spectral_whatever_the_records(problem):
+    """Repeated records make n larger than q, but a dense G's equations are dense: the
+    spectral path, for REML, many traits and a fit."""
+    data, _, relmat = problem
+    repeated = pd.concat([data, data, data], ignore_index=True)
+    genomic = _genomic(relmat.ids)
+    inputs = model_inputs("y ~ 1 + x", repeated, relmat=genomic)
+    assert choice.choose_reml(inputs).engine == "spectral"
+    assert choice.choose_many(inputs, 3).engine == "spectral"
+    two = model_inputs("y ~ 1 + x + (1 | grp)", data, relmat=genomic)
+    short = choice.choose_bayes(two, gradients=choice.gradients_of_a_fit(1, 50, 50))
+    assert short.engine == "sparse"  # the only marginal engine for two effects
+    assert (
+        short.costs["sparse"]
+        > 50 * choice.DENSE_INVERSE_SHARE * choice.EIGH_SECONDS_PER_CUBE * relmat.size**3
+    )

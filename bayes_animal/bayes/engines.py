@@ -58,6 +58,9 @@ class Engine:
     parallel_pymc: ClassVar[bool] = True
     #: How the engine can treat b: integrated out under a flat prior, sampled, or both.
     fixed_options: ClassVar[tuple[str, ...]] = ("integrate", "sample")
+    #: The REML engine that shares this engine's numerics ("spectral": its eigendecomposition),
+    #: or None to leave REML to :func:`bayes_animal.choice.choose_reml`.
+    reml_engine: ClassVar[str | None] = None
 
     def __init__(self, model: AnimalModel) -> None:
         self.model = model
@@ -98,6 +101,7 @@ class SpectralEngine(Engine):
     name = "spectral"
     parameterisation = "marginal"
     default_sampler = "nutpie"
+    reml_engine = "spectral"
     #: PyMC's worker processes cost more than they save on gradients this cheap (seed_sim:
     #: 4.8 s against 4.0 s), so with PyMC its chains run in turn.
     parallel_pymc = False

@@ -185,6 +185,7 @@ class AnimalModel:
         )
         self._problem: SpectralProblem | None = None
         self._choices: dict[tuple[int, int, int], Choice] = {}
+        self._fit_engine: str | None = None  # the engine of the fit that asked for REML
         self._reml: RemlResult | None = None
         self._mme = None
 
@@ -248,9 +249,10 @@ class AnimalModel:
     def reml(self) -> RemlResult:
         """The built-in REML estimate (computed once)."""
         if self._reml is None:
-            # the spectral REML and the spectral marginal model share one eigendecomposition:
-            # where the fit takes the spectral engine, so does REML; else REML's own chooser
-            if self.choice().engine == "spectral":
+            # the engine's REML: the spectral one shares its eigendecomposition with REML, the
+            # others leave REML to its own chooser
+            engine = ENGINE_CLASSES[self._fit_engine or self.choice().engine]
+            if engine.reml_engine == "spectral":
                 self._reml = fit_inputs(
                     self.inputs, engine="spectral", problem=lambda: self.problem
                 )
@@ -490,8 +492,10 @@ class AnimalModel:
             ``"noncentred"`` or ``"partial"``.
         sampler
             ``"pymc"``, ``"nutpie"`` or ``"numpyro"``; None takes the default
-            (:data:`DEFAULT_SAMPLERS`: nutpie on the hand-derived density for the marginal
-            models, PyMC for the others — the fastest end to end in ``benchmarks/``).
+            (each engine's ``default_sampler``, :data:`DEFAULT_SAMPLERS`: nutpie on the
+            hand-derived density for the spectral marginal model, PyMC's NUTS for the sparse
+            marginal and partial models, nutpie through PyMC for the non-centred one — the
+            fastest end to end in ``benchmarks/``).
         draws, tune, chains
             Draws kept per chain, tuning steps per chain (default: 300 for nutpie on a marginal
             model's density, which starts whitened by the REML covariance; 500 for PyMC on a
@@ -518,6 +522,8 @@ class AnimalModel:
             parameterisation, fixed, (chains, draws, 500 if tune is None else tune)
         )
         engine_object = engine_for(self, engine)
+        if self._reml is None:
+            self._fit_engine = engine
         sampler = _choice(sampler or engine_object.default_sampler, SAMPLERS, "sampler")
         marginal = engine_object.marginal
         direct = sampler == "nutpie" and marginal and fixed == "integrate"

@@ -20,7 +20,9 @@ bytes on every call. With a given relationship matrix the equations hold dense n
 (the matrix, its Cholesky factor: 59 MB for 1 900 animals), and each gradient paid 20 ms of
 system time copying them. The numba implementation registered here calls the Op through a
 registry key, so what numba embeds is a small module-level function and an integer
-(:func:`_numba_funcify`; the per-call cost equals the NumPy density's, tested).
+(:func:`_numba_funcify`). Measured on that model: 4.5 ms a call, as the NumPy density, against
+24 ms before (16.5 ms of it system time); ``tests/test_op.py`` checks that the numba
+implementation is the one used and gives the Op's value and gradient.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ Levels are kept in the user's order (:attr:`ids`); the matrices use that order.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,27 +163,50 @@ class MatrixStructure(Structure):
     def positions(self, ids: Any) -> np.ndarray:
         return self.relmat.positions(ids)
 
-    def _inverse(self):
-        """K⁻¹ and log|K| (:func:`~bayes_animal.linalg.inverse.inverse_and_logdet`: sparse for a
-        matrix written in an ancestral order, else by LAPACK), once. The factorisation settles a
-        definiteness check left for later; a matrix that is not positive semi-definite gets the
-        reader's error, a singular one the error below."""
-        if "inverse" not in self._cache:
-            from ..linalg.inverse import inverse_and_logdet
-            from ..linalg.ldl import NotPositiveDefinite
+    def sparse_inverse(self):
+        """The sparse route's K⁻¹ (:func:`~bayes_animal.linalg.inverse.sparse_inverse`: bounded
+        work), or None where it does not serve (a dense matrix, an order that fills in); tried
+        once and kept — the chooser asks it before choosing the sparse engine. A singular matrix
+        gets the error below."""
+        if "sparse_attempt" not in self._cache:
+            from ..linalg.inverse import density_of, sparse_inverse
 
-            try:
-                self._cache["inverse"] = inverse_and_logdet(self.relmat.matrix)
-            except NotPositiveDefinite as exc:
-                self.relmat.require_definite()  # the reader's error if it is not PSD
-                raise RelationshipError(
-                    "The relationship matrix is singular (positive semi-definite but not "
-                    "definite), so it has no inverse for the mixed-model equations. Add a small "
-                    "ridge (ridge=0.01, --ridge 0.01), blend it with a pedigree A, or fit a model "
-                    "with this one genetic effect only (the spectral path accepts it)."
-                ) from exc
+            with self._worded():
+                self._cache["sparse_attempt"] = sparse_inverse(
+                    self.relmat.matrix, density=density_of(self.relmat.matrix)
+                )
+        return self._cache["sparse_attempt"]
+
+    def _inverse(self):
+        """K⁻¹ and log|K| (the sparse route where it serves, else LAPACK), once. The
+        factorisation settles a definiteness check left for later; a matrix that is not
+        positive semi-definite gets the reader's error, a singular one the error below."""
+        if "inverse" not in self._cache:
+            from ..linalg.inverse import dense_inverse
+
+            found = self.sparse_inverse()
+            if found is None:
+                with self._worded():
+                    found = dense_inverse(self.relmat.matrix)
+            self._cache["inverse"] = found
             self.relmat.settle_definite(None)
         return self._cache["inverse"]
+
+    @contextmanager
+    def _worded(self):
+        """The factorisation's NotPositiveDefinite as the user's error."""
+        from ..linalg.ldl import NotPositiveDefinite
+
+        try:
+            yield
+        except NotPositiveDefinite as exc:
+            self.relmat.require_definite()  # the reader's error if it is not PSD
+            raise RelationshipError(
+                "The relationship matrix is singular (positive semi-definite but not "
+                "definite), so it has no inverse for the mixed-model equations. Add a small "
+                "ridge (ridge=0.01, --ridge 0.01), blend it with a pedigree A, or fit a model "
+                "with this one genetic effect only (the spectral path accepts it)."
+            ) from exc
 
     @property
     def inverse_route(self) -> str:
