@@ -130,6 +130,7 @@ class Facts:
     levels: int
     effects: tuple[str, ...]
     sparse_inverse: bool = False
+    additive_and_independent: bool = False
 
     @property
     def dense_matrix(self) -> bool:
@@ -181,6 +182,11 @@ def facts(inputs: ModelInputs, *, attempt: bool = True) -> Facts:
         levels=int(source.matrix.size) if given else 0,
         effects=tuple(e.name for e in effects),
         sparse_inverse=sparse_inverse,
+        additive_and_independent=(
+            len(effects) >= 2
+            and effects[0].name == "additive"
+            and not any(e.genetic for e in effects[1:])
+        ),
     )
 
 
@@ -346,8 +352,18 @@ def choose_bayes(inputs: ModelInputs, *, gradients: int) -> Choice:
     costs = {"sparse": engine_cost("sparse", f, gradients)}
     if f.single and f.dense_available and f.n_records <= SPECTRAL_MAX_RECORDS:
         costs["spectral"] = engine_cost("spectral", f, gradients)
+    if f.dense_matrix and f.additive_and_independent and f.n_records <= SPECTRAL_MAX_RECORDS:
+        # a dense G beside independent effects: the sparse equations are dense at every
+        # gradient; the additive effect in the eigenbasis, the others non-centred, are not
+        costs["partial"] = engine_cost("partial", f, gradients)
     chosen = min(costs, key=costs.get)
-    if chosen == "spectral":
+    if chosen == "partial":
+        reason = (
+            "a dense relationship matrix beside independent effects: the additive effect "
+            "integrated out in the eigenbasis of Z K Z', the others non-centred (the sparse "
+            "equations would factor a dense block at every gradient)"
+        )
+    elif chosen == "spectral":
         reason = (
             "one random effect: the likelihood is diagonal in the eigenbasis of Z K Z' (NUTS "
             "over the two variances, b and u drawn exactly afterwards); the eigendecomposition "

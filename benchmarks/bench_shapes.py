@@ -60,6 +60,7 @@ LME4_FORMULAS = {
 }
 MCMCGLMM_RANDOM = {1: "~ animal", 2: "~ animal + grp", 4: "~ animal + grp + pen + pe"}
 DENSE_LIMIT = 5000  # a dense A or G CSV beyond this is gigabytes
+FIT_TIMEOUT = 900  # seconds a whole Bayesian fit of one cell may take before it is stopped
 
 LME4_SCRIPT = r"""
 suppressMessages({library(lme4); library(Matrix)})
@@ -297,7 +298,11 @@ def run_cell(folder: Path, kind: str, n_animals: int, effects: int, *, bayes: bo
             *_relationship_option(kind, path), "--prior", "inverse_gamma", "--seed", "1",
             "--quiet", "--out", out,
         ]  # fmt: skip
-        s, peak, _ = _peak_mb(fit_command)
+        try:
+            s, peak, _ = _peak_mb(fit_command, timeout=FIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            row["fit_whole_s"] = f"> {FIT_TIMEOUT} s (stopped)"
+            return row
         summary = json.loads((out / "summary.json").read_text())
         ess = summary["ratios"]["h2"]["ess_bulk"]
         row["fit_whole_s"] = s
@@ -334,6 +339,7 @@ def run(*, quick: bool, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
                     rows.append(
                         run_cell(Path(folder), kind, n_animals, effects, bayes=bayes, peers=peers)
                     )
+                    print(json.dumps(rows[-1], default=str), flush=True)  # a partial record
     return pd.DataFrame(rows)
 
 
