@@ -37,8 +37,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .errors import BayesAnimalError
 from .linalg import MAX_SPARSE_DENSITY
 
@@ -153,11 +151,8 @@ def facts(inputs: ModelInputs, *, attempt: bool = True) -> Facts:
     given = source is not None and source.matrix is not None
     nonzeros, density = 0, 0.0
     if given:
-        cache = source.matrix._cache
-        if "nonzeros" not in cache:
-            cache["nonzeros"] = int(np.count_nonzero(source.matrix.matrix))
-        nonzeros = cache["nonzeros"]
-        density = nonzeros / float(source.matrix.size**2)
+        density = source.matrix.density
+        nonzeros = round(density * source.matrix.size**2)
     if single and effects[0].genetic and not given:
         from .structures.additive import MAX_DENSE
 

@@ -204,7 +204,7 @@ class AnimalModel:
     def dense_available(self) -> bool:
         """Whether the single random effect's dense matrix is at hand (a given matrix, a
         pedigree small enough for a dense A, or an independent effect)."""
-        return facts(self.inputs).dense_available
+        return facts(self.inputs, attempt=False).dense_available
 
     def choice(self, *, chains: int = 4, draws: int = 1000, tune: int = 500) -> Choice:
         """The engine ``parameterisation="auto"`` takes for a fit of this size, and why

@@ -169,11 +169,11 @@ class MatrixStructure(Structure):
         once and kept — the chooser asks it before choosing the sparse engine. A singular matrix
         gets the error below."""
         if "sparse_attempt" not in self._cache:
-            from ..linalg.inverse import density_of, sparse_inverse
+            from ..linalg.inverse import sparse_inverse
 
             with self._worded():
                 self._cache["sparse_attempt"] = sparse_inverse(
-                    self.relmat.matrix, density=density_of(self.relmat.matrix)
+                    self.relmat.matrix, density=self.relmat.density
                 )
         return self._cache["sparse_attempt"]
 
@@ -187,7 +187,7 @@ class MatrixStructure(Structure):
             found = self.sparse_inverse()
             if found is None:
                 with self._worded():
-                    found = dense_inverse(self.relmat.matrix)
+                    found = dense_inverse(self.relmat.matrix, density=self.relmat.density)
             self._cache["inverse"] = found
             self.relmat.settle_definite(None)
         return self._cache["inverse"]
