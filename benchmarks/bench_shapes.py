@@ -2,7 +2,8 @@
 MCMCglmm measured in the same run where they can run.
 
 Run through ``python benchmarks/run.py shapes`` (``--quick``: 500 and 2 000 animals only;
-the 20 000-animal cells take REML only unless ``BAYES_ANIMAL_SHAPES_FULL=1``).
+the genomic G also at 5 000; the 20 000-animal cells take REML only unless
+``BAYES_ANIMAL_SHAPES_FULL=1``; ``BAYES_ANIMAL_SHAPES_CELLS=A.csv:2:2000,...`` runs only those cells).
 
 Each cell simulates a pedigree (3 generations of random mating, a third of the animals
 founders, a sire per 10 animals: 2.6 % of A's entries non-zero at 2 000 animals) and records
@@ -60,6 +61,7 @@ LME4_FORMULAS = {
 }
 MCMCGLMM_RANDOM = {1: "~ animal", 2: "~ animal + grp", 4: "~ animal + grp + pen + pe"}
 DENSE_LIMIT = 5000  # a dense A or G CSV beyond this is gigabytes
+G_ONLY_SIZE = 5000  # the issue's grid takes the genomic G up to 5 000 animals
 FIT_TIMEOUT = 900  # seconds a whole Bayesian fit of one cell may take before it is stopped
 
 LME4_SCRIPT = r"""
@@ -323,8 +325,30 @@ def run_cell(folder: Path, kind: str, n_animals: int, effects: int, *, bayes: bo
     return row
 
 
-def run(*, quick: bool, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
-    sizes = sizes or ((500, 2000) if quick else (500, 2000, 20_000))
+def parse_cells(text: str) -> set[tuple[str, int, int]]:
+    """``"A.csv:2:2000,G.csv:1:5000"`` → {("A.csv", 2, 2000), ("G.csv", 1, 5000)}."""
+    cells = set()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            kind, effects, animals = item.split(":")
+            cells.add((kind, int(effects), int(animals)))
+        except ValueError:
+            raise SystemExit(
+                f"cell {item!r}: write kind:effects:animals, e.g. A.csv:2:2000"
+            ) from None
+    return cells
+
+
+def run(
+    *,
+    quick: bool,
+    sizes: tuple[int, ...] | None = None,
+    cells: set[tuple[str, int, int]] | None = None,
+) -> pd.DataFrame:
+    """The shape grid, or only ``cells`` ((kind, effects, animals) triples) where given."""
+    if cells:
+        sizes = tuple(sorted({animals for _, _, animals in cells}))
+    sizes = sizes or ((500, 2000) if quick else (500, 2000, G_ONLY_SIZE, 20_000))
     full = os.environ.get("BAYES_ANIMAL_SHAPES_FULL") == "1"
     peers = {"lme4": _r_available("lme4"), "mcmcglmm": _r_available("MCMCglmm")}
     rows = []
@@ -332,7 +356,11 @@ def run(*, quick: bool, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
         for kind in ("pedigree", "A.csv", "G.csv"):
             if kind != "pedigree" and n_animals > DENSE_LIMIT:
                 continue
+            if n_animals == G_ONLY_SIZE and kind != "G.csv":
+                continue
             for effects in (1, 2, 4):
+                if cells and (kind, effects, n_animals) not in cells:
+                    continue
                 with tempfile.TemporaryDirectory() as folder:
                     bayes = n_animals <= 2000 or full
                     print(f"shapes: {kind} {effects} effect(s) {n_animals} animals", flush=True)

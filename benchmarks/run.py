@@ -339,11 +339,29 @@ def factor(quick: bool) -> None:
 
 def shapes(quick: bool) -> None:
     import bench_shapes
+    import pandas as pd
 
+    cells = bench_shapes.parse_cells(os.environ.get("BAYES_ANIMAL_SHAPES_CELLS", ""))
+    table = bench_shapes.run(quick=quick, cells=cells or None)
+    table.insert(0, "measured", f"{datetime.now(UTC):%Y-%m-%d %H:%M}")
+    if cells and (RESULTS / "shapes.csv").is_file():  # merge into the committed grid
+        keys = ["relationship", "effects", "animals"]
+        old = pd.read_csv(RESULTS / "shapes.csv")
+        if "measured" not in old:
+            old.insert(0, "measured", "earlier run")
+        kept = old.merge(table[keys], on=keys, how="left", indicator=True)
+        old = old[(kept["_merge"] == "left_only").to_numpy()]
+        table = pd.concat([old, table], ignore_index=True)
+        order = {"pedigree": 0, "A.csv": 1, "G.csv": 2}
+        table = table.sort_values(
+            ["animals", "relationship", "effects"],
+            key=lambda c: c.map(order) if c.name == "relationship" else c,
+            kind="stable",
+        ).reset_index(drop=True)
     _write(
         "shapes",
-        "Shapes the package was not tuned on, beside lme4 and MCMCglmm (same run)",
-        bench_shapes.run(quick=quick),
+        "Shapes the package was not tuned on, beside lme4 and MCMCglmm (same run per row)",
+        table,
         "See benchmarks/bench_shapes.py for the models and the peers' settings. "
         "reml_inprocess_s: the fit with the files already read (median of 3); reml_whole_s: "
         "the `bayes-animal reml` process (median of 3, caches warm); peak memory of its last "
@@ -353,7 +371,9 @@ def shapes(quick: bool) -> None:
         "the data in memory to the fitted model; MCMCglmm: the MCMCglmm() call (a given "
         "matrix's sparse inverse included), 13 000 iterations, burn-in 3 000, thin 10, ESS "
         "by coda. inprocess_vs_lme4 and ours_vs_mcmcglmm_ess_per_s are ratios of this run "
-        "(> 1: ours faster). A CSV or G of 20 000 animals (3 GB dense) is not written; the "
+        "(> 1: ours faster), each within its row's run (`measured`: when; "
+        "BAYES_ANIMAL_SHAPES_CELLS=kind:effects:animals,... reruns those rows only and merges "
+        "them into this table). A CSV or G of 20 000 animals (3 GB dense) is not written; the "
         "20 000-animal Bayesian fits run only with BAYES_ANIMAL_SHAPES_FULL=1.\n",
     )
 
