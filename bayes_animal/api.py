@@ -22,6 +22,7 @@ available on the spectral path only.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from os import PathLike
@@ -66,6 +67,48 @@ class ModelInputs:
     def structures(self) -> dict[str, Any]:
         """The covariance structure of each genetic effect (the sparse engine's input)."""
         return {e.name: self.source.structure for e in self.design.effects if e.genetic}
+
+    def fingerprints(self) -> dict[str, str]:
+        """Short digests of what a REML likelihood depends on, by part: ``"records"`` (the
+        response and which records), ``"fixed"`` (X) and each random effect (its levels, the
+        level of every record and, for a genetic effect, the relationship). Two fits are
+        comparable by :func:`compare` only where the parts they share are equal.
+
+        The relationship is digested from its ids and, for a matrix, its diagonal and a
+        strided sample of about 10 000 entries (a pedigree: its parents): O(n) work, not a
+        hash of n² numbers."""
+        design = self.design
+
+        def digest(*parts) -> str:
+            h = hashlib.blake2b(digest_size=12)
+            for part in parts:
+                h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray)
+                         else repr(part).encode())  # fmt: skip
+            return h.hexdigest()
+
+        relationship = ""
+        if self.source is not None:
+            source = self.source
+            if source.matrix is not None:
+                values = source.matrix.matrix
+                stride = max(1, values.shape[0] // 100)
+                relationship = digest(
+                    source.kind, source.matrix.ids.astype(str), np.diag(values).copy(),
+                    values[::stride, ::stride].copy(),
+                )  # fmt: skip
+            else:
+                ped = source.pedigree
+                relationship = digest(source.kind, ped.ids.astype(str), ped.sire, ped.dam)
+        prints = {
+            "records": digest(design.response, design.y, design.record_labels.astype(str)),
+            "fixed": digest(design.fixed_names, design.X),
+        }
+        for effect in design.effects:
+            prints[effect.name] = digest(
+                effect.column, effect.genetic, effect.index, effect.levels.astype(str),
+                relationship if effect.genetic else "",
+            )  # fmt: skip
+        return prints
 
     def dense_matrix(self) -> RelationshipMatrix:
         """The dense matrix of the single random effect (the spectral engine's input): a given
@@ -261,7 +304,11 @@ def fit_inputs(
         "total": time.perf_counter() - start,
     }
     return replace(
-        result, timings=timings, notices=tuple(notices), engine_reason=choice.describe()
+        result,
+        timings=timings,
+        notices=tuple(notices),
+        engine_reason=choice.describe(),
+        fingerprints=inputs.fingerprints(),
     )
 
 

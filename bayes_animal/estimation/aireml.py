@@ -8,11 +8,13 @@ selected inverse) and the average information :math:`\mathcal I` (Gilmour, Thomp
 - the step is halved until the new point is inside the parameter space (variances > 0,
   every :math:`G_0` positive definite) and the log-likelihood does not decrease; when ten
   halvings do not succeed, an EM-REML step is taken instead (it never leaves the space);
-- a variance the step drives below zero is moved a tenth of the way towards zero; one that is
-  already within ``1e-6`` of :math:`\sigma_P^2` of zero and still pushed down is fixed at the
-  **boundary** (held at :math:`10^{-8}\sigma_P^2`, reported as 0, its SE left out, with a
-  notice) and the others go on without it; when the rest has converged, a boundary component
-  whose score points back into the space is released;
+- a variance the step drives below zero is moved nine tenths of the way towards zero (to a
+  tenth of its value: :data:`SHRINK_TOWARDS_ZERO`); one that is already within ``1e-6`` of
+  :math:`\sigma_P^2` of zero and still pushed down is fixed at the **boundary** (held at
+  :math:`10^{-8}\sigma_P^2`, reported as 0, its SE left out, with a notice) and the others go
+  on without it; when the rest has converged, a boundary component whose score points back into
+  the space is released (at most twice) from :math:`10^{-3}\sigma_P^2`, or from a smaller value
+  where that one is outside the space; one that cannot be released stays at the boundary;
 - convergence: the Newton decrement :math:`\tfrac12 g^\top \mathcal I^{-1} g` and the change
   of :math:`\ell` in the last step both at most :data:`~bayes_animal.estimation.result.
   CONVERGENCE_TOLERANCE` (log-likelihood units), and the proposed step below
@@ -41,6 +43,13 @@ BOUNDARY_VALUE = 1e-8
 #: declared to be at its boundary.
 BOUNDARY_TRIGGER = 1e-6
 MAX_HALVINGS = 10
+#: A variance the step drives below zero is set to this fraction of its value instead.
+SHRINK_TOWARDS_ZERO = 0.1
+#: Values (fractions of the phenotypic variance) a released boundary component restarts from,
+#: the first one inside the parameter space taken.
+RELEASE_VALUES = (1e-3, 1e-4, 1e-5)
+#: A boundary component is released at most this many times.
+MAX_RELEASES = 2
 #: At convergence the proposed step also changes no parameter by more than this fraction of
 #: its standard error (the log-likelihood criteria alone leave θ known to ~SE·1e-4).
 STEP_TOLERANCE = 1e-6
@@ -56,6 +65,7 @@ class AiremlFit:
     convergence: Convergence
     iterations: int
     em_steps: int
+    halvings: int = 0
 
 
 def ols_variance(mme: MixedModelEquations) -> float:
@@ -103,7 +113,7 @@ def fit_aireml(
     if current is None:
         raise ValueError("The starting values are outside the parameter space.")
     last_change = np.inf
-    em_steps = 0
+    em_steps = halvings = 0
     variances = set(params.variances)
     for iteration in range(1, max_iterations + 1):
         free = np.array([n not in boundary for n in params.names])
@@ -116,21 +126,20 @@ def fit_aireml(
             step, decrement = None, np.inf
         if step is not None and decrement < 0:
             step, decrement = None, np.inf  # AI not positive definite here: take an EM step
-        small_step = step is not None and np.all(
-            np.abs(step) <= STEP_TOLERANCE * np.sqrt(np.abs(np.diag(np.linalg.inv(info))))
-        )
-        if (
-            decrement <= CONVERGENCE_TOLERANCE
-            and last_change <= _change_tolerance(current.loglik)
-            and small_step
-        ):
+        small_step = _small(step, info)
+        if _converged(decrement, last_change, small_step, current.loglik):
+            restart = None
             back = _release(current, params, boundary, released)
-            if back is None:
-                return _finish(current, boundary, decrement, last_change, iteration - 1, em_steps)
-            theta = current.theta.copy()
-            theta[params.index(back)] = 1e-3 * scale
+            while back is not None and restart is None:
+                restart = _restart(mme, current, params.index(back), scale)
+                if restart is None:  # no release value is inside the space: it stays
+                    released[back] = MAX_RELEASES
+                    back = _release(current, params, boundary, released)
+            if restart is None:
+                counts = (iteration - 1, em_steps, halvings)
+                return _finish(current, boundary, decrement, last_change, True, *counts)
             boundary.discard(back)
-            current = _evaluate(mme, theta)
+            current = restart
             last_change = np.inf
             continue
         proposal = None
@@ -144,7 +153,7 @@ def fit_aireml(
                         boundary.add(name)
                         full[k] = held - base[k]
                     else:
-                        full[k] = -0.9 * base[k]
+                        full[k] = (SHRINK_TOWARDS_ZERO - 1.0) * base[k]
             # near the optimum the change of ℓ is below its round-off (~1e-12·|ℓ| for large
             # models): take the step as it is; elsewhere halve it until ℓ does not decrease
             noise = 1e-12 * abs(current.loglik)
@@ -160,6 +169,7 @@ def fit_aireml(
                     proposal = trial
                     break
                 alpha *= 0.5
+                halvings += 1
         if proposal is None:
             em = mme.em_update(current)
             for name in boundary:
@@ -172,13 +182,43 @@ def fit_aireml(
         current = proposal
     free = np.array([n not in boundary for n in params.names])
     g = current.score[free]
+    info = current.information[np.ix_(free, free)]
     try:
-        decrement = 0.5 * float(g @ np.linalg.solve(current.information[np.ix_(free, free)], g))
+        step = np.linalg.solve(info, g)
+        decrement = 0.5 * float(g @ step)
     except np.linalg.LinAlgError:
-        decrement = np.inf
-    return _finish(
-        current, boundary, decrement, last_change, max_iterations, em_steps, stopped=True
-    )
+        step, decrement = None, np.inf
+    small_step = _small(step, info)
+    counts = (max_iterations, em_steps, halvings)
+    return _finish(current, boundary, decrement, last_change, small_step, *counts, stopped=True)
+
+
+def _small(step: np.ndarray | None, info: np.ndarray) -> bool:
+    """The proposed step changes no parameter by more than :data:`STEP_TOLERANCE` of its SE."""
+    if step is None:
+        return False
+    try:
+        se = np.sqrt(np.abs(np.diag(np.linalg.inv(info))))
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.all(np.abs(step) <= STEP_TOLERANCE * se))
+
+
+def _converged(decrement: float, change: float, small_step: bool, loglik: float) -> bool:
+    """The three tests of the module docstring, the one place they are made."""
+    return decrement <= CONVERGENCE_TOLERANCE and change <= _change_tolerance(loglik) and small_step
+
+
+def _restart(mme: MixedModelEquations, current: Evaluation, k: int, scale: float):
+    """The evaluation with component ``k`` moved off its boundary to the first of
+    :data:`RELEASE_VALUES` inside the parameter space (None: none is)."""
+    for value in RELEASE_VALUES:
+        theta = current.theta.copy()
+        theta[k] = value * scale
+        evaluation = _evaluate(mme, theta)
+        if evaluation is not None:
+            return evaluation
+    return None
 
 
 def _change_tolerance(loglik: float) -> float:
@@ -192,17 +232,24 @@ def _release(current: Evaluation, params, boundary: set[str], released: dict[str
     for name in sorted(boundary):
         k = params.index(name)
         g, info = current.score[k], current.information[k, k]
-        if g > 0 and 0.5 * g * g / info > CONVERGENCE_TOLERANCE and released.get(name, 0) < 2:
+        if (
+            g > 0
+            and 0.5 * g * g / info > CONVERGENCE_TOLERANCE
+            and released.get(name, 0) < MAX_RELEASES
+        ):
             released[name] = released.get(name, 0) + 1
             return name
     return None
 
 
-def _finish(current, boundary, decrement, change, iterations, em_steps, *, stopped=False):
+def _finish(
+    current, boundary, decrement, change, small_step, iterations, em_steps, halvings, *,
+    stopped=False,
+):  # fmt: skip
     gradient = tuple(float(g * t) for g, t in zip(current.score, current.theta, strict=True))
-    converged = decrement <= CONVERGENCE_TOLERANCE and change <= _change_tolerance(current.loglik)
+    converged = _converged(decrement, change, small_step, current.loglik)
     if converged:
-        reason = "Newton decrement and last change below tolerance"
+        reason = "Newton decrement, last change and step below tolerance"
         if boundary:
             reason += f"; at the boundary: {', '.join(sorted(boundary))}"
     elif stopped:
@@ -216,4 +263,5 @@ def _finish(current, boundary, decrement, change, iterations, em_steps, *, stopp
         Convergence(converged, float(decrement), float(change), gradient, reason),
         iterations,
         em_steps,
+        halvings,
     )

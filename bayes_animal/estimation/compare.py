@@ -79,6 +79,37 @@ def _chi2_sf(x: float, df: int) -> float:
     return value
 
 
+def _check_same_parts(smaller: RemlResult, larger: RemlResult) -> None:
+    """The records, the fixed part and every random effect the fits share are the same
+    (:attr:`RemlResult.fingerprints`): equal parameter names are not enough — an ``additive``
+    effect from a pedigree and one from a genomic G, or a response transformed, are not nested.
+    """
+    small, large = smaller.fingerprints, larger.fingerprints
+    if not small or not large:
+        raise BayesAnimalError(
+            "compare() needs fits made by reml() or AnimalModel.reml() in this version (their "
+            "fingerprints say what each model is); refit both."
+        )
+    if small["records"] != large["records"]:
+        raise BayesAnimalError(
+            "The fits use different responses or records: a likelihood-ratio test needs the "
+            "same data. Fit both models to the same response and rows."
+        )
+    if small["fixed"] != large["fixed"]:
+        raise BayesAnimalError(
+            "REML likelihoods of models with different fixed effects are not comparable (the "
+            "fixed-effect columns differ). Fit both with the same fixed part."
+        )
+    differ = sorted(k for k in small.keys() & large.keys() - {"records", "fixed"}
+                    if small[k] != large[k])  # fmt: skip
+    if differ:
+        raise BayesAnimalError(
+            f"The models are not nested: the effect(s) {differ} are in both but differ (another "
+            "relationship matrix, grouping column or levels). Nested models share every effect "
+            "of the smaller one unchanged."
+        )
+
+
 def compare(smaller: RemlResult, larger: RemlResult) -> LikelihoodRatio:
     """Likelihood-ratio test of nested REML fits (order of the arguments does not matter).
 
@@ -102,6 +133,7 @@ def compare(smaller: RemlResult, larger: RemlResult) -> LikelihoodRatio:
         raise BayesAnimalError(
             f"The fits use different records ({smaller.n_records} vs {larger.n_records})."
         )
+    _check_same_parts(smaller, larger)
     names_small, names_large = set(smaller.parameter_names), set(larger.parameter_names)
     if not names_small < names_large:
         raise BayesAnimalError(

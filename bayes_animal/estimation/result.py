@@ -138,6 +138,9 @@ class RemlResult:
         The expected (Fisher) information where the engine computes it (spectral), else None.
     engine_reason
         Why the engine was chosen, with the estimated cost of each (:mod:`bayes_animal.choice`).
+    fingerprints
+        Digests of the records, the fixed part and each random effect
+        (:meth:`bayes_animal.api.ModelInputs.fingerprints`): what :func:`compare` checks.
     """
 
     method: Method
@@ -161,6 +164,7 @@ class RemlResult:
     notices: tuple[str, ...] = ()
     expected_information: np.ndarray | None = None
     engine_reason: str = ""
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     # -- the tables as DataFrames -----------------------------------------------------------
     @cached_property
