@@ -105,6 +105,7 @@ def _relationship_from_args(
         genotypes=Path(args.genotypes) if args.genotypes else None,
         pedigree_columns=columns,
         allow_selfing=args.allow_selfing,
+        add_missing_parents=args.add_missing_parents,
         genotype_coding=args.genotype_coding,
         ridge=args.ridge,
         blend=args.blend,
@@ -663,6 +664,12 @@ def _relationship_arguments(command: argparse.ArgumentParser, *, matrix: bool) -
         "--allow-selfing",
         action="store_true",
         help="accept an individual used as both sire and dam (plants)",
+    )
+    group.add_argument(
+        "--add-missing-parents",
+        action="store_true",
+        help="add parents without a row as founders even when they are most of the parents "
+        "(a pedigree file that lists offspring only)",
     )
     group.add_argument("--genotypes", help="genotype CSV: id column then markers coded 0/1/2")
     group.add_argument(

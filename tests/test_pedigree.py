@@ -131,3 +131,82 @@ def test_gryphon_pedigree(tmp_path):
     ped = read_pedigree(folder / "gryphonped.csv")
     assert ped.size == 1309 and ped.notices == ()
     assert ped.generation.max() == 7
+
+
+def test_parent_ids_written_as_whole_floats_are_the_integer_ids():
+    """A parent column written through a float ('1145.0', as pandas writes an integer column
+    with missing values) names the animals '1145': no parent is added as a founder and the
+    pedigree is the one with integer parents."""
+    rows = [["1", "0", "0"], ["2", "0", "0"], ["3", "1.0", "2.0"], ["4", "1.0", ""]]
+    ped = read_pedigree(_ped(rows))
+    as_integers = read_pedigree(_ped([["1", "0", "0"], ["2", "0", "0"], ["3", "1", "2"],
+                                      ["4", "1", ""]]))  # fmt: skip
+    assert ped.size == 4 and not ped.notices
+    np.testing.assert_array_equal(ped.ids, as_integers.ids)
+    np.testing.assert_array_equal(ped.sire, as_integers.sire)
+    np.testing.assert_array_equal(ped.dam, as_integers.dam)
+    ids_as_floats = read_pedigree(_ped([["1.0", "0", "0"], ["2.0", "0", "0"], ["3.0", "1", "2"]]))
+    assert list(ids_as_floats.ids) == ["1", "2", "3"]
+
+
+def test_text_ids_that_look_like_floats_are_kept_as_written():
+    """In a column that is not all numbers, '1.0' is an id of its own: nothing is rewritten."""
+    ped = read_pedigree(_ped([["1.0", "0", "0"], ["x", "0", "0"], ["c", "1.0", "x"]]))
+    assert "1.0" in set(ped.ids)
+
+
+def test_parents_that_look_like_listed_ids_written_another_way_are_an_error():
+    rows = [["A12", "0", "0"], ["B7", "0", "0"], ["c", "a12 ", "B7"]]
+    with pytest.raises(PedigreeError, match=r"look like listed ids.*'a12 ' \(listed as 'A12'\)"):
+        read_pedigree(_ped(rows))
+    zeros = [["12", "0", "0"], ["7", "0", "0"], ["3", "012", "7"]]
+    with pytest.raises(PedigreeError, match=r"'012' \(listed as '12'\)"):
+        read_pedigree(_ped(zeros))
+
+
+def test_most_parents_without_a_row_is_an_error_unless_the_file_lists_offspring_only():
+    """Twelve sires and dams, none with a row: ids written in two forms look like this, so it
+    is an error naming the fix; add_missing_parents=True adds them as founders."""
+    rows = [[f"o{i}", f"s{i % 6}", f"d{i % 6}"] for i in range(30)]
+    with pytest.raises(PedigreeError, match=r"12 of the 12 parents match no id.*add_missing_par"):
+        read_pedigree(_ped(rows))
+    with pytest.warns(PedigreeNotice, match=r"12 parent\(s\) without a row"):
+        ped = read_pedigree(_ped(rows), add_missing_parents=True)
+    assert ped.size == 42
+
+
+def test_the_command_line_names_the_option_for_an_offspring_only_pedigree(tmp_path):
+    from bayes_animal.cli import main
+
+    rows = [[f"o{i}", f"s{i % 6}", f"d{i % 6}"] for i in range(30)]
+    _ped(rows).to_csv(tmp_path / "ped.csv", index=False)
+    pd.DataFrame({"animal": [f"o{i}" for i in range(30)], "y": np.arange(30.0) % 7}).to_csv(
+        tmp_path / "data.csv", index=False
+    )
+    base = ["reml", "--data", str(tmp_path / "data.csv"), "--formula", "y ~ 1",
+            "--pedigree", str(tmp_path / "ped.csv")]  # fmt: skip
+    assert main(base) != 0
+    assert main([*base, "--add-missing-parents"]) == 0
+
+
+def test_gryphon_pedigree_written_through_pandas_gives_the_same_reml(tmp_path):
+    """The new user's case: gryphonped.csv read by pandas (parents with missing values become
+    floats) and written back ('1145.0'); REML from it equals REML from the original file."""
+    import warnings
+
+    from conftest import shared_folder
+
+    from bayes_animal import reml
+
+    folder = shared_folder("gryphon")
+    pd.read_csv(folder / "gryphonped.csv").to_csv(tmp_path / "ped.csv", index=False)
+    assert ".0" in (tmp_path / "ped.csv").read_text().splitlines()[-1]
+    data = pd.read_csv(folder / "gryphon.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        original = reml("bwt ~ 1", data, pedigree=folder / "gryphonped.csv")
+        rewritten = reml("bwt ~ 1", data, pedigree=tmp_path / "ped.csv")
+    assert rewritten.predictions["additive"].shape == original.predictions["additive"].shape
+    assert rewritten.ratios.loc["h2", "estimate"] == pytest.approx(
+        original.ratios.loc["h2", "estimate"], rel=1e-9
+    )

@@ -42,6 +42,7 @@ __all__ = [
     "Structure",
 ]
 
+
 class Structure:
     """The protocol every covariance structure follows (see the module docstring).
 

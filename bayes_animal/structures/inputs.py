@@ -110,6 +110,7 @@ def resolve_relationship(
     genotypes: pd.DataFrame | str | PathLike[str] | None = None,
     pedigree_columns: tuple[str, str, str] | None = None,
     allow_selfing: bool = False,
+    add_missing_parents: bool = False,
     genotype_coding: Literal["012", "01"] = "012",
     ridge: float = 0.0,
     blend: float = 0.0,
@@ -157,7 +158,11 @@ def resolve_relationship(
             pedigree
             if isinstance(pedigree, Pedigree)
             else read_pedigree(
-                pedigree, columns=pedigree_columns, allow_selfing=allow_selfing, warn=warn
+                pedigree,
+                columns=pedigree_columns,
+                allow_selfing=allow_selfing,
+                add_missing_parents=add_missing_parents,
+                warn=warn,
             )
         )
         notices += checked.notices

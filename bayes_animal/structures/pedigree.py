@@ -10,7 +10,14 @@ What is checked, with the ids named in the error:
 - an animal that is its own ancestor (error, with the cycle);
 - an id used both as a sire and as a dam (error), unless ``allow_selfing=True`` — plant
   pedigrees where one individual is both seed and pollen parent, selfing included (sire = dam);
-- parents without a row of their own are added as founders (notice);
+- parents without a row of their own are added as founders (notice) — unless they look like
+  listed ids written another way (``1145.0`` or `` 1145`` for ``1145``: error, naming them), or
+  most parents (of at least :data:`MOST_PARENTS_MINIMUM`) have no row, which is what ids
+  written in two forms look like: an error unless ``add_missing_parents=True`` says the file
+  lists offspring only;
+- ids written as whole-number floats (``1145.0``, as pandas writes an integer column with
+  missing values) in a column of numbers are read as the integers they are, as the data's
+  ids are;
 - animals in the data but not in the pedigree (error, :meth:`Pedigree.positions`).
 
 The animals are sorted parents-first by generation number (founders 0, else one more than the
@@ -42,6 +49,8 @@ __all__ = [
 ]
 
 UNKNOWN_TOKENS = ("0", "NA", "na", "NaN", "nan", "", ".", "<NA>", "None")
+#: The "most parents have no row" check needs at least this many distinct parents.
+MOST_PARENTS_MINIMUM = 10
 
 
 class PedigreeError(BayesAnimalError, ValueError):
@@ -174,11 +183,65 @@ def _column_names(frame: pd.DataFrame, columns: tuple[str, str, str] | None) -> 
     return list(columns)
 
 
+def _whole_numbers(*columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``"1145.0"`` → ``"1145"`` in the id, sire and dam columns (None: unknown) where every
+    known id of the three is a number: integer ids written through a float, as pandas writes a
+    column with missing values. Where any id is text, nothing is changed (``"1.0"`` is then an
+    id of its own)."""
+    known = pd.Series(np.concatenate([c[c != None] for c in columns]), dtype=object)  # noqa: E711
+    if not len(known) or pd.to_numeric(known, errors="coerce").isna().any():
+        return columns
+    if not known.str.fullmatch(r"\s*[+-]?\d+\.0*\s*").any():
+        return columns
+    fixed = []
+    for column in columns:
+        values = pd.Series(column, dtype=object)
+        whole = values.notna() & values.str.fullmatch(r"\s*[+-]?\d+\.0*\s*").fillna(False)
+        copy = column.copy()
+        copy[whole.to_numpy(bool)] = [str(int(float(v))) for v in values[whole]]
+        fixed.append(copy)
+    return tuple(fixed)
+
+
 def _parent_strings(values: pd.Series, unknown: set[str]) -> np.ndarray:
     """Parent ids as strings, with None for unknown."""
     strings = id_strings(values.to_numpy(dtype=object))
     missing = values.isna().to_numpy() | is_token(strings, unknown)
     return np.where(missing, None, strings)
+
+
+def _normal_form(identifier: str) -> str:
+    """An id without surrounding spaces, case, leading zeros or a trailing ``.0``: the forms
+    that one id written two ways differ by."""
+    text = identifier.strip().casefold()
+    if text.endswith(".0") or (text.count(".") == 1 and text.rstrip("0").endswith(".")):
+        text = text.rstrip("0").rstrip(".") or "0"
+    return text.lstrip("0") or "0"
+
+
+def _check_missing_parents(added: list[str], parents: int, ids: list[str], add: bool) -> None:
+    """Parents without a row are founders, unless they are listed ids written another way
+    (error) or most parents lack a row without ``add`` (error: see the module docstring)."""
+    if not added:
+        return
+    by_form = {_normal_form(i): i for i in ids}
+    look_alike = [(a, by_form[_normal_form(a)]) for a in added if _normal_form(a) in by_form]
+    if look_alike:
+        pairs = ", ".join(f"{a!r} (listed as {b!r})" for a, b in look_alike[:5])
+        raise PedigreeError(
+            f"{len(look_alike)} parent id(s) have no row of their own but look like listed ids "
+            f"written another way: {pairs}{' …' if len(look_alike) > 5 else ''}. Write every "
+            "id the same way in the id, sire and dam columns (no spaces, leading zeros or "
+            "'.0'); as they are, they would be added as unrelated founders."
+        )
+    if not add and parents >= MOST_PARENTS_MINIMUM and len(added) > parents / 2:
+        raise PedigreeError(
+            f"{len(added)} of the {parents} parents match no id of the pedigree "
+            f"({describe_items(added)}; ids are like {describe_items(ids[:3])}). If the ids "
+            "are written differently in the parent columns, make them the same; if the file "
+            "lists offspring only, pass add_missing_parents=True (--add-missing-parents) to "
+            "add each parent as a founder."
+        )
 
 
 def _find_cycle(remaining: np.ndarray, sire: np.ndarray, dam: np.ndarray, ids) -> list[str]:
@@ -233,6 +296,7 @@ def read_pedigree(
     columns: tuple[str, str, str] | None = None,
     unknown: Any = None,
     allow_selfing: bool = False,
+    add_missing_parents: bool = False,
     warn: bool = True,
 ) -> Pedigree:
     """Read and check a pedigree, sort it parents-first.
@@ -247,6 +311,9 @@ def read_pedigree(
         Extra token(s) meaning "unknown parent", besides 0, NA, empty and ".".
     allow_selfing
         Accept an individual used as both sire and dam, selfing (sire = dam) included.
+    add_missing_parents
+        Add parents without a row as founders even when they are most of the parents (a file
+        that lists offspring only); a few are added either way, with a notice.
     warn
         Issue :class:`PedigreeNotice` warnings for added founders and merged duplicates
         (they are in :attr:`Pedigree.notices` either way).
@@ -259,7 +326,8 @@ def read_pedigree(
     ------
     PedigreeError
         Conflicting duplicates, cycles, sire used as dam (without ``allow_selfing``), missing
-        columns.
+        columns, parents without a row that look like listed ids, most parents without a row
+        (without ``add_missing_parents``).
     """
     frame = _as_frame(source)
     id_col, sire_col, dam_col = _column_names(frame, columns)
@@ -275,6 +343,7 @@ def read_pedigree(
         )
     sires_all = _parent_strings(frame[sire_col], tokens)
     dams_all = _parent_strings(frame[dam_col], tokens)
+    ids_all, sires_all, dams_all = _whole_numbers(ids_all, sires_all, dams_all)
     notices: list[str] = []
 
     table = pd.DataFrame({"id": ids_all, "sire": sires_all, "dam": dams_all}, dtype=object)
@@ -318,6 +387,7 @@ def read_pedigree(
     )
     known_ids = set(table["id"].tolist())
     added = [parent for parent in parents_in_order if parent not in known_ids]
+    _check_missing_parents(added, len(parents_in_order), table["id"].tolist(), add_missing_parents)
     if added:
         notices.append(
             f"{len(added)} parent(s) without a row of their own were added as founders: "
