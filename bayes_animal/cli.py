@@ -392,8 +392,11 @@ def _ranking_from_tree(
         blup_name = f"blup_{key}" if f"blup_{key}" in group else "blup"
         diagonal_name = f"diagonal_{key}" if f"diagonal_{key}" in group else "a_diagonal"
         reml_blup = np.asarray(group[blup_name].values)
-        variance = float(np.asarray(posterior[f"sigma2_{key}"].values).mean())
-        reliability = posterior_reliability(draws, variance * group[diagonal_name].values)
+        if f"reliability_{key}" in group:  # kept by the fit (expected_reliability)
+            reliability = np.asarray(group[f"reliability_{key}"].values)
+        else:  # a posterior saved before they were kept
+            variance = float(np.asarray(posterior[f"sigma2_{key}"].values).mean())
+            reliability = posterior_reliability(draws, variance * group[diagonal_name].values)
     return rank(
         draws,
         ids,

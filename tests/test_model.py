@@ -658,3 +658,29 @@ def test_gryphon_model_4_matches_mcmcglmm():
         assert summary.loc[key, "mean"] == pytest.approx(value, abs=tolerance), key
     assert set(fit.effects) == {"additive", "byear", "mother"}
     assert len(fit.ebv("mother")) == 394
+
+
+def test_posterior_reliabilities_are_in_0_1_and_equal_remls_at_a_fixed_theta(seed_sim_fit):
+    """The posterior reliability is 1 − E[PEV(θ)/(σ²(θ)kᵢᵢ)] over draws of θ: each ratio is in
+    [0, 1], so the reliabilities are too (the Monte Carlo variance against a plug-in, which they
+    replace, goes below 0 here); with every draw at the REML estimate it is REML's reliability
+    exactly (the oracle)."""
+    from bayes_animal.bayes.conditional import expected_reliability
+
+    folder, fit = seed_sim_fit
+    model = AnimalModel(
+        "response ~ 1 + fix", pd.read_csv(folder / "pheno.csv"), relmat=folder / "A.csv"
+    )
+    reliability = fit.ebv()["reliability"].to_numpy()
+    assert np.all((reliability >= 0) & (reliability <= 1))
+    draws = fit.idata.posterior["u"].values.reshape(-1, len(reliability))
+    plug_in = float(fit.idata.posterior["sigma2_additive"].mean()) * fit.diagonals["additive"]
+    assert (1 - draws.var(axis=0, ddof=1) / plug_in).min() < reliability.min()
+    reml = model.reml
+    theta = np.array([reml.variance(n) for n in model.parameters.names])
+    diagonals = {"additive": fit.diagonals["additive"]}
+    at_reml = expected_reliability(model.mme, np.tile(theta, (5, 1)), diagonals)["additive"]
+    expected = reml.predictions["additive"]["reliability"].loc[
+        [str(i) for i in model.structures["additive"].ids]
+    ]
+    np.testing.assert_allclose(at_reml, expected.to_numpy(), atol=1e-8)

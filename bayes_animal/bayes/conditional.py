@@ -31,7 +31,17 @@ from ..linalg.spectral import SpectralProblem
 from ..linalg.threads import blas_threads
 from ..structures.relationship import RelationshipMatrix
 
-__all__ = ["draw_breeding_values", "draw_fixed_and_breeding_values", "draw_from_mixed_model"]
+__all__ = [
+    "draw_breeding_values",
+    "draw_fixed_and_breeding_values",
+    "draw_from_mixed_model",
+    "expected_reliability",
+    "posterior_thetas",
+]
+
+#: Posterior draws of θ (evenly spaced) over which the reliability is averaged: the ratio
+#: PEV(θ)/(σ²k) is a smooth function of θ, so its mean over 20 draws is known to a few 1e-4.
+RELIABILITY_DRAWS = 20
 
 _BLOCK = 512
 
@@ -163,3 +173,41 @@ def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) 
         mean = factor.solve(mme.Wty / theta[sigma_index])
         out[k] = mean + factor.draw(rng.standard_normal(mme.size))
     return out
+
+
+def posterior_thetas(parameters, posterior) -> np.ndarray:
+    """The draws of θ (draws × parameters, in the order of ``parameters.names``) from a
+    posterior with ``sigma2_<component>`` and ``cov_<pair>`` variables."""
+    quantities = [q for q in parameters.quantities() if q.kind in ("variance", "covariance")]
+    thetas = np.column_stack([np.asarray(posterior[q.key].values).ravel() for q in quantities])
+    order = [q.source for q in quantities]
+    return thetas[:, [order.index(n) for n in parameters.names]]
+
+
+def expected_reliability(
+    mme, thetas: np.ndarray, diagonals: dict[str, np.ndarray], *, draws: int = RELIABILITY_DRAWS
+) -> dict[str, np.ndarray]:
+    r"""Per random effect and level, the posterior mean of the reliability given θ:
+
+    .. math:: r_i = 1 - E_{\theta \mid y}\left[\frac{\mathrm{PEV}_i(\theta)}
+              {\sigma_k^2(\theta)\, k_{ii}}\right],
+
+    with :math:`\mathrm{PEV}_i(\theta) = (C(\theta)^{-1})_{ii}` from the selected inverse of
+    the mixed-model equations at each of ``draws`` evenly spaced posterior draws. Each ratio is
+    in [0, 1] (given θ the conditional variance is at most the prior's), so ``r`` is too —
+    unlike :math:`1 - \operatorname{Var}(u_i \mid y)/(E[\sigma_k^2]\,k_{ii})`, a Monte
+    Carlo variance against a plug-in, which goes below 0 for animals with little information.
+    NaN where :math:`k_{ii} = 0` (a level with no prior variance).
+    """
+    thetas = np.asarray(thetas, dtype=float)
+    picks = np.unique(np.linspace(0, len(thetas) - 1, min(draws, len(thetas))).round().astype(int))
+    params = mme.parameters
+    totals = {name: np.zeros(len(diagonal)) for name, diagonal in diagonals.items()}
+    for theta in thetas[picks]:
+        diagonal_of_inverse = mme.factorise(theta).selected_inverse().diagonal()
+        for name, diagonal in diagonals.items():
+            prior = theta[params.index(name)] * np.asarray(diagonal, dtype=float)
+            pev = diagonal_of_inverse[mme.effect_slice(name)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                totals[name] += np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
+    return {name: 1.0 - total / len(picks) for name, total in totals.items()}

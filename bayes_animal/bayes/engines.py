@@ -144,14 +144,11 @@ class SparseEngine(Engine):
         pm.Potential("restricted_loglik", RestrictedLikelihood(self.model.mme)(theta)[0])
 
     def draws(self, posterior, fixed, rng):
-        from .conditional import draw_from_mixed_model
+        from .conditional import draw_from_mixed_model, posterior_thetas
         from .likelihoods import effect_variable
 
         m = self.model
-        quantities = [q for q in m.parameters.quantities() if q.kind in ("variance", "covariance")]
-        thetas = np.column_stack([posterior[q.key].values.ravel() for q in quantities])
-        order = [q.source for q in quantities]
-        thetas = thetas[:, [order.index(n) for n in m.parameters.names]]
+        thetas = posterior_thetas(m.parameters, posterior)
         w = draw_from_mixed_model(m.mme, thetas, rng=rng)
         out = {"beta": w[:, : m.mme.p]}
         for effect in m.design.effects:
@@ -174,9 +171,7 @@ class NonCentredEngine(Engine):
         from . import likelihoods
 
         m = self.model
-        likelihoods.noncentred(
-            pm, m.design, m.structures, m.parameters, values, m.fixed_prior(pm)
-        )
+        likelihoods.noncentred(pm, m.design, m.structures, m.parameters, values, m.fixed_prior(pm))
 
 
 class PartialEngine(Engine):

@@ -570,6 +570,10 @@ class AnimalModel:
             "sampling": sampling,
             "conditional": time.perf_counter() - conditional_start,
         }
+        reliability_start = time.perf_counter()
+        diagonals = {e.name: self.structures[e.name].diagonal() for e in self.design.effects}
+        reliabilities = self._reliabilities(idata, diagonals)
+        timings["reliability"] = time.perf_counter() - reliability_start
         if self._problem is not None:
             timings["eigh"] = self._problem.seconds
         fixed_effects = "integrated" if fixed == "integrate" else "sampled"
@@ -599,7 +603,8 @@ class AnimalModel:
             fixed_effects=fixed_effects,
             timings=timings,
             parameters=self.parameters,
-            diagonals={e.name: self.structures[e.name].diagonal() for e in self.design.effects},
+            diagonals=diagonals,
+            reliabilities=reliabilities,
             notes=tuple([*notes, f"engine: {engine}"]),
             _summary=summary,
         )
@@ -696,6 +701,26 @@ class AnimalModel:
         evaluate = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore")
         values = evaluate(dict(zip(names, best.x, strict=True)))
         return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+    def _reliabilities(self, idata, diagonals) -> dict[str, np.ndarray]:
+        """Per effect, :func:`~bayes_animal.bayes.conditional.expected_reliability` over the
+        posterior draws of θ, in the order of the posterior's levels."""
+        from .conditional import expected_reliability, posterior_thetas
+        from .likelihoods import effect_variable
+
+        thetas = posterior_thetas(self.parameters, idata.posterior)
+        values = expected_reliability(self.mme, thetas, diagonals)
+        out = {}
+        for effect in self.design.effects:
+            variable = effect_variable(effect.name)
+            if variable not in idata.posterior:
+                continue
+            data = idata.posterior[variable]
+            labels = [str(level) for level in data[data.dims[-1]].values]
+            ids = [str(level) for level in self.structures[effect.name].ids]
+            position = {level: k for k, level in enumerate(ids)}
+            out[effect.name] = values[effect.name][[position[label] for label in labels]]
+        return out
 
     def _add_conditional_draws(self, idata, engine: Engine, fixed: str, seed: int | None) -> None:
         """Draw b and every random effect for each posterior draw, where the engine integrated

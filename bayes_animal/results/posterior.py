@@ -265,13 +265,16 @@ def diagnose(
 
 
 def posterior_reliability(draws: np.ndarray, prior_variance: np.ndarray) -> np.ndarray:
-    """Per level :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma^2] k_{ii})`, the
-    Bayesian analogue of 1 − PEV/(σ² k_ii); ``prior_variance`` is :math:`E[\\sigma^2] k_{ii}`."""
+    """Per level :math:`1 - \\operatorname{Var}(u_i \\mid y) / (E[\\sigma^2] k_{ii})`, clipped
+    to [0, 1]: only for a posterior saved without its reliabilities (before they were kept in
+    posterior.nc). A Monte Carlo variance against a plug-in, it falls below 0 by Monte Carlo
+    error for levels with little information; fits compute
+    :func:`~bayes_animal.bayes.conditional.expected_reliability` instead."""
     flat = np.asarray(draws).reshape(-1, np.shape(draws)[-1])
-    return reliability(flat.var(axis=0, ddof=1), prior_variance)
+    return np.clip(reliability(flat.var(axis=0, ddof=1), prior_variance), 0.0, 1.0)
 
 
-def ebv_table(draws: np.ndarray, ids: np.ndarray, prior_variance: np.ndarray) -> pd.DataFrame:
+def ebv_table(draws: np.ndarray, ids: np.ndarray, reliabilities: np.ndarray) -> pd.DataFrame:
     """Posterior predictions of one effect: mean, sd, 95 % HDI and reliability per level."""
     flat = np.asarray(draws).reshape(-1, np.shape(draws)[-1])
     low, high = hdi(flat)
@@ -281,7 +284,7 @@ def ebv_table(draws: np.ndarray, ids: np.ndarray, prior_variance: np.ndarray) ->
             "sd": flat.std(axis=0, ddof=1),
             "hdi_low": low,
             "hdi_high": high,
-            "reliability": posterior_reliability(flat, prior_variance),
+            "reliability": np.asarray(reliabilities, dtype=float),
         },
         index=pd.Index(ids, name="id"),
     )
@@ -314,7 +317,11 @@ class AnimalFit:
     parameters
         The model's parameter layout.
     diagonals
-        Per random effect, the diagonal of its structure K (for reliabilities).
+        Per random effect, the diagonal of its structure K.
+    reliabilities
+        Per random effect and level, :math:`1 - E_{\\theta\\mid y}[\\mathrm{PEV}(\\theta)/
+        (\\sigma^2_k(\\theta) k_{ii})]` (:func:`~bayes_animal.bayes.conditional.
+        expected_reliability`): in [0, 1].
     notes
         What was chosen and why.
     """
@@ -329,6 +336,7 @@ class AnimalFit:
     timings: dict[str, float]
     parameters: Parameters
     diagonals: dict[str, np.ndarray]
+    reliabilities: dict[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     _summary: pd.DataFrame | None = field(default=None, repr=False)
     _ebv: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
@@ -373,11 +381,14 @@ class AnimalFit:
 
             variable = _effect_variable(effect)
             data = self.idata.posterior[variable]
-            variance = float(_draws(self.idata, f"sigma2_{identifier(effect)}").mean())
             ids = np.asarray(data[data.dims[-1]].values, dtype=object)
-            self._ebv[effect] = ebv_table(
-                data.values, ids, variance * np.asarray(self.diagonals[effect], dtype=float)
-            )
+            if effect in self.reliabilities:
+                reliabilities = self.reliabilities[effect]
+            else:
+                variance = float(_draws(self.idata, f"sigma2_{identifier(effect)}").mean())
+                prior = variance * np.asarray(self.diagonals[effect], dtype=float)
+                reliabilities = posterior_reliability(data.values, prior)
+            self._ebv[effect] = ebv_table(data.values, ids, reliabilities)
         return self._ebv[effect]
 
     def main_effect(self) -> str:
@@ -450,8 +461,9 @@ class AnimalFit:
 
     def with_reml_group(self):
         """The DataTree plus a ``reml`` group — per effect the REML BLUPs (``blup_<effect>``)
-        and the structure's diagonal (``diagonal_<effect>``); ``blup`` and ``a_diagonal`` for
-        the additive (or single) effect — so that ``bayes-animal rank`` can read everything it
+        the structure's diagonal (``diagonal_<effect>``) and the posterior reliabilities
+        (``reliability_<effect>``); ``blup`` and ``a_diagonal`` for the additive (or single)
+        effect — so that ``bayes-animal rank`` can read everything it
         needs from posterior.nc."""
         import xarray as xr
 
@@ -470,6 +482,10 @@ class AnimalFit:
             diagonal = np.asarray(self.diagonals[effect], dtype=float)
             variables[f"blup_{identifier(effect)}"] = (dim, blup)
             variables[f"diagonal_{identifier(effect)}"] = (dim, diagonal)
+            variables[f"reliability_{identifier(effect)}"] = (
+                dim,
+                self.ebv(effect)["reliability"].to_numpy(),
+            )
             if effect == main:
                 variables["blup"] = (dim, blup)
                 variables["a_diagonal"] = (dim, diagonal)
