@@ -133,3 +133,27 @@ def test_lkj_correlation_and_inverse_wishart_densities():
 
 def _scales():
     return {"additive": 1.0, "maternal": 1.0, "residual": 1.0, "total": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: InverseGamma(V=-1, nu=0.002), r"InverseGamma: V must be a finite number > 0"),
+        (lambda: InverseGamma(V=1, nu=0), r"InverseGamma: nu must be .* got 0"),
+        (lambda: InverseGamma(V=float("nan")), r"InverseGamma: V .* got nan"),
+        (lambda: HalfStudentT(nu=-3), r"HalfStudentT: nu must be .* got -3"),
+        (lambda: HalfStudentT(scale=0.0), r"HalfStudentT: scale must be .* got 0.0"),
+        (lambda: HalfStudentT(nu="three"), r"HalfStudentT: nu .* got 'three'"),
+        (lambda: LKJCorrelation(eta=0), r"LKJCorrelation: eta must be"),
+        (lambda: InverseWishart(nu=1.0), r"InverseWishart: nu must be > 1"),
+        (lambda: InverseWishart(V=((1, 2), (2, 1))), r"V must be positive definite"),
+        (lambda: InverseWishart(V=((1, 0.5), (0, 1))), r"V must be a symmetric 2×2"),
+        (lambda: BetaH2(a=0), r"BetaH2: a must be"),
+        (lambda: NormalFixed(scale=-1), r"NormalFixed: scale must be"),
+    ],
+)
+def test_a_prior_with_an_impossible_parameter_is_an_error_where_it_is_made(make, message):
+    """Each prior checks its parameters when it is made (the bad value, the parameter and the
+    prior named), not in fit() as a 'math domain error'."""
+    with pytest.raises(PriorError, match=message):
+        make()

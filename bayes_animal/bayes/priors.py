@@ -73,12 +73,30 @@ class PriorError(BayesAnimalError, ValueError):
     """A prior is unknown or badly specified."""
 
 
+def _positive(prior: object, **values: float | None) -> None:
+    """Each named parameter of ``prior`` is a finite number > 0 (None: set from the data)."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        try:
+            ok = bool(np.isfinite(float(value)) and float(value) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise PriorError(
+                f"{type(prior).__name__}: {name} must be a finite number > 0; got {value!r}."
+            )
+
+
 @dataclass(frozen=True)
 class HalfStudentT:
     """Half-Student-t prior on a standard deviation; ``scale=None``: from the data."""
 
     nu: float = 3.0
     scale: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, nu=self.nu, scale=self.scale)
 
     def describe(self, resolved_scale: float | None = None) -> str:
         scale = self.scale if self.scale is not None else resolved_scale
@@ -102,6 +120,9 @@ class InverseGamma:
 
     V: float = 1.0
     nu: float = 0.002
+
+    def __post_init__(self) -> None:
+        _positive(self, V=self.V, nu=self.nu)
 
     def describe(self, resolved_scale: float | None = None) -> str:
         return f"InverseGamma(V={self.V:g}, nu={self.nu:g}) on the variance"
@@ -141,6 +162,9 @@ class LKJCorrelation:
 
     eta: float = 2.0
 
+    def __post_init__(self) -> None:
+        _positive(self, eta=self.eta)
+
     def describe(self) -> str:
         return f"LKJ(eta={self.eta:g}) on the correlation"
 
@@ -151,6 +175,25 @@ class InverseWishart:
 
     V: tuple[tuple[float, float], tuple[float, float]] = ((1.0, 0.0), (0.0, 1.0))
     nu: float = 1.002
+
+    def __post_init__(self) -> None:
+        _positive(self, nu=self.nu)
+        if self.nu <= 1:
+            raise PriorError(
+                f"InverseWishart: nu must be > 1 for a 2×2 block (a proper prior needs nu > "
+                f"dimension − 1); got {self.nu!r}. MCMCglmm's usual choice is nu = 1.002."
+            )
+        try:
+            V = np.asarray(self.V, dtype=float)
+        except (TypeError, ValueError):
+            V = np.full((1, 1), np.nan)
+        if V.shape != (2, 2) or not np.all(np.isfinite(V)) or not np.allclose(V, V.T):
+            raise PriorError(f"InverseWishart: V must be a symmetric 2×2 matrix; got {self.V!r}.")
+        if np.linalg.eigvalsh(V).min() <= 0:
+            raise PriorError(
+                f"InverseWishart: V must be positive definite; got {V.tolist()} (eigenvalues "
+                f"{np.linalg.eigvalsh(V).round(6).tolist()})."
+            )
 
     def describe(self) -> str:
         return f"InverseWishart(V={np.asarray(self.V).tolist()}, nu={self.nu:g}) on the block"
@@ -164,6 +207,11 @@ class BetaH2:
     b: float = 1.0
     total: HalfStudentT = field(default_factory=HalfStudentT)
 
+    def __post_init__(self) -> None:
+        _positive(self, a=self.a, b=self.b)
+        if not isinstance(self.total, HalfStudentT):
+            raise PriorError(f"BetaH2: total must be a HalfStudentT prior; got {self.total!r}.")
+
     def describe(self, resolved_scale: float | None = None) -> str:
         return (
             f"Beta(a={self.a:g}, b={self.b:g}) on h2; {self.total.describe(resolved_scale)} total"
@@ -175,6 +223,9 @@ class NormalFixed:
     """Independent Normal(0, scale²) priors on the fixed effects (sampled)."""
 
     scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        _positive(self, scale=self.scale)
 
     def describe(self) -> str:
         return f"Normal(0, {self.scale:g}²) on each fixed effect (sampled)"
