@@ -14,6 +14,7 @@ import json
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -317,12 +318,45 @@ def _write_fit(fit, out: Path) -> list[str]:
     return [p.name for p in paths.values()] + ["ranking.csv", "h2.png", "trace.png"]
 
 
+#: Warnings that are known noise to a user of the command line: a library's notice to its own
+#: callers (deprecations, future changes of an API we call), raised outside this package.
+NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def _is_noise(warning: warnings.WarningMessage) -> bool:
+    """A library's deprecation or future-change notice (:data:`NOISE_CATEGORIES`), raised from
+    a file outside ``bayes_animal``; ours are never noise."""
+    ours = Path(warning.filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    return issubclass(warning.category, NOISE_CATEGORIES) and not ours
+
+
+def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Print every caught warning but the known noise: ours (notices about the data and the
+    fit) as ``note:``, another library's with its category and module, so nothing a user
+    needs is dropped."""
+    for warning in caught:
+        if _is_noise(warning):
+            continue
+        if issubclass(warning.category, UserWarning) and "bayes_animal" in (
+            warning.category.__module__ or ""
+        ):
+            _notice(str(warning.message))
+        else:
+            where = Path(warning.filename).name
+            _notice(f"{warning.category.__name__} from {where}:{warning.lineno}: {warning.message}")
+
+
 def _without_dask() -> None:
     """Mark dask absent for a command that never uses it. Where dask is installed, xarray
     imports ``dask.array`` when it builds a DataArray and ``dask.distributed`` when it writes
     netCDF, only to ask whether a dask array or scheduler is in play: 0.8 s of a 5 s ``fit``.
     ``importlib.util.find_spec`` answers None for a module whose ``sys.modules`` entry is None,
-    so xarray sees no dask (decided before xarray is first imported)."""
+    so xarray sees no dask (decided before xarray is first imported). Only in the console
+    script's own process; ``BAYES_ANIMAL_KEEP_DASK=1`` keeps dask visible there too."""
+    import os
+
+    if os.environ.get("BAYES_ANIMAL_KEEP_DASK") == "1":
+        return
     if "dask" not in sys.modules and "xarray" not in sys.modules:
         sys.modules["dask"] = None  # type: ignore[assignment]
 
@@ -337,9 +371,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)
-    for warning in caught:
-        if issubclass(warning.category, UserWarning):
-            _notice(str(warning.message))
+    _report_warnings(caught)
     out = Path(args.out)
     written = _write_fit(fit, out)
     if args.json:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -905,5 +906,45 @@ def test_without_dask_keeps_xarray_from_importing_it():
         "loaded = [m for m in sys.modules if m.startswith(('dask.', 'distributed'))]\n"
         "assert not loaded, loaded\n"
     )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert completed.returncode == 0, completed.stderr
+    import os
+
+    keep = {**os.environ, "BAYES_ANIMAL_KEEP_DASK": "1"}
+    kept = subprocess.run(
+        [sys.executable, "-c", "from bayes_animal.cli import _without_dask\n_without_dask()\n"
+         "import sys\nassert sys.modules.get('dask', 0) is not None"],
+        capture_output=True, text=True, timeout=120, env=keep,
+    )  # fmt: skip
+    assert kept.returncode == 0, kept.stderr
+
+
+def test_fit_reports_every_warning_but_known_library_noise(capsys):
+    """Ours print as notes; another library's warning prints with its category and place; a
+    library's DeprecationWarning is the one kind left out (nothing else is dropped)."""
+    import warnings
+
+    from bayes_animal.cli import _report_warnings
+    from bayes_animal.design import DroppedRecordsWarning
+
+    def caught(message, category, filename):
+        return warnings.WarningMessage(message, category, filename, 7)
+
+    here = str(Path(__file__).resolve().parents[1] / "bayes_animal" / "api.py")
+    _report_warnings(
+        [
+            caught(DroppedRecordsWarning("3 records left out"), DroppedRecordsWarning, here),
+            caught(RuntimeWarning("overflow in exp"), RuntimeWarning, "/x/numpy/core.py"),
+            caught(UserWarning("too few samples"), UserWarning, "/x/pymc/stats.py"),
+            caught(DeprecationWarning("old API"), DeprecationWarning, "/x/xarray/core.py"),
+            caught(DeprecationWarning("ours"), DeprecationWarning, here),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "note: 3 records left out" in err
+    assert "RuntimeWarning from core.py:7: overflow in exp" in err
+    assert "UserWarning from stats.py:7: too few samples" in err
+    assert "old API" not in err
+    assert "DeprecationWarning from api.py:7: ours" in err
