@@ -161,8 +161,14 @@ def run_tasks(
         initargs=(work,),
     ) as pool:
         futures = [pool.submit(_call, function, task, extra) for task in tasks]
-        for future in as_completed(futures):
-            collect(future.result())
+        try:
+            for future in as_completed(futures):
+                collect(future.result())
+        except BaseException:  # a task (or collect) failed: the tasks not started are not run
+            for future in futures:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _run_on_dask(function, work, tasks, collect, extra, scheduler) -> None:
@@ -179,8 +185,12 @@ def _run_on_dask(function, work, tasks, collect, extra, scheduler) -> None:
         futures = [
             client.submit(function, shared, task, *extra, pure=False, retries=1) for task in tasks
         ]
-        for future in dask_completed(futures):
-            collect(future.result())
+        try:
+            for future in dask_completed(futures):
+                collect(future.result())
+        except BaseException:  # the batch stops: the tasks still pending are cancelled
+            client.cancel(futures)
+            raise
     finally:
         if client is not scheduler:
             client.close()

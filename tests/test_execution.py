@@ -106,3 +106,29 @@ def test_a_failing_child_is_redone_only_after_every_child_is_reaped(tmp_path):
         run_forked([lambda: None, always_fails, large], parallel=True)
     with pytest.raises(ChildProcessError):  # reaped: no longer this process's child
         os.waitpid(int(marker.read_text()), os.WNOHANG)
+
+
+def _marked_task(folder, task):
+    """Task 0 fails at once; the others take a while and leave a mark when they ran."""
+    import time
+    from pathlib import Path
+
+    if task == [0]:
+        raise ValueError("task 0 failed")
+    time.sleep(0.3)
+    (Path(folder) / f"ran_{task[0]}").write_text("")
+    return task
+
+
+def test_a_failing_task_cancels_the_tasks_not_yet_started(tmp_path):
+    """run_tasks raises the first error and does not start the tasks still waiting (20 tasks of
+    0.3 s on 2 workers: those running or already handed to a worker's queue finish — a few;
+    without the cancellation the pool's exit would wait for all 20)."""
+    import pytest
+
+    from bayes_animal.execution import run_tasks
+
+    tasks = [[k] for k in range(20)]
+    with pytest.raises(ValueError, match="task 0 failed"):
+        run_tasks(_marked_task, str(tmp_path), tasks, lambda result: None, workers=2)
+    assert len(list(tmp_path.glob("ran_*"))) <= 8

@@ -1,5 +1,7 @@
 """The one rule for BLAS threads: the environment variable wins, small dense blocks get one
-thread, large ones the cores that other processes leave free."""
+thread, large ones the cores this process may use (affinity within the cgroup quota) — the
+same whatever the load, unless BAYES_ANIMAL_THREADS=load asks for the cores other processes
+leave free."""
 
 from __future__ import annotations
 
@@ -20,9 +22,52 @@ def fresh_looks(monkeypatch):
 
 @pytest.fixture
 def two_cores(monkeypatch):
-    monkeypatch.delenv("BAYES_ANIMAL_THREADS", raising=False)
+    """Two cores, and the opt-in count of the cores other processes are busy on."""
+    monkeypatch.setenv("BAYES_ANIMAL_THREADS", "load")
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.setattr(threads, "_running_here", lambda: 1)  # this process: one thread
+
+
+def test_by_default_the_count_does_not_depend_on_the_load(monkeypatch):
+    """Without the opt-in, another job busy on a core changes nothing: the same count (and so
+    the same floating-point path) on an idle and a busy machine; /proc is not even read."""
+    monkeypatch.delenv("BAYES_ANIMAL_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_running_now", lambda: pytest.fail("looked at the load"))
+    assert default_threads() == 2
+    assert default_threads(size=SMALL_DENSE - 1) == 1
+    assert default_threads(size=SMALL_DENSE) == 2
+
+
+def test_a_bad_environment_value_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setenv("BAYES_ANIMAL_THREADS", "two")
+    with pytest.raises(ValueError, match="BAYES_ANIMAL_THREADS='two'.*'load'"):
+        default_threads()
+
+
+def test_the_cgroup_quota_limits_the_cores(monkeypatch, tmp_path):
+    """A container's CPU quota (cgroup v2 cpu.max, v1 cfs files) bounds the cores, rounded up;
+    'max' or -1 is no quota."""
+    monkeypatch.setattr(threads, "Path", lambda _: tmp_path)
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert threads._cgroup_quota() == 1.5
+    threads.available_cores.cache_clear()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    try:
+        assert threads.available_cores() == 2
+        (tmp_path / "cpu.max").write_text("max 100000\n")
+        threads.available_cores.cache_clear()
+        assert threads.available_cores() == 64
+        (tmp_path / "cpu.max").unlink()
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+        threads.available_cores.cache_clear()
+        assert threads.available_cores() == 3
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+        assert threads._cgroup_quota() is None
+    finally:
+        threads.available_cores.cache_clear()
 
 
 def test_a_count_is_reused_for_a_second(two_cores, monkeypatch):

@@ -1,27 +1,32 @@
 r"""BLAS/LAPACK thread limits: one rule for every dense call of the package.
 
-Multi-threaded OpenBLAS spins while it waits for a core. On a small machine where another
-process holds a core, a second BLAS thread that does not get one makes a call many times
-slower than one thread (measured: REML on seed_sim 10.9 s with two threads against 2.2 s with
-one while another process was busy; the sparse engine's 600-wide dense block 100× slower).
-So the limit is always set explicitly:
+The thread count is part of a fit's floating-point path (a LAPACK call on two threads sums in
+another order than on one), and NUTS turns a last-bit difference into different chains. So
+the count depends only on what is fixed for a given machine and problem — never on what else
+the machine is doing — and the same seed and data give the same draws, idle or busy:
 
-- ``$BAYES_ANIMAL_THREADS`` (or ``--threads``) when given;
+- ``$BAYES_ANIMAL_THREADS`` (or ``--threads``) when given, a number;
 - one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
   factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
-- otherwise the cores this process may use minus the ones other processes are busy on (the
-  runnable threads from ``/proc/loadavg``, less this process's, over a few milliseconds, the
-  count reused for a second), at least one and at most 8. (The one-minute load average would
-  count this process's own recent work: a fit called after a busy minute would give itself
-  one core.)
+- otherwise the cores this process may use — its CPU affinity, within its cgroup's CPU quota
+  (a container limited to 2 CPUs on a 64-core host gets 2) — at most 8.
+
+Multi-threaded OpenBLAS spins while it waits for a core: where another job holds a core, two
+threads can be several times slower than one (REML on seed_sim 10.9 s against 2.2 s). Set
+``BAYES_ANIMAL_THREADS=1`` on a shared machine; or ``BAYES_ANIMAL_THREADS=load`` to count the
+cores other processes are busy on (the runnable threads of ``/proc/loadavg``, less this
+process's, over a few milliseconds, reused for a second) and leave them alone — faster on a
+busy machine, but the draws of one seed can then differ from run to run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 
 __all__ = ["SMALL_DENSE", "available_cores", "blas_threads", "default_threads"]
 
@@ -31,12 +36,36 @@ SMALL_DENSE = 2000
 _MAX_THREADS = 8
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity)."""
+def _cgroup_quota() -> float | None:
+    """CPUs this process's cgroup may use (its CPU quota over its period), or None: no quota
+    (or not Linux). cgroup v2 ``cpu.max`` ("200000 100000"; "max …" for none), else v1's
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (−1 for none)."""
+    root = Path("/sys/fs/cgroup")
     try:
-        return len(os.sched_getaffinity(0))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+@cache
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, within its cgroup's CPU quota (rounded
+    up), at least one. Fixed for the process (read once)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
 
 
 def _running_now() -> int | None:
@@ -119,20 +148,27 @@ def _looked_busy_elsewhere() -> int:
 def default_threads(size: int | None = None) -> int:
     """BLAS threads for a dense call on a matrix of order ``size`` (None: a large one).
 
-    See the module docstring for the rule; ``benchmarks/results/reml.md`` measures eigh with 1
-    and 2 threads side by side. Samplers that run chains in parallel set their own limit of
+    See the module docstring for the rule (it depends on the machine and ``size``, not on the
+    load, unless ``BAYES_ANIMAL_THREADS=load``); ``benchmarks/results/reml.md`` measures eigh
+    with 1 and 2 threads side by side. Samplers that run chains in parallel set their own limit of
     one thread per chain.
     """
-    value = os.environ.get("BAYES_ANIMAL_THREADS")
-    if value is not None:
+    value = os.environ.get("BAYES_ANIMAL_THREADS", "").strip()
+    by_load = value.lower() == "load"
+    if value and not by_load:
         try:
             return max(1, int(value))
         except ValueError:
-            pass
+            raise ValueError(
+                f"BAYES_ANIMAL_THREADS={value!r}: give a number of threads, or 'load' to leave "
+                "the cores other processes are busy on alone."
+            ) from None
     if size is not None and size < SMALL_DENSE:
         return 1
-    cores = available_cores()
-    return max(1, min(cores - _busy_elsewhere(), cores, _MAX_THREADS))
+    cores = min(available_cores(), _MAX_THREADS)
+    if by_load:
+        return max(1, cores - _busy_elsewhere())
+    return cores
 
 
 @cache
