@@ -251,13 +251,7 @@ class _Rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume and self.path.is_file() and self.path.stat().st_size > 0:
-            done = pd.read_csv(self.path, dtype={"trait": str}, keep_default_na=False)
-            if list(done.columns) != self.columns:
-                raise DataError(
-                    f"{self.path} was written by another kind of run (columns "
-                    f"{list(done.columns)}); use another --out folder or remove it."
-                )
-            for record in done.to_dict("records"):
+            for record in _read_rows(self.path, self.columns):
                 self.rows[str(record["trait"])] = record
             self._file = open(self.path, "a", encoding="utf-8")
         else:
@@ -282,6 +276,87 @@ class _Rows:
     def table(self, order: Sequence[str]) -> pd.DataFrame:
         rows = [self.rows[t] for t in order if t in self.rows]
         return pd.DataFrame(rows, columns=self.columns).reset_index(drop=True)
+
+
+_TEXT_COLUMNS = frozenset({"trait", "boundary", "status"})
+"""Columns of ``traits.csv`` read back as written: a trait named ``NA`` or ``null`` stays
+that name, and an empty ``boundary`` (no component at 0) stays ``""``, not NaN."""
+
+_FLAG_COLUMNS = frozenset({"converged", "reml_in_hdi"})
+"""Columns of ``traits.csv`` holding ``True``/``False`` (empty: not known, NaN)."""
+
+_COUNT_COLUMNS = frozenset({"n_records", "divergences"})
+"""Columns of ``traits.csv`` holding whole numbers (empty: not known, NaN)."""
+
+
+def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of a ``traits.csv`` written by an earlier run, with the types of a fresh row.
+
+    Every cell is read as the text written (``keep_default_na=False``: pandas' default would
+    turn a trait named ``NA`` or ``null`` into NaN), then each column is given its type:
+    text columns (:data:`_TEXT_COLUMNS`) stay text, flags become booleans, counts whole
+    numbers and the rest floats, an empty cell NaN — so a resumed table equals the table of
+    the run that wrote it, dtypes included.
+
+    Parameters
+    ----------
+    path
+        The ``traits.csv`` file.
+    columns
+        The columns the run writes (:data:`MANY_COLUMNS` or :data:`FIT_MANY_COLUMNS`).
+
+    Returns
+    -------
+    list of dict
+        One row per line of the file, column name to value.
+
+    Raises
+    ------
+    DataError
+        The file has other columns (another kind of run wrote it), or a cell of a numeric or
+        flag column is not a number or ``True``/``False`` (its trait and column named).
+    """
+    done = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(done.columns) != list(columns):
+        raise DataError(
+            f"{path} was written by another kind of run (columns "
+            f"{list(done.columns)}); use another --out folder or remove it."
+        )
+    typed: dict[str, list[Any]] = {}
+    for name in columns:
+        cells = done[name].tolist()
+        if name in _TEXT_COLUMNS:
+            typed[name] = cells
+            continue
+        values: list[Any] = []
+        for trait, cell in zip(done["trait"], cells, strict=True):
+            try:
+                values.append(_cell_value(name, cell))
+            except ValueError:
+                expected = "True or False" if name in _FLAG_COLUMNS else "a number"
+                raise DataError(
+                    f"{path}: the row of trait {trait!r} holds {cell!r} in column {name!r}, "
+                    f"not {expected} (was the file edited?). Correct or remove that row, or "
+                    "start again without --resume."
+                ) from None
+        typed[name] = values
+    return [dict(zip(columns, row, strict=True)) for row in zip(*typed.values(), strict=True)]
+
+
+def _cell_value(name: str, cell: str) -> Any:
+    """One cell of ``traits.csv`` as the type of its column (NaN where empty)."""
+    text = cell.strip()
+    if text == "":
+        return np.nan
+    if name in _FLAG_COLUMNS:
+        flags = {"true": True, "false": False}
+        if text.lower() not in flags:
+            raise ValueError(text)
+        return flags[text.lower()]
+    value = float(text)
+    if name in _COUNT_COLUMNS and np.isfinite(value) and value == int(value):
+        return int(value)
+    return value
 
 
 def _failed(trait: str, n_records: int, reason: str, columns: Sequence[str]) -> dict[str, Any]:

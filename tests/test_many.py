@@ -188,6 +188,60 @@ def test_rows_are_written_as_they_finish_and_resume_skips_them(traits, tmp_path)
     assert fresh.table.loc[0, "sigma2_u"] != 999.0
 
 
+def test_resume_reads_the_rows_back_with_their_types(traits, tmp_path):
+    """A resumed table equals the table of the run that wrote traits.csv, dtypes included:
+    numbers are numbers, a failed trait's estimates NaN, an empty boundary '' and traits
+    named like missing values ('NA', 'null') stay those names."""
+    data, relmat = traits
+    data = data.assign(NA=data["t1"], null=data["t2"], constant=1.0)
+    names = ["t0", "NA", "null", "t_noise", "constant", "t3"]
+    first = reml_many(
+        "~ 1 + fix", data, names, relmat=relmat, out=tmp_path, workers=1, progress=False
+    )
+    assert first.table["boundary"].eq("").any()  # a trait inside the parameter space
+    assert first.table["sigma2_u"].isna().sum() == 1  # the constant trait
+    resumed = reml_many(
+        "~ 1 + fix", data, names, relmat=relmat, out=tmp_path, resume=True, workers=1,
+        progress=False,
+    )  # fmt: skip
+    assert resumed.groups.empty  # nothing fitted again: every row came from the file
+    assert list(resumed.table["trait"]) == names
+    assert dict(resumed.table.dtypes) == dict(first.table.dtypes)
+    assert resumed.table["sigma2_u"].dtype == np.float64
+    assert resumed.table["n_records"].dtype == np.int64
+    assert resumed.table["converged"].dtype == bool
+    # values to the ten significant digits written
+    pd.testing.assert_frame_equal(resumed.table, first.table, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("sigma2_u", "lots", "a number"), ("converged", "maybe", "True or False")],
+)
+def test_resume_names_a_cell_that_is_not_of_its_columns_type(
+    traits, tmp_path, column, value, expected
+):
+    data, relmat = traits
+    reml_many("~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, workers=1, progress=False)
+    path = tmp_path / "traits.csv"
+    done = pd.read_csv(path, dtype=str, keep_default_na=False)
+    done.loc[1, column] = value
+    done.to_csv(path, index=False)
+    message = rf"trait 't1' holds '{value}' in column '{column}', not {expected}"
+    with pytest.raises(BayesAnimalError, match=message):
+        reml_many(
+            "~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, resume=True,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_resume_refuses_a_file_of_another_kind_of_run(traits, tmp_path):
+    data, relmat = traits
+    reml_many("~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, workers=1, progress=False)
+    with pytest.raises(BayesAnimalError, match="written by another kind of run"):
+        fit_many("~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, resume=True)
+
+
 def test_fit_many_agrees_with_single_fits_within_monte_carlo_error(traits, tmp_path):
     from bayes_animal.bayes.model import AnimalModel
 
