@@ -20,9 +20,13 @@ above serves all its traits, unless the sparse mixed-model equations trait by tr
 and why are in :attr:`ManyResult.groups` (``groups.csv``).
 
 A trait that cannot be fitted — not numeric, constant, too few records — gets its row with
-the reason and the others go on; a variance estimated at 0 is a result, flagged in
-``boundary``. Rows are written to ``traits.csv`` as traits finish (flushed), so an
-interrupted run loses nothing and ``resume=True`` skips the traits already there.
+the reason and the others go on; so do the traits of a group whose records give no design (a
+covariate constant on them, a factor confounded with another: ``engine`` ``failed`` in
+``groups``), while a formula wrong for every trait (an unknown column) stops the batch at once.
+A variance estimated at 0 is a result, flagged in ``boundary``. Rows are written to
+``traits.csv`` as traits finish (flushed), so an interrupted run loses nothing and
+``resume=True`` skips the traits already there (read back with each column's type: numbers,
+flags, and text kept as written, so a trait named ``NA`` stays ``NA``).
 
 Execution (:mod:`bayes_animal.execution`): in this process, in local worker processes with
 one BLAS thread each (the default when there is work for them), or on a Dask cluster
@@ -418,6 +422,40 @@ class _GroupWork:
     inputs: Any = None  # the sparse engine's validated inputs (y replaced per trait)
 
 
+class _GroupFailed(Exception):
+    """The records of one missing-value group cannot be fitted (their design fails): its
+    traits get rows with the reason and the batch goes on."""
+
+
+def _check_formula(formula: str, rhs: str, data: pd.DataFrame, trait: str, animal: str) -> None:
+    """What is wrong with the formula for every trait stops the batch before any group.
+
+    A group's design can fail on its own records (a covariate constant on them, a factor
+    confounded with another); that gives its traits a row with the reason. A formula that
+    cannot be read, a column that is not in the data or a missing animal column would fail
+    every group alike, so they are reported once, here.
+
+    Raises
+    ------
+    FormulaError
+        The formula cannot be read or names a column that is not in the data.
+    DataError
+        The animal column is not in the data.
+    """
+    from .errors import describe_items
+    from .spec.formula import unknown_names
+    from .spec.terms import specify
+
+    spec = specify(f"{_quoted(trait)} ~ {rhs}", animal=animal)
+    columns = [str(c) for c in data.columns]
+    unknown_names(spec.fixed_formula, columns, formula=formula)
+    if animal not in columns:
+        raise DataError(
+            f"The animal column {animal!r} is not in the data. Available columns: "
+            f"{describe_items(columns, limit=30)}. Pass animal=<column> (--animal)."
+        )
+
+
 def _prepare_group(
     rhs: str,
     data: pd.DataFrame,
@@ -427,14 +465,29 @@ def _prepare_group(
     method: str,
 ) -> tuple[_GroupWork, float, Choice]:
     """The work of one group and the seconds of its eigendecomposition (0 on the sparse
-    engine), as the chooser (:func:`~bayes_animal.choice.choose_many`) picked."""
+    engine), as the chooser (:func:`~bayes_animal.choice.choose_many`) picked.
+
+    Raises
+    ------
+    _GroupFailed
+        The design of the group's records fails (a :class:`~bayes_animal.errors.BayesAnimalError`
+        from :func:`~bayes_animal.api.model_inputs`, or an eigendecomposition that does not
+        converge): the message says why.
+    DataError
+        The formula adds random effects (every group alike: the batch stops).
+    """
+    from .errors import BayesAnimalError
     from .estimation.spectral import check_method
     from .linalg.spectral import decompose
 
     subset = data.loc[group.rows]
-    inputs = model_inputs(
-        f"{_quoted(group.traits[0])} ~ {rhs}", subset, source=source, animal=animal, warn=False
-    )
+    try:
+        inputs = model_inputs(
+            f"{_quoted(group.traits[0])} ~ {rhs}", subset, source=source, animal=animal,
+            warn=False,
+        )  # fmt: skip
+    except BayesAnimalError as exc:
+        raise _GroupFailed(str(exc)) from exc
     design = inputs.design
     if len(design.effects) != 1:
         raise DataError(
@@ -450,11 +503,22 @@ def _prepare_group(
             design, None, None, group.traits, y, None, check_method(method), "sparse", inputs
         )
         return work, 0.0, choice
-    relmat = inputs.dense_matrix()
-    problem = decompose(design, relmat)
+    try:
+        relmat = inputs.dense_matrix()
+        problem = decompose(design, relmat)
+    except (BayesAnimalError, np.linalg.LinAlgError) as exc:
+        raise _GroupFailed(str(exc)) from exc
     y_rot = problem.eigenvectors.T @ y
     work = _GroupWork(design, relmat, problem, group.traits, y, y_rot, check_method(method))
     return work, problem.seconds, choice
+
+
+def _group_reason(number: int, group: TraitGroup, message: str) -> str:
+    """The ``status`` of a trait whose group's design failed: which group, and why."""
+    return (
+        f"failed: the {group.n_records} records of its missing-value pattern (group {number}, "
+        f"{len(group.traits)} trait(s)) give no design — {message}"
+    )
 
 
 def _sparse_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tuple]:
@@ -660,8 +724,23 @@ def reml_many(
         blup_columns: list[pd.Series] = []
         group_rows = []
         decompose_seconds = 0.0
+        if fittable:
+            _check_formula(formula, rhs, data, fittable[0], animal)
         for number, group in enumerate(groups):
-            work, seconds, choice = _prepare_group(rhs, data, group, source, animal, method)
+            try:
+                work, seconds, choice = _prepare_group(rhs, data, group, source, animal, method)
+            except _GroupFailed as exc:
+                # this group's records cannot be fitted: its traits get rows with the
+                # reason, the other groups go on
+                reason = _group_reason(number, group, str(exc))
+                for trait in group.traits:
+                    rows.add(_failed(trait, group.n_records, reason, MANY_COLUMNS))
+                    bar.step()
+                group_rows.append(
+                    {"group": number, "traits": len(group.traits), "records": group.n_records,
+                     "eigh_seconds": 0.0, "engine": "failed", "why": str(exc)}
+                )  # fmt: skip
+                continue
             decompose_seconds += seconds
             group_rows.append(
                 {"group": number, "traits": len(group.traits), "records": group.n_records,
