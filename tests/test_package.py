@@ -158,3 +158,40 @@ def test_every_extra_the_code_and_readme_name_exists():
     assert named, "no install hint found: the pattern no longer matches"
     unknown = {name: where for name, where in named.items() if name not in extras}
     assert not unknown, f"extras named but not in pyproject.toml: {unknown}"
+
+
+def _lock_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ci_lock", REPO / ".ci" / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ci_lock_pins_versions_pyproject_allows():
+    """requirements-ci.lock (what `make test` installs) pins every core and test dependency
+    to a version inside pyproject.toml's range: a range changed without `make lock` fails
+    here, not in CI's resolver."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = (REPO / "requirements-ci.lock").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    project = _pyproject()["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements-ci.lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name]), (
+            f"requirements-ci.lock pins {name}=={pins[name]}, outside {text!r}: run `make lock`"
+        )
+
+
+def test_the_lock_script_names_a_dependency_that_is_not_installed():
+    from packaging.requirements import Requirement
+
+    lock = _lock_module()
+    with pytest.raises(SystemExit, match="surely-absent-distribution.*make test"):
+        lock.closure([Requirement("surely-absent-distribution>=1")])
+    assert lock.closure([Requirement("pytest")])["pluggy"]  # its dependencies followed
