@@ -1,10 +1,13 @@
 # The two commands: `make demo` and `make test`. Both build .venv with python3.12 if missing.
+# The test environment is installed with the exact versions of requirements-ci.lock where that
+# file is present (CI tests what was tested); `make lock` rewrites it from .venv.
 PYTHON ?= python3.12
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK := $(wildcard requirements-ci.lock)
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench lint lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +17,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(if $(LOCK),-c $(LOCK)) -e '.[test]'
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
@@ -32,6 +35,9 @@ bench: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check bayes_animal tests benchmarks
+
+lock: $(VENV)/.installed-test
+	$(BIN)/python .ci/lock.py requirements-ci.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info

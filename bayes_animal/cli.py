@@ -164,16 +164,16 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
         engines = result.groups["engine"].value_counts()
         spectral = int(engines.get("spectral", 0))
         sparse = int(engines.get("sparse", 0))
+        failed = int(engines.get("failed", 0))
+        eigh = result.timings.get("eigh", 0.0)
+        parts = [
+            f"{spectral} with one eigendecomposition each ({eigh:.2f} s)" if spectral else "",
+            f"{sparse} on the sparse equations trait by trait" if sparse else "",
+            f"{failed} whose design failed (the reason in 'status')" if failed else "",
+        ]
         print(
             f"{len(result.groups)} pattern(s) of missing records: "
-            + (
-                f"{spectral} with one eigendecomposition each "
-                f"({result.timings.get('eigh', 0.0):.2f} s)"
-                if spectral
-                else ""
-            )
-            + (", " if spectral and sparse else "")
-            + (f"{sparse} on the sparse equations trait by trait" if sparse else "")
+            + ", ".join(part for part in parts if part)
             + f" (why: {Path(args.out) / 'groups.csv'})"
         )
     return 0

@@ -20,9 +20,13 @@ above serves all its traits, unless the sparse mixed-model equations trait by tr
 and why are in :attr:`ManyResult.groups` (``groups.csv``).
 
 A trait that cannot be fitted — not numeric, constant, too few records — gets its row with
-the reason and the others go on; a variance estimated at 0 is a result, flagged in
-``boundary``. Rows are written to ``traits.csv`` as traits finish (flushed), so an
-interrupted run loses nothing and ``resume=True`` skips the traits already there.
+the reason and the others go on; so do the traits of a group whose records give no design (a
+covariate constant on them, a factor confounded with another: ``engine`` ``failed`` in
+``groups``), while a formula wrong for every trait (an unknown column) stops the batch at once.
+A variance estimated at 0 is a result, flagged in ``boundary``. Rows are written to
+``traits.csv`` as traits finish (flushed), so an interrupted run loses nothing and
+``resume=True`` skips the traits already there (read back with each column's type: numbers,
+flags, and text kept as written, so a trait named ``NA`` stays ``NA``).
 
 Execution (:mod:`bayes_animal.execution`): in this process, in local worker processes with
 one BLAS thread each (the default when there is work for them), or on a Dask cluster
@@ -251,13 +255,7 @@ class _Rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume and self.path.is_file() and self.path.stat().st_size > 0:
-            done = pd.read_csv(self.path, dtype={"trait": str}, keep_default_na=False)
-            if list(done.columns) != self.columns:
-                raise DataError(
-                    f"{self.path} was written by another kind of run (columns "
-                    f"{list(done.columns)}); use another --out folder or remove it."
-                )
-            for record in done.to_dict("records"):
+            for record in _read_rows(self.path, self.columns):
                 self.rows[str(record["trait"])] = record
             self._file = open(self.path, "a", encoding="utf-8")
         else:
@@ -282,6 +280,87 @@ class _Rows:
     def table(self, order: Sequence[str]) -> pd.DataFrame:
         rows = [self.rows[t] for t in order if t in self.rows]
         return pd.DataFrame(rows, columns=self.columns).reset_index(drop=True)
+
+
+_TEXT_COLUMNS = frozenset({"trait", "boundary", "status"})
+"""Columns of ``traits.csv`` read back as written: a trait named ``NA`` or ``null`` stays
+that name, and an empty ``boundary`` (no component at 0) stays ``""``, not NaN."""
+
+_FLAG_COLUMNS = frozenset({"converged", "reml_in_hdi"})
+"""Columns of ``traits.csv`` holding ``True``/``False`` (empty: not known, NaN)."""
+
+_COUNT_COLUMNS = frozenset({"n_records", "divergences"})
+"""Columns of ``traits.csv`` holding whole numbers (empty: not known, NaN)."""
+
+
+def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of a ``traits.csv`` written by an earlier run, with the types of a fresh row.
+
+    Every cell is read as the text written (``keep_default_na=False``: pandas' default would
+    turn a trait named ``NA`` or ``null`` into NaN), then each column is given its type:
+    text columns (:data:`_TEXT_COLUMNS`) stay text, flags become booleans, counts whole
+    numbers and the rest floats, an empty cell NaN — so a resumed table equals the table of
+    the run that wrote it, dtypes included.
+
+    Parameters
+    ----------
+    path
+        The ``traits.csv`` file.
+    columns
+        The columns the run writes (:data:`MANY_COLUMNS` or :data:`FIT_MANY_COLUMNS`).
+
+    Returns
+    -------
+    list of dict
+        One row per line of the file, column name to value.
+
+    Raises
+    ------
+    DataError
+        The file has other columns (another kind of run wrote it), or a cell of a numeric or
+        flag column is not a number or ``True``/``False`` (its trait and column named).
+    """
+    done = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(done.columns) != list(columns):
+        raise DataError(
+            f"{path} was written by another kind of run (columns "
+            f"{list(done.columns)}); use another --out folder or remove it."
+        )
+    typed: dict[str, list[Any]] = {}
+    for name in columns:
+        cells = done[name].tolist()
+        if name in _TEXT_COLUMNS:
+            typed[name] = cells
+            continue
+        values: list[Any] = []
+        for trait, cell in zip(done["trait"], cells, strict=True):
+            try:
+                values.append(_cell_value(name, cell))
+            except ValueError:
+                expected = "True or False" if name in _FLAG_COLUMNS else "a number"
+                raise DataError(
+                    f"{path}: the row of trait {trait!r} holds {cell!r} in column {name!r}, "
+                    f"not {expected} (was the file edited?). Correct or remove that row, or "
+                    "start again without --resume."
+                ) from None
+        typed[name] = values
+    return [dict(zip(columns, row, strict=True)) for row in zip(*typed.values(), strict=True)]
+
+
+def _cell_value(name: str, cell: str) -> Any:
+    """One cell of ``traits.csv`` as the type of its column (NaN where empty)."""
+    text = cell.strip()
+    if text == "":
+        return np.nan
+    if name in _FLAG_COLUMNS:
+        flags = {"true": True, "false": False}
+        if text.lower() not in flags:
+            raise ValueError(text)
+        return flags[text.lower()]
+    value = float(text)
+    if name in _COUNT_COLUMNS and np.isfinite(value) and value == int(value):
+        return int(value)
+    return value
 
 
 def _failed(trait: str, n_records: int, reason: str, columns: Sequence[str]) -> dict[str, Any]:
@@ -343,6 +422,40 @@ class _GroupWork:
     inputs: Any = None  # the sparse engine's validated inputs (y replaced per trait)
 
 
+class _GroupFailed(Exception):
+    """The records of one missing-value group cannot be fitted (their design fails): its
+    traits get rows with the reason and the batch goes on."""
+
+
+def _check_formula(formula: str, rhs: str, data: pd.DataFrame, trait: str, animal: str) -> None:
+    """What is wrong with the formula for every trait stops the batch before any group.
+
+    A group's design can fail on its own records (a covariate constant on them, a factor
+    confounded with another); that gives its traits a row with the reason. A formula that
+    cannot be read, a column that is not in the data or a missing animal column would fail
+    every group alike, so they are reported once, here.
+
+    Raises
+    ------
+    FormulaError
+        The formula cannot be read or names a column that is not in the data.
+    DataError
+        The animal column is not in the data.
+    """
+    from .errors import describe_items
+    from .spec.formula import unknown_names
+    from .spec.terms import specify
+
+    spec = specify(f"{_quoted(trait)} ~ {rhs}", animal=animal)
+    columns = [str(c) for c in data.columns]
+    unknown_names(spec.fixed_formula, columns, formula=formula)
+    if animal not in columns:
+        raise DataError(
+            f"The animal column {animal!r} is not in the data. Available columns: "
+            f"{describe_items(columns, limit=30)}. Pass animal=<column> (--animal)."
+        )
+
+
 def _prepare_group(
     rhs: str,
     data: pd.DataFrame,
@@ -352,14 +465,29 @@ def _prepare_group(
     method: str,
 ) -> tuple[_GroupWork, float, Choice]:
     """The work of one group and the seconds of its eigendecomposition (0 on the sparse
-    engine), as the chooser (:func:`~bayes_animal.choice.choose_many`) picked."""
+    engine), as the chooser (:func:`~bayes_animal.choice.choose_many`) picked.
+
+    Raises
+    ------
+    _GroupFailed
+        The design of the group's records fails (a :class:`~bayes_animal.errors.BayesAnimalError`
+        from :func:`~bayes_animal.api.model_inputs`, or an eigendecomposition that does not
+        converge): the message says why.
+    DataError
+        The formula adds random effects (every group alike: the batch stops).
+    """
+    from .errors import BayesAnimalError
     from .estimation.spectral import check_method
     from .linalg.spectral import decompose
 
     subset = data.loc[group.rows]
-    inputs = model_inputs(
-        f"{_quoted(group.traits[0])} ~ {rhs}", subset, source=source, animal=animal, warn=False
-    )
+    try:
+        inputs = model_inputs(
+            f"{_quoted(group.traits[0])} ~ {rhs}", subset, source=source, animal=animal,
+            warn=False,
+        )  # fmt: skip
+    except BayesAnimalError as exc:
+        raise _GroupFailed(str(exc)) from exc
     design = inputs.design
     if len(design.effects) != 1:
         raise DataError(
@@ -375,11 +503,22 @@ def _prepare_group(
             design, None, None, group.traits, y, None, check_method(method), "sparse", inputs
         )
         return work, 0.0, choice
-    relmat = inputs.dense_matrix()
-    problem = decompose(design, relmat)
+    try:
+        relmat = inputs.dense_matrix()
+        problem = decompose(design, relmat)
+    except (BayesAnimalError, np.linalg.LinAlgError) as exc:
+        raise _GroupFailed(str(exc)) from exc
     y_rot = problem.eigenvectors.T @ y
     work = _GroupWork(design, relmat, problem, group.traits, y, y_rot, check_method(method))
     return work, problem.seconds, choice
+
+
+def _group_reason(number: int, group: TraitGroup, message: str) -> str:
+    """The ``status`` of a trait whose group's design failed: which group, and why."""
+    return (
+        f"failed: the {group.n_records} records of its missing-value pattern (group {number}, "
+        f"{len(group.traits)} trait(s)) give no design — {message}"
+    )
 
 
 def _sparse_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tuple]:
@@ -585,8 +724,23 @@ def reml_many(
         blup_columns: list[pd.Series] = []
         group_rows = []
         decompose_seconds = 0.0
+        if fittable:
+            _check_formula(formula, rhs, data, fittable[0], animal)
         for number, group in enumerate(groups):
-            work, seconds, choice = _prepare_group(rhs, data, group, source, animal, method)
+            try:
+                work, seconds, choice = _prepare_group(rhs, data, group, source, animal, method)
+            except _GroupFailed as exc:
+                # this group's records cannot be fitted: its traits get rows with the
+                # reason, the other groups go on
+                reason = _group_reason(number, group, str(exc))
+                for trait in group.traits:
+                    rows.add(_failed(trait, group.n_records, reason, MANY_COLUMNS))
+                    bar.step()
+                group_rows.append(
+                    {"group": number, "traits": len(group.traits), "records": group.n_records,
+                     "eigh_seconds": 0.0, "engine": "failed", "why": str(exc)}
+                )  # fmt: skip
+                continue
             decompose_seconds += seconds
             group_rows.append(
                 {"group": number, "traits": len(group.traits), "records": group.n_records,

@@ -842,6 +842,28 @@ def test_reml_and_fit_with_many_traits(tmp_path):
     assert "Traceback" not in unknown.stderr
 
 
+def test_reml_many_traits_reports_a_group_whose_design_failed(sim_dir, tmp_path, capsys):
+    """`reml --traits` with a missing-value group whose design fails (a covariate constant on
+    its records): exit 0, its trait's row carries the reason and the summary counts it."""
+    pheno = pd.read_csv(sim_dir / "pheno.csv")
+    batch = np.arange(len(pheno)) % 2
+    pheno = pheno.assign(batch=batch, y_batch1=np.where(batch == 1, pheno["response"], np.nan))
+    pheno.to_csv(tmp_path / "pheno.csv", index=False)
+    out = tmp_path / "many"
+    status = main([
+        "reml", "--data", str(tmp_path / "pheno.csv"), "--relmat", str(sim_dir / "A.csv"),
+        "--formula", "~ 1 + fix + batch", "--traits", "response,y_batch1", "--out", str(out),
+        "--no-progress",
+    ])  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "2 traits: 1 ok, 1 with a note in 'status'" in printed
+    assert "2 pattern(s) of missing records: 1 with one eigendecomposition each" in printed
+    assert "1 whose design failed (the reason in 'status')" in printed
+    table = pd.read_csv(out / "traits.csv").set_index("trait")
+    assert "rank deficient" in table.loc["y_batch1", "status"]
+
+
 def test_fit_quiet_prints_no_progress_and_no_sampler_messages(sim_dir, tmp_path):
     """--quiet: the result table and nothing of the sampler's on stderr (the progress bar, the
     "note: parameterisation 'auto' chose" lines and PyMC's logging); --sampler pymc too."""

@@ -188,6 +188,133 @@ def test_rows_are_written_as_they_finish_and_resume_skips_them(traits, tmp_path)
     assert fresh.table.loc[0, "sigma2_u"] != 999.0
 
 
+def _with_batches(data):
+    """The traits plus a 0/1 covariate ``batch`` and two traits recorded only in batch 1 (one
+    missing-value pattern): on their records ``batch`` is the intercept, so their group's
+    fixed-effect design is rank deficient."""
+    batch = np.arange(len(data)) % 2
+    only_one = np.where(batch == 1, data["t0"].to_numpy(), np.nan)
+    return data.assign(batch=batch, t_batch1=only_one, t_batch1_twice=2 * only_one)
+
+
+def test_a_group_whose_design_fails_gets_rows_with_the_reason_and_the_batch_goes_on(
+    traits, tmp_path
+):
+    """A missing-value group whose records give no design (a covariate constant on them):
+    each of its traits gets a row with NaN estimates and the reason, the other traits' rows
+    equal those of a batch without it, and groups.csv names the failed group."""
+    data, relmat = traits
+    data = _with_batches(data)
+    formula, others = "~ 1 + fix + batch", ["t0", "t3", "t5", "t_noise"]
+    names = ["t0", "t_batch1", "t3", "t5", "t_batch1_twice", "t_noise"]
+    result = reml_many(formula, data, names, relmat=relmat, out=tmp_path, workers=1, progress=False)
+    alone = reml_many(formula, data, others, relmat=relmat, workers=1, progress=False)
+    table = result.table.set_index("trait")
+    assert list(table.index) == names
+    pd.testing.assert_frame_equal(table.loc[others], alone.table.set_index("trait"))
+    failed = table.loc[["t_batch1", "t_batch1_twice"]]
+    estimates = [c for c in MANY_COLUMNS if c.startswith(("sigma2", "h2", "se_", "loglik"))]
+    assert failed[estimates].isna().all().all()
+    assert (failed["n_records"] == 75).all() and not failed["converged"].any()
+    for status in failed["status"]:
+        assert status.startswith("failed: the 75 records of its missing-value pattern")
+        assert "rank deficient" in status and "'batch'" in status
+    groups = result.groups.set_index("engine")
+    assert groups.loc["failed", "traits"] == 2 and "rank deficient" in groups.loc["failed", "why"]
+    written = pd.read_csv(tmp_path / "traits.csv", keep_default_na=False)
+    assert sorted(written["trait"]) == sorted(names)
+    assert written.set_index("trait").loc["t_batch1", "status"] == table.loc["t_batch1", "status"]
+    assert (pd.read_csv(tmp_path / "groups.csv")["engine"] == "failed").sum() == 1
+
+
+def test_a_group_whose_decomposition_fails_gets_rows_with_the_reason(traits, monkeypatch):
+    """An eigendecomposition that does not converge on one group's records fails that group's
+    traits (rows with the reason), not the batch."""
+    import bayes_animal.linalg.spectral as spectral
+
+    data, relmat = traits
+    decompose = spectral.decompose
+
+    def failing_on_120_records(design, matrix, *args, **kwargs):
+        if design.n_records == 120:  # the group of t3 and t4
+            raise np.linalg.LinAlgError("Eigenvalues did not converge")
+        return decompose(design, matrix, *args, **kwargs)
+
+    monkeypatch.setattr(spectral, "decompose", failing_on_120_records)
+    result = reml_many("~ 1 + fix", data, "t0,t3,t4,t5", relmat=relmat, workers=1, progress=False)
+    status = result.table.set_index("trait")["status"]
+    assert status["t0"] == "ok" and status["t5"] == "ok"
+    for trait in ("t3", "t4"):
+        assert status[trait].startswith("failed: the 120 records") and "converge" in status[trait]
+
+
+def test_a_formula_wrong_for_every_trait_stops_the_batch_before_any_group(traits, tmp_path):
+    """An unknown column or a missing animal column would fail every group alike: the batch
+    stops with the error (traits.csv holds only its header), not a file of failed rows."""
+    from bayes_animal.errors import DataError, FormulaError
+
+    data, relmat = traits
+    with pytest.raises(FormulaError, match="fixx"):
+        reml_many("~ 1 + fixx", data, "t0,t3", relmat=relmat, out=tmp_path, progress=False)
+    assert list(pd.read_csv(tmp_path / "traits.csv")["trait"]) == []
+    with pytest.raises(DataError, match="animal column 'id'"):
+        reml_many("~ 1 + fix", data, "t0", relmat=relmat, animal="id", progress=False)
+
+
+def test_resume_reads_the_rows_back_with_their_types(traits, tmp_path):
+    """A resumed table equals the table of the run that wrote traits.csv, dtypes included:
+    numbers are numbers, a failed trait's estimates NaN, an empty boundary '' and traits
+    named like missing values ('NA', 'null') stay those names."""
+    data, relmat = traits
+    data = data.assign(NA=data["t1"], null=data["t2"], constant=1.0)
+    names = ["t0", "NA", "null", "t_noise", "constant", "t3"]
+    first = reml_many(
+        "~ 1 + fix", data, names, relmat=relmat, out=tmp_path, workers=1, progress=False
+    )
+    assert first.table["boundary"].eq("").any()  # a trait inside the parameter space
+    assert first.table["sigma2_u"].isna().sum() == 1  # the constant trait
+    resumed = reml_many(
+        "~ 1 + fix", data, names, relmat=relmat, out=tmp_path, resume=True, workers=1,
+        progress=False,
+    )  # fmt: skip
+    assert resumed.groups.empty  # nothing fitted again: every row came from the file
+    assert list(resumed.table["trait"]) == names
+    assert dict(resumed.table.dtypes) == dict(first.table.dtypes)
+    assert resumed.table["sigma2_u"].dtype == np.float64
+    assert resumed.table["n_records"].dtype == np.int64
+    assert resumed.table["converged"].dtype == bool
+    # values to the ten significant digits written
+    pd.testing.assert_frame_equal(resumed.table, first.table, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [("sigma2_u", "lots", "a number"), ("converged", "maybe", "True or False")],
+)
+def test_resume_names_a_cell_that_is_not_of_its_columns_type(
+    traits, tmp_path, column, value, expected
+):
+    data, relmat = traits
+    reml_many("~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, workers=1, progress=False)
+    path = tmp_path / "traits.csv"
+    done = pd.read_csv(path, dtype=str, keep_default_na=False)
+    done.loc[1, column] = value
+    done.to_csv(path, index=False)
+    message = rf"trait 't1' holds '{value}' in column '{column}', not {expected}"
+    with pytest.raises(BayesAnimalError, match=message):
+        reml_many(
+            "~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, resume=True,
+            progress=False,
+        )  # fmt: skip
+
+
+def test_resume_refuses_a_file_of_another_kind_of_run(traits, tmp_path):
+    data, relmat = traits
+    reml_many("~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, workers=1, progress=False)
+    with pytest.raises(BayesAnimalError, match="written by another kind of run"):
+        fit_many("~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, resume=True)
+
+
 def test_fit_many_gives_the_single_fits_draws_bit_for_bit(traits, tmp_path):
     """The same seed, data and model give the same draws: a trait's posterior in the batch is
     its single fit's, every variable identical (not only within Monte Carlo error)."""
