@@ -272,5 +272,7 @@ def test_chain_groups_give_the_same_draws_in_two_processes_or_one(tmp_path):
         "assert a['posterior'].sizes['chain'] == 4\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -7,6 +7,7 @@ import ast
 import re
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from conftest import REPO, python_stdout
@@ -195,3 +196,26 @@ def test_the_lock_script_names_a_dependency_that_is_not_installed():
     with pytest.raises(SystemExit, match="surely-absent-distribution.*make test"):
         lock.closure([Requirement("surely-absent-distribution>=1")])
     assert lock.closure([Requirement("pytest")])["pluggy"]  # its dependencies followed
+
+
+def test_every_subprocess_a_test_starts_has_a_timeout():
+    """A child that deadlocks must fail its test, not hang CI: every subprocess.run (and
+    check_output, call) in the tests passes timeout=, and pytest-timeout bounds every test."""
+    import ast
+    import tomllib
+
+    missing = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "subprocess"
+                and node.func.attr in ("run", "check_output", "check_call", "call")
+                and not any(keyword.arg == "timeout" for keyword in node.keywords)
+            ):
+                missing.append(f"{path.name}:{node.lineno}")
+    assert not missing, missing
+    options = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert options["tool"]["pytest"]["ini_options"]["timeout"] > 0

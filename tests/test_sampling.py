@@ -17,7 +17,9 @@ from bayes_animal.bayes import sampling
 
 
 def _run(script: str) -> None:
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
 
 
