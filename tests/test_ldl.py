@@ -100,3 +100,36 @@ def test_unknown_ordering_is_an_error():
 
     with pytest.raises(BayesAnimalError, match="Unknown ordering 'rcm'"):
         analyse(sparse.eye(3, format="csc"), ordering="rcm")
+
+
+def test_the_dense_block_is_factored_and_read_in_place(monkeypatch):
+    """The Schur complement reaches dpotrf in Fortran order, so LAPACK factors it in place (a
+    C-ordered block was copied on every factorisation), and the selected inverse's dense block
+    is read as a view (ravelling it in C order copied it on every lookup)."""
+    from scipy.linalg import lapack
+
+    from bayes_animal.linalg import ldl
+
+    seen = []
+    dpotrf = lapack.dpotrf
+
+    def spy(a, **options):
+        chol, info = dpotrf(a, **options)
+        seen.append(np.shares_memory(chol, a))
+        return chol, info
+
+    monkeypatch.setattr(ldl.lapack, "dpotrf", spy)
+    n = 30
+    C = _spd(n, 0.1, 3)
+    lower = sparse.tril(C).tocsc()
+    lower.sort_indices()
+    factor = analyse(lower, dense_block=8).factorise(lower.data)
+    assert seen == [True]
+    selected = factor.selected_inverse()
+    dense = selected._dense
+    assert np.shares_memory(selected.parts()[2], dense)
+    np.testing.assert_allclose(
+        selected.on_pattern(),
+        np.linalg.inv(C.toarray())[lower.tocoo().row, lower.tocoo().col],
+        atol=1e-12,
+    )

@@ -128,7 +128,8 @@ def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
     """Where Σ[i, j] (original indices) lives: kind 0 diagonal (index), 1 sparse column
-    (position in Li), 2 dense block (flat index), -1 not on the pattern of L."""
+    (position in Li), 2 dense block (flat index in the Fortran order LAPACK returns the block
+    in, lower triangle: (r, c) at c·m + r), -1 not on the pattern of L."""
     m = len(rows)
     width = len(iperm) - t
     kind = np.empty(m, np.int64)
@@ -140,7 +141,7 @@ def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
         c = min(a, b)
         if c >= t:
             kind[e] = 2
-            where[e] = (r - t) * width + (c - t)
+            where[e] = (c - t) * width + (r - t)
         elif r == c:
             kind[e] = 0
             where[e] = c
@@ -168,7 +169,12 @@ def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
-    """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest (lower)."""
+    """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest.
+
+    Returns ``(Lx, D, St, bad)``. ``St`` holds the Schur complement's lower triangle
+    transposed (``St[c, r] = S[r, c]``, r ≥ c), so that ``St.T`` is S in the Fortran order
+    LAPACK factors in place. ``bad`` is −1, or the first column whose pivot is not positive.
+    """
     Lx = np.empty(Lp[n])
     D = np.empty(n)
     x = np.zeros(n)
@@ -193,20 +199,28 @@ def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
             Lx[p] = x[r] / d
             x[r] = 0.0
     m = n - t
-    S = np.zeros((m, m))
+    St = np.zeros((m, m))
     for j in range(t, n):
         for p in range(Bp[j], Bp[j + 1]):
-            S[Bi[p] - t, j - t] += Bx[p]
+            St[j - t, Bi[p] - t] += Bx[p]
+    widest = 0
+    for k in range(t):
+        widest = max(widest, Lp[k + 1] - Lp[k])
+    scaled = np.empty(widest)
     for k in range(t):
         start = Lp[k + 1]
         while start > Lp[k] and Li[start - 1] >= t:
             start -= 1
         for a in range(start, Lp[k + 1]):
-            fa = Lx[a] * D[k]
-            ra = Li[a] - t
-            for b in range(start, a + 1):
-                S[ra, Li[b] - t] -= fa * Lx[b]
-    return Lx, D, S, -1
+            scaled[a - start] = Lx[a] * D[k]
+        # S[r_a, r_b] -= (L_ak d_k) L_bk for a ≥ b: one update of each entry per k, in the
+        # order of k, whichever loop is outer; column b outer writes St contiguously
+        for b in range(start, Lp[k + 1]):
+            lb = Lx[b]
+            cb = Li[b] - t
+            for a in range(b, Lp[k + 1]):
+                St[cb, Li[a] - t] -= scaled[a - start] * lb
+    return Lx, D, St, -1
 
 
 @njit(cache=True, nogil=True)
@@ -351,25 +365,23 @@ class Analysis:
         out = []
         for code in (0, 1, 2):
             chosen = np.flatnonzero(kind == code)
-            found = where[chosen]
-            if code == 2:  # dpotri returns a Fortran-ordered block: (r, c) at c·m + r
-                width = self.n - self.split
-                found = (found % width) * width + found // width
-            out.append((chosen, found))
+            out.append((chosen, where[chosen]))
         return out
 
     def factorise_permuted(self, Bx: np.ndarray) -> Factor:
         """Numeric factorisation for values already in the permuted lower storage."""
         Bp, Bi = self._lower
         Lp, Li, Rp, Rj = self._pattern
-        Lx, D, S, bad = _factorise(self.n, self.split, Bp, Bi, Bx, Lp, Li, Rp, Rj)
+        Lx, D, St, bad = _factorise(self.n, self.split, Bp, Bi, Bx, Lp, Li, Rp, Rj)
         if bad >= 0:
             raise NotPositiveDefinite(
                 f"The matrix is not positive definite (pivot {bad}, row {int(self.perm[bad])})."
             )
         if self.split < self.n:
+            # St.T is the Schur complement in Fortran order: dpotrf factors it in place (a
+            # C-ordered block would be copied on every factorisation)
             with blas_threads(size=self.n - self.split):
-                chol, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+                chol, info = lapack.dpotrf(St.T, lower=1, clean=1, overwrite_a=1)
             if info != 0:
                 raise NotPositiveDefinite(
                     f"The matrix is not positive definite (dense block pivot {info - 1})."
@@ -541,22 +553,22 @@ class SelectedInverse:
         if np.any(kind < 0):
             raise BayesAnimalError("An entry of C⁻¹ was asked for off the pattern of L.")
         out = np.empty(len(kind))
-        for code, source in ((0, self._Sd), (1, self._Sx), (2, self._dense.ravel())):
+        for code, source in ((0, self._Sd), (1, self._Sx), (2, self._dense.ravel(order="F"))):
             chosen = kind == code
             out[chosen] = source[where[chosen]]
         return out
 
     def parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The stored entries: the diagonal, the sparse columns, the dense block (flattened in
-        memory order), to index with :meth:`Analysis.inverse_positions`."""
-        return self._Sd, self._Sx, self._dense.ravel(order="K")
+        its memory's Fortran order: a view), to index with :meth:`Analysis.inverse_positions`."""
+        return self._Sd, self._Sx, self._dense.ravel(order="F")
 
     def on_pattern(self) -> np.ndarray:
         """:math:`(C^{-1})_{ij}` for every entry of the analysed lower pattern, in its order."""
         groups = self.analysis._input_groups
         out = np.empty(len(self.analysis._input_location[0]))
         for (positions, where), source in zip(
-            groups, (self._Sd, self._Sx, self._dense.ravel()), strict=True
+            groups, (self._Sd, self._Sx, self._dense.ravel(order="F")), strict=True
         ):
             out[positions] = source[where]
         return out
