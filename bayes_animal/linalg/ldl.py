@@ -58,11 +58,11 @@ diagonal, so :math:`\lambda_{\max}(\hat C) \ge 1`), Cauchy interlacing gives
 :math:`C_{jj}` minus terms whose sum :math:`C_{jj} - d_j` is below :math:`C_{jj}`, with an
 absolute error of about :math:`c\,u\,C_{jj}` (:math:`u = 2^{-53} \approx 1.1 \times 10^{-16}`,
 :math:`c` a modest multiple of the terms summed): its *relative* error is :math:`c\,u\,C_{jj}/d_j`.
-At the threshold that is :math:`10^{4} c\,u \approx 10^{-4} c` in :math:`d_j`, hence in
-:math:`\log|C|` and in the solution along that direction; much below it, :math:`d_j` — and
-the log-likelihood — is round-off, finite but wrong (a few ulps from :math:`C_{jj}`, its sign
-is chance). The threshold keeps four orders of magnitude between that regime and the largest
-relative error accepted, and it is far from every well-posed model: the smallest ratio over
+At the threshold that is :math:`10^{12} c\,u \approx 10^{-4} c` in :math:`d_j`, hence in
+:math:`\log|C|` and in the solution along that direction; towards a ratio of :math:`u`,
+:math:`d_j` — and the log-likelihood — is nothing but round-off, finite but wrong (its sign
+is chance). The threshold sits four orders of magnitude above that regime, and far below
+every well-posed model: the smallest ratio over
 every factorisation of the REML fits on ``../shared/data`` is :math:`1.8 \times 10^{-5}`
 (``seed_sim``, whose A has an eigenvalue of :math:`1.1 \times 10^{-7}`; gryphon's models
 0.03–0.2, the wheat lines 0.007). A given relationship matrix is held to the stricter
