@@ -15,6 +15,7 @@ __all__ = [
     "DataError",
     "FormulaError",
     "RelationshipError",
+    "SingularEquationsError",
     "describe_items",
 ]
 
@@ -33,6 +34,14 @@ class FormulaError(DataError):
 
 class RelationshipError(BayesAnimalError, ValueError):
     """The relationship matrix is unusable (not square, not symmetric, not PSD, bad ids …)."""
+
+
+class SingularEquationsError(BayesAnimalError, ValueError):
+    """The mixed-model equations are singular in floating point at valid variances: the model
+    cannot separate one unknown (a fixed-effect column, a level of a random effect) from the
+    others. The message names it and the usual causes (a fixed effect confounded with a
+    random one, nearly collinear covariates, a level with no information of its own, a
+    singular relationship matrix)."""
 
 
 def describe_items(items: Iterable[object], *, limit: int = 10) -> str:

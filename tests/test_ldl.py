@@ -73,9 +73,60 @@ def test_draws_have_covariance_c_inverse():
 def test_indefinite_matrix_is_reported():
     C = sparse.csc_matrix(np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
     lower = sparse.tril(C).tocsc()
-    for block in (0, 3):
-        with pytest.raises(NotPositiveDefinite, match="not positive definite"):
+    for block in (0, 3):  # in the sparse loop, and where LAPACK stops
+        with pytest.raises(NotPositiveDefinite, match="not positive definite") as caught:
             analyse(lower, ordering="natural", dense_block=block).factorise(lower.data)
+        assert caught.value.index == 1 and "row 1" in str(caught.value)
+        assert caught.value.ratio is None or caught.value.ratio <= 0
+
+
+def _nearly_singular(delta: float, scale: np.ndarray | None = None) -> sparse.csc_matrix:
+    """Rows 1 and 3 equal but for ``delta`` on the diagonal (row 3's pivot after row 1 is
+    δ/(1 + δ) of its diagonal entry), the rest well conditioned; optionally scaled S C S."""
+    C = np.array(
+        [
+            [4.0, 1.0, 0.0, 1.0],
+            [1.0, 1.0, 0.0, 1.0],
+            [0.0, 0.0, 2.0, 0.0],
+            [1.0, 1.0, 0.0, 1.0 + delta],
+        ]
+    )
+    if scale is not None:
+        C = scale[:, None] * C * scale[None, :]
+    lower = sparse.tril(sparse.csc_matrix(C)).tocsc()
+    lower.sort_indices()
+    return lower
+
+
+@pytest.mark.parametrize("block", [0, 1, 2, 4])
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [2, 3, 0, 1], [3, 2, 1, 0]])
+def test_a_pivot_below_the_relative_tolerance_is_an_error(block, order):
+    """A pivot of 1e-14 of its diagonal entry (positive, and accepted before the tolerance:
+    log|C| came out finite and wrong) is refused in the sparse loop and in the dense block
+    alike, whatever the ordering and the units; the error gives the original row and ratio."""
+    from bayes_animal.linalg.ldl import PIVOT_TOLERANCE
+
+    failing = max((1, 3), key=order.index)  # of the two near-equal rows, the later pivot
+    for scale in (None, np.array([1e-6, 1e8, 3.0, 1e-9])):
+        lower = _nearly_singular(1e-14, scale)
+        analysis = analyse(lower, ordering=np.array(order), dense_block=block)
+        with pytest.raises(NotPositiveDefinite, match="singular") as caught:
+            analysis.factorise(lower.data)
+        assert caught.value.index == failing
+        assert 0 < caught.value.ratio <= PIVOT_TOLERANCE
+        assert f"row {caught.value.index}" in str(caught.value)
+
+
+@pytest.mark.parametrize("block", [0, 4])
+def test_a_small_pivot_above_the_tolerance_is_accepted(block):
+    """δ = 1e-9 (1e3 above the tolerance), and any diagonal scaling of it: the factor exists
+    and its log-determinant is right to the accuracy the module docstring gives (u/δ)."""
+    for scale in (None, np.array([1e-100, 1e100, 1.0, 1e50])):
+        lower = _nearly_singular(1e-9, scale)
+        factor = analyse(lower, ordering="natural", dense_block=block).factorise(lower.data)
+        # the pivots are 4, 3/4, 2 and δ: |S C S| = 6δ Π s²
+        expected = np.log(6e-9) + (0.0 if scale is None else 2.0 * np.log(scale).sum())
+        assert factor.logdet == pytest.approx(expected, rel=1e-6)
 
 
 def test_amd_reduces_fill_and_is_a_permutation():
@@ -100,3 +151,36 @@ def test_unknown_ordering_is_an_error():
 
     with pytest.raises(BayesAnimalError, match="Unknown ordering 'rcm'"):
         analyse(sparse.eye(3, format="csc"), ordering="rcm")
+
+
+def test_the_dense_block_is_factored_and_read_in_place(monkeypatch):
+    """The Schur complement reaches dpotrf in Fortran order, so LAPACK factors it in place (a
+    C-ordered block was copied on every factorisation), and the selected inverse's dense block
+    is read as a view (ravelling it in C order copied it on every lookup)."""
+    from scipy.linalg import lapack
+
+    from bayes_animal.linalg import ldl
+
+    seen = []
+    dpotrf = lapack.dpotrf
+
+    def spy(a, **options):
+        chol, info = dpotrf(a, **options)
+        seen.append(np.shares_memory(chol, a))
+        return chol, info
+
+    monkeypatch.setattr(ldl.lapack, "dpotrf", spy)
+    n = 30
+    C = _spd(n, 0.1, 3)
+    lower = sparse.tril(C).tocsc()
+    lower.sort_indices()
+    factor = analyse(lower, dense_block=8).factorise(lower.data)
+    assert seen == [True]
+    selected = factor.selected_inverse()
+    dense = selected._dense
+    assert np.shares_memory(selected.parts()[2], dense)
+    np.testing.assert_allclose(
+        selected.on_pattern(),
+        np.linalg.inv(C.toarray())[lower.tocoo().row, lower.tocoo().col],
+        atol=1e-12,
+    )

@@ -258,3 +258,82 @@ def test_mrode_example_8_1_direct_maternal_with_covariance_and_maternal_pe(mrode
     assert beta["C(herd)[T.3]"] == pytest.approx(1.434, abs=5e-4)
     assert beta["C(pen)[1]"] == pytest.approx(34.540, abs=5e-4)
     assert beta["C(pen)[2]"] == pytest.approx(27.691, abs=5e-4)
+
+
+# -- equations singular at valid variances ----------------------------------------------------
+
+
+def _grouped_records(seed: int = 0, n: int = 200) -> pd.DataFrame:
+    """Records in five groups with a covariate: ``y ~ 1 + x + (1 | g)``."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 5, n)
+    data = pd.DataFrame({"g": np.array(list("abcde"))[g], "x": rng.standard_normal(n)})
+    data["y"] = rng.standard_normal(n) + g
+    return data
+
+
+def _grouped_equations(data: pd.DataFrame, ordering: str):
+    from bayes_animal.linalg.mme import MixedModelEquations
+    from bayes_animal.spec.parameters import Parameters
+
+    design = build_design("y ~ 1 + x + (1 | g)", data, warn=False)
+    return MixedModelEquations(design, {}, Parameters.from_spec(design.spec), ordering=ordering)
+
+
+def test_every_unknown_of_the_equations_has_a_name():
+    mme = _grouped_equations(_grouped_records(), "amd")
+    levels = list(mme.design.effect("g").levels)
+    names = [mme.unknown_name(i) for i in range(mme.size)]
+    assert names[:2] == ["the fixed-effect column 'Intercept'", "the fixed-effect column 'x'"]
+    assert names[2:] == [f"the level {lv!r} of the random effect 'g' (column 'g')" for lv in levels]
+    with pytest.raises(IndexError):
+        mme.unknown_name(mme.size)
+
+
+@pytest.mark.parametrize("ordering", ["natural", "amd"])
+def test_equations_singular_at_valid_variances_name_the_unknown(ordering):
+    """σ²_g = 1e14 σ²: valid, but G⁻¹ is below the round-off of ZᵀZ, so the intercept and the
+    sum of the group levels cannot be told apart; the pivot (positive: before the relative
+    tolerance log|C| came out finite and wrong) is refused and the user's error names the
+    level whose pivot vanished, the variances and the fixes. 1e10 still factors."""
+    from bayes_animal.errors import SingularEquationsError
+    from bayes_animal.linalg.ldl import NotPositiveDefinite
+
+    mme = _grouped_equations(_grouped_records(), ordering)
+    assert mme.parameters.names == ("g", "residual")
+    assert np.isfinite(mme.evaluate(np.array([1e10, 1.0])).loglik)
+    theta = np.array([1e14, 1.0])
+    with pytest.raises(NotPositiveDefinite) as caught:
+        mme.evaluate(theta)
+    index = caught.value.index
+    assert index >= mme.p  # a level of g: the fixed effects come first (natural) or are dense
+    error = mme.singular_error(caught.value, theta)
+    assert isinstance(error, SingularEquationsError) and isinstance(error, ValueError)
+    message = str(error)
+    assert "g=1e+14, residual=1" in message
+    assert mme.unknown_name(index) in message
+    assert "relationship matrix" in message and "confounded" in message
+
+
+def test_solve_mme_and_the_conditional_draws_word_a_singular_c():
+    from bayes_animal.bayes.conditional import draw_from_mixed_model
+    from bayes_animal.errors import SingularEquationsError
+
+    data = _grouped_records()
+    with pytest.raises(SingularEquationsError, match=r"level '\w' of the random effect 'g'"):
+        solve_mme("y ~ 1 + x + (1 | g)", data, variances={"g": 1e14, "residual": 1.0})
+    mme = _grouped_equations(data, "amd")
+    thetas = np.array([[1.0, 1.0], [1e14, 1.0]])
+    with pytest.raises(SingularEquationsError, match="g=1e\\+14"):
+        draw_from_mixed_model(mme, thetas, rng=np.random.default_rng(0))
+
+
+def test_a_fixed_column_in_the_singular_pivot_is_named_with_its_fixes():
+    from bayes_animal.errors import SingularEquationsError
+    from bayes_animal.linalg.ldl import NotPositiveDefinite
+
+    mme = _grouped_equations(_grouped_records(), "amd")
+    error = mme.singular_error(NotPositiveDefinite("", index=1, ratio=-0.5), np.ones(2))
+    assert isinstance(error, SingularEquationsError)
+    assert "the fixed-effect column 'x' is not positive" in str(error)
+    assert "collinear" in str(error) and "confounded" in str(error)

@@ -228,3 +228,86 @@ def test_chi_square_tails_equal_scipy():
     for df in (1, 2, 3, 4, 5, 7):
         for x in (0.1, 1.0, 3.84, 12.0, 37.91):
             assert _chi2_sf(x, df) == pytest.approx(chi2.sf(x, df), rel=1e-10), (df, x)
+
+
+# -- C(θ) that does not factor: the search steps back; where it persists, the user's error ---
+
+
+def _grouped_mme(seed: int = 1):
+    from bayes_animal import build_design
+    from bayes_animal.linalg.mme import MixedModelEquations
+    from bayes_animal.spec.parameters import Parameters
+
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 12, 240)
+    data = pd.DataFrame({"g": np.char.add("g", g.astype(str)), "x": rng.standard_normal(240)})
+    data["y"] = rng.normal(0, 1.0, 12)[g] + 0.5 * data["x"] + rng.standard_normal(240)
+    design = build_design("y ~ 1 + x + (1 | g)", data, warn=False)
+    return MixedModelEquations(design, {}, Parameters.from_spec(design.spec))
+
+
+def _failing_at(mme, calls):
+    """mme.evaluate raising NotPositiveDefinite (for a level of g) on the given call numbers."""
+    from bayes_animal.linalg.ldl import NotPositiveDefinite
+
+    evaluate = mme.evaluate
+    count = {"n": 0}
+
+    def patched(theta, **options):
+        count["n"] += 1
+        if calls(count["n"]):
+            raise NotPositiveDefinite("singular", index=mme.p + 3, ratio=1e-15)
+        return evaluate(theta, **options)
+
+    mme.evaluate = patched
+    return count
+
+
+def test_the_search_steps_back_from_trial_points_where_c_does_not_factor():
+    """NotPositiveDefinite at a trial point means 'outside the space': the step is halved
+    and the fit reaches the same optimum as without the failures."""
+    from bayes_animal.estimation.aireml import fit_aireml
+
+    plain = fit_aireml(_grouped_mme())
+    mme = _grouped_mme()
+    count = _failing_at(mme, lambda n: n in (2, 3, 5))  # the first trials of two iterations
+    fit = fit_aireml(mme)
+    assert count["n"] > plain.iterations + 3
+    assert fit.convergence.converged
+    np.testing.assert_allclose(fit.theta, plain.theta, rtol=1e-6)
+
+
+def test_a_singular_c_that_persists_at_valid_parameters_is_the_users_error():
+    """Every trial and the EM point fail: no point to step back to, so the fit stops with
+    the error that names the level (before: a silent, unconverged fit); at the start
+    likewise (before: 'the starting values are outside the parameter space')."""
+    from bayes_animal.errors import SingularEquationsError
+    from bayes_animal.estimation.aireml import fit_aireml
+
+    mme = _grouped_mme()
+    level = str(mme.design.effect("g").levels[3])
+    _failing_at(mme, lambda n: n > 1)
+    with pytest.raises(SingularEquationsError, match=f"level '{level}' of the random effect 'g'"):
+        fit_aireml(mme)
+    mme = _grouped_mme()
+    _failing_at(mme, lambda n: True)
+    with pytest.raises(SingularEquationsError, match="singular in floating point at g="):
+        fit_aireml(mme)
+    with pytest.raises(ValueError, match="outside the parameter space"):
+        fit_aireml(_grouped_mme(), start=np.array([-1.0, 1.0]))
+
+
+def test_nearly_collinear_covariates_are_a_clear_error():
+    """x2 = x + 1e-7·noise passes the design's rank test (singular value 1e-6 of the largest)
+    but C's pivot for one of them is 1e-14 of its diagonal entry: REML refuses it and names the
+    column, instead of estimating from a log-determinant with percent errors."""
+    from bayes_animal.errors import SingularEquationsError
+
+    rng = np.random.default_rng(0)
+    n = 200
+    g = rng.integers(0, 5, n)
+    data = pd.DataFrame({"g": np.array(list("abcde"))[g], "x": rng.standard_normal(n)})
+    data["x2"] = data["x"] + 1e-7 * rng.standard_normal(n)
+    data["y"] = rng.standard_normal(n) + g
+    with pytest.raises(SingularEquationsError, match="fixed-effect column 'x2?'.*collinear"):
+        reml("y ~ 1 + x + x2 + (1 | g)", data)

@@ -165,11 +165,21 @@ def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) 
     numpy.ndarray
         Draws × unknowns, in the order of the equations (``mme.p`` fixed effects, then each
         effect's levels).
+
+    Raises
+    ------
+    SingularEquationsError
+        :math:`C(\theta)` is singular in floating point at a draw (the unknown is named).
     """
+    from ..linalg.ldl import NotPositiveDefinite
+
     out = np.empty((len(thetas), mme.size))
     sigma_index = mme.parameters.index("residual")
     for k, theta in enumerate(np.asarray(thetas, dtype=float)):
-        factor = mme.factorise(theta)
+        try:
+            factor = mme.factorise(theta)
+        except NotPositiveDefinite as exc:  # a draw where C is singular: name the unknown
+            raise mme.singular_error(exc, theta) from exc
         mean = factor.solve(mme.Wty / theta[sigma_index])
         out[k] = mean + factor.draw(rng.standard_normal(mme.size))
     return out

@@ -6,8 +6,13 @@ selected inverse) and the average information :math:`\mathcal I` (Gilmour, Thomp
 1995), and proposes the Newton-like step :math:`\Delta = \mathcal I^{-1} g`:
 
 - the step is halved until the new point is inside the parameter space (variances > 0,
-  every :math:`G_0` positive definite) and the log-likelihood does not decrease; when ten
-  halvings do not succeed, an EM-REML step is taken instead (it never leaves the space);
+  every :math:`G_0` positive definite, and :math:`C(\theta)` factors: a pivot that vanishes,
+  :class:`~bayes_animal.linalg.ldl.NotPositiveDefinite`, marks a trial point as outside) and
+  the log-likelihood does not decrease; when ten halvings do not succeed, an EM-REML step is
+  taken instead (it never leaves the space). Where :math:`C` is singular at valid parameters
+  that the search cannot step back from — the start, the EM point — the fit stops with the
+  :meth:`~bayes_animal.linalg.mme.MixedModelEquations.singular_error` that names the
+  unknown;
 - a variance the step drives below zero is moved nine tenths of the way towards zero (to a
   tenth of its value: :data:`SHRINK_TOWARDS_ZERO`); one that is already within ``1e-6`` of
   :math:`\sigma_P^2` of zero and still pushed down is fixed at the **boundary** (held at
@@ -77,12 +82,24 @@ def ols_variance(mme: MixedModelEquations) -> float:
     return value if value > 0 else 1.0
 
 
-def _evaluate(mme: MixedModelEquations, theta: np.ndarray) -> Evaluation | None:
+def _evaluate(
+    mme: MixedModelEquations, theta: np.ndarray, *, required: bool = False
+) -> Evaluation | None:
+    """The evaluation at ``theta``; None outside the parameter space or where C(θ) does not
+    factor (a trial point to step back from).
+
+    Raises
+    ------
+    SingularEquationsError
+        ``required`` and θ valid but C(θ) singular: there is no point to step back to.
+    """
     if not mme.parameters.valid(theta):
         return None
     try:
         return mme.evaluate(theta)
-    except NotPositiveDefinite:
+    except NotPositiveDefinite as exc:
+        if required:
+            raise mme.singular_error(exc, theta) from exc
         return None
 
 
@@ -102,6 +119,14 @@ def fit_aireml(
         Starting parameters (default: the OLS residual variance shared equally).
     max_iterations
         AI iterations allowed; a fit stopped by this limit reports ``converged=False``.
+
+    Raises
+    ------
+    ValueError
+        The starting values are outside the parameter space.
+    SingularEquationsError
+        :math:`C(\theta)` is singular in floating point at valid parameters the search cannot
+        step back from (see the module docstring).
     """
     params = mme.parameters
     scale = ols_variance(mme)
@@ -109,9 +134,9 @@ def fit_aireml(
     held = BOUNDARY_VALUE * scale
     boundary: set[str] = set()
     released: dict[str, int] = {}
-    current = _evaluate(mme, theta)
-    if current is None:
+    if not params.valid(theta):
         raise ValueError("The starting values are outside the parameter space.")
+    current = _evaluate(mme, theta, required=True)
     last_change = np.inf
     em_steps = halvings = 0
     variances = set(params.variances)
@@ -174,7 +199,7 @@ def fit_aireml(
             em = mme.em_update(current)
             for name in boundary:
                 em[params.index(name)] = held
-            proposal = _evaluate(mme, em)
+            proposal = _evaluate(mme, em, required=True)
             em_steps += 1
             if proposal is None:  # pragma: no cover - EM stays inside the space
                 break

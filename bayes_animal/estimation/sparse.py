@@ -20,6 +20,7 @@ import numpy as np
 
 from ..design import Design
 from ..errors import BayesAnimalError
+from ..linalg.ldl import NotPositiveDefinite
 from ..linalg.mme import Evaluation, MixedModelEquations
 from ..spec.parameters import Parameters
 from ..structures.covariance import Structure
@@ -161,6 +162,9 @@ def solve_at(
     ------
     BayesAnimalError
         A variance is missing, unknown, or the values are not a valid covariance.
+    SingularEquationsError
+        The equations are singular in floating point at these variances (the message names
+        the fixed-effect column or the level).
     """
     params = Parameters.from_spec(design.spec)
     unknown = sorted(set(variances) - set(params.names))
@@ -177,7 +181,10 @@ def solve_at(
             f"{dict(zip(params.names, theta, strict=True))}."
         )
     mme = MixedModelEquations(design, structures, params, ordering=ordering)
-    evaluation = mme.evaluate(theta, information=False)
+    try:
+        evaluation = mme.evaluate(theta, information=False)
+    except NotPositiveDefinite as exc:
+        raise mme.singular_error(exc, theta) from exc
     predictions, beta_cov = _predictions(mme, evaluation, (), pev)
     names = list(design.fixed_names)
     return Solutions(

@@ -34,6 +34,43 @@ The mixed-model coefficient matrix :math:`C(\theta)` keeps one sparsity pattern 
 
 Solves and Gaussian draws with covariance :math:`C^{-1}` reuse the factor. Everything is
 exact: the tests compare with dense numpy on random patterns and on mixed-model matrices.
+
+**Pivots.** A pivot :math:`d_j` (of the sparse loop, or :math:`(L_c)_{kk}^2` of the dense
+block) at most :data:`PIVOT_TOLERANCE` :math:`= 10^{-12}` times the diagonal entry
+:math:`C_{jj}` of its own column is an error (:class:`NotPositiveDefinite`, with the row), as
+is a pivot :math:`\le 0`. Why relative to :math:`C_{jj}`, and why :math:`10^{-12}`: write
+:math:`C = B^\top B` (columns :math:`b_i`, taken in pivot order). The pivot is the Schur
+complement
+
+.. math::
+    d_j = C_{jj} - c_j^\top C_{<j}^{-1} c_j
+        = \lVert b_j - \Pi_{<j} b_j \rVert^2 = 1 / (C_{\le j}^{-1})_{jj},
+    \qquad \frac{d_j}{C_{jj}} = \sin^2 \angle\bigl(b_j, \operatorname{span}(b_{<j})\bigr)
+    \in (0, 1],
+
+so the ratio is unchanged when a row and column of :math:`C` are scaled (a covariate's units,
+the size of a variance): a threshold on :math:`d_j` itself, or relative to the largest
+diagonal, would depend on them. A small ratio means :math:`C` is nearly singular: with
+:math:`\hat C = \Delta^{-1/2} C \Delta^{-1/2}` (:math:`\Delta = \operatorname{diag} C`, unit
+diagonal, so :math:`\lambda_{\max}(\hat C) \ge 1`), Cauchy interlacing gives
+:math:`\lambda_{\min}(\hat C) \le \lambda_{\min}(\hat C_{\le j}) \le 1/(\hat C_{\le j}^{-1})_{jj}
+= d_j / C_{jj}`, hence :math:`\kappa(\hat C) \ge C_{jj}/d_j`. And the pivot is computed as
+:math:`C_{jj}` minus terms whose sum :math:`C_{jj} - d_j` is below :math:`C_{jj}`, with an
+absolute error of about :math:`c\,u\,C_{jj}` (:math:`u = 2^{-53} \approx 1.1 \times 10^{-16}`,
+:math:`c` a modest multiple of the terms summed): its *relative* error is :math:`c\,u\,C_{jj}/d_j`.
+At the threshold that is :math:`10^{12} c\,u \approx 10^{-4} c` in :math:`d_j`, hence in
+:math:`\log|C|` and in the solution along that direction; towards a ratio of :math:`u`,
+:math:`d_j` — and the log-likelihood — is nothing but round-off, finite but wrong (its sign
+is chance). The threshold sits four orders of magnitude above that regime, and far below
+every well-posed model: the smallest ratio over
+every factorisation of the REML fits on ``../shared/data`` is :math:`1.8 \times 10^{-5}`
+(``seed_sim``, whose A has an eigenvalue of :math:`1.1 \times 10^{-7}`; gryphon's models
+0.03–0.2, the wheat lines 0.007). A given relationship matrix is held to the stricter
+:data:`bayes_animal.linalg.inverse.PIVOT_TOLERANCE` (:math:`10^{-10}`) before it reaches
+:math:`C`. :class:`NotPositiveDefinite` is the search's signal that a trial :math:`\theta` is
+outside the space (:mod:`bayes_animal.estimation.aireml` steps back); where it persists at
+valid parameters, :meth:`bayes_animal.linalg.mme.MixedModelEquations.singular_error` names the
+effect and level of the row.
 """
 
 from __future__ import annotations
@@ -49,16 +86,47 @@ from ..errors import BayesAnimalError
 from . import ordering as orderings
 from .threads import blas_threads
 
-__all__ = ["Analysis", "Factor", "NotPositiveDefinite", "SelectedInverse", "analyse"]
+__all__ = [
+    "PIVOT_TOLERANCE",
+    "Analysis",
+    "Factor",
+    "NotPositiveDefinite",
+    "SelectedInverse",
+    "analyse",
+]
 
 #: A scalar flop of the sparse loop costs about this many dense (BLAS) flops.
 SPARSE_TO_DENSE_COST = 10.0
 #: Largest dense trailing block (8·m² bytes: 16 000 → 2 GB).
 MAX_DENSE_BLOCK = 16_000
+#: A pivot at most this fraction of its diagonal entry of C means C is singular in floating
+#: point (see "Pivots" in the module docstring): an error, not a log-determinant of round-off.
+PIVOT_TOLERANCE = 1e-12
 
 
 class NotPositiveDefinite(BayesAnimalError, ArithmeticError):
-    """The matrix is not positive definite (a pivot ≤ 0 at the reported position)."""
+    """The matrix is not positive definite, or is singular in floating point: a pivot is not
+    above :data:`PIVOT_TOLERANCE` times its diagonal entry.
+
+    Parameters
+    ----------
+    message
+        What failed, for the reader.
+    index
+        The row of the matrix (in the caller's order, before the fill-reducing permutation)
+        whose pivot failed; None where it is not known.
+    ratio
+        That pivot over its diagonal entry: at most 0 when the matrix is not positive
+        definite, in (0, :data:`PIVOT_TOLERANCE`] when it is singular in floating point; None
+        where LAPACK stopped without reporting it.
+    """
+
+    def __init__(
+        self, message: str, *, index: int | None = None, ratio: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.ratio = ratio
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +196,8 @@ def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
     """Where Σ[i, j] (original indices) lives: kind 0 diagonal (index), 1 sparse column
-    (position in Li), 2 dense block (flat index), -1 not on the pattern of L."""
+    (position in Li), 2 dense block (flat index in the Fortran order LAPACK returns the block
+    in, lower triangle: (r, c) at c·m + r), -1 not on the pattern of L."""
     m = len(rows)
     width = len(iperm) - t
     kind = np.empty(m, np.int64)
@@ -140,7 +209,7 @@ def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
         c = min(a, b)
         if c >= t:
             kind[e] = 2
-            where[e] = (r - t) * width + (c - t)
+            where[e] = (c - t) * width + (r - t)
         elif r == c:
             kind[e] = 0
             where[e] = c
@@ -167,13 +236,22 @@ def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
-    """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest (lower)."""
+def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, tolerance):  # pragma: no cover - compiled
+    """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest.
+
+    Returns ``(Lx, D, St, bad)``. ``St`` holds the Schur complement's lower triangle
+    transposed (``St[c, r] = S[r, c]``, r ≥ c), so that ``St.T`` is S in the Fortran order
+    LAPACK factors in place. ``bad`` is −1, or the first column whose pivot ``D[bad]`` is not
+    above ``tolerance`` times its diagonal entry of the matrix (see the module docstring).
+    """
     Lx = np.empty(Lp[n])
     D = np.empty(n)
     x = np.zeros(n)
     following = Lp[:-1].copy()
     for j in range(t):
+        diagonal = 0.0
+        if Bp[j] < Bp[j + 1] and Bi[Bp[j]] == j:  # rows ascending: the diagonal comes first
+            diagonal = Bx[Bp[j]]
         for p in range(Bp[j], Bp[j + 1]):
             x[Bi[p]] += Bx[p]
         for q in range(Rp[j], Rp[j + 1]):
@@ -185,7 +263,8 @@ def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
             following[k] = p + 1
         d = x[j]
         x[j] = 0.0
-        if not d > 0.0:
+        if not (d > 0.0 and d > tolerance * diagonal):
+            D[j] = d
             return Lx, D, np.zeros((0, 0)), j
         D[j] = d
         for p in range(Lp[j], Lp[j + 1]):
@@ -193,20 +272,28 @@ def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj):  # pragma: no cover - compiled
             Lx[p] = x[r] / d
             x[r] = 0.0
     m = n - t
-    S = np.zeros((m, m))
+    St = np.zeros((m, m))
     for j in range(t, n):
         for p in range(Bp[j], Bp[j + 1]):
-            S[Bi[p] - t, j - t] += Bx[p]
+            St[j - t, Bi[p] - t] += Bx[p]
+    widest = 0
+    for k in range(t):
+        widest = max(widest, Lp[k + 1] - Lp[k])
+    scaled = np.empty(widest)
     for k in range(t):
         start = Lp[k + 1]
         while start > Lp[k] and Li[start - 1] >= t:
             start -= 1
         for a in range(start, Lp[k + 1]):
-            fa = Lx[a] * D[k]
-            ra = Li[a] - t
-            for b in range(start, a + 1):
-                S[ra, Li[b] - t] -= fa * Lx[b]
-    return Lx, D, S, -1
+            scaled[a - start] = Lx[a] * D[k]
+        # S[r_a, r_b] -= (L_ak d_k) L_bk for a ≥ b: one update of each entry per k, in the
+        # order of k, whichever loop is outer; column b outer writes St contiguously
+        for b in range(start, Lp[k + 1]):
+            lb = Lx[b]
+            cb = Li[b] - t
+            for a in range(b, Lp[k + 1]):
+                St[cb, Li[a] - t] -= scaled[a - start] * lb
+    return Lx, D, St, -1
 
 
 @njit(cache=True, nogil=True)
@@ -326,6 +413,7 @@ class Analysis:
     _pattern: tuple = field(repr=False)
     _input_location: tuple = field(repr=False)
     _input_groups: tuple = field(repr=False)
+    _diagonal: np.ndarray = field(repr=False)
 
     def factorise(self, values: np.ndarray) -> Factor:
         """Numeric factorisation for ``values`` aligned with the analysed pattern's data.
@@ -333,7 +421,9 @@ class Analysis:
         Raises
         ------
         NotPositiveDefinite
-            A pivot is not positive (the message gives the original row).
+            A pivot is not above :data:`PIVOT_TOLERANCE` times its diagonal entry: the matrix
+            is not positive definite, or singular in floating point (the error's ``index`` is
+            the original row, for the caller to name).
         """
         Bx = np.empty(len(self._lower[1]))
         Bx[self._to_permuted] = values
@@ -351,32 +441,64 @@ class Analysis:
         out = []
         for code in (0, 1, 2):
             chosen = np.flatnonzero(kind == code)
-            found = where[chosen]
-            if code == 2:  # dpotri returns a Fortran-ordered block: (r, c) at c·m + r
-                width = self.n - self.split
-                found = (found % width) * width + found // width
-            out.append((chosen, found))
+            out.append((chosen, where[chosen]))
         return out
 
     def factorise_permuted(self, Bx: np.ndarray) -> Factor:
-        """Numeric factorisation for values already in the permuted lower storage."""
+        """Numeric factorisation for values already in the permuted lower storage.
+
+        Raises
+        ------
+        NotPositiveDefinite
+            As :meth:`factorise`.
+        """
         Bp, Bi = self._lower
         Lp, Li, Rp, Rj = self._pattern
-        Lx, D, S, bad = _factorise(self.n, self.split, Bp, Bi, Bx, Lp, Li, Rp, Rj)
+        t = self.split
+        Lx, D, St, bad = _factorise(self.n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, PIVOT_TOLERANCE)
         if bad >= 0:
-            raise NotPositiveDefinite(
-                f"The matrix is not positive definite (pivot {bad}, row {int(self.perm[bad])})."
-            )
-        if self.split < self.n:
-            with blas_threads(size=self.n - self.split):
-                chol, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+            raise self._pivot_error(bad, float(D[bad]), Bx)
+        if t < self.n:
+            # St.T is the Schur complement in Fortran order: dpotrf factors it in place (a
+            # C-ordered block would be copied on every factorisation)
+            with blas_threads(size=self.n - t):
+                chol, info = lapack.dpotrf(St.T, lower=1, clean=1, overwrite_a=1)
             if info != 0:
-                raise NotPositiveDefinite(
-                    f"The matrix is not positive definite (dense block pivot {info - 1})."
-                )
+                raise self._pivot_error(t + info - 1, None, Bx)
+            pivots = np.diag(chol) ** 2
+            small = np.flatnonzero(~(pivots > PIVOT_TOLERANCE * self._diagonal_of(Bx, t)))
+            if len(small):
+                raise self._pivot_error(t + int(small[0]), float(pivots[small[0]]), Bx)
         else:
             chol = np.zeros((0, 0))
         return Factor(self, Lx, D, chol)
+
+    def _diagonal_of(self, Bx: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The diagonal entries of pivots ``start`` … ``stop − 1`` from the permuted storage
+        (0 where the pattern has none)."""
+        where = self._diagonal[start:stop]
+        return np.where(where >= 0, Bx[np.maximum(where, 0)], 0.0) if len(Bx) else 0.0 * where
+
+    def _pivot_error(self, pivot: int, value: float | None, Bx: np.ndarray) -> NotPositiveDefinite:
+        """The error for the failed pivot at position ``pivot`` of the elimination order."""
+        index = int(self.perm[pivot])
+        where = f"the pivot of row {index} (position {pivot} of {self.n} in the elimination order)"
+        diagonal = float(self._diagonal_of(Bx, pivot, pivot + 1)[0])
+        if value is None or not value > 0.0:
+            shown = "not positive" if value is None else f"{value:.3g}"
+            return NotPositiveDefinite(
+                f"The matrix is not positive definite: {where} is {shown}.",
+                index=index,
+                ratio=None if value is None else value / diagonal if diagonal > 0 else value,
+            )
+        ratio = value / diagonal
+        return NotPositiveDefinite(
+            f"The matrix is not positive definite in floating point: {where} is {ratio:.2g} of "
+            f"its diagonal entry, at most the relative tolerance {PIVOT_TOLERANCE:g}, so the "
+            "row is a combination of the others to within round-off (the matrix is singular).",
+            index=index,
+            ratio=ratio,
+        )
 
     def locate(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where the selected inverse stores the entries (rows[k], cols[k])."""
@@ -438,6 +560,8 @@ def analyse(
     counts = np.diff(Lp)
     split = _split(counts) if dense_block is None else n - int(np.clip(dense_block, 0, n))
     kind, where = _locate(coo.row.astype(np.int64), coo.col.astype(np.int64), iperm, split, Lp, Li)
+    first = np.minimum(Bp[:-1], max(len(Bi) - 1, 0))
+    has_diagonal = (Bp[:-1] < Bp[1:]) & (Bi[first] == np.arange(n)) if len(Bi) else Bp[1:] < 0
     return Analysis(
         n=n,
         perm=perm,
@@ -453,6 +577,7 @@ def analyse(
         _input_groups=tuple(
             (np.flatnonzero(kind == code), where[kind == code]) for code in (0, 1, 2)
         ),
+        _diagonal=np.where(has_diagonal, Bp[:-1], -1),
     )
 
 
@@ -541,22 +666,22 @@ class SelectedInverse:
         if np.any(kind < 0):
             raise BayesAnimalError("An entry of C⁻¹ was asked for off the pattern of L.")
         out = np.empty(len(kind))
-        for code, source in ((0, self._Sd), (1, self._Sx), (2, self._dense.ravel())):
+        for code, source in ((0, self._Sd), (1, self._Sx), (2, self._dense.ravel(order="F"))):
             chosen = kind == code
             out[chosen] = source[where[chosen]]
         return out
 
     def parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The stored entries: the diagonal, the sparse columns, the dense block (flattened in
-        memory order), to index with :meth:`Analysis.inverse_positions`."""
-        return self._Sd, self._Sx, self._dense.ravel(order="K")
+        its memory's Fortran order: a view), to index with :meth:`Analysis.inverse_positions`."""
+        return self._Sd, self._Sx, self._dense.ravel(order="F")
 
     def on_pattern(self) -> np.ndarray:
         """:math:`(C^{-1})_{ij}` for every entry of the analysed lower pattern, in its order."""
         groups = self.analysis._input_groups
         out = np.empty(len(self.analysis._input_location[0]))
         for (positions, where), source in zip(
-            groups, (self._Sd, self._Sx, self._dense.ravel()), strict=True
+            groups, (self._Sd, self._Sx, self._dense.ravel(order="F")), strict=True
         ):
             out[positions] = source[where]
         return out

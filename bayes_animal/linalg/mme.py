@@ -49,9 +49,10 @@ import numpy as np
 from scipy import sparse
 
 from ..design import Design
+from ..errors import SingularEquationsError
 from ..spec.parameters import Block, Parameters
 from ..structures.covariance import IdentityStructure, Structure
-from .ldl import Analysis, Factor, SelectedInverse, analyse
+from .ldl import PIVOT_TOLERANCE, Analysis, Factor, NotPositiveDefinite, SelectedInverse, analyse
 from .threads import blas_threads
 
 __all__ = ["Evaluation", "MixedModelEquations"]
@@ -283,6 +284,77 @@ class MixedModelEquations:
     def effect_slice(self, name: str) -> slice:
         """Where the levels of an effect sit among the unknowns."""
         return self._slices[name]
+
+    def unknown_name(self, index: int) -> str:
+        """The unknown of row ``index`` of C in words: a fixed-effect column, or a level of a
+        random effect (the inverse of :meth:`effect_slice`)."""
+        if index < self.p:
+            return f"the fixed-effect column {self.design.fixed_names[index]!r}"
+        for effect in self.design.effects:
+            where = self._slices[effect.name]
+            if where.start <= index < where.stop:
+                level = effect.levels[index - where.start]
+                return (
+                    f"the level {str(level)!r} of the random effect {effect.name!r} "
+                    f"(column {effect.column!r})"
+                )
+        raise IndexError(f"Row {index} is not an unknown of these equations ({self.size}).")
+
+    def singular_error(
+        self, error: NotPositiveDefinite, theta: np.ndarray
+    ) -> SingularEquationsError:
+        """The user's error for a factorisation of :math:`C(\theta)` that failed at valid
+        parameters: which unknown's pivot vanished, and the usual causes and fixes.
+
+        Parameters
+        ----------
+        error
+            The factorisation's error (its ``index`` is the row of C, its ``ratio`` the pivot
+            over its diagonal entry; see :mod:`bayes_animal.linalg.ldl`).
+        theta
+            The parameters C was formed at.
+        """
+        at = ", ".join(
+            f"{name}={value:.6g}" for name, value in zip(self.parameters.names, theta, strict=True)
+        )
+        if error.ratio is not None and error.ratio > 0:
+            how = (
+                f"is {error.ratio:.2g} of its diagonal entry, below the relative tolerance "
+                f"{PIVOT_TOLERANCE:g}"
+            )
+        else:
+            how = "is not positive"
+        if error.index is None:  # pragma: no cover - the factorisation always names the row
+            what, causes = "a row of the equations", ""
+        else:
+            what = self.unknown_name(error.index)
+            if error.index < self.p:
+                causes = (
+                    " That column is, to within round-off, a combination of the other "
+                    "fixed-effect columns and of the random effects' levels. Usual causes: a "
+                    "fixed effect confounded with a random one (the same grouping as a fixed "
+                    "factor and as a random term, or a covariate that is constant within the "
+                    "levels of a random effect whose variance is large against the residual) — "
+                    "drop one of the two; or fixed-effect columns that are nearly collinear "
+                    "(a covariate almost a combination of others, polynomials in raw units) — "
+                    "remove, or centre and scale, them."
+                )
+            else:
+                causes = (
+                    " That level carries, to within round-off, no information of its own. "
+                    "Usual causes: a relationship matrix that is singular or nearly so (clones, "
+                    "duplicated genotypes) — add a ridge (ridge=0.01, --ridge 0.01) or blend it "
+                    "with a pedigree A; a random effect confounded with a fixed effect or with "
+                    "another random term (the same grouping twice) — drop one of the two; or a "
+                    "variance so many orders of magnitude above the residual that the level's "
+                    "prior information is below round-off — check the data's scale and the "
+                    "starting or given variances."
+                )
+        return SingularEquationsError(
+            f"The mixed-model equations are singular in floating point at {at}: the pivot of "
+            f"{what} {how}, so the log-likelihood and the solutions would be round-off."
+            f"{causes}"
+        )
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
