@@ -255,11 +255,16 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
                 "factor: a dense inverse)"
             )
     else:
-        reason = "one random effect whose " + (
-            f"matrix is sparse ({f.density:.1%} non-zero; its inverse is computed sparse)"
-            if f.given_matrix and f.sparse_inverse
-            else f"matrix is {f.density:.1%} non-zero"
-        ) + f": the sparse equations cost less than an eigendecomposition of {f.n_records} records"
+        reason = (
+            "one random effect whose "
+            + (
+                f"matrix is sparse ({f.density:.1%} non-zero; its inverse is computed sparse)"
+                if f.given_matrix and f.sparse_inverse
+                else f"matrix is {f.density:.1%} non-zero"
+            )
+            + ": the sparse equations cost less than an eigendecomposition of "
+            + f"{f.n_records} records"
+        )
     return Choice(chosen, reason + ".", costs)
 
 
@@ -326,9 +331,7 @@ def engine_cost(engine: str, f: Facts, gradients: int) -> float:
             return _inverse_cost(f) * (1 + gradients)
         return _inverse_cost(f) + gradients * SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
     if engine in ("noncentred", "partial"):
-        setup = (
-            EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3 if engine == "partial" else 0.0
-        )
+        setup = EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3 if engine == "partial" else 0.0
         per_gradient = NONCENTRED_SECONDS_PER_UNKNOWN * f.order
         return setup + gradients * NONCENTRED_GRADIENT_FACTOR * per_gradient
     raise BayesAnimalError(f"Unknown engine {engine!r}.")

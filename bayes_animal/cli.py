@@ -291,19 +291,18 @@ def _format_fit(fit) -> str:
     return "\n".join(lines)
 
 
-def _write_fit(fit, out: Path) -> list[str]:
-    """summary.json, ebv*.csv, posterior.nc and ranking.csv here; the two figures at the same
-    time in a child process where a second core is free (they take 0.6-1 s of matplotlib)."""
-    import matplotlib
+#: What the figures' worker imports while the fit runs (:func:`_write_fit`).
+FIGURE_MODULES = ("matplotlib.pyplot", "bayes_animal.results.plotting")
 
-    matplotlib.use("Agg")
-    from .execution import run_forked
-    from .linalg.threads import default_threads
-    from .results.plotting import plot_h2, plot_trace
 
-    def figures() -> None:
-        plot_h2(fit).figure.savefig(out / "h2.png", dpi=120)
-        plot_trace(fit)[0, 0].figure.savefig(out / "trace.png", dpi=100)
+def _write_fit(fit, out: Path, worker=None) -> list[str]:
+    """summary.json, ebv*.csv, posterior.nc and ranking.csv here; the two figures (0.6-1.6 s
+    of matplotlib) at the same time in ``worker`` (a :class:`~bayes_animal.execution.Worker`
+    started with the fit, which has imported matplotlib meanwhile), else here after them."""
+    from functools import partial
+
+    from .execution import run_beside
+    from .results.plotting import save_fit_figures
 
     def files() -> dict[str, Path]:
         paths = fit.save(out)
@@ -314,7 +313,11 @@ def _write_fit(fit, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("h2.png", "trace.png"):  # never leave a previous run's figure behind
         (out / name).unlink(missing_ok=True)
-    paths, _ = run_forked([files, figures], parallel=default_threads() >= 2)
+    paths, _ = run_beside(
+        [files, partial(save_fit_figures, fit, out)],
+        parallel=worker is not None,
+        workers=None if worker is None else [worker],
+    )
     return [p.name for p in paths.values()] + ["ranking.csv", "h2.png", "trace.png"]
 
 
@@ -366,14 +369,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     if args.traits:
         return _many_traits(args, bayesian=True)
+    from contextlib import nullcontext
+
+    from .execution import Worker, can_start_workers
+    from .linalg.threads import available_cores
+
     data = read_data(args.data)
     source = _relationship_from_args(args)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)
-    _report_warnings(caught)
-    out = Path(args.out)
-    written = _write_fit(fit, out)
+    spare_core = available_cores() >= 2 and can_start_workers()
+    with Worker(FIGURE_MODULES) if spare_core else nullcontext() as worker:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)
+        _report_warnings(caught)
+        out = Path(args.out)
+        written = _write_fit(fit, out, worker)
     if args.json:
         print(json.dumps(fit.to_summary_dict()))
     else:

@@ -10,9 +10,12 @@ task functions set it): on a small machine a second thread per process only spin
 A Dask worker that dies mid-run takes its running tasks with it; the scheduler runs them
 again on the workers left (``distributed``'s allowed failures), and the batch completes.
 
-:func:`run_forked` is for a few pieces of one job that should overlap on a free core (a
-sampler's chain groups, a command's figures): the first here, the others in forked children
-that inherit everything and send their results back pickled.
+:func:`run_beside` is for a few pieces of one job that should overlap on a free core (a
+sampler's chain groups, a command's figures): the first here, the others in worker processes
+of their own (fresh interpreters, :mod:`bayes_animal.worker`) that get their work and send
+their results back pickled. Local batches (:func:`run_tasks`) use a forkserver (Linux) or
+spawn pool, whose workers import the caller's main module: a script that runs a batch with
+``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import signal
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -30,68 +31,158 @@ from typing import Any
 from .errors import BayesAnimalError
 from .linalg.threads import available_cores
 
-__all__ = ["can_fork", "default_workers", "run_forked", "run_tasks"]
+__all__ = ["Worker", "can_start_workers", "default_workers", "run_beside", "run_tasks"]
 
 _WORK: Any = None
 
 
-def can_fork() -> bool:
-    """Whether :func:`run_forked` can use children here (Linux: fork copies nothing up front)."""
-    return sys.platform.startswith("linux")
+def can_start_workers() -> bool:
+    """Whether :func:`run_beside` can start worker processes here (an interpreter to run)."""
+    return bool(sys.executable)
 
 
-def run_forked(works: Sequence[Callable[[], Any]], *, parallel: bool) -> list[Any]:
-    """Each ``works[i]()``'s result: ``works[0]`` here while ``works[1:]`` run at the same
-    time in forked children (their results pickled back through a pipe), or all here one
-    after the other when not ``parallel`` (or where :func:`can_fork` says no).
+def _worker_environment() -> dict[str, str]:
+    """The worker's environment: this one, with this process's module path (so that the work
+    unpickles wherever its functions were imported from)."""
+    paths = [p for p in sys.path if p]
+    previous = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*paths, *([previous] if previous else [])]),
+    }
 
-    A child that fails (an exception, a result that cannot be pickled) is run again here, so
-    that its real error is raised in this process, once every child has been read and reaped;
-    when this process is interrupted or ``works[0]`` raises, the children still running are
-    killed and reaped before the error goes on. The children inherit everything and use
-    none of the parent's other threads (BLAS, a sampler's idle workers), which is what makes
-    forking a multi-threaded process safe for this kind of work; they leave by ``os._exit``.
-    """
-    if not parallel or len(works) < 2 or not can_fork():
-        return [work() for work in works]
-    children = []
-    for index in range(1, len(works)):
-        read, write = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork()"
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child; its results are checked by the tests
-            os.close(read)
-            code = 1
+
+class Worker:
+    """A worker process (:mod:`bayes_animal.worker`) for one piece of work: started now, with
+    ``preload`` (module names) imported while this process goes on; :meth:`submit` hands it
+    the work pickled, :meth:`result` waits for the answer. A worker given no work ends when
+    :meth:`stop` (or the ``with`` block's end) closes it."""
+
+    def __init__(self, preload: Sequence[str] = ()) -> None:
+        import subprocess
+
+        environment = {**_worker_environment(), "MPLBACKEND": "Agg"}  # it never shows a window
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bayes_animal.worker", *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=environment,
+        )
+        self._sender = None
+
+    def submit(self, work: Callable[[], Any]) -> None:
+        """Send the work (pickled here; written by a thread, so that a payload larger than a
+        pipe's buffer does not wait for the worker to read it)."""
+        import threading
+
+        payload = pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def send() -> None:
             try:
-                with os.fdopen(write, "wb") as handle:
-                    pickle.dump(works[index](), handle)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        children.append((index, pid, read))
-    pending = {index: (pid, read) for index, pid, read in children}
-    payloads: dict[int, bytes] = {}
+                with self.process.stdin:
+                    self.process.stdin.write(payload)
+            except (BrokenPipeError, OSError):  # the worker ended: its status says why
+                pass
+
+        self._sender = threading.Thread(target=send, daemon=True)
+        self._sender.start()
+
+    def result(self, index: int = 1) -> Any:
+        """The work's result, or its error raised here (see :func:`run_beside`)."""
+        answer = self.process.stdout.read()
+        self.process.stdout.close()
+        status = self.process.wait()
+        if self._sender is not None:
+            self._sender.join(timeout=1)
+        return _answer(answer, status, index)
+
+    def stop(self) -> None:
+        """End the worker: one that has its work is killed, one without work is told there is
+        none; then it is waited for."""
+        import subprocess
+
+        process = self.process
+        if process.poll() is None:
+            if self._sender is None:
+                try:
+                    process.stdin.close()  # no work: it exits at once
+                    process.wait(timeout=5)
+                except (OSError, ValueError):
+                    pass
+                except subprocess.TimeoutExpired:  # a worker that does not exit is killed
+                    process.kill()
+            if process.poll() is None:
+                process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout):
+            if stream is not None and not stream.closed:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def run_beside(
+    works: Sequence[Callable[[], Any]],
+    *,
+    parallel: bool,
+    workers: Sequence[Worker] | None = None,
+) -> list[Any]:
+    """Each ``works[i]()``'s result: ``works[0]`` here while each of ``works[1:]`` runs at the
+    same time in a worker process of its own (:class:`Worker`; ``workers``: ones started
+    earlier, else started now), or all here one after the other when not ``parallel``.
+
+    The workers are fresh interpreters: nothing of this process — its BLAS, Arrow or sampler
+    threads, their locks, a notebook's connection — is inherited, which is what makes this
+    safe where a fork of a multi-threaded process is not, and the same on Linux, macOS and
+    Windows; the caller's ``__main__`` is not imported. ``works[1:]`` must pickle
+    (module-level functions, :func:`functools.partial`); their results come back pickled.
+
+    Raises
+    ------
+    Exception
+        A worker's own exception, raised here with its traceback as a note; a worker that ends
+        without an answer (killed, out of memory) is a :class:`BayesAnimalError` with its exit
+        status. When this process is interrupted or ``works[0]`` raises, the workers are killed
+        and waited for before the error goes on.
+    """
+    if not parallel or len(works) < 2 or not can_start_workers():
+        for worker in workers or ():
+            worker.stop()
+        return [work() for work in works]
+    started = list(workers or ())
+    started += [Worker() for _ in range(len(works) - 1 - len(started))]
     try:
-        results = {0: works[0]()}
-        for index, pid, read in children:  # every child read and reaped before any re-run
-            with os.fdopen(read, "rb") as handle:
-                payload = handle.read()
-            del pending[index]
-            _, status = os.waitpid(pid, 0)
-            payloads[index] = payload if os.waitstatus_to_exitcode(status) == 0 else b""
-    except BaseException:  # the children's work is no longer wanted: stop them, then raise
-        for pid, read in pending.values():
-            os.close(read)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        raise
-    for index, payload in payloads.items():
-        results[index] = pickle.loads(payload) if payload else works[index]()
-    return [results[i] for i in range(len(works))]
+        for worker, work in zip(started, works[1:], strict=True):
+            worker.submit(work)
+        results = [works[0]()]
+        results += [worker.result(index) for index, worker in enumerate(started, start=1)]
+    finally:  # every worker done, or (on an error here) stopped and waited for
+        for worker in started:
+            worker.stop()
+    return results
+
+
+def _answer(data: bytes, status: int, index: int) -> Any:
+    """The result in a worker's answer, or its error raised here."""
+    if not data:
+        raise BayesAnimalError(
+            f"Worker process {index} ended with exit status {status} and no answer (killed, "
+            "or out of memory?). Run again with parallel work off (one core, or "
+            "BAYES_ANIMAL_THREADS=1) to see the error in this process."
+        )
+    kind, *rest = pickle.loads(data)
+    if kind == "ok":
+        return rest[0]
+    exception, text = rest
+    exception.add_note(f"(raised in worker process {index}; its traceback:)\n{text.rstrip()}")
+    raise exception
 
 
 def default_workers() -> int:

@@ -1,79 +1,101 @@
-"""run_forked: pieces of one job at once in forked children, results back, failures redone
-here (the chain groups of bayes.sampling and the figures of the fit command use it)."""
+"""run_beside: pieces of one job at once, the first here and the others in worker processes of
+their own (fresh interpreters: the chain groups of bayes.sampling and the figures of the fit
+command use it); run_tasks: batches, cancelled on a failure."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
 
 import pytest
 
-from bayes_animal.execution import can_fork, run_forked
+from bayes_animal.errors import BayesAnimalError
+from bayes_animal.execution import Worker, run_beside
 
 
-def test_results_come_back_from_the_children_in_order():
-    parent = os.getpid()
-    results = run_forked(
-        [lambda: ("first", os.getpid()), lambda: ("second", os.getpid()), lambda: [1, 2]],
+def _pid_and(label):
+    return label, os.getpid()
+
+
+def _fails(message):
+    raise ValueError(message)
+
+
+def _write(path, text):
+    Path(path).write_text(text)
+    return text
+
+
+def _sleep_after_marking(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(30)
+
+
+def _exit_hard():
+    os._exit(3)
+
+
+def _unpicklable_result():
+    return lambda: None
+
+
+def _imported(name):
+    return name in sys.modules
+
+
+def test_results_come_back_from_the_workers_in_order():
+    results = run_beside(
+        [partial(_pid_and, "first"), partial(_pid_and, "second"), partial(_pid_and, "third")],
         parallel=True,
     )
-    assert [r[0] for r in results[:2]] == ["first", "second"] and results[2] == [1, 2]
-    assert results[0][1] == parent
-    if can_fork():
-        assert results[1][1] != parent  # ran in a child
+    assert [r[0] for r in results] == ["first", "second", "third"]
+    assert results[0][1] == os.getpid()
+    assert len({r[1] for r in results}) == 3  # each in a process of its own
 
 
 def test_not_parallel_runs_everything_here_in_order():
     order = []
-    results = run_forked(
+    results = run_beside(
         [lambda: order.append(0) or 0, lambda: order.append(1) or 1], parallel=False
     )
     assert results == [0, 1] and order == [0, 1]
 
 
-def test_a_failing_child_is_run_again_here_where_its_error_is_raised():
-    parent = os.getpid()
-
-    def fails_in_a_child():
-        if os.getpid() != parent:
-            raise RuntimeError("the child fails")
-        return "here"
-
-    assert run_forked([lambda: None, fails_in_a_child], parallel=True)[1] == "here"
-
-    def always_fails():
-        raise ValueError("a real error")
-
-    with pytest.raises(ValueError, match="a real error"):
-        run_forked([lambda: None, always_fails], parallel=True)
+def test_a_workers_error_is_raised_here_with_its_traceback_and_not_run_again(tmp_path):
+    with pytest.raises(ValueError, match="the worker fails") as raised:
+        run_beside([lambda: None, partial(_fails, "the worker fails")], parallel=True)
+    notes = "\n".join(getattr(raised.value, "__notes__", []))
+    assert "raised in worker process 1" in notes and "_fails" in notes
 
 
-def test_a_result_that_cannot_be_pickled_is_made_here():
-    parent = os.getpid()
-    result = run_forked([lambda: None, lambda: lambda: os.getpid()], parallel=True)[1]
-    assert result() == parent  # the child's lambda could not come back: remade here
+def test_a_result_that_cannot_be_pickled_is_an_error_from_the_worker():
+    with pytest.raises(Exception, match="pickle|lambda") as raised:
+        run_beside([lambda: None, _unpicklable_result], parallel=True)
+    assert "raised in worker process 1" in "\n".join(getattr(raised.value, "__notes__", []))
 
 
-def test_files_written_in_a_child_exist(tmp_path):
-    """What the fit command relies on: a child's side effects (its figures) are there when
-    run_forked returns."""
+def test_a_worker_that_dies_without_an_answer_is_a_clear_error():
+    with pytest.raises(BayesAnimalError, match=r"Worker process 1 ended with exit status 3"):
+        run_beside([lambda: None, _exit_hard], parallel=True)
+
+
+def test_files_written_in_a_worker_exist(tmp_path):
+    """What the fit command relies on: a worker's side effects (its figures) are there when
+    run_beside returns."""
     target = tmp_path / "made.txt"
-    run_forked([lambda: None, lambda: target.write_text("x")], parallel=True)
+    assert run_beside([lambda: None, partial(_write, target, "x")], parallel=True)[1] == "x"
     assert target.read_text() == "x"
 
 
-def test_an_error_here_stops_and_reaps_the_children(tmp_path):
-    """When the work done here raises, the children (whose results are no longer wanted) are
-    stopped and waited for: none is left running or as a zombie, and the error goes on."""
-    import time
-
-    if not can_fork():
-        pytest.skip("children are forked on Linux only")
-    marker = tmp_path / "child.pid"
+def test_an_error_here_stops_and_reaps_the_workers(tmp_path):
+    """When the work done here raises, the workers (whose results are no longer wanted) are
+    killed and waited for: none is left running, and the error goes on."""
+    marker = tmp_path / "worker.pid"
     started = time.perf_counter()
-
-    def child():
-        marker.write_text(str(os.getpid()))
-        time.sleep(30)
 
     def fails_here():
         while not marker.exists() or not marker.read_text():
@@ -81,31 +103,42 @@ def test_an_error_here_stops_and_reaps_the_children(tmp_path):
         raise RuntimeError("here")
 
     with pytest.raises(RuntimeError, match="here"):
-        run_forked([fails_here, child], parallel=True)
-    assert time.perf_counter() - started < 10  # the sleeping child was stopped
-    with pytest.raises(ChildProcessError):  # and reaped: it is no longer this process's child
-        os.waitpid(int(marker.read_text()), os.WNOHANG)
+        run_beside([fails_here, partial(_sleep_after_marking, marker)], parallel=True)
+    assert time.perf_counter() - started < 20  # the sleeping worker was stopped
+    pid = int(marker.read_text())
+    with pytest.raises(ChildProcessError):  # and reaped: no longer this process's child
+        os.waitpid(pid, os.WNOHANG)
 
 
-def test_a_failing_child_is_redone_only_after_every_child_is_reaped(tmp_path):
-    """Child 1 fails for real (its error is raised here, where it is redone) while child 2
-    returns a result larger than a pipe's buffer: child 2 has been read and reaped first, so
-    nothing is left blocked writing to a pipe nobody reads."""
-    if not can_fork():
-        pytest.skip("children are forked on Linux only")
-    marker = tmp_path / "child.pid"
+def test_a_worker_started_early_has_its_modules_imported_and_one_unused_just_ends():
+    with Worker(["json"]) as worker:
+        assert run_beside(
+            [lambda: None, partial(_imported, "json")], parallel=True, workers=[worker]
+        ) == [None, True]
+    unused = Worker(["json"])
+    unused.stop()
+    assert unused.process.returncode == 0
 
-    def always_fails():
-        raise ValueError("a real error")
 
-    def large():
-        marker.write_text(str(os.getpid()))
-        return b"x" * 300_000
-
-    with pytest.raises(ValueError, match="a real error"):
-        run_forked([lambda: None, always_fails, large], parallel=True)
-    with pytest.raises(ChildProcessError):  # reaped: no longer this process's child
-        os.waitpid(int(marker.read_text()), os.WNOHANG)
+def test_a_script_without_a_main_guard_runs_work_in_a_worker(tmp_path):
+    """The worker never imports the caller's __main__: a script with no
+    ``if __name__ == "__main__":`` guard does not run itself again (spawn and forkserver
+    would)."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import os\n"
+        "from functools import partial\n"
+        "from bayes_animal.execution import run_beside\n"
+        "print('script body ran', flush=True)\n"
+        "results = run_beside([os.getpid, os.getpid], parallel=True)\n"
+        "assert results[0] != results[1]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("script body ran") == 1 and done.stdout.strip().endswith("ok")
 
 
 def _marked_task(folder, task):

@@ -107,51 +107,32 @@ _SMALL = (
 )
 
 
-def test_the_callers_work_runs_here_while_the_groups_run_in_children():
-    """In a fresh process with a core free, both groups run in children
-    (``chain_processes`` 2) while ``meanwhile`` runs once, in this process; with one core it
-    runs here too, once; the draws are the same either way and do not depend on it."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("chain groups run in forked processes on Linux only")
+def test_the_second_group_runs_in_a_worker_while_the_first_and_the_callers_work_run_here():
+    """With a core free, the first chain group (with the progress bar) and then ``meanwhile``
+    run in this process while the second group runs in a worker process (``chain_processes``
+    2, nutpie called in another process); with one core all of it runs here; the draws are
+    the same either way."""
     _run(
-        _SMALL + "calls = []\n"
-        "work = lambda: calls.append(os.getpid())\n"
-        "a = sampling.sample_density(density, x0, cov, cores=2, progressbar=False,"
-        " meanwhile=work, **options)\n"
-        "assert a.attrs['chain_processes'] == 2 and calls == [os.getpid()]\n"
-        "b = sampling.sample_density(density, x0, cov, cores=1, progressbar=False,"
-        " meanwhile=work, **options)\n"
-        "assert b.attrs['chain_processes'] == 1 and calls == [os.getpid()] * 2\n"
-        "c = sampling.sample_density(density, x0, cov, cores=1, progressbar=False, **options)\n"
-        "for tree in (b, c):\n"
-        "    assert np.array_equal(a['posterior']['h2'].values, tree['posterior']['h2'].values)\n"
-        "print('ok')\n"
-    )
-
-
-def test_in_a_notebook_the_progress_bar_group_runs_here():
-    """Under a notebook's kernel the group that draws the progress bar runs in this process
-    (a forked child must not use the kernel's connection), the other in a child, and the
-    caller's work after them; the draws are those of a run without the bar."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("chain groups run in forked processes on Linux only")
-    _run(
-        _SMALL + "sampling._in_a_notebook = lambda: True\n"
-        "order = []\n"
+        _SMALL + "order = []\n"
         "nutpie = sampling.import_nutpie()\n"
         "real_sample = nutpie.sample\n"
         "def sample(*args, **kwargs):\n"
         "    order.append(('sample', os.getpid(), kwargs['progress_bar']))\n"
         "    return real_sample(*args, **kwargs)\n"
         "nutpie.sample = sample\n"
-        "shown = sampling.sample_density(density, x0, cov, cores=2, progressbar=True,"
-        " meanwhile=lambda: order.append(('meanwhile', os.getpid())), **options)\n"
+        "work = lambda: order.append(('meanwhile', os.getpid()))\n"
         "here = os.getpid()\n"
+        "a = sampling.sample_density(density, x0, cov, cores=2, progressbar=True,"
+        " meanwhile=work, **options)\n"
+        "assert a.attrs['chain_processes'] == 2\n"
         "assert order == [('sample', here, True), ('meanwhile', here)], order\n"
-        "assert shown.attrs['chain_processes'] == 2\n"
-        "quiet = sampling.sample_density(density, x0, cov, cores=1, progressbar=False,"
-        " **options)\n"
-        "assert np.array_equal(shown['posterior']['h2'].values, quiet['posterior']['h2'].values)\n"
+        "order.clear()\n"
+        "b = sampling.sample_density(density, x0, cov, cores=1, progressbar=False,"
+        " meanwhile=work, **options)\n"
+        "assert b.attrs['chain_processes'] == 1\n"
+        "assert order == [('sample', here, False), ('meanwhile', here), ('sample', here, False)]\n"
+        "for name in ('h2', 'sigma2_additive', 'sigma2_residual'):\n"
+        "    assert np.array_equal(a['posterior'][name].values, b['posterior'][name].values)\n"
         "print('ok')\n"
     )
 

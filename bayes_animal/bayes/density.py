@@ -105,45 +105,55 @@ class FreeVariable:
         return math.log(v) - math.log1p(-v)
 
 
-def _half_student_t(nu: float, scale: float):
-    constant = (
-        math.log(2.0)
-        + math.lgamma((nu + 1.0) / 2.0)
-        - math.lgamma(nu / 2.0)
-        - 0.5 * math.log(nu * math.pi * scale**2)
-    )
+class _HalfStudentT:
+    """log density of a half-Student-t on an SD and its derivative (a class: it pickles, for
+    a worker process's chains)."""
 
-    def density(sd: float) -> tuple[float, float]:
+    def __init__(self, nu: float, scale: float) -> None:
+        self.nu, self.scale = nu, scale
+        self.constant = (
+            math.log(2.0)
+            + math.lgamma((nu + 1.0) / 2.0)
+            - math.lgamma(nu / 2.0)
+            - 0.5 * math.log(nu * math.pi * scale**2)
+        )
+
+    def __call__(self, sd: float) -> tuple[float, float]:
+        nu, scale = self.nu, self.scale
         z = sd * sd / (nu * scale * scale)
-        return constant - 0.5 * (nu + 1.0) * math.log1p(z), -(nu + 1.0) * sd / (
+        return self.constant - 0.5 * (nu + 1.0) * math.log1p(z), -(nu + 1.0) * sd / (
             nu * scale * scale + sd * sd
         )
 
-    return density
 
+class _InverseGamma:
+    """log density of an inverse gamma on a variance and its derivative."""
 
-def _inverse_gamma(alpha: float, beta: float):
-    constant = alpha * math.log(beta) - math.lgamma(alpha)
+    def __init__(self, alpha: float, beta: float) -> None:
+        self.alpha, self.beta = alpha, beta
+        self.constant = alpha * math.log(beta) - math.lgamma(alpha)
 
-    def density(v: float) -> tuple[float, float]:
+    def __call__(self, v: float) -> tuple[float, float]:
+        alpha, beta = self.alpha, self.beta
         return (
-            constant - (alpha + 1.0) * math.log(v) - beta / v,
+            self.constant - (alpha + 1.0) * math.log(v) - beta / v,
             -(alpha + 1.0) / v + beta / (v * v),
         )
 
-    return density
 
+class _Beta:
+    """log density of a beta on a proportion and its derivative."""
 
-def _beta(a: float, b: float):
-    constant = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    def __init__(self, a: float, b: float) -> None:
+        self.a, self.b = a, b
+        self.constant = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
 
-    def density(v: float) -> tuple[float, float]:
+    def __call__(self, v: float) -> tuple[float, float]:
+        a, b = self.a, self.b
         return (
-            constant + (a - 1.0) * math.log(v) + (b - 1.0) * math.log1p(-v),
+            self.constant + (a - 1.0) * math.log(v) + (b - 1.0) * math.log1p(-v),
             (a - 1.0) / v - (b - 1.0) / (1.0 - v),
         )
-
-    return density
 
 
 def _flat(v: float) -> tuple[float, float]:
@@ -159,10 +169,10 @@ def _component(name: str, prior, scale: float) -> FreeVariable:
     if isinstance(prior, HalfStudentT):
         chosen = prior.scale if prior.scale is not None else scale
         return FreeVariable(
-            f"sd_{identifier(name)}", "log", "sd", (name,), _half_student_t(prior.nu, chosen)
+            f"sd_{identifier(name)}", "log", "sd", (name,), _HalfStudentT(prior.nu, chosen)
         )
     if isinstance(prior, InverseGamma):
-        density = _inverse_gamma(prior.nu / 2.0, prior.nu * prior.V / 2.0)
+        density = _InverseGamma(prior.nu / 2.0, prior.nu * prior.V / 2.0)
         return FreeVariable(f"var_{identifier(name)}", "log", "variance", (name,), density)
     if isinstance(prior, FlatVariance):
         return FreeVariable(f"var_{identifier(name)}", "log", "variance", (name,), _flat)
@@ -179,11 +189,9 @@ def free_variables(
         chosen = total.scale if total.scale is not None else scales["total"]
         return [
             FreeVariable(
-                "heritability", "logodds", "h2", (effect,), _beta(priors.h2.a, priors.h2.b)
+                "heritability", "logodds", "h2", (effect,), _Beta(priors.h2.a, priors.h2.b)
             ),
-            FreeVariable(
-                "sd_total", "log", "total_sd", (effect,), _half_student_t(total.nu, chosen)
-            ),
+            FreeVariable("sd_total", "log", "total_sd", (effect,), _HalfStudentT(total.nu, chosen)),
         ]
     out: list[FreeVariable] = []
     wishart = isinstance(priors.correlation, InverseWishart)
@@ -207,7 +215,7 @@ def free_variables(
                 eta = priors.correlation.eta
                 out.append(
                     FreeVariable(
-                        f"r01_{identifier(pair)}", "logodds", "r01", (pair,), _beta(eta, eta)
+                        f"r01_{identifier(pair)}", "logodds", "r01", (pair,), _Beta(eta, eta)
                     )
                 )
     out.append(_component("residual", priors.component("residual"), scales["residual"]))
@@ -424,27 +432,43 @@ class MarginalDensity:
         return d_theta * np.array([f[1] for f in forwards])[None, :]
 
 
+class _SpectralThetaLikelihood:
+    """θ = (σu², σ²) → (ℓ_R, ∇ℓ_R) of the spectral marginal model (a class: it pickles)."""
+
+    def __init__(self, problem) -> None:
+        from ..estimation.spectral import SpectralLikelihood
+
+        self.evaluate = SpectralLikelihood(problem)
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        return self.evaluate(float(theta[0]), float(theta[1]))
+
+
+class _SparseThetaLikelihood:
+    """θ → (ℓ_R, ∇ℓ_R) from the sparse mixed-model equations (a class: it pickles)."""
+
+    def __init__(self, mme) -> None:
+        self.mme = mme
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        from ..linalg.ldl import NotPositiveDefinite
+
+        theta = np.asarray(theta, dtype=float)
+        if not self.mme.parameters.valid(theta):
+            return -np.inf, np.zeros_like(theta)
+        try:
+            evaluation = self.mme.evaluate(theta, information=False)
+        except (NotPositiveDefinite, np.linalg.LinAlgError):  # G₀ singular in floating point
+            return -np.inf, np.zeros_like(theta)
+        return evaluation.loglik, evaluation.score
+
+
 def spectral_likelihood(problem) -> Likelihood:
     """θ = (σu², σ²) → (ℓ_R, ∇ℓ_R) of the spectral marginal model."""
-    from ..estimation.spectral import SpectralLikelihood
-
-    evaluate = SpectralLikelihood(problem)
-    return lambda theta: evaluate(float(theta[0]), float(theta[1]))
+    return _SpectralThetaLikelihood(problem)
 
 
 def sparse_likelihood(mme) -> Likelihood:
     """θ → (ℓ_R, ∇ℓ_R) from the sparse mixed-model equations (one factorisation and one
     selected inverse); −∞ where θ is outside the space or C(θ) is not positive definite."""
-    from ..linalg.ldl import NotPositiveDefinite
-
-    def evaluate(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = np.asarray(theta, dtype=float)
-        if not mme.parameters.valid(theta):
-            return -np.inf, np.zeros_like(theta)
-        try:
-            evaluation = mme.evaluate(theta, information=False)
-        except (NotPositiveDefinite, np.linalg.LinAlgError):  # G₀ singular in floating point
-            return -np.inf, np.zeros_like(theta)
-        return evaluation.loglik, evaluation.score
-
-    return evaluate
+    return _SparseThetaLikelihood(mme)

@@ -12,10 +12,12 @@ and every reported quantity (``sigma2_additive``, ``h2``, …) are formed afterw
 draws at once.
 
 The chains run in two groups (:func:`chain_groups`), each one call of nutpie with its own seed;
-where a second core is free both groups run in forked processes at the same time (nutpie's
-own threads would take turns on the GIL that the Python density holds) while this process
-does the caller's other work (``meanwhile``: the imports the summary needs), otherwise one
-after the other here — the same draws either way.
+where a second core is free the second group runs at the same time in a worker process of its
+own — a fresh interpreter given the density pickled (:func:`~bayes_animal.execution.
+run_beside`), as nutpie's own threads would take turns on the GIL that the Python density
+holds — while this process samples the first (with the progress bar) and then does the
+caller's other work (``meanwhile``: the imports the summary needs); otherwise one after the
+other here — the same draws either way.
 
 nutpie is imported without ArviZ (:func:`import_nutpie`) and its trace is read from the raw
 Arrow record batches (:func:`_trace_arrays`): nutpie's conversion to an ArviZ DataTree is what
@@ -29,10 +31,11 @@ import importlib
 import sys
 import types
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
-from ..execution import can_fork, run_forked
+from ..execution import can_start_workers
 from ..spec.parameters import Parameters
 from .density import MarginalDensity, quantity_function
 
@@ -121,17 +124,6 @@ def _trace_arrays(results, size: int, draws: int) -> tuple[np.ndarray, dict[str,
     }
 
 
-def _in_a_notebook() -> bool:
-    """Whether nutpie would draw its progress bar through a notebook's kernel (Jupyter,
-    Colab, marimo, Databricks), whose connection a forked child must not use; in a terminal
-    the bar is written to stderr, from a child as well as from here."""
-    import os
-
-    if "DATABRICKS_RUNTIME_VERSION" in os.environ:
-        return True
-    return any(name in sys.modules for name in ("ipykernel", "google.colab", "marimo"))
-
-
 def _names(density: MarginalDensity, parameters: Parameters) -> list[str]:
     free = [v.name for v in density.variables]
     return free + [q.key for q in parameters.quantities() if q.key not in free]
@@ -150,9 +142,75 @@ def _group_seed(seed: int | None, group: int) -> int | None:
     return None if seed is None else int(seed) + 7_919 * group
 
 
-#: Whether nutpie has sampled in this process: its worker threads may then live on, and a
-#: forked child (which would not have them) is not used.
-_SAMPLED_HERE = False
+def _sample_group(
+    density: MarginalDensity,
+    start: np.ndarray,
+    factor: np.ndarray,
+    chains: int,
+    group: int,
+    draws: int,
+    tune: int,
+    seed: int | None,
+    progressbar: bool,
+    target_accept: float,
+) -> dict:
+    """One chain group: ``chains`` chains by one call of nutpie with the group's seed; the
+    kept draws of z and the sample statistics. A module-level function (with its arguments it
+    pickles), so that a worker process can run it (:func:`~bayes_animal.execution.
+    run_beside`)."""
+    nutpie = import_nutpie()
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    k = density.size
+    failures: list[BaseException] = []
+
+    def make_logp():
+        def logp(z):
+            # an exception escaping here would abort nutpie's Rust threads: keep the first,
+            # turn the point back (−∞) and raise it once sampling has stopped
+            try:
+                value, gradient = density(start + factor @ z)
+            except Exception as exc:
+                failures.append(exc)
+                return -np.inf, np.zeros_like(z)
+            return value, factor.T @ gradient
+
+        return logp
+
+    def make_expand(seed1, seed2, chain):
+        def expand(z):  # only z is kept; the model's variables are formed afterwards
+            return {"z": np.array(z, dtype=float)}
+
+        return expand
+
+    def initial_point(chain_seed):
+        return np.random.default_rng(chain_seed).uniform(-0.5, 0.5, size=k)
+
+    model = from_pyfunc(
+        k,
+        make_logp,
+        make_expand,
+        [np.dtype("float64")],
+        [(k,)],
+        ["z"],
+        make_initial_point_fn=initial_point,
+    )
+    results = nutpie.sample(
+        model,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=1,
+        seed=_group_seed(seed, group),
+        save_warmup=False,
+        progress_bar=progressbar,
+        target_accept=target_accept,
+        return_raw_trace=True,
+    )
+    if failures:
+        raise failures[0]
+    z, stats = _trace_arrays(results, k, draws)
+    return {"z": z, "stats": stats}
 
 
 def sample_density(
@@ -183,20 +241,18 @@ def sample_density(
     draws, tune, chains, seed, progressbar, target_accept
         As for ``AnimalModel.fit``.
     cores
-        Cores free for sampling: with two or more (and fork, on Linux), the two chain groups
-        (:func:`chain_groups`) run at once in two forked processes — nutpie's own threads
-        would share the GIL of the Python density — unless nutpie has already sampled in
-        this process (its threads may live on), and under a notebook the group with the
-        progress bar runs here. The draws are the same either way.
+        Cores free for sampling: with two or more, the second chain group
+        (:func:`chain_groups`) runs at the same time in a worker process of its own
+        (:func:`~bayes_animal.execution.run_beside`: a fresh interpreter given the density
+        pickled) — nutpie's own threads would share the GIL of the Python density — while the
+        first, with the progress bar, runs here. The draws are the same either way.
     meanwhile
-        Work for this process while the chain groups run in children; when they run here,
-        it runs before them (after them under a notebook). The caller's imports for what
-        follows sampling.
+        Work for this process once its chain group is done (while the worker may still be
+        sampling): the caller's imports for what follows sampling.
     """
     import xarray as xr
 
-    nutpie = import_nutpie()
-    from nutpie.compiled_pyfunc import from_pyfunc
+    from ..execution import run_beside
 
     k = density.size
     factor = np.eye(k) if covariance is None else np.linalg.cholesky(covariance)
@@ -204,68 +260,22 @@ def sample_density(
     parameters = density.parameters
     names = _names(density, parameters)
     groups = chain_groups(chains)
+    common = (draws, tune, seed)
 
-    def work(group: int) -> dict:
-        global _SAMPLED_HERE
-        _SAMPLED_HERE = True  # in a child, only the child's copy
-        failures: list[BaseException] = []
-
-        def make_logp():
-            def logp(z):
-                # an exception escaping here would abort nutpie's Rust threads: keep the
-                # first, turn the point back (−∞) and raise it once sampling has stopped
-                try:
-                    value, gradient = density(start + factor @ z)
-                except Exception as exc:
-                    failures.append(exc)
-                    return -np.inf, np.zeros_like(z)
-                return value, factor.T @ gradient
-
-            return logp
-
-        def make_expand(seed1, seed2, chain):
-            def expand(z):  # only z is kept; the model's variables are formed afterwards
-                return {"z": np.array(z, dtype=float)}
-
-            return expand
-
-        def initial_point(chain_seed):
-            return np.random.default_rng(chain_seed).uniform(-0.5, 0.5, size=k)
-
-        model = from_pyfunc(
-            k,
-            make_logp,
-            make_expand,
-            [np.dtype("float64")],
-            [(k,)],
-            ["z"],
-            make_initial_point_fn=initial_point,
+    def here() -> dict:
+        result = _sample_group(
+            density, start, factor, groups[0], 0, *common, progressbar, target_accept
         )
-        results = nutpie.sample(
-            model,
-            draws=draws,
-            tune=tune,
-            chains=groups[group],
-            cores=1,
-            seed=_group_seed(seed, group),
-            save_warmup=False,
-            progress_bar=progressbar and group == 0,
-            target_accept=target_accept,
-            return_raw_trace=True,
-        )
-        if failures:  # in a child, it fails and the group is run again here, which raises
-            raise failures[0]
-        z, stats = _trace_arrays(results, k, draws)
-        return {"z": z, "stats": stats}
-
-    parallel = cores >= 2 and not _SAMPLED_HERE
-    works = [lambda g=g: work(g) for g in range(len(groups))]
-    if progressbar and _in_a_notebook():  # the group with the bar here, the other in a child
-        results = run_forked(works, parallel=parallel)
         if meanwhile is not None:
             meanwhile()
-    else:  # the caller's other work here while the groups run in children (or before them)
-        results = run_forked([meanwhile or (lambda: None), *works], parallel=parallel)[1:]
+        return result
+
+    others = [
+        partial(_sample_group, density, start, factor, groups[g], g, *common, False, target_accept)
+        for g in range(1, len(groups))
+    ]
+    parallel = cores >= 2
+    results = run_beside([here, *others], parallel=parallel)
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
     x = start + z.reshape(-1, k) @ factor.T
     values = density.draws(x)
@@ -284,5 +294,5 @@ def sample_density(
         coords=coords,
     )
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
-    tree.attrs["chain_processes"] = len(groups) if parallel and can_fork() else 1
+    tree.attrs["chain_processes"] = len(groups) if parallel and can_start_workers() else 1
     return tree

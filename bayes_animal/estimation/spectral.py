@@ -334,9 +334,20 @@ class SpectralLikelihood:
         self._upper = (2.0 * np.triu(np.ones((k, k)), 1) + np.eye(k)).ravel()
         # LAPACK's Cholesky and inverse without numpy.linalg's per-call checks (a few µs each
         # at this size, the sampler calls this ~17 000 times per fit)
+        self._lapack()
+
+    def _lapack(self) -> None:
         from scipy.linalg.lapack import dpotrf, dpotri
 
         self._potrf, self._potri = dpotrf, dpotri
+
+    def __getstate__(self) -> dict:
+        """The arrays; LAPACK's routines (which do not pickle) are looked up again."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_potrf", "_potri")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lapack()
 
     def __call__(self, variance: float, residual: float) -> tuple[float, np.ndarray]:
         """``(ℓ_R, [∂ℓ_R/∂σu², ∂ℓ_R/∂σ²])``; −∞ (and zeros) outside σu² ≥ 0, σ² > 0."""

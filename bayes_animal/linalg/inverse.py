@@ -246,9 +246,7 @@ def _triangular_route(matrix: np.ndarray, lower: sparse.csc_matrix) -> tuple | N
         raise NotPositiveDefinite(f"The matrix is not positive definite (row {row}).")
     if status != 0:
         return None
-    Xp, Xj, Xx, ok = _unit_lower_inverse(
-        n, Rp, Rj, Rx, ZERO_TOLERANCE, max(8 * n, 3 * len(Rj) + n)
-    )
+    Xp, Xj, Xx, ok = _unit_lower_inverse(n, Rp, Rj, Rx, ZERO_TOLERANCE, max(8 * n, 3 * len(Rj) + n))
     if not ok:
         return None
     X = sparse.csr_matrix((Xx, Xj, Xp), shape=(n, n))

@@ -234,3 +234,17 @@ def plot_priors(
         ax.set_yticks([])
     axes[0].legend(fontsize="small", frameon=False)
     return axes
+
+
+def save_fit_figures(fit, out) -> None:
+    """``h2.png`` (:func:`plot_h2`) and ``trace.png`` (:func:`plot_trace`) of a fit in the
+    folder ``out``, on matplotlib's Agg backend (the fit command's figures; a worker process
+    runs this beside the fit's files)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out)
+    plot_h2(fit).figure.savefig(out / "h2.png", dpi=120)
+    plot_trace(fit)[0, 0].figure.savefig(out / "trace.png", dpi=100)
