@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .api import ENGINES, fit_inputs, model_inputs
-from .errors import BayesAnimalError
+from .errors import BayesAnimalError, is_known_noise
 from .estimation.result import RemlResult
 from .results.io import (
     read_data,
@@ -321,24 +321,12 @@ def _write_fit(fit, out: Path, worker=None) -> list[str]:
     return [p.name for p in paths.values()] + ["ranking.csv", "h2.png", "trace.png"]
 
 
-#: Warnings that are known noise to a user of the command line: a library's notice to its own
-#: callers (deprecations, future changes of an API we call), raised outside this package.
-NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-
-
-def _is_noise(warning: warnings.WarningMessage) -> bool:
-    """A library's deprecation or future-change notice (:data:`NOISE_CATEGORIES`), raised from
-    a file outside ``bayes_animal``; ours are never noise."""
-    ours = Path(warning.filename).resolve().is_relative_to(Path(__file__).resolve().parent)
-    return issubclass(warning.category, NOISE_CATEGORIES) and not ours
-
-
 def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
     """Print every caught warning but the known noise: ours (notices about the data and the
     fit) as ``note:``, another library's with its category and module, so nothing a user
     needs is dropped."""
     for warning in caught:
-        if _is_noise(warning):
+        if is_known_noise(warning):
             continue
         if issubclass(warning.category, UserWarning) and "bayes_animal" in (
             warning.category.__module__ or ""

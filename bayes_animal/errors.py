@@ -64,3 +64,20 @@ def describe_items(items: Iterable[object], *, limit: int = 10) -> str:
     if len(values) > limit:
         shown += f" … and {len(values) - limit} more ({len(values)} in all)"
     return shown
+
+
+#: Warnings that are known noise to a user: a library's notice to its own callers (deprecations,
+#: future changes of an API the package calls), raised outside this package.
+NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def is_known_noise(warning) -> bool:
+    """A caught :class:`warnings.WarningMessage` that is a library's deprecation or
+    future-change notice (:data:`NOISE_CATEGORIES`) raised from a file outside
+    ``bayes_animal``; the package's own warnings are never noise. The one rule for what the
+    command line and the batches leave out."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+    ours = Path(warning.filename).resolve().is_relative_to(package)
+    return issubclass(warning.category, NOISE_CATEGORIES) and not ours

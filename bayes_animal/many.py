@@ -50,7 +50,7 @@ import pandas as pd
 
 from .api import model_inputs
 from .choice import Choice, choose_many
-from .errors import DataError
+from .errors import DataError, is_known_noise
 from .execution import run_tasks
 from .structures.inputs import RelationshipSource, resolve_relationship
 from .structures.pedigree import Pedigree
@@ -98,8 +98,10 @@ FIT_MANY_COLUMNS = (
     "divergences",
     "seconds",
     "status",
+    "notes",
 )
-"""The columns of ``traits.csv`` written by :func:`fit_many`."""
+"""The columns of ``traits.csv`` written by :func:`fit_many` (``notes``: the trait's warnings
+about its data and fit, joined by `` | ``)."""
 
 
 PARALLEL_REML_TRAITS = 5000
@@ -282,7 +284,7 @@ class _Rows:
         return pd.DataFrame(rows, columns=self.columns).reset_index(drop=True)
 
 
-_TEXT_COLUMNS = frozenset({"trait", "boundary", "status"})
+_TEXT_COLUMNS = frozenset({"trait", "boundary", "status", "notes"})
 """Columns of ``traits.csv`` read back as written: a trait named ``NA`` or ``null`` stays
 that name, and an empty ``boundary`` (no component at 0) stays ``""``, not NaN."""
 
@@ -368,8 +370,9 @@ def _failed(trait: str, n_records: int, reason: str, columns: Sequence[str]) -> 
     row |= {"trait": trait, "n_records": n_records, "status": reason}
     if "converged" in row:
         row["converged"] = False
-    if "boundary" in row:
-        row["boundary"] = ""
+    for text in ("boundary", "notes"):
+        if text in row:
+            row[text] = ""
     return row
 
 
@@ -814,8 +817,8 @@ def _fit_rows(work: _FitWork, columns: Sequence[int]) -> list[tuple]:
         subset = work.data[work.data[trait].notna()]
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings(), blas_threads(1):
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught, blas_threads(1):
+                warnings.simplefilter("always")
                 model = AnimalModel(
                     f"{_quoted(trait)} ~ {work.rhs}", subset, source=work.source,
                     animal=work.animal, priors=work.priors,
@@ -824,6 +827,8 @@ def _fit_rows(work: _FitWork, columns: Sequence[int]) -> list[tuple]:
         except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
             out.append((_failed(trait, len(subset), f"failed: {exc}", FIT_MANY_COLUMNS), None))
             continue
+        # the trait's warnings go into its row (the diagnostics are in their own columns)
+        notes = list(dict.fromkeys(str(w.message) for w in caught if not is_known_noise(w)))
         summary = fit.summary()
         check = fit.reml_check.loc["h2"]
         diagnostics = fit.diagnostics
@@ -843,6 +848,7 @@ def _fit_rows(work: _FitWork, columns: Sequence[int]) -> list[tuple]:
             "divergences": diagnostics.divergences,
             "seconds": time.perf_counter() - start,
             "status": "ok" if diagnostics.ok else "check diagnostics",
+            "notes": " | ".join(notes),
         }
         if work.posteriors is not None:
             fit.save(Path(work.posteriors) / _safe(trait))

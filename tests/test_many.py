@@ -444,3 +444,18 @@ def test_the_chooser_picks_each_groups_engine_and_the_sparse_rows_equal_single_f
         # and the spectral batch agrees with it to the engines' tolerance
         other = spectral.table.set_index("trait").loc[trait]
         assert other["loglik"] == pytest.approx(row["loglik"], abs=1e-6)
+
+
+def test_fit_many_keeps_each_traits_warnings_in_its_row(traits, tmp_path):
+    """Nothing is dropped silently in a batch: a trait whose records repeat animals (without a
+    permanent environment) gets that warning in its row's notes; the others have none."""
+    data, relmat = traits
+    repeated = pd.concat([data, data.iloc[:20].assign(t0=data["t0"].iloc[:20] + 0.1)])
+    repeated.loc[repeated.index[-20:], "t5"] = np.nan  # t5 keeps one record per animal
+    result = fit_many(
+        "~ 1 + fix", repeated.reset_index(drop=True), "t0,t5", relmat=relmat, workers=1,
+        progress=False, draws=100, tune=100, chains=1, random_seed=1,
+    )  # fmt: skip
+    notes = result.table.set_index("trait")["notes"]
+    assert "more than one record" in notes["t0"]
+    assert notes["t5"] == ""
