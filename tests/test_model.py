@@ -3,6 +3,8 @@ the two parameterisations, and published answers (seed_sim, gryphon)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -684,3 +686,64 @@ def test_posterior_reliabilities_are_in_0_1_and_equal_remls_at_a_fixed_theta(see
         [str(i) for i in model.structures["additive"].ids]
     ]
     np.testing.assert_allclose(at_reml, expected.to_numpy(), atol=1e-8)
+
+
+@pytest.mark.parametrize("data_set", ["gryphon", "seed_sim"])
+def test_spectral_reliabilities_equal_the_mixed_model_equations(data_set):
+    """The eigenbasis route (no equations: a singular or dense K is fine) equals the selected
+    inverse of the mixed-model equations, over the same draws of θ: gryphon (Z not a
+    permutation: animals without records) and seed_sim (one record per animal)."""
+    from conftest import shared_folder
+
+    from bayes_animal.bayes.conditional import expected_reliability, spectral_reliability
+
+    folder = shared_folder(data_set)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if data_set == "gryphon":
+            model = AnimalModel("bwt ~ 1 + C(sex)", pd.read_csv(folder / "gryphon.csv"),
+                                pedigree=folder / "gryphonped.csv")  # fmt: skip
+        else:
+            model = AnimalModel("response ~ 1 + fix", pd.read_csv(folder / "pheno.csv"),
+                                relmat=folder / "A.csv")  # fmt: skip
+    reml = model.reml
+    theta = np.array([reml.variance(n) for n in model.parameters.names])
+    thetas = theta * np.random.default_rng(1).uniform(0.5, 1.5, size=(7, 2))
+    eigenbasis = spectral_reliability(model.problem, model.design, model.relmat, thetas)
+    structure = model.structures["additive"]
+    equations = expected_reliability(model.mme, thetas, {"additive": structure.diagonal()})
+    by_id = dict(zip(map(str, structure.ids), equations["additive"], strict=True))
+    np.testing.assert_allclose(
+        eigenbasis, [by_id[str(i)] for i in model.relmat.ids], rtol=1e-7, atol=1e-9
+    )
+
+
+def test_each_effects_reliabilities_reach_its_levels_in_the_posteriors_order():
+    """A posterior whose every draw is the REML estimate, its levels listed in a shuffled
+    order: each effect's reliabilities (additive, byear) are REML's for the same ids."""
+    import xarray as xr
+    from conftest import shared_folder
+
+    from bayes_animal.bayes.engines import engine_for
+
+    folder = shared_folder("gryphon")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AnimalModel("bwt ~ 1 + C(sex) + (1 | byear)", pd.read_csv(folder / "gryphon.csv"),
+                            pedigree=folder / "gryphonped.csv")  # fmt: skip
+    reml = model.reml
+    rng = np.random.default_rng(2)
+    variables = {f"sigma2_{n}": (("chain", "draw"), np.full((1, 3), reml.variance(n)))
+                 for n in model.parameters.names}  # fmt: skip
+    expected = {}
+    for name, variable in (("additive", "u"), ("byear", "u_byear")):
+        ids = rng.permutation(reml.predictions[name].index.to_numpy())
+        variables[variable] = (("chain", "draw", f"{name}_id"), np.zeros((1, 3, len(ids))))
+        expected[name] = (f"{name}_id", ids, reml.predictions[name]["reliability"].loc[ids])
+    posterior = xr.Dataset(variables, coords={dim: ids for dim, ids, _ in expected.values()})
+    values, note = model._reliabilities(
+        xr.DataTree.from_dict({"posterior": posterior}), engine_for(model, "sparse")
+    )
+    assert note == ""
+    for name, (_, _, reference) in expected.items():
+        np.testing.assert_allclose(values[name], reference.to_numpy(), atol=1e-7)

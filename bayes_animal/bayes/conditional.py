@@ -37,6 +37,7 @@ __all__ = [
     "draw_from_mixed_model",
     "expected_reliability",
     "posterior_thetas",
+    "spectral_reliability",
 ]
 
 #: Posterior draws of θ (evenly spaced) over which the reliability is averaged: the ratio
@@ -209,15 +210,84 @@ def expected_reliability(
     Carlo variance against a plug-in, which goes below 0 for animals with little information.
     NaN where :math:`k_{ii} = 0` (a level with no prior variance).
     """
-    thetas = np.asarray(thetas, dtype=float)
-    picks = np.unique(np.linspace(0, len(thetas) - 1, min(draws, len(thetas))).round().astype(int))
+    from ..linalg.ldl import NotPositiveDefinite
+
     params = mme.parameters
     totals = {name: np.zeros(len(diagonal)) for name, diagonal in diagonals.items()}
-    for theta in thetas[picks]:
-        diagonal_of_inverse = mme.factorise(theta).selected_inverse().diagonal()
+    used = 0
+    for theta in _spread(thetas, draws):
+        try:  # a draw where C(θ) does not factor (the sampler's −∞ edge) is left out
+            diagonal_of_inverse = mme.factorise(theta).selected_inverse().diagonal()
+        except (NotPositiveDefinite, np.linalg.LinAlgError):
+            continue
+        used += 1
         for name, diagonal in diagonals.items():
             prior = theta[params.index(name)] * np.asarray(diagonal, dtype=float)
             pev = diagonal_of_inverse[mme.effect_slice(name)]
             with np.errstate(divide="ignore", invalid="ignore"):
                 totals[name] += np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
-    return {name: 1.0 - total / len(picks) for name, total in totals.items()}
+    if not used:
+        return {name: np.full(len(total), np.nan) for name, total in totals.items()}
+    return {name: 1.0 - total / used for name, total in totals.items()}
+
+
+def _spread(thetas: np.ndarray, draws: int) -> np.ndarray:
+    """``draws`` evenly spaced rows of ``thetas`` (all of them when there are fewer)."""
+    thetas = np.asarray(thetas, dtype=float)
+    picks = np.unique(np.linspace(0, len(thetas) - 1, min(draws, len(thetas))).round().astype(int))
+    return thetas[picks]
+
+
+#: Columns of the eigenbasis taken at once by :func:`spectral_reliability`.
+_COLUMNS = 256
+
+
+def spectral_reliability(
+    problem: SpectralProblem,
+    design: Design,
+    relmat: RelationshipMatrix,
+    thetas: np.ndarray,
+    *,
+    draws: int = RELIABILITY_DRAWS,
+) -> np.ndarray:
+    r""":func:`expected_reliability` for the one random effect of the spectral model, from its
+    eigenbasis (no mixed-model equations: a singular or dense K is fine).
+
+    With :math:`ZKZ^\top = U D U^\top`, :math:`v_j = \sigma_u^2 d_j + \sigma^2`,
+    :math:`B = K Z^\top U` (q × n), :math:`X^* = U^\top X` and
+    :math:`M = B\,\mathrm{diag}(1/v)\,X^*`, the conditional covariance of u given θ is
+    :math:`\sigma_u^2 K - \sigma_u^4 K Z^\top P Z K` (P the REML projection), whose diagonal
+    is :math:`\sigma_u^2 k_{ii} - \sigma_u^4 [\sum_j B_{ij}^2/v_j - (M (X^{*\top} V^{-1}
+    X^*)^{-1} M^\top)_{ii}]`. B is formed a block of columns at a time (for a permutation Z
+    it is U's rows scaled by d, placed at the animals' positions): O(q²n) once, then O(qnp)
+    per draw of θ, every draw at once.
+    """
+    picked = _spread(thetas, draws)
+    su, se = picked[:, 0], picked[:, 1]
+    d, U, X = problem.eigenvalues, problem.eigenvectors, problem.X_rot
+    weights = 1.0 / (su[:, None] * d[None, :] + se[:, None])  # S × n
+    effect = design.effects[0]
+    q, p = relmat.size, X.shape[1]
+    permutation = effect.is_permutation()
+    incidence_t = None if permutation else effect.incidence().T.tocsr()
+    quadratic = np.zeros((q, len(su)))  # Σ_j B_ij² / v_j per draw
+    cross = np.zeros((len(su), q, p))  # M per draw
+    with blas_threads(None, size=q):
+        for start in range(0, len(d), _COLUMNS):
+            cols = slice(start, start + _COLUMNS)
+            if permutation:
+                block = np.zeros((q, U[:, cols].shape[1]))
+                block[effect.index] = U[:, cols] * d[cols]
+            else:
+                block = relmat.matrix @ (incidence_t @ U[:, cols])
+            quadratic += (block * block) @ weights[:, cols].T
+            cross += np.einsum("qc,sc,cp->sqp", block, weights[:, cols], X[cols], optimize=True)
+    precision = np.einsum("np,sn,nk->spk", X, weights, X)
+    correction = np.einsum(
+        "sqp,sqp->qs", np.linalg.solve(precision, np.swapaxes(cross, 1, 2)).swapaxes(1, 2), cross
+    )
+    diagonal = np.diag(relmat.matrix)
+    explained = su[None, :] * (quadratic - correction)  # σu² k_ii − PEV_i, over σu²
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diagonal[:, None] > 0, explained / diagonal[:, None], np.nan)
+    return np.clip(ratio, 0.0, 1.0).mean(axis=1)

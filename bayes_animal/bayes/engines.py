@@ -94,6 +94,18 @@ class Engine:
         ``{variable: array (draws, levels)}`` (empty where they were sampled)."""
         return {}
 
+    def reliabilities(self, thetas: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per random effect, its level ids and their posterior reliabilities
+        :math:`1 - E[\\mathrm{PEV}(\\theta)/(\\sigma^2_k(\\theta) k_{ii}) \\mid y]` over
+        draws of θ (:func:`~bayes_animal.bayes.conditional.expected_reliability`, from the
+        mixed-model equations)."""
+        from .conditional import expected_reliability
+
+        m = self.model
+        diagonals = {e.name: m.structures[e.name].diagonal() for e in m.design.effects}
+        values = expected_reliability(m.mme, thetas, diagonals)
+        return {name: (m.structures[name].ids, value) for name, value in values.items()}
+
 
 class SpectralEngine(Engine):
     """One random effect, in the eigenbasis of :math:`ZKZ^\\top` (O(n) per gradient)."""
@@ -121,6 +133,15 @@ class SpectralEngine(Engine):
 
     def draws(self, posterior, fixed, rng):
         return _eigenbasis_draws(self.model, posterior, fixed, rng, y_rot=None)
+
+    def reliabilities(self, thetas):
+        """From the eigenbasis (:func:`~bayes_animal.bayes.conditional.spectral_reliability`):
+        no mixed-model equations, so a singular or dense K costs no factorisation."""
+        from .conditional import spectral_reliability
+
+        m = self.model
+        values = spectral_reliability(m.problem, m.design, m.relmat, thetas)
+        return {m.design.effects[0].name: (m.relmat.ids, values)}
 
 
 class SparseEngine(Engine):

@@ -572,7 +572,8 @@ class AnimalModel:
         }
         reliability_start = time.perf_counter()
         diagonals = {e.name: self.structures[e.name].diagonal() for e in self.design.effects}
-        reliabilities = self._reliabilities(idata, diagonals)
+        reliabilities, note = self._reliabilities(idata, engine_object)
+        notes = [*notes, note] if note else notes
         timings["reliability"] = time.perf_counter() - reliability_start
         if self._problem is not None:
             timings["eigh"] = self._problem.seconds
@@ -702,25 +703,34 @@ class AnimalModel:
         values = evaluate(dict(zip(names, best.x, strict=True)))
         return {k: float(v) for k, v in zip(keys, values, strict=True)}
 
-    def _reliabilities(self, idata, diagonals) -> dict[str, np.ndarray]:
-        """Per effect, :func:`~bayes_animal.bayes.conditional.expected_reliability` over the
-        posterior draws of θ, in the order of the posterior's levels."""
-        from .conditional import expected_reliability, posterior_thetas
+    def _reliabilities(self, idata, engine: Engine) -> tuple[dict[str, np.ndarray], str]:
+        """Per effect, the engine's posterior reliabilities (:meth:`Engine.reliabilities`)
+        over the posterior draws of θ, in the order of the posterior's levels; and a note
+        where they could not be computed (the EBV tables then fall back to the Monte Carlo
+        estimate, clipped to [0, 1])."""
+        from ..errors import BayesAnimalError
+        from .conditional import posterior_thetas
         from .likelihoods import effect_variable
 
         thetas = posterior_thetas(self.parameters, idata.posterior)
-        values = expected_reliability(self.mme, thetas, diagonals)
+        try:
+            values = engine.reliabilities(thetas)
+        except (BayesAnimalError, np.linalg.LinAlgError, MemoryError) as exc:
+            return {}, (
+                "reliabilities from the posterior variance of each level, clipped to [0, 1] "
+                f"(the conditional ones could not be computed: {exc})"
+            )
         out = {}
         for effect in self.design.effects:
             variable = effect_variable(effect.name)
-            if variable not in idata.posterior:
+            if variable not in idata.posterior or effect.name not in values:
                 continue
             data = idata.posterior[variable]
             labels = [str(level) for level in data[data.dims[-1]].values]
-            ids = [str(level) for level in self.structures[effect.name].ids]
-            position = {level: k for k, level in enumerate(ids)}
-            out[effect.name] = values[effect.name][[position[label] for label in labels]]
-        return out
+            ids, reliability = values[effect.name]
+            position = {str(level): k for k, level in enumerate(ids)}
+            out[effect.name] = np.asarray(reliability)[[position[label] for label in labels]]
+        return out, ""
 
     def _add_conditional_draws(self, idata, engine: Engine, fixed: str, seed: int | None) -> None:
         """Draw b and every random effect for each posterior draw, where the engine integrated
