@@ -360,11 +360,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from .execution import Worker, can_start_workers
-    from .linalg.threads import available_cores
+    from .linalg.threads import default_threads
 
     data = read_data(args.data)
     source = _relationship_from_args(args)
-    spare_core = available_cores() >= 2 and can_start_workers()
+    spare_core = default_threads() >= 2 and can_start_workers()  # BAYES_ANIMAL_THREADS=1: none
     with Worker(FIGURE_MODULES) if spare_core else nullcontext() as worker:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

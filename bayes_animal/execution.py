@@ -61,9 +61,17 @@ class Worker:
     def __init__(self, preload: Sequence[str] = ()) -> None:
         import subprocess
 
+        from .linalg.threads import current_limit
+        from .worker import BLAS_LIMIT_VARIABLE
+
         environment = {**_worker_environment(), "MPLBACKEND": "Agg"}  # it never shows a window
+        limit = current_limit()
+        if limit is not None:  # the limit this process works under, kept in the worker
+            environment[BLAS_LIMIT_VARIABLE] = str(limit)
+        # -P: the working directory is not put first on the worker's path, so it imports the
+        # same bayes_animal as this process (PYTHONPATH above)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bayes_animal.worker", *preload],
+            [sys.executable, "-P", "-m", "bayes_animal.worker", *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=environment,
@@ -97,22 +105,11 @@ class Worker:
         return _answer(answer, status, index)
 
     def stop(self) -> None:
-        """End the worker: one that has its work is killed, one without work is told there is
-        none; then it is waited for."""
-        import subprocess
-
+        """End the worker (killed if it is still running: its work, or its imports, are no
+        longer wanted) and wait for it."""
         process = self.process
         if process.poll() is None:
-            if self._sender is None:
-                try:
-                    process.stdin.close()  # no work: it exits at once
-                    process.wait(timeout=5)
-                except (OSError, ValueError):
-                    pass
-                except subprocess.TimeoutExpired:  # a worker that does not exit is killed
-                    process.kill()
-            if process.poll() is None:
-                process.kill()
+            process.kill()
         process.wait()
         for stream in (process.stdin, process.stdout):
             if stream is not None and not stream.closed:
@@ -157,8 +154,8 @@ def run_beside(
             worker.stop()
         return [work() for work in works]
     started = list(workers or ())
-    started += [Worker() for _ in range(len(works) - 1 - len(started))]
     try:
+        started += [Worker() for _ in range(len(works) - 1 - len(started))]
         for worker, work in zip(started, works[1:], strict=True):
             worker.submit(work)
         results = [works[0]()]
@@ -174,13 +171,17 @@ def _answer(data: bytes, status: int, index: int) -> Any:
     if not data:
         raise BayesAnimalError(
             f"Worker process {index} ended with exit status {status} and no answer (killed, "
-            "or out of memory?). Run again with parallel work off (one core, or "
-            "BAYES_ANIMAL_THREADS=1) to see the error in this process."
+            "or out of memory?). Run again with BAYES_ANIMAL_THREADS=1 (no worker processes) "
+            "to see the error in this process."
         )
+    import warnings
+
     kind, *rest = pickle.loads(data)
+    for message, category, filename, lineno in rest[-1]:  # the worker's warnings, re-issued
+        warnings.warn_explicit(message, category, filename, lineno)  # under this one's filters
     if kind == "ok":
         return rest[0]
-    exception, text = rest
+    exception, text, _ = rest
     exception.add_note(f"(raised in worker process {index}; its traceback:)\n{text.rstrip()}")
     raise exception
 

@@ -116,8 +116,9 @@ def test_a_worker_started_early_has_its_modules_imported_and_one_unused_just_end
             [lambda: None, partial(_imported, "json")], parallel=True, workers=[worker]
         ) == [None, True]
     unused = Worker(["json"])
+    started = time.perf_counter()
     unused.stop()
-    assert unused.process.returncode == 0
+    assert unused.process.returncode is not None and time.perf_counter() - started < 5
 
 
 def test_a_script_without_a_main_guard_runs_work_in_a_worker(tmp_path):
@@ -165,3 +166,94 @@ def test_a_failing_task_cancels_the_tasks_not_yet_started(tmp_path):
     with pytest.raises(ValueError, match="task 0 failed"):
         run_tasks(_marked_task, str(tmp_path), tasks, lambda result: None, workers=2)
     assert len(list(tmp_path.glob("ran_*"))) <= 8
+
+
+class _TwoArguments(Exception):
+    """Pickles, but does not unpickle (its __init__ needs two arguments, args holds one)."""
+
+    def __init__(self, first, second):
+        super().__init__(f"{first} and {second}")
+
+
+def _raises_two_arguments():
+    raise _TwoArguments("one", "two")
+
+
+def _warns_then_returns():
+    import warnings
+
+    warnings.warn("from the worker", UserWarning, stacklevel=1)
+    return 7
+
+
+def _returns_a_tuple():
+    return ("error", "not an error", "a plain tuple")
+
+
+def test_an_exception_that_does_not_unpickle_still_comes_back_with_its_text():
+    with pytest.raises(RuntimeError, match="one and two") as raised:
+        run_beside([lambda: None, _raises_two_arguments], parallel=True)
+    assert "_raises_two_arguments" in "\n".join(getattr(raised.value, "__notes__", []))
+
+
+def test_a_workers_warnings_are_issued_here():
+    with pytest.warns(UserWarning, match="from the worker"):
+        assert run_beside([lambda: None, _warns_then_returns], parallel=True)[1] == 7
+
+
+def test_a_tuple_result_is_a_result():
+    result = run_beside([lambda: None, _returns_a_tuple], parallel=True)[1]
+    assert result == ("error", "not an error", "a plain tuple")
+
+
+def test_a_module_the_worker_cannot_import_is_its_error():
+    worker = Worker(["no_such_module_here"])
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+        run_beside([lambda: None, partial(_pid_and, "x")], parallel=True, workers=[worker])
+
+
+def test_the_worker_keeps_this_processs_blas_limit():
+    from bayes_animal.linalg.threads import blas_threads
+
+    with blas_threads(1):
+        limits = run_beside([lambda: None, _blas_threads_there], parallel=True)[1]
+    assert limits == {1}
+
+
+def _blas_threads_there():
+    from threadpoolctl import threadpool_info
+
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
+    """A parent killed mid-work (no chance to stop its worker): the worker notices within
+    seconds and ends instead of working on for nobody."""
+    marker = tmp_path / "worker.pid"
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from functools import partial\n"
+        "from bayes_animal.execution import run_beside\n"
+        "import test_execution as t\n"
+        f"run_beside([lambda: __import__('time').sleep(60), partial(t._sleep_after_marking, "
+        f"{str(marker)!r})], parallel=True)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.perf_counter() + 60
+        while not (marker.exists() and marker.read_text()) and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        pid = int(marker.read_text())
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the worker outlived its parent")

@@ -28,7 +28,13 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-__all__ = ["SMALL_DENSE", "available_cores", "blas_threads", "default_threads"]
+__all__ = [
+    "SMALL_DENSE",
+    "available_cores",
+    "blas_threads",
+    "current_limit",
+    "default_threads",
+]
 
 SMALL_DENSE = 2000
 """Order below which a dense factorisation or inverse runs on one thread."""
@@ -179,6 +185,12 @@ def _controller():
 
 
 _applied: list[int] = []  # the limits set by the blocks we are inside, innermost last
+
+
+def current_limit() -> int | None:
+    """The BLAS limit of the innermost :func:`blas_threads` block this thread is in (None:
+    none; the library's own default applies)."""
+    return _applied[-1] if _applied else None
 
 
 @contextmanager
