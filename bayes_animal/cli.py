@@ -314,7 +314,7 @@ def _write_fit(fit, out: Path, worker=None) -> list[str]:
     for name in ("h2.png", "trace.png"):  # never leave a previous run's figure behind
         (out / name).unlink(missing_ok=True)
     paths, _ = run_beside(
-        [files, partial(save_fit_figures, fit, out)],
+        [files, partial(save_fit_figures, fit.scalar_copy(), out)],
         parallel=worker is not None,
         workers=None if worker is None else [worker],
     )

@@ -66,14 +66,15 @@ def describe_items(items: Iterable[object], *, limit: int = 10) -> str:
     return shown
 
 
-#: Warnings that are known noise to a user: a library's notice to its own callers (deprecations,
-#: future changes of an API the package calls), raised outside this package.
-NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+#: Warnings that are known noise to a user: a library's deprecation notices to its own callers
+#: (Python's default filters hide them outside ``__main__`` too). A FutureWarning is meant for
+#: end users (Python's documentation) and is shown.
+NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning)
 
 
 def is_known_noise(warning) -> bool:
-    """A caught :class:`warnings.WarningMessage` that is a library's deprecation or
-    future-change notice (:data:`NOISE_CATEGORIES`) raised from a file outside
+    """A caught :class:`warnings.WarningMessage` that is a library's deprecation notice
+    (:data:`NOISE_CATEGORIES`) raised from a file outside
     ``bayes_animal``; the package's own warnings are never noise. The one rule for what the
     command line and the batches leave out."""
     from pathlib import Path

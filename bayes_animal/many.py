@@ -50,7 +50,7 @@ import pandas as pd
 
 from .api import model_inputs
 from .choice import Choice, choose_many
-from .errors import DataError, is_known_noise
+from .errors import BayesAnimalError, DataError, is_known_noise
 from .execution import run_tasks
 from .structures.inputs import RelationshipSource, resolve_relationship
 from .structures.pedigree import Pedigree
@@ -323,6 +323,8 @@ def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
         flag column is not a number or ``True``/``False`` (its trait and column named).
     """
     done = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "notes" in columns and "notes" not in done.columns:  # written before notes were kept
+        done["notes"] = ""
     if list(done.columns) != list(columns):
         raise DataError(
             f"{path} was written by another kind of run (columns "
@@ -824,7 +826,8 @@ def _fit_rows(work: _FitWork, columns: Sequence[int]) -> list[tuple]:
                     animal=work.animal, priors=work.priors,
                 )  # fmt: skip
                 fit = model.fit(progressbar=False, warn=False, **work.options)
-        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError, BayesAnimalError) as exc:
+            # (a chain worker that died is a BayesAnimalError: the trait's row says so)
             out.append((_failed(trait, len(subset), f"failed: {exc}", FIT_MANY_COLUMNS), None))
             continue
         # the trait's warnings go into its row (the diagnostics are in their own columns)

@@ -290,3 +290,23 @@ def test_compare_refuses_results_without_fingerprints(fits):
 
     with pytest.raises(BayesAnimalError, match="refit both"):
         compare(replace(fits["small"], fingerprints={}), fits["large"])
+
+
+def test_compare_sees_a_single_changed_entry_of_a_given_matrix():
+    """Two relationship matrices that differ in one off-diagonal pair only are two effects:
+    the fingerprint projects the whole matrix, it does not sample it."""
+    from bayes_animal import RelationshipMatrix, simulate_reference
+
+    sim = simulate_reference(n=120, n_snps=200, seed=4)
+    data = sim.data.assign(grp=np.arange(len(sim.data)) % 12)
+    changed = sim.relmat.matrix.copy()
+    changed[37, 91] = changed[91, 37] = changed[37, 91] + 0.01
+    other = RelationshipMatrix(ids=sim.relmat.ids, matrix=changed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = reml("response ~ 1 + fix", data, relmat=sim.relmat)
+        large = reml("response ~ 1 + fix + (1 | grp)", data, relmat=other)
+        same = reml("response ~ 1 + fix + (1 | grp)", data, relmat=sim.relmat)
+    with pytest.raises(BayesAnimalError, match=r"\['additive'\]"):
+        compare(small, large)
+    assert compare(small, same).added == ("grp",)

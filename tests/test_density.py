@@ -274,3 +274,40 @@ def test_chain_groups_give_the_same_draws_in_two_processes_or_one(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_the_sparse_density_samples_the_same_in_a_worker_process(tmp_path):
+    """The sparse engine's density (the mixed-model equations, pickled to a worker) gives the
+    same draws with its second chain group in a worker as with both groups here."""
+    import subprocess
+    import sys
+
+    from conftest import shared_folder
+
+    folder = shared_folder("gryphon")
+    script = tmp_path / "sparse_groups.py"
+    script.write_text(
+        "import warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "import numpy as np, pandas as pd\n"
+        "from bayes_animal import AnimalModel\n"
+        "from bayes_animal.bayes import sampling\n"
+        f"folder = {str(folder)!r}\n"
+        "model = AnimalModel('bwt ~ 1 + (1 | byear)', pd.read_csv(folder + '/gryphon.csv'),\n"
+        "                    pedigree=folder + '/gryphonped.csv', priors='inverse_gamma')\n"
+        "density = model.density('sparse')\n"
+        "x0 = density.unconstrained(model._initial_values())\n"
+        "cov = model._reml_covariance(density.theta_jacobian(x0))\n"
+        "options = dict(draws=40, tune=40, chains=2, seed=3, progressbar=False,"
+        " target_accept=0.8)\n"
+        "a = sampling.sample_density(density, x0, cov, cores=2, **options)\n"
+        "b = sampling.sample_density(density, x0, cov, cores=1, **options)\n"
+        "assert a.attrs['chain_processes'] == 2 and b.attrs['chain_processes'] == 1\n"
+        "for name in a['posterior'].data_vars:\n"
+        "    assert np.array_equal(a['posterior'][name].values, b['posterior'][name].values)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -168,7 +168,7 @@ def test_most_parents_without_a_row_is_an_error_unless_the_file_lists_offspring_
     """Twelve sires and dams, none with a row: ids written in two forms look like this, so it
     is an error naming the fix; add_missing_parents=True adds them as founders."""
     rows = [[f"o{i}", f"s{i % 6}", f"d{i % 6}"] for i in range(30)]
-    with pytest.raises(PedigreeError, match=r"12 of the 12 parents match no id.*add_missing_par"):
+    with pytest.raises(PedigreeError, match=r"12 of the 12 parents match no id.*read_pedigree\(path, add_missing_parents=True\)"):
         read_pedigree(_ped(rows))
     with pytest.warns(PedigreeNotice, match=r"12 parent\(s\) without a row"):
         ped = read_pedigree(_ped(rows), add_missing_parents=True)
@@ -210,3 +210,22 @@ def test_gryphon_pedigree_written_through_pandas_gives_the_same_reml(tmp_path):
     assert rewritten.ratios.loc["h2", "estimate"] == pytest.approx(
         original.ratios.loc["h2", "estimate"], rel=1e-9
     )
+
+
+def test_an_unknown_parent_written_as_a_float_zero_stays_unknown():
+    """'0.0' (a float column with a missing value) is the unknown token 0, not a founder '0'
+    shared by every animal."""
+    rows = [["1", "0.0", "0"], ["2", "0.0", "0"], ["3", "1.0", "2"], ["4", "", "0"]]
+    ped = read_pedigree(_ped(rows))
+    assert "0" not in set(ped.ids) and not ped.notices
+    position = {a: i for i, a in enumerate(ped.ids)}
+    assert ped.sire[position["1"]] == -1 and ped.sire[position["2"]] == -1
+    both = [["1", "0.0", "0.0"], ["2", "0.0", "0.0"], ["3", "1.0", "2.0"]]
+    assert read_pedigree(_ped(both)).size == 3
+
+
+def test_ids_beyond_float_precision_keep_every_digit():
+    big = "9007199254740993"
+    ped = read_pedigree(_ped([[big, "0", "0"], ["2", "0", "0"], ["3", f"{big}.0", "2.0"]]))
+    position = {a: i for i, a in enumerate(ped.ids)}
+    assert big in position and ped.sire[position["3"]] == position[big]

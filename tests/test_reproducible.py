@@ -38,7 +38,9 @@ def test_the_same_seed_gives_the_same_draws_on_an_idle_and_a_busy_machine(tmp_pa
     folder = shared_folder("seed_sim")
     env = {k: v for k, v in os.environ.items() if k != "BAYES_ANIMAL_THREADS"}
     idle = _fit(folder, tmp_path / "idle", env)
-    busy_core = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy_core = subprocess.Popen(  # busy for at most 10 minutes, whatever happens here
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 600: pass"]
+    )
     try:
         busy = _fit(folder, tmp_path / "busy", env)
     finally:

@@ -46,26 +46,35 @@ def test_a_bad_environment_value_is_an_error_naming_it(monkeypatch):
 
 
 def test_the_cgroup_quota_limits_the_cores(monkeypatch, tmp_path):
-    """A container's CPU quota (cgroup v2 cpu.max, v1 cfs files) bounds the cores, rounded up;
-    'max' or -1 is no quota."""
-    monkeypatch.setattr(threads, "Path", lambda _: tmp_path)
-    (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert threads._cgroup_quota() == 1.5
-    threads.available_cores.cache_clear()
+    """A container's or a job's CPU quota bounds the cores, rounded up: cgroup v2's cpu.max on
+    the process's own cgroup or any parent (the smallest), else v1's cfs files; 'max', −1 or
+    a zero period is no quota."""
+    own = tmp_path / "system.slice" / "job.scope"
+    own.mkdir(parents=True)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "system.slice" / "cpu.max").write_text("150000 100000\n")
+    (own / "cpu.max").write_text("max 100000\n")
+    where = ("/system.slice/job.scope", None)
+    assert threads._cgroup_quota(tmp_path, where) == 1.5  # the parent slice's quota
+    (own / "cpu.max").write_text("300000 0\n")  # a zero period: no quota there
+    assert threads._cgroup_quota(tmp_path, where) == 1.5
+    (tmp_path / "system.slice" / "cpu.max").write_text("max 100000\n")
+    assert threads._cgroup_quota(tmp_path, where) is None
+    v1 = tmp_path / "cpu" / "batch"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    for name in ("cpu.max",):
+        for folder in (tmp_path, tmp_path / "system.slice", own):
+            (folder / name).unlink()
+    assert threads._cgroup_quota(tmp_path, (None, "/batch")) == 3.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert threads._cgroup_quota(tmp_path, (None, "/batch")) is None
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 1.5)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    threads.available_cores.cache_clear()
     try:
         assert threads.available_cores() == 2
-        (tmp_path / "cpu.max").write_text("max 100000\n")
-        threads.available_cores.cache_clear()
-        assert threads.available_cores() == 64
-        (tmp_path / "cpu.max").unlink()
-        (tmp_path / "cpu").mkdir()
-        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
-        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-        threads.available_cores.cache_clear()
-        assert threads.available_cores() == 3
-        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
-        assert threads._cgroup_quota() is None
     finally:
         threads.available_cores.cache_clear()
 

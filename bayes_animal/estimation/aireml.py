@@ -118,7 +118,8 @@ def fit_aireml(
     start
         Starting parameters (default: the OLS residual variance shared equally).
     max_iterations
-        AI iterations allowed; a fit stopped by this limit reports ``converged=False``.
+        AI iterations allowed; a fit stopped by this limit reports ``converged=False``
+        unless its last iteration met every convergence test.
 
     Raises
     ------
@@ -212,6 +213,8 @@ def fit_aireml(
         step = np.linalg.solve(info, g)
         decrement = 0.5 * float(g @ step)
     except np.linalg.LinAlgError:
+        step, decrement = None, np.inf
+    if step is not None and decrement < 0:  # as in the loop: no Newton step here
         step, decrement = None, np.inf
     small_step = _small(step, info)
     counts = (max_iterations, em_steps, halvings)

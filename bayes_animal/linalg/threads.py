@@ -42,22 +42,65 @@ SMALL_DENSE = 2000
 _MAX_THREADS = 8
 
 
-def _cgroup_quota() -> float | None:
-    """CPUs this process's cgroup may use (its CPU quota over its period), or None: no quota
-    (or not Linux). cgroup v2 ``cpu.max`` ("200000 100000"; "max …" for none), else v1's
-    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (−1 for none)."""
-    root = Path("/sys/fs/cgroup")
+def _own_cgroups() -> tuple[str | None, str | None]:
+    """This process's cgroup paths from ``/proc/self/cgroup``: the v2 one (``0::/path``) and
+    the v1 ``cpu`` controller's; None where absent."""
+    v2 = v1 = None
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            number, controllers, path = line.split(":", 2)
+            if number == "0" and controllers == "":
+                v2 = path
+            elif "cpu" in controllers.split(","):
+                v1 = path
     except (OSError, ValueError):
         pass
+    return v2, v1
+
+
+def _quota_of(text_quota: str, text_period: str) -> float | None:
+    """A quota over a period in CPUs; None for none ("max", −1, a zero or bad period)."""
     try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota <= 0 or period <= 0 else quota / period
-    except (OSError, ValueError):
+        quota, period = int(text_quota), int(text_period)
+    except ValueError:
         return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_quota(
+    root: Path = CGROUP_ROOT, own: tuple[str | None, str | None] | None = None
+) -> float | None:
+    """CPUs this process's cgroup may use, or None: no quota (or not Linux). cgroup v2: the
+    smallest ``cpu.max`` ("200000 100000"; "max …" for none) from the process's own cgroup
+    up to the root (a systemd slice or a Slurm job sets it on a parent); v1: the ``cpu``
+    controller's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (−1 for none)."""
+    v2, v1 = _own_cgroups() if own is None else own
+    quotas = []
+    folder = root / (v2 or "/").lstrip("/")
+    while True:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            quotas.append(None if quota == "max" else _quota_of(quota, period))
+        except (OSError, ValueError):
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    found = [q for q in quotas if q is not None]
+    if found:
+        return min(found)
+    for folder in (root / "cpu" / (v1 or "/").lstrip("/"), root / "cpu"):
+        try:
+            return _quota_of(
+                (folder / "cpu.cfs_quota_us").read_text(),
+                (folder / "cpu.cfs_period_us").read_text(),
+            )
+        except OSError:
+            continue
+    return None
 
 
 @cache

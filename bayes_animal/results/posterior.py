@@ -274,9 +274,21 @@ def posterior_reliability(draws: np.ndarray, prior_variance: np.ndarray) -> np.n
     return np.clip(reliability(flat.var(axis=0, ddof=1), prior_variance), 0.0, 1.0)
 
 
-def ebv_table(draws: np.ndarray, ids: np.ndarray, reliabilities: np.ndarray) -> pd.DataFrame:
-    """Posterior predictions of one effect: mean, sd, 95 % HDI and reliability per level."""
+def ebv_table(
+    draws: np.ndarray,
+    ids: np.ndarray,
+    prior_variance: np.ndarray | None = None,
+    *,
+    reliabilities: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Posterior predictions of one effect: mean, sd, 95 % HDI and reliability per level —
+    ``reliabilities`` where given (a fit's), else :func:`posterior_reliability` from
+    ``prior_variance`` (:math:`E[\\sigma^2] k_{ii}`)."""
     flat = np.asarray(draws).reshape(-1, np.shape(draws)[-1])
+    if reliabilities is None:
+        if prior_variance is None:
+            raise ValueError("ebv_table needs prior_variance= or reliabilities=.")
+        reliabilities = posterior_reliability(flat, prior_variance)
     low, high = hdi(flat)
     return pd.DataFrame(
         {
@@ -388,8 +400,23 @@ class AnimalFit:
                 variance = float(_draws(self.idata, f"sigma2_{identifier(effect)}").mean())
                 prior = variance * np.asarray(self.diagonals[effect], dtype=float)
                 reliabilities = posterior_reliability(data.values, prior)
-            self._ebv[effect] = ebv_table(data.values, ids, reliabilities)
+            self._ebv[effect] = ebv_table(data.values, ids, reliabilities=reliabilities)
         return self._ebv[effect]
+
+    def scalar_copy(self) -> AnimalFit:
+        """This fit with only the scalar draws (variances, ratios; no b or u) and the sample
+        statistics: what the figures need, small enough to pickle to a worker process (u of
+        50 000 animals × 4 000 draws would be 1.6 GB)."""
+        from dataclasses import replace
+
+        import xarray as xr
+
+        posterior = self.idata.posterior.to_dataset()
+        scalars = [name for name, values in posterior.data_vars.items() if values.ndim == 2]
+        groups = {"posterior": posterior[scalars]}
+        if "sample_stats" in self.idata.children:
+            groups["sample_stats"] = self.idata.sample_stats.to_dataset()
+        return replace(self, idata=xr.DataTree.from_dict(groups), _ebv={})
 
     def main_effect(self) -> str:
         """The additive effect, or the single random effect of a model without one."""

@@ -28,6 +28,7 @@ user's rows. This module imports numpy and pandas only.
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
@@ -198,7 +199,8 @@ def _whole_numbers(*columns: np.ndarray) -> tuple[np.ndarray, ...]:
         values = pd.Series(column, dtype=object)
         whole = values.notna() & values.str.fullmatch(r"\s*[+-]?\d+\.0*\s*").fillna(False)
         copy = column.copy()
-        copy[whole.to_numpy(bool)] = [str(int(float(v))) for v in values[whole]]
+        # the digits before the point, as written (int(float(v)) would round ids above 2⁵³)
+        copy[whole.to_numpy(bool)] = [re.sub(r"\.0*$", "", v.strip()) for v in values[whole]]
         fixed.append(copy)
     return tuple(fixed)
 
@@ -208,6 +210,11 @@ def _parent_strings(values: pd.Series, unknown: set[str]) -> np.ndarray:
     strings = id_strings(values.to_numpy(dtype=object))
     missing = values.isna().to_numpy() | is_token(strings, unknown)
     return np.where(missing, None, strings)
+
+
+def _known(parents: np.ndarray) -> np.ndarray:
+    """Which parents are given (not None)."""
+    return np.array([p is not None for p in parents], dtype=bool)
 
 
 def _normal_form(identifier: str) -> str:
@@ -239,8 +246,9 @@ def _check_missing_parents(added: list[str], parents: int, ids: list[str], add: 
             f"{len(added)} of the {parents} parents match no id of the pedigree "
             f"({describe_items(added)}; ids are like {describe_items(ids[:3])}). If the ids "
             "are written differently in the parent columns, make them the same; if the file "
-            "lists offspring only, pass add_missing_parents=True (--add-missing-parents) to "
-            "add each parent as a founder."
+            "lists offspring only, read it with read_pedigree(path, add_missing_parents=True) "
+            "and pass that as pedigree= (on the command line: --add-missing-parents) to add "
+            "each parent as a founder."
         )
 
 
@@ -344,6 +352,11 @@ def read_pedigree(
     sires_all = _parent_strings(frame[sire_col], tokens)
     dams_all = _parent_strings(frame[dam_col], tokens)
     ids_all, sires_all, dams_all = _whole_numbers(ids_all, sires_all, dams_all)
+    # a parent written "0.0" (a float column) is the unknown token "0" once rewritten
+    sires_all, dams_all = (
+        np.where(_known(parents) & ~is_token(parents.astype(str), tokens), parents, None)
+        for parents in (sires_all, dams_all)
+    )
     notices: list[str] = []
 
     table = pd.DataFrame({"id": ids_all, "sire": sires_all, "dam": dams_all}, dtype=object)
