@@ -287,6 +287,7 @@ def _format_fit(fit) -> str:
         f"min tail ESS {d.min_ess_tail:.0f}, {d.divergences} divergences"
         + ("" if d.ok else "  (see warnings)"),
         "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in fit.timings.items()),
+        f"seed: {fit.random_seed} (--seed {fit.random_seed} repeats these draws)",
     ]
     return "\n".join(lines)
 

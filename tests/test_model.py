@@ -747,3 +747,26 @@ def test_each_effects_reliabilities_reach_its_levels_in_the_posteriors_order():
     assert note == ""
     for name, (_, _, reference) in expected.items():
         np.testing.assert_allclose(values[name], reference.to_numpy(), atol=1e-7)
+
+
+def test_a_fit_without_a_seed_draws_one_records_it_and_repeats_with_it():
+    """No seed given: one is drawn, kept (AnimalFit.random_seed, the provenance, the notes),
+    and a fit with it gives the same draws; two fits without a seed differ."""
+    import json
+
+    from bayes_animal import simulate_reference
+
+    sim = simulate_reference(n=80, n_snps=100, seed=5)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    options = {"draws": 60, "tune": 60, "chains": 2, "progressbar": False, "warn": False}
+    first = model.fit(**options)
+    assert isinstance(first.random_seed, int)
+    provenance = json.loads(first.idata.attrs["model_options"])
+    assert provenance["random_seed"] == first.random_seed
+    assert any(f"random seed: {first.random_seed} (drawn" in note for note in first.notes)
+    again = model.fit(random_seed=first.random_seed, **options)
+    np.testing.assert_array_equal(
+        first.idata.posterior["h2"].values, again.idata.posterior["h2"].values
+    )
+    other = model.fit(**options)
+    assert other.random_seed != first.random_seed

@@ -502,7 +502,10 @@ class AnimalModel:
             marginal model, which starts at REML with its covariance as the mass matrix; 1000
             for the others), chains.
         random_seed
-            Seed for the sampler and for the conditional draws of b and the effects.
+            Seed for the sampler and for the conditional draws of b and the effects. None
+            draws one (from the operating system's entropy), which is recorded in the
+            provenance (``idata.attrs``, ``AnimalFit.random_seed``) and the notes: a fit with
+            that seed gives the same draws.
         progressbar
             Show progress bars (PyMC's needs a terminal or notebook).
         target_accept
@@ -518,6 +521,9 @@ class AnimalModel:
         AnimalFit
         """
         start = time.perf_counter()
+        drawn_seed = random_seed is None
+        if drawn_seed:  # kept, so that the fit can be repeated
+            random_seed = int(np.random.SeedSequence().generate_state(1)[0])
         parameterisation, engine, fixed, notes = self._resolve(
             parameterisation, fixed, (chains, draws, 500 if tune is None else tune)
         )
@@ -606,7 +612,15 @@ class AnimalModel:
             parameters=self.parameters,
             diagonals=diagonals,
             reliabilities=reliabilities,
-            notes=tuple([*notes, f"engine: {engine}"]),
+            notes=tuple(
+                [
+                    *notes,
+                    f"engine: {engine}",
+                    f"random seed: {random_seed}"
+                    + (" (drawn; pass it to repeat this fit)" if drawn_seed else ""),
+                ]
+            ),
+            random_seed=random_seed,
             _summary=summary,
         )
 

@@ -336,6 +336,9 @@ class AnimalFit:
         expected_reliability`): in [0, 1].
     notes
         What was chosen and why.
+    random_seed
+        The seed of the fit (the one given, or the one drawn when none was): the same seed
+        gives the same draws.
     """
 
     idata: Any
@@ -350,6 +353,7 @@ class AnimalFit:
     diagonals: dict[str, np.ndarray]
     reliabilities: dict[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    random_seed: int | None = None
     _summary: pd.DataFrame | None = field(default=None, repr=False)
     _ebv: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
