@@ -308,6 +308,7 @@ def fit_inputs(
         notices=tuple(notices),
         engine_reason=choice.describe(),
         fingerprints=inputs.fingerprints(),
+        logdet_xtx=float(np.linalg.slogdet(inputs.design.X.T @ inputs.design.X)[1]),
     )
 
 

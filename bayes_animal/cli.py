@@ -75,7 +75,13 @@ def _format_reml(result: RemlResult, *, formula: str) -> str:
         status += f", at the boundary: {', '.join(result.boundary)} = 0"
     lines += [
         "",
-        f"log-likelihood {result.loglik:.6f} ({status}, {result.iterations} iterations)",
+        f"log-likelihood {result.loglik:.6f}"
+        + (
+            f" (ASReml's scale: {result.loglik_asreml:.6f})"
+            if result.loglik_asreml is not None
+            else ""
+        )
+        + f" ({status}, {result.iterations} iterations)",
     ]
     if result.engine_reason:
         lines += textwrap.wrap(f"engine {result.engine_reason}", width=100)

@@ -44,9 +44,14 @@ def _asreml_loglik(fit, data) -> float:
 
 
 def test_gryphon_log_likelihoods_match_asreml(models_3_and_4, gryphon):
+    """On ASReml's scale (loglik_asreml, in the REML JSON and printed) the gryphon models'
+    log-likelihoods are ASReml's, and equal the conversion written out here."""
     model3, model4 = models_3_and_4
     assert _asreml_loglik(model3, gryphon[1]) == pytest.approx(-1113.772, abs=1e-3)
     assert _asreml_loglik(model4, gryphon[1]) == pytest.approx(-1094.815, abs=1e-3)
+    for model in (model3, model4):
+        assert model.loglik_asreml == pytest.approx(_asreml_loglik(model, gryphon[1]), abs=1e-9)
+        assert model.to_dict()["loglik_asreml"] == model.loglik_asreml
 
 
 def test_gryphon_model_3_matches_asreml(models_3_and_4):

@@ -15,6 +15,7 @@ change in the last step, both at most :data:`CONVERGENCE_TOLERANCE`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
@@ -136,6 +137,8 @@ class RemlResult:
         Messages about the data and the fit.
     expected_information
         The expected (Fisher) information where the engine computes it (spectral), else None.
+    logdet_xtx
+        :math:`\\log|X^\\top X|` of the fixed part (for :attr:`loglik_asreml`).
     engine_reason
         Why the engine was chosen, with the estimated cost of each (:mod:`bayes_animal.choice`).
     fingerprints
@@ -165,6 +168,18 @@ class RemlResult:
     expected_information: np.ndarray | None = None
     engine_reason: str = ""
     fingerprints: dict[str, str] = field(default_factory=dict)
+    logdet_xtx: float | None = None
+
+    @property
+    def loglik_asreml(self) -> float | None:
+        """The restricted log-likelihood on ASReml's scale,
+        :math:`-\\tfrac12[\\log|V| + \\log|X^\\top V^{-1}X| + y^\\top P y]`: :attr:`loglik`
+        plus :math:`\\tfrac12(n-p)\\log 2\\pi - \\tfrac12\\log|X^\\top X|` (gryphon model 4:
+        −1094.815, as ASReml prints). None for ML, or where log|XᵀX| is not known."""
+        if self.method != "reml" or self.logdet_xtx is None:
+            return None
+        n, p = self.n_records, len(self.fixed_names)
+        return self.loglik + 0.5 * (n - p) * math.log(2 * math.pi) - 0.5 * self.logdet_xtx
 
     # -- the tables as DataFrames -----------------------------------------------------------
     @cached_property
@@ -306,6 +321,9 @@ class RemlResult:
             },
             "loglik": self.loglik,
             "loglik_constant": LOGLIK_CONSTANT,
+            "loglik_asreml": _json_float(self.loglik_asreml)
+            if self.loglik_asreml is not None
+            else None,
             "converged": self.converged,
             "convergence": self.convergence.to_dict(),
             "boundary": list(self.boundary) or None,
