@@ -449,7 +449,9 @@ def _ranking_from_tree(
 def _write_ranking(ranking, path: Path) -> None:
     columns = [c for c in RANKING_COLUMNS if c in ranking.table]
     extra = [c for c in ("reml_blup", "reml_rank", "rank_median", "p_above") if c in ranking.table]
-    ranking.table[columns + extra].reset_index().to_csv(path, index=False, float_format="%.8g")
+    table = ranking.table[columns + extra].reset_index()
+    table.insert(table.columns.get_loc("p_top") + 1, "k", ranking.k)  # the k of P(top k)
+    table.to_csv(path, index=False, float_format="%.8g")
 
 
 def _candidates_from_args(args: argparse.Namespace):
@@ -497,9 +499,16 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     _write_ranking(ranking, out / "ranking.csv")
     _write_ranking_plots(ranking, out)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
-        print(f"top {ranking.k} of {len(ranking.table)} candidates (posterior mean EBV):")
+        print(
+            f"top {ranking.k} of {len(ranking.table)} candidates (posterior mean EBV); p_top is "
+            f"P(in the true top k), k = {ranking.k}:"
+        )
         print(ranking.top()[[c for c in RANKING_COLUMNS if c in ranking.table]].to_string())
-        print("\nselected sets (expected genetic gain = posterior mean EBV of the set):")
+        print(
+            "\nselected sets (expected genetic gain = posterior mean EBV of the set; "
+            f"expected_true_top_k = how many of the {ranking.k} selected are expected in the "
+            "true top k):"
+        )
         print(ranking.selections_frame().to_string())
     print(f"wrote ranking.csv, caterpillar.png, p_top.png and rank_uncertainty.png to {out}")
     return 0
@@ -888,8 +897,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the effect to rank: additive (default), maternal or any other random effect",
     )
     group = ranker.add_mutually_exclusive_group()
-    group.add_argument("--top", type=int, help="k of P(top k)")
-    group.add_argument("--top-fraction", type=float, help="k as a fraction of the candidates")
+    group.add_argument(
+        "--top",
+        type=int,
+        help="k of P(top k), the size of the selected set (default: 10%% of the candidates, "
+        "at least 1; ranking.csv's k column says which)",
+    )
+    group.add_argument(
+        "--top-fraction", type=float, help="k as a fraction of the candidates (default 0.1)"
+    )
     ranker.add_argument("--threshold", type=float, help="also P(u > threshold)")
     ranker.add_argument("--out", required=True, help="folder for ranking.csv")
     ranker.set_defaults(handler=_cmd_rank)

@@ -585,11 +585,13 @@ def test_rank_command_from_a_fit(sim_dir, tmp_path):
         "rank_low",
         "rank_high",
         "p_top",
+        "k",
         "reml_blup",
         "reml_rank",
     ]
     assert list(written.columns[: len(expected)]) == expected
     assert len(written) == 150
+    assert (written["k"] == 15).all()  # fit's default: 10 % of the 150 candidates
     # candidates from a file: ranks within the subset only
     candidates = tmp_path / "candidates.csv"
     pd.DataFrame({"id": written["id"].iloc[::10]}).to_csv(candidates, index=False)
@@ -609,6 +611,7 @@ def test_rank_command_from_a_fit(sim_dir, tmp_path):
     ranking = pd.read_csv(out / "ranking.csv")
     assert len(ranking) == 15
     assert ranking["p_top"].sum() == pytest.approx(3)
+    assert (ranking["k"] == 3).all() and "k = 3" in completed.stdout
     assert ranking["rank_mean"].sum() == pytest.approx(15 * 16 / 2)
     # candidates as a boolean column of the data
     pheno = pd.read_csv(sim_dir / "pheno.csv")
