@@ -703,7 +703,9 @@ def _relationship_arguments(command: argparse.ArgumentParser, *, matrix: bool) -
     )
     if matrix:
         group.add_argument(
-            "--relmat", help="CSV relationship matrix (ids as header and first column)"
+            "--relmat",
+            help="relationship matrix: CSV (ids as header and first column), .npz (arrays "
+            "matrix and ids), .npy (ids in <name>.ids.txt) or .parquet (an id column)",
         )
     group.add_argument("--pedigree", help="pedigree CSV (id, sire, dam; unknown as 0/NA/empty/.)")
     group.add_argument(
@@ -764,7 +766,11 @@ def _many_arguments(command: argparse.ArgumentParser, *, bayesian: bool) -> None
         group.add_argument(
             "--no-progress", dest="progress", action="store_false", help="no progress bar"
         )
-        group.add_argument("--quiet", action="store_true", help="no progress bar")
+        group.add_argument(
+            "--quiet",
+            action="store_true",
+            help="no progress bar and no samplers' messages (the summary is still printed)",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -790,7 +796,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="estimate the direct-maternal genetic covariance (needs --maternal)",
     )
-    fit.add_argument("--method", choices=["reml", "ml"], default="reml")
+    fit.add_argument(
+        "--method",
+        choices=["reml", "ml"],
+        default="reml",
+        help="reml (default; the likelihood of the residual contrasts) or ml (full maximum "
+        "likelihood, whose variances are biased down by the fixed effects' degrees of freedom)",
+    )
     fit.add_argument(
         "--engine",
         choices=list(ENGINES),
@@ -844,23 +856,34 @@ def _parser() -> argparse.ArgumentParser:
         "other marginal models, 1000 otherwise)",
     )
     bayes.add_argument("--chains", type=int, default=4, help="chains (default 4)")
-    bayes.add_argument("--seed", type=int, default=None, help="random seed")
+    bayes.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (default: one drawn and printed; the same seed gives the same draws)",
+    )
     bayes.add_argument(
         "--sampler",
         choices=["pymc", "nutpie", "numpyro"],
         default=None,
-        help="NUTS implementation (default: the fastest measured, pymc)",
+        help="NUTS implementation (default: the engine's, the fastest measured — nutpie for "
+        "one random effect and the non-centred model, pymc for several effects and the "
+        "partial model)",
     )
     bayes.add_argument(
         "--parameterisation",
         choices=["auto", "marginal", "noncentred", "partial"],
         default="auto",
+        help="auto (default: chosen by the problem's structure, the reason printed), marginal "
+        "(b and u integrated out), noncentred (u = sigma L z sampled) or partial (a dense G "
+        "in its eigenbasis, the other effects sampled)",
     )
     bayes.add_argument(
         "--prior",
         default="default",
-        help="default, inverse_gamma (MCMCglmm's V = 1, nu = 0.002 on every component), flat "
-        "or beta_h2",
+        help="default (= half_t: half-Student-t on each SD, scaled from the data), "
+        "inverse_gamma (MCMCglmm's V = 1, nu = 0.002 on every component), flat (the "
+        "posterior mode is REML) or beta_h2 (Beta on h2, one random effect)",
     )
     bayes.add_argument(
         "--target-accept",
@@ -907,7 +930,11 @@ def _parser() -> argparse.ArgumentParser:
         "--top-fraction", type=float, help="k as a fraction of the candidates (default 0.1)"
     )
     ranker.add_argument("--threshold", type=float, help="also P(u > threshold)")
-    ranker.add_argument("--out", required=True, help="folder for ranking.csv")
+    ranker.add_argument(
+        "--out",
+        required=True,
+        help="folder for ranking.csv, caterpillar.png, p_top.png and rank_uncertainty.png",
+    )
     ranker.set_defaults(handler=_cmd_rank)
 
     rel = commands.add_parser(
@@ -939,13 +966,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.set_defaults(handler=_cmd_simulate)
 
     demo = commands.add_parser("demo", help="the reference simulation and its fit")
-    demo.add_argument("--n", type=int, default=1000)
-    demo.add_argument("--n-snps", type=int, default=1000)
-    demo.add_argument("--seed", type=int, default=1859)
+    demo.add_argument("--n", type=int, default=1000, help="animals (default 1000)")
+    demo.add_argument("--n-snps", type=int, default=1000, help="SNPs (default 1000)")
+    demo.add_argument("--seed", type=int, default=1859, help="random seed (default 1859)")
     demo.add_argument("--top", type=int, default=10, help="breeding values to show")
-    demo.add_argument("--draws", type=int, default=1000)
+    demo.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
     demo.add_argument("--tune", type=int, default=None, help="tuning steps (default: the fit's)")
-    demo.add_argument("--chains", type=int, default=4)
+    demo.add_argument("--chains", type=int, default=4, help="chains (default 4)")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
