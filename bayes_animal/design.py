@@ -213,6 +213,41 @@ def repeated_records_notice(effect: Effect, animal: str) -> str | None:
     )
 
 
+#: How messages name records: "data row 1" is the first record under the header, counted from
+#: the first line of data (a DataFrame with an index of its own is named by its index labels
+#: instead: "data row(s) index 'b'").
+ROWS = "data row(s)"
+
+
+class _IndexLabel:
+    """A record named by its DataFrame index label in a message (``index 'b'``)."""
+
+    def __init__(self, label: object) -> None:
+        self.label = label
+
+    def __str__(self) -> str:
+        return f"index {self.label!r}"
+
+    def __hash__(self) -> int:
+        return hash(("index", self.label))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _IndexLabel) and other.label == self.label
+
+
+def _shown_rows(records: Records, labels: np.ndarray) -> np.ndarray:
+    """The records' names in messages: 1-based data rows where the labels are the positions
+    0, 1, … (a file, a DataFrame with the default index), else the index labels, marked."""
+    n = len(labels)
+    positional = n == 0 or (
+        np.issubdtype(np.asarray(list(labels[:1])).dtype, np.integer)
+        and np.array_equal(np.asarray(labels, dtype=object), np.arange(n).astype(object))
+    )
+    if positional:
+        return (np.arange(n) + 1).astype(object)
+    return np.array([_IndexLabel(label) for label in labels], dtype=object)
+
+
 def _check_missing_covariates(kept: Records, columns: list[str], labels: np.ndarray) -> None:
     """Missing covariates (numeric or factor) are an error, never imputed or dropped."""
     if not columns:
@@ -223,7 +258,7 @@ def _check_missing_covariates(kept: Records, columns: list[str], labels: np.ndar
         names = sorted({columns[c] for c in cols})
         raise DataError(
             f"Covariates are missing: column(s) {describe_items(names)}"
-            f" in row(s) {describe_items(list(dict.fromkeys(labels[rows])))}. Fill them in or "
+            f" in {ROWS} {describe_items(list(dict.fromkeys(labels[rows])))}. Fill them in or "
             "remove those records; covariates are never imputed or dropped silently."
         )
 
@@ -321,7 +356,7 @@ def _fixed_matrix(spec, kept, labels, plain) -> tuple[np.ndarray, tuple[str, ...
         rows, cols = np.nonzero(bad)
         raise DataError(
             f"Covariates are missing or infinite: column(s) "
-            f"{describe_items(sorted({names[c] for c in cols}))} in row(s) "
+            f"{describe_items(sorted({names[c] for c in cols}))} in {ROWS} "
             f"{describe_items(list(dict.fromkeys(labels[rows])))}. Fill them in or remove "
             "those records; covariates are never imputed silently."
         )
@@ -374,7 +409,7 @@ def _effect(
         missing = kept.missing(term.column)
         if missing.any():
             raise DataError(
-                f"The random effect {term.text!r} has no level in row(s) "
+                f"The random effect {term.text!r} has no level in {ROWS} "
                 f"{describe_items(labels[missing])} (column {term.column!r} is empty). Fill them "
                 "in or remove those records."
             )
@@ -485,10 +520,11 @@ def build_design(
         )
     response, y_all = _response(spec, records, plain)
     labels = np.asarray(records.labels, dtype=object)
+    shown = _shown_rows(records, labels)  # what the messages call the rows
     bad_y = np.isinf(y_all)
     if bad_y.any():
         raise DataError(
-            f"The response {response!r} is infinite in row(s) {describe_items(labels[bad_y])}. "
+            f"The response {response!r} is infinite in {ROWS} {describe_items(shown[bad_y])}. "
             "Fix or remove those records."
         )
     missing_y = np.isnan(y_all)
@@ -496,16 +532,16 @@ def build_design(
     if missing_y.any():
         notices.append(
             f"{int(missing_y.sum())} of {len(y_all)} records have a missing response "
-            f"{response!r} and were left out (rows {describe_items(labels[missing_y])})."
+            f"{response!r} and were left out ({ROWS} {describe_items(shown[missing_y])})."
         )
         if warn:
             warnings.warn(notices[-1], DroppedRecordsWarning, stacklevel=2)
     keep = ~missing_y
     kept = records.take(keep)
-    effects = tuple(_effect(t, kept, labels[keep], relationship, notices) for t in spec.terms)
+    effects = tuple(_effect(t, kept, shown[keep], relationship, notices) for t in spec.terms)
     covariates = plain[1] if plain else column_references(spec.parts.fixed, columns)
-    _check_missing_covariates(kept, covariates, labels[keep])
-    X, names = _fixed_matrix(spec, kept, labels[keep], plain)
+    _check_missing_covariates(kept, covariates, shown[keep])
+    X, names = _fixed_matrix(spec, kept, shown[keep], plain)
     genetic = [e for e in effects if e.name == "additive"]
     if genetic and not spec.has_permanent_environment:
         repeated = repeated_records_notice(genetic[0], spec.animal)

@@ -151,7 +151,7 @@ def _broken_inputs(sim_dir, tmp_path):
     missing_cov = pheno.copy()
     missing_cov.loc[5, "fix"] = np.nan
     missing_cov.to_csv(tmp_path / "missing_cov.csv", index=False)
-    cases["missing covariate"] = ("missing_cov.csv", "A.csv", "response ~ 1 + fix", "row(s) 5")
+    cases["missing covariate"] = ("missing_cov.csv", "A.csv", "response ~ 1 + fix", "data row(s) 6")
     cases["missing file"] = ("nothing.csv", "A.csv", "response ~ 1 + fix", "not found")
     pheno.to_csv(tmp_path / "pheno.csv", index=False)
     return cases

@@ -90,7 +90,7 @@ def test_random_slopes_are_refused_naming_the_term():
 
 def test_missing_response_is_dropped_with_a_counted_notice():
     data = _data(y=[1.0, np.nan, 1.5, np.nan, 3.0, 0.5])
-    with pytest.warns(DroppedRecordsWarning, match=r"2 of 6 records.*rows 1, 3"):
+    with pytest.warns(DroppedRecordsWarning, match=r"2 of 6 records.*data row\(s\) 2, 4"):
         design = build_design("y ~ x", data, relationship=RELMAT)
     assert design.n_records == 4
     np.testing.assert_array_equal(design.dropped_labels, [1, 3])
@@ -107,18 +107,18 @@ def test_missing_response_through_formulaic_path_too():
 
 def test_missing_covariate_is_an_error_naming_rows_and_column():
     data = _data(x=[0.1, np.nan, 0.7, 1.2, np.nan, -1.0])
-    with pytest.raises(DataError, match=r"column\(s\) 'x' in row\(s\) 1, 4"):
+    with pytest.raises(DataError, match=r"column\(s\) 'x' in data row\(s\) 2, 5"):
         build_design("y ~ x", data, relationship=RELMAT)
 
 
 def test_missing_factor_level_is_an_error():
     data = _data(sex=["F", None, "F", "M", "M", "F"])
-    with pytest.raises(DataError, match=r"row\(s\) 1"):
+    with pytest.raises(DataError, match=r"data row\(s\) 2"):
         build_design("y ~ C(sex)", data, relationship=RELMAT)
 
 
 def test_infinite_values_are_errors():
-    with pytest.raises(DataError, match=r"response 'y' is infinite in row\(s\) 2"):
+    with pytest.raises(DataError, match=r"response 'y' is infinite in data row\(s\) 3"):
         build_design("y ~ x", _data(y=[1, 2, np.inf, 1, 1, 1.0]), relationship=RELMAT)
     with pytest.raises(DataError, match="missing or infinite.*'x'"):
         build_design("y ~ x", _data(x=[1, 2, np.inf, 1, 1, 1.0]), relationship=RELMAT)
@@ -147,7 +147,9 @@ def test_missing_animal_column():
 
 def test_empty_animal_id_names_rows():
     data = _data(animal=["a", None, "c", "a", "b", "d"])
-    with pytest.raises(DataError, match=r"no level in row\(s\) 1 \(column 'animal' is empty\)"):
+    with pytest.raises(
+        DataError, match=r"no level in data row\(s\) 2 \(column 'animal' is empty\)"
+    ):
         build_design("y ~ x", data, relationship=RELMAT)
 
 
@@ -281,7 +283,7 @@ def test_dams_missing_from_the_pedigree_are_named():
         ("y ~ x + (1 | cage)", None, r"column 'cage' of the random effect '\(1 \| cage\)'"),
         ("y ~ x + (1 | g)", ["u"] * 6, r"'\(1 \| g\)' has a single level.*'u'"),
         ("y ~ x + (1 | g)", list("pqrstu"), r"exactly one record.*cannot be separated"),
-        ("y ~ x + (1 | g)", ["u", None, "v", "u", "v", "u"], r"no level in row\(s\) 1"),
+        ("y ~ x + (1 | g)", ["u", None, "v", "u", "v", "u"], r"no level in data row\(s\) 2"),
     ],
 )
 def test_random_effects_that_cannot_be_estimated_are_errors(formula, column, message):
@@ -355,7 +357,15 @@ def test_records_read_without_pandas_report_the_same_errors(tmp_path):
     data = _data(x=[0.1, np.nan, 0.7, 1.2, 0.0, -1.0], g=["u", "v", None, "w", "v", "u"])
     frame, records = _read_both_ways(tmp_path, data)
     for source in (frame, records):
-        with pytest.raises(DataError, match=r"column\(s\) 'x' in row\(s\) 1"):
+        with pytest.raises(DataError, match=r"column\(s\) 'x' in data row\(s\) 2"):
             build_design("y ~ x", source, relationship=RELMAT, warn=False)
-        with pytest.raises(DataError, match=r"'\(1 \| g\)' has no level in row\(s\) 2"):
+        with pytest.raises(DataError, match=r"'\(1 \| g\)' has no level in data row\(s\) 3"):
             build_design("y ~ w + (1 | g)", source, warn=False)
+
+
+def test_a_dataframe_with_an_index_of_its_own_is_named_by_its_labels():
+    """Rows are 1-based data rows where the index is the default 0, 1, …; a DataFrame indexed
+    by its own labels is named by them, marked as index labels."""
+    data = _data(x=[1.0, np.nan, 3.0, 4.0, 5.0, 6.0]).set_index(pd.Index(list("abcdef")))
+    with pytest.raises(DataError, match=r"data row\(s\) index 'b'\. Fill"):
+        build_design("y ~ x", data, relationship=RELMAT)
