@@ -3,7 +3,8 @@ MCMCglmm measured in the same run where they can run.
 
 Run through ``python benchmarks/run.py shapes`` (``--quick``: 500 and 2 000 animals only;
 the genomic G also at 5 000; the 20 000-animal cells take REML only unless
-``BAYES_ANIMAL_SHAPES_FULL=1``; ``BAYES_ANIMAL_SHAPES_CELLS=A.csv:2:2000,...`` runs only those cells).
+``BAYES_ANIMAL_SHAPES_FULL=1``; ``BAYES_ANIMAL_SHAPES_CELLS=A.csv:2:2000,...`` runs only those
+cells).
 
 Each cell simulates a pedigree (3 generations of random mating, a third of the animals
 founders, a sire per 10 animals: 2.6 % of A's entries non-zero at 2 000 animals) and records
