@@ -43,50 +43,8 @@ def _notice(message: str) -> None:
 
 
 def _format_reml(result: RemlResult, *, formula: str) -> str:
-    """A readable report of a REML fit: components, covariances, ratios, fixed effects."""
-    levels = ", ".join(f"{name} {len(table)}" for name, table in result.prediction_tables.items())
-    lines = [
-        f"{result.method.upper()} fit of {formula} ({result.engine} engine): "
-        f"{result.n_records} records; levels: {levels}",
-        "",
-        f"{'component':<22}{'variance':>12}{'SE':>10}{'proportion':>12}{'SE':>10}",
-    ]
-    for name, row in result.component_table.rows():
-        mark = "  (boundary)" if row["boundary"] else ""
-        lines.append(
-            f"{name:<22}{row['variance']:>12.6g}{row['se']:>10.4g}{row['proportion']:>12.4f}"
-            f"{row['proportion_se']:>10.4f}{mark}"
-        )
-    for name, row in result.covariance_table.rows():
-        lines.append(
-            f"{name:<22}{row['covariance']:>12.6g}{row['se']:>10.4g}   correlation "
-            f"{row['correlation']:.4f} ± {row['correlation_se']:.4f}"
-        )
-    if "repeatability" in result.ratio_table:
-        estimate, se = (result.ratio_table.value("repeatability", k) for k in ("estimate", "se"))
-        lines.append(f"{'repeatability':<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
-    lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
-    for name, value, se in zip(
-        result.fixed_names, result.beta_values, result.beta_se_values, strict=True
-    ):
-        lines.append(f"{name:<30}{value:>14.6g}{se:>12.4g}")
-    status = "converged" if result.converged else "NOT converged"
-    if result.boundary:
-        status += f", at the boundary: {', '.join(result.boundary)} = 0"
-    lines += [
-        "",
-        f"log-likelihood {result.loglik:.6f}"
-        + (
-            f" (ASReml's scale: {result.loglik_asreml:.6f})"
-            if result.loglik_asreml is not None
-            else ""
-        )
-        + f" ({status}, {result.iterations} iterations)",
-    ]
-    if result.engine_reason:
-        lines += textwrap.wrap(f"engine {result.engine_reason}", width=100)
-    lines.append("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()))
-    return "\n".join(lines)
+    """A readable report of a REML fit (:meth:`RemlResult.report`)."""
+    return result.report(formula=formula)
 
 
 def _relationship_from_args(
@@ -270,32 +228,8 @@ def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progress
 
 
 def _format_fit(fit) -> str:
-    table = fit.reml_check
-    lines = [
-        f"posterior ({fit.sampler}, {fit.parameterisation}, fixed effects {fit.fixed_effects}; "
-        f"{int(fit.idata.posterior.sizes['chain'])} chains × "
-        f"{int(fit.idata.posterior.sizes['draw'])} draws)",
-        "",
-        f"{'parameter':<22}{'REML':>10}{'± SE':>9}{'mode':>10}{'median':>10}{'mean':>10}"
-        f"{'95% HDI':>22}  REML inside",
-    ]
-    for name, row in table.iterrows():
-        interval = f"[{row['hdi_low']:.4g}, {row['hdi_high']:.4g}]"
-        lines.append(
-            f"{name:<22}{row['reml']:>10.4g}{row['reml_se']:>9.3g}{row['mode']:>10.4g}"
-            f"{row['median']:>10.4g}{row['mean']:>10.4g}{interval:>22}  "
-            f"{'yes' if row['reml_in_hdi'] else 'NO'}"
-        )
-    d = fit.diagnostics
-    lines += [
-        "",
-        f"diagnostics: max R-hat {d.max_r_hat:.4f}, min bulk ESS {d.min_ess_bulk:.0f}, "
-        f"min tail ESS {d.min_ess_tail:.0f}, {d.divergences} divergences"
-        + ("" if d.ok else "  (see warnings)"),
-        "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in fit.timings.items()),
-        f"seed: {fit.random_seed} (--seed {fit.random_seed} repeats these draws)",
-    ]
-    return "\n".join(lines)
+    """A readable report of a posterior (:meth:`AnimalFit.report`)."""
+    return fit.report()
 
 
 #: What the figures' worker imports while the fit runs (:func:`_write_fit`).

@@ -310,3 +310,14 @@ def test_compare_sees_a_single_changed_entry_of_a_given_matrix():
     with pytest.raises(BayesAnimalError, match=r"\['additive'\]"):
         compare(small, large)
     assert compare(small, same).added == ("grp",)
+
+
+def test_printing_a_fit_is_summary_sized_and_says_where_the_rest_is(fits):
+    """print(reml(...)) gives components, ratios, fixed effects, convergence and where the
+    BLUPs are — tens of lines, not one per animal."""
+    text = repr(fits["large"])
+    assert str(fits["large"]) == text
+    assert len(text.splitlines()) < 40
+    for needle in ("additive", "mother", "residual", "Intercept", "converged",
+                   "ASReml's scale", ".predictions['additive', 'byear', 'mother']"):  # fmt: skip
+        assert needle in text, needle

@@ -770,3 +770,14 @@ def test_a_fit_without_a_seed_draws_one_records_it_and_repeats_with_it():
     )
     other = model.fit(**options)
     assert other.random_seed != first.random_seed
+
+
+def test_printing_a_posterior_is_summary_sized():
+    from bayes_animal import simulate_reference
+
+    sim = simulate_reference(n=80, n_snps=100, seed=5)
+    model = AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+    fit = model.fit(draws=60, tune=60, chains=2, progressbar=False, warn=False, random_seed=3)
+    text = repr(fit)
+    assert len(text.splitlines()) < 30 and "h2" in text and ".ebv()" in text
+    assert "seed: 3" in text

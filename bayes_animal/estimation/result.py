@@ -181,6 +181,65 @@ class RemlResult:
         n, p = self.n_records, len(self.fixed_names)
         return self.loglik + 0.5 * (n - p) * math.log(2 * math.pi) - 0.5 * self.logdet_xtx
 
+    def report(self, *, formula: str | None = None) -> str:
+        """A ``summary()``-sized report: the components with SEs and proportions, covariances,
+        the repeatability, fixed effects, the log-likelihood (also on ASReml's scale),
+        convergence, the engine and why, and where the predictions are."""
+        import textwrap
+
+        levels = ", ".join(f"{name} {len(table)}" for name, table in self.prediction_tables.items())
+        what = f" of {formula}" if formula else ""
+        lines = [
+            f"{self.method.upper()} fit{what} ({self.engine} engine): "
+            f"{self.n_records} records; levels: {levels}",
+            "",
+            f"{'component':<22}{'variance':>12}{'SE':>10}{'proportion':>12}{'SE':>10}",
+        ]
+        for name, row in self.component_table.rows():
+            mark = "  (boundary)" if row["boundary"] else ""
+            lines.append(
+                f"{name:<22}{row['variance']:>12.6g}{row['se']:>10.4g}{row['proportion']:>12.4f}"
+                f"{row['proportion_se']:>10.4f}{mark}"
+            )
+        for name, row in self.covariance_table.rows():
+            lines.append(
+                f"{name:<22}{row['covariance']:>12.6g}{row['se']:>10.4g}   correlation "
+                f"{row['correlation']:.4f} ± {row['correlation_se']:.4f}"
+            )
+        if "repeatability" in self.ratio_table:
+            estimate, se = (self.ratio_table.value("repeatability", k) for k in ("estimate", "se"))
+            lines.append(f"{'repeatability':<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
+        lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
+        for name, value, se in zip(
+            self.fixed_names, self.beta_values, self.beta_se_values, strict=True
+        ):
+            lines.append(f"{name:<30}{value:>14.6g}{se:>12.4g}")
+        status = "converged" if self.converged else "NOT converged"
+        if self.boundary:
+            status += f", at the boundary: {', '.join(self.boundary)} = 0"
+        asreml = self.loglik_asreml
+        lines += [
+            "",
+            f"log-likelihood {self.loglik:.6f}"
+            + (f" (ASReml's scale: {asreml:.6f})" if asreml is not None else "")
+            + f" ({status}, {self.iterations} iterations)",
+        ]
+        if self.engine_reason:
+            lines += textwrap.wrap(f"engine {self.engine_reason}", width=100)
+        lines.append("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in self.timings.items()))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        """The report, and where the rest is (``print(fit)`` is summary-sized, as R's)."""
+        names = ", ".join(repr(n) for n in self.prediction_tables)
+        return (
+            self.report()
+            + f"\nBLUPs, PEVs and reliabilities of every level: .predictions[{names}]; "
+            ".components, .ratios, .beta, .to_dict() for the rest."
+        )
+
+    __str__ = __repr__
+
     # -- the tables as DataFrames -----------------------------------------------------------
     @cached_property
     def components(self) -> pandas.DataFrame:

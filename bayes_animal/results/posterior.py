@@ -357,6 +357,46 @@ class AnimalFit:
     _summary: pd.DataFrame | None = field(default=None, repr=False)
     _ebv: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
+    def report(self) -> str:
+        """A ``summary()``-sized report: every quantity's posterior beside the REML estimate,
+        the diagnostics, the timings and the seed."""
+        table = self.reml_check
+        lines = [
+            f"posterior ({self.sampler}, {self.parameterisation}, fixed effects "
+            f"{self.fixed_effects}; {int(self.idata.posterior.sizes['chain'])} chains × "
+            f"{int(self.idata.posterior.sizes['draw'])} draws)",
+            "",
+            f"{'parameter':<22}{'REML':>10}{'± SE':>9}{'mode':>10}{'median':>10}{'mean':>10}"
+            f"{'95% HDI':>22}  REML inside",
+        ]
+        for name, row in table.iterrows():
+            interval = f"[{row['hdi_low']:.4g}, {row['hdi_high']:.4g}]"
+            lines.append(
+                f"{name:<22}{row['reml']:>10.4g}{row['reml_se']:>9.3g}{row['mode']:>10.4g}"
+                f"{row['median']:>10.4g}{row['mean']:>10.4g}{interval:>22}  "
+                f"{'yes' if row['reml_in_hdi'] else 'NO'}"
+            )
+        d = self.diagnostics
+        lines += [
+            "",
+            f"diagnostics: max R-hat {d.max_r_hat:.4f}, min bulk ESS {d.min_ess_bulk:.0f}, "
+            f"min tail ESS {d.min_ess_tail:.0f}, {d.divergences} divergences"
+            + ("" if d.ok else "  (see warnings)"),
+            "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()),
+            f"seed: {self.random_seed} (--seed {self.random_seed} repeats these draws)",
+        ]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        """The report, and where the rest is (``print(fit)`` is summary-sized)."""
+        return (
+            self.report()
+            + "\nevery draw: .idata (ArviZ); breeding values: .ebv(); every quantity: "
+            ".summary(); files: .save(folder)."
+        )
+
+    __str__ = __repr__
+
     @property
     def effects(self) -> tuple[str, ...]:
         """The random effects (component names) with posterior draws."""
