@@ -38,8 +38,37 @@ from .tables import pandas as pd
 __all__ = ["main"]
 
 
+#: Python keyword arguments that messages suggest, and the options this command line spells
+#: them with (a message written for ``reml()`` reads ``--parameterisation noncentred`` here).
+_VALUED = {"parameterisation", "sampler", "method", "engine", "priors", "ordering"}
+_FLAGS = {"nearest_pd", "allow_selfing", "maternal_covariance", "add_missing_parents"}
+
+
+def in_command_line_words(message: str) -> str:
+    """A message's suggestions in this command line's syntax: ``parameterisation='noncentred'``
+    → ``--parameterisation noncentred``, ``nearest_pd=True`` → ``--nearest-pd``,
+    ``animal=<column>`` → ``--animal <column>``, ``priors='flat'`` → ``--prior flat``; other
+    text is left as it is."""
+    import re
+
+    def valued(match: re.Match) -> str:
+        name = "prior" if match[1] == "priors" else match[1]
+        return f"--{name.replace('_', '-')} {match[2]}"
+
+    message = re.sub(rf"\b({'|'.join(sorted(_VALUED))})='([\w.-]+)'", valued, message)
+    message = re.sub(
+        rf"\b({'|'.join(sorted(_FLAGS))})=True", lambda m: f"--{m[1].replace('_', '-')}", message
+    )
+    message = message.replace("animal=<column>", "--animal <column>")
+    # a suggestion given twice ("x=True (--x)") reads once
+    return re.sub(r"(--[\w-]+(?: [\w.<>-]+)?) \(\1\)", r"\1", message)
+
+
 def _notice(message: str) -> None:
-    print(textwrap.fill(f"note: {message}", width=100), file=sys.stderr)
+    print(
+        textwrap.fill(f"note: {in_command_line_words(message)}", width=100, break_on_hyphens=False),
+        file=sys.stderr,
+    )
 
 
 def _format_reml(result: RemlResult, *, formula: str) -> str:
@@ -932,7 +961,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.handler(args)
     except BayesAnimalError as exc:
-        print(textwrap.fill(f"error: {exc}", width=100), file=sys.stderr)
+        print(
+            textwrap.fill(
+                f"error: {in_command_line_words(str(exc))}", width=100, break_on_hyphens=False
+            ),
+            file=sys.stderr,
+        )
         status = 2
     if argv is None:  # not after an unexpected exception: its traceback is what matters then
         _before_exit()

@@ -973,3 +973,18 @@ def test_fit_reports_every_warning_but_known_library_noise(capsys):
     assert "UserWarning from stats.py:7: too few samples" in err
     assert "old API" not in err
     assert "DeprecationWarning from api.py:7: ours" in err
+
+
+def test_hints_are_given_in_the_command_lines_syntax():
+    from bayes_animal.cli import in_command_line_words
+
+    assert in_command_line_words(
+        "try parameterisation='noncentred' or more tuning"
+    ) == "try --parameterisation noncentred or more tuning"
+    assert in_command_line_words("Use nearest_pd=True.") == "Use --nearest-pd."
+    assert in_command_line_words("Pass animal=<column>.") == "Pass --animal <column>."
+    assert in_command_line_words("priors='flat' gives REML") == "--prior flat gives REML"
+    assert in_command_line_words("pass allow_selfing=True (--allow-selfing)") == (
+        "pass --allow-selfing"
+    )
+    assert in_command_line_words("a frozen=True dataclass") == "a frozen=True dataclass"

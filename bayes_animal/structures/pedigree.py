@@ -246,9 +246,8 @@ def _check_missing_parents(added: list[str], parents: int, ids: list[str], add: 
             f"{len(added)} of the {parents} parents match no id of the pedigree "
             f"({describe_items(added)}; ids are like {describe_items(ids[:3])}). If the ids "
             "are written differently in the parent columns, make them the same; if the file "
-            "lists offspring only, read it with read_pedigree(path, add_missing_parents=True) "
-            "and pass that as pedigree= (on the command line: --add-missing-parents) to add "
-            "each parent as a founder."
+            "lists offspring only, pass add_missing_parents=True to add each parent as a "
+            "founder (in Python to read_pedigree, whose Pedigree then goes to pedigree=)."
         )
 
 
