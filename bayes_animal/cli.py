@@ -125,7 +125,7 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
     if not args.out:
         raise BayesAnimalError("--traits writes OUT/traits.csv: give --out DIR as well.")
     clock = time.perf_counter()
-    data = read_data(args.data)
+    data = read_data(args.data, sep=args.sep)
     source = _relationship_from_args(args)
     common = {
         "source": source,
@@ -176,7 +176,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     if args.traits:
         return _many_traits(args, bayesian=False)
     clock = time.perf_counter()
-    data = read_records(args.data)
+    data = read_records(args.data, sep=args.sep)
     read = time.perf_counter() - clock
     clock = time.perf_counter()
     source = _relationship_from_args(args, required=False, check_definite=False)
@@ -332,7 +332,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .execution import Worker, can_start_workers
     from .linalg.threads import default_threads
 
-    data = read_data(args.data)
+    data = read_data(args.data, sep=args.sep)
     source = _relationship_from_args(args)
     spare_core = default_threads() >= 2 and can_start_workers()  # BAYES_ANIMAL_THREADS=1: none
     with Worker(FIGURE_MODULES) if spare_core else nullcontext() as worker:
@@ -428,7 +428,7 @@ def _candidates_from_args(args: argparse.Namespace):
             f"--candidates {args.candidates!r} is neither a file nor usable as a column without "
             "--data: give a CSV of candidate ids, or --data with a boolean column."
         )
-    data = read_data(args.data)
+    data = read_data(args.data, sep=args.sep)
     if args.candidates not in data.columns:
         raise BayesAnimalError(
             f"--candidates {args.candidates!r} is not a file and not a column of {args.data}."
@@ -746,6 +746,9 @@ def _parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser("reml", help="REML (or ML) estimate of the animal model")
     fit.add_argument("--data", required=True, help="CSV of records, one row per record")
+    fit.add_argument(
+        "--sep", default=",", help="the separator between the data file's columns (default ,)"
+    )
     _relationship_arguments(fit, matrix=True)
     fit.add_argument(
         "--formula",
@@ -796,6 +799,9 @@ def _parser() -> argparse.ArgumentParser:
 
     bayes = commands.add_parser("fit", help="Bayesian fit (NUTS) checked against REML")
     bayes.add_argument("--data", required=True, help="CSV of records, one row per record")
+    bayes.add_argument(
+        "--sep", default=",", help="the separator between the data file's columns (default ,)"
+    )
     _relationship_arguments(bayes, matrix=True)
     bayes.add_argument(
         "--formula",
@@ -876,6 +882,9 @@ def _parser() -> argparse.ArgumentParser:
     ranker.add_argument("--posterior", required=True, help="posterior.nc written by fit")
     ranker.add_argument("--candidates", help="CSV of candidate ids, or a boolean column of --data")
     ranker.add_argument("--data", help="records CSV holding the --candidates column")
+    ranker.add_argument(
+        "--sep", default=",", help="the separator between the data file's columns (default ,)"
+    )
     ranker.add_argument("--animal", default="animal", help="id column of --data")
     ranker.add_argument(
         "--effect",

@@ -988,3 +988,18 @@ def test_hints_are_given_in_the_command_lines_syntax():
         "pass --allow-selfing"
     )
     assert in_command_line_words("a frozen=True dataclass") == "a frozen=True dataclass"
+
+
+def test_a_semicolon_file_is_named_and_read_with_sep(sim_dir, tmp_path):
+    """A file written with ';' reads as one column: an error that names the separator and
+    --sep; with --sep ';' it gives the same REML as the comma file."""
+    pheno = pd.read_csv(sim_dir / "pheno.csv")
+    pheno.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    common = ["--relmat", sim_dir / "A.csv", "--formula", "response ~ 1 + fix", "--json"]
+    refused = _run("reml", "--data", tmp_path / "semi.csv", *common)
+    assert refused.returncode == 2
+    assert "seems to use ';'" in refused.stderr and "--sep ';'" in refused.stderr
+    semi = _run("reml", "--data", tmp_path / "semi.csv", "--sep", ";", *common)
+    comma = _run("reml", "--data", sim_dir / "pheno.csv", *common)
+    assert semi.returncode == 0, semi.stderr
+    assert json.loads(semi.stdout)["h2"] == json.loads(comma.stdout)["h2"]

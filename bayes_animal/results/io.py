@@ -30,21 +30,45 @@ __all__ = [
 ]
 
 
-def read_records(path: str | PathLike[str]) -> Records:
+def read_records(path: str | PathLike[str], sep: str = ",") -> Records:
     """The records of a CSV file, read without pandas where :mod:`bayes_animal.readers` can
-    (the same values as :func:`read_data`), else by :func:`read_data`."""
-    records = read_records_csv(path)
-    return records if records is not None else FrameRecords(read_data(path))
+    (the same values as :func:`read_data`; comma-separated files), else by :func:`read_data`."""
+    records = read_records_csv(path) if sep == "," else None
+    if records is not None:
+        _check_separator(records.names, path, sep)
+        return records
+    return FrameRecords(read_data(path, sep=sep))
 
 
-def read_data(path: str | PathLike[str]) -> pd.DataFrame:
-    """Read a CSV of records; raise :class:`DataError` naming the file if it cannot be read."""
+#: Separators a file read as one column is checked for.
+_OTHER_SEPARATORS = {";": "';'", "\t": "'\\t' (tab)", "|": "'|'"}
+
+
+def _check_separator(names: list[str], path, sep: str) -> None:
+    """A file read as one column whose name holds another separator was written with that one:
+    an error naming it and the option, not a model of one column."""
+    if len(names) != 1:
+        return
+    for other, shown in _OTHER_SEPARATORS.items():
+        if other != sep and other in str(names[0]):
+            raise DataError(
+                f"{path} was read as one column ({str(names[0])[:60]!r}): it seems to use "
+                f"{shown} between its columns, not {sep!r}. Pass --sep {shown.split()[0]} "
+                "(sep= in read_data), or write it with commas."
+            )
+
+
+def read_data(path: str | PathLike[str], sep: str = ",") -> pd.DataFrame:
+    """Read a CSV of records (columns separated by ``sep``); raise :class:`DataError` naming the
+    file if it cannot be read, or if it reads as one column that holds another separator."""
     try:
-        return pd.read_csv(path)
+        frame = pd.read_csv(path, sep=sep)
     except FileNotFoundError as exc:
         raise DataError(f"Data file not found: {path}") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"Could not read the data file {path}: {exc}") from exc
+    _check_separator([str(c) for c in frame.columns], path, sep)
+    return frame
 
 
 def write_relationship_csv(relmat: RelationshipMatrix, path: str | PathLike[str]) -> Path:
