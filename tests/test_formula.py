@@ -54,3 +54,12 @@ def test_unknown_dotted_names_suggest_backticks():
         unknown_names("y ~ weight", [*COLUMNS, "y"], formula="y ~ weight")
     assert "backticks" not in str(info.value)
     unknown_names("`Obesity.BMI` ~ np.log(age) + C(GENDER, Treatment('1'))", COLUMNS, formula="")
+
+
+def test_a_column_name_with_spaces_suggests_backticks():
+    columns = ["animal", "litter size", "y"]
+    with pytest.raises(
+        FormulaError, match=r"with spaces must be quoted in backticks: `litter size`"
+    ):
+        unknown_names("y ~ 1 + litter size", columns, formula="y ~ 1 + litter size")
+    unknown_names("y ~ 1 + `litter size`", columns, formula="")

@@ -194,8 +194,8 @@ def unknown_names(text: str, columns: Collection[str], *, formula: str) -> None:
     """Raise :class:`FormulaError` for bare names in ``text`` that are not columns of the data.
 
     When an unknown name is the start of a dotted column name (``Obesity`` of
-    ``Obesity.BMI``), or a dotted name whose pieces are not columns, the message says to
-    quote the column in backticks.
+    ``Obesity.BMI``), or a dotted name whose pieces are not columns, or the words of a column
+    name with spaces (``litter size``), the message says to quote the column in backticks.
     """
     unknown: list[str] = []
     for name, called in _bare_names(text):
@@ -207,11 +207,20 @@ def unknown_names(text: str, columns: Collection[str], *, formula: str) -> None:
         return
     stems = {u.split(".")[0] for u in unknown}
     dotted = [c for c in columns if "." in c and c.split(".")[0] in stems]
+    spaced = [
+        c for c in columns if " " in c and all(word in unknown for word in c.split())
+    ]  # "litter size" read as the names litter and size
     advice = (
         f" Column names with dots must be quoted in backticks, e.g. `{dotted[0]}`."
         if dotted
         else ""
     )
+    if spaced:
+        advice += (
+            f" A column name with spaces must be quoted in backticks: `{spaced[0]}`"
+            + (f" (and {', '.join(f'`{c}`' for c in spaced[1:])})" if spaced[1:] else "")
+            + "."
+        )
     raise FormulaError(
         f"The formula {formula!r} uses column(s) {describe_items(unknown)} that are not in the "
         f"data.{advice} Available columns: {describe_items(list(columns), limit=30)}."
