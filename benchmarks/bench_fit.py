@@ -175,8 +175,8 @@ def run_whole(before: Path | None, repeats: int = 5) -> pd.DataFrame:
 #: as a caller would, so only the process settings of a command of its own are missing (dask
 #: is still kept out, as the command does for ``fit``).
 _WITH_PYTHONS_COLLECTOR = (
-    "import sys; from bayes_animal import cli\n"
-    "if sys.argv[1] == 'fit': cli._without_dask()\n"
+    "import sys; from bayes_animal import cli; from bayes_animal.cli import process\n"
+    "if sys.argv[1] == 'fit': process._without_dask()\n"
     "sys.exit(cli.main(sys.argv[1:]))"
 )
 

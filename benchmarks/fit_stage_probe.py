@@ -20,6 +20,15 @@ import pandas  # noqa: E402, F401  - every version's fit imports it (the reml pa
 
 from bayes_animal import cli  # noqa: E402
 
+try:  # the command line as a package (one module per command), or as one module before
+    from bayes_animal.cli import fit as _fit
+    from bayes_animal.cli import inputs as _inputs
+    from bayes_animal.cli import options as _options
+    from bayes_animal.cli import process as _process
+    from bayes_animal.results import io as _io
+except ImportError:  # pragma: no cover - an earlier version
+    _fit = _inputs = _options = _process = _io = cli
+
 
 def main() -> None:
     folder, out, *options = sys.argv[1:]
@@ -28,14 +37,14 @@ def main() -> None:
     stages["imports (python, numpy, pandas, the package)"] = clock - START
     data_options = ["--data", f"{folder}/pheno.csv", "--relmat", f"{folder}/A.csv"]
     model_options = ["--formula", "response ~ 1 + fix", "--out", out, "--no-progress"]
-    args = cli._parser().parse_args(["fit", *data_options, *model_options, *options])
+    args = _options._parser().parse_args(["fit", *data_options, *model_options, *options])
     # what main() does in a process of its own, in each version
-    if hasattr(cli, "_as_process_of_its_own"):
-        cli._as_process_of_its_own(args)
-    elif hasattr(cli, "_without_dask"):
-        cli._without_dask()
-    data = cli.read_data(args.data)
-    source = cli._relationship_from_args(args)
+    if hasattr(_process, "_as_process_of_its_own"):
+        _process._as_process_of_its_own(args)
+    elif hasattr(_process, "_without_dask"):
+        _process._without_dask()
+    data = _io.read_data(args.data)
+    source = _inputs._relationship_from_args(args)
     now = time.perf_counter()
     stages["read (pheno.csv, A.csv)"], clock = now - clock, now
     # what each version imports before it samples
@@ -55,7 +64,7 @@ def main() -> None:
 
     now = time.perf_counter()
     stages["imports (sampler, ArviZ, xarray)"], clock = now - clock, now
-    fit = cli._fit_model(args, data, source, progressbar=False)
+    fit = _fit._fit_model(args, data, source, progressbar=False)
     now = time.perf_counter()
     fit_total, clock = now - clock, now
     timings = dict(fit.timings)
@@ -67,13 +76,13 @@ def main() -> None:
     stages["summary, diagnostics, joint mode"] = fit_total - sum(
         timings.get(k, 0.0) for k in ("reml", "compile", "sampling", "conditional")
     )
-    cli._write_fit(fit, Path(out))
+    _fit._write_fit(fit, Path(out))
     now = time.perf_counter()
     stages["outputs (json, csv, netCDF, PNGs)"] = now - clock
     stages["total"] = now - START
     print(json.dumps({"stages": stages, "sampler": fit.sampler}), flush=True)
-    if hasattr(cli, "_before_exit"):
-        cli._before_exit()
+    if hasattr(_process, "_before_exit"):
+        _process._before_exit()
 
 
 if __name__ == "__main__":

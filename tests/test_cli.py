@@ -889,7 +889,7 @@ def test_only_a_process_of_its_own_tunes_the_collector(sim_dir):
     often and freezes the objects left at the end, so that Python's finalisation skips the
     cycle collector; a caller that passes argv (a test, a notebook) keeps Python's settings
     and every object collectable — also after an error."""
-    from bayes_animal.cli import YOUNG_GENERATION_THRESHOLD
+    from bayes_animal.cli.process import YOUNG_GENERATION_THRESHOLD
 
     reml = ["reml", "--data", str(sim_dir / "pheno.csv"), "--relmat", str(sim_dir / "A.csv"),
             "--formula", "response ~ 1 + fix", "--json"]  # fmt: skip
@@ -922,7 +922,7 @@ def test_without_dask_keeps_xarray_from_importing_it():
     writing netCDF then import neither dask.array nor dask.distributed."""
     code = (
         "import sys, importlib.util, tempfile, os\n"
-        "from bayes_animal.cli import _without_dask\n"
+        "from bayes_animal.cli.process import _without_dask\n"
         "_without_dask()\n"
         "import xarray as xr\n"
         "assert importlib.util.find_spec('dask') is None\n"
@@ -939,8 +939,8 @@ def test_without_dask_keeps_xarray_from_importing_it():
 
     keep = {**os.environ, "BAYES_ANIMAL_KEEP_DASK": "1"}
     kept = subprocess.run(
-        [sys.executable, "-c", "from bayes_animal.cli import _without_dask\n_without_dask()\n"
-         "import sys\nassert sys.modules.get('dask', 0) is not None"],
+        [sys.executable, "-c", "from bayes_animal.cli.process import _without_dask\n"
+         "_without_dask()\nimport sys\nassert sys.modules.get('dask', 0) is not None"],
         capture_output=True, text=True, timeout=120, env=keep,
     )  # fmt: skip
     assert kept.returncode == 0, kept.stderr
@@ -951,7 +951,7 @@ def test_fit_reports_every_warning_but_known_library_noise(capsys):
     library's DeprecationWarning is the one kind left out (nothing else is dropped)."""
     import warnings
 
-    from bayes_animal.cli import _report_warnings
+    from bayes_animal.cli.words import _report_warnings
     from bayes_animal.design import DroppedRecordsWarning
 
     def caught(message, category, filename):
@@ -976,13 +976,18 @@ def test_fit_reports_every_warning_but_known_library_noise(capsys):
 
 
 def test_hints_are_given_in_the_command_lines_syntax():
-    from bayes_animal.cli import in_command_line_words
+    from bayes_animal.cli.words import in_command_line_words
 
-    assert in_command_line_words(
-        "try parameterisation='noncentred' or more tuning"
-    ) == "try --parameterisation noncentred or more tuning"
+    assert (
+        in_command_line_words("try parameterisation='noncentred' or more tuning")
+        == "try --parameterisation noncentred or more tuning"
+    )
     assert in_command_line_words("Use nearest_pd=True.") == "Use --nearest-pd."
     assert in_command_line_words("Pass animal=<column>.") == "Pass --animal <column>."
+    assert (
+        in_command_line_words("Choose one with effect=<name>.")
+        == "Choose one with --effect <name>."
+    )
     assert in_command_line_words("priors='flat' gives REML") == "--prior flat gives REML"
     assert in_command_line_words("pass allow_selfing=True (--allow-selfing)") == (
         "pass --allow-selfing"

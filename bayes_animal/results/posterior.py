@@ -37,6 +37,7 @@ __all__ = [
     "import_summary_libraries",
     "posterior_mode",
     "posterior_reliability",
+    "rank_posterior",
     "reml_check",
 ]
 
@@ -564,3 +565,52 @@ class AnimalFit:
             variables, coords=coords, attrs={"reml": json.dumps(self.reml.to_dict())}
         )
         return tree
+
+
+def rank_posterior(
+    tree, *, effect="additive", candidates=None, top=None, top_fraction=None, threshold=None
+):
+    """Rank the levels of one effect of a posterior DataTree — a fit's, or posterior.nc read
+    back — with its ``reml`` group when present (REML BLUPs, the kept reliabilities): the
+    additive effect by default, any other genetic (or random) effect on request (``effect``;
+    ``--effect`` on the command line). The one place that knows the tree's variable names
+    (``u``, ``u_<effect>``, ``sigma2_<effect>``, the ``reml`` group's)."""
+    from ..errors import BayesAnimalError
+    from ..spec.parameters import identifier
+    from .ranking import rank
+
+    posterior = tree.posterior if hasattr(tree, "posterior") else tree["posterior"]
+    variable = "u" if effect == "additive" else f"u_{identifier(effect)}"
+    if variable not in posterior:
+        effects = sorted(
+            "additive" if n == "u" else n[2:] for n in posterior.data_vars if n.startswith("u")
+        )
+        raise BayesAnimalError(
+            f"The posterior has no effect {effect!r}; it has {', '.join(effects) or 'none'}. "
+            "Choose one with effect=<name>."
+        )
+    data = posterior[variable]
+    draws = np.asarray(data.values)
+    ids = np.asarray([str(a) for a in data[data.dims[-1]].values], dtype=object)
+    reml_blup = reliability = None
+    if "reml" in tree.children:
+        group = tree["reml"]
+        key = identifier(effect)
+        blup_name = f"blup_{key}" if f"blup_{key}" in group else "blup"
+        diagonal_name = f"diagonal_{key}" if f"diagonal_{key}" in group else "a_diagonal"
+        reml_blup = np.asarray(group[blup_name].values)
+        if f"reliability_{key}" in group:  # kept by the fit (expected_reliability)
+            reliability = np.asarray(group[f"reliability_{key}"].values)
+        else:  # a posterior saved before they were kept
+            variance = float(np.asarray(posterior[f"sigma2_{key}"].values).mean())
+            reliability = posterior_reliability(draws, variance * group[diagonal_name].values)
+    return rank(
+        draws,
+        ids,
+        candidates=candidates,
+        top=top,
+        top_fraction=top_fraction,
+        threshold=threshold,
+        reliability=reliability,
+        reml_blup=reml_blup,
+    )

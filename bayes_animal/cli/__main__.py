@@ -1,0 +1,7 @@
+"""``python -m bayes_animal.cli``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

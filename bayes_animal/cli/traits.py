@@ -1,0 +1,67 @@
+"""``reml --traits`` and ``fit --traits``: many traits, one row each."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import BayesAnimalError
+from ..results.io import (
+    read_data,
+)
+from .inputs import _relationship_from_args
+
+
+def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
+    """``reml --traits`` / ``fit --traits``: one row per trait in OUT/traits.csv."""
+    from ..many import fit_many, reml_many
+
+    if not args.out:
+        raise BayesAnimalError("--traits writes OUT/traits.csv: give --out DIR as well.")
+    clock = time.perf_counter()
+    data = read_data(args.data, sep=args.sep)
+    source = _relationship_from_args(args)
+    common = {
+        "source": source,
+        "animal": args.animal,
+        "out": args.out,
+        "resume": args.resume,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "progress": args.progress,
+    }
+    if bayesian:
+        result = fit_many(
+            args.formula, data, args.traits, posteriors=args.posteriors, priors=args.prior,
+            draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed,
+            sampler=args.sampler, parameterisation=args.parameterisation,
+            target_accept=args.target_accept, **common,
+        )  # fmt: skip
+    else:
+        result = reml_many(
+            args.formula, data, args.traits, method=args.method, blups=args.blups, **common
+        )
+    table = result.table
+    ok = int((table["status"] == "ok").sum())
+    print(
+        f"{len(table)} traits: {ok} ok, {len(table) - ok} with a note in 'status' "
+        f"({time.perf_counter() - clock:.1f} s); wrote {Path(args.out) / 'traits.csv'}"
+    )
+    if not bayesian and len(result.groups):
+        engines = result.groups["engine"].value_counts()
+        spectral = int(engines.get("spectral", 0))
+        sparse = int(engines.get("sparse", 0))
+        failed = int(engines.get("failed", 0))
+        eigh = result.timings.get("eigh", 0.0)
+        parts = [
+            f"{spectral} with one eigendecomposition each ({eigh:.2f} s)" if spectral else "",
+            f"{sparse} on the sparse equations trait by trait" if sparse else "",
+            f"{failed} whose design failed (the reason in 'status')" if failed else "",
+        ]
+        print(
+            f"{len(result.groups)} pattern(s) of missing records: "
+            + ", ".join(part for part in parts if part)
+            + f" (why: {Path(args.out) / 'groups.csv'})"
+        )
+    return 0
