@@ -781,3 +781,36 @@ def test_printing_a_posterior_is_summary_sized():
     text = repr(fit)
     assert len(text.splitlines()) < 30 and "h2" in text and ".ebv()" in text
     assert "seed: 3" in text
+
+
+def test_posterior_files_keep_what_was_asked(seed_sim_fit, tmp_path):
+    """keep_draws='all' (default): b and u as compressed 4-byte floats (their values to 7
+    digits), the variances exact, a file much smaller than 8-byte floats; 'variances': no b or
+    u in the file (ranking from it is a clear error); 'none': no file; the EBV tables alike."""
+    import arviz as az
+
+    from bayes_animal import BayesAnimalError
+    from bayes_animal.results.posterior import rank_posterior
+
+    _, fit = seed_sim_fit
+    sizes, ebv = {}, {}
+    for keep in ("all", "variances", "none"):
+        paths = fit.save(tmp_path / keep, keep_draws=keep)
+        ebv[keep] = pd.read_csv(paths["ebv"])
+        sizes[keep] = paths["posterior"].stat().st_size if "posterior" in paths else 0
+    assert not (tmp_path / "none" / "posterior.nc").exists() and sizes["none"] == 0
+    pd.testing.assert_frame_equal(ebv["all"], ebv["variances"])
+    pd.testing.assert_frame_equal(ebv["all"], ebv["none"])
+    kept = az.from_netcdf(tmp_path / "all" / "posterior.nc")
+    u = fit.idata.posterior["u"].values
+    assert kept.posterior["u"].dtype == np.float32
+    np.testing.assert_allclose(kept.posterior["u"].values, u, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(kept.posterior["h2"].values, fit.idata.posterior["h2"].values)
+    assert sizes["all"] < 0.6 * u.size * 8
+    assert sizes["variances"] < sizes["all"] / 10
+    import xarray as xr
+
+    with pytest.raises(BayesAnimalError, match="keep_draws='variances'"):
+        rank_posterior(xr.open_datatree(tmp_path / "variances" / "posterior.nc"))
+    with pytest.raises(ValueError, match="keep_draws='some'"):
+        fit.save(tmp_path / "x", keep_draws="some")

@@ -46,7 +46,7 @@ def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progress
 FIGURE_MODULES = ("matplotlib.pyplot", "bayes_animal.results.plotting")
 
 
-def _write_fit(fit, out: Path, worker=None) -> list[str]:
+def _write_fit(fit, out: Path, worker=None, keep_draws: str = "all") -> list[str]:
     """summary.json, ebv*.csv, posterior.nc and ranking.csv here; the two figures (0.6-1.6 s
     of matplotlib) at the same time in ``worker`` (a :class:`~bayes_animal.execution.Worker`
     started with the fit, which has imported matplotlib meanwhile), else here after them."""
@@ -56,7 +56,7 @@ def _write_fit(fit, out: Path, worker=None) -> list[str]:
     from ..results.plotting import save_fit_figures
 
     def files() -> dict[str, Path]:
-        paths = fit.save(out)
+        paths = fit.save(out, keep_draws=keep_draws)
         ranking = _ranking_from_tree(fit.with_reml_group(), effect=fit.main_effect())
         _write_ranking(ranking, out / "ranking.csv")
         return paths
@@ -90,7 +90,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)
         _report_warnings(caught)
         out = Path(args.out)
-        written = _write_fit(fit, out, worker)
+        written = _write_fit(fit, out, worker, keep_draws=args.keep_draws)
     if args.json:
         print(json.dumps(fit.to_summary_dict()))
     else:
