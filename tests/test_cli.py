@@ -1008,3 +1008,35 @@ def test_a_semicolon_file_is_named_and_read_with_sep(sim_dir, tmp_path):
     comma = _run("reml", "--data", sim_dir / "pheno.csv", *common)
     assert semi.returncode == 0, semi.stderr
     assert json.loads(semi.stdout)["h2"] == json.loads(comma.stdout)["h2"]
+
+
+def test_simulate_a_herd_pedigree_with_known_truth_and_recover_it(tmp_path):
+    """`simulate --pedigree herd` writes the pedigree, records and truth; REML of the formula
+    it prints recovers every variance within 3 SE; bad --effects/--variances are errors."""
+    out = tmp_path / "herd"
+    done = _run(
+        "simulate", "--pedigree", "herd", "--animals", "2500", "--records", "1,3",
+        "--effects", "pe,herd_year:50", "--variances", "additive=1,pe=0.4,residual=2",
+        "--seed", "5", "--out", out,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"ped.csv", "pheno.csv", "truth.json", "true_additive.csv", "true_pe.csv"}
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["variances"] == {"additive": 1.0, "residual": 2.0, "pe": 0.4, "herd_year": 0.5}
+    fit = _run(
+        "reml", "--data", out / "pheno.csv", "--pedigree", out / "ped.csv",
+        "--formula", truth["formula"], "--json",
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    components = json.loads(fit.stdout)["components"]
+    for name, value in truth["variances"].items():
+        estimate = components[name]
+        assert abs(estimate["variance"] - value) < 3 * estimate["se"], name
+    bad = _run("simulate", "--pedigree", "herd", "--effects", "herd_year", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "needs its number of levels" in bad.stderr
+    bad = _run(
+        "simulate", "--pedigree", "random", "--animals", "300", "--variances", "dominance=1",
+        "--out", tmp_path / "y",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "'dominance'" in bad.stderr

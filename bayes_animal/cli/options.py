@@ -299,6 +299,42 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--sigma2-u", type=float, default=5.0, help="genetic variance (default 5)")
     sim.add_argument("--lam", type=float, default=3.0, help="sigma2_u / sigma2_e (default 3)")
     sim.add_argument("--seed", type=int, default=1859, help="random seed (default 1859)")
+    scale = sim.add_argument_group(
+        "a pedigree and records with known truth (instead of the reference simulation)"
+    )
+    scale.add_argument(
+        "--pedigree",
+        choices=["herd", "random"],
+        help="simulate a pedigree: herd (herds, AI and natural-service sires, as breeding "
+        "programmes have them) or random (random mating, few sires); writes ped.csv, "
+        "pheno.csv, true_<effect>.csv and truth.json",
+    )
+    scale.add_argument(
+        "--animals", type=int, default=10_000, help="animals in the pedigree (default 10 000)"
+    )
+    scale.add_argument(
+        "--generations", type=int, default=10, help="generations after the founders (default 10)"
+    )
+    scale.add_argument(
+        "--records",
+        help="records per phenotyped animal, min,max (default 1; 1,3 with pe unless given)",
+    )
+    scale.add_argument(
+        "--phenotyped",
+        type=float,
+        default=1.0,
+        help="fraction of the non-founders with records (default 1)",
+    )
+    scale.add_argument(
+        "--effects",
+        help="random effects besides the additive one: pe (permanent environment), maternal, "
+        "and groups as name:levels, e.g. pe,herd_year:200",
+    )
+    scale.add_argument(
+        "--variances",
+        help="true variances, e.g. additive=1,pe=0.3,herd_year=0.5,residual=2 (default: "
+        "additive 1, residual 2, every other effect 0.5)",
+    )
     sim.set_defaults(handler=_cmd_simulate)
 
     demo = commands.add_parser("demo", help="the reference simulation and its fit")
