@@ -95,3 +95,15 @@ def test_notebook_executes(path, monkeypatch):
     ]
     assert not errors
     assert _cells_without_figures(notebook) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_without_the_reference_data_says_how_to_point_at_it(path, monkeypatch, tmp_path):
+    """Run from a clone of its own (no shared/data beside it), each notebook's first cell
+    stops with the folder it looked in and the variable to set, not a later file error."""
+    import nbformat
+
+    monkeypatch.setenv("BAYES_ANIMAL_SHARED_DATA", str(tmp_path / "nowhere"))
+    setup = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    with pytest.raises(FileNotFoundError, match="BAYES_ANIMAL_SHARED_DATA"):
+        exec(compile(setup.source, str(path), "exec"), {})
