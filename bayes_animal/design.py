@@ -238,13 +238,8 @@ class _IndexLabel:
 def _shown_rows(records: Records, labels: np.ndarray) -> np.ndarray:
     """The records' names in messages: 1-based data rows where the labels are the positions
     0, 1, … (a file, a DataFrame with the default index), else the index labels, marked."""
-    n = len(labels)
-    positional = n == 0 or (
-        np.issubdtype(np.asarray(list(labels[:1])).dtype, np.integer)
-        and np.array_equal(np.asarray(labels, dtype=object), np.arange(n).astype(object))
-    )
-    if positional:
-        return (np.arange(n) + 1).astype(object)
+    if np.array_equal(labels, np.arange(len(labels))):  # "0" (a string label) is not 0
+        return (np.arange(len(labels)) + 1).astype(object)
     return np.array([_IndexLabel(label) for label in labels], dtype=object)
 
 

@@ -70,6 +70,21 @@ class Wrapped:
         return self.mme.em_update(evaluation)
 
 
+def _score_pushed_down(k: int, *, calls: int):
+    """A change for :class:`Wrapped`: the score of parameter ``k`` points far down (−1e6) in
+    the first ``calls`` evaluations, the real one after."""
+    from dataclasses import replace
+
+    def change(evaluation, call):
+        if call > calls:
+            return evaluation
+        score = evaluation.score.copy()
+        score[k] = -1e6
+        return replace(evaluation, score=score)
+
+    return change
+
+
 def _same_answer(fit, plain, rtol=1e-6):
     np.testing.assert_allclose(fit.theta, plain.theta, rtol=rtol)
     assert fit.evaluation.loglik == pytest.approx(plain.evaluation.loglik, abs=1e-6)
@@ -150,15 +165,7 @@ def test_a_release_value_outside_the_space_tries_a_smaller_one(equations, plain)
     scale = ols_variance(equations)
     first = aireml.RELEASE_VALUES[0] * scale
 
-    def pushed_down(evaluation, calls):
-        if calls <= 2:
-            from dataclasses import replace
-
-            score = evaluation.score.copy()
-            score[k] = -1e6
-            return replace(evaluation, score=score)
-        return evaluation
-
+    pushed_down = _score_pushed_down(k, calls=2)
     start = plain.theta.copy()
     start[k] = 1e-7 * scale
     refused = []
@@ -181,15 +188,7 @@ def test_a_component_that_cannot_be_released_stays_at_the_boundary(equations, pl
     scale = ols_variance(equations)
     values = [v * scale for v in aireml.RELEASE_VALUES]
 
-    def pushed_down(evaluation, calls):
-        if calls <= 2:
-            from dataclasses import replace
-
-            score = evaluation.score.copy()
-            score[k] = -1e6
-            return replace(evaluation, score=score)
-        return evaluation
-
+    pushed_down = _score_pushed_down(k, calls=2)
     start = plain.theta.copy()
     start[k] = 1e-7 * scale
     refuse = lambda theta: any(np.isclose(theta[k], v, rtol=1e-12) for v in values)  # noqa: E731
@@ -207,15 +206,11 @@ def test_a_variance_driven_below_zero_moves_to_a_tenth_of_its_value(equations):
     start = np.array([0.3, 0.3, 0.4]) * scale
     seen = []
 
+    first_call = _score_pushed_down(k, calls=1)  # a step far below zero for byear
+
     def down(evaluation, calls):
         seen.append(evaluation.theta.copy())
-        if calls == 1:
-            from dataclasses import replace
-
-            score = evaluation.score.copy()
-            score[k] = -1e6  # a step far below zero for byear
-            return replace(evaluation, score=score)
-        return evaluation
+        return first_call(evaluation, calls)
 
     fit_aireml(Wrapped(equations, down), start=start, max_iterations=1)
     assert seen[1][k] == pytest.approx(aireml.SHRINK_TOWARDS_ZERO * start[k], rel=1e-12)

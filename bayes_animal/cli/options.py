@@ -91,6 +91,29 @@ def _many_arguments(command: argparse.ArgumentParser, *, bayesian: bool) -> None
         )
 
 
+def _model_arguments(command: argparse.ArgumentParser) -> None:
+    """The data, its relationship and the model: what ``reml`` and ``fit`` both take."""
+    command.add_argument("--data", required=True, help="CSV of records, one row per record")
+    command.add_argument(
+        "--sep", default=",", help="the separator between the data file's columns (default ,)"
+    )
+    _relationship_arguments(command, matrix=True)
+    command.add_argument(
+        "--formula",
+        required=True,
+        help='fixed and random parts, e.g. "bwt ~ 1 + C(sex) + (1 | byear) + ide(animal)"',
+    )
+    command.add_argument(
+        "--animal", default="animal", help="column of animal ids (default: animal)"
+    )
+    command.add_argument("--maternal", help="dam column of a maternal genetic effect")
+    command.add_argument(
+        "--maternal-covariance",
+        action="store_true",
+        help="estimate the direct-maternal genetic covariance (needs --maternal)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayes-animal",
@@ -100,23 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     fit = commands.add_parser("reml", help="REML (or ML) estimate of the animal model")
-    fit.add_argument("--data", required=True, help="CSV of records, one row per record")
-    fit.add_argument(
-        "--sep", default=",", help="the separator between the data file's columns (default ,)"
-    )
-    _relationship_arguments(fit, matrix=True)
-    fit.add_argument(
-        "--formula",
-        required=True,
-        help='fixed and random parts, e.g. "bwt ~ 1 + C(sex) + (1 | byear) + ide(animal)"',
-    )
-    fit.add_argument("--animal", default="animal", help="column of animal ids (default: animal)")
-    fit.add_argument("--maternal", help="dam column of a maternal genetic effect")
-    fit.add_argument(
-        "--maternal-covariance",
-        action="store_true",
-        help="estimate the direct-maternal genetic covariance (needs --maternal)",
-    )
+    _model_arguments(fit)
     fit.add_argument(
         "--method",
         choices=["reml", "ml"],
@@ -153,23 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.set_defaults(handler=_cmd_reml)
 
     bayes = commands.add_parser("fit", help="Bayesian fit (NUTS) checked against REML")
-    bayes.add_argument("--data", required=True, help="CSV of records, one row per record")
-    bayes.add_argument(
-        "--sep", default=",", help="the separator between the data file's columns (default ,)"
-    )
-    _relationship_arguments(bayes, matrix=True)
-    bayes.add_argument(
-        "--formula",
-        required=True,
-        help='fixed and random parts, e.g. "bwt ~ 1 + C(sex) + (1 | byear) + ide(animal)"',
-    )
-    bayes.add_argument("--animal", default="animal", help="column of animal ids")
-    bayes.add_argument("--maternal", help="dam column of a maternal genetic effect")
-    bayes.add_argument(
-        "--maternal-covariance",
-        action="store_true",
-        help="estimate the direct-maternal genetic covariance (needs --maternal)",
-    )
+    _model_arguments(bayes)
     bayes.add_argument("--out", required=True, help="folder for summary.json, ebv.csv, plots")
     bayes.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
     bayes.add_argument(
