@@ -69,18 +69,32 @@ __all__ = [
 MANY_COLUMNS = (
     "trait",
     "n_records",
-    "sigma2_u",
-    "sigma2_e",
+    "sigma2:additive",
+    "sigma2:residual",
     "h2",
-    "se_sigma2_u",
-    "se_sigma2_e",
-    "se_h2",
+    "sigma2:additive_se",
+    "sigma2:residual_se",
+    "h2_se",
     "loglik",
     "converged",
     "boundary",
     "status",
 )
-"""The columns of ``traits.csv`` written by :func:`reml_many`."""
+"""The columns of ``traits.csv`` written by :func:`reml_many`: the quantities' names of every
+output (docs/outputs.md), a statistic other than the estimate after ``_``."""
+
+_RENAMED = {
+    "sigma2_u": "sigma2:additive",
+    "sigma2_e": "sigma2:residual",
+    "se_sigma2_u": "sigma2:additive_se",
+    "se_sigma2_e": "sigma2:residual_se",
+    "se_h2": "h2_se",
+    "sigma2_u_mean": "sigma2:additive_mean",
+    "sigma2_e_mean": "sigma2:residual_mean",
+    "reml_h2": "h2_reml",
+    "reml_in_hdi": "h2_reml_in_hdi",
+}
+"""Columns of a ``traits.csv`` written before one vocabulary, read back under their names."""
 
 FIT_MANY_COLUMNS = (
     "trait",
@@ -89,10 +103,10 @@ FIT_MANY_COLUMNS = (
     "h2_sd",
     "h2_hdi_low",
     "h2_hdi_high",
-    "sigma2_u_mean",
-    "sigma2_e_mean",
-    "reml_h2",
-    "reml_in_hdi",
+    "sigma2:additive_mean",
+    "sigma2:residual_mean",
+    "h2_reml",
+    "h2_reml_in_hdi",
     "max_r_hat",
     "min_ess_bulk",
     "divergences",
@@ -259,6 +273,11 @@ class _Rows:
         if resume and self.path.is_file() and self.path.stat().st_size > 0:
             for record in _read_rows(self.path, self.columns):
                 self.rows[str(record["trait"])] = record
+            with open(self.path, encoding="utf-8") as file:
+                header = file.readline().rstrip("\r\n")
+            if header != ",".join(self.columns):  # written under older names: write it anew
+                frame = pd.DataFrame(list(self.rows.values()), columns=self.columns)
+                frame.to_csv(self.path, index=False, float_format="%.10g")
             self._file = open(self.path, "a", encoding="utf-8")
         else:
             self._file = open(self.path, "w", encoding="utf-8")
@@ -288,7 +307,7 @@ _TEXT_COLUMNS = frozenset({"trait", "boundary", "status", "notes"})
 """Columns of ``traits.csv`` read back as written: a trait named ``NA`` or ``null`` stays
 that name, and an empty ``boundary`` (no component at 0) stays ``""``, not NaN."""
 
-_FLAG_COLUMNS = frozenset({"converged", "reml_in_hdi"})
+_FLAG_COLUMNS = frozenset({"converged", "h2_reml_in_hdi"})
 """Columns of ``traits.csv`` holding ``True``/``False`` (empty: not known, NaN)."""
 
 _COUNT_COLUMNS = frozenset({"n_records", "divergences"})
@@ -323,6 +342,7 @@ def _read_rows(path: Path, columns: Sequence[str]) -> list[dict[str, Any]]:
         flag column is not a number or ``True``/``False`` (its trait and column named).
     """
     done = pd.read_csv(path, dtype=str, keep_default_na=False)
+    done = done.rename(columns=_RENAMED)
     if "notes" in columns and "notes" not in done.columns:  # written before notes were kept
         done["notes"] = ""
     if list(done.columns) != list(columns):
@@ -542,12 +562,12 @@ def _sparse_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[
         row = {
             "trait": trait,
             "n_records": design.n_records,
-            "sigma2_u": fit.sigma2_u,
-            "sigma2_e": fit.sigma2_e,
+            "sigma2:additive": fit.sigma2_u,
+            "sigma2:residual": fit.sigma2_e,
             "h2": fit.h2,
-            "se_sigma2_u": se["sigma2_u"],
-            "se_sigma2_e": se["sigma2_e"],
-            "se_h2": se["h2"],
+            "sigma2:additive_se": se["sigma2_u"],
+            "sigma2:residual_se": se["sigma2_e"],
+            "h2_se": se["h2"],
             "loglik": fit.loglik,
             "converged": fit.converged,
             "boundary": ";".join(fit.boundary),
@@ -565,7 +585,7 @@ def _reml_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tu
     from .estimation.result import sampling_covariance
     from .estimation.spectral_many import average_information_many, maximise_many
     from .linalg.threads import blas_threads
-    from .spec.parameters import Parameters
+    from .spec.parameters import Parameters, proportion_name
 
     design, problem = work.design, work.problem
     name = design.effects[0].name
@@ -596,12 +616,12 @@ def _reml_rows(work: _GroupWork, columns: Sequence[int], blups: bool) -> list[tu
         row = {
             "trait": trait,
             "n_records": design.n_records,
-            "sigma2_u": theta[0],
-            "sigma2_e": theta[1],
-            "h2": ratios[name][0],
-            "se_sigma2_u": se[0],
-            "se_sigma2_e": se[1],
-            "se_h2": np.nan if name in boundary else ratios[name][1],
+            "sigma2:additive": theta[0],
+            "sigma2:residual": theta[1],
+            "h2": ratios[proportion_name(name)][0],
+            "sigma2:additive_se": se[0],
+            "sigma2:residual_se": se[1],
+            "h2_se": np.nan if name in boundary else ratios[proportion_name(name)][1],
             "loglik": maximum.profile.value,
             "converged": converged,
             "boundary": ";".join(boundary),
@@ -842,10 +862,10 @@ def _fit_rows(work: _FitWork, columns: Sequence[int]) -> list[tuple]:
             "h2_sd": summary.loc["h2", "sd"],
             "h2_hdi_low": summary.loc["h2", "hdi_low"],
             "h2_hdi_high": summary.loc["h2", "hdi_high"],
-            "sigma2_u_mean": summary.loc["sigma2_additive", "mean"],
-            "sigma2_e_mean": summary.loc["sigma2_residual", "mean"],
-            "reml_h2": check["reml"],
-            "reml_in_hdi": bool(check["reml_in_hdi"]),
+            "sigma2:additive_mean": summary.loc["sigma2:additive", "mean"],
+            "sigma2:residual_mean": summary.loc["sigma2:residual", "mean"],
+            "h2_reml": check["reml"],
+            "h2_reml_in_hdi": bool(check["reml_in_hdi"]),
             "max_r_hat": diagnostics.max_r_hat,
             "min_ess_bulk": diagnostics.min_ess_bulk,
             "divergences": diagnostics.divergences,

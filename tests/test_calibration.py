@@ -34,7 +34,7 @@ def test_simulation_based_calibration_of_the_marginal_model():
     priors = Priors(default=HalfStudentT(nu=3, scale=1.0))
     rng = np.random.default_rng(2024)
     chol = np.linalg.cholesky(relmat.matrix)
-    ranks = {"sigma2_additive": [], "sigma2_residual": [], "h2": []}
+    ranks = {"sigma2:additive": [], "sigma2:residual": [], "h2": []}
     for replicate in range(replicates):
         sigma_u = abs(rng.standard_t(3))
         sigma_e = abs(rng.standard_t(3))
@@ -50,8 +50,8 @@ def test_simulation_based_calibration_of_the_marginal_model():
                 draws=500, tune=500, chains=2, random_seed=replicate, progressbar=False, warn=False
             )
         truth = {
-            "sigma2_additive": sigma_u**2,
-            "sigma2_residual": sigma_e**2,
+            "sigma2:additive": sigma_u**2,
+            "sigma2:residual": sigma_e**2,
             "h2": sigma_u**2 / (sigma_u**2 + sigma_e**2),
         }
         for name, value in truth.items():
@@ -90,7 +90,7 @@ def test_simulation_based_calibration_of_the_sparse_marginal_model_with_several_
     ids = np.asarray(relationship.ids)
     priors = Priors(default=HalfStudentT(nu=3, scale=1.0))
     rng = np.random.default_rng(7)
-    ranks = {"sigma2_additive": [], "sigma2_g": [], "sigma2_residual": [], "h2": []}
+    ranks = {"sigma2:additive": [], "sigma2:g": [], "sigma2:residual": [], "h2": []}
     for replicate in range(replicates):
         sd = {name: abs(rng.standard_t(3)) for name in ("additive", "g", "residual")}
         u = pd.Series(sd["additive"] * chol @ rng.standard_normal(len(ids)), index=ids)
@@ -107,7 +107,7 @@ def test_simulation_based_calibration_of_the_sparse_marginal_model_with_several_
             )
         assert fit.parameterisation == "marginal" and "engine: sparse" in fit.notes
         variances = {name: value**2 for name, value in sd.items()}
-        truth = {f"sigma2_{name}": value for name, value in variances.items()}
+        truth = {f"sigma2:{name}": value for name, value in variances.items()}
         truth["h2"] = variances["additive"] / sum(variances.values())
         for name, value in truth.items():
             draws = np.asarray(fit.idata.posterior[name].values).ravel()
@@ -138,11 +138,11 @@ def test_recovery_of_maternal_effects():
     check = fit.reml_check
     assert check["reml_in_hdi"].all()
     expected = {
-        "sigma2_additive": 1.0,
-        "sigma2_maternal": 0.6,
-        "sigma2_residual": 1.2,
-        "cov_additive_maternal": -0.25,
-        "corr_additive_maternal": -0.25 / np.sqrt(0.6),
+        "sigma2:additive": 1.0,
+        "sigma2:maternal": 0.6,
+        "sigma2:residual": 1.2,
+        "cov:additive:maternal": -0.25,
+        "corr:additive:maternal": -0.25 / np.sqrt(0.6),
     }
     for key, value in expected.items():
         assert check.loc[key, "hdi_low"] <= value <= check.loc[key, "hdi_high"], key

@@ -130,7 +130,7 @@ def test_quantities_are_the_pymc_deterministics(herd):
     values = quantity_values(model.parameters, theta)
     assert values["h2"] == pytest.approx(2.0 / 5.0)
     assert values["repeatability"] == pytest.approx(3.0 / 5.0)
-    assert values["prop_hy"] == pytest.approx(0.5 / 5.0)
+    assert values["prop:hy"] == pytest.approx(0.5 / 5.0)
     pm_model = model.build("marginal")
     point = {f"sd_{n}_log__": 0.5 * np.log(v) for n, v in theta.items()}
     outputs = pm_model.replace_rvs_by_values([pm_model[k] for k in values])
@@ -206,16 +206,16 @@ def test_nutpie_on_the_density_and_pymc_give_the_same_posterior(reference):
         for s in ("nutpie", "pymc")
     }
     assert fits["nutpie"].sampler == "nutpie" and fits["pymc"].sampler == "pymc"
-    for key in ("sigma2_additive", "sigma2_residual", "h2"):
+    for key in ("sigma2:additive", "sigma2:residual", "h2"):
         rows = [fits[s].summary().loc[key] for s in fits]
         mc_se = math.sqrt(sum(r["sd"] ** 2 / r["ess_bulk"] for r in rows))
         assert abs(rows[0]["mean"] - rows[1]["mean"]) < 4 * mc_se, (key, rows)
         assert rows[0]["sd"] == pytest.approx(rows[1]["sd"], rel=0.1)
     posterior = fits["nutpie"].idata.posterior
-    for name in ("sd_additive", "sd_residual", "sigma2_additive", "h2", "u", "beta"):
+    for name in ("sd_additive", "sd_residual", "sigma2:additive", "h2", "u", "beta"):
         assert name in posterior
     np.testing.assert_allclose(
-        posterior["sigma2_additive"].values, posterior["sd_additive"].values ** 2, rtol=1e-12
+        posterior["sigma2:additive"].values, posterior["sd_additive"].values ** 2, rtol=1e-12
     )
 
 

@@ -57,7 +57,7 @@ def test_draws_at_fixed_variances_have_the_blup_as_mean_and_the_pev_as_variance(
     variances = {"additive": 1.2, "residual": 1.4}
     n = 4000
     posterior = xr.Dataset(
-        {f"sigma2_{k}": (("chain", "draw"), np.full((1, n), v)) for k, v in variances.items()},
+        {f"sigma2:{k}": (("chain", "draw"), np.full((1, n), v)) for k, v in variances.items()},
         coords={"chain": [0], "draw": np.arange(n)},
     )
     draws = engine_for(model, name).draws(posterior, "integrate", np.random.default_rng(1))

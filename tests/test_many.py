@@ -14,7 +14,14 @@ import pytest
 
 from bayes_animal import reml, simulate_reference
 from bayes_animal.errors import BayesAnimalError
-from bayes_animal.many import MANY_COLUMNS, fit_many, group_traits, reml_many, select_traits
+from bayes_animal.many import (
+    _RENAMED,
+    MANY_COLUMNS,
+    fit_many,
+    group_traits,
+    reml_many,
+    select_traits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +60,19 @@ def test_batch_equals_one_trait_at_a_time(traits):
         row = table.loc[trait]
         assert row["n_records"] == one.n_records
         for key, value in [
-            ("sigma2_u", one.sigma2_u),
-            ("sigma2_e", one.sigma2_e),
+            ("sigma2:additive", one.sigma2_u),
+            ("sigma2:residual", one.sigma2_e),
             ("h2", one.h2),
             ("loglik", one.loglik),
         ]:
             assert row[key] == pytest.approx(value, rel=1e-8, abs=1e-10), (trait, key)
-        for key in ("sigma2_u", "sigma2_e", "h2"):
-            expected = one.se[key]
+        for key, alias in [("sigma2:additive", "sigma2_u"), ("sigma2:residual", "sigma2_e")]:
+            expected = one.se[alias]
             if np.isnan(expected):
-                assert np.isnan(row[f"se_{key}"]), (trait, key)
+                assert np.isnan(row[f"{key}_se"]), (trait, key)
             else:
-                assert row[f"se_{key}"] == pytest.approx(expected, rel=1e-8), (trait, key)
+                assert row[f"{key}_se"] == pytest.approx(expected, rel=1e-8), (trait, key)
+        assert row["h2_se"] == pytest.approx(one.se["h2"], rel=1e-8, nan_ok=True), trait
         assert row["boundary"] == ";".join(one.boundary) or (
             pd.isna(row["boundary"]) and not one.boundary
         )
@@ -80,7 +88,7 @@ def test_ml_and_blups_equal_one_trait_at_a_time(traits):
     for trait in ("t0", "t5"):
         one = _one(data, relmat, trait, method="ml")
         row = result.table.set_index("trait").loc[trait]
-        assert row["sigma2_u"] == pytest.approx(one.sigma2_u, rel=1e-8)
+        assert row["sigma2:additive"] == pytest.approx(one.sigma2_u, rel=1e-8)
         np.testing.assert_allclose(
             result.blups[trait].to_numpy(), one.blup["blup"].to_numpy(), rtol=1e-7, atol=1e-10
         )
@@ -101,7 +109,7 @@ def test_local_processes_give_the_same_table(traits):
     data, relmat = traits
     serial = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=1, progress=False)
     parallel = reml_many("~ 1 + fix", data, "t*", relmat=relmat, workers=2, chunk=2, progress=False)
-    numeric = ["sigma2_u", "sigma2_e", "h2", "se_sigma2_u", "loglik"]
+    numeric = ["sigma2:additive", "sigma2:residual", "h2", "sigma2:additive_se", "loglik"]
     pd.testing.assert_frame_equal(serial.table[numeric], parallel.table[numeric], rtol=1e-12)
 
 
@@ -170,7 +178,7 @@ def test_rows_are_written_as_they_finish_and_resume_skips_them(traits, tmp_path)
     done = pd.read_csv(tmp_path / "traits.csv")
     assert list(done["trait"]) == ["t0", "t1"]
     # mark a finished row: a resumed run must keep it, not fit t0 again
-    done.loc[0, "sigma2_u"] = 999.0
+    done.loc[0, "sigma2:additive"] = 999.0
     done.to_csv(tmp_path / "traits.csv", index=False)
     result = reml_many(
         "~ 1 + fix", data, "t0,t1,t2", relmat=relmat, out=tmp_path, resume=True, workers=1,
@@ -178,14 +186,34 @@ def test_rows_are_written_as_they_finish_and_resume_skips_them(traits, tmp_path)
     )  # fmt: skip
     table = result.table.set_index("trait")
     assert list(table.index) == ["t0", "t1", "t2"]
-    assert table.loc["t0", "sigma2_u"] == 999.0
+    assert table.loc["t0", "sigma2:additive"] == 999.0
     assert table.loc["t2", "status"] == "ok"
     assert list(pd.read_csv(tmp_path / "traits.csv")["trait"]) == ["t0", "t1", "t2"]
     # without --resume the file starts again
     fresh = reml_many(
         "~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, workers=1, progress=False
     )
-    assert fresh.table.loc[0, "sigma2_u"] != 999.0
+    assert fresh.table.loc[0, "sigma2:additive"] != 999.0
+
+
+def test_resume_reads_a_file_written_under_the_old_names(traits, tmp_path):
+    """A traits.csv of the first version (sigma2_u, se_h2 …) resumes under the names of
+    docs/outputs.md, and the file is written anew with them."""
+    data, relmat = traits
+    reml_many("~ 1 + fix", data, "t0", relmat=relmat, out=tmp_path, workers=1, progress=False)
+    done = pd.read_csv(tmp_path / "traits.csv")
+    old = {new: old for old, new in _RENAMED.items()}
+    done.rename(columns=old).to_csv(tmp_path / "traits.csv", index=False)
+    assert "sigma2_u" in pd.read_csv(tmp_path / "traits.csv").columns
+    result = reml_many(
+        "~ 1 + fix", data, "t0,t1", relmat=relmat, out=tmp_path, resume=True, workers=1,
+        progress=False,
+    )  # fmt: skip
+    written = pd.read_csv(tmp_path / "traits.csv")
+    assert list(written.columns) == list(MANY_COLUMNS)
+    assert list(written["trait"]) == ["t0", "t1"]
+    assert written.loc[0, "sigma2:additive"] == pytest.approx(done.loc[0, "sigma2:additive"])
+    assert result.table.loc[0, "h2_se"] == pytest.approx(done.loc[0, "h2_se"])
 
 
 def _with_batches(data):
@@ -272,7 +300,7 @@ def test_resume_reads_the_rows_back_with_their_types(traits, tmp_path):
         "~ 1 + fix", data, names, relmat=relmat, out=tmp_path, workers=1, progress=False
     )
     assert first.table["boundary"].eq("").any()  # a trait inside the parameter space
-    assert first.table["sigma2_u"].isna().sum() == 1  # the constant trait
+    assert first.table["sigma2:additive"].isna().sum() == 1  # the constant trait
     resumed = reml_many(
         "~ 1 + fix", data, names, relmat=relmat, out=tmp_path, resume=True, workers=1,
         progress=False,
@@ -280,7 +308,7 @@ def test_resume_reads_the_rows_back_with_their_types(traits, tmp_path):
     assert resumed.groups.empty  # nothing fitted again: every row came from the file
     assert list(resumed.table["trait"]) == names
     assert dict(resumed.table.dtypes) == dict(first.table.dtypes)
-    assert resumed.table["sigma2_u"].dtype == np.float64
+    assert resumed.table["sigma2:additive"].dtype == np.float64
     assert resumed.table["n_records"].dtype == np.int64
     assert resumed.table["converged"].dtype == bool
     # values to the ten significant digits written
@@ -289,7 +317,7 @@ def test_resume_reads_the_rows_back_with_their_types(traits, tmp_path):
 
 @pytest.mark.parametrize(
     ("column", "value", "expected"),
-    [("sigma2_u", "lots", "a number"), ("converged", "maybe", "True or False")],
+    [("sigma2:additive", "lots", "a number"), ("converged", "maybe", "True or False")],
 )
 def test_resume_names_a_cell_that_is_not_of_its_columns_type(
     traits, tmp_path, column, value, expected
@@ -335,14 +363,14 @@ def test_fit_many_gives_the_single_fits_draws_bit_for_bit(traits, tmp_path):
             model = AnimalModel(f"{trait} ~ 1 + fix", data.dropna(subset=[trait]), relmat=relmat)
             single = model.fit(progressbar=False, warn=False, **options)
         batch = az.from_netcdf(tmp_path / "posteriors" / trait / "posterior.nc").posterior
-        for name in ("h2", "sigma2_additive", "sigma2_residual"):  # kept exact in the file
+        for name in ("h2", "sigma2:additive", "sigma2:residual"):  # kept exact in the file
             np.testing.assert_array_equal(batch[name].values, single.idata.posterior[name].values)
         for name in ("beta", "u"):  # kept as 4-byte floats in the file
             expected = single.idata.posterior[name].values.astype(np.float32)
             np.testing.assert_array_equal(batch[name].values, expected)
         row = table.loc[trait]
         assert row["h2_mean"] == single.summary().loc["h2", "mean"]
-        assert row["h2_hdi_low"] < row["reml_h2"] < row["h2_hdi_high"]
+        assert row["h2_hdi_low"] < row["h2_reml"] < row["h2_hdi_high"]
 
 
 # -- Dask -------------------------------------------------------------------------------------
@@ -368,7 +396,7 @@ def test_dask_batch_equals_the_local_one(traits, cluster):
     remote = reml_many(
         "~ 1 + fix", data, "t*", relmat=relmat, scheduler=cluster, chunk=3, progress=False
     )
-    numeric = ["sigma2_u", "sigma2_e", "h2", "loglik"]
+    numeric = ["sigma2:additive", "sigma2:residual", "h2", "loglik"]
     pd.testing.assert_frame_equal(local.table[numeric], remote.table[numeric], rtol=1e-12)
 
 
@@ -438,9 +466,13 @@ def test_the_chooser_picks_each_groups_engine_and_the_sparse_rows_equal_single_f
         one = _one(data, relmat, trait, engine="sparse")
         row = table.loc[trait]
         assert row["n_records"] == one.n_records
-        for key, value in [("sigma2_u", one.sigma2_u), ("h2", one.h2), ("loglik", one.loglik)]:
+        for key, value in [
+            ("sigma2:additive", one.sigma2_u),
+            ("h2", one.h2),
+            ("loglik", one.loglik),
+        ]:
             assert row[key] == pytest.approx(value, rel=1e-10, abs=1e-12), (trait, key)
-        assert row["se_h2"] == pytest.approx(one.se["h2"], rel=1e-10, nan_ok=True)
+        assert row["h2_se"] == pytest.approx(one.se["h2"], rel=1e-10, nan_ok=True)
         np.testing.assert_allclose(
             result.blups[trait].loc[one.blup.index].to_numpy(), one.blup["blup"].to_numpy()
         )

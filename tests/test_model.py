@@ -374,7 +374,7 @@ def test_gryphon_posterior_matches_mcmcglmm():
     fit = model.fit(random_seed=7, progressbar=False)
     summary = fit.summary()
     assert summary.loc["h2", "mean"] == pytest.approx(0.468, abs=0.03)
-    assert summary.loc["sigma2_additive", "mean"] == pytest.approx(3.41, abs=0.2)
+    assert summary.loc["sigma2:additive", "mean"] == pytest.approx(3.41, abs=0.2)
     assert fit.reml_check["reml_in_hdi"].all()
     assert len(fit.ebv()) == 1309
 
@@ -395,7 +395,7 @@ def test_parameterisations_agree_on_a_small_data_set():
         tune=1000,
         warn=False,
     )
-    for name in ("sigma2_additive", "sigma2_residual", "h2"):
+    for name in ("sigma2:additive", "sigma2:residual", "h2"):
         a, b = marginal.summary().loc[name], noncentred.summary().loc[name]
         error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
         assert abs(a["mean"] - b["mean"]) < 4 * error, name
@@ -420,7 +420,7 @@ def test_nutpie_sampler_gives_the_same_posterior(small_sim_model):
     assert nutpie_fit.sampler == "nutpie"
     assert '"sampler": "nutpie"' in nutpie_fit.idata.attrs["model_options"]
     assert nutpie_fit.idata.posterior["u"].dims == ("chain", "draw", "animal")
-    for name in ("sigma2_additive", "h2"):
+    for name in ("sigma2:additive", "h2"):
         a, b = pymc_fit.summary().loc[name], nutpie_fit.summary().loc[name]
         error = np.sqrt(a["sd"] ** 2 / a["ess_bulk"] + b["sd"] ** 2 / b["ess_bulk"])
         assert abs(a["mean"] - b["mean"]) < 4 * error, name
@@ -611,7 +611,7 @@ def test_parameterisations_agree_with_several_random_effects(multi):
         for p in ("marginal", "noncentred", "partial")
     }
     assert "engine: sparse" in fits["marginal"].notes
-    keys = ("sigma2_additive", "sigma2_pe", "sigma2_hy", "sigma2_residual", "h2")
+    keys = ("sigma2:additive", "sigma2:pe", "sigma2:hy", "sigma2:residual", "h2")
     for key in keys:
         a = fits["marginal"].summary().loc[key]
         for other in ("noncentred", "partial"):
@@ -650,10 +650,10 @@ def test_gryphon_model_4_matches_mcmcglmm():
     assert fit.diagnostics.divergences <= 4 and fit.diagnostics.max_r_hat <= 1.01
     summary = fit.summary()
     mcmcglmm = {
-        "sigma2_additive": (2.357, 0.15),
-        "sigma2_byear": (0.944, 0.1),
-        "sigma2_mother": (1.132, 0.1),
-        "sigma2_residual": (1.605, 0.15),
+        "sigma2:additive": (2.357, 0.15),
+        "sigma2:byear": (0.944, 0.1),
+        "sigma2:mother": (1.132, 0.1),
+        "sigma2:residual": (1.605, 0.15),
         "h2": (0.390, 0.03),
     }
     for key, (value, tolerance) in mcmcglmm.items():
@@ -676,7 +676,7 @@ def test_posterior_reliabilities_are_in_0_1_and_equal_remls_at_a_fixed_theta(see
     reliability = fit.ebv()["reliability"].to_numpy()
     assert np.all((reliability >= 0) & (reliability <= 1))
     draws = fit.idata.posterior["u"].values.reshape(-1, len(reliability))
-    plug_in = float(fit.idata.posterior["sigma2_additive"].mean()) * fit.diagonals["additive"]
+    plug_in = float(fit.idata.posterior["sigma2:additive"].mean()) * fit.diagonals["additive"]
     assert (1 - draws.var(axis=0, ddof=1) / plug_in).min() < reliability.min()
     reml = model.reml
     theta = np.array([reml.variance(n) for n in model.parameters.names])
@@ -733,7 +733,7 @@ def test_each_effects_reliabilities_reach_its_levels_in_the_posteriors_order():
                             pedigree=folder / "gryphonped.csv")  # fmt: skip
     reml = model.reml
     rng = np.random.default_rng(2)
-    variables = {f"sigma2_{n}": (("chain", "draw"), np.full((1, 3), reml.variance(n)))
+    variables = {f"sigma2:{n}": (("chain", "draw"), np.full((1, 3), reml.variance(n)))
                  for n in model.parameters.names}  # fmt: skip
     expected = {}
     for name, variable in (("additive", "u"), ("byear", "u_byear")):

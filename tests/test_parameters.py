@@ -35,12 +35,12 @@ def test_delta_method_standard_errors_equal_finite_differences(maternal):
     covariance = root @ root.T
     ratios = maternal.ratios(theta, covariance)
     assert set(ratios) == {
-        "additive",
-        "maternal",
-        "pe",
-        "residual",
+        "h2",
+        "prop:maternal",
+        "prop:pe",
+        "prop:residual",
         "repeatability",
-        "additive:maternal",
+        "corr:additive:maternal",
     }
     for name, (_, se) in ratios.items():
         h = 1e-6
@@ -55,6 +55,6 @@ def test_delta_method_standard_errors_equal_finite_differences(maternal):
             ]
         )
         assert se == pytest.approx(np.sqrt(gradient @ covariance @ gradient), rel=1e-6), name
-    assert ratios["additive:maternal"][0] == pytest.approx(-0.5 / np.sqrt(6))
+    assert ratios["corr:additive:maternal"][0] == pytest.approx(-0.5 / np.sqrt(6))
     assert ratios["repeatability"][0] == pytest.approx(4 / 9.5)
-    assert np.isnan(maternal.ratios(theta, None)["additive"][1])
+    assert np.isnan(maternal.ratios(theta, None)["h2"][1])

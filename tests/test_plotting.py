@@ -65,7 +65,7 @@ def test_h2_and_trace(fitted, tmp_path):
     axes = plot_trace(fit)
     assert axes.shape == (3, 2)
     posterior = fit.idata.posterior
-    for index, name in enumerate(["sigma2_additive", "sigma2_residual", "h2"]):
+    for index, name in enumerate(["sigma2:additive", "sigma2:residual", "h2"]):
         traces = axes[index, 0].get_lines()
         assert len(traces) == posterior.sizes["chain"]  # one line per chain
         np.testing.assert_array_equal(traces[1].get_ydata(), posterior[name].values[1])

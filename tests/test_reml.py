@@ -395,7 +395,14 @@ def test_result_serialises_to_the_documented_json_keys():
     assert set(payload["se"]) == {"sigma2_u", "sigma2_e", "h2"}
     assert set(payload["beta"]) == {"Intercept", "x"}
     summary = fit.summary()
-    assert list(summary.index[:3]) == ["additive", "residual", "h2"]
+    assert list(summary.index) == [
+        "sigma2:additive",
+        "sigma2:residual",
+        "h2",
+        "prop:residual",
+        "beta[Intercept]",
+        "beta[x]",
+    ]
 
 
 def test_recovery_over_simulated_data_sets():

@@ -48,6 +48,6 @@ def test_the_same_seed_gives_the_same_draws_on_an_idle_and_a_busy_machine(tmp_pa
         busy_core.wait(timeout=30)
     names = sorted(idle.data_vars)
     assert names == sorted(busy.data_vars)
-    assert {"sigma2_additive", "sigma2_residual", "h2", "u", "beta"} <= set(names)
+    assert {"sigma2:additive", "sigma2:residual", "h2", "u", "beta"} <= set(names)
     for name in names:
         np.testing.assert_array_equal(idle[name].values, busy[name].values, err_msg=name)

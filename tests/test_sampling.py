@@ -131,7 +131,7 @@ def test_the_second_group_runs_in_a_worker_while_the_first_and_the_callers_work_
         " meanwhile=work, **options)\n"
         "assert b.attrs['chain_processes'] == 1\n"
         "assert order == [('sample', here, False), ('meanwhile', here), ('sample', here, False)]\n"
-        "for name in ('h2', 'sigma2_additive', 'sigma2_residual'):\n"
+        "for name in ('h2', 'sigma2:additive', 'sigma2:residual'):\n"
         "    assert np.array_equal(a['posterior'][name].values, b['posterior'][name].values)\n"
         "print('ok')\n"
     )

@@ -188,7 +188,7 @@ def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) 
 
 def posterior_thetas(parameters, posterior) -> np.ndarray:
     """The draws of θ (draws × parameters, in the order of ``parameters.names``) from a
-    posterior with ``sigma2_<component>`` and ``cov_<pair>`` variables."""
+    posterior with ``sigma2:<component>`` and ``cov:<pair>`` variables."""
     quantities = [q for q in parameters.quantities() if q.kind in ("variance", "covariance")]
     thetas = np.column_stack([np.asarray(posterior[q.key].values).ravel() for q in quantities])
     order = [q.source for q in quantities]

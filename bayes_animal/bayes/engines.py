@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..choice import engine_cost, facts
-from ..spec.parameters import identifier
+from ..spec.parameters import variance_name
 
 if TYPE_CHECKING:
     from .model import AnimalModel
@@ -231,7 +231,7 @@ def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
     effect = model.design.effects[0]
 
     def variance(name):
-        return posterior[f"sigma2_{identifier(name)}"].values.ravel()
+        return posterior[variance_name(name)].values.ravel()
 
     su, se = variance(effect.name), variance("residual")
     out = {}

@@ -38,22 +38,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     truth = sim.truth
     summary = fit.summary()
     beta = fit.beta_summary()
+    estimates = reml.summary()  # the same names as the posterior's summary
+    truths = {"h2": truth.h2, "sigma2:additive": truth.sigma2_u, "sigma2:residual": truth.sigma2_e}
     rows = [
-        ("h2", truth.h2, reml.h2, reml.se["h2"], summary.loc["h2"]),
-        (
-            "sigma2_A",
-            truth.sigma2_u,
-            reml.variance("additive"),
-            reml.components.loc["additive", "se"],
-            summary.loc["sigma2_additive"],
-        ),
-        (
-            "sigma2_E",
-            truth.sigma2_e,
-            reml.variance("residual"),
-            reml.components.loc["residual", "se"],
-            summary.loc["sigma2_residual"],
-        ),
+        (key, true, estimates.loc[key, "estimate"], estimates.loc[key, "se"], summary.loc[key])
+        for key, true in truths.items()
+    ]
+    rows += [
         (
             "Intercept",
             truth.mu,
@@ -63,11 +54,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ),
         ("fix", truth.b, reml.beta["fix"], reml.beta_se["fix"], beta.loc["fix"]),
     ]
-    print(f"\n{'parameter':<11}{'truth':>8}{'REML':>9}{'± SE':>8}{'post. mean':>12}{'95% HDI':>20}")
+    print(f"\n{'parameter':<16}{'truth':>8}{'REML':>9}{'± SE':>8}{'post. mean':>12}{'95% HDI':>20}")
     for name, true, estimate, se, post in rows:
         interval = f"[{post['hdi_low']:.3f}, {post['hdi_high']:.3f}]"
         print(
-            f"{name:<11}{true:>8.3f}{estimate:>9.3f}{se:>8.3f}{post['mean']:>12.3f}{interval:>20}"
+            f"{name:<16}{true:>8.3f}{estimate:>9.3f}{se:>8.3f}{post['mean']:>12.3f}{interval:>20}"
         )
     print("\nREML check (the posterior against the built-in REML estimate):")
     print(fit.report())

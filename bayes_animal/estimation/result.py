@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..spec.parameters import correlation_name, covariance_name, proportion_name, variance_name
 from ..tables import Table
 from ..tables import pandas as pd
 
@@ -107,8 +108,9 @@ class RemlResult:
         One row per covariance (index ``a:b``): ``covariance``, ``se``, ``correlation``,
         ``correlation_se``.
     ratios
-        ``estimate`` and ``se`` of h² (``h2``), each proportion, the ``repeatability`` and the
-        correlations, by the delta method.
+        ``estimate`` and ``se`` of every proportion (``h2``, ``prop:<component>``), the
+        ``repeatability`` and the correlations (``corr:<a>:<b>``), by the delta method (the
+        names of :mod:`bayes_animal.spec.parameters`, as in every output).
     beta, beta_se, beta_cov
         GLS fixed effects, their SEs and covariance, by design column.
     information
@@ -338,8 +340,8 @@ class RemlResult:
             "variance": (self.component_table, "variance"),
             "covariance": (self.covariance_table, "covariance"),
         }.get(quantity.kind, (self.ratio_table, "estimate"))
-        source = quantity.source
-        return float(table.value(source, column)), float(table.value(source, "se"))
+        name = quantity.key if quantity.kind == "ratio" else quantity.source
+        return float(table.value(name, column)), float(table.value(name, "se"))
 
     # -- output ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -397,21 +399,11 @@ class RemlResult:
     def summary(self) -> pandas.DataFrame:
         """Variance components, covariances, ratios and fixed effects as one table
         (``estimate``, ``se``)."""
-        rows = [(n, r["variance"], r["se"]) for n, r in self.components.iterrows()]
-        rows += [(n, r["covariance"], r["se"]) for n, r in self.covariances.iterrows()]
+        rows = [(variance_name(n), r["variance"], r["se"]) for n, r in self.component_table.rows()]
         rows += [
-            (("h2" if n == "additive" else f"{n} (proportion)"), r["estimate"], r["se"])
-            for n, r in self.ratios.iterrows()
-            if n in self.components.index and n != "residual"
+            (covariance_name(n), r["covariance"], r["se"]) for n, r in self.covariance_table.rows()
         ]
-        rows += [
-            (n, r["estimate"], r["se"]) for n, r in self.ratios.iterrows() if n == "repeatability"
-        ]
-        rows += [
-            (f"{n} (correlation)", r["estimate"], r["se"])
-            for n, r in self.ratios.iterrows()
-            if n in self.covariances.index
-        ]
+        rows += [(n, r["estimate"], r["se"]) for n, r in self.ratio_table.rows()]
         rows += [(f"beta[{k}]", float(v), float(self.beta_se[k])) for k, v in self.beta.items()]
         return pd.DataFrame(rows, columns=["parameter", "estimate", "se"]).set_index("parameter")
 
@@ -485,10 +477,12 @@ def assemble(
         {
             "variance": np.array([theta[k] for k in variances], dtype=float),
             "se": np.array([se(k) for k in variances], dtype=float),
-            "proportion": np.array([ratios[n][0] for n in parameters.variances], dtype=float),
+            "proportion": np.array(
+                [ratios[proportion_name(n)][0] for n in parameters.variances], dtype=float
+            ),
             "proportion_se": np.array(
                 [
-                    np.nan if at_boundary[k] else ratios[n][1]
+                    np.nan if at_boundary[k] else ratios[proportion_name(n)][1]
                     for n, k in zip(parameters.variances, variances, strict=True)
                 ],
                 dtype=float,
@@ -504,14 +498,14 @@ def assemble(
         {
             "covariance": np.array([theta[k] for k in at], dtype=float),
             "se": np.array([se(k) for k in at], dtype=float),
-            "correlation": np.array([ratios[n][0] for n in pairs], dtype=float),
-            "correlation_se": np.array([ratios[n][1] for n in pairs], dtype=float),
+            "correlation": np.array([ratios[correlation_name(n)][0] for n in pairs], dtype=float),
+            "correlation_se": np.array(
+                [ratios[correlation_name(n)][1] for n in pairs], dtype=float
+            ),
         },
     )
     ratio_names = list(ratios)
-    if "additive" in ratios:
-        ratio_names.insert(0, "h2")
-    values = [ratios["additive" if n == "h2" else n] for n in ratio_names]
+    values = [ratios[n] for n in ratio_names]
     return RemlResult(
         method=method,
         engine=engine,

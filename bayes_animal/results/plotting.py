@@ -32,11 +32,9 @@ def _axes(ax=None, *, nrows: int = 1, ncols: int = 1, figsize=(6.0, 4.0)):
 
 def _ratio_key(fit: AnimalFit) -> str:
     """h², or the single effect's proportion in a model without an additive effect."""
-    if "h2" in fit.idata.posterior:
-        return "h2"
-    from ..spec.parameters import identifier
+    from ..spec.parameters import proportion_name
 
-    return f"prop_{identifier(fit.main_effect())}"
+    return proportion_name(fit.main_effect())
 
 
 def _default_names(fit: AnimalFit) -> list[str]:
@@ -189,7 +187,9 @@ def plot_priors(
     import pymc as pm
     from scipy.stats import gaussian_kde
 
-    names = [n for n in (_default_names(fit) if names is None else names) if "cov_" not in n]
+    names = [
+        n for n in (_default_names(fit) if names is None else names) if not n.startswith("cov:")
+    ]
     axes = _axes(axes, nrows=1, ncols=len(names), figsize=(4.0 * len(names), 3.5))[0]
     built = model.build(fit.parameterisation)
     note = "flat (improper) prior"
@@ -203,9 +203,9 @@ def plot_priors(
     for index, name in enumerate(names):
         ax = axes[index]
         values = np.asarray(fit.idata.posterior[name].values).ravel()
-        ratio = name in ("h2", "repeatability") or name.startswith("prop_")
+        ratio = name in ("h2", "repeatability") or name.startswith("prop:")
         high = np.quantile(values, 0.999) * (1.0 if ratio else 1.5)
-        low = -1.0 if name.startswith("corr_") else 0.0
+        low = -1.0 if name.startswith("corr:") else 0.0
         grid = np.linspace(low, min(high, 1.0) if ratio else high, 300)
         ax.plot(grid, gaussian_kde(values)(grid), color="C0", label="posterior")
         if prior is not None:

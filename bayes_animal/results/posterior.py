@@ -3,8 +3,9 @@ effect, the REML check and diagnostics.
 
 Works on the ArviZ DataTree that :meth:`bayes_animal.bayes.model.AnimalModel.fit` produces.
 Its posterior holds one variable per reported quantity
-(:meth:`~bayes_animal.spec.parameters.Parameters.quantities`: ``sigma2_<component>``,
-``cov_<a>_<b>``, ``h2``, ``prop_<component>``, ``repeatability``, ``corr_<a>_<b>``; chain, draw),
+(:meth:`~bayes_animal.spec.parameters.Parameters.quantities`: ``sigma2:<component>``,
+``cov:<a>:<b>``, ``h2``, ``prop:<component>``, ``repeatability``, ``corr:<a>:<b>``; chain, draw;
+the names of every output, docs/outputs.md),
 ``beta`` (…, fixed) and one variable per random effect (``u`` for the additive effect, dim
 ``animal``; ``u_<component>`` for the others). All intervals are 95 % highest-density
 intervals (:mod:`bayes_animal.results.intervals`).
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..estimation.result import RemlResult, reliability
-from ..spec.parameters import Parameters, Quantity
+from ..spec.parameters import Parameters, Quantity, proportion_name, variance_name
 from .intervals import HDI_PROB, hdi
 
 __all__ = [
@@ -434,15 +435,13 @@ class AnimalFit:
                 f"No random effect {effect!r}; the model has {', '.join(self.diagonals)}."
             )
         if effect not in self._ebv:
-            from ..spec.parameters import identifier
-
             variable = _effect_variable(effect)
             data = self.idata.posterior[variable]
             ids = np.asarray(data[data.dims[-1]].values, dtype=object)
             if effect in self.reliabilities:
                 reliabilities = self.reliabilities[effect]
             else:
-                variance = float(_draws(self.idata, f"sigma2_{identifier(effect)}").mean())
+                variance = float(_draws(self.idata, variance_name(effect)).mean())
                 prior = variance * np.asarray(self.diagonals[effect], dtype=float)
                 reliabilities = posterior_reliability(data.values, prior)
             self._ebv[effect] = ebv_table(data.values, ids, reliabilities=reliabilities)
@@ -469,9 +468,12 @@ class AnimalFit:
         return "additive" if "additive" in names else names[0]
 
     def to_summary_dict(self) -> dict[str, Any]:
-        """The ``summary.json`` written by ``bayes-animal fit``: ``sigma2_u``, ``sigma2_e`` and
-        ``h2`` as in the first version (the additive, or single, effect), ``components`` keyed as
-        in ``reml --json``, ``covariances``, ``ratios``."""
+        """The ``summary.json`` written by ``bayes-animal fit`` (docs/outputs.md): ``components``
+        and ``covariances`` keyed as in ``reml --json``, ``ratios`` by the quantities' names
+        (``h2``, ``prop:<component>``, ``repeatability``, ``corr:<a>:<b>``), each with the
+        posterior's statistics; ``sigma2_u``, ``sigma2_e`` and ``h2`` at the top are aliases of
+        the first version (the additive, or single, effect's variance and proportion and the
+        residual variance)."""
         table = self.summary()
         fields = ("mean", "median", "sd", "mode", "hdi_low", "hdi_high", "ess_bulk", "ess_tail")
         fields += ("r_hat",)
@@ -481,21 +483,17 @@ class AnimalFit:
 
         summary: dict[str, Any] = {}
         main = self.main_effect()
-        from ..spec.parameters import identifier
-
-        aliases = {"sigma2_u": f"sigma2_{identifier(main)}", "sigma2_e": "sigma2_residual"}
-        if "h2" in table.index:
-            aliases["h2"] = "h2"
-        elif f"prop_{identifier(main)}" in table.index:
-            aliases["h2"] = f"prop_{identifier(main)}"
+        aliases = {
+            "sigma2_u": variance_name(main),
+            "sigma2_e": variance_name("residual"),
+            "h2": proportion_name(main),
+        }
         for alias, key in aliases.items():
             summary[alias] = row(key)
         quantities = self.parameters.quantities()
         summary["components"] = {q.source: row(q.key) for q in quantities if q.kind == "variance"}
         summary["covariances"] = {
-            q.source: row(q.key) | {"correlation": row(f"corr_{identifier(q.source)}")}
-            for q in quantities
-            if q.kind == "covariance"
+            q.source: row(q.key) for q in quantities if q.kind == "covariance"
         }
         summary["ratios"] = {
             q.key: row(q.key) for q in quantities if q.kind == "ratio" and q.key in table.index
@@ -512,6 +510,7 @@ class AnimalFit:
         summary["sampler"] = self.sampler
         summary["parameterisation"] = self.parameterisation
         summary["fixed_effects"] = self.fixed_effects
+        summary["random_seed"] = self.random_seed
         summary["notes"] = list(self.notes)
         summary["provenance"] = {k: str(v) for k, v in self.idata.attrs.items()}
         return summary
@@ -603,7 +602,7 @@ def rank_posterior(
     back — with its ``reml`` group when present (REML BLUPs, the kept reliabilities): the
     additive effect by default, any other genetic (or random) effect on request (``effect``;
     ``--effect`` on the command line). The one place that knows the tree's variable names
-    (``u``, ``u_<effect>``, ``sigma2_<effect>``, the ``reml`` group's)."""
+    (``u``, ``u_<effect>``, ``sigma2:<effect>``, the ``reml`` group's)."""
     from ..errors import BayesAnimalError
     from ..spec.parameters import identifier
     from .ranking import rank
@@ -637,7 +636,11 @@ def rank_posterior(
         if f"reliability_{key}" in group:  # kept by the fit (expected_reliability)
             reliability = np.asarray(group[f"reliability_{key}"].values)
         else:  # a posterior saved before they were kept
-            variance = float(np.asarray(posterior[f"sigma2_{key}"].values).mean())
+            name = variance_name(effect)
+            if name not in posterior:
+                name = f"sigma2_{key}"  # the name before one vocabulary
+            variance = posterior[name].values
+            variance = float(np.asarray(variance).mean())
             reliability = posterior_reliability(draws, variance * group[diagonal_name].values)
     return rank(
         draws,

@@ -27,7 +27,40 @@ import numpy as np
 
 from .terms import ModelSpec
 
-__all__ = ["Block", "Parameters", "Quantity", "identifier"]
+__all__ = [
+    "Block",
+    "Parameters",
+    "Quantity",
+    "correlation_name",
+    "covariance_name",
+    "identifier",
+    "proportion_name",
+    "variance_name",
+]
+
+
+# -- the one vocabulary ---------------------------------------------------------------------
+# Every output (printed tables, reml.json, summary.json, the CSVs, the posterior's variables,
+# the Python tables) names a quantity by these functions; docs/outputs.md writes them down.
+def variance_name(component: str) -> str:
+    """The variance of a component: ``sigma2:<component>`` (``sigma2:additive``)."""
+    return f"sigma2:{component}"
+
+
+def covariance_name(pair: str) -> str:
+    """The covariance of a pair ``a:b``: ``cov:a:b`` (``cov:additive:maternal``)."""
+    return f"cov:{pair}"
+
+
+def proportion_name(component: str) -> str:
+    """A component's proportion of :math:`\\sigma_P^2`: ``h2`` for the additive genetic
+    component, ``prop:<component>`` for any other (``prop:byear``, ``prop:residual``)."""
+    return "h2" if component == "additive" else f"prop:{component}"
+
+
+def correlation_name(pair: str) -> str:
+    """The correlation of a pair ``a:b``: ``corr:a:b`` (``corr:additive:maternal``)."""
+    return f"corr:{pair}"
 
 
 def identifier(name: str) -> str:
@@ -43,8 +76,8 @@ class Quantity:
     Attributes
     ----------
     key
-        Its name in tables, JSON and the posterior (a valid identifier): ``sigma2_<component>``,
-        ``cov_<a>_<b>``, ``h2``, ``prop_<component>``, ``repeatability``, ``corr_<a>_<b>``.
+        Its one name in tables, JSON, CSVs and the posterior: ``sigma2:<component>``,
+        ``cov:<a>:<b>``, ``h2``, ``prop:<component>``, ``repeatability``, ``corr:<a>:<b>``.
     kind
         ``"variance"``, ``"covariance"`` or ``"ratio"``.
     source
@@ -171,28 +204,15 @@ class Parameters:
 
     # -- derived quantities ------------------------------------------------------------------
     def quantities(self) -> tuple[Quantity, ...]:
-        """Every reported quantity: the variances, the covariances, h² (the additive proportion),
-        the other proportions, the repeatability, the correlations."""
-        out = [Quantity(f"sigma2_{identifier(n)}", "variance", n) for n in self.variances]
-        out += [
-            Quantity(f"cov_{identifier(n)}", "covariance", n)
-            for n in self.names
-            if self.is_covariance(n)
-        ]
-        if "additive" in self.variances:
-            out.append(Quantity("h2", "ratio", "additive"))
-        out += [
-            Quantity(f"prop_{identifier(n)}", "ratio", n)
-            for n in self.variances
-            if n not in ("additive", "residual")
-        ]
+        """Every reported quantity: the variances, the covariances, every proportion (h² the
+        additive one, the residual's too), the repeatability, the correlations."""
+        out = [Quantity(variance_name(n), "variance", n) for n in self.variances]
+        covariances = [n for n in self.names if self.is_covariance(n)]
+        out += [Quantity(covariance_name(n), "covariance", n) for n in covariances]
+        out += [Quantity(proportion_name(n), "ratio", n) for n in self.variances]
         if self.repeatability:
             out.append(Quantity("repeatability", "ratio", "repeatability"))
-        out += [
-            Quantity(f"corr_{identifier(n)}", "ratio", n)
-            for n in self.names
-            if self.is_covariance(n)
-        ]
+        out += [Quantity(correlation_name(n), "ratio", n) for n in covariances]
         return tuple(out)
 
     def phenotypic_gradient(self) -> np.ndarray:
@@ -213,7 +233,8 @@ class Parameters:
         self, theta: np.ndarray, covariance: np.ndarray | None
     ) -> dict[str, tuple[float, float]]:
         """Proportions of :math:`\\sigma_P^2` for every variance, the repeatability and the
-        correlations, each ``(estimate, se)`` (SE NaN when ``covariance`` is None)."""
+        correlations, each ``(estimate, se)`` (SE NaN when ``covariance`` is None), keyed by
+        their names (:func:`proportion_name`, ``repeatability``, :func:`correlation_name`)."""
         total = self.phenotypic(theta)
         dp = self.phenotypic_gradient()
         out: dict[str, tuple[float, float]] = {}
@@ -227,7 +248,7 @@ class Parameters:
             k = self.index(name)
             gradient = -theta[k] * dp / total**2
             gradient[k] += 1.0 / total
-            out[name] = with_se(theta[k] / total, gradient)
+            out[proportion_name(name)] = with_se(theta[k] / total, gradient)
         if self.repeatability:
             ks = [self.index(n) for n in self.repeatability]
             part = float(theta[ks].sum())
@@ -244,5 +265,5 @@ class Parameters:
                 gradient[ic] = 1.0 / root
                 gradient[ia] = -0.5 * c / (va * root)
                 gradient[im] = -0.5 * c / (vm * root)
-                out[f"{a}:{m}"] = with_se(c / root, gradient)
+                out[correlation_name(f"{a}:{m}")] = with_se(c / root, gradient)
         return out
