@@ -13,12 +13,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# after installing, the sparse engine's numba kernels are compiled into numba's cache once
+# (`bayes-animal compile`, about 5 s), so that no first fit pays for it
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/bayes-animal compile
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(if $(LOCK),-c $(LOCK)) -e '.[test]'
+	$(BIN)/bayes-animal compile
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

@@ -462,6 +462,25 @@ def seeds(quick: bool) -> None:
     )
 
 
+def first_run(quick: bool) -> None:
+    import bench_first_run
+
+    if not (bench_first_run.GRYPHON.is_dir() and bench_first_run.SEED_SIM.is_dir()):
+        print("shared/data (gryphon, seed_sim) is not present: skipped", file=sys.stderr)
+        return
+    _write(
+        "first_run",
+        "Every command's first run after installing against its second",
+        bench_first_run.run(repeats=1 if quick else 2),
+        "Whole processes. Cold: a fresh HOME, XDG caches, NUMBA_CACHE_DIR, PyTensor compiledir "
+        "and MPLCONFIGDIR; second: the same command again with what the cold run left; after "
+        "compile: a fresh machine on which `bayes-animal compile` ran first (what `make demo` "
+        "and `make test` do after installing; its own time is the last row). Medians of the "
+        "repeats. fit: 4 chains × 300 draws after 300 tuning steps. The target (issue 22): "
+        "first minus second ≤ 1 s.\n",
+    )
+
+
 def collector(quick: bool) -> None:
     import bench_fit
 
@@ -482,6 +501,7 @@ def collector(quick: bool) -> None:
 
 
 BENCHMARKS = {
+    "first_run": first_run,
     "reml": reml,
     "reml_cli": reml_cli,
     "load": load,

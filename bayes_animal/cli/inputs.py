@@ -14,12 +14,17 @@ from .words import _notice
 
 
 def _relationship_from_args(
-    args: argparse.Namespace, *, required: bool = True, check_definite: bool = False
+    args: argparse.Namespace,
+    *,
+    required: bool = True,
+    check_definite: bool = False,
+    fitting: bool = False,
 ):
     """The relationship from --relmat | --pedigree | --genotypes (shared by commands); None
     when none is given and ``required`` is false (a model of independent effects only).
     A given matrix's definiteness is checked where it is first used (the factorisation or
-    eigendecomposition every command makes of it), unless ``check_definite``."""
+    eigendecomposition every command makes of it), unless ``check_definite``. A command
+    ``fitting`` a pedigree says first when it is about to compile the sparse kernels."""
     given = [getattr(args, name, None) for name in ("relmat", "pedigree", "genotypes")]
     if not required and not any(given):
         return None
@@ -30,6 +35,11 @@ def _relationship_from_args(
             raise BayesAnimalError(
                 f"--pedigree-columns needs three names id,sire,dam; got {args.pedigree_columns!r}."
             )
+    if fitting and args.pedigree:
+        from .precompile import first_run_notice
+
+        if (message := first_run_notice()) is not None:
+            _notice(message)
     source = resolve_relationship(
         relmat=Path(args.relmat) if getattr(args, "relmat", None) else None,
         pedigree=Path(args.pedigree) if args.pedigree else None,

@@ -8,6 +8,7 @@ from .. import __version__
 from ..api import ENGINES
 from .demo import _cmd_demo
 from .fit import _cmd_fit
+from .precompile import _cmd_compile
 from .rank import _cmd_rank
 from .relmat import _cmd_relmat
 from .reml import _cmd_reml
@@ -327,6 +328,13 @@ def _parser() -> argparse.ArgumentParser:
         "additive 1, residual 2, every other effect 0.5)",
     )
     sim.set_defaults(handler=_cmd_simulate)
+
+    ahead = commands.add_parser(
+        "compile",
+        help="compile the sparse engine's numeric kernels into numba's cache (about 5 s, once "
+        "per install; otherwise the first fit with a pedigree or several random effects does it)",
+    )
+    ahead.set_defaults(handler=_cmd_compile)
 
     demo = commands.add_parser("demo", help="the reference simulation and its fit")
     demo.add_argument("--n", type=int, default=1000, help="animals (default 1000)")

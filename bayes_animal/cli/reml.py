@@ -25,7 +25,7 @@ def _cmd_reml(args: argparse.Namespace) -> int:
     data = read_records(args.data, sep=args.sep)
     read = time.perf_counter() - clock
     clock = time.perf_counter()
-    source = _relationship_from_args(args, required=False, check_definite=False)
+    source = _relationship_from_args(args, required=False, fitting=True)
     relationship = time.perf_counter() - clock
     inputs = model_inputs(
         args.formula,

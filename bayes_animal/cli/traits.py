@@ -21,7 +21,7 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
         raise BayesAnimalError("--traits writes OUT/traits.csv: give --out DIR as well.")
     clock = time.perf_counter()
     data = read_data(args.data, sep=args.sep)
-    source = _relationship_from_args(args)
+    source = _relationship_from_args(args, fitting=True)
     common = {
         "source": source,
         "animal": args.animal,

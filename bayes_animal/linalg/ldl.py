@@ -168,13 +168,12 @@ def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
                     flag[i] = k
                     i = parent[i]
     Lp = np.zeros(n + 1, np.int64)
-    Lp[1:] = np.cumsum(count)
     Rp = np.zeros(n + 1, np.int64)
-    Rp[1:] = np.cumsum(row_count)
+    for k in range(n):
+        Lp[k + 1] = Lp[k] + count[k]
+        Rp[k + 1] = Rp[k] + row_count[k]
     Li = np.empty(Lp[n], np.int64)
-    Rj = np.empty(Rp[n], np.int64)
     fill = Lp[:-1].copy()
-    row_fill = Rp[:-1].copy()
     flag[:] = -1
     for k in range(n):
         flag[k] = k
@@ -184,12 +183,17 @@ def _pattern(n, Ap, Ai, parent):  # pragma: no cover - compiled
                 while flag[i] != k:
                     Li[fill[i]] = k
                     fill[i] += 1
-                    Rj[row_fill[k]] = i
-                    row_fill[k] += 1
                     flag[i] = k
                     i = parent[i]
-    for k in range(n):
-        Rj[Rp[k] : Rp[k + 1]] = np.sort(Rj[Rp[k] : Rp[k + 1]])
+    # rows of each column come in ascending k; the row pattern is the transpose, read column
+    # by column, so its columns come ascending too (no sort: a sort costs seconds to compile)
+    Rj = np.empty(Rp[n], np.int64)
+    row_fill = Rp[:-1].copy()
+    for i in range(n):
+        for p in range(Lp[i], Lp[i + 1]):
+            k = Li[p]
+            Rj[row_fill[k]] = i
+            row_fill[k] += 1
     return Lp, Li, Rp, Rj
 
 

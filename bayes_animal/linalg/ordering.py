@@ -48,22 +48,20 @@ def _insert(d, i, head, nxt, prv):
 
 @njit(cache=True)
 def _compact(iw, pe, ln, kind, n):
-    count = 0
+    # the live lists in the order they start in iw (the starts of non-empty lists are
+    # distinct): a scan of the positions, not a sort (an argsort costs seconds to compile)
+    at = np.full(iw.shape[0], -1, np.int64)
     for i in range(n):
         if kind[i] == _VARIABLE or kind[i] == _ELEMENT:
-            count += 1
-    live = np.empty(count, np.int64)
-    starts = np.empty(count, np.int64)
-    c = 0
-    for i in range(n):
-        if kind[i] == _VARIABLE or kind[i] == _ELEMENT:
-            live[c] = i
-            starts[c] = pe[i]
-            c += 1
-    order = np.argsort(starts)
+            if ln[i] > 0:
+                at[pe[i]] = i
+            else:
+                pe[i] = 0  # an empty list is read nowhere
     free = 0
-    for c in range(count):
-        i = live[order[c]]
+    for position in range(iw.shape[0]):
+        i = at[position]
+        if i < 0:
+            continue
         s = pe[i]
         for k in range(ln[i]):
             iw[free + k] = iw[s + k]
