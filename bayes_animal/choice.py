@@ -129,6 +129,7 @@ class Facts:
     effects: tuple[str, ...]
     sparse_inverse: bool = False
     additive_and_independent: bool = False
+    traits: int = 1
 
     @property
     def dense_matrix(self) -> bool:
@@ -177,6 +178,7 @@ def facts(inputs: ModelInputs, *, attempt: bool = True) -> Facts:
         levels=int(source.matrix.size) if given else 0,
         effects=tuple(e.name for e in effects),
         sparse_inverse=sparse_inverse,
+        traits=max(len(design.traits), 1),
         additive_and_independent=(
             len(effects) >= 2
             and effects[0].name == "additive"
@@ -238,7 +240,9 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
     costs = reml_costs(f)
     if "spectral" not in costs:
         why = (
-            f"{len(f.effects)} random effects"
+            f"{f.traits} traits ({len(f.effects)} trait-wise random effects)"
+            if f.traits > 1
+            else f"{len(f.effects)} random effects"
             if not f.single
             else "one random effect without a given matrix (a pedigree's A⁻¹ is sparse)"
         )

@@ -98,6 +98,11 @@ class Effect:
     levels
         The level ids: every animal of the relationship for genetic effects, the observed
         levels (in order of appearance) for independent ones.
+    trait
+        With several traits, the trait this effect acts on (its name is ``<term>:<trait>``
+        and records of other traits have index -1); None with one trait.
+    term
+        The random term's name (``additive`` for ``additive:bwt``).
     """
 
     name: str
@@ -105,6 +110,12 @@ class Effect:
     genetic: bool
     index: np.ndarray
     levels: np.ndarray
+    trait: str | None = None
+    term: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.term:
+            object.__setattr__(self, "term", self.name)
 
     @property
     def size(self) -> int:
@@ -154,6 +165,13 @@ class Design:
         Index labels of records left out because their response is missing.
     notices
         Human-readable notices; also issued as warnings.
+    traits
+        The traits; with several, ``y`` holds every observed (record, trait) pair, record by
+        record (:attr:`observation_record`, :attr:`observation_trait`), ``X`` gives each trait
+        its own columns (``<trait>:<column>``) and each effect acts on one trait.
+    observation_record, observation_trait
+        With several traits, each observation's record (into :attr:`record_labels`) and trait
+        (into :attr:`traits`); None with one trait.
     """
 
     spec: ModelSpec
@@ -165,6 +183,33 @@ class Design:
     record_labels: np.ndarray
     dropped_labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     notices: tuple[str, ...] = ()
+    traits: tuple[str, ...] = ()
+    observation_record: np.ndarray | None = None
+    observation_trait: np.ndarray | None = None
+
+    @property
+    def multi_trait(self) -> bool:
+        """Several traits."""
+        return len(self.traits) > 1
+
+    def residual_patterns(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """The patterns of observed traits: ``(traits, observations)`` with ``observations``
+        (records × traits of the pattern) the positions in ``y`` of each record's
+        observations; one pattern, all observations, with one trait."""
+        if not self.multi_trait:
+            return [((0,), np.arange(len(self.y))[:, None])]
+        records, traits = self.observation_record, self.observation_trait
+        t = len(self.traits)
+        masks = np.zeros(len(self.record_labels), dtype=np.int64)
+        np.bitwise_or.at(masks, records, 1 << traits.astype(np.int64))
+        start = np.searchsorted(records, np.arange(len(self.record_labels)))
+        out = []
+        for mask in np.unique(masks):
+            chosen = np.flatnonzero(masks == mask)
+            present = tuple(a for a in range(t) if mask >> a & 1)
+            positions = start[chosen][:, None] + np.arange(len(present))[None, :]
+            out.append((present, positions))
+        return out
 
     @property
     def formula(self) -> str:
@@ -504,6 +549,8 @@ def build_design(
             maternal_covariance=maternal_covariance,
         )
     )
+    if spec.multi_trait:
+        return _multi_trait_design(spec, records, relationship, warn)
     columns = records.names
     plain = _plain_terms(spec.parts, records)
     if plain is None:
@@ -558,4 +605,132 @@ def build_design(
         record_labels=labels[keep],
         dropped_labels=labels[missing_y],
         notices=tuple(notices),
+    )
+
+
+def _trait_values(spec: ModelSpec, records: Records, shown: np.ndarray) -> np.ndarray:
+    """The traits as an n × t matrix (NaN where missing); each trait column checked."""
+    columns = []
+    for trait in spec.traits:
+        if trait not in records:
+            raise DataError(
+                f"The trait {trait!r} of {spec.formula!r} is not in the data. Available "
+                f"columns: {describe_items(records.names, limit=30)}."
+            )
+        if records.kind(trait) not in "iuf":
+            raise DataError(
+                f"The trait {trait!r} is not numeric (it holds text such as "
+                f"{describe_items(records.values(trait)[:3])}); a trait must be a number per "
+                "record, missing where not measured."
+            )
+        values = records.floats(trait)
+        if np.isinf(values).any():
+            raise DataError(
+                f"The trait {trait!r} is infinite in {ROWS} "
+                f"{describe_items(shown[np.isinf(values)])}. Fix or remove those records."
+            )
+        observed = values[~np.isnan(values)]
+        if len(observed) < 2 or np.ptp(observed) == 0:
+            raise DataError(
+                f"The trait {trait!r} is constant or has fewer than two records "
+                f"({len(observed)} observed): it has no variance to split. Remove it from "
+                "cbind()."
+            )
+        columns.append(values)
+    return np.column_stack(columns)
+
+
+def _multi_trait_design(
+    spec: ModelSpec, records: Records, relationship: Relationship | None, warn: bool
+) -> Design:
+    """Several traits: every observed (record, trait) pair is an observation, record by record
+    in the order of the traits; each trait has its own fixed effects (``<trait>:<column>``,
+    MCMCglmm's ``trait:x``) and each random term one effect per trait
+    (``<term>:<trait>``). A record is kept when any of its traits is observed."""
+    from dataclasses import replace
+
+    labels = np.asarray(records.labels, dtype=object)
+    shown = _shown_rows(records, labels)
+    Y = _trait_values(spec, records, shown)
+    observed = ~np.isnan(Y)
+    none = ~observed.any(axis=1)
+    notices: list[str] = []
+    if none.any():
+        notices.append(
+            f"{int(none.sum())} of {len(Y)} records have none of the traits "
+            f"{describe_items(spec.traits)} and were left out ({ROWS} "
+            f"{describe_items(shown[none])})."
+        )
+        if warn:
+            warnings.warn(notices[-1], DroppedRecordsWarning, stacklevel=3)
+    keep = ~none
+    kept, Y, observed = records.take(keep), Y[keep], observed[keep]
+    partly = {t: int((~observed[:, a]).sum()) for a, t in enumerate(spec.traits)}
+    if any(partly.values()):
+        notices.append(
+            "Records with some traits missing are fitted with the traits they have ("
+            + ", ".join(f"{t} missing in {k}" for t, k in partly.items() if k)
+            + f" of {len(Y)} records)."
+        )
+    single = replace(
+        spec,
+        parts=FormulaParts(spec.formula, spec.traits[0], spec.parts.fixed, spec.parts.random),
+    )
+    plain = _plain_terms(single.parts, kept)
+    if plain is None:
+        unknown_names(single.fixed_formula, kept.names, formula=spec.formula)
+    base = tuple(_effect(t, kept, shown[keep], relationship, notices) for t in spec.terms)
+    covariates = plain[1] if plain else column_references(spec.parts.fixed, kept.names)
+    _check_missing_covariates(kept, covariates, shown[keep])
+    X_record, names = _fixed_matrix(single, kept, shown[keep], plain)
+    t, p = len(spec.traits), X_record.shape[1]
+    record, trait = np.nonzero(observed)  # row-major: record by record, traits in order
+    for a, name in enumerate(spec.traits):
+        rows = X_record[observed[:, a]]
+        if len(rows) <= p or np.linalg.matrix_rank(rows) < p:
+            raise FormulaError(
+                f"The fixed effects of {spec.formula!r} cannot be estimated for the trait "
+                f"{name!r} from its {len(rows)} records: column(s) "
+                f"{describe_items(_collinear_columns(rows, names)) or 'all'} are confounded "
+                "there. Simplify the fixed part or add records of that trait."
+            )
+    X = np.zeros((len(record), t * p))
+    for a in range(t):
+        at = trait == a
+        X[at, a * p : (a + 1) * p] = X_record[record[at]]
+    fixed_names = tuple(f"{trait_name}:{n}" for trait_name in spec.traits for n in names)
+    effects = []
+    for effect in base:
+        for a, trait_name in enumerate(spec.traits):
+            index = np.where(trait == a, effect.index[record], -1).astype(np.intp)
+            effects.append(
+                Effect(
+                    f"{effect.name}:{trait_name}", effect.column, effect.genetic, index,
+                    effect.levels, trait_name, effect.name,
+                )
+            )  # fmt: skip
+    genetic = [e for e in base if e.name == "additive"]
+    if genetic and not spec.has_permanent_environment:
+        repeated = repeated_records_notice(genetic[0], spec.animal)
+        if repeated:
+            notices.append(repeated)
+            if warn:
+                warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=3)
+    if warn:
+        for message in notices:
+            if "unknown dam" in message:
+                warnings.warn(message, UnknownDamWarning, stacklevel=3)
+    return Design(
+        spec=spec,
+        response=spec.response,
+        y=Y[record, trait],
+        X=np.ascontiguousarray(X),
+        fixed_names=fixed_names,
+        effects=tuple(effects),
+        record_labels=np.asarray(kept.labels, dtype=object),
+        dropped_labels=labels[none],
+        notices=tuple(notices),
+        traits=spec.traits,
+        observation_record=record.astype(np.intp),
+        observation_trait=trait.astype(np.intp),
     )

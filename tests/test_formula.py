@@ -63,3 +63,10 @@ def test_a_column_name_with_spaces_suggests_backticks():
     ):
         unknown_names("y ~ 1 + litter size", columns, formula="y ~ 1 + litter size")
     unknown_names("y ~ 1 + `litter size`", columns, formula="")
+
+
+def test_a_keyword_argument_is_not_read_as_a_column():
+    """C(sex, levels=['M', 'F']) refers to sex only (levels= was reported as a missing
+    column); a comparison == still reads both sides."""
+    assert column_references("C(sex, levels=['M', 'F'])", ["sex", "levels"]) == ["sex"]
+    assert column_references("I(age == 2)", ["age"]) == ["age"]

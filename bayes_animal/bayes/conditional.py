@@ -175,13 +175,12 @@ def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) 
     from ..linalg.ldl import NotPositiveDefinite
 
     out = np.empty((len(thetas), mme.size))
-    sigma_index = mme.parameters.index("residual")
     for k, theta in enumerate(np.asarray(thetas, dtype=float)):
         try:
             factor = mme.factorise(theta)
         except NotPositiveDefinite as exc:  # a draw where C is singular: name the unknown
             raise mme.singular_error(exc, theta) from exc
-        mean = factor.solve(mme.Wty / theta[sigma_index])
+        mean = factor.solve(mme.right_hand_side(theta))
         out[k] = mean + factor.draw(rng.standard_normal(mme.size))
     return out
 

@@ -171,6 +171,13 @@ class AnimalModel:
         )
         self.source = self.inputs.source
         self.design: Design = self.inputs.design
+        if self.design.multi_trait:
+            raise BayesAnimalError(
+                f"The Bayesian fit of several traits ({', '.join(self.design.traits)}) is not "
+                "built yet: REML fits them (reml(...), bayes-animal reml --formula "
+                "'cbind(…) ~ …'), with every variance, covariance, correlation and h² and their "
+                "SEs. Fit one trait at a time here, or use REML."
+            )
         self.parameters = Parameters.from_spec(self.design.spec)
         self.priors = as_priors(priors)
         self.priors.check(self.parameters)

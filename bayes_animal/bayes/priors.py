@@ -125,7 +125,13 @@ class InverseGamma:
         _positive(self, V=self.V, nu=self.nu)
 
     def describe(self, resolved_scale: float | None = None) -> str:
-        return f"InverseGamma(V={self.V:g}, nu={self.nu:g}) on the variance"
+        text = f"InverseGamma(V={self.V:g}, nu={self.nu:g}) on the variance"
+        if self.nu < 1:
+            text += (
+                " (its density piles up near 0: a component whose likelihood reaches 0 makes "
+                "divergences likely; the default half-t prior has no such wall)"
+            )
+        return text
 
     def variance(self, name: str, default_scale: float):
         import pymc as pm

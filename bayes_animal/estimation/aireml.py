@@ -55,6 +55,11 @@ SHRINK_TOWARDS_ZERO = 0.1
 RELEASE_VALUES = (1e-3, 1e-4, 1e-5)
 #: A boundary component is released at most this many times.
 MAX_RELEASES = 2
+#: A pair's correlation a step would take to |r| ≥ 1 from beyond this is held at the edge of
+#: the positive semi-definite cone (:data:`HELD_CORRELATION`), its covariance following the
+#: two variances.
+CORRELATION_TRIGGER = 0.98
+HELD_CORRELATION = 1.0 - 1e-4
 #: At convergence the proposed step also changes no parameter by more than this fraction of
 #: its standard error (the log-likelihood criteria alone leave θ known to ~SE·1e-4).
 STEP_TOLERANCE = 1e-6
@@ -73,13 +78,22 @@ class AiremlFit:
     halvings: int = 0
 
 
-def ols_variance(mme: MixedModelEquations) -> float:
-    """Residual variance of the OLS fit of the fixed part: the scale of the starting values."""
-    X, y = mme.design.X, mme.design.y
+def ols_variance(mme: MixedModelEquations):
+    """Residual variance of the OLS fit of the fixed part: the scale of the starting values
+    (one per trait with several traits)."""
+    design = mme.design
+    X, y = design.X, design.y
     coefficients, *_ = np.linalg.lstsq(X, y, rcond=None)
     residual = y - X @ coefficients
-    value = float(residual @ residual / max(len(y) - X.shape[1], 1))
-    return value if value > 0 else 1.0
+
+    def variance(chosen: np.ndarray) -> float:
+        r = residual[chosen]
+        value = float(r @ r / max(len(r) - X.shape[1] / max(len(design.traits), 1), 1))
+        return value if value > 0 else 1.0
+
+    if not design.multi_trait:
+        return variance(np.ones(len(y), dtype=bool))
+    return np.array([variance(design.observation_trait == a) for a in range(len(design.traits))])
 
 
 def _evaluate(
@@ -130,8 +144,9 @@ def fit_aireml(
         step back from (see the module docstring).
     """
     params = mme.parameters
-    scale = ols_variance(mme)
-    theta = params.start(scale) if start is None else np.asarray(start, dtype=float).copy()
+    scales = ols_variance(mme)
+    theta = params.start(scales) if start is None else np.asarray(start, dtype=float).copy()
+    scale = float(np.mean(scales))
     held = BOUNDARY_VALUE * scale
     boundary: set[str] = set()
     released: dict[str, int] = {}
@@ -141,10 +156,11 @@ def fit_aireml(
     last_change = np.inf
     em_steps = halvings = 0
     variances = set(params.variances)
+    correlations: dict[str, float] = {}  # covariances held at the edge of the PSD cone
     for iteration in range(1, max_iterations + 1):
-        free = np.array([n not in boundary for n in params.names])
-        g = current.score[free]
-        info = current.information[np.ix_(free, free)]
+        J = _free_map(params, current.theta, boundary, correlations)
+        g = J.T @ current.score
+        info = J.T @ current.information @ J
         try:
             step = np.linalg.solve(info, g)
             decrement = 0.5 * float(g @ step)
@@ -152,6 +168,18 @@ def fit_aireml(
             step, decrement = None, np.inf
         if step is not None and decrement < 0:
             step, decrement = None, np.inf  # AI not positive definite here: take an EM step
+        if step is not None:
+            edge = _edge(params, current.theta, J @ step, correlations)
+            if edge is not None:  # hold it, and go on from the held point
+                name, value = edge
+                correlations[name] = value
+                held_theta = _hold(params, current.theta, correlations)
+                moved = _evaluate(mme, held_theta)
+                if moved is not None:
+                    last_change = abs(moved.loglik - current.loglik)
+                    current = moved
+                    continue
+                del correlations[name]
         small_step = _small(step, info)
         if _converged(decrement, last_change, small_step, current.loglik):
             restart = None
@@ -163,18 +191,19 @@ def fit_aireml(
                     back = _release(current, params, boundary, released)
             if restart is None:
                 counts = (iteration - 1, em_steps, halvings)
-                return _finish(current, boundary, decrement, last_change, True, *counts)
+                return _finish(
+                    current, boundary | set(correlations), decrement, last_change, True, *counts
+                )
             boundary.discard(back)
             current = restart
             last_change = np.inf
             continue
         proposal = None
         if step is not None:
-            full = np.zeros(params.size)
-            full[free] = step
+            full = J @ step
             base = current.theta.copy()
             for k, name in enumerate(params.names):
-                if name in variances and free[k] and base[k] + full[k] <= 0:
+                if name in variances and name not in boundary and base[k] + full[k] <= 0:
                     if base[k] <= BOUNDARY_TRIGGER * scale:
                         boundary.add(name)
                         full[k] = held - base[k]
@@ -188,6 +217,7 @@ def fit_aireml(
                 candidate = base + alpha * full
                 for name in boundary:
                     candidate[params.index(name)] = held
+                candidate = _hold(params, candidate, correlations)
                 trial = _evaluate(mme, candidate)
                 if trial is not None and (
                     decrement <= 1e-6 or trial.loglik >= current.loglik - noise
@@ -198,17 +228,22 @@ def fit_aireml(
                 halvings += 1
         if proposal is None:
             em = mme.em_update(current)
-            for name in boundary:
-                em[params.index(name)] = held
-            proposal = _evaluate(mme, em, required=True)
+            if em is None:  # no EM step (several traits): a short step along the score
+                proposal = _gradient_step(mme, current, J, correlations)
+                if proposal is None:
+                    break
+            else:
+                for name in boundary:
+                    em[params.index(name)] = held
+                proposal = _evaluate(mme, em, required=True)
+                if proposal is None:  # pragma: no cover - EM stays inside the space
+                    break
             em_steps += 1
-            if proposal is None:  # pragma: no cover - EM stays inside the space
-                break
         last_change = abs(proposal.loglik - current.loglik)
         current = proposal
-    free = np.array([n not in boundary for n in params.names])
-    g = current.score[free]
-    info = current.information[np.ix_(free, free)]
+    J = _free_map(params, current.theta, boundary, correlations)
+    g = J.T @ current.score
+    info = J.T @ current.information @ J
     try:
         step = np.linalg.solve(info, g)
         decrement = 0.5 * float(g @ step)
@@ -218,7 +253,95 @@ def fit_aireml(
         step, decrement = None, np.inf
     small_step = _small(step, info)
     counts = (max_iterations, em_steps, halvings)
-    return _finish(current, boundary, decrement, last_change, small_step, *counts, stopped=True)
+    return _finish(
+        current, boundary | set(correlations), decrement, last_change, small_step, *counts,
+        stopped=True,
+    )  # fmt: skip
+
+
+def _pair(params, name: str) -> tuple[str, str]:
+    """The two variances a covariance joins."""
+    block = params.block_of(name)
+    i, j = next((a, b) for a, b, n in block.covariances if n == name)
+    return block.terms[i], block.terms[j]
+
+
+def _free_map(params, theta: np.ndarray, boundary: set[str], correlations: dict) -> np.ndarray:
+    r""":math:`\partial\theta / \partial\theta_{free}`: the identity on the free parameters
+    (not at a boundary, not held); a covariance held at correlation r follows its variances,
+    :math:`c = r\sqrt{v_a v_b}`, so :math:`\partial c/\partial v_a = c / (2 v_a)`."""
+    free = [n for n in params.names if n not in boundary and n not in correlations]
+    J = np.zeros((params.size, len(free)))
+    column = {name: k for k, name in enumerate(free)}
+    for name, k in column.items():
+        J[params.index(name), k] = 1.0
+    for name in correlations:
+        c = theta[params.index(name)]
+        for variance in _pair(params, name):
+            if variance in column:
+                J[params.index(name), column[variance]] = c / (2.0 * theta[params.index(variance)])
+    return J
+
+
+def _correlation(params, theta: np.ndarray, name: str) -> float:
+    a, b = _pair(params, name)
+    va, vb = theta[params.index(a)], theta[params.index(b)]
+    if va <= 0 or vb <= 0:
+        return np.nan
+    return float(theta[params.index(name)] / np.sqrt(va * vb))
+
+
+def _edge(params, theta: np.ndarray, full: np.ndarray, correlations: dict):
+    """A covariance the step would take out of the PSD cone from a correlation beyond
+    :data:`CORRELATION_TRIGGER`: ``(name, held correlation)``, or None."""
+    for block in params.all_blocks:
+        for _, _, name in block.covariances:
+            if name in correlations:
+                continue
+            now = _correlation(params, theta, name)
+            after = _correlation(params, theta + full, name)
+            if abs(now) >= CORRELATION_TRIGGER and (np.isnan(after) or abs(after) >= 1.0):
+                return name, float(np.sign(now)) * HELD_CORRELATION
+    return None
+
+
+def _hold(params, theta: np.ndarray, correlations: dict) -> np.ndarray:
+    """``theta`` with every held covariance set from its correlation and variances."""
+    out = np.asarray(theta, dtype=float).copy()
+    for name, r in correlations.items():
+        a, b = _pair(params, name)
+        va, vb = out[params.index(a)], out[params.index(b)]
+        if va > 0 and vb > 0:
+            out[params.index(name)] = r * np.sqrt(va * vb)
+    return out
+
+
+def _gradient_step(mme: MixedModelEquations, current: Evaluation, J: np.ndarray, correlations):
+    """A step along the score of the free parameters (the columns of ``J``), scaled by each
+    parameter's size (|θ|; √(v_a v_b) for a covariance), halved until it stays inside the
+    space and raises ℓ; None when no such step is found (ℓ is then at its maximum along the
+    score)."""
+    params, theta = mme.parameters, current.theta
+
+    def size_of(name: str, value: float) -> float:
+        if not params.is_covariance(name):
+            return abs(value)
+        a, b = _pair(params, name)
+        return float(np.sqrt(theta[params.index(a)] * theta[params.index(b)]))
+
+    size = np.array([size_of(n, t) for n, t in zip(params.names, theta, strict=True)])
+    scale = np.abs(J.T) @ size  # each free parameter's size
+    direction = J @ ((J.T @ current.score) * scale**2)
+    norm = np.max(np.abs(direction) / np.maximum(size, 1e-300))
+    if not np.isfinite(norm) or norm == 0:
+        return None
+    alpha = 0.1 / norm  # at most a tenth of any parameter's size
+    for _ in range(4 * MAX_HALVINGS):
+        trial = _evaluate(mme, _hold(params, theta + alpha * direction, correlations))
+        if trial is not None and trial.loglik > current.loglik:
+            return trial
+        alpha *= 0.5
+    return None
 
 
 def _small(step: np.ndarray | None, info: np.ndarray) -> bool:

@@ -171,6 +171,21 @@ class RemlResult:
     engine_reason: str = ""
     fingerprints: dict[str, str] = field(default_factory=dict)
     logdet_xtx: float | None = None
+    traits: tuple[str, ...] = ()
+    n_observations: int | None = None
+
+    @property
+    def multi_trait(self) -> bool:
+        """Several traits (components keyed ``<effect>:<trait>``)."""
+        return len(self.traits) > 1
+
+    def _single_trait(self, alias: str) -> None:
+        if self.multi_trait:
+            raise AttributeError(
+                f"{alias} is an alias of a one-trait fit; this fit has the traits "
+                f"{', '.join(self.traits)}: read .components (keyed <effect>:<trait>, e.g. "
+                f"'additive:{self.traits[0]}'), .covariances and .ratios ('h2:{self.traits[0]}')."
+            )
 
     @property
     def loglik_asreml(self) -> float | None:
@@ -180,7 +195,8 @@ class RemlResult:
         −1094.815, as ASReml prints). None for ML, or where log|XᵀX| is not known."""
         if self.method != "reml" or self.logdet_xtx is None:
             return None
-        n, p = self.n_records, len(self.fixed_names)
+        n = self.n_observations if self.multi_trait else self.n_records
+        p = len(self.fixed_names)
         return self.loglik + 0.5 * (n - p) * math.log(2 * math.pi) - 0.5 * self.logdet_xtx
 
     def report(self, *, formula: str | None = None) -> str:
@@ -191,9 +207,11 @@ class RemlResult:
 
         levels = ", ".join(f"{name} {len(table)}" for name, table in self.prediction_tables.items())
         what = f" of {formula}" if formula else ""
+        records = f"{self.n_records} records"
+        if self.multi_trait:
+            records += f" ({self.n_observations} observations of {', '.join(self.traits)})"
         lines = [
-            f"{self.method.upper()} fit{what} ({self.engine} engine): "
-            f"{self.n_records} records; levels: {levels}",
+            f"{self.method.upper()} fit{what} ({self.engine} engine): {records}; levels: {levels}",
             "",
             f"{'component':<22}{'variance':>12}{'SE':>10}{'proportion':>12}{'SE':>10}",
         ]
@@ -208,9 +226,10 @@ class RemlResult:
                 f"{name:<22}{row['covariance']:>12.6g}{row['se']:>10.4g}   correlation "
                 f"{row['correlation']:.4f} ± {row['correlation_se']:.4f}"
             )
-        if "repeatability" in self.ratio_table:
-            estimate, se = (self.ratio_table.value("repeatability", k) for k in ("estimate", "se"))
-            lines.append(f"{'repeatability':<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
+        for name, row in self.ratio_table.rows():
+            if name.startswith("repeatability"):
+                estimate, se = row["estimate"], row["se"]
+                lines.append(f"{name:<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
         lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
         for name, value, se in zip(
             self.fixed_names, self.beta_values, self.beta_se_values, strict=True
@@ -218,7 +237,15 @@ class RemlResult:
             lines.append(f"{name:<30}{value:>14.6g}{se:>12.4g}")
         status = "converged" if self.converged else "NOT converged"
         if self.boundary:
-            status += f", at the boundary: {', '.join(self.boundary)} = 0"
+            zero = [n for n in self.boundary if n in self.component_table]
+            edge = [n for n in self.boundary if n not in self.component_table]
+            if zero:
+                status += f", at the boundary: {', '.join(zero)} = 0"
+            if edge:
+                status += (
+                    f", at the edge of the positive semi-definite cone: the correlation of "
+                    f"{', '.join(edge)} held at ±0.9999"
+                )
         asreml = self.loglik_asreml
         lines += [
             "",
@@ -297,22 +324,26 @@ class RemlResult:
     @property
     def sigma2_u(self) -> float:
         """Alias: the additive genetic variance (or the single random effect's variance)."""
+        self._single_trait("sigma2_u")
         return self.variance(self._genetic_name())
 
     @property
     def sigma2_e(self) -> float:
         """Alias: the residual variance."""
+        self._single_trait("sigma2_e")
         return self.variance("residual")
 
     @property
     def h2(self) -> float:
         """Alias: the additive (or single random effect's) proportion of the phenotypic
         variance."""
+        self._single_trait("h2")
         return float(self.component_table.value(self._genetic_name(), "proportion"))
 
     @property
     def se(self) -> dict[str, float]:
         """Alias: SEs keyed ``sigma2_u``, ``sigma2_e``, ``h2`` (the first version's keys)."""
+        self._single_trait("se")
         name, table = self._genetic_name(), self.component_table
         return {
             "sigma2_u": float(table.value(name, "se")),
@@ -323,6 +354,7 @@ class RemlResult:
     @property
     def blup(self) -> pd.DataFrame:
         """Alias: the predictions of the additive (or single) random effect."""
+        self._single_trait("blup")
         return self.predictions[self._genetic_name()]
 
     @property
@@ -331,7 +363,9 @@ class RemlResult:
         return len(self.prediction_tables[self._genetic_name()])
 
     def _genetic_name(self) -> str:
-        names = [n for n in self.component_table.index if n != "residual"]
+        names = [n for n in self.prediction_tables]
+        if self.multi_trait:
+            return next((n for n in names if n.startswith("additive:")), names[0])
         return "additive" if "additive" in names else names[0]
 
     def quantity(self, quantity) -> tuple[float, float]:
@@ -365,14 +399,21 @@ class RemlResult:
             name: {"estimate": _json_float(r["estimate"]), "se": _json_float(r["se"])}
             for name, r in self.ratio_table.rows()
         }
-        return {
+        head: dict[str, Any] = {
             "method": self.method,
             "engine": self.engine,
             "engine_reason": self.engine_reason,
-            "sigma2_u": self.sigma2_u,
-            "sigma2_e": self.sigma2_e,
-            "h2": self.h2,
-            "se": {k: _json_float(v) for k, v in self.se.items()},
+        }
+        if self.multi_trait:
+            head["traits"] = list(self.traits)
+        else:
+            head |= {
+                "sigma2_u": self.sigma2_u,
+                "sigma2_e": self.sigma2_e,
+                "h2": self.h2,
+                "se": {k: _json_float(v) for k, v in self.se.items()},
+            }
+        return head | {
             "components": components,
             "covariances": covariances,
             "ratios": ratios,
@@ -390,6 +431,7 @@ class RemlResult:
             "boundary": list(self.boundary) or None,
             "iterations": self.iterations,
             "n_records": self.n_records,
+            **({"n_observations": self.n_observations} if self.multi_trait else {}),
             "n_animals": self.n_animals,
             "n_levels": {name: len(table) for name, table in self.prediction_tables.items()},
             "timings": dict(self.timings),
@@ -423,7 +465,9 @@ def sampling_covariance(
     names = parameters.names
     theta = np.asarray(theta, dtype=float).copy()
     at_boundary = np.array([n in boundary for n in names])
-    theta[at_boundary] = 0.0
+    # a variance at its boundary is 0; a covariance at the edge of the PSD cone keeps its value
+    zero = at_boundary & np.array([not parameters.is_covariance(n) for n in names])
+    theta[zero] = 0.0
     covariance = np.full((len(names), len(names)), np.nan)
     free = np.flatnonzero(~at_boundary)
     try:
@@ -456,6 +500,8 @@ def assemble(
     timings: dict[str, float],
     notices: tuple[str, ...],
     expected_information: np.ndarray | None = None,
+    traits: tuple[str, ...] = (),
+    n_observations: int | None = None,
 ) -> RemlResult:
     """Build a :class:`RemlResult` from the estimates of either engine.
 
@@ -465,6 +511,10 @@ def assemble(
     """
     names = parameters.names
     theta, covariance, ratios = sampling_covariance(parameters, theta, information, boundary)
+    for name in boundary:  # a correlation held at the edge of the cone has no SE
+        if parameters.is_covariance(name):
+            key = correlation_name(name)
+            ratios[key] = (ratios[key][0], float("nan"))
     at_boundary = np.array([n in boundary for n in names])
 
     def se(k: int) -> float:
@@ -534,6 +584,8 @@ def assemble(
         timings=timings,
         notices=notices,
         expected_information=expected_information,
+        traits=tuple(traits),
+        n_observations=n_observations,
     )
 
 

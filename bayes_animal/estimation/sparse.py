@@ -136,9 +136,11 @@ def fit_sparse(
         loglik=fit.evaluation.loglik,
         convergence=fit.convergence,
         iterations=fit.iterations,
-        n_records=design.n_records,
+        n_records=len(design.record_labels) if design.multi_trait else design.n_records,
         timings=timings,
         notices=design.notices,
+        traits=design.traits,
+        n_observations=design.n_records,
     )
 
 

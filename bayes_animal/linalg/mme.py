@@ -71,6 +71,20 @@ class _Piece:
 
 
 @dataclass(frozen=True)
+class _ResidualPiece:
+    """:math:`W_a^\top W_b` (+ its transpose off the diagonal) of one residual pattern: the
+    observations of traits ``a`` and ``b`` (positions within the pattern) of its records;
+    its coefficient in C is :math:`(R_p^{-1})_{ab}`."""
+
+    pattern: int
+    a: int
+    b: int
+    positions: np.ndarray  # into C's lower data
+    values: np.ndarray  # entries times 2 off the diagonal (for traces)
+    placed: np.ndarray  # entries as placed in C
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Everything one factorisation of :math:`C(\\theta)` gives (see the module docstring).
 
@@ -136,9 +150,10 @@ class MixedModelEquations:
         self.p = design.n_fixed
         self.n = design.n_records
         self.structures = {
-            e.name: structures[e.name] if e.genetic else IdentityStructure(e.levels)
+            e.name: structures.get(e.name, structures.get(e.term)) if e.genetic
+            else IdentityStructure(e.levels)
             for e in design.effects
-        }
+        }  # fmt: skip
         sizes = [e.size for e in design.effects]
         self.offsets = dict(
             zip(
@@ -154,13 +169,13 @@ class MixedModelEquations:
         )
         self.W = W
         self.Wt = W.T.tocsr()
-        self.Wty = self.Wt @ design.y
-        self.yty = float(design.y @ design.y)
+        self.patterns = design.residual_patterns()
+        self.n_records = int(sum(len(positions) for _, positions in self.patterns))
         self.logdet_xtx = float(np.linalg.slogdet(design.X.T @ design.X)[1])
-        wtw = sparse.tril(self.Wt @ W).tocoo()
+        residual_pieces = self._residual_pieces(W)
         pieces = self._pieces()
-        rows = np.concatenate([wtw.row, *(r for r, _, _, _ in pieces)])
-        cols = np.concatenate([wtw.col, *(c for _, c, _, _ in pieces)])
+        rows = np.concatenate([*(r for r, _, _, _ in residual_pieces), *(r for r, _, _, _ in pieces)])
+        cols = np.concatenate([*(c for _, c, _, _ in residual_pieces), *(c for _, c, _, _ in pieces)])
         keys = cols.astype(np.int64) * self.size + rows
         unique = np.unique(keys)
         self.pattern = sparse.csc_matrix(
@@ -172,10 +187,12 @@ class MixedModelEquations:
         pattern_keys = order.col.astype(np.int64) * self.size + order.row
         # csc data order is by column then row: the same order as the sorted keys
         assert np.array_equal(pattern_keys, unique)
-        self._wtw_positions = np.searchsorted(
-            unique, wtw.col.astype(np.int64) * self.size + wtw.row
-        )
-        self._wtw_values = wtw.data
+        self._residual_placed: list[_ResidualPiece] = []
+        for r, c, placed, (k, a, b, weights) in residual_pieces:
+            positions = np.searchsorted(unique, c.astype(np.int64) * self.size + r)
+            self._residual_placed.append(
+                _ResidualPiece(k, a, b, positions, placed * weights, placed)
+            )
         self._pieces_placed: list[_Piece] = []
         for r, c, placed, meta in pieces:
             positions = np.searchsorted(unique, c.astype(np.int64) * self.size + r)
@@ -209,6 +226,43 @@ class MixedModelEquations:
         return self._analysis
 
     # -- assembly ----------------------------------------------------------------------------
+    def _residual_pieces(self, W):
+        """Coordinates and values of :math:`W_a^\top W_b` for every residual pattern and pair
+        of its traits (lower triangle; with one trait the one piece :math:`W^\top W`)."""
+        out = []
+        W = W.tocsr()
+        for k, (present, positions) in enumerate(self.patterns):
+            for a in range(len(present)):
+                for b in range(a + 1):
+                    block = W[positions[:, a]].T @ W[positions[:, b]]
+                    if a != b:
+                        block = block + block.T
+                    lower = sparse.tril(block.tocsc()).tocoo()
+                    weights = np.where(lower.row == lower.col, 1.0, 2.0)
+                    out.append((lower.row, lower.col, lower.data, (k, a, b, weights)))
+        return out
+
+    def residual_inverses(self, theta: np.ndarray) -> list[np.ndarray]:
+        """:math:`R_p^{-1}` of every pattern: :math:`R_0` restricted to its traits, inverted."""
+        r0 = self.parameters.g0(theta, self.parameters.residual)
+        return [np.linalg.inv(r0[np.ix_(present, present)]) for present, _ in self.patterns]
+
+    def apply_residual(self, matrices: list[np.ndarray], values: np.ndarray) -> np.ndarray:
+        """:math:`\bigoplus_p M_p` applied to ``values`` (observations, or observations ×
+        columns): each record's observations times its pattern's matrix."""
+        out = np.empty_like(values, dtype=float)
+        for (_, positions), matrix in zip(self.patterns, matrices, strict=True):
+            chosen = values[positions]  # records × traits (× columns)
+            if values.ndim == 1:
+                out[positions] = chosen @ matrix
+            else:
+                out[positions] = np.einsum("ab,mbc->mac", matrix, chosen)
+        return out
+
+    def right_hand_side(self, theta: np.ndarray) -> np.ndarray:
+        """:math:`W^\top R^{-1} y` at ``theta``."""
+        return self.Wt @ self.apply_residual(self.residual_inverses(theta), self.design.y)
+
     def _pieces(self):
         """Coordinates and values of every K⁻¹ placement, with multiplicities for traces."""
         out = []
@@ -230,11 +284,10 @@ class MixedModelEquations:
         return out
 
     def values(self, theta: np.ndarray) -> np.ndarray:
-        """The lower-triangle data of :math:`C(\\theta)` on the analysed pattern."""
-        sigma2 = theta[self.parameters.index("residual")]
-        data = np.bincount(
-            self._wtw_positions, weights=self._wtw_values / sigma2, minlength=self.pattern.nnz
-        )
+        """The lower-triangle data of :math:`C(\theta)` on the analysed pattern."""
+        data = np.zeros(self.pattern.nnz)
+        for piece, inverse in self._residual_terms(self.residual_inverses(theta)):
+            data += np.bincount(piece.positions, weights=inverse * piece.placed, minlength=len(data))
         inverses = [np.linalg.inv(self.parameters.g0(theta, b)) for b in self.parameters.blocks]
         for piece in self._pieces_placed:
             coefficient = inverses[piece.block][piece.row, piece.col]
@@ -243,24 +296,33 @@ class MixedModelEquations:
             )
         return data
 
+    def _residual_terms(self, inverses: list[np.ndarray]):
+        """Each residual piece with its coefficient :math:`(R_p^{-1})_{ab}`."""
+        for piece in self._residual_placed:
+            yield piece, float(inverses[piece.pattern][piece.a, piece.b])
+
     def _layout(self):
         """The pieces of C in the factorisation's permuted storage, and where the selected
         inverse holds each piece's entries (computed once, after the analysis)."""
         if getattr(self, "_fast", None) is None:
             analysis = self.analysis
-            size = len(analysis._lower[1])
-            base = np.zeros(size)
-            np.add.at(base, analysis.to_permuted(self._wtw_positions), self._wtw_values)
-            pieces = []
-            for piece in self._pieces_placed:
-                pieces.append(
-                    (
-                        piece,
-                        analysis.to_permuted(piece.positions),
-                        analysis.inverse_positions(piece.positions),
-                    )
+            residual = [
+                (
+                    piece,
+                    analysis.to_permuted(piece.positions),
+                    analysis.inverse_positions(piece.positions),
                 )
-            self._fast = (base, pieces)
+                for piece in self._residual_placed
+            ]
+            pieces = [
+                (
+                    piece,
+                    analysis.to_permuted(piece.positions),
+                    analysis.inverse_positions(piece.positions),
+                )
+                for piece in self._pieces_placed
+            ]
+            self._fast = (len(analysis._lower[1]), residual, pieces)
         return self._fast
 
     def _g0_inverses(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -271,11 +333,20 @@ class MixedModelEquations:
             out.append(1.0 / g0 if block.size == 1 else np.linalg.inv(g0))
         return out
 
-    def factorise(self, theta: np.ndarray, inverses: list | None = None) -> Factor:
-        """:math:`C(\\theta) = P^\\top L D L^\\top P` (raises NotPositiveDefinite)."""
-        base, pieces = self._layout()
-        params = self.parameters
-        data = base / theta[params.index("residual")]
+    def factorise(
+        self,
+        theta: np.ndarray,
+        inverses: list | None = None,
+        residual_inverses: list | None = None,
+    ) -> Factor:
+        """:math:`C(\theta) = P^\top L D L^\top P` (raises NotPositiveDefinite)."""
+        size, residual, pieces = self._layout()
+        data = np.zeros(size)
+        if residual_inverses is None:
+            residual_inverses = self.residual_inverses(theta)
+        for piece, permuted, _ in residual:
+            coefficient = residual_inverses[piece.pattern][piece.a, piece.b]
+            data[permuted] += coefficient * piece.placed  # a piece's positions are distinct
         inverses = self._g0_inverses(theta) if inverses is None else inverses
         for piece, permuted, _ in pieces:
             data[permuted] += inverses[piece.block][piece.row, piece.col] * piece.kinv_values
@@ -372,35 +443,47 @@ class MixedModelEquations:
     def _evaluate(self, theta: np.ndarray, *, score: bool, information: bool) -> Evaluation:
         params = self.parameters
         theta = np.asarray(theta, dtype=float)
-        sigma2 = theta[params.index("residual")]
         inverses = self._g0_inverses(theta)
-        factor = self.factorise(theta, inverses)
-        rhs = self.Wty / sigma2
+        residual_inverses = self.residual_inverses(theta)
+        factor = self.factorise(theta, inverses, residual_inverses)
+        y = self.design.y
+        ry = self.apply_residual(residual_inverses, y)  # R⁻¹y
+        rhs = self.Wt @ ry
         w = factor.solve(rhs)
-        ypy = self.yty / sigma2 - float(rhs @ w)
+        ypy = float(y @ ry) - float(rhs @ w)
         logdet_g = 0.0
         for b, block in enumerate(params.blocks):
             logdet_g -= self.block_sizes[b] * np.linalg.slogdet(inverses[b])[1]
             logdet_g += block.size * self.logdet_k[b]
+        logdet_r = -sum(
+            len(positions) * np.linalg.slogdet(inverse)[1]
+            for (_, positions), inverse in zip(self.patterns, residual_inverses, strict=True)
+        )
         loglik = -0.5 * (
             (self.n - self.p) * np.log(2 * np.pi)
-            + self.n * np.log(sigma2)
+            + logdet_r
             + logdet_g
             + factor.logdet
             + ypy
             - self.logdet_xtx
         )
-        residuals = self.design.y - self.W @ w
+        residuals = y - self.W @ w
         if not score:
             return Evaluation(theta, float(loglik), w, residuals, factor)
         selected = factor.selected_inverse()
         parts = selected.parts()
-        traces = [np.zeros((b.size, b.size)) for b in params.blocks]
-        for piece, _, inverse_positions in self._layout()[1]:
+
+        def trace(values, inverse_positions) -> float:
             value = 0.0
             for part, (chosen, where) in zip(parts, inverse_positions, strict=True):
                 if len(chosen):
-                    value += float(part[where] @ piece.values[chosen])
+                    value += float(part[where] @ values[chosen])
+            return value
+
+        _, residual_layout, layout = self._layout()
+        traces = [np.zeros((b.size, b.size)) for b in params.blocks]
+        for piece, _, inverse_positions in layout:
+            value = trace(piece.values, inverse_positions)
             traces[piece.block][piece.row, piece.col] = value
             traces[piece.block][piece.col, piece.row] = value
         quadratics = []
@@ -408,27 +491,53 @@ class MixedModelEquations:
             us = [w[self.effect_slice(t)] for t in block.terms]
             quadratics.append(np.array([[float(ui @ (kinv @ uj)) for uj in us] for ui in us]))
         gradient = np.zeros(params.size)
-        tr_cg = 0.0
         for b, g0_inv in enumerate(inverses):
-            tr_cg += float(np.sum(g0_inv * traces[b]))
             for index, E in self._derivatives[b]:
                 F = g0_inv @ E @ g0_inv
                 tr_pv = self.block_sizes[b] * np.trace(g0_inv @ E) - np.sum(F * traces[b])
                 gradient[index] = -0.5 * (tr_pv - np.sum(F * quadratics[b]))
-        tr_p = (self.n - self.p - self.q + tr_cg) / sigma2
-        ee = float(residuals @ residuals)
-        gradient[params.index("residual")] = -0.5 * (tr_p - ee / sigma2**2)
-        ai = self._average_information(theta, w, residuals, factor) if information else None
+        # the residual: tr(P ∂R) = tr(R⁻¹∂R) − tr(C⁻¹ Wᵀ R⁻¹ ∂R R⁻¹ W), y'P ∂R Py = ê'R⁻¹∂R R⁻¹ê
+        piece_traces: dict[tuple[int, int, int], float] = {}
+        for piece, _, inverse_positions in residual_layout:
+            piece_traces[(piece.pattern, piece.a, piece.b)] = trace(piece.values, inverse_positions)
+        scaled = self.apply_residual(residual_inverses, residuals)  # R⁻¹ê = Py
+        outer = [
+            scaled[positions].T @ scaled[positions] for _, positions in self.patterns
+        ]  # Σ_records (R⁻¹ê)(R⁻¹ê)ᵀ per pattern
+        for name in params.residual.terms + tuple(n for _, _, n in params.residual.covariances):
+            E = params.derivative(name, params.residual)
+            tr_pv = quadratic = 0.0
+            for k, ((present, positions), inverse) in enumerate(
+                zip(self.patterns, residual_inverses, strict=True)
+            ):
+                Ep = E[np.ix_(present, present)]
+                if not Ep.any():
+                    continue
+                tr_pv += len(positions) * float(np.sum(inverse * Ep))
+                middle = inverse @ Ep @ inverse
+                for a in range(len(present)):
+                    for b in range(a + 1):
+                        tr_pv -= middle[a, b] * piece_traces[(k, a, b)]
+                quadratic += float(np.sum(Ep * outer[k]))
+            gradient[params.index(name)] = -0.5 * (tr_pv - quadratic)
+        ai = None
+        if information:
+            ai = self._average_information(theta, w, residuals, factor, residual_inverses)
         return Evaluation(
             theta, float(loglik), w, residuals, factor, gradient, ai, traces, quadratics, selected
         )
 
     def working_variates(
-        self, theta: np.ndarray, w: np.ndarray, residuals: np.ndarray
+        self,
+        theta: np.ndarray,
+        w: np.ndarray,
+        residuals: np.ndarray,
+        residual_inverses: list[np.ndarray] | None = None,
     ) -> np.ndarray:
-        """:math:`f_i = V_i P y` for every parameter (columns, n × parameters)."""
+        r""":math:`f_i = V_i P y` for every parameter (columns, observations × parameters):
+        :math:`Z_b (E_i G_0^{-1} \otimes I)\hat u_b` for a random effect's parameter,
+        :math:`\partial R / \partial\theta_i \, R^{-1}\hat e` for the residual's."""
         params = self.parameters
-        sigma2 = theta[params.index("residual")]
         F = np.zeros((self.n, params.size))
         for block in params.blocks:
             g0_inv = np.linalg.inv(params.g0(theta, block))
@@ -444,20 +553,34 @@ class MixedModelEquations:
                     has = effect.index >= 0
                     column[has] += mixed[effect.index[has], k]
                 F[:, params.index(name)] = column
-        F[:, params.index("residual")] = residuals / sigma2
+        if residual_inverses is None:
+            residual_inverses = self.residual_inverses(theta)
+        scaled = self.apply_residual(residual_inverses, residuals)
+        residual = params.residual
+        for name in residual.terms + tuple(n for _, _, n in residual.covariances):
+            E = params.derivative(name, residual)
+            blocks = [E[np.ix_(present, present)] for present, _ in self.patterns]
+            F[:, params.index(name)] = self.apply_residual(blocks, scaled)
         return F
 
-    def _average_information(self, theta, w, residuals, factor: Factor) -> np.ndarray:
-        sigma2 = theta[self.parameters.index("residual")]
-        F = self.working_variates(theta, w, residuals)
-        WtF = self.Wt @ F
-        solved = factor.solve(WtF / sigma2)
-        PF = (F - self.W @ solved) / sigma2
+    def _average_information(
+        self, theta, w, residuals, factor: Factor, residual_inverses=None
+    ) -> np.ndarray:
+        if residual_inverses is None:
+            residual_inverses = self.residual_inverses(theta)
+        F = self.working_variates(theta, w, residuals, residual_inverses)
+        RF = self.apply_residual(residual_inverses, F)
+        solved = factor.solve(self.Wt @ RF)
+        PF = RF - self.apply_residual(residual_inverses, self.W @ solved)
         return 0.5 * F.T @ PF
 
-    def em_update(self, evaluation: Evaluation) -> np.ndarray:
-        """One EM-REML step from an evaluation with traces (see the module docstring)."""
+    def em_update(self, evaluation: Evaluation) -> np.ndarray | None:
+        """One EM-REML step from an evaluation with traces (see the module docstring); None
+        with several traits (the residual's EM step needs the missing records' residuals:
+        the caller takes a gradient step instead)."""
         params = self.parameters
+        if params.multi_trait:
+            return None
         theta = evaluation.theta.copy()
         sigma2 = theta[params.index("residual")]
         tr_cg = 0.0
@@ -468,8 +591,8 @@ class MixedModelEquations:
             g0 = (evaluation.quadratics[b] + evaluation.traces[b]) / self.block_sizes[b]
             for i, a in enumerate(block.terms):
                 new[params.index(a)] = g0[i, i]
-            if block.size == 2:
-                new[params.index(f"{block.terms[0]}:{block.terms[1]}")] = g0[0, 1]
+            for i, j, name in block.covariances:
+                new[params.index(name)] = g0[i, j]
         ee = float(evaluation.residuals @ evaluation.residuals)
         new[params.index("residual")] = (ee + sigma2 * (self.p + self.q - tr_cg)) / self.n
         return new

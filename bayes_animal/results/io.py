@@ -78,12 +78,15 @@ def write_relationship_csv(relmat: RelationshipMatrix, path: str | PathLike[str]
 
 def write_predictions(result: RemlResult, folder: str | PathLike[str]) -> list[Path]:
     """Write ``blup.csv`` (the additive, or single, random effect) and one
-    ``blup_<component>.csv`` per other random effect: id, blup, pev, reliability, n_records."""
+    ``blup_<component>.csv`` per other random effect: id, blup, pev, reliability, n_records;
+    with several traits ``blup_<effect>_<trait>.csv`` for every effect (``blup_additive_bwt``:
+    no ``:`` in a file name)."""
     folder = Path(folder)
-    main = result._genetic_name()
+    main = None if result.multi_trait else result._genetic_name()
     paths = []
     for name, table in result.prediction_tables.items():
-        path = folder / ("blup.csv" if name == main else f"blup_{name}.csv")
+        file = name.replace(":", "_")
+        path = folder / ("blup.csv" if name == main else f"blup_{file}.csv")
         paths.append(table.write_csv(path, float_format="%.10g"))
     return paths
 

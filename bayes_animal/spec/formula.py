@@ -28,10 +28,12 @@ from ..errors import FormulaError, describe_items
 __all__ = [
     "FormulaParts",
     "column_references",
+    "response_columns",
     "split_formula",
     "split_terms",
     "strip_backticks",
     "unknown_names",
+    "unwrap_diag",
 ]
 
 _NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
@@ -99,10 +101,50 @@ def split_terms(text: str, separator: str = "+") -> list[str]:
     return [piece.strip() for piece in pieces]
 
 
+_DIAG = re.compile(r"^diag\s*\((.*)\)$", re.DOTALL)
+_CBIND = re.compile(r"^cbind\s*\((.*)\)$", re.DOTALL)
+
+
+def unwrap_diag(term: str) -> tuple[str, bool]:
+    """``diag(1 | g)`` → (``(1 | g)``, True): a term independent across traits (glmmTMB's
+    spelling, ASReml's ``idh``); any other term → (term, False)."""
+    match = _DIAG.match(term.strip())
+    if match is None:
+        return term, False
+    return f"({match.group(1).strip()})", True
+
+
 def _is_random(term: str) -> bool:
+    term = unwrap_diag(term)[0]
     if not (term.startswith("(") and term.endswith(")")):
         return False
     return len(split_terms(term[1:-1], "|")) == 2
+
+
+def response_columns(response: str, *, formula: str) -> tuple[str, ...]:
+    """The trait columns of a left-hand side: ``cbind(bwt, tarsus)`` → (``bwt``, ``tarsus``)
+    (MCMCglmm's and brms's spelling of several traits), any other → itself.
+
+    Raises
+    ------
+    FormulaError
+        ``cbind()`` with fewer than two columns, or a column named twice.
+    """
+    match = _CBIND.match(response.strip())
+    if match is None:
+        return (strip_backticks(response),) if response.strip() else ()
+    columns = tuple(strip_backticks(c) for c in split_terms(match.group(1), ","))
+    if len(columns) < 2 or not all(columns):
+        raise FormulaError(
+            f"cbind() in {formula!r} needs two or more trait columns, like cbind(bwt, tarsus)."
+        )
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise FormulaError(
+            f"cbind() in {formula!r} names {describe_items(repeated)} more than once; each "
+            "trait is one column, once."
+        )
+    return columns
 
 
 def split_formula(formula: str) -> FormulaParts:
@@ -154,7 +196,8 @@ def strip_backticks(name: str) -> str:
 
 def _bare_names(text: str) -> list[tuple[str, bool]]:
     """(name, called) for every name outside quotes, backticked names included, in order of
-    appearance; ``called``: followed by '(' (a function)."""
+    appearance; ``called``: followed by '(' (a function). Keyword arguments' names are not
+    names of columns and are left out."""
     masked = list(text)
     found: list[tuple[int, str, bool]] = []
     start = None
@@ -173,6 +216,8 @@ def _bare_names(text: str) -> list[tuple[str, bool]]:
         if name.strip(".") == "" or name[0].isdigit():
             continue
         rest = plain[match.end() :].lstrip()
+        if rest.startswith("=") and not rest.startswith("=="):
+            continue  # a keyword argument's name (C(sex, levels=[…])), not a column
         found.append((match.start(), name, rest.startswith("(")))
     return [(name, called) for _, name, called in sorted(found)]
 

@@ -32,7 +32,14 @@ import re
 from dataclasses import dataclass
 
 from ..errors import FormulaError, describe_items
-from .formula import FormulaParts, split_formula, split_terms, strip_backticks
+from .formula import (
+    FormulaParts,
+    response_columns,
+    split_formula,
+    split_terms,
+    strip_backticks,
+    unwrap_diag,
+)
 
 __all__ = ["RESERVED", "ModelSpec", "RandomTerm", "specify"]
 
@@ -55,12 +62,16 @@ class RandomTerm:
         Covariance from the relationship (A, G) rather than the identity.
     text
         How the user wrote it, for messages.
+    independent_traits
+        With several traits, the effects of one level on different traits are independent
+        (``diag(1 | g)``: a diagonal :math:`G_0`); otherwise :math:`G_0` is unstructured.
     """
 
     name: str
     column: str
     genetic: bool
     text: str
+    independent_traits: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,19 @@ class ModelSpec:
 
     @property
     def response(self) -> str:
-        """The response column (backticks removed)."""
+        """The response column (backticks removed); with several traits, the left-hand side
+        as written (``cbind(bwt, tarsus)``)."""
         return strip_backticks(self.parts.response)
+
+    @property
+    def traits(self) -> tuple[str, ...]:
+        """The trait columns: one, or those of ``cbind(…)``."""
+        return response_columns(self.parts.response, formula=self.formula)
+
+    @property
+    def multi_trait(self) -> bool:
+        """Several traits (``cbind(…) ~ …``)."""
+        return len(self.traits) > 1
 
     @property
     def fixed_formula(self) -> str:
@@ -117,7 +139,11 @@ class ModelSpec:
 
 
 def _random_term(text: str, *, animal: str, genetic: bool, formula: str) -> RandomTerm:
-    """Read one ``(1 | group)`` or ``ide(column)`` term."""
+    """Read one ``(1 | group)``, ``ide(column)`` or ``diag(1 | group)`` term."""
+    inner, diagonal = unwrap_diag(text)
+    if diagonal:
+        term = _random_term(inner, animal=animal, genetic=genetic, formula=formula)
+        return RandomTerm(term.name, term.column, term.genetic, text, True)
     match = _IDE.match(text)
     if match is None and text.startswith("("):
         lhs, rhs = split_terms(text[1:-1], "|")
@@ -203,8 +229,10 @@ def specify(
         )
     for text in random_texts:
         term = _random_term(text, animal=animal, genetic=genetic, formula=formula)
-        if term.name == "additive":
-            continue  # (1 | animal) with a relationship: the implied genetic term
+        if term.name == "additive":  # (1 | animal) with a relationship: the implied genetic term
+            if term.independent_traits:
+                terms[0] = RandomTerm("additive", animal, True, term.text, True)
+            continue
         clash = [t for t in terms if t.name == term.name]
         if clash:
             raise FormulaError(
@@ -218,6 +246,19 @@ def specify(
             "genotypes for the additive genetic effect, or random terms such as (1 | group)."
         )
     pairs = (("additive", "maternal"),) if maternal_covariance else ()
+    traits = response_columns(parts.response, formula=formula)
+    diagonal = [t.text for t in terms if t.independent_traits]
+    if diagonal and len(traits) < 2:
+        raise FormulaError(
+            f"{describe_items(diagonal)} in {formula!r} makes an effect independent across "
+            "traits, and the model has one trait: write (1 | group), or give several traits "
+            "with cbind(trait1, trait2) ~ …."
+        )
+    if pairs and len(traits) > 1:
+        raise FormulaError(
+            "maternal_covariance=True (--maternal-covariance) is for one trait; with several "
+            "traits fit the maternal effect without its covariance with the direct effect."
+        )
     terms.sort(key=lambda t: not t.genetic)
     columns = [t.column for t in terms if t.genetic]
     if len(set(columns)) != len(columns):  # pragma: no cover - guarded above
