@@ -592,7 +592,7 @@ def test_sparse_conditional_draws_are_exact(multi):
     lower = lower.toarray()
     C = lower + np.tril(lower, -1).T
     covariance = np.linalg.inv(C)
-    mean = covariance @ (mme.Wty / theta[-1])
+    mean = covariance @ (mme.W.T @ mme.design.y / theta[-1])  # one trait: R = σ² I
     sd = np.sqrt(np.diag(covariance))
     assert np.all(np.abs(draws.mean(axis=0) - mean) < 5 * sd / np.sqrt(S))
     chosen = np.r_[0:3, mme.effect_slice("pe").start : mme.effect_slice("pe").start + 4]

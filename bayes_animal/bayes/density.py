@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec.parameters import Parameters, identifier
+from ..spec.parameters import Parameters, component_name, identifier
 from .priors import (
     FlatVariance,
     HalfStudentT,
@@ -164,6 +164,78 @@ def _uniform_correlation(v: float) -> tuple[float, float]:
     return -math.log(2.0), 0.0
 
 
+def vine_correlation(z: Mapping[tuple[int, int], object], d: int) -> list[list]:
+    r"""The correlation matrix (nested lists) of the canonical partial correlations
+    ``z[(j, i)]`` (:math:`j < i`; floats, or arrays of draws): row :math:`i` of its Cholesky
+    factor is :math:`L_{i0} = z_{0i}`, :math:`L_{ij} = z_{ji}\sqrt{1 - \sum_{k<j} L_{ik}^2}`,
+    :math:`L_{ii} = \sqrt{1 - \sum_{k<i} L_{ik}^2}` (Lewandowski, Kurowicka & Joe 2009; Stan's
+    ``cholesky_corr``)."""
+    L = [[0.0] * d for _ in range(d)]
+    L[0][0] = 1.0
+    for i in range(1, d):
+        used = 0.0
+        for j in range(i):
+            L[i][j] = z[(j, i)] * np.sqrt(1.0 - used)
+            used = used + L[i][j] * L[i][j]
+        L[i][i] = np.sqrt(1.0 - used)
+    return [[sum(L[i][k] * L[j][k] for k in range(min(i, j) + 1)) for j in range(d)]
+            for i in range(d)]  # fmt: skip
+
+
+def vine_jacobian(z: Mapping[tuple[int, int], float], d: int):
+    """The correlation matrix of :func:`vine_correlation` and its derivative in each
+    partial correlation, ``(R, {(j, i): dR})`` (forward mode through the Cholesky rows)."""
+    L = np.zeros((d, d))
+    dL = {key: np.zeros((d, d)) for key in z}
+    L[0, 0] = 1.0
+    for i in range(1, d):
+        used = 0.0
+        d_used = dict.fromkeys(z, 0.0)
+        for j in range(i):
+            root = math.sqrt(1.0 - used)
+            L[i, j] = z[(j, i)] * root
+            for key in z:
+                d_root = -d_used[key] / (2.0 * root)
+                dL[key][i, j] = (1.0 if key == (j, i) else 0.0) * root + z[(j, i)] * d_root
+                d_used[key] += 2.0 * L[i, j] * dL[key][i, j]
+            used += L[i, j] ** 2
+        root = math.sqrt(1.0 - used)
+        L[i, i] = root
+        for key in z:
+            dL[key][i, i] = -d_used[key] / (2.0 * root)
+    return L @ L.T, {key: dL[key] @ L.T + L @ dL[key].T for key in z}
+
+
+def vine_partial_correlations(R: np.ndarray) -> dict[tuple[int, int], float]:
+    """The canonical partial correlations of a correlation matrix (the inverse of
+    :func:`vine_correlation`)."""
+    L = np.linalg.cholesky(R)
+    out = {}
+    for i in range(1, len(R)):
+        used = 0.0
+        for j in range(i):
+            out[(j, i)] = float(L[i, j] / math.sqrt(1.0 - used))
+            used += L[i, j] ** 2
+    return out
+
+
+def wishart_for(prior: InverseWishart, d: int) -> tuple[np.ndarray, float]:
+    """(Ψ = ν V, ν) of an inverse-Wishart on a d × d block: the prior's own V and ν for a
+    2 × 2 block; for a larger one MCMCglmm's usual V = I, ν = d − 1 + 0.002 where the prior is
+    that usual choice (V = I, ν = 1.002), an error otherwise."""
+    V = np.asarray(prior.V, dtype=float)
+    if V.shape == (d, d):
+        return prior.nu * V, prior.nu
+    if np.allclose(V, np.eye(len(V))) and abs(prior.nu - 1.002) < 1e-12:
+        nu = d - 1 + 0.002
+        return nu * np.eye(d), nu
+    raise ValueError(
+        f"The inverse-Wishart prior has a {len(V)}×{len(V)} V; a {d}×{d} block needs its own "
+        "(or V = I, nu = 1.002, MCMCglmm's usual choice, which grows to V = I, nu = d − 1 + "
+        "0.002)."
+    )
+
+
 def _component(name: str, prior, scale: float) -> FreeVariable:
     """The free variable of one component's prior (as ``Component.variance`` builds it)."""
     if isinstance(prior, HalfStudentT):
@@ -195,6 +267,10 @@ def free_variables(
         ]
     out: list[FreeVariable] = []
     wishart = isinstance(priors.correlation, InverseWishart)
+    if parameters.multi_trait:
+        for block in parameters.all_blocks:
+            out += _trait_block_variables(block, priors, scales, wishart)
+        return out
     for block in parameters.blocks:
         if block.size == 2 and wishart:
             out += [
@@ -222,28 +298,66 @@ def free_variables(
     return out
 
 
+def _trait_block_variables(block, priors: Priors, scales, wishart: bool) -> list[FreeVariable]:
+    r"""A block of one effect on several traits: each variance under its component prior (flat
+    under an inverse-Wishart), then the canonical partial correlations of its correlation
+    matrix, each ``Beta(b, b)`` on (−1, 1) with :math:`b = \eta + (d - 2 - j)/2` at level
+    :math:`j` — together exactly LKJ(η) on the correlation matrix (η = 1, the uniform, under an
+    inverse-Wishart, whose density is then a potential)."""
+    out = []
+    for term in block.terms:
+        if wishart and block.covariances:
+            out.append(FreeVariable(f"var_{identifier(term)}", "log", "variance", (term,), _flat))
+        else:
+            out.append(_component(term, priors.component(term), scales[term]))
+    d = block.size
+    eta = 1.0 if wishart else priors.correlation.eta
+    for i in range(1, d):
+        for j in range(i):
+            name = block.covariance(j, i)
+            b = eta + (d - 2 - j) / 2.0
+            out.append(
+                FreeVariable(f"cpc_{identifier(name)}", "logodds", "cpc", (name,), _Beta(b, b))
+            )
+    return out
+
+
 def quantity_function(parameters: Parameters) -> Callable[[Mapping[str, object]], dict]:
     """:func:`quantity_values` with the quantities worked out once (the sampler calls it per
     draw)."""
     quantities = parameters.quantities()
-    phenotypic = [
-        (n, g) for n, g in zip(parameters.names, parameters.phenotypic_gradient(), strict=True) if g
-    ]
+    traits = list(parameters.traits) if parameters.multi_trait else [None]
+    phenotypic = {
+        trait: [
+            (n, g)
+            for n, g in zip(parameters.names, parameters.phenotypic_gradient(trait), strict=True)
+            if g
+        ]
+        for trait in traits
+    }
+    repeatability = dict(zip(parameters._repeatability_keys(), traits, strict=False))
+    pairs = {
+        name: (block.terms[i], block.terms[j])
+        for block in parameters.all_blocks
+        for i, j, name in block.covariances
+    }
 
     def values_of(values: Mapping[str, object]) -> dict[str, object]:
-        total = sum(values[n] * g for n, g in phenotypic)
+        totals = {t: sum(values[n] * g for n, g in phenotypic[t]) for t in traits}
         out: dict[str, object] = {}
         for quantity in quantities:
             source = quantity.source
             if quantity.kind in ("variance", "covariance"):
                 out[quantity.key] = values[source]
-            elif source == "repeatability":
-                out[quantity.key] = sum(values[n] for n in parameters.repeatability) / total
-            elif ":" in source:
-                a, m = source.split(":")
+            elif source in repeatability:
+                trait = repeatability[source]
+                terms = [component_name(t, trait) for t in parameters.repeatability]
+                out[quantity.key] = sum(values[n] for n in terms) / totals[trait]
+            elif source in pairs:
+                a, m = pairs[source]
                 out[quantity.key] = values[source] / (values[a] * values[m]) ** 0.5
             else:
-                out[quantity.key] = values[source] / total
+                out[quantity.key] = values[source] / totals[parameters.trait_of(source)]
         return out
 
     return values_of
@@ -278,11 +392,27 @@ class MarginalDensity:
         self.parameters = parameters
         self.likelihood = likelihood
         self.variables = free_variables(priors, parameters, scales)
-        self._wishart = (
-            priors.correlation if isinstance(priors.correlation, InverseWishart) else None
-        )
+        wishart = priors.correlation if isinstance(priors.correlation, InverseWishart) else None
         self._h2 = priors.h2 is not None
         self._index = {name: i for i, name in enumerate(parameters.names)}
+        # blocks of several traits: their partial correlations' variables, by (j, i)
+        self._vines = []
+        position = {v.terms[0]: k for k, v in enumerate(self.variables) if v.kind == "cpc"}
+        for block in parameters.all_blocks if parameters.multi_trait else ():
+            if block.covariances:
+                keys = {
+                    (j, i): position[block.covariance(j, i)]
+                    for i in range(1, block.size)
+                    for j in range(i)
+                }
+                self._vines.append((block, keys))
+        # the inverse-Wishart potentials: (block, Ψ, ν)
+        self._wishart = []
+        if wishart is not None:
+            for block in parameters.all_blocks:
+                if block.covariances:
+                    psi, nu = wishart_for(wishart, block.size)
+                    self._wishart.append((block, psi, nu))
 
     @property
     def size(self) -> int:
@@ -328,6 +458,11 @@ class MarginalDensity:
                 a, m = (self._index[t] for t in variable.terms[0].split(":"))
                 r = 2.0 * value - 1.0 if variable.kind == "r01" else value
                 theta[self._index[variable.terms[0]]] = r * (theta[a] * theta[m]) ** 0.5
+        for block, keys in self._vines:  # a block of several traits: its correlation matrix
+            R = vine_correlation({key: 2.0 * v[k] - 1.0 for key, k in keys.items()}, block.size)
+            for i, j, name in block.covariances:
+                a, b = self._index[block.terms[i]], self._index[block.terms[j]]
+                theta[self._index[name]] = R[j][i] * (theta[a] * theta[b]) ** 0.5
         return theta
 
     def _theta(self, v: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -347,8 +482,17 @@ class MarginalDensity:
                 jacobian[self._index[variable.terms[0]], j] = (
                     2.0 * value if variable.kind == "sd" else 1.0
                 )
-            else:
+            elif variable.kind in ("r01", "r"):
                 pairs.append((j, variable, value))
+        for block, keys in self._vines:
+            R, dR = vine_jacobian({key: 2.0 * v[k] - 1.0 for key, k in keys.items()}, block.size)
+            for i, j, name in block.covariances:
+                a, b, c = (self._index[t] for t in (block.terms[i], block.terms[j], name))
+                root = math.sqrt(theta[a] * theta[b])
+                for key, k in keys.items():
+                    jacobian[c, k] = 2.0 * dR[key][i, j] * root  # z = 2v − 1
+                jacobian[c] += R[i, j] * (0.5 * theta[b] / root) * jacobian[a]
+                jacobian[c] += R[i, j] * (0.5 * theta[a] / root) * jacobian[b]
         for j, variable, value in pairs:
             pair = variable.terms[0]
             a, m = (self._index[t] for t in pair.split(":"))
@@ -371,27 +515,62 @@ class MarginalDensity:
         return {v.name: value for v, value in zip(self.variables, values, strict=True)} | named
 
     def _wishart_potential(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        r"""log IW(G₀; νV, ν) + log √(σa² σm²) and its gradient in θ, per correlated pair."""
+        r"""Per block under an inverse-Wishart, :math:`\log IW(G_0; \Psi, \nu) + \sum_{i<j}
+        \tfrac12\log(\sigma_i^2\sigma_j^2)` (the Jacobian of the variances and correlations
+        to :math:`G_0`, the correlations' own part being the uniform LKJ of their variables)
+        and its gradient in θ: :math:`\partial/\partial G_0 = -\tfrac{\nu+d+1}{2}G_0^{-1} +
+        \tfrac12 G_0^{-1}\Psi G_0^{-1}`."""
         value, gradient = 0.0, np.zeros_like(theta)
-        prior = self._wishart
-        psi = prior.nu * np.asarray(prior.V, dtype=float)
-        for block in self.parameters.blocks:
-            if block.size != 2:
-                continue
-            a, m = (self._index[t] for t in block.terms)
-            c = self._index[f"{block.terms[0]}:{block.terms[1]}"]
-            ga, gm, gc = theta[a], theta[m], theta[c]
-            det = ga * gm - gc * gc
-            numerator = psi[0, 0] * gm + psi[1, 1] * ga - 2.0 * psi[0, 1] * gc
-            trace = numerator / det
-            value += -0.5 * (prior.nu + 3.0) * math.log(det) - 0.5 * trace + 0.5 * math.log(ga * gm)
-            d_det = np.array([gm, ga, -2.0 * gc])
-            d_numerator = np.array([psi[1, 1], psi[0, 0], -2.0 * psi[0, 1]])
-            d_trace = (d_numerator * det - numerator * d_det) / det**2
-            local = -0.5 * (prior.nu + 3.0) * d_det / det - 0.5 * d_trace
-            local[:2] += 0.5 / np.array([ga, gm])
-            gradient[[a, m, c]] += local
+        for block, psi, nu in self._wishart:
+            d = block.size
+            G = self.parameters.g0(theta, block)
+            sign, logdet = np.linalg.slogdet(G)
+            if sign <= 0:
+                return -np.inf, gradient
+            inverse = np.linalg.inv(G)
+            value += -0.5 * (nu + d + 1.0) * logdet - 0.5 * float(np.sum(psi * inverse))
+            M = -0.5 * (nu + d + 1.0) * inverse + 0.5 * inverse @ psi @ inverse
+            index = [self._index[t] for t in block.terms]
+            for k, at in enumerate(index):
+                gradient[at] += M[k, k]
+            for i, j, name in block.covariances:
+                gradient[self._index[name]] += 2.0 * M[i, j]
+                value += 0.5 * math.log(theta[index[i]] * theta[index[j]])
+                gradient[index[i]] += 0.5 / theta[index[i]]
+                gradient[index[j]] += 0.5 / theta[index[j]]
         return value, gradient
+
+    def initial(self, theta: np.ndarray, *, floor: float, limit: float = 0.95) -> np.ndarray:
+        """x at ``theta`` (the REML estimate): each variance at least ``floor``, each
+        correlation matrix shrunk towards the identity until its partial correlations are
+        inside (−``limit``, ``limit``)."""
+        theta = np.asarray(theta, dtype=float).copy()
+        for name in self.parameters.variances:
+            theta[self._index[name]] = max(theta[self._index[name]], floor)
+        values: dict[str, float] = {}
+        for variable in self.variables:
+            term = variable.terms[0]
+            if variable.kind == "sd":
+                values[variable.name] = math.sqrt(theta[self._index[term]])
+            elif variable.kind == "variance":
+                values[variable.name] = theta[self._index[term]]
+        for block, keys in self._vines:
+            g = self.parameters.g0(theta, block)
+            scale = 1.0 / np.sqrt(np.diag(g))
+            R = g * scale[:, None] * scale[None, :]
+            for _ in range(60):
+                try:
+                    z = vine_partial_correlations(R)
+                except np.linalg.LinAlgError:
+                    z = None
+                if z is not None and max(abs(value) for value in z.values()) < limit:
+                    break
+                R = 0.9 * R + 0.1 * np.eye(block.size)
+            for key, k in keys.items():
+                values[self.variables[k].name] = (z[key] + 1.0) / 2.0
+        if any(v.kind in ("r01", "r", "h2", "total_sd") for v in self.variables):
+            raise ValueError("initial() is for models of several traits")
+        return self.unconstrained(values)
 
     def __call__(self, x: np.ndarray, *, jacobian: bool = True) -> tuple[float, np.ndarray]:
         """``(log p(x | y), ∇ₓ log p)`` (−∞ and zeros outside the parameter space);
@@ -414,7 +593,7 @@ class MarginalDensity:
         loglik, score = self.likelihood(theta)
         if not np.isfinite(loglik):
             return -np.inf, np.zeros(n)
-        if self._wishart is not None:
+        if self._wishart:
             potential, d_potential = self._wishart_potential(theta)
             loglik += potential
             score = score + d_potential

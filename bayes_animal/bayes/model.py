@@ -171,25 +171,24 @@ class AnimalModel:
         )
         self.source = self.inputs.source
         self.design: Design = self.inputs.design
-        if self.design.multi_trait:
-            raise BayesAnimalError(
-                f"The Bayesian fit of several traits ({', '.join(self.design.traits)}) is not "
-                "built yet: REML fits them (reml(...), bayes-animal reml --formula "
-                "'cbind(…) ~ …'), with every variance, covariance, correlation and h² and their "
-                "SEs. Fit one trait at a time here, or use REML."
-            )
         self.parameters = Parameters.from_spec(self.design.spec)
         self.priors = as_priors(priors)
         self.priors.check(self.parameters)
         self.structures = self._structures()
-        self.scales = data_scales(
-            self.design.y,
-            self.design.X,
-            {
-                e.name: float(np.mean(self.structures[e.name].diagonal()))
-                for e in self.design.effects
-            },
-        )
+        diagonals = {
+            e.name: float(np.mean(self.structures[e.name].diagonal())) for e in self.design.effects
+        }
+        self.scales = data_scales(self.design.y, self.design.X, diagonals)
+        if self.design.multi_trait:  # each trait's own scale
+            design = self.design
+            for a, trait in enumerate(design.traits):
+                rows = design.observation_trait == a
+                columns = np.flatnonzero(np.abs(design.X[rows]).sum(axis=0) > 0)
+                own = data_scales(design.y[rows], design.X[np.ix_(rows, columns)], {})
+                for e in design.effects:
+                    if e.trait == trait:
+                        self.scales[e.name] = own["residual"] / np.sqrt(diagonals[e.name])
+                self.scales[f"residual:{trait}"] = own["residual"]
         self._problem: SpectralProblem | None = None
         self._choices: dict[tuple[int, int, int], Choice] = {}
         self._fit_engine: str | None = None  # the engine of the fit that asked for REML
@@ -298,7 +297,20 @@ class AnimalModel:
         _choice(parameterisation, PARAMETERISATIONS, "parameterisation")
         _choice(fixed, ("auto", "integrate", "sample"), "fixed-effects option")
         dense = self.dense_available
-        if parameterisation == "auto":
+        if self.design.multi_trait:
+            if parameterisation not in ("auto", "marginal"):
+                raise ModelError(
+                    f"Several traits are fitted by the marginal model on the sparse mixed-model "
+                    f"equations (every G0 and R0 with the effects integrated out); "
+                    f"parameterisation={parameterisation!r} is for one trait. Use 'auto' or "
+                    "'marginal'."
+                )
+            notes.append(
+                f"{len(self.design.traits)} traits: the marginal model on the sparse mixed-model "
+                "equations (NUTS over every G0 and R0, effects drawn exactly afterwards)."
+            )
+            parameterisation, engine = "marginal", "sparse"
+        elif parameterisation == "auto":
             chains, draws, tune = size
             choice = self.choice(chains=chains, draws=draws, tune=tune)
             parameterisation, engine = choice.parameterisation, choice.engine
@@ -396,6 +408,14 @@ class AnimalModel:
             theta,
         )
 
+    def _initial_x(self, density) -> np.ndarray:
+        """The density's unconstrained start at the REML estimate."""
+        if not self.parameters.multi_trait:
+            return density.unconstrained(self._initial_values())
+        theta = self.reml_theta()
+        floor = 1e-3 * min(self.parameters.phenotypic(theta, t) for t in self.parameters.traits)
+        return density.initial(theta, floor=floor)
+
     def _initial_values(self) -> dict[str, float]:
         """The free variables at the REML estimate (each variance at least 1e-3 σ²P)."""
         floor = 1e-3 * self.parameters.phenotypic(self.reml_theta())
@@ -469,7 +489,7 @@ class AnimalModel:
         reml = self.reml
         out = []
         for name in self.parameters.names:
-            if ":" in name:
+            if self.parameters.is_covariance(name):
                 out.append(float(reml.covariances.loc[name, "covariance"]))
             else:
                 out.append(float(reml.components.loc[name, "variance"]))
@@ -537,7 +557,14 @@ class AnimalModel:
         engine_object = engine_for(self, engine)
         if self._reml is None:
             self._fit_engine = engine
-        sampler = _choice(sampler or engine_object.default_sampler, SAMPLERS, "sampler")
+        default = "nutpie" if self.design.multi_trait else engine_object.default_sampler
+        sampler = _choice(sampler or default, SAMPLERS, "sampler")
+        if self.design.multi_trait and sampler != "nutpie":
+            raise ModelError(
+                f"Several traits are sampled by nutpie on the hand-derived density (LKJ or "
+                f"inverse-Wishart priors on every G0 and R0); sampler={sampler!r} is for one "
+                "trait. Use sampler='nutpie' (the default)."
+            )
         marginal = engine_object.marginal
         direct = sampler == "nutpie" and marginal and fixed == "integrate"
         if tune is None:  # measured on seed_sim: tune 200, 300 and 500 gave the same ESS(h²)
@@ -642,7 +669,7 @@ class AnimalModel:
                 f"The 'nutpie' sampler is not installed ({exc}). Install it "
                 "(pip install nutpie) or use sampler='pymc'."
             ) from exc
-        x0 = density.unconstrained(self._initial_values())
+        x0 = self._initial_x(density)
         covariance = self._reml_covariance(density.theta_jacobian(x0))
         return sample_density(
             density, x0, covariance, seed=random_seed, meanwhile=import_summary_libraries,
@@ -684,7 +711,7 @@ class AnimalModel:
             value, gradient = density(x, jacobian=False)
             return (-value, -gradient) if np.isfinite(value) else (np.inf, np.zeros_like(x))
 
-        x0 = density.unconstrained(self._initial_values())
+        x0 = self._initial_x(density)
         best = minimize(objective, x0, jac=True, method="L-BFGS-B")
         if not np.isfinite(best.fun):
             return None
@@ -786,6 +813,7 @@ class AnimalModel:
         options = {
             "formula": self.formula,
             "animal": self.animal,
+            "traits": list(self.design.traits),
             "components": list(self.parameters.names),
             "sampler": sampler,
             "parameterisation": parameterisation,

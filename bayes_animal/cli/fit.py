@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+from ..errors import BayesAnimalError
 from ..results.io import (
     read_data,
 )
@@ -46,7 +47,9 @@ def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progress
 FIGURE_MODULES = ("matplotlib.pyplot", "bayes_animal.results.plotting")
 
 
-def _write_fit(fit, out: Path, worker=None, keep_draws: str = "all") -> list[str]:
+def _write_fit(
+    fit, out: Path, worker=None, keep_draws: str = "all", index: str | None = None
+) -> list[str]:
     """summary.json, ebv*.csv, posterior.nc and ranking.csv here; the two figures (0.6-1.6 s
     of matplotlib) at the same time in ``worker`` (a :class:`~bayes_animal.execution.Worker`
     started with the fit, which has imported matplotlib meanwhile), else here after them."""
@@ -54,11 +57,21 @@ def _write_fit(fit, out: Path, worker=None, keep_draws: str = "all") -> list[str
 
     from ..execution import run_beside
     from ..results.plotting import save_fit_figures
+    from ..results.posterior import parse_index
+
+    traits = fit.parameters.traits if fit.parameters.multi_trait else ()
+    if traits and index is None:  # one ranking per trait
+        rankings = {f"ranking_{t}.csv": {"effect": f"additive:{t}"} for t in traits}
+    elif index is not None:
+        rankings = {"ranking.csv": {"index": parse_index(index)}}
+    else:
+        rankings = {"ranking.csv": {"effect": fit.main_effect()}}
 
     def files() -> dict[str, Path]:
         paths = fit.save(out, keep_draws=keep_draws)
-        ranking = _ranking_from_tree(fit.with_reml_group(), effect=fit.main_effect())
-        _write_ranking(ranking, out / "ranking.csv")
+        tree = fit.with_reml_group()
+        for name, options in rankings.items():
+            _write_ranking(_ranking_from_tree(tree, **options), out / name)
         return paths
 
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +82,7 @@ def _write_fit(fit, out: Path, worker=None, keep_draws: str = "all") -> list[str
         parallel=worker is not None,
         workers=None if worker is None else [worker],
     )
-    return [p.name for p in paths.values()] + ["ranking.csv", "h2.png", "trace.png"]
+    return [p.name for p in paths.values()] + [*rankings, "h2.png", "trace.png"]
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -81,6 +94,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from ..execution import Worker, can_start_workers
     from ..linalg.threads import default_threads
 
+    if args.index:  # checked before the fit, not after it
+        from ..results.posterior import parse_index
+        from ..spec.formula import response_columns, split_formula
+
+        traits = response_columns(split_formula(args.formula).response, formula=args.formula)
+        unknown = [t for t in parse_index(args.index) if t not in traits]
+        if len(traits) < 2 or unknown:
+            raise BayesAnimalError(
+                f"--index {args.index!r} weighs the traits of a fit of several traits; "
+                + (
+                    f"{', '.join(map(repr, unknown))} are not among {', '.join(traits)}."
+                    if len(traits) > 1
+                    else "this formula has one trait: write cbind(trait1, trait2, …) ~ …."
+                )
+            )
     data = read_data(args.data, sep=args.sep)
     source = _relationship_from_args(args, fitting=True)
     spare_core = default_threads() >= 2 and can_start_workers()  # BAYES_ANIMAL_THREADS=1: none
@@ -90,7 +118,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             fit = _fit_model(args, data, source, progressbar=args.progress and not args.json)
         _report_warnings(caught)
         out = Path(args.out)
-        written = _write_fit(fit, out, worker, keep_draws=args.keep_draws)
+        written = _write_fit(fit, out, worker, keep_draws=args.keep_draws, index=args.index)
     if args.json:
         print(json.dumps(fit.to_summary_dict()))
     else:

@@ -233,6 +233,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a non-PSD relationship matrix by its nearest PD matrix",
     )
+    bayes.add_argument(
+        "--index",
+        help='a selection index over the traits of a fit of several traits, trait=weight pairs: "bwt=1,tarsus=0.25" ranks every animal on Σ weight × breeding value, per draw'
+        + " (ranking.csv; without it a fit of several traits writes "
+        "ranking_<trait>.csv for each)",
+    )
     _many_arguments(bayes, bayesian=True)
     bayes.set_defaults(handler=_cmd_fit)
 
@@ -260,6 +266,10 @@ def _parser() -> argparse.ArgumentParser:
         "--top-fraction", type=float, help="k as a fraction of the candidates (default 0.1)"
     )
     ranker.add_argument("--threshold", type=float, help="also P(u > threshold)")
+    ranker.add_argument(
+        "--index",
+        help='a selection index over the traits of a fit of several traits, trait=weight pairs: "bwt=1,tarsus=0.25" ranks every animal on Σ weight × breeding value, per draw',
+    )
     ranker.add_argument(
         "--out",
         required=True,

@@ -45,6 +45,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise BayesAnimalError(f"Posterior file not found: {path}")
     tree = xr.open_datatree(path)
+    from ..results.posterior import parse_index
+
     ranking = _ranking_from_tree(
         tree,
         effect=args.effect,
@@ -52,6 +54,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         top=args.top,
         top_fraction=args.top_fraction,
         threshold=args.threshold,
+        index=parse_index(args.index) if args.index else None,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -174,8 +174,12 @@ class MixedModelEquations:
         self.logdet_xtx = float(np.linalg.slogdet(design.X.T @ design.X)[1])
         residual_pieces = self._residual_pieces(W)
         pieces = self._pieces()
-        rows = np.concatenate([*(r for r, _, _, _ in residual_pieces), *(r for r, _, _, _ in pieces)])
-        cols = np.concatenate([*(c for _, c, _, _ in residual_pieces), *(c for _, c, _, _ in pieces)])
+        rows = np.concatenate(
+            [*(r for r, _, _, _ in residual_pieces), *(r for r, _, _, _ in pieces)]
+        )
+        cols = np.concatenate(
+            [*(c for _, c, _, _ in residual_pieces), *(c for _, c, _, _ in pieces)]
+        )
         keys = cols.astype(np.int64) * self.size + rows
         unique = np.unique(keys)
         self.pattern = sparse.csc_matrix(
@@ -287,7 +291,9 @@ class MixedModelEquations:
         """The lower-triangle data of :math:`C(\theta)` on the analysed pattern."""
         data = np.zeros(self.pattern.nnz)
         for piece, inverse in self._residual_terms(self.residual_inverses(theta)):
-            data += np.bincount(piece.positions, weights=inverse * piece.placed, minlength=len(data))
+            data += np.bincount(
+                piece.positions, weights=inverse * piece.placed, minlength=len(data)
+            )
         inverses = [np.linalg.inv(self.parameters.g0(theta, b)) for b in self.parameters.blocks]
         for piece in self._pieces_placed:
             coefficient = inverses[piece.block][piece.row, piece.col]

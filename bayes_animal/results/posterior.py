@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -427,9 +428,22 @@ class AnimalFit:
             index=pd.Index(names, name="fixed"),
         )
 
-    def ebv(self, effect: str = "additive") -> pd.DataFrame:
+    def ebv(self, effect: str = "additive", *, trait: str | None = None) -> pd.DataFrame:
         """Posterior predictions of every level of a random effect (breeding values of a genetic
-        one): mean, sd, 95 % HDI and reliability, by id."""
+        one): mean, sd, 95 % HDI and reliability, by id; with several traits, of one trait
+        (``trait="bwt"``, or ``effect="additive:bwt"``)."""
+        traits = self.parameters.traits if self.parameters.multi_trait else ()
+        if trait is not None:
+            if trait not in traits:
+                raise KeyError(
+                    f"No trait {trait!r}; the model's traits are {', '.join(traits) or 'one'}."
+                )
+            effect = f"{effect}:{trait}"
+        elif traits and effect not in self.diagonals:
+            raise KeyError(
+                f"This fit has the traits {', '.join(traits)}: name one, "
+                f"ebv({effect!r}, trait={traits[0]!r})."
+            )
         if effect not in self.diagonals:
             raise KeyError(
                 f"No random effect {effect!r}; the model has {', '.join(self.diagonals)}."
@@ -482,14 +496,17 @@ class AnimalFit:
             return {f: float(table.loc[key, f]) for f in fields}
 
         summary: dict[str, Any] = {}
-        main = self.main_effect()
-        aliases = {
-            "sigma2_u": variance_name(main),
-            "sigma2_e": variance_name("residual"),
-            "h2": proportion_name(main),
-        }
-        for alias, key in aliases.items():
-            summary[alias] = row(key)
+        if self.parameters.multi_trait:
+            summary["traits"] = list(self.parameters.traits)
+        else:
+            main = self.main_effect()
+            aliases = {
+                "sigma2_u": variance_name(main),
+                "sigma2_e": variance_name("residual"),
+                "h2": proportion_name(main),
+            }
+            for alias, key in aliases.items():
+                summary[alias] = row(key)
         quantities = self.parameters.quantities()
         summary["components"] = {q.source: row(q.key) for q in quantities if q.kind == "variance"}
         summary["covariances"] = {
@@ -517,7 +534,8 @@ class AnimalFit:
 
     def save(self, folder: str | Path, *, keep_draws: str = "all") -> dict[str, Path]:
         """Write summary.json, ebv.csv (the additive, or single, effect), one
-        ``ebv_<component>.csv`` per other effect, and posterior.nc (with its ``reml`` group).
+        ``ebv_<component>.csv`` per other effect (with several traits ``ebv_<effect>_<trait>.csv``
+        for every effect), and posterior.nc (with its ``reml`` group).
 
         ``keep_draws`` says what posterior.nc keeps (:data:`KEEP_DRAWS`): ``"all"`` — every
         draw, those of b and of every random effect as 4-byte floats, compressed (7
@@ -531,9 +549,9 @@ class AnimalFit:
         folder.mkdir(parents=True, exist_ok=True)
         paths = {"summary": folder / "summary.json"}
         paths["summary"].write_text(json.dumps(self.to_summary_dict(), indent=2) + "\n")
-        main = self.main_effect()
+        main = None if self.parameters.multi_trait else self.main_effect()
         for effect in self.effects:
-            key = "ebv" if effect == main else f"ebv_{effect}"
+            key = "ebv" if effect == main else f"ebv_{effect.replace(':', '_')}"
             paths[key] = folder / f"{key}.csv"
             self.ebv(effect).reset_index().to_csv(paths[key], index=False, float_format="%.8g")
         if keep_draws == "none":
@@ -595,19 +613,101 @@ class AnimalFit:
 KEEP_DRAWS = ("all", "variances", "none")
 
 
+def posterior_traits(tree) -> tuple[str, ...]:
+    """The traits of a posterior DataTree (from its provenance; one trait: ``()``)."""
+    try:
+        options = json.loads(str(tree.attrs.get("model_options", "{}")))
+    except json.JSONDecodeError:
+        return ()
+    traits = tuple(options.get("traits") or ())
+    return traits if len(traits) > 1 else ()
+
+
+def parse_index(text: str) -> dict[str, float]:
+    """``"bwt=1,tarsus=0.25"`` → ``{"bwt": 1.0, "tarsus": 0.25}`` (the command line's
+    ``--index``)."""
+    from ..errors import BayesAnimalError
+
+    weights: dict[str, float] = {}
+    for piece in (p.strip() for p in text.split(",")):
+        name, _, value = piece.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise BayesAnimalError(
+                f"--index {text!r}: {piece!r} is not trait=weight; write it like "
+                '"bwt=1,tarsus=0.25".'
+            ) from None
+    return weights
+
+
+def _index_draws(tree, posterior, effect: str, index: Mapping[str, float]):
+    """Σ wₜ uₜ per draw (and of the REML BLUPs, where kept) for a selection index over the
+    traits of a posterior of several traits."""
+    from ..errors import BayesAnimalError
+    from ..spec.parameters import identifier
+
+    traits = posterior_traits(tree)
+    if not traits:
+        raise BayesAnimalError(
+            "An index weighs the breeding values of several traits; this posterior is of one "
+            "trait. Fit cbind(trait1, trait2, …) ~ … first, or rank without --index."
+        )
+    unknown = [t for t in index if t not in traits]
+    if unknown or not index:
+        raise BayesAnimalError(
+            f"The index names {', '.join(map(repr, unknown)) or 'no trait'}; the posterior's "
+            f'traits are {", ".join(traits)} (write --index "{traits[0]}=1,{traits[-1]}=0.5").'
+        )
+    draws = reml_blup = None
+    for trait, weight in index.items():
+        variable = f"u_{identifier(f'{effect}:{trait}')}"
+        if variable not in posterior:
+            raise BayesAnimalError(
+                f"The posterior has no draws of {effect}:{trait} (saved with keep_draws="
+                "'variances'?). Fit again keeping them (keep_draws='all')."
+            )
+        data = posterior[variable]
+        values = weight * np.asarray(data.values)
+        draws = values if draws is None else draws + values
+        if "reml" in tree.children and f"blup_{identifier(f'{effect}:{trait}')}" in tree["reml"]:
+            blup = weight * np.asarray(
+                tree["reml"][f"blup_{identifier(f'{effect}:{trait}')}"].values
+            )
+            reml_blup = blup if reml_blup is None else reml_blup + blup
+    ids = np.asarray([str(a) for a in data[data.dims[-1]].values], dtype=object)
+    return draws, ids, reml_blup
+
+
 def rank_posterior(
-    tree, *, effect="additive", candidates=None, top=None, top_fraction=None, threshold=None
-):
-    """Rank the levels of one effect of a posterior DataTree — a fit's, or posterior.nc read
+    tree, *, effect="additive", candidates=None, top=None, top_fraction=None, threshold=None,
+    index: Mapping[str, float] | None = None,
+):  # fmt: skip
+    r"""Rank the levels of one effect of a posterior DataTree — a fit's, or posterior.nc read
     back — with its ``reml`` group when present (REML BLUPs, the kept reliabilities): the
     additive effect by default, any other genetic (or random) effect on request (``effect``;
-    ``--effect`` on the command line). The one place that knows the tree's variable names
-    (``u``, ``u_<effect>``, ``sigma2:<effect>``, the ``reml`` group's)."""
+    ``--effect`` on the command line; ``<effect>:<trait>`` with several traits), or a
+    selection index :math:`\sum_t w_t u_t` over the traits (``index={"bwt": 1, "tarsus":
+    0.25}``; ``--index``), ranked per draw like one effect. The one place that knows the
+    tree's variable names (``u``, ``u_<effect>``, ``sigma2:<effect>``, the ``reml`` group's)."""
     from ..errors import BayesAnimalError
     from ..spec.parameters import identifier
     from .ranking import rank
 
     posterior = tree.posterior if hasattr(tree, "posterior") else tree["posterior"]
+    if index is not None:
+        draws, ids, reml_blup = _index_draws(tree, posterior, effect, index)
+        return rank(
+            draws, ids, candidates=candidates, top=top, top_fraction=top_fraction,
+            threshold=threshold, reliability=None, reml_blup=reml_blup,
+        )  # fmt: skip
+    traits = posterior_traits(tree)
+    if traits and effect in ("additive", "maternal") and f"u_{effect}" not in posterior:
+        raise BayesAnimalError(
+            f"This posterior has the traits {', '.join(traits)}: rank one "
+            f"(effect='{effect}:{traits[0]}', --effect {effect}:{traits[0]}) or an index of "
+            f'them (index={{...}}, --index "{traits[0]}=1,{traits[-1]}=0.5").'
+        )
     variable = "u" if effect == "additive" else f"u_{identifier(effect)}"
     if variable not in posterior:
         effects = sorted(

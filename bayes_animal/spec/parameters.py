@@ -30,8 +30,8 @@ from .terms import ModelSpec
 __all__ = [
     "Block",
     "Parameters",
-    "component_name",
     "Quantity",
+    "component_name",
     "correlation_name",
     "covariance_name",
     "identifier",
