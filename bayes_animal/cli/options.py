@@ -57,6 +57,12 @@ def _relationship_arguments(command: argparse.ArgumentParser, *, matrix: bool) -
     )
 
 
+INDEX_HELP = (
+    "a selection index over the traits of a fit of several traits, trait=weight pairs: "
+    '"bwt=1,tarsus=0.25" ranks every animal on the sum of weight × breeding value, per draw'
+)
+
+
 def _many_arguments(command: argparse.ArgumentParser, *, bayesian: bool) -> None:
     group = command.add_argument_group(
         "many traits", "one model per trait column, the formula without a response: '~ 1 + fix'"
@@ -235,8 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bayes.add_argument(
         "--index",
-        help='a selection index over the traits of a fit of several traits, trait=weight pairs: "bwt=1,tarsus=0.25" ranks every animal on Σ weight × breeding value, per draw'
-        + " (ranking.csv; without it a fit of several traits writes "
+        help=INDEX_HELP + " (ranking.csv; without it a fit of several traits writes "
         "ranking_<trait>.csv for each)",
     )
     _many_arguments(bayes, bayesian=True)
@@ -268,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     ranker.add_argument("--threshold", type=float, help="also P(u > threshold)")
     ranker.add_argument(
         "--index",
-        help='a selection index over the traits of a fit of several traits, trait=weight pairs: "bwt=1,tarsus=0.25" ranks every animal on Σ weight × breeding value, per draw',
+        help=INDEX_HELP,
     )
     ranker.add_argument(
         "--out",
