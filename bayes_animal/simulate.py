@@ -30,7 +30,14 @@ import numpy as np
 from .structures.relationship import RelationshipMatrix, nearest_positive_definite
 from .tables import pandas as pd
 
-__all__ = ["SimulatedData", "Truth", "simulate_pedigree", "simulate_reference"]
+__all__ = [
+    "SimulatedData",
+    "SimulatedTraits",
+    "Truth",
+    "simulate_pedigree",
+    "simulate_reference",
+    "simulate_traits",
+]
 
 
 @dataclass(frozen=True)
@@ -372,3 +379,128 @@ def simulate_records(
         effects[name] = pd.Series(values_g, index=[f"{name}{k}" for k in range(levels)])
     data["y"] = y
     return SimulatedRecords(data, pedigree, dict(variances), effects)
+
+
+@dataclass(frozen=True)
+class SimulatedTraits:
+    """Several traits simulated on a pedigree, the truth kept.
+
+    Attributes
+    ----------
+    data
+        ``animal``, ``x`` (a covariate) and one column per trait (NaN where not measured).
+    pedigree
+        The pedigree.
+    genetic, residual, permanent
+        The true :math:`G_0`, :math:`R_0` and permanent-environment covariance (None without
+        one), traits × traits.
+    breeding_values
+        The true breeding values, animals × traits.
+    """
+
+    data: pd.DataFrame
+    pedigree: pd.DataFrame
+    genetic: np.ndarray
+    residual: np.ndarray
+    permanent: np.ndarray | None
+    breeding_values: pd.DataFrame
+
+
+def simulate_traits(
+    pedigree: pd.DataFrame,
+    *,
+    traits: tuple[str, ...],
+    genetic: np.ndarray,
+    residual: np.ndarray,
+    permanent: np.ndarray | None = None,
+    records_per_animal: tuple[int, int] = (1, 1),
+    phenotyped: float = 1.0,
+    missing: float = 0.0,
+    means: tuple[float, ...] | None = None,
+    slope: float = 0.5,
+    seed: int | None = 0,
+) -> SimulatedTraits:
+    r"""Simulate several correlated traits on a pedigree, the truth kept.
+
+    Breeding values by the pedigree recursion, parents first,
+    :math:`u_i = \tfrac12(u_s + u_d) + \sqrt{d_i}\,L_G z_i` with :math:`L_G L_G^\top = G_0`, so
+    :math:`u \sim N(0, G_0 \otimes A)` exactly; a record of animal :math:`i` is
+    :math:`y = \mu + \beta x + u_i + p_i + e`, :math:`p_i \sim N(0, P_0)` shared by the
+    animal's records, :math:`e \sim N(0, R_0)`; then each trait of each record is missing with
+    probability ``missing`` (a record keeps at least one trait).
+
+    Parameters
+    ----------
+    pedigree
+        ``id, sire, dam`` (unknown as ``"0"``).
+    traits
+        The traits' names.
+    genetic, residual, permanent
+        :math:`G_0`, :math:`R_0` and (optionally) the permanent environment's covariance,
+        traits × traits, positive semi-definite.
+    records_per_animal, phenotyped
+        As for :func:`simulate_records`.
+    missing
+        Probability that a trait of a record is missing.
+    means, slope
+        Each trait's mean (default 10, 20, …) and the effect of the covariate ``x``.
+    seed
+        Seed of :func:`numpy.random.default_rng`.
+    """
+    from .structures.additive import mendelian_sampling
+    from .structures.pedigree import generation_blocks, read_pedigree
+
+    t = len(traits)
+    matrices = {"genetic": genetic, "residual": residual, "permanent": permanent}
+    roots = {}
+    for name, matrix in matrices.items():
+        if matrix is None:
+            continue
+        matrix = np.asarray(matrix, dtype=float)
+        if matrix.shape != (t, t) or not np.allclose(matrix, matrix.T):
+            raise ValueError(f"{name} must be a symmetric {t} × {t} matrix; got {matrix.shape}.")
+        values, vectors = np.linalg.eigh(matrix)
+        if values[0] < -1e-10 * max(values[-1], 1.0):
+            raise ValueError(f"{name} is not positive semi-definite (eigenvalue {values[0]:.3g}).")
+        roots[name] = vectors * np.sqrt(np.clip(values, 0.0, None))
+    if not 0 <= missing < 1:
+        raise ValueError(f"missing must be in [0, 1); got {missing}.")
+    rng = np.random.default_rng(seed)
+    ped = read_pedigree(pedigree[["id", "sire", "dam"]], warn=False)
+    d = mendelian_sampling(ped).variances
+    q = ped.size
+    values = np.zeros((q + 1, t))  # row q: an unknown parent
+    shocks = rng.standard_normal((q, t)) @ roots["genetic"].T * np.sqrt(d)[:, None]
+    sire = np.where(ped.sire >= 0, ped.sire, q)
+    dam = np.where(ped.dam >= 0, ped.dam, q)
+    for block in generation_blocks(ped.generation):
+        values[block] = 0.5 * (values[sire[block]] + values[dam[block]]) + shocks[block]
+    values = values[:q]
+    candidates = np.flatnonzero(ped.generation > 0)
+    chosen = np.sort(
+        rng.choice(candidates, size=round(phenotyped * len(candidates)), replace=False)
+    )
+    counts = rng.integers(records_per_animal[0], records_per_animal[1] + 1, size=len(chosen))
+    animal = np.repeat(chosen, counts)
+    n = len(animal)
+    x = rng.standard_normal(n)
+    means = tuple(10.0 * (k + 1) for k in range(t)) if means is None else tuple(means)
+    y = np.asarray(means)[None, :] + slope * x[:, None] + values[animal]
+    y += rng.standard_normal((n, t)) @ roots["residual"].T
+    if "permanent" in roots:
+        y += (rng.standard_normal((q, t)) @ roots["permanent"].T)[animal]
+    lost = rng.random((n, t)) < missing
+    keep_one = rng.integers(0, t, n)
+    lost[np.arange(n), keep_one] &= lost.sum(axis=1) < t  # a record keeps a trait
+    y[lost] = np.nan
+    data = pd.DataFrame({"animal": ped.ids[animal], "x": x})
+    for k, name in enumerate(traits):
+        data[name] = y[:, k]
+    return SimulatedTraits(
+        data=data,
+        pedigree=pedigree,
+        genetic=np.asarray(genetic, dtype=float),
+        residual=np.asarray(residual, dtype=float),
+        permanent=None if permanent is None else np.asarray(permanent, dtype=float),
+        breeding_values=pd.DataFrame(values, index=pd.Index(ped.ids, name="id"), columns=traits),
+    )

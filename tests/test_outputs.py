@@ -195,9 +195,12 @@ def test_fit_files_follow_the_page(gryphon, tmp_path, capsys):
 
 
 def test_many_traits_columns_are_the_pages():
-    reml_columns, fit_columns = documented("Many traits")
+    from bayes_animal.pairs import PAIR_COLUMNS
+
+    reml_columns, fit_columns, pair_columns = documented("Many traits")
     assert list(MANY_COLUMNS) == reml_columns
     assert list(FIT_MANY_COLUMNS) == fit_columns
+    assert list(PAIR_COLUMNS) == pair_columns
 
 
 def test_the_pages_names_are_the_only_names_in_the_code():

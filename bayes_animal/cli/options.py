@@ -89,6 +89,13 @@ def _many_arguments(command: argparse.ArgumentParser, *, bayesian: bool) -> None
             "--blups", action="store_true", help="also write OUT/blups.csv (animals x traits)"
         )
         group.add_argument(
+            "--pairs",
+            action="store_true",
+            help="fit every bivariate model cbind(a, b) of the --traits instead: OUT/pairs.csv "
+            "(each pair's genetic and residual correlation and h2, with SEs) and the matrices "
+            "rg.csv, re.csv and their SEs rg_se.csv, re_se.csv",
+        )
+        group.add_argument(
             "--no-progress", dest="progress", action="store_false", help="no progress bar"
         )
         group.add_argument(

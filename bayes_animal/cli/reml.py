@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..api import fit_inputs, model_inputs
+from ..errors import BayesAnimalError
 from ..results.io import (
     read_records,
     write_predictions,
@@ -19,6 +20,10 @@ from .words import _notice
 
 
 def _cmd_reml(args: argparse.Namespace) -> int:
+    if getattr(args, "pairs", False) and not args.traits:
+        raise BayesAnimalError(
+            "--pairs fits every pair of the --traits: give --traits LIST (and --out DIR)."
+        )
     if args.traits:
         return _many_traits(args, bayesian=False)
     clock = time.perf_counter()

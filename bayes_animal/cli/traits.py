@@ -31,6 +31,8 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
         "scheduler": args.scheduler,
         "progress": args.progress,
     }
+    if not bayesian and args.pairs:
+        return _pairs(args, data, common, clock)
     if bayesian:
         result = fit_many(
             args.formula, data, args.traits, posteriors=args.posteriors, priors=args.prior,
@@ -64,4 +66,27 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
             + ", ".join(part for part in parts if part)
             + f" (why: {Path(args.out) / 'groups.csv'})"
         )
+    return 0
+
+
+def _pairs(args: argparse.Namespace, data, common: dict, clock: float) -> int:
+    """``reml --traits LIST --pairs``: every bivariate model, the correlation matrices."""
+    from ..pairs import reml_pairs
+
+    if args.resume or args.blups:
+        raise BayesAnimalError(
+            "--pairs writes every pair's row at the end: --resume and --blups are for --traits "
+            "one at a time. Drop them, or drop --pairs."
+        )
+    options = {k: common[k] for k in ("source", "animal", "out", "workers", "scheduler")}
+    result = reml_pairs(args.formula, data, args.traits, progress=args.progress, **options)
+    table = result.table
+    ok = int((table["status"] == "ok").sum())
+    print(
+        f"{len(table)} pairs: {ok} ok, {len(table) - ok} with a note in 'status' "
+        f"({time.perf_counter() - clock:.1f} s); wrote pairs.csv, rg.csv, rg_se.csv, re.csv and "
+        f"re_se.csv to {args.out}"
+    )
+    print("genetic correlations (rg.csv):")
+    print(result.rg.round(3).to_string())
     return 0

@@ -143,7 +143,7 @@ def compare(smaller: RemlResult, larger: RemlResult) -> LikelihoodRatio:
         )
     added = tuple(n for n in larger.parameter_names if n not in names_small)
     statistic = max(2.0 * (larger.loglik - smaller.loglik), 0.0)
-    mixture = len(added) == 1 and ":" not in added[0]
+    mixture = len(added) == 1 and added[0] in larger.component_table  # one variance
     naive = _chi2_sf(statistic, len(added))
     p_value = 0.5 * naive if mixture else naive
     return LikelihoodRatio(statistic, len(added), p_value, mixture, added, naive)

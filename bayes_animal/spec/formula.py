@@ -111,11 +111,16 @@ def unwrap_diag(term: str) -> tuple[str, bool]:
     match = _DIAG.match(term.strip())
     if match is None:
         return term, False
-    return f"({match.group(1).strip()})", True
+    inner = match.group(1).strip()
+    if re.match(r"^ide\s*\(", inner) or inner.startswith("("):
+        return inner, True  # diag(ide(animal)), diag((1 | g))
+    return f"({inner})", True
 
 
 def _is_random(term: str) -> bool:
-    term = unwrap_diag(term)[0]
+    term, diagonal = unwrap_diag(term)
+    if diagonal and re.match(r"^ide\s*\(", term):
+        return True
     if not (term.startswith("(") and term.endswith(")")):
         return False
     return len(split_terms(term[1:-1], "|")) == 2
