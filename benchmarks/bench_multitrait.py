@@ -130,3 +130,66 @@ def run_bayes(seeds=(1, 2, 3, 4)) -> pd.DataFrame:
                     "r_A": mc["ra"], "h2_bwt": mc["h2_bwt"], "h2_tarsus": mc["h2_tarsus"],
                 })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def run_scale(sizes=(20_000, 100_000), *, reml_up_to: int = 20_000, bayes_up_to: int = 0):
+    """Three traits on a herd pedigree, repeated records with an unstructured permanent
+    environment, 20 % of each trait missing: the size of the equations and of their factor,
+    the cost of one gradient of the marginal model (a factorisation and its selected inverse:
+    what every NUTS step costs), REML in-process up to ``reml_up_to`` animals, and the whole
+    default Bayesian fit up to ``bayes_up_to``."""
+    import numpy as np
+
+    from bayes_animal import AnimalModel, reml
+    from bayes_animal.api import model_inputs
+    from bayes_animal.linalg.mme import MixedModelEquations
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_traits
+    from bayes_animal.spec.parameters import Parameters
+
+    formula = "cbind(t1, t2, t3) ~ 1 + x + ide(animal)"
+    genetic = np.array([[2.0, -0.8, 0.3], [-0.8, 1.28, 0.2], [0.3, 0.2, 1.0]])
+    residual = np.array([[2.0, 0.5, 0.0], [0.5, 3.0, 0.6], [0.0, 0.6, 1.5]])
+    permanent = np.array([[0.5, 0.1, 0.0], [0.1, 0.4, 0.1], [0.0, 0.1, 0.3]])
+    rows = []
+    for size in sizes:
+        pedigree = simulate_herd_pedigree(n_animals=size, seed=1)
+        sim = simulate_traits(
+            pedigree, traits=("t1", "t2", "t3"), genetic=genetic, residual=residual,
+            permanent=permanent, records_per_animal=(1, 2), phenotyped=0.7, missing=0.2, seed=2,
+        )  # fmt: skip
+        inputs = model_inputs(formula, sim.data, pedigree=pedigree, warn=False)
+        params = Parameters.from_spec(inputs.design.spec)
+        start = time.perf_counter()
+        mme = MixedModelEquations(inputs.design, inputs.structures(), params)
+        analysis = mme.analysis
+        analyse = time.perf_counter() - start
+        row = {
+            "animals": size,
+            "records": len(inputs.design.record_labels),
+            "observations": inputs.design.n_records,
+            "unknowns": mme.size,
+            "dense block": analysis.n - analysis.split,
+            "L non-zeros": analysis.nnz_factor,
+            "analyse s": analyse,
+        }
+        theta = params.start(np.diag(genetic + residual + permanent))
+        mme.evaluate(theta, information=False)
+        start = time.perf_counter()
+        mme.evaluate(theta, information=False)
+        row["one gradient s"] = time.perf_counter() - start
+        if size <= reml_up_to:
+            start = time.perf_counter()
+            fit = reml(formula, sim.data, pedigree=pedigree, warn=False, pev=False)
+            row["REML s"] = time.perf_counter() - start
+            row["REML iterations"] = fit.iterations
+            row["converged"] = fit.converged
+            row["r_G t1 t2 (truth -0.5)"] = fit.ratios.loc["corr:additive:t1:t2", "estimate"]
+        if size <= bayes_up_to:
+            start = time.perf_counter()
+            model = AnimalModel(formula, sim.data, pedigree=pedigree)
+            posterior = model.fit(random_seed=1, progressbar=False, warn=False)
+            row["Bayesian whole fit s"] = time.perf_counter() - start
+            row["min ESS bulk"] = posterior.diagnostics.min_ess_bulk
+            row["divergences"] = posterior.diagnostics.divergences
+        rows.append(row)
+    return pd.DataFrame(rows)

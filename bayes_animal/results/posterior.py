@@ -224,9 +224,15 @@ def _stat(idata, *names: str) -> np.ndarray | None:
 
 
 def diagnose(
-    idata, summary: pd.DataFrame, *, parameterisation: str, warn: bool = True
+    idata,
+    summary: pd.DataFrame,
+    *,
+    parameterisation: str,
+    warn: bool = True,
+    several_traits: bool = False,
 ) -> Diagnostics:
-    """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails."""
+    """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails (with
+    several traits, whose one parameterisation is the marginal model, no other is advised)."""
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -236,30 +242,28 @@ def diagnose(
     hit = int(np.sum(reached)) if reached is not None else 0
     messages: list[str] = []
     other = "noncentred" if parameterisation == "marginal" else "marginal"
+    switch = "" if several_traits else f" or try parameterisation='{other}'"
     if (table["r_hat"] > RHAT_LIMIT).any():
         bad = table.index[table["r_hat"] > RHAT_LIMIT].tolist()
         messages.append(
             f"R-hat > {RHAT_LIMIT} for {', '.join(bad)} (max {table['r_hat'].max():.3f}): the "
-            "chains disagree. Run longer (more tune and draws) or try "
-            f"parameterisation='{other}'."
+            f"chains disagree. Run longer (more tune and draws){switch}."
         )
     low_ess = table.index[(table["ess_bulk"] < ESS_LIMIT) | (table["ess_tail"] < ESS_LIMIT)]
     if len(low_ess):
         messages.append(
             f"ESS < {ESS_LIMIT} for {', '.join(low_ess)} (min bulk {table['ess_bulk'].min():.0f},"
-            f" tail {table['ess_tail'].min():.0f}): draw more samples or try "
-            f"parameterisation='{other}'."
+            f" tail {table['ess_tail'].min():.0f}): draw more samples{switch}."
         )
     if divergences:
         messages.append(
-            f"{divergences} divergent transitions: raise target_accept (e.g. 0.95), use a "
-            "stronger prior on the variances, or try "
-            f"parameterisation='{other}'."
+            f"{divergences} divergent transitions: raise target_accept (e.g. 0.95) or use a "
+            f"stronger prior on the variances{switch}."
         )
     if hit:
         messages.append(
             f"{hit} draws reached the maximum tree depth: the posterior is hard to explore; "
-            f"try parameterisation='{other}' or more tuning."
+            f"tune longer{switch}."
         )
     if warn:
         for message in messages:
