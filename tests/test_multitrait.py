@@ -478,3 +478,28 @@ def test_reml_recovers_a_negative_genetic_correlation_of_three_traits_with_missi
                 assert abs(estimate - truth[i, j]) <= 3.5 * se, (effect, a, b, estimate, se)
     r_g = fit.ratios.loc["corr:additive:t1:t2"]
     assert abs(r_g["estimate"] + 0.5) <= 3.5 * r_g["se"]
+
+
+def test_a_three_trait_matrix_driven_singular_converges_with_its_correlations_held():
+    """An unstructured 3 × 3 permanent environment whose estimate is singular (its AI steps
+    leave the cone with no pair's correlation at ±1): the Cholesky step moves inside, the
+    block's correlations are then held and the fit converges (it ran 100 iterations without
+    converging before), with the held covariances reported at the boundary."""
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_traits
+
+    pedigree = simulate_herd_pedigree(n_animals=3000, seed=1)
+    sim = simulate_traits(
+        pedigree, traits=("t1", "t2", "t3"),
+        genetic=np.array([[2.0, -0.8, 0.3], [-0.8, 1.28, 0.2], [0.3, 0.2, 1.0]]),
+        residual=np.array([[2.0, 0.5, 0.0], [0.5, 3.0, 0.6], [0.0, 0.6, 1.5]]),
+        permanent=np.array([[0.5, 0.1, 0.0], [0.1, 0.4, 0.1], [0.0, 0.1, 0.3]]),
+        records_per_animal=(1, 2), phenotyped=0.7, missing=0.2, seed=2,
+    )  # fmt: skip
+    fit = reml(
+        "cbind(t1, t2, t3) ~ 1 + x + ide(animal)", sim.data, pedigree=pedigree, warn=False,
+        pev=False,
+    )  # fmt: skip
+    assert fit.converged and fit.iterations < 40
+    assert set(fit.boundary) == {"pe:t1:t2", "pe:t1:t3", "pe:t2:t3"}
+    assert fit.loglik > -13870.1347  # above where the unconstrained steps stalled
+    assert "edge of the positive semi-definite cone" in fit.report()

@@ -60,6 +60,9 @@ MAX_RELEASES = 2
 #: two variances.
 CORRELATION_TRIGGER = 0.98
 HELD_CORRELATION = 1.0 - 1e-4
+#: A block of three or more whose correlation matrix has its smallest eigenvalue below this,
+#: and which a step takes out of the cone, keeps its correlations (its variances stay free).
+CONE_TRIGGER = 0.05
 #: At convergence the proposed step also changes no parameter by more than this fraction of
 #: its standard error (the log-likelihood criteria alone leave θ known to ~SE·1e-4).
 STEP_TOLERANCE = 1e-6
@@ -170,16 +173,16 @@ def fit_aireml(
             step, decrement = None, np.inf  # AI not positive definite here: take an EM step
         if step is not None:
             edge = _edge(params, current.theta, J @ step, correlations)
-            if edge is not None:  # hold it, and go on from the held point
-                name, value = edge
-                correlations[name] = value
+            if edge:  # hold them, and go on from the held point
+                correlations.update(edge)
                 held_theta = _hold(params, current.theta, correlations)
                 moved = _evaluate(mme, held_theta)
                 if moved is not None:
                     last_change = abs(moved.loglik - current.loglik)
                     current = moved
                     continue
-                del correlations[name]
+                for name in edge:
+                    del correlations[name]
         small_step = _small(step, info)
         if _converged(decrement, last_change, small_step, current.loglik):
             restart = None
@@ -202,6 +205,13 @@ def fit_aireml(
         if step is not None:
             full = J @ step
             base = current.theta.copy()
+            if params.multi_trait and not params.valid(_hold(params, base + full, correlations)):
+                # the step leaves the cone of a G0 or R0 (not along one pair's correlation):
+                # take it in the blocks' Cholesky factors, whose image is always inside, and
+                # halve along the chord (a mixture of two covariance matrices is one)
+                cholesky = _cholesky_step(params, current, boundary, correlations)
+                if cholesky is not None:
+                    full = cholesky
             for k, name in enumerate(params.names):
                 if name in variances and name not in boundary and base[k] + full[k] <= 0:
                     if base[k] <= BOUNDARY_TRIGGER * scale:
@@ -259,6 +269,68 @@ def fit_aireml(
     )  # fmt: skip
 
 
+def _cholesky_step(params, current: Evaluation, boundary: set[str], correlations: dict):
+    r"""The AI step in the Cholesky factors :math:`L` of every block with covariances (none
+    held, none of its variances at a boundary), :math:`G_0 = LL^\top`, the other free
+    parameters as they are: :math:`\Delta\phi = (J^\top\mathcal I J)^{-1}J^\top g` with
+    :math:`J = \partial\theta/\partial\phi`; returned as the change of θ it makes,
+    :math:`\theta(\phi + \Delta\phi) - \theta` (None where the system is singular)."""
+    theta = current.theta
+    free = [n for n in params.names if n not in boundary and n not in correlations]
+    blocks = [
+        b for b in params.all_blocks
+        if b.covariances
+        and not any(n in correlations for _, _, n in b.covariances)
+        and not any(t in boundary for t in b.terms)
+    ]  # fmt: skip
+    in_blocks = {n for b in blocks for n in (*b.terms, *(c for _, _, c in b.covariances))}
+    plain = [n for n in free if n not in in_blocks]
+    columns: list[tuple] = [("plain", n) for n in plain]
+    factors = {}
+    for b, block in enumerate(blocks):
+        try:
+            factors[b] = np.linalg.cholesky(params.g0(theta, block))
+        except np.linalg.LinAlgError:
+            return None
+        columns += [("chol", b, i, j) for i in range(block.size) for j in range(i + 1)]
+    J = np.zeros((params.size, len(columns)))
+    for k, column in enumerate(columns):
+        if column[0] == "plain":
+            J[params.index(column[1]), k] = 1.0
+            continue
+        _, b, i, j = column
+        block, L = blocks[b], factors[b]
+        E = np.zeros_like(L)
+        E[i, j] = 1.0
+        dG = E @ L.T + L @ E.T  # ∂(LLᵀ)/∂L_ij
+        for a, term in enumerate(block.terms):
+            J[params.index(term), k] = dG[a, a]
+        for a, c, name in block.covariances:
+            J[params.index(name), k] = dG[a, c]
+    g = J.T @ current.score
+    info = J.T @ current.information @ J
+    try:
+        step = np.linalg.solve(info, g)
+    except np.linalg.LinAlgError:
+        return None
+    new = theta.copy()
+    for k, column in enumerate(columns):
+        if column[0] == "plain":
+            new[params.index(column[1])] += step[k]
+    moved = {b: L.copy() for b, L in factors.items()}
+    for k, column in enumerate(columns):
+        if column[0] == "chol":
+            _, b, i, j = column
+            moved[b][i, j] += step[k]
+    for b, block in enumerate(blocks):
+        G = moved[b] @ moved[b].T
+        for a, term in enumerate(block.terms):
+            new[params.index(term)] = G[a, a]
+        for a, c, name in block.covariances:
+            new[params.index(name)] = G[a, c]
+    return new - theta
+
+
 def _pair(params, name: str) -> tuple[str, str]:
     """The two variances a covariance joins."""
     block = params.block_of(name)
@@ -291,9 +363,13 @@ def _correlation(params, theta: np.ndarray, name: str) -> float:
     return float(theta[params.index(name)] / np.sqrt(va * vb))
 
 
-def _edge(params, theta: np.ndarray, full: np.ndarray, correlations: dict):
-    """A covariance the step would take out of the PSD cone from a correlation beyond
-    :data:`CORRELATION_TRIGGER`: ``(name, held correlation)``, or None."""
+def _edge(params, theta: np.ndarray, full: np.ndarray, correlations: dict) -> dict:
+    """Covariances to hold at the edge of the PSD cone: one the step would take past ±1 from
+    a correlation beyond :data:`CORRELATION_TRIGGER` (held at ±:data:`HELD_CORRELATION`); or
+    every covariance of a larger block whose correlation matrix is within
+    :data:`CONE_TRIGGER` of singular (smallest eigenvalue) and which the step takes out of
+    the cone (held at their present correlations: the block keeps its shape, its variances
+    stay free). Empty when none is."""
     for block in params.all_blocks:
         for _, _, name in block.covariances:
             if name in correlations:
@@ -301,8 +377,25 @@ def _edge(params, theta: np.ndarray, full: np.ndarray, correlations: dict):
             now = _correlation(params, theta, name)
             after = _correlation(params, theta + full, name)
             if abs(now) >= CORRELATION_TRIGGER and (np.isnan(after) or abs(after) >= 1.0):
-                return name, float(np.sign(now)) * HELD_CORRELATION
-    return None
+                return {name: float(np.sign(now)) * HELD_CORRELATION}
+    for block in params.all_blocks:
+        names = [name for _, _, name in block.covariances]
+        if block.size < 3 or any(n in correlations for n in names):
+            continue
+        if _smallest_correlation_eigenvalue(params, theta, block) >= CONE_TRIGGER:
+            continue
+        if _smallest_correlation_eigenvalue(params, theta + full, block) <= 0:
+            return {name: _correlation(params, theta, name) for name in names}
+    return {}
+
+
+def _smallest_correlation_eigenvalue(params, theta: np.ndarray, block) -> float:
+    g = params.g0(theta, block)
+    diagonal = np.diag(g)
+    if np.any(diagonal <= 0):
+        return -np.inf
+    scale = 1.0 / np.sqrt(diagonal)
+    return float(np.linalg.eigvalsh(g * scale[:, None] * scale[None, :])[0])
 
 
 def _hold(params, theta: np.ndarray, correlations: dict) -> np.ndarray:

@@ -243,8 +243,9 @@ class RemlResult:
                 status += f", at the boundary: {', '.join(zero)} = 0"
             if edge:
                 status += (
-                    f", at the edge of the positive semi-definite cone: the correlation of "
-                    f"{', '.join(edge)} held at ±0.9999"
+                    ", at the edge of the positive semi-definite cone (the correlations of "
+                    f"{', '.join(edge)} held: ±0.9999 for a pair, as they stood for a larger "
+                    "matrix)"
                 )
         asreml = self.loglik_asreml
         lines += [
