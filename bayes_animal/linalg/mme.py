@@ -10,6 +10,15 @@ in blocks :math:`u_b \sim N(0, G_{0b} \otimes K_b)` (:mod:`bayes_animal.spec.par
     C \hat w = W^\top y / \sigma^2,
 
 one sparsity pattern for every :math:`\theta`, analysed once (:mod:`bayes_animal.linalg.ldl`).
+With several traits the residual is :math:`R = \bigoplus_r R_{0,[r]}`, each record's block
+:math:`R_0` restricted to the traits it has, and :math:`C = W^\top R^{-1} W + G^{-1}` is
+assembled by pieces :math:`(R_p^{-1})_{ab} W_{pa}^\top W_{pb}` — one per pattern :math:`p` of
+observed traits and pair of its traits (one trait: the one piece :math:`W^\top W/\sigma^2`);
+:math:`\log|R| = \sum_p n_p \log|R_p|`, the residual's score
+:math:`-\tfrac12[\sum_p n_p \operatorname{tr}(R_p^{-1}E_p) - \sum_{p,ab}(R_p^{-1}E_pR_p^{-1})_{ab}
+\operatorname{tr}(C^{-1}W_{pa}^\top W_{pb}) - \hat e^\top R^{-1}\partial R\, R^{-1}\hat e]` (the
+traces from the same selected inverse) and its working variate :math:`\partial R\,R^{-1}\hat e`.
+The formulas below are written for one trait.
 From one factorisation (Johnson & Thompson 1995; Gilmour, Thompson & Cullis 1995):
 
 - the restricted log-likelihood, on the constant of rrBLUP and metafor,

@@ -21,6 +21,9 @@ a relationship          ``additive``  the animal column's breeding values,
 (always)                ``residual``  :math:`e \sim N(0, \sigma^2 I)`
 ======================  ============  ===================================================
 
+Several traits: ``cbind(bwt, tarsus) ~ …`` (MCMCglmm's and brms's spelling) fits each term on
+every trait with an unstructured :math:`G_0` across the traits; ``diag(1 | g)`` (glmmTMB's
+spelling, ASReml's ``idh``) and ``diag(ide(animal))`` make a term independent across traits.
 A copied id column with plain ``(1 | id2)`` is an independent term too (the MCMCglmm / brms
 way). Without a relationship, ``(1 | animal)`` is an independent effect like any other: the
 model is then a plain linear mixed model, as lme4 fits it. Every error names the term.
