@@ -4,7 +4,8 @@ The random effects are grouped into **blocks** that share a structure: a block i
 (:math:`u_k \sim N(0, \sigma_k^2 K)`), one term on t traits (:math:`u \sim N(0, G_0 \otimes
 K)` with :math:`G_0` t × t, names ``<term>:<trait>`` and ``<term>:<trait1>:<trait2>``; the
 residual is then a block too, :math:`R_0`, restricted to each record's traits) or a correlated
-pair such as direct and maternal genetic effects, :math:`\begin{pmatrix} a \\ m\end{pmatrix} \sim N(0, G_0 \otimes A)`,
+pair such as direct and maternal genetic effects,
+:math:`\begin{pmatrix} a \\ m\end{pmatrix} \sim N(0, G_0 \otimes A)`,
 :math:`G_0 = \begin{pmatrix} \sigma_A^2 & \sigma_{AM} \\ \sigma_{AM} & \sigma_M^2\end{pmatrix}`.
 The parameter vector :math:`\theta` holds every variance and covariance, then the residual
 variance, so that :math:`V = \sum_i \theta_i V_i` is linear in :math:`\theta` (what the
