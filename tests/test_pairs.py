@@ -81,3 +81,23 @@ def test_the_command_line_writes_the_matrices_and_refuses_what_pairs_cannot_do(
     no_traits = ["reml", "--data", str(tmp_path / "data.csv"), "--relmat", str(tmp_path / "A.csv")]
     assert main([*no_traits, "--formula", "y1 ~ 1", "--pairs"]) == 2
     assert "give --traits LIST" in capsys.readouterr().err
+
+
+def test_a_pair_whose_optimum_lies_on_the_edge_of_the_cone_converges(three_traits, tmp_path):
+    """y3 has no genetic variance: the (y2, y3) genetic matrix is estimated singular. Read
+    back from CSV files (as the command line reads them) its AI steps left the cone every
+    iteration and the fit stopped at 100 without converging; taken in the Cholesky factors
+    it converges, the correlation held at the edge."""
+    from pathlib import Path
+
+    from bayes_animal.structures.inputs import resolve_relationship
+
+    data, relmat = three_traits
+    data.to_csv(tmp_path / "data.csv", index=False)
+    write_matrix(relmat.matrix, relmat.ids, tmp_path / "A.csv")
+    source = resolve_relationship(relmat=Path(tmp_path / "A.csv"))
+    fit = reml("cbind(y2, y3) ~ 1 + x", pd.read_csv(tmp_path / "data.csv"), source=source,
+               warn=False)  # fmt: skip
+    assert fit.converged and fit.iterations < 40
+    assert fit.boundary == ("additive:y2:y3",)
+    assert fit.loglik > -197.5340  # where the steps along the chord stalled

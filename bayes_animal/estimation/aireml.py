@@ -205,13 +205,12 @@ def fit_aireml(
         if step is not None:
             full = J @ step
             base = current.theta.copy()
+            path = None
             if params.multi_trait and not params.valid(_hold(params, base + full, correlations)):
                 # the step leaves the cone of a G0 or R0 (not along one pair's correlation):
                 # take it in the blocks' Cholesky factors, whose image is always inside, and
-                # halve along the chord (a mixture of two covariance matrices is one)
-                cholesky = _cholesky_step(params, current, boundary, correlations)
-                if cholesky is not None:
-                    full = cholesky
+                # halve it there
+                path = _cholesky_step(params, current, boundary, correlations)
             for k, name in enumerate(params.names):
                 if name in variances and name not in boundary and base[k] + full[k] <= 0:
                     if base[k] <= BOUNDARY_TRIGGER * scale:
@@ -224,7 +223,7 @@ def fit_aireml(
             noise = 1e-12 * abs(current.loglik)
             alpha = 1.0
             for _ in range(MAX_HALVINGS):
-                candidate = base + alpha * full
+                candidate = base + alpha * full if path is None else path(alpha)
                 for name in boundary:
                     candidate[params.index(name)] = held
                 candidate = _hold(params, candidate, correlations)
@@ -273,8 +272,9 @@ def _cholesky_step(params, current: Evaluation, boundary: set[str], correlations
     r"""The AI step in the Cholesky factors :math:`L` of every block with covariances (none
     held, none of its variances at a boundary), :math:`G_0 = LL^\top`, the other free
     parameters as they are: :math:`\Delta\phi = (J^\top\mathcal I J)^{-1}J^\top g` with
-    :math:`J = \partial\theta/\partial\phi`; returned as the change of θ it makes,
-    :math:`\theta(\phi + \Delta\phi) - \theta` (None where the system is singular)."""
+    :math:`J = \partial\theta/\partial\phi`; returned as the path
+    :math:`\alpha \mapsto \theta(\phi + \alpha\Delta\phi)`, inside the cone for every
+    :math:`\alpha` (None where the system is singular)."""
     theta = current.theta
     free = [n for n in params.names if n not in boundary and n not in correlations]
     blocks = [
@@ -313,22 +313,26 @@ def _cholesky_step(params, current: Evaluation, boundary: set[str], correlations
         step = np.linalg.solve(info, g)
     except np.linalg.LinAlgError:
         return None
-    new = theta.copy()
-    for k, column in enumerate(columns):
-        if column[0] == "plain":
-            new[params.index(column[1])] += step[k]
-    moved = {b: L.copy() for b, L in factors.items()}
-    for k, column in enumerate(columns):
-        if column[0] == "chol":
-            _, b, i, j = column
-            moved[b][i, j] += step[k]
-    for b, block in enumerate(blocks):
-        G = moved[b] @ moved[b].T
-        for a, term in enumerate(block.terms):
-            new[params.index(term)] = G[a, a]
-        for a, c, name in block.covariances:
-            new[params.index(name)] = G[a, c]
-    return new - theta
+
+    def path(alpha: float) -> np.ndarray:
+        """θ at φ + αΔφ: inside the cone for every α."""
+        new = theta.copy()
+        moved = {b: L.copy() for b, L in factors.items()}
+        for k, column in enumerate(columns):
+            if column[0] == "plain":
+                new[params.index(column[1])] += alpha * step[k]
+            else:
+                _, b, i, j = column
+                moved[b][i, j] += alpha * step[k]
+        for b, block in enumerate(blocks):
+            G = moved[b] @ moved[b].T
+            for a, term in enumerate(block.terms):
+                new[params.index(term)] = G[a, a]
+            for a, c, name in block.covariances:
+                new[params.index(name)] = G[a, c]
+        return new
+
+    return path
 
 
 def _pair(params, name: str) -> tuple[str, str]:
