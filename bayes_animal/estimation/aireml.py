@@ -60,8 +60,10 @@ MAX_RELEASES = 2
 #: two variances.
 CORRELATION_TRIGGER = 0.98
 HELD_CORRELATION = 1.0 - 1e-4
-#: A block of three or more whose correlation matrix has its smallest eigenvalue below this,
-#: and which a step takes out of the cone, keeps its correlations (its variances stay free).
+#: A block of three or more whose correlation matrix has its smallest eigenvalue below this
+#: keeps its correlations (its variances stay free) where the search has stalled: not before
+#: (the wheat data's 4 × 4 genetic matrix passes near singular on its way to an interior
+#: optimum; a permanent-environment matrix estimated singular stalls without the hold).
 CONE_TRIGGER = 0.05
 #: At convergence the proposed step also changes no parameter by more than this fraction of
 #: its standard error (the log-likelihood criteria alone leave θ known to ~SE·1e-4).
@@ -160,6 +162,7 @@ def fit_aireml(
     em_steps = halvings = 0
     variances = set(params.variances)
     correlations: dict[str, float] = {}  # covariances held at the edge of the PSD cone
+    released_blocks: set[str] = set()  # blocks of three or more whose hold was lifted once
     for iteration in range(1, max_iterations + 1):
         J = _free_map(params, current.theta, boundary, correlations)
         g = J.T @ current.score
@@ -172,7 +175,7 @@ def fit_aireml(
         if step is not None and decrement < 0:
             step, decrement = None, np.inf  # AI not positive definite here: take an EM step
         if step is not None:
-            edge = _edge(params, current.theta, J @ step, correlations)
+            edge = _edge(params, current.theta, J @ step, correlations, released_blocks)
             if edge:  # hold them, and go on from the held point
                 correlations.update(edge)
                 held_theta = _hold(params, current.theta, correlations)
@@ -185,6 +188,14 @@ def fit_aireml(
                     del correlations[name]
         small_step = _small(step, info)
         if _converged(decrement, last_change, small_step, current.loglik):
+            lift = _held_blocks(params, correlations, released_blocks)
+            if lift:  # a block frozen on the way may have its optimum inside: free it once
+                for block in lift:
+                    released_blocks.add(block.terms[0])
+                    for _, _, name in block.covariances:
+                        correlations.pop(name, None)
+                last_change = np.inf
+                continue
             restart = None
             back = _release(current, params, boundary, released)
             while back is not None and restart is None:
@@ -239,8 +250,13 @@ def fit_aireml(
             em = mme.em_update(current)
             if em is None:  # no EM step (several traits): a short step along the score
                 proposal = _gradient_step(mme, current, J, correlations)
-                if proposal is None:
-                    break
+                if proposal is None:  # stalled: a block near singular keeps its correlations
+                    frozen = _near_singular_blocks(params, current.theta, correlations)
+                    if frozen:
+                        correlations.update(frozen)
+                        proposal = _evaluate(mme, _hold(params, current.theta, correlations))
+                    if proposal is None:
+                        break
             else:
                 for name in boundary:
                     em[params.index(name)] = held
@@ -367,14 +383,18 @@ def _correlation(params, theta: np.ndarray, name: str) -> float:
     return float(theta[params.index(name)] / np.sqrt(va * vb))
 
 
-def _edge(params, theta: np.ndarray, full: np.ndarray, correlations: dict) -> dict:
-    """Covariances to hold at the edge of the PSD cone: one the step would take past ±1 from
-    a correlation beyond :data:`CORRELATION_TRIGGER` (held at ±:data:`HELD_CORRELATION`); or
-    every covariance of a larger block whose correlation matrix is within
-    :data:`CONE_TRIGGER` of singular (smallest eigenvalue) and which the step takes out of
-    the cone (held at their present correlations: the block keeps its shape, its variances
-    stay free). Empty when none is."""
+def _edge(
+    params, theta: np.ndarray, full: np.ndarray, correlations: dict, released: set[str]
+) -> dict:
+    """Covariances to hold at the edge of the PSD cone, ``{name: r}`` (empty when none is):
+    a pair's the step would take past ±1 from a correlation beyond
+    :data:`CORRELATION_TRIGGER` (held at ±:data:`HELD_CORRELATION`); or every covariance of a
+    block of three or more, not released before, whose correlation matrix is within
+    :data:`CONE_TRIGGER` of singular and which the step takes out of the cone (held as they
+    stand; released once the rest has converged, :func:`fit_aireml`)."""
     for block in params.all_blocks:
+        if block.size != 2:  # a pair's rule: within a larger block ±0.9999 may leave the cone
+            continue
         for _, _, name in block.covariances:
             if name in correlations:
                 continue
@@ -384,13 +404,39 @@ def _edge(params, theta: np.ndarray, full: np.ndarray, correlations: dict) -> di
                 return {name: float(np.sign(now)) * HELD_CORRELATION}
     for block in params.all_blocks:
         names = [name for _, _, name in block.covariances]
-        if block.size < 3 or any(n in correlations for n in names):
+        if block.size < 3 or any(n in correlations for n in names) or block.terms[0] in released:
             continue
         if _smallest_correlation_eigenvalue(params, theta, block) >= CONE_TRIGGER:
             continue
         if _smallest_correlation_eigenvalue(params, theta + full, block) <= 0:
             return {name: _correlation(params, theta, name) for name in names}
     return {}
+
+
+def _near_singular_blocks(params, theta: np.ndarray, correlations: dict) -> dict:
+    """Every covariance of a block of three or more whose correlation matrix is within
+    :data:`CONE_TRIGGER` of singular (smallest eigenvalue), to hold at its present correlation
+    (the block keeps its shape, its variances stay free): asked where the search has stalled
+    (no step raises ℓ) towards a singular estimate. Empty when none is."""
+    out = {}
+    for block in params.all_blocks:
+        names = [name for _, _, name in block.covariances]
+        if block.size < 3 or any(n in correlations for n in names):
+            continue
+        if _smallest_correlation_eigenvalue(params, theta, block) < CONE_TRIGGER:
+            out |= {name: _correlation(params, theta, name) for name in names}
+    return out
+
+
+def _held_blocks(params, correlations: dict, released: set[str]) -> list:
+    """The blocks of three or more whose covariances are held and were not released yet."""
+    return [
+        block
+        for block in params.all_blocks
+        if block.size >= 3
+        and block.terms[0] not in released
+        and any(name in correlations for _, _, name in block.covariances)
+    ]
 
 
 def _smallest_correlation_eigenvalue(params, theta: np.ndarray, block) -> float:
