@@ -169,12 +169,13 @@ def test_recovery_over_simulated_data_sets():
     assert abs(np.mean(errors)) < 3 / np.sqrt(len(seeds))
 
 
+@pytest.mark.timeout(1800)  # 40 fits of the marginal model of two traits
 def test_simulation_based_calibration_of_two_traits():
     """The default for several traits (the marginal model over G0 and R0, half-t scales and
     LKJ(2) correlations, nutpie on the hand-derived density): draw every SD and both
     correlations from the prior, simulate two traits with 20 % of the second missing, fit;
     the ranks of the truth among the draws are uniform."""
-    q, replicates, thin_to = 60, 60, 99
+    q, replicates, thin_to = 60, 40, 99
     relmat = _relationship(q, seed=3)
     chol = np.linalg.cholesky(relmat.matrix)
     priors = Priors(default=HalfStudentT(nu=3, scale=1.0))
@@ -201,7 +202,7 @@ def test_simulation_based_calibration_of_two_traits():
             warnings.simplefilter("ignore")
             model = AnimalModel("cbind(y1, y2) ~ 1", data, relmat=relmat, priors=priors)
             fit = model.fit(
-                draws=500, tune=500, chains=2, random_seed=replicate, progressbar=False, warn=False
+                draws=400, tune=400, chains=2, random_seed=replicate, progressbar=False, warn=False
             )
         truth = {
             "sigma2:additive:y1": matrices["additive"][0, 0],
