@@ -492,6 +492,22 @@ def _levels_in_order(strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(list(levels), dtype=object), index
 
 
+def _effect_notices(effects, spec: ModelSpec, notices: list[str], warn: bool, *, stacklevel: int):
+    """Add the repeated-records notice to ``notices`` and, with ``warn``, issue it and the
+    unknown-dam notice as warnings (``stacklevel`` naming build_design's caller)."""
+    genetic = [e for e in effects if e.name == "additive"]
+    if genetic and not spec.has_permanent_environment:
+        repeated = repeated_records_notice(genetic[0], spec.animal)
+        if repeated:
+            notices.append(repeated)
+            if warn:
+                warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=stacklevel)
+    if warn:
+        for message in notices:
+            if "unknown dam" in message:
+                warnings.warn(message, UnknownDamWarning, stacklevel=stacklevel)
+
+
 def build_design(
     formula: str | ModelSpec,
     data: pd.DataFrame | Records,
@@ -584,17 +600,7 @@ def build_design(
     covariates = plain[1] if plain else column_references(spec.parts.fixed, columns)
     _check_missing_covariates(kept, covariates, shown[keep])
     X, names = _fixed_matrix(spec, kept, shown[keep], plain)
-    genetic = [e for e in effects if e.name == "additive"]
-    if genetic and not spec.has_permanent_environment:
-        repeated = repeated_records_notice(genetic[0], spec.animal)
-        if repeated:
-            notices.append(repeated)
-            if warn:
-                warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=2)
-    if warn:
-        for message in notices:
-            if "unknown dam" in message:
-                warnings.warn(message, UnknownDamWarning, stacklevel=2)
+    _effect_notices(effects, spec, notices, warn, stacklevel=3)
     return Design(
         spec=spec,
         response=response,
@@ -709,17 +715,7 @@ def _multi_trait_design(
                     effect.levels, trait_name, effect.name,
                 )
             )  # fmt: skip
-    genetic = [e for e in base if e.name == "additive"]
-    if genetic and not spec.has_permanent_environment:
-        repeated = repeated_records_notice(genetic[0], spec.animal)
-        if repeated:
-            notices.append(repeated)
-            if warn:
-                warnings.warn(repeated, RepeatedRecordsWarning, stacklevel=3)
-    if warn:
-        for message in notices:
-            if "unknown dam" in message:
-                warnings.warn(message, UnknownDamWarning, stacklevel=3)
+    _effect_notices(base, spec, notices, warn, stacklevel=4)
     return Design(
         spec=spec,
         response=spec.response,

@@ -282,6 +282,22 @@ class SimulatedRecords:
     effects: dict[str, pd.Series]
 
 
+def _recursion(ped, mendelian: np.ndarray, root: np.ndarray, rng) -> np.ndarray:
+    r"""Breeding values (animals × columns of ``root``) by the pedigree recursion, parents
+    first: :math:`u_i = \tfrac12(u_s + u_d) + \sqrt{d_i}\,L z_i` with :math:`LL^\top` the
+    covariance of the columns, so :math:`u \sim N(0, LL^\top \otimes A)` exactly."""
+    from .structures.pedigree import generation_blocks
+
+    q = ped.size
+    values = np.zeros((q + 1, root.shape[0]))  # row q: an unknown parent
+    shocks = rng.standard_normal((q, root.shape[1])) @ root.T * np.sqrt(mendelian)[:, None]
+    sire = np.where(ped.sire >= 0, ped.sire, q)
+    dam = np.where(ped.dam >= 0, ped.dam, q)
+    for block in generation_blocks(ped.generation):
+        values[block] = 0.5 * (values[sire[block]] + values[dam[block]]) + shocks[block]
+    return values[:q]
+
+
 def simulate_records(
     pedigree: pd.DataFrame,
     *,
@@ -323,7 +339,7 @@ def simulate_records(
         Seed of :func:`numpy.random.default_rng`.
     """
     from .structures.additive import mendelian_sampling
-    from .structures.pedigree import generation_blocks, read_pedigree
+    from .structures.pedigree import read_pedigree
 
     rng = np.random.default_rng(seed)
     groups = groups or {}
@@ -341,13 +357,7 @@ def simulate_records(
     values, vectors = np.linalg.eigh(g0)
     root = vectors * np.sqrt(np.clip(values, 0.0, None))
     q = ped.size
-    genetic = np.zeros((q + 1, 2))  # row q: an unknown parent
-    shocks = rng.standard_normal((q, 2)) @ root.T * np.sqrt(d)[:, None]
-    sire = np.where(ped.sire >= 0, ped.sire, q)
-    dam = np.where(ped.dam >= 0, ped.dam, q)
-    for block in generation_blocks(ped.generation):
-        genetic[block] = 0.5 * (genetic[sire[block]] + genetic[dam[block]]) + shocks[block]
-    genetic = genetic[:q]
+    genetic = _recursion(ped, d, root, rng)
     candidates = np.flatnonzero(ped.generation > 0)
     chosen = rng.choice(candidates, size=round(phenotyped * len(candidates)), replace=False)
     chosen.sort()
@@ -448,7 +458,7 @@ def simulate_traits(
         Seed of :func:`numpy.random.default_rng`.
     """
     from .structures.additive import mendelian_sampling
-    from .structures.pedigree import generation_blocks, read_pedigree
+    from .structures.pedigree import read_pedigree
 
     t = len(traits)
     matrices = {"genetic": genetic, "residual": residual, "permanent": permanent}
@@ -469,13 +479,7 @@ def simulate_traits(
     ped = read_pedigree(pedigree[["id", "sire", "dam"]], warn=False)
     d = mendelian_sampling(ped).variances
     q = ped.size
-    values = np.zeros((q + 1, t))  # row q: an unknown parent
-    shocks = rng.standard_normal((q, t)) @ roots["genetic"].T * np.sqrt(d)[:, None]
-    sire = np.where(ped.sire >= 0, ped.sire, q)
-    dam = np.where(ped.dam >= 0, ped.dam, q)
-    for block in generation_blocks(ped.generation):
-        values[block] = 0.5 * (values[sire[block]] + values[dam[block]]) + shocks[block]
-    values = values[:q]
+    values = _recursion(ped, d, roots["genetic"], rng)
     candidates = np.flatnonzero(ped.generation > 0)
     chosen = np.sort(
         rng.choice(candidates, size=round(phenotyped * len(candidates)), replace=False)
