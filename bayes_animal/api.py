@@ -131,6 +131,9 @@ def model_inputs(
     maternal: str | None = None,
     maternal_covariance: bool = False,
     nearest_pd: bool = False,
+    family: Any = None,
+    link: str | None = None,
+    overdispersion: bool | str | None = None,
     warn: bool = True,
 ) -> ModelInputs:
     """Resolve the relationship (if any) and build the design: the one place this is done.
@@ -154,6 +157,9 @@ def model_inputs(
         animal=animal,
         maternal=maternal,
         maternal_covariance=maternal_covariance,
+        family=family,
+        link=link,
+        overdispersion=overdispersion,
         warn=warn,
     )
     return ModelInputs(
@@ -172,6 +178,9 @@ def reml(
     animal: str = "animal",
     maternal: str | None = None,
     maternal_covariance: bool = False,
+    family: Any = None,
+    link: str | None = None,
+    overdispersion: bool | str | None = None,
     method: Literal["reml", "ml"] = "reml",
     engine: Engine = "auto",
     ordering: str = "amd",
@@ -201,8 +210,17 @@ def reml(
         Column of animal ids.
     maternal, maternal_covariance
         Dam column of a maternal genetic effect; estimate the direct–maternal covariance.
+    family, link, overdispersion
+        The response's family: ``"gaussian"`` (default), ``"binomial"`` (link ``"probit"``,
+        the threshold model, or ``"logit"``; a 0/1 response or ``cbind(successes,
+        failures)``), ``"threshold"`` (the binomial probit) or ``"poisson"`` (``overdispersion``
+        ``"units"``, the default, or ``"none"``); see :mod:`bayes_animal.spec.family`. A
+        non-Gaussian family is fitted by the Laplace approximation
+        (:mod:`bayes_animal.estimation.laplace`): its variances are on the latent scale and
+        the ratios include ``h2_observed``.
     method
-        ``"reml"``, or ``"ml"`` (one random effect).
+        ``"reml"``, or ``"ml"`` (one random effect; any model of a non-Gaussian family, where
+        it is glmer's Laplace estimate).
     engine
         ``"auto"``, ``"spectral"`` or ``"sparse"``.
     ordering
@@ -240,6 +258,9 @@ def reml(
         maternal=maternal,
         maternal_covariance=maternal_covariance,
         nearest_pd=nearest_pd,
+        family=family,
+        link=link,
+        overdispersion=overdispersion,
         warn=warn,
     )
     return fit_inputs(
@@ -276,7 +297,13 @@ def fit_inputs(
     choice = choose_reml(inputs, engine, method)
     chosen = choice.engine
     limit = {} if max_iterations is None else {"max_iterations": max_iterations}
-    if chosen == "spectral":
+    if chosen == "laplace":
+        from .estimation.laplace import fit_laplace
+
+        result = fit_laplace(
+            inputs.design, inputs.structures(), method=method, ordering=ordering, pev=pev, **limit
+        )
+    elif chosen == "spectral":
         result = fit_spectral(
             inputs.design,
             inputs.dense_matrix(),

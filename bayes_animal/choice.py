@@ -208,9 +208,23 @@ def reml_costs(f: Facts) -> dict[str, float]:
 
 
 def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml") -> Choice:
-    """The REML engine: the user's (checked), or the cheaper of those that can run."""
+    """The REML engine: the user's (checked), or the cheaper of those that can run; a
+    non-Gaussian family has one, the Laplace approximation on the sparse equations."""
     if engine not in ENGINES:
         raise BayesAnimalError(f"Unknown engine {engine!r}: choose {', '.join(ENGINES)}.")
+    family = inputs.design.family
+    if not family.gaussian:
+        if engine not in ("auto", "sparse"):
+            raise BayesAnimalError(
+                f"The {family.label} family is fitted on the sparse mixed-model equations (the "
+                f"Laplace approximation), not by the {engine} engine: use engine='auto'."
+            )
+        what = "glmer's Laplace estimate" if method == "ml" else "the fixed effects integrated"
+        return Choice(
+            "laplace",
+            f"the {family.label} family: the Laplace approximation on the sparse mixed-model "
+            f"equations ({what}).",
+        )
     f = facts(inputs, attempt=engine == "auto" and method != "ml")
     if engine == "spectral" and not f.single:
         raise BayesAnimalError(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -172,6 +172,9 @@ class Design:
     observation_record, observation_trait
         With several traits, each observation's record (into :attr:`record_labels`) and trait
         (into :attr:`traits`); None with one trait.
+    trials
+        A binomial response given as ``cbind(successes, failures)``: each record's trials
+        (``y`` holds the successes); None otherwise (one trial per record).
     """
 
     spec: ModelSpec
@@ -186,6 +189,12 @@ class Design:
     traits: tuple[str, ...] = ()
     observation_record: np.ndarray | None = None
     observation_trait: np.ndarray | None = None
+    trials: np.ndarray | None = None
+
+    @property
+    def family(self):
+        """The response's family (:class:`~bayes_animal.spec.family.Family`)."""
+        return self.spec.family
 
     @property
     def multi_trait(self) -> bool:
@@ -516,6 +525,9 @@ def build_design(
     animal: str = "animal",
     maternal: str | None = None,
     maternal_covariance: bool = False,
+    family: Any = None,
+    link: str | None = None,
+    overdispersion: bool | str | None = None,
     warn: bool = True,
 ) -> Design:
     """Validate the data against the model and build the arrays.
@@ -531,7 +543,7 @@ def build_design(
     relationship
         The relationship of the animals (matrix, structure or resolved source): its ids are
         the levels of the genetic effects. None for a model of independent effects only.
-    animal, maternal, maternal_covariance
+    animal, maternal, maternal_covariance, family, link, overdispersion
         As in :func:`~bayes_animal.spec.terms.specify` (ignored when ``formula`` is a spec).
     warn
         Issue :class:`DroppedRecordsWarning` and :class:`RepeatedRecordsWarning` (the notices
@@ -563,11 +575,17 @@ def build_design(
             genetic=relationship is not None,
             maternal=maternal,
             maternal_covariance=maternal_covariance,
+            family=family,
+            link=link,
+            overdispersion=overdispersion,
         )
     )
     if spec.multi_trait:
         return _multi_trait_design(spec, records, relationship, warn)
     columns = records.names
+    given = spec
+    if spec.binomial_trials:  # cbind(successes, failures): the successes are the response
+        spec = replace(spec, parts=replace(spec.parts, response=spec.traits[0]))
     plain = _plain_terms(spec.parts, records)
     if plain is None:
         unknown_names(spec.fixed_formula, columns, formula=spec.formula)
@@ -579,13 +597,18 @@ def build_design(
     response, y_all = _response(spec, records, plain)
     labels = np.asarray(records.labels, dtype=object)
     shown = _shown_rows(records, labels)  # what the messages call the rows
+    trials_all = None
+    if given.binomial_trials:
+        failures = _failures(given, records)
+        trials_all = y_all + failures
+        response = given.response
     bad_y = np.isinf(y_all)
     if bad_y.any():
         raise DataError(
             f"The response {response!r} is infinite in {ROWS} {describe_items(shown[bad_y])}. "
             "Fix or remove those records."
         )
-    missing_y = np.isnan(y_all)
+    missing_y = np.isnan(y_all) if trials_all is None else np.isnan(trials_all)
     notices: list[str] = []
     if missing_y.any():
         notices.append(
@@ -601,8 +624,10 @@ def build_design(
     _check_missing_covariates(kept, covariates, shown[keep])
     X, names = _fixed_matrix(spec, kept, shown[keep], plain)
     _effect_notices(effects, spec, notices, warn, stacklevel=3)
+    trials = None if trials_all is None else trials_all[keep]
+    given.family.check_response(y_all[keep], trials, shown[keep], response)
     return Design(
-        spec=spec,
+        spec=given,
         response=response,
         y=y_all[keep],
         X=X,
@@ -611,7 +636,25 @@ def build_design(
         record_labels=labels[keep],
         dropped_labels=labels[missing_y],
         notices=tuple(notices),
+        trials=trials,
     )
+
+
+def _failures(spec: ModelSpec, records: Records) -> np.ndarray:
+    """The failures column of ``cbind(successes, failures)``, checked to be numeric."""
+    column = spec.traits[1]
+    if column not in records:
+        raise DataError(
+            f"The failures column {column!r} of {spec.formula!r} is not in the data. Available "
+            f"columns: {describe_items(records.names, limit=30)}. A binomial response is "
+            "cbind(successes, failures): make a failures column (trials − successes)."
+        )
+    if records.kind(column) not in "iuf":
+        raise DataError(
+            f"The failures column {column!r} is not numeric (it holds text such as "
+            f"{describe_items(records.values(column)[:3])})."
+        )
+    return records.floats(column)
 
 
 def _trait_values(spec: ModelSpec, records: Records, shown: np.ndarray) -> np.ndarray:

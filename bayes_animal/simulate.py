@@ -308,6 +308,8 @@ def simulate_records(
     mean: float = 10.0,
     slope: float = 0.5,
     seed: int | None = 0,
+    family: str = "gaussian",
+    link: str | None = None,
 ) -> SimulatedRecords:
     r"""Simulate records with several random effects on a pedigree, the truth kept.
 
@@ -337,10 +339,23 @@ def simulate_records(
         Intercept and the effect of the standard-normal covariate ``x``.
     seed
         Seed of :func:`numpy.random.default_rng`.
+    family, link
+        ``"gaussian"``; ``"binomial"`` (``"probit"``: a record is 1 when its liability
+        :math:`\eta + \varepsilon`, :math:`\varepsilon \sim N(0, 1)`, is above 0; ``"logit"``:
+        with a standard logistic :math:`\varepsilon`) — ``residual`` is then the family's
+        fixed latent residual and may be left out; or ``"poisson"``: a count with mean
+        :math:`e^{\eta + e}`, :math:`e \sim N(0, \sigma^2_{residual})` (the observation-level
+        effect; 0 for none). ``mean`` is then on the latent scale (e.g. ``mean=-1`` for a
+        prevalence near 20 %).
     """
+    from .spec.family import family_of
     from .structures.additive import mendelian_sampling
     from .structures.pedigree import read_pedigree
 
+    chosen_family = family_of(family, link)
+    variances = dict(variances)
+    if chosen_family.residual_fixed is not None and chosen_family.name == "binomial":
+        variances.setdefault("residual", chosen_family.residual_fixed)
     rng = np.random.default_rng(seed)
     groups = groups or {}
     unknown = set(variances) - {"additive", "maternal", "additive:maternal", "pe", "residual"}
@@ -367,7 +382,13 @@ def simulate_records(
     pe = rng.normal(0.0, np.sqrt(variances.get("pe", 0.0)), q)
     x = rng.standard_normal(n)
     has_dam = ped.dam[animal] >= 0
-    y = mean + slope * x + genetic[animal, 0] + rng.normal(0.0, np.sqrt(variances["residual"]), n)
+    if chosen_family.name == "binomial" and chosen_family.link == "logit":
+        noise = rng.logistic(0.0, 1.0, n)
+    elif chosen_family.name == "binomial":
+        noise = rng.normal(0.0, 1.0, n)
+    else:
+        noise = rng.normal(0.0, np.sqrt(variances["residual"]), n)
+    y = mean + slope * x + genetic[animal, 0] + noise
     y += np.where(has_dam, genetic[np.maximum(ped.dam[animal], 0), 1], 0.0) + pe[animal]
     data = pd.DataFrame(
         {
@@ -387,6 +408,10 @@ def simulate_records(
         data[name] = [f"{name}{k}" for k in level]
         y += values_g[level]
         effects[name] = pd.Series(values_g, index=[f"{name}{k}" for k in range(levels)])
+    if chosen_family.name == "binomial":
+        y = (y > 0).astype(int)
+    elif chosen_family.name == "poisson":
+        y = rng.poisson(np.exp(np.minimum(y, 30.0)))
     data["y"] = y
     return SimulatedRecords(data, pedigree, dict(variances), effects)
 

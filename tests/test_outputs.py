@@ -16,6 +16,7 @@ from bayes_animal import reml
 from bayes_animal.cli import main
 from bayes_animal.many import _RENAMED, FIT_MANY_COLUMNS, MANY_COLUMNS
 from bayes_animal.spec.parameters import (
+    OBSERVED_H2,
     correlation_name,
     covariance_name,
     proportion_name,
@@ -70,6 +71,7 @@ def test_the_grammar_gives_the_documented_names():
         "prop:<component>",
         "repeatability",
         "corr:<a>:<b>",
+        OBSERVED_H2,
     ]
 
 

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..spec.parameters import correlation_name, covariance_name, proportion_name, variance_name
+from ..spec.parameters import (
+    OBSERVED_H2,
+    correlation_name,
+    covariance_name,
+    proportion_name,
+    variance_name,
+)
 from ..tables import Table
 from ..tables import pandas as pd
 
@@ -173,6 +179,13 @@ class RemlResult:
     logdet_xtx: float | None = None
     traits: tuple[str, ...] = ()
     n_observations: int | None = None
+    family: str = "gaussian(identity)"
+    fixed_components: tuple[str, ...] = ()
+
+    @property
+    def gaussian(self) -> bool:
+        """A Gaussian trait (the exact likelihood); otherwise a Laplace approximation."""
+        return self.family.startswith("gaussian")
 
     @property
     def multi_trait(self) -> bool:
@@ -193,7 +206,7 @@ class RemlResult:
         :math:`-\\tfrac12[\\log|V| + \\log|X^\\top V^{-1}X| + y^\\top P y]`: :attr:`loglik`
         plus :math:`\\tfrac12(n-p)\\log 2\\pi - \\tfrac12\\log|X^\\top X|` (gryphon model 4:
         −1094.815, as ASReml prints). None for ML, or where log|XᵀX| is not known."""
-        if self.method != "reml" or self.logdet_xtx is None:
+        if self.method != "reml" or self.logdet_xtx is None or not self.gaussian:
             return None
         n = self.n_observations if self.multi_trait else self.n_records
         p = len(self.fixed_names)
@@ -212,11 +225,20 @@ class RemlResult:
             records += f" ({self.n_observations} observations of {', '.join(self.traits)})"
         lines = [
             f"{self.method.upper()} fit{what} ({self.engine} engine): {records}; levels: {levels}",
+        ]
+        if not self.gaussian:
+            lines.append(
+                f"family {self.family}: the Laplace approximation of the likelihood; variances "
+                "on the latent (liability) scale; SEs approximate"
+            )
+        lines += [
             "",
             f"{'component':<22}{'variance':>12}{'SE':>10}{'proportion':>12}{'SE':>10}",
         ]
         for name, row in self.component_table.rows():
             mark = "  (boundary)" if row["boundary"] else ""
+            if name in self.fixed_components:
+                mark = "  (fixed by the family)"
             lines.append(
                 f"{name:<22}{row['variance']:>12.6g}{row['se']:>10.4g}{row['proportion']:>12.4f}"
                 f"{row['proportion_se']:>10.4f}{mark}"
@@ -227,7 +249,7 @@ class RemlResult:
                 f"{row['correlation']:.4f} ± {row['correlation_se']:.4f}"
             )
         for name, row in self.ratio_table.rows():
-            if name.startswith("repeatability"):
+            if name.startswith("repeatability") or name == OBSERVED_H2:
                 estimate, se = row["estimate"], row["se"]
                 lines.append(f"{name:<22}{'':>22}{estimate:>12.4f}{se:>10.4f}")
         lines += ["", f"{'fixed effect':<30}{'estimate':>14}{'SE':>12}"]
@@ -402,6 +424,7 @@ class RemlResult:
         }
         head: dict[str, Any] = {
             "method": self.method,
+            "family": self.family,
             "engine": self.engine,
             "engine_reason": self.engine_reason,
         }
@@ -457,12 +480,17 @@ def _json_float(value: Any) -> float | None:
 
 
 def sampling_covariance(
-    parameters, theta: np.ndarray, information: np.ndarray, boundary: tuple[str, ...]
+    parameters,
+    theta: np.ndarray,
+    information: np.ndarray,
+    boundary: tuple[str, ...],
+    fixed: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[float, float]]]:
     """The estimates with boundary components set to 0, their covariance (the inverse average
     information over the parameters not at a boundary, NaN elsewhere) and every ratio with
     its delta-method SE (:meth:`~bayes_animal.spec.parameters.Parameters.ratios`): the one
-    place standard errors are made, for :func:`assemble` and the many-traits batch."""
+    place standard errors are made, for :func:`assemble` and the many-traits batch. A
+    ``fixed`` parameter (a family's latent residual) keeps its value and has no error."""
     names = parameters.names
     theta = np.asarray(theta, dtype=float).copy()
     at_boundary = np.array([n in boundary for n in names])
@@ -470,7 +498,7 @@ def sampling_covariance(
     zero = at_boundary & np.array([not parameters.is_covariance(n) for n in names])
     theta[zero] = 0.0
     covariance = np.full((len(names), len(names)), np.nan)
-    free = np.flatnonzero(~at_boundary)
+    free = np.flatnonzero(~at_boundary & np.array([n not in fixed for n in names]))
     try:
         covariance[np.ix_(free, free)] = np.linalg.inv(information[np.ix_(free, free)])
     except np.linalg.LinAlgError:
@@ -503,6 +531,7 @@ def assemble(
     expected_information: np.ndarray | None = None,
     traits: tuple[str, ...] = (),
     n_observations: int | None = None,
+    fixed: tuple[str, ...] = (),
 ) -> RemlResult:
     """Build a :class:`RemlResult` from the estimates of either engine.
 
@@ -511,7 +540,7 @@ def assemble(
     by the delta method (:meth:`~bayes_animal.spec.parameters.Parameters.ratios`).
     """
     names = parameters.names
-    theta, covariance, ratios = sampling_covariance(parameters, theta, information, boundary)
+    theta, covariance, ratios = sampling_covariance(parameters, theta, information, boundary, fixed)
     for name in boundary:  # a correlation held at the edge of the cone has no SE
         if parameters.is_covariance(name):
             key = correlation_name(name)

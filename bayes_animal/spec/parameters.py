@@ -31,6 +31,7 @@ import numpy as np
 from .terms import ModelSpec
 
 __all__ = [
+    "OBSERVED_H2",
     "Block",
     "Parameters",
     "Quantity",
@@ -65,6 +66,10 @@ def proportion_name(component: str) -> str:
     if component.startswith("additive:"):
         return f"h2:{component.removeprefix('additive:')}"
     return f"prop:{component}"
+
+
+#: A non-Gaussian trait's heritability on the observed data scale (:mod:`.family`).
+OBSERVED_H2 = "h2_observed"
 
 
 def correlation_name(pair: str) -> str:

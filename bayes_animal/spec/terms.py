@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import FormulaError, describe_items
+from .family import GAUSSIAN, Family, family_of
 from .formula import (
     FormulaParts,
     response_columns,
@@ -94,6 +95,8 @@ class ModelSpec:
         The random effects, genetic ones first.
     covariances
         Pairs of term names whose effects are correlated (``("additive", "maternal")``).
+    family
+        The response's family and link (:mod:`bayes_animal.spec.family`).
     """
 
     formula: str
@@ -101,6 +104,7 @@ class ModelSpec:
     animal: str
     terms: tuple[RandomTerm, ...]
     covariances: tuple[tuple[str, str], ...] = ()
+    family: Family = GAUSSIAN
 
     @property
     def response(self) -> str:
@@ -115,8 +119,13 @@ class ModelSpec:
 
     @property
     def multi_trait(self) -> bool:
-        """Several traits (``cbind(…) ~ …``)."""
-        return len(self.traits) > 1
+        """Several traits (``cbind(…) ~ …`` of a Gaussian family)."""
+        return len(self.traits) > 1 and not self.binomial_trials
+
+    @property
+    def binomial_trials(self) -> bool:
+        """A binomial response given as ``cbind(successes, failures)``."""
+        return self.family.name == "binomial" and len(self.traits) == 2
 
     @property
     def fixed_formula(self) -> str:
@@ -181,6 +190,9 @@ def specify(
     genetic: bool = True,
     maternal: str | None = None,
     maternal_covariance: bool = False,
+    family: str | Family | None = None,
+    link: str | None = None,
+    overdispersion: bool | str | None = None,
 ) -> ModelSpec:
     """Read the model from the formula and the options.
 
@@ -197,6 +209,8 @@ def specify(
         The dam column of a maternal genetic effect (needs a relationship).
     maternal_covariance
         Estimate the direct–maternal covariance (needs ``maternal``).
+    family, link, overdispersion
+        The response's family (:func:`~bayes_animal.spec.family.family_of`).
 
     Raises
     ------
@@ -204,6 +218,7 @@ def specify(
         A term is malformed, repeated, collides with a component name, an option needs another,
         or the model has no random effect at all.
     """
+    chosen = family_of(family, link, overdispersion)
     parts = split_formula(formula)
     fixed: list[str] = []
     random_texts = list(parts.random)
@@ -262,8 +277,32 @@ def specify(
             "maternal_covariance=True (--maternal-covariance) is for one trait; with several "
             "traits fit the maternal effect without its covariance with the direct effect."
         )
+    if not chosen.gaussian:
+        _check_family_model(chosen, formula, traits, terms, pairs)
     terms.sort(key=lambda t: not t.genetic)
     columns = [t.column for t in terms if t.genetic]
     if len(set(columns)) != len(columns):  # pragma: no cover - guarded above
         raise FormulaError(f"Genetic effects on the same column: {describe_items(columns)}.")
-    return ModelSpec(formula, parts, animal, tuple(terms), pairs)
+    return ModelSpec(formula, parts, animal, tuple(terms), pairs, chosen)
+
+
+def _check_family_model(
+    family: Family, formula: str, traits: tuple[str, ...], terms: list[RandomTerm], pairs
+) -> None:
+    """What a non-Gaussian family fits: one trait (a binomial's successes and failures as
+    ``cbind``), independent random terms."""
+    if len(traits) > 1 and not (family.name == "binomial" and len(traits) == 2):
+        what = (
+            "a binomial response takes two columns, cbind(successes, failures)"
+            if family.name == "binomial"
+            else f"the {family.name} family is fitted one trait at a time"
+        )
+        raise FormulaError(
+            f"{formula!r} has {len(traits)} response columns and {what}. Fit each trait on its "
+            "own (--traits fits many at once)."
+        )
+    if pairs or any(t.name == "maternal" for t in terms):
+        raise FormulaError(
+            f"A maternal genetic effect is fitted for Gaussian traits only, not the {family.label} "
+            "family: fit the dam as an independent term, (1 | dam)."
+        )
