@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import ROWS as _ROWS
 from .errors import DataError, FormulaError, describe_items
 from .spec.formula import (
     FormulaParts,
@@ -270,7 +271,7 @@ def repeated_records_notice(effect: Effect, animal: str) -> str | None:
 #: How messages name records: "data row 1" is the first record under the header, counted from
 #: the first line of data (a DataFrame with an index of its own is named by its index labels
 #: instead: "data row(s) index 'b'").
-ROWS = "data row(s)"
+ROWS = _ROWS
 
 
 class _IndexLabel:

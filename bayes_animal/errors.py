@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "ROWS",
     "BayesAnimalError",
     "DataError",
     "FormulaError",
@@ -18,6 +19,11 @@ __all__ = [
     "SingularEquationsError",
     "describe_items",
 ]
+
+
+#: How messages name records: 1-based data rows (a DataFrame with an index of its own is named
+#: by its index labels instead: "data row(s) index 'b'").
+ROWS = "data row(s)"
 
 
 class BayesAnimalError(Exception):

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError, FormulaError, describe_items
+from ..errors import ROWS, DataError, FormulaError, describe_items
 
 __all__ = [
     "FAMILIES",
@@ -143,7 +143,7 @@ class Family:
                     values = describe_items(np.unique(y[bad]))
                     raise DataError(
                         f"The response {name!r} of a binomial ({self.link}) model must be 0 or "
-                        f"1; it is {values} in rows {describe_items(shown[bad])}. Recode it "
+                        f"1; it is {values} in {ROWS} {describe_items(shown[bad])}. Recode it "
                         "(e.g. `y = (y == 'case')`), or give successes and failures as "
                         "`cbind(successes, failures) ~ …`."
                     )
@@ -152,12 +152,13 @@ class Family:
                 if bad.any():
                     raise DataError(
                         f"The successes and failures of {name!r} must be counts (integers "
-                        f"≥ 0); rows {describe_items(shown[bad])} are not. Fix those records."
+                        f"≥ 0); {ROWS} {describe_items(shown[bad])} are not. Fix those records."
                     )
                 empty = trials == 0
                 if empty.any():
                     raise DataError(
-                        f"Rows {describe_items(shown[empty])} of {name!r} have no trials "
+                        f"{ROWS.capitalize()} {describe_items(shown[empty])} of {name!r} have no "
+                        "trials "
                         "(0 successes and 0 failures): they carry no information. Remove them."
                     )
             self._check_separation(y, trials, shown, name)
@@ -167,7 +168,7 @@ class Family:
                 values = describe_items(np.unique(y[bad]))
                 raise DataError(
                     f"The response {name!r} of a Poisson model must be a count (an integer "
-                    f"≥ 0); it is {values} in rows {describe_items(shown[bad])}. A "
+                    f"≥ 0); it is {values} in {ROWS} {describe_items(shown[bad])}. A "
                     "continuous positive trait is better log-transformed and fitted as "
                     "gaussian."
                 )

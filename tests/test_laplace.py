@@ -1,0 +1,241 @@
+"""The Laplace approximation of non-Gaussian models: glmer's numbers, the gradient, the draws'
+importance weights, both scales of h², and every bad input.
+
+tests/data/glmer_anchors.json holds lme4 1.1-31's glmer (nAGQ = 1, bobyqa with rhoend 1e-12)
+on the data sets beside it, made by benchmarks/anchors/glmer_anchors.R; R is never a
+dependency of the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+
+from bayes_animal import reml
+from bayes_animal.design import build_design
+from bayes_animal.errors import BayesAnimalError, DataError, FormulaError
+from bayes_animal.linalg.laplace import LaplaceEquations
+from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+from bayes_animal.spec.family import Family, family_of, observed_heritability
+from bayes_animal.spec.parameters import Parameters
+from bayes_animal.structures.inputs import resolve_relationship
+
+DATA = Path(__file__).parent / "data"
+ANCHORS = json.loads((DATA / "glmer_anchors.json").read_text())
+
+BINARY = "y ~ x + C(sex) + (1|group)"
+CBPP = "cbind(incidence, failures) ~ C(period) + (1|herd)"
+COUNTS = "y ~ x + (1|group)"
+CASES = [
+    ("binary_logit", BINARY, "glmm_binary", {"family": "binomial", "link": "logit"}),
+    ("binary_probit", BINARY, "glmm_binary", {"family": "binomial", "link": "probit"}),
+    ("cbpp_logit", CBPP, "cbpp", {"family": "binomial", "link": "logit"}),
+    ("cbpp_probit", CBPP, "cbpp", {"family": "threshold"}),
+    ("counts_poisson", COUNTS, "glmm_counts", {"family": "poisson", "overdispersion": "none"}),
+    ("counts_overdispersed", COUNTS, "glmm_counts", {"family": "poisson"}),
+]
+
+
+@pytest.mark.parametrize(("key", "formula", "data", "options"), CASES, ids=[c[0] for c in CASES])
+def test_ml_equals_glmer_laplace(key, formula, data, options):
+    """method='ml' is glmer's nAGQ = 1 estimate: every variance and fixed effect to 1e-5
+    relative, the log-likelihood (constants included) to 1e-6."""
+    anchor = ANCHORS[key]
+    fit = reml(formula, pd.read_csv(DATA / f"{data}.csv"), method="ml", **options)
+    assert fit.converged and fit.engine == "laplace"
+    ours = fit.components["variance"]
+    names = {"obs": "residual"}
+    for name, value in anchor["variances"].items():
+        assert ours[names.get(name, name)] == pytest.approx(value, rel=1e-5), name
+    assert np.allclose(fit.beta.to_numpy(), list(anchor["fixed"].values()), rtol=1e-5, atol=1e-7)
+    assert fit.loglik == pytest.approx(anchor["loglik"], abs=1e-6)
+
+
+def _pedigree_problem(family: str, link: str | None = None, seed: int = 5):
+    ped = simulate_herd_pedigree(n_animals=1500, n_generations=4, n_herds=10, seed=seed)
+    variances = {"additive": 0.6, "herd": 0.3}
+    if family == "poisson":
+        variances["residual"] = 0.2
+    sim = simulate_records(
+        ped, variances=variances, groups={"herd": 8}, mean=-0.5, seed=seed, family=family, link=link
+    )
+    source = resolve_relationship(pedigree=sim.pedigree[["id", "sire", "dam"]])
+    design = build_design(
+        "y ~ x + (1|herd)", sim.data, relationship=source, family=family, link=link
+    )
+    structures = {"additive": source.structure}
+    return design, structures, sim
+
+
+@pytest.mark.parametrize(
+    ("family", "link"), [("binomial", "probit"), ("binomial", "logit"), ("poisson", None)]
+)
+def test_gradient_of_the_approximation_equals_central_differences(family, link):
+    """The analytic gradient (selected inverse, the mode's move) against differences of the
+    value, on a pedigree with a group effect."""
+    design, structures, _ = _pedigree_problem(family, link)
+    names = Parameters.from_spec(design.spec).names
+    equations = LaplaceEquations(design, structures, names)
+    theta = np.array([0.5, 0.25, 0.3 if family == "poisson" else design.family.residual_fixed])
+    _, gradient, _ = equations.value_and_gradient(theta)
+    free = 3 if family == "poisson" else 2
+    for k in range(free):
+        step = 1e-4 * theta[k]
+        up, down = theta.copy(), theta.copy()
+        up[k] += step
+        down[k] -= step
+        numeric = (equations.log_marginal(up) - equations.log_marginal(down)) / (2 * step)
+        assert gradient[k] == pytest.approx(numeric, rel=1e-5, abs=3e-6)
+    if family != "poisson":
+        assert gradient[2] == 0.0  # the fixed residual
+
+
+def test_draws_log_weights_are_the_exact_conditional_against_the_gaussian():
+    """Each draw's log-weight equals log p(x | y, θ) − log N(x; x̂, H⁻¹) up to one constant,
+    both computed here from dense matrices."""
+    design, structures, _ = _pedigree_problem("binomial", "probit")
+    names = Parameters.from_spec(design.spec).names
+    equations = LaplaceEquations(design, structures, names)
+    theta = np.array([0.5, 0.25, 1.0])
+    mode = equations.mode(theta)
+    noise = np.random.default_rng(1).standard_normal((equations.size, 6))
+    x, log_weights = equations.draws(theta, noise, mode)
+    W = equations.W.toarray()
+    precision = np.zeros((equations.size, equations.size))
+    a_inverse = structures["additive"].inverse().toarray()
+    where_a, where_h = equations.effect_slice("additive"), equations.effect_slice("herd")
+    precision[where_a, where_a] = a_inverse / theta[0]
+    precision[where_h, where_h] = np.eye(where_h.stop - where_h.start) / theta[1]
+    eta = W @ x
+    exact = stats.norm.logcdf(np.where(design.y[:, None] == 1, eta, -eta)).sum(
+        axis=0
+    ) - 0.5 * np.einsum("ij,ik,kj->j", x, precision, x)
+    _, w, _ = design.family.derivatives(design.y, np.ones(len(design.y)), mode.eta)
+    H = W.T @ (w[:, None] * W) + precision
+    centred = x - mode.x[:, None]
+    gaussian = -0.5 * np.einsum("ij,ik,kj->j", centred, H, centred)
+    difference = log_weights - (exact - gaussian)
+    assert np.ptp(difference) < 1e-8
+
+
+def test_binomial_recovers_a_known_liability_heritability():
+    """A threshold trait on a pedigree: REML (Laplace) covers the true additive variance; the
+    latent h² counts the residual's fixed 1."""
+    _, _, sim = _pedigree_problem("binomial", "probit", seed=11)
+    fit = reml("y ~ x + (1|herd)", sim.data, pedigree=sim.pedigree, family="threshold")
+    row = fit.components.loc["additive"]
+    assert abs(row["variance"] - 0.6) < 3.5 * row["se"]
+    assert fit.components.loc["residual", "variance"] == 1.0
+    assert np.isnan(fit.components.loc["residual", "se"])
+    total = fit.components["variance"].sum()
+    assert fit.ratios.loc["h2", "estimate"] == pytest.approx(row["variance"] / total)
+    assert 0 < fit.ratios.loc["h2_observed", "estimate"] < fit.ratios.loc["h2", "estimate"]
+    assert fit.to_dict()["family"] == "binomial(probit)"
+    assert "fixed by the family" in fit.report()
+
+
+def test_observed_scale_of_the_probit_is_dempster_lerner():
+    """One mean: h²_obs = h² φ(t)² / (p(1 − p)) with the liability's total variance 1 + V."""
+    v_a, v_other, mu = 0.4, 0.2, -0.8
+    v_eta = v_a + v_other
+    h2 = v_a / (v_eta + 1.0)
+    t = mu / math.sqrt(1.0 + v_eta)
+    p = stats.norm.cdf(t)
+    expected = h2 * stats.norm.pdf(t) ** 2 / (p * (1 - p))
+    got = observed_heritability(Family("binomial", "probit"), np.array([mu]), v_eta, v_a)
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+def test_observed_scale_of_the_logit_and_log_links_by_monte_carlo():
+    """QGglmm's expectations, checked by simulation over the latent distribution."""
+    rng = np.random.default_rng(3)
+    mu, v_eta, v_a = np.array([-1.0, 0.5]), 0.7, 0.3
+    eta = mu[None, :] + math.sqrt(v_eta) * rng.standard_normal((2_000_000, 1))
+    p = special.expit(eta)
+    psi = (p * (1 - p)).mean()
+    p_bar = p.mean()
+    expected = psi**2 * v_a / (p_bar * (1 - p_bar))
+    got = float(observed_heritability(Family("binomial", "logit"), mu, v_eta, v_a))
+    assert got == pytest.approx(expected, rel=2e-3)
+    lam = np.exp(eta)
+    v_obs = (lam**2).mean() - lam.mean() ** 2 + lam.mean()  # Var(E[y|η]) + E[Var(y|η)]
+    expected = lam.mean() ** 2 * v_a / v_obs
+    got = float(observed_heritability(Family("poisson", "log", True), mu, v_eta, v_a))
+    assert got == pytest.approx(expected, rel=5e-3)
+
+
+# -- bad input -----------------------------------------------------------------------------
+def _binary_frame():
+    return pd.read_csv(DATA / "glmm_binary.csv")
+
+
+def test_a_binary_response_outside_0_1_names_the_rows():
+    data = _binary_frame()
+    data.loc[[3, 7], "y"] = 2
+    with pytest.raises(DataError, match=r"must be 0 or 1.*data row\(s\) 4, 8"):
+        reml("y ~ x + (1|group)", data, family="binomial")
+
+
+@pytest.mark.parametrize(("value", "why"), [(-1, "count"), (2.5, "count")])
+def test_a_count_outside_the_poisson_support_names_the_rows(value, why):
+    data = pd.read_csv(DATA / "glmm_counts.csv").astype({"y": float})
+    data.loc[5, "y"] = value
+    with pytest.raises(DataError, match=rf"{why}.*data row\(s\) 6"):
+        reml("y ~ x + (1|group)", data, family="poisson")
+
+
+def test_successes_and_failures_are_checked():
+    data = pd.read_csv(DATA / "cbpp.csv")
+    data.loc[2, "failures"] = -1
+    with pytest.raises(DataError, match=r"counts.*data row\(s\) 3"):
+        reml("cbind(incidence, failures) ~ C(period) + (1|herd)", data, family="binomial")
+    data.loc[2, ["incidence", "failures"]] = 0
+    with pytest.raises(DataError, match=r"no trials"):
+        reml("cbind(incidence, failures) ~ C(period) + (1|herd)", data, family="binomial")
+    with pytest.raises(DataError, match=r"failures column 'fails'"):
+        reml("cbind(incidence, fails) ~ C(period) + (1|herd)", data, family="binomial")
+
+
+def test_a_response_with_one_outcome_is_an_error():
+    data = _binary_frame()
+    data["y"] = 0
+    with pytest.raises(DataError, match=r"Every record.*no information"):
+        reml("y ~ x + (1|group)", data, family="binomial")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"family": "negbin"}, "Unknown family"),
+        ({"family": "binomial", "link": "log"}, "takes the link probit or logit"),
+        ({"family": "binomial", "overdispersion": "units"}, "option of the poisson family"),
+        ({"family": "poisson", "overdispersion": "some"}, "'units' or 'none'"),
+    ],
+)
+def test_family_options_are_checked(options, message):
+    with pytest.raises(FormulaError, match=message):
+        family_of(**options)
+
+
+def test_models_a_family_does_not_fit_are_errors():
+    data = _binary_frame()
+    data["z"] = data["y"]
+    with pytest.raises(FormulaError, match="one trait at a time"):
+        reml("cbind(y, z) ~ x + (1|group)", data, family="poisson")
+    with pytest.raises(FormulaError, match="two columns"):
+        reml("cbind(y, z, x) ~ 1 + (1|group)", data, family="binomial")
+    with pytest.raises(BayesAnimalError, match="Laplace approximation"):
+        reml("y ~ x + (1|group)", data, family="binomial", engine="spectral")
+
+
+def test_a_gaussian_fit_says_its_family():
+    data = _binary_frame()
+    fit = reml("x ~ 1 + (1|group)", data)
+    assert fit.to_dict()["family"] == "gaussian(identity)"
+    assert "h2_observed" not in fit.ratios.index
