@@ -29,6 +29,9 @@ def _fit_model(args: argparse.Namespace, data: pd.DataFrame, source, *, progress
         source=source,
         maternal=args.maternal,
         maternal_covariance=args.maternal_covariance,
+        family=args.family,
+        link=args.link,
+        overdispersion=args.overdispersion,
         priors=args.prior,
     )
     return model.fit(

@@ -6,6 +6,7 @@ import argparse
 
 from .. import __version__
 from ..api import ENGINES
+from ..spec.family import FAMILIES
 from .demo import _cmd_demo
 from .fit import _cmd_fit
 from .precompile import _cmd_compile
@@ -126,6 +127,25 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="estimate the direct-maternal genetic covariance (needs --maternal)",
     )
+    command.add_argument(
+        "--family",
+        choices=list(FAMILIES),
+        default="gaussian",
+        help="the response's family: gaussian (default); binomial (a 0/1 response, or "
+        "cbind(successes, failures)); threshold (the binomial probit, MCMCglmm's name); "
+        "poisson (counts). A non-Gaussian family is fitted by the Laplace approximation, its "
+        "variances on the latent (liability) scale",
+    )
+    command.add_argument(
+        "--link",
+        choices=sorted({link for links in FAMILIES.values() for link in links}),
+        help="binomial: probit (default; the residual on the liability scale is 1) or logit",
+    )
+    command.add_argument(
+        "--overdispersion",
+        choices=["units", "none"],
+        help="poisson: an observation-level effect (units, the default) or none",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,7 +163,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["reml", "ml"],
         default="reml",
         help="reml (default; the likelihood of the residual contrasts) or ml (full maximum "
-        "likelihood, whose variances are biased down by the fixed effects' degrees of freedom)",
+        "likelihood, whose variances are biased down by the fixed effects' degrees of "
+        "freedom). With --family binomial or poisson, ml is glmer's Laplace estimate and reml "
+        "integrates the fixed effects too",
     )
     fit.add_argument(
         "--engine",

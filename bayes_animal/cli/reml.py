@@ -39,6 +39,9 @@ def _cmd_reml(args: argparse.Namespace) -> int:
         animal=args.animal,
         maternal=args.maternal,
         maternal_covariance=args.maternal_covariance,
+        family=args.family,
+        link=args.link,
+        overdispersion=args.overdispersion,
         warn=False,
     )
     for message in inputs.design.notices:
