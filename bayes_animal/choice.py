@@ -392,3 +392,30 @@ def choose_bayes(inputs: ModelInputs, *, gradients: int) -> Choice:
             "only, effects drawn exactly afterwards)"
         )
     return Choice(chosen, reason + ".", costs)
+
+
+#: The Laplace approximation is trusted where the Pareto k̂ of its draws' importance weights
+#: against the exact conditional of b and u is at most this (Vehtari et al.'s threshold for a
+#: reliable importance sampling estimate).
+LAPLACE_KHAT_LIMIT = 0.7
+
+
+def choose_family_engine(family_label: str, khat: float) -> Choice:
+    """The engine of a non-Gaussian family's Bayesian fit (``parameterisation="auto"``),
+    from the Pareto k̂ of the Laplace approximation's importance weights at the REML
+    estimate: the Laplace marginal model where the approximation passes, the exact
+    non-centred model where it does not."""
+    if khat <= LAPLACE_KHAT_LIMIT:
+        return Choice(
+            "laplace",
+            f"the {family_label} family: the Laplace approximation passes its check at the "
+            f"REML estimate (Pareto k̂ {khat:.2f} ≤ {LAPLACE_KHAT_LIMIT}): NUTS over the "
+            "variances with b and u integrated, drawn afterwards.",
+        )
+    return Choice(
+        "noncentred",
+        f"the {family_label} family: the Laplace approximation fails its check at the REML "
+        f"estimate (Pareto k̂ {khat:.2f} > {LAPLACE_KHAT_LIMIT}: its Gaussian is far from the "
+        "exact conditional of b and u), so the exact joint posterior is sampled: NUTS over the "
+        "variances, b and every u, non-centred.",
+    )

@@ -80,8 +80,7 @@ def test_gradient_of_the_approximation_equals_central_differences(family, link):
     """The analytic gradient (selected inverse, the mode's move) against differences of the
     value, on a pedigree with a group effect."""
     design, structures, _ = _pedigree_problem(family, link)
-    names = Parameters.from_spec(design.spec).names
-    equations = LaplaceEquations(design, structures, names)
+    equations = LaplaceEquations(design, structures, Parameters.from_spec(design.spec))
     theta = np.array([0.5, 0.25, 0.3 if family == "poisson" else design.family.residual_fixed])
     _, gradient, _ = equations.value_and_gradient(theta)
     free = 3 if family == "poisson" else 2
@@ -100,8 +99,7 @@ def test_draws_log_weights_are_the_exact_conditional_against_the_gaussian():
     """Each draw's log-weight equals log p(x | y, θ) − log N(x; x̂, H⁻¹) up to one constant,
     both computed here from dense matrices."""
     design, structures, _ = _pedigree_problem("binomial", "probit")
-    names = Parameters.from_spec(design.spec).names
-    equations = LaplaceEquations(design, structures, names)
+    equations = LaplaceEquations(design, structures, Parameters.from_spec(design.spec))
     theta = np.array([0.5, 0.25, 1.0])
     mode = equations.mode(theta)
     noise = np.random.default_rng(1).standard_normal((equations.size, 6))

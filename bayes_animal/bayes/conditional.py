@@ -36,6 +36,7 @@ __all__ = [
     "draw_fixed_and_breeding_values",
     "draw_from_mixed_model",
     "expected_reliability",
+    "laplace_draws",
     "posterior_thetas",
     "spectral_reliability",
 ]
@@ -290,3 +291,19 @@ def spectral_reliability(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(diagonal[:, None] > 0, explained / diagonal[:, None], np.nan)
     return np.clip(ratio, 0.0, 1.0).mean(axis=1)
+
+
+def laplace_draws(equations, thetas: np.ndarray, rng: np.random.Generator):
+    r"""One draw of the unknowns (b, every u) per posterior draw of θ from the Laplace
+    approximation's Gaussian :math:`N(\hat x(\theta), H^{-1})`, and each draw's importance
+    log-weight against the exact conditional :math:`p(x \mid y, \theta)`
+    (:meth:`~bayes_animal.linalg.laplace.LaplaceEquations.draws`): draws × unknowns, draws."""
+    thetas = np.asarray(thetas, dtype=float)
+    out = np.empty((len(thetas), equations.size))
+    log_weights = np.empty(len(thetas))
+    for k, theta in enumerate(thetas):
+        noise = rng.standard_normal((equations.size, 1))
+        x, weight = equations.draws(theta, noise)
+        out[k] = x[:, 0]
+        log_weights[k] = weight[0]
+    return out, log_weights

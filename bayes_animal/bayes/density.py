@@ -252,9 +252,13 @@ def _component(name: str, prior, scale: float) -> FreeVariable:
 
 
 def free_variables(
-    priors: Priors, parameters: Parameters, scales: Mapping[str, float]
+    priors: Priors,
+    parameters: Parameters,
+    scales: Mapping[str, float],
+    fixed: Mapping[str, float] | None = None,
 ) -> list[FreeVariable]:
-    """The free variables in the order PyMC creates them (``add_parameters``)."""
+    """The free variables in the order PyMC creates them (``add_parameters``); none for a
+    parameter in ``fixed``."""
     if priors.h2 is not None:
         effect = parameters.variances[0]
         total = priors.h2.total
@@ -294,7 +298,8 @@ def free_variables(
                         f"r01_{identifier(pair)}", "logodds", "r01", (pair,), _Beta(eta, eta)
                     )
                 )
-    out.append(_component("residual", priors.component("residual"), scales["residual"]))
+    if not (fixed and "residual" in fixed):
+        out.append(_component("residual", priors.component("residual"), scales["residual"]))
     return out
 
 
@@ -380,6 +385,8 @@ class MarginalDensity:
     likelihood
         θ (in the order of ``parameters.names``) → ``(ℓ_R(θ), ∂ℓ_R/∂θ)``; −∞ outside the
         parameter space.
+    fixed
+        Parameters held at a value, with no free variable (a family's latent residual).
     """
 
     def __init__(
@@ -388,10 +395,12 @@ class MarginalDensity:
         parameters: Parameters,
         scales: Mapping[str, float],
         likelihood: Likelihood,
+        fixed: Mapping[str, float] | None = None,
     ) -> None:
         self.parameters = parameters
         self.likelihood = likelihood
-        self.variables = free_variables(priors, parameters, scales)
+        self.fixed = dict(fixed or {})
+        self.variables = free_variables(priors, parameters, scales, self.fixed)
         wishart = priors.correlation if isinstance(priors.correlation, InverseWishart) else None
         self._h2 = priors.h2 is not None
         self._index = {name: i for i, name in enumerate(parameters.names)}
@@ -463,6 +472,10 @@ class MarginalDensity:
             for i, j, name in block.covariances:
                 a, b = self._index[block.terms[i]], self._index[block.terms[j]]
                 theta[self._index[name]] = R[j][i] * (theta[a] * theta[b]) ** 0.5
+        for name, value in self.fixed.items():  # floats, or one per draw
+            theta[self._index[name]] = (
+                value if np.ndim(v[0]) == 0 else np.full(np.shape(v[0]), value)
+            )
         return theta
 
     def _theta(self, v: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -651,3 +664,31 @@ def sparse_likelihood(mme) -> Likelihood:
     """θ → (ℓ_R, ∇ℓ_R) from the sparse mixed-model equations (one factorisation and one
     selected inverse); −∞ where θ is outside the space or C(θ) is not positive definite."""
     return _SparseThetaLikelihood(mme)
+
+
+class _LaplaceThetaLikelihood:
+    """θ → the Laplace approximation of a non-Gaussian model's likelihood (b and every u
+    integrated) and its gradient (:mod:`bayes_animal.linalg.laplace`; a class: it pickles)."""
+
+    def __init__(self, equations) -> None:
+        self.equations = equations
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        from ..errors import BayesAnimalError
+        from ..linalg.ldl import NotPositiveDefinite
+
+        theta = np.asarray(theta, dtype=float)
+        variances = [self.equations.parameters.index(p.name) for p in self.equations.priors]
+        if np.any(theta[variances] <= 0) or not np.all(np.isfinite(theta)):
+            return -np.inf, np.zeros_like(theta)
+        try:
+            value, gradient, _ = self.equations.value_and_gradient(theta)
+        except (BayesAnimalError, NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
+            return -np.inf, np.zeros_like(theta)
+        return value, gradient
+
+
+def laplace_likelihood(equations) -> Likelihood:
+    """θ → the Laplace approximation of a non-Gaussian model's likelihood and its gradient;
+    −∞ where a variance is not positive or the mode is not found."""
+    return _LaplaceThetaLikelihood(equations)

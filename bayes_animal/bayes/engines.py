@@ -12,7 +12,13 @@ engine             parameterisation     what NUTS moves in; how b and u come bac
                                                                                        PyMC
 ``partial``        partial              the variances and the non-additive z; b, the   PyMC
                                         additive u drawn in the eigenbasis
+``laplace``        marginal             a non-Gaussian family's variances, b and u     nutpie on
+                                        integrated by the Laplace approximation; b, u  the density
+                                        drawn from its Gaussian, importance-weighted
 =================  ===================  =============================================  ==========
+
+A non-Gaussian family is served by ``laplace`` (approximate) and ``noncentred`` (exact: the
+family's likelihood at :math:`\eta = Xb + \sum Z_k u_k`, everything sampled).
 
 An engine holds the :class:`~bayes_animal.bayes.model.AnimalModel` it serves and reads from it
 the numerics that the model caches once (the design, the structures, the eigendecomposition
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENGINE_CLASSES",
     "Engine",
+    "LaplaceEngine",
     "NonCentredEngine",
     "PartialEngine",
     "SparseEngine",
@@ -83,7 +90,7 @@ class Engine:
         from .density import MarginalDensity
 
         m = self.model
-        return MarginalDensity(m.priors, m.parameters, m.scales, likelihood)
+        return MarginalDensity(m.priors, m.parameters, m.scales, likelihood, m.fixed_parameters)
 
     def add_likelihood(self, pm, theta, values: dict[str, Any], fixed: str) -> None:
         """Add the likelihood to the PyMC model being built (inside its context)."""
@@ -103,7 +110,10 @@ class Engine:
 
         m = self.model
         diagonals = {e.name: m.structures[e.name].diagonal() for e in m.design.effects}
-        values = expected_reliability(m.mme, thetas, diagonals)
+        # a non-Gaussian family's PEVs come from H at the conditional mode (the Laplace
+        # approximation's curvature)
+        equations = m.mme if m.design.family.gaussian else m.laplace
+        values = expected_reliability(equations, thetas, diagonals)
         return {name: (m.structures[name].ids, value) for name, value in values.items()}
 
 
@@ -223,6 +233,51 @@ class PartialEngine(Engine):
         return _eigenbasis_draws(m, posterior, fixed, rng, y_rot=y_rot)
 
 
+class LaplaceEngine(Engine):
+    """A non-Gaussian family: b and every u integrated out by the Laplace approximation on the
+    sparse mixed-model equations (:mod:`bayes_animal.linalg.laplace`); NUTS over the variances
+    on the hand-derived density; b and u drawn from the approximation's Gaussian at each draw,
+    each with its importance log-weight against the exact conditional (the diagnostic)."""
+
+    name = "laplace"
+    parameterisation = "marginal"
+    default_sampler = "nutpie"
+    fixed_options = ("integrate",)
+
+    def __init__(self, model: AnimalModel) -> None:
+        super().__init__(model)
+        self.log_weights: np.ndarray | None = None
+
+    def cost(self, gradients: int) -> float:
+        return engine_cost("sparse", facts(self.model.inputs), gradients)
+
+    def likelihood(self):
+        from .density import laplace_likelihood
+
+        return laplace_likelihood(self.model.laplace)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from ..errors import BayesAnimalError
+
+        raise BayesAnimalError(
+            "The Laplace marginal model is sampled by nutpie on its hand-derived density "
+            "(sampler='nutpie'); PyMC's samplers take the exact non-centred model "
+            "(parameterisation='noncentred')."
+        )
+
+    def draws(self, posterior, fixed, rng):
+        from .conditional import laplace_draws, posterior_thetas
+        from .likelihoods import effect_variable
+
+        m = self.model
+        thetas = posterior_thetas(m.parameters, posterior)
+        x, self.log_weights = laplace_draws(m.laplace, thetas, rng)
+        out = {"beta": x[:, : m.design.n_fixed]}
+        for effect in m.design.effects:
+            out[effect_variable(effect.name)] = x[:, m.laplace.effect_slice(effect.name)]
+        return out
+
+
 def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
     """b (where integrated) and the additive (or single) effect per draw in the eigenbasis."""
     from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
@@ -251,7 +306,8 @@ def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
 
 
 ENGINE_CLASSES: dict[str, type[Engine]] = {
-    cls.name: cls for cls in (SpectralEngine, SparseEngine, NonCentredEngine, PartialEngine)
+    cls.name: cls
+    for cls in (SpectralEngine, SparseEngine, NonCentredEngine, PartialEngine, LaplaceEngine)
 }
 
 

@@ -16,6 +16,10 @@ r"""The likelihood of the PyMC model, one builder per parameterisation.
     :mod:`bayes_animal.bayes.recursion`) or
     the factor of a dense matrix, an independent one is :math:`z`; a correlated pair is mixed by
     the Cholesky factor of :math:`G_0`, :math:`(u_a, u_m) = L_0 (Lz_a, Lz_m)`; b is sampled.
+    With a non-Gaussian family (:mod:`bayes_animal.spec.family`) the records' likelihood is the
+    family's at :math:`\eta = Xb + \sum_k Z_k u_k` (plus a non-centred observation-level
+    effect for the Poisson family's overdispersion): the exact joint posterior of θ, b and
+    every u.
 ``partial`` (an additive effect with a dense matrix, and other effects)
     The additive effect integrated out in the eigenbasis of :math:`ZAZ^\top` (as the spectral
     marginal model, b integrated too) given the other effects, which are non-centred:
@@ -162,7 +166,52 @@ def noncentred(pm, design: Design, structures, parameters: Parameters, values, b
 
     mean = pt.constant(design.X) @ beta
     mean = mean + noncentred_effects(pm, design, structures, parameters, values)
-    pm.Normal("y", mu=mean, sigma=pt.sqrt(values["residual"]), observed=design.y, dims="obs")
+    if design.family.gaussian:
+        pm.Normal("y", mu=mean, sigma=pt.sqrt(values["residual"]), observed=design.y, dims="obs")
+    else:
+        observe(pm, design, mean, values)
+
+
+def log_ndtr(x):
+    r""":math:`\log\Phi(x)` in PyTensor, stable in both tails: through the scaled
+    complementary error function below 0, :math:`\log(1 - \tfrac12\operatorname{erfc}(x/\sqrt2))`
+    above."""
+    import pytensor.tensor as pt
+
+    root = np.sqrt(0.5)
+    lower = pt.log(0.5 * pt.erfcx(-x * root)) - 0.5 * x * x
+    upper = pt.log1p(-0.5 * pt.erfc(x * root))
+    return pt.switch(x < 0, lower, upper)
+
+
+def observe(pm, design: Design, eta, values) -> None:
+    """The records of a non-Gaussian family at the latent values ``eta`` (a ``Potential``
+    equal to :meth:`~bayes_animal.spec.family.Family.log_density`'s sum)."""
+    import pytensor.tensor as pt
+    from scipy import special
+
+    family = design.family
+    y = np.asarray(design.y, dtype=float)
+    trials = np.ones(len(y)) if design.trials is None else np.asarray(design.trials, dtype=float)
+    if family.name == "binomial":
+        constant = float(
+            np.sum(
+                special.gammaln(trials + 1)
+                - special.gammaln(y + 1)
+                - special.gammaln(trials - y + 1)
+            )
+        )
+        if family.link == "probit":
+            up, down = log_ndtr(eta), log_ndtr(-eta)
+        else:
+            up, down = -pt.softplus(-eta), -pt.softplus(eta)
+        loglik = pt.sum(y * up + (trials - y) * down) + constant
+    else:  # poisson, log link
+        if family.observation_effect:
+            units = pm.Normal("z_residual", 0.0, 1.0, dims="obs")
+            eta = eta + pt.sqrt(values["residual"]) * units
+        loglik = pt.sum(y * eta - pt.exp(eta)) - float(np.sum(special.gammaln(y + 1)))
+    pm.Potential("records_loglik", loglik)
 
 
 def partial(pm, problem: SpectralProblem, design: Design, structures, parameters, values) -> None:

@@ -41,7 +41,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..api import fit_inputs, model_inputs
-from ..choice import Choice, choose_bayes, facts, gradients_of_a_fit
+from ..choice import Choice, choose_bayes, choose_family_engine, facts, gradients_of_a_fit
 from ..design import Design
 from ..errors import BayesAnimalError
 from ..estimation.result import RemlResult
@@ -54,7 +54,7 @@ from ..results.posterior import (
     import_summary_libraries,
     reml_check,
 )
-from ..spec.parameters import Parameters
+from ..spec.parameters import OBSERVED_H2, Parameters
 from ..structures.inputs import RelationshipSource
 from ..structures.pedigree import Pedigree
 from .engines import ENGINE_CLASSES, Engine, engine_for
@@ -155,6 +155,9 @@ class AnimalModel:
         maternal_covariance: bool = False,
         priors: Priors | str | None = None,
         source: RelationshipSource | None = None,
+        family: Any = None,
+        link: str | None = None,
+        overdispersion: bool | str | None = None,
     ) -> None:
         self.formula = formula
         self.animal = animal
@@ -168,6 +171,9 @@ class AnimalModel:
             animal=animal,
             maternal=maternal,
             maternal_covariance=maternal_covariance,
+            family=family,
+            link=link,
+            overdispersion=overdispersion,
         )
         self.source = self.inputs.source
         self.design: Design = self.inputs.design
@@ -179,6 +185,15 @@ class AnimalModel:
             e.name: float(np.mean(self.structures[e.name].diagonal())) for e in self.design.effects
         }
         self.scales = data_scales(self.design.y, self.design.X, diagonals)
+        if not self.design.family.gaussian:  # the latent scale: variances of order 1
+            self.scales = {name: 1.0 / np.sqrt(d) for name, d in diagonals.items()}
+            self.scales |= {"residual": 1.0, "total": 1.0}
+            if self.priors.h2 is not None:
+                raise ModelError(
+                    "The Beta prior on h2 is for Gaussian traits; a non-Gaussian family's latent "
+                    "residual is fixed or an observation-level variance: give priors on the "
+                    "components instead."
+                )
         if self.design.multi_trait:  # each trait's own scale
             design = self.design
             for a, trait in enumerate(design.traits):
@@ -194,6 +209,7 @@ class AnimalModel:
         self._fit_engine: str | None = None  # the engine of the fit that asked for REML
         self._reml: RemlResult | None = None
         self._mme = None
+        self._laplace = None
 
     def _structures(self) -> dict[str, Any]:
         from ..structures.covariance import IdentityStructure
@@ -252,8 +268,44 @@ class AnimalModel:
         return self._mme
 
     @property
+    def laplace(self):
+        """The analysed Laplace equations of a non-Gaussian family (computed once)."""
+        if self._laplace is None:
+            from ..linalg.laplace import LaplaceEquations
+
+            self._laplace = LaplaceEquations(self.design, self.structures, self.parameters)
+        return self._laplace
+
+    @property
+    def fixed_parameters(self) -> dict[str, float]:
+        """Parameters held at a value by the family (a probit's or logit's latent residual,
+        a Poisson model's without overdispersion): no prior, no free variable."""
+        value = self.design.family.residual_fixed
+        return {} if value is None else {"residual": value}
+
+    def laplace_check(self, draws: int = 1000, seed: int = 0) -> float:
+        """The Pareto k̂ of the Laplace approximation's importance weights at the REML
+        estimate: ``draws`` draws of b and u from its Gaussian, weighted against their exact
+        conditional (the check ``parameterisation="auto"`` chooses by)."""
+        from arviz_stats.base.array import array_stats
+
+        rng = np.random.default_rng(seed)
+        theta = self.reml_theta()
+        floor = 1e-3 * max(self.parameters.phenotypic(theta), 1e-12)
+        free = [
+            n in self.parameters.variances and n not in self.fixed_parameters
+            for n in self.parameters.names
+        ]
+        theta = np.where(free, np.maximum(theta, floor), theta)
+        noise = rng.standard_normal((self.laplace.size, draws))
+        _, log_weights = self.laplace.draws(theta, noise)
+        return float(array_stats.psislw(log_weights)[1])
+
+    @property
     def reml(self) -> RemlResult:
         """The built-in REML estimate (computed once)."""
+        if self._reml is None and not self.design.family.gaussian:
+            self._reml = fit_inputs(self.inputs)  # the Laplace approximation's
         if self._reml is None:
             # the engine's REML: the spectral one shares its eigendecomposition with REML, the
             # others leave REML to its own chooser
@@ -297,7 +349,31 @@ class AnimalModel:
         _choice(parameterisation, PARAMETERISATIONS, "parameterisation")
         _choice(fixed, ("auto", "integrate", "sample"), "fixed-effects option")
         dense = self.dense_available
-        if self.design.multi_trait:
+        family = self.design.family
+        if not family.gaussian:
+            if parameterisation == "partial":
+                raise ModelError(
+                    f"The {family.label} family is fitted by parameterisation 'auto', 'marginal' "
+                    "(the Laplace approximation) or 'noncentred' (exact), not 'partial'."
+                )
+            if parameterisation == "auto":
+                khat = self.laplace_check()
+                choice = choose_family_engine(family.label, khat)
+                engine = choice.engine
+                chosen = "marginal" if engine == "laplace" else "noncentred"
+                notes.append(
+                    f"parameterisation 'auto' chose '{chosen}', engine {choice.describe()}"
+                )
+            elif parameterisation == "marginal":
+                engine = "laplace"
+                notes.append(
+                    f"the {family.label} family: b and every u integrated out by the Laplace "
+                    "approximation (approximate; its importance-weight k̂ is in the diagnostics)."
+                )
+            else:
+                engine = "noncentred"
+            parameterisation = "marginal" if engine == "laplace" else "noncentred"
+        elif self.design.multi_trait:
             if parameterisation not in ("auto", "marginal"):
                 raise ModelError(
                     f"Several traits are fitted by the marginal model on the sparse mixed-model "
@@ -397,7 +473,9 @@ class AnimalModel:
         import pymc as pm
 
         with pm.Model(coords=self._coords()) as model:
-            theta, values = add_parameters(self.priors, self.parameters, self.scales)
+            theta, values = add_parameters(
+                self.priors, self.parameters, self.scales, self.fixed_parameters
+            )
             self._quantities(pm, values)
             engine.add_likelihood(pm, theta, values, fixed)
         return _Built(
@@ -419,7 +497,10 @@ class AnimalModel:
     def _initial_values(self) -> dict[str, float]:
         """The free variables at the REML estimate (each variance at least 1e-3 σ²P)."""
         floor = 1e-3 * self.parameters.phenotypic(self.reml_theta())
-        return initial_values(self.priors, self.parameters, self.reml_theta(), floor=floor)
+        return initial_values(
+            self.priors, self.parameters, self.reml_theta(), floor=floor,
+            fixed=self.fixed_parameters,
+        )  # fmt: skip
 
     def density(self, engine: str | None = None):
         """The hand-derived posterior density of the marginal model's variance parameters
@@ -628,8 +709,16 @@ class AnimalModel:
             )
         )  # fmt: skip
         idata.attrs["cores"] = cores  # chains run at once (see above)
-        quantities = self.parameters.quantities()
-        summary = component_summary(idata, [q.key for q in quantities])
+        quantities = [
+            q for q in self.parameters.quantities()
+            if not (q.kind == "variance" and q.source in self.fixed_parameters)
+        ]  # fmt: skip
+        keys = [q.key for q in quantities]
+        if not self.design.family.gaussian:
+            notes = [*notes, *self._observed_scale(idata, engine_object)]
+            if OBSERVED_H2 in idata.posterior:
+                keys.append(OBSERVED_H2)
+        summary = component_summary(idata, keys)
         diagnostics = diagnose(
             idata, summary, parameterisation=parameterisation, warn=warn,
             several_traits=self.design.multi_trait,
@@ -756,6 +845,57 @@ class AnimalModel:
         evaluate = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore")
         values = evaluate(dict(zip(names, best.x, strict=True)))
         return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+    def _observed_scale(self, idata, engine: Engine) -> list[str]:
+        """A non-Gaussian family: ``h2_observed`` per draw (from its θ and b) added to the
+        posterior, and what the Laplace engine's importance weights say (notes)."""
+        from ..spec.family import observed_heritability_draws
+        from .conditional import posterior_thetas
+
+        posterior = idata.posterior
+        notes = []
+        if "additive" in self.parameters.names:
+            thetas = posterior_thetas(self.parameters, posterior)
+            chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+            beta = posterior["beta"].values.reshape(chains * draws, -1)
+            family = self.design.family
+            random = [
+                self.parameters.index(n)
+                for n in self.parameters.variances
+                if n != "residual" or family.observation_effect
+            ]
+            values = observed_heritability_draws(
+                family,
+                self.design.X,
+                beta,
+                thetas[:, random].sum(axis=1),
+                thetas[:, self.parameters.index("additive")],
+            )
+            idata["posterior"] = posterior.to_dataset().assign(
+                {
+                    OBSERVED_H2: (
+                        ("chain", "draw"),
+                        values.reshape(chains, draws),
+                    )
+                }
+            )
+        log_weights = getattr(engine, "log_weights", None)
+        if log_weights is not None:
+            from arviz_stats.base.array import array_stats
+
+            khat = float(array_stats.psislw(log_weights)[1])
+            idata.attrs["laplace_khat"] = khat
+            verdict = (
+                "the approximation is close to the exact conditional"
+                if khat <= 0.7
+                else "the approximation is poor here: refit with parameterisation='noncentred' "
+                "(exact) before trusting the variances"
+            )
+            notes.append(
+                f"Laplace approximation: Pareto k̂ of the draws' importance weights {khat:.2f} "
+                f"({verdict})."
+            )
+        return notes
 
     def _reliabilities(self, idata, engine: Engine) -> tuple[dict[str, np.ndarray], str]:
         """Per effect, the engine's posterior reliabilities (:meth:`Engine.reliabilities`)

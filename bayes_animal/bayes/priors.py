@@ -398,9 +398,15 @@ def _log_inverse_wishart(G, prior: InverseWishart):
     return -0.5 * (prior.nu + 3.0) * pt.log(det) - 0.5 * trace
 
 
-def add_parameters(priors: Priors, parameters: Parameters, scales: Mapping[str, float]):
+def add_parameters(
+    priors: Priors,
+    parameters: Parameters,
+    scales: Mapping[str, float],
+    fixed: Mapping[str, float] | None = None,
+):
     r"""Add the priors to the current PyMC model; return θ (a vector tensor in the order of
-    ``parameters.names``) and each parameter by name.
+    ``parameters.names``) and each parameter by name. A parameter in ``fixed`` (a family's
+    latent residual) is that constant, with no prior.
 
     Variances come from their component priors (or from h² and the total with
     :class:`BetaH2`); a covariance is :math:`r\sqrt{\sigma_a^2\sigma_m^2}` with :math:`r` under
@@ -442,12 +448,20 @@ def add_parameters(priors: Priors, parameters: Parameters, scales: Mapping[str, 
                 eta = priors.correlation.eta
                 r = 2.0 * pm.Beta(f"r01_{identifier(pair)}", alpha=_f64(eta), beta=_f64(eta)) - 1.0
             values[pair] = r * root
-    values["residual"] = priors.component("residual").variance("residual", scales["residual"])
+    if fixed and "residual" in fixed:
+        values["residual"] = pt.constant(float(fixed["residual"]))
+    else:
+        values["residual"] = priors.component("residual").variance("residual", scales["residual"])
     return pt.stack([values[n] for n in parameters.names]), values
 
 
 def initial_values(
-    priors: Priors, parameters: Parameters, theta: np.ndarray, *, floor: float
+    priors: Priors,
+    parameters: Parameters,
+    theta: np.ndarray,
+    *,
+    floor: float,
+    fixed: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Starting values of the sampler's free variables at ``theta`` (the REML estimate), each
     variance at least ``floor`` and each correlation inside (−0.95, 0.95)."""
@@ -477,4 +491,6 @@ def initial_values(
             out[f"r_{identifier(pair)}" if iw else f"r01_{identifier(pair)}"] = (
                 r if iw else (r + 1.0) / 2.0
             )
+    if fixed and "residual" in fixed:
+        return out
     return out | priors.component("residual").initial("residual", value["residual"])

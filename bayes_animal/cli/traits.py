@@ -34,7 +34,7 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
     if args.family != "gaussian":
         raise BayesAnimalError(
             f"--traits fits Gaussian traits (one batch of the spectral or sparse engine); fit "
-            f"a {args.family} trait on its own: --formula \"trait ~ ...\" --family {args.family}."
+            f'a {args.family} trait on its own: --formula "trait ~ ..." --family {args.family}.'
         )
     if not bayesian and args.pairs:
         return _pairs(args, data, common, clock)

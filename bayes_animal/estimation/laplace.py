@@ -161,7 +161,7 @@ def fit_laplace(
     free = _free_names(parameters, family)
     integrate = method == "reml"
     equations = LaplaceEquations(
-        design, structures, parameters.names, integrate_fixed=integrate, ordering=ordering
+        design, structures, parameters, integrate_fixed=integrate, ordering=ordering
     )
     equations.analysis  # noqa: B018 - the one-off ordering and symbolic analysis, timed here
     timings["analyse"] = time.perf_counter() - clock

@@ -112,10 +112,11 @@ class LaplaceEquations:
         Records, fixed and random effects, and the family (``design.family``).
     structures
         The structure of each genetic effect by term name; other effects get the identity.
-    names
-        The variance parameters θ in order (``Parameters.names``: the random terms, then
-        ``residual``); the residual is an unknown per record only for a family with an
-        observation-level effect, otherwise fixed and not part of the equations.
+    parameters
+        The variance parameters θ (:class:`~bayes_animal.spec.parameters.Parameters`: the
+        random terms, then ``residual``); the residual is an unknown per record only for a
+        family with an observation-level effect, otherwise fixed and not part of the
+        equations.
     integrate_fixed
         The fixed effects are unknowns integrated out (flat prior); otherwise they are given
         to each evaluation as ``beta``.
@@ -127,7 +128,7 @@ class LaplaceEquations:
         self,
         design,
         structures: Mapping[str, object],
-        names: tuple[str, ...],
+        parameters,
         *,
         integrate_fixed: bool = True,
         ordering: str = "amd",
@@ -138,7 +139,8 @@ class LaplaceEquations:
         if self.family.gaussian:
             raise BayesAnimalError("The Laplace equations are for the non-Gaussian families.")
         self.design = design
-        self.names = tuple(names)
+        self.parameters = parameters
+        self.names = tuple(parameters.names)
         self.y = np.asarray(design.y, dtype=float)
         self.n = len(self.y)
         self.trials = (
@@ -239,6 +241,11 @@ class LaplaceEquations:
             if prior.name == name:
                 return prior.where
         raise KeyError(name)
+
+    def factorise(self, theta: np.ndarray) -> Factor:
+        """:math:`H` at the conditional mode of θ (what PEVs are read from, as
+        :meth:`~bayes_animal.linalg.mme.MixedModelEquations.factorise` for a Gaussian trait)."""
+        return self.mode(theta).factor
 
     def _precision(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """:math:`G^{-1} x`."""

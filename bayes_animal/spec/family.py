@@ -58,6 +58,7 @@ __all__ = [
     "Family",
     "family_of",
     "observed_heritability",
+    "observed_heritability_draws",
 ]
 
 #: The families and the links each takes (the first is the default).
@@ -333,7 +334,11 @@ def _binary_moments(family: Family, mu: np.ndarray, v_eta: np.ndarray):
 
 
 def observed_heritability(
-    family: Family, mu: np.ndarray, v_eta: np.ndarray, v_a: np.ndarray
+    family: Family,
+    mu: np.ndarray,
+    v_eta: np.ndarray,
+    v_a: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     r""":math:`h^2` on the observed data scale (see the module docstring).
 
@@ -349,6 +354,8 @@ def observed_heritability(
         included, not the probit's or logit's fixed residual): a number or one per draw.
     v_a
         The additive genetic variance, alike.
+    weights
+        How many records share each μ (when ``mu`` holds distinct predictions only).
 
     Returns
     -------
@@ -361,15 +368,49 @@ def observed_heritability(
     if mu.ndim == 1:
         mu = np.broadcast_to(mu, (*v_eta.shape, len(mu)))
     v = v_eta[..., None]
+    share = (
+        np.full(mu.shape[-1], 1.0 / mu.shape[-1]) if weights is None else weights / np.sum(weights)
+    )
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return values @ share
+
     if family.name == "binomial":
         p, psi = _binary_moments(family, mu, np.broadcast_to(v, mu.shape))
-        p_bar = p.mean(axis=-1)
+        p_bar = mean(p)
         v_obs = p_bar * (1.0 - p_bar)
     elif family.name == "poisson":
         lam = np.exp(mu + 0.5 * v)
         psi = lam
         within = lam * lam * np.expm1(v) + lam
-        v_obs = within.mean(axis=-1) + lam.var(axis=-1)
+        lam_bar = mean(lam)
+        v_obs = mean(within) + mean(lam * lam) - lam_bar * lam_bar
     else:
         raise ValueError("the observed scale is for the non-Gaussian families")
-    return psi.mean(axis=-1) ** 2 * v_a / v_obs
+    return mean(psi) ** 2 * v_a / v_obs
+
+
+def observed_heritability_draws(
+    family: Family,
+    X: np.ndarray,
+    beta: np.ndarray,
+    v_eta: np.ndarray,
+    v_a: np.ndarray,
+    *,
+    chunk: int = 64,
+) -> np.ndarray:
+    """:func:`observed_heritability` for each posterior draw (rows of ``beta``, ``v_eta``,
+    ``v_a``): the records' predictions come from the distinct rows of X, a chunk of draws at
+    a time."""
+    rows, counts = np.unique(np.asarray(X, dtype=float), axis=0, return_counts=True)
+    beta = np.atleast_2d(beta)
+    nodes = len(_HERMITE[0]) if family.link == "logit" else 1
+    chunk = max(1, min(chunk, 4_000_000 // (len(rows) * nodes)))
+    out = np.empty(len(beta))
+    for start in range(0, len(beta), chunk):
+        part = slice(start, start + chunk)
+        mu = beta[part] @ rows.T
+        out[part] = observed_heritability(
+            family, mu, np.asarray(v_eta)[part], np.asarray(v_a)[part], weights=counts
+        )
+    return out
