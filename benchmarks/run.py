@@ -553,7 +553,33 @@ def collector(quick: bool) -> None:
     )
 
 
+def families(quick: bool) -> None:
+    import bench_families
+
+    if not bench_families.GRYPHON.is_dir():
+        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+        return
+    table = bench_families.run(seeds=(1,) if quick else (1, 2))
+    rates = ["ess_h2_per_s", "h2_mean"]
+    medians = (
+        table.groupby(["data", "tool"], sort=False)[rates].median().reset_index()
+        .assign(seed="median")
+    )  # fmt: skip
+    _write(
+        "families",
+        "Binary and count traits on the gryphon pedigree, beside MCMCglmm",
+        pd.concat([table, medians], ignore_index=True),
+        bench_families.__doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
+        + "\n\nThe issue's target: ESS(h²) per second of the whole fit ≥ 10× MCMCglmm's, the "
+        "posterior of h² within Monte Carlo error of MCMCglmm's, zero divergences, R-hat ≤ "
+        "1.01. 'auto' samples the exact joint posterior where the Laplace approximation fails "
+        "its check (laplace_khat of the Laplace run > 0.7); the Laplace rows are the "
+        "approximation's posterior, for comparison.\n",
+    )
+
+
 BENCHMARKS = {
+    "families": families,
     "multitrait": multitrait,
     "multitrait_scale": multitrait_scale,
     "first_run": first_run,

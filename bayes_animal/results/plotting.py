@@ -38,8 +38,14 @@ def _ratio_key(fit: AnimalFit) -> str:
 
 
 def _default_names(fit: AnimalFit) -> list[str]:
-    """Every variance (and covariance) of the fit, then h² (or the main proportion)."""
-    keys = [q.key for q in fit.parameters.quantities() if q.kind in ("variance", "covariance")]
+    """Every variance (and covariance) of the fit, then h² (or the main proportion); a
+    variance the family holds fixed (a latent residual: the same value in every draw) is
+    left out."""
+    keys = [
+        q.key
+        for q in fit.parameters.quantities()
+        if q.kind in ("variance", "covariance") and q.key in fit.summary().index
+    ]
     return [*keys, _ratio_key(fit)]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..estimation.result import RemlResult, reliability
-from ..spec.parameters import Parameters, Quantity, proportion_name, variance_name
+from ..spec.parameters import OBSERVED_H2, Parameters, Quantity, proportion_name, variance_name
 from .intervals import HDI_PROB, hdi
 
 __all__ = [
@@ -496,10 +496,14 @@ class AnimalFit:
         fields = ("mean", "median", "sd", "mode", "hdi_low", "hdi_high", "ess_bulk", "ess_tail")
         fields += ("r_hat",)
 
-        def row(key: str) -> dict[str, float]:
+        def row(key: str) -> dict[str, float | None]:
+            if key not in table.index:  # a parameter the family holds (a latent residual)
+                value = float(np.asarray(self.idata.posterior[key].values).ravel()[0])
+                held = ("mean", "median", "mode", "hdi_low", "hdi_high")
+                return {f: value if f in held else 0.0 if f == "sd" else None for f in fields}
             return {f: float(table.loc[key, f]) for f in fields}
 
-        summary: dict[str, Any] = {}
+        summary: dict[str, Any] = {"family": self.reml.family}
         if self.parameters.multi_trait:
             summary["traits"] = list(self.parameters.traits)
         else:
@@ -519,6 +523,8 @@ class AnimalFit:
         summary["ratios"] = {
             q.key: row(q.key) for q in quantities if q.kind == "ratio" and q.key in table.index
         }
+        if OBSERVED_H2 in table.index:
+            summary["ratios"][OBSERVED_H2] = row(OBSERVED_H2)
         beta = self.beta_summary()
         summary["beta"] = {
             name: {key: float(beta.loc[name, key]) for key in beta.columns} for name in beta.index

@@ -1,0 +1,152 @@
+"""Binary and count traits on the gryphon pedigree: the Bayesian fit beside MCMCglmm on the
+same model and priors.
+
+Run through ``python benchmarks/run.py families``. Three data sets, written to a temporary
+folder: a threshold trait simulated on the gryphon pedigree (σ²A = 0.5, σ²byear = 0.2 on the
+liability scale, about 28 % cases), the gryphon birth weights above their upper quartile (a
+binary trait we did not make), and an overdispersed count simulated on the same pedigree
+(σ²A = 0.3, σ²byear = 0.1, σ²units = 0.2). Priors: half-Cauchy(1) on every random effect's
+SD — MCMCglmm's parameter-expanded ``V = 1, nu = 1, alpha.mu = 0, alpha.V = 1`` — and, for the
+counts, inverse-gamma ``V = 1, nu = 0.002`` on the observation-level variance (MCMCglmm's R
+structure). MCMCglmm: 53 000 iterations, burn-in 3 000, thin 50 (the issue's run length),
+``family = "threshold"`` (the residual fixed at 1) or ``"poisson"``; its time is the
+``MCMCglmm()`` call, ESS from ``coda::effectiveSize``. Ours: the whole fit in-process
+(``AnimalModel`` to the summary, REML and compilation included); ESS bulk.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from bench_shapes import _r_available, _rscript
+
+GRYPHON = Path(__file__).resolve().parents[2] / "shared" / "data" / "gryphon"
+
+MCMCGLMM = r"""
+suppressMessages(library(MCMCglmm))
+args <- commandArgs(TRUE)
+data <- read.csv(args[1])
+ped <- read.csv(args[2], colClasses = "character")
+names(ped) <- c("animal", "sire", "dam")
+ped[ped == "0"] <- NA
+ped <- ped[, c("animal", "dam", "sire")]
+data$animal <- factor(data$animal)
+data$byear <- factor(data$byear)
+family <- args[4]
+formula <- as.formula(args[5])
+if ("sex" %in% names(data)) data$sex <- factor(data$sex)
+G <- list(V = 1, nu = 1, alpha.mu = 0, alpha.V = 1)
+R <- if (family == "threshold") list(V = 1, fix = 1) else list(V = 1, nu = 0.002)
+prior <- list(R = R, G = list(G1 = G, G2 = G))
+set.seed(as.integer(args[3]))
+start <- proc.time()[["elapsed"]]
+fit <- MCMCglmm(formula, random = ~ animal + byear, family = family, pedigree = ped,
+                data = data, prior = prior, nitt = 53000, burnin = 3000, thin = 50,
+                verbose = FALSE)
+elapsed <- proc.time()[["elapsed"]] - start
+V <- fit$VCV
+h2 <- V[, "animal"] / rowSums(V)
+ess <- function(x) as.numeric(coda::effectiveSize(x))
+cat(sprintf('{"seconds": %.4f, "ess_h2": %.2f, "h2": %.5f, "h2_sd": %.5f, "va": %.5f}\n',
+            elapsed, ess(h2), mean(h2), sd(h2), mean(V[, "animal"])))
+"""
+
+
+def _datasets(folder: Path) -> list[dict]:
+    """The three data sets (CSV files in ``folder``) and their models."""
+    from bayes_animal.simulate import simulate_records
+
+    pedigree = pd.read_csv(GRYPHON / "gryphonped.csv", dtype=str)
+    pedigree.columns = ["id", "sire", "dam"]
+    pedigree = pedigree.fillna("0")
+    pedigree.to_csv(folder / "pedigree.csv", index=False)
+    binary = simulate_records(
+        pedigree, variances={"additive": 0.5, "byear": 0.2}, groups={"byear": 30},
+        mean=-1.0, seed=3, family="threshold",
+    ).data  # fmt: skip
+    counts = simulate_records(
+        pedigree, variances={"additive": 0.3, "byear": 0.1, "residual": 0.2},
+        groups={"byear": 30}, mean=1.0, seed=4, family="poisson",
+    ).data  # fmt: skip
+    gryphon = pd.read_csv(GRYPHON / "gryphon.csv").dropna(subset=["bwt"])
+    gryphon["heavy"] = (gryphon["bwt"] > gryphon["bwt"].quantile(0.75)).astype(int)
+    sets = [
+        ("binary, simulated", binary, "y ~ x + (1|byear)", "y ~ x", "threshold"),
+        ("bwt > upper quartile", gryphon, "heavy ~ 1 + C(sex) + (1|byear)", "heavy ~ sex",
+         "threshold"),
+        ("counts, simulated", counts, "y ~ x + (1|byear)", "y ~ x", "poisson"),
+    ]  # fmt: skip
+    out = []
+    for name, data, formula, r_formula, family in sets:
+        path = folder / f"{name.split(',')[0].split(' ')[0]}_{family}.csv"
+        data.to_csv(path, index=False)
+        out.append(
+            {"name": name, "path": path, "data": data, "formula": formula,
+             "r_formula": r_formula, "family": family}
+        )  # fmt: skip
+    return out
+
+
+def _priors(family: str):
+    from bayes_animal.bayes.priors import HalfStudentT, InverseGamma, Priors
+
+    components = {"residual": InverseGamma(V=1.0, nu=0.002)} if family == "poisson" else {}
+    return Priors(default=HalfStudentT(nu=1.0, scale=1.0), components=components)
+
+
+def _ours(case: dict, pedigree: Path, seed: int, parameterisation: str) -> dict:
+    from bayes_animal import AnimalModel
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AnimalModel(
+            case["formula"], case["data"], pedigree=str(pedigree), family=case["family"],
+            priors=_priors(case["family"]),
+        )  # fmt: skip
+        fit = model.fit(parameterisation=parameterisation, random_seed=seed, progressbar=False)
+    seconds = time.perf_counter() - start
+    summary = fit.summary()
+    row = summary.loc["h2"]
+    label = {"auto": "bayes_animal (auto)", "marginal": "bayes_animal (Laplace, approx.)"}
+    return {
+        "data": case["name"], "tool": label.get(parameterisation, parameterisation),
+        "engine": fit.idata.attrs.get("model_options", "").split('"engine": "')[1].split('"')[0],
+        "seed": seed, "whole_s": seconds, "h2_mean": row["mean"], "h2_sd": row["sd"],
+        "ess_h2": row["ess_bulk"], "ess_h2_per_s": row["ess_bulk"] / seconds,
+        "max_r_hat": fit.diagnostics.max_r_hat, "divergences": fit.diagnostics.divergences,
+        "va_mean": summary.loc["sigma2:additive", "mean"],
+        "laplace_khat": fit.idata.attrs.get("laplace_khat", float("nan")),
+    }  # fmt: skip
+
+
+def run(seeds=(1, 2)) -> pd.DataFrame:
+    """Every data set: ours (auto, and the Laplace marginal) and MCMCglmm, seed by seed."""
+    rows = []
+    r_ready = _r_available("MCMCglmm")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        cases = _datasets(folder)
+        for case in cases:
+            for seed in seeds:
+                rows.append(_ours(case, folder / "pedigree.csv", seed, "auto"))
+                rows.append(_ours(case, folder / "pedigree.csv", seed, "marginal"))
+                if r_ready:
+                    mc = _rscript(
+                        MCMCGLMM, case["path"], folder / "pedigree.csv", seed, case["family"],
+                        case["r_formula"], timeout=1800,
+                    )  # fmt: skip
+                    if "seconds" in mc:
+                        rows.append({
+                            "data": case["name"], "tool": "MCMCglmm (53 000 it.)",
+                            "engine": "Gibbs", "seed": seed, "whole_s": mc["seconds"],
+                            "h2_mean": mc["h2"], "h2_sd": mc["h2_sd"], "ess_h2": mc["ess_h2"],
+                            "ess_h2_per_s": mc["ess_h2"] / mc["seconds"], "va_mean": mc["va"],
+                        })  # fmt: skip
+                    else:
+                        print(f"MCMCglmm failed: {mc}")
+    return pd.DataFrame(rows)
