@@ -351,13 +351,19 @@ def solve_mme(
     maternal: str | None = None,
     maternal_covariance: bool = False,
     pev: bool = True,
+    family: Any = None,
+    link: str | None = None,
+    overdispersion: bool | str | None = None,
     warn: bool = True,
 ):
     """BLUE and BLUP from Henderson's mixed-model equations at known variances.
 
     ``variances`` names every component (``{"additive": 20, "residual": 40}``; with a maternal
     effect and its covariance ``"maternal"`` and ``"additive:maternal"``). Returns
-    :class:`~bayes_animal.estimation.sparse.Solutions`.
+    :class:`~bayes_animal.estimation.sparse.Solutions`. With a non-Gaussian ``family`` the
+    solutions are the joint posterior mode of b, every u and an ordinal response's
+    cut-points (:func:`~bayes_animal.estimation.laplace.solve_laplace`; the latent residual
+    is the family's and need not be given).
     """
     from .estimation.sparse import solve_at
 
@@ -370,8 +376,15 @@ def solve_mme(
         animal=animal,
         maternal=maternal,
         maternal_covariance=maternal_covariance or "additive:maternal" in variances,
+        family=family,
+        link=link,
+        overdispersion=overdispersion,
         warn=warn,
     )
+    if not inputs.design.family.gaussian:
+        from .estimation.laplace import solve_laplace
+
+        return solve_laplace(inputs.design, inputs.structures(), variances)
     return solve_at(inputs.design, inputs.structures(), variances, pev=pev)
 
 

@@ -176,6 +176,9 @@ class Design:
     trials
         A binomial response given as ``cbind(successes, failures)``: each record's trials
         (``y`` holds the successes); None otherwise (one trial per record).
+    categories
+        An ordinal response's categories, lowest first (``y`` holds each record's code
+        0 … K − 1); None otherwise.
     """
 
     spec: ModelSpec
@@ -191,6 +194,7 @@ class Design:
     observation_record: np.ndarray | None = None
     observation_trait: np.ndarray | None = None
     trials: np.ndarray | None = None
+    categories: tuple | None = None
 
     @property
     def family(self):
@@ -627,10 +631,15 @@ def build_design(
     _effect_notices(effects, spec, notices, warn, stacklevel=3)
     trials = None if trials_all is None else trials_all[keep]
     given.family.check_response(y_all[keep], trials, shown[keep], response)
+    y, categories = y_all[keep], None
+    if given.family.name == "ordinal":  # codes 0 … K − 1 (the check found no empty category)
+        low = float(np.min(y))
+        categories = tuple(int(v) for v in np.arange(low, np.max(y) + 1))
+        y = y - low
     return Design(
         spec=given,
         response=response,
-        y=y_all[keep],
+        y=y,
         X=X,
         fixed_names=names,
         effects=effects,
@@ -638,6 +647,7 @@ def build_design(
         dropped_labels=labels[missing_y],
         notices=tuple(notices),
         trials=trials,
+        categories=categories,
     )
 
 

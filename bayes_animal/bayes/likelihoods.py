@@ -184,6 +184,35 @@ def log_ndtr(x):
     return pt.switch(x < 0, lower, upper)
 
 
+#: The open ends of the cumulative probit's outer categories, as finite numbers (Φ of minus
+#: this is 0 in double precision, and gradients stay finite).
+_OPEN_END = 1e3
+
+
+def _ordinal_loglik(pm, design: Design, eta):
+    r"""Each record's :math:`\log(\Phi(c_k - \eta) - \Phi(c_{k-1} - \eta))` with the
+    cut-points :math:`c_1 = 0 < c_2 < \dots` under a flat prior (free variables: the logs of
+    their increments, their Jacobian a potential), taken from the tail each record's interval
+    lies in; the cut-points kept as ``cutpoints``."""
+    import pytensor.tensor as pt
+
+    k = len(design.categories) - 1  # cut-points
+    pieces = [pt.zeros(1)]
+    if k > 1:
+        log_increments = pm.Flat("cutpoint_log_increments", shape=k - 1)
+        pm.Potential("cutpoint_jacobian", pt.sum(log_increments))
+        pieces.append(pt.cumsum(pt.exp(log_increments)))
+    cutpoints = pm.Deterministic("cutpoints", pt.concatenate(pieces), dims="cutpoint")
+    edges = pt.concatenate([pt.as_tensor([-_OPEN_END]), cutpoints, pt.as_tensor([_OPEN_END])])
+    codes = np.asarray(design.y, dtype=np.int64)
+    a = edges[codes] - eta
+    b = edges[codes + 1] - eta
+    upper = a > 0
+    high = pt.switch(upper, log_ndtr(-a), log_ndtr(b))
+    low = pt.switch(upper, log_ndtr(-b), log_ndtr(a))
+    return high + pt.log1mexp(pt.minimum(low - high, -1e-300))
+
+
 def observe(pm, design: Design, eta, values) -> None:
     """The records of a non-Gaussian family at the latent values ``eta`` (a ``Potential``
     equal to :meth:`~bayes_animal.spec.family.Family.log_density`'s sum)."""
@@ -193,6 +222,9 @@ def observe(pm, design: Design, eta, values) -> None:
     family = design.family
     y = np.asarray(design.y, dtype=float)
     trials = np.ones(len(y)) if design.trials is None else np.asarray(design.trials, dtype=float)
+    if family.name == "ordinal":
+        pm.Potential("records_loglik", pt.sum(_ordinal_loglik(pm, design, eta)))
+        return
     if family.name == "binomial":
         constant = float(
             np.sum(

@@ -33,6 +33,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from os import PathLike
 from typing import Any, Literal
 
@@ -356,6 +357,18 @@ class AnimalModel:
                     f"The {family.label} family is fitted by parameterisation 'auto', 'marginal' "
                     "(the Laplace approximation) or 'noncentred' (exact), not 'partial'."
                 )
+            if family.name == "ordinal":
+                if parameterisation == "marginal":
+                    raise ModelError(
+                        "The ordinal family is sampled exactly (parameterisation 'auto' or "
+                        "'noncentred': the cut-points with every effect); its Laplace "
+                        "approximation serves REML only."
+                    )
+                parameterisation = "noncentred"
+                notes.append(
+                    "the ordinal family: the exact joint posterior (NUTS over the variances, "
+                    "the cut-points, b and every u, non-centred)."
+                )
             if parameterisation == "auto":
                 khat = self.laplace_check()
                 choice = choose_family_engine(family.label, khat)
@@ -453,6 +466,9 @@ class AnimalModel:
         }
         for effect in self.design.effects:
             coords[effect_dim(effect)] = [str(level) for level in effect.levels]
+        categories = self.design.categories
+        if categories is not None:  # an ordinal response's cut-points, between categories
+            coords["cutpoint"] = [f"{a}|{b}" for a, b in pairwise(categories)]
         return coords
 
     def fixed_prior(self, pm):
@@ -854,7 +870,7 @@ class AnimalModel:
 
         posterior = idata.posterior
         notes = []
-        if "additive" in self.parameters.names:
+        if "additive" in self.parameters.names and self.design.family.name != "ordinal":
             thetas = posterior_thetas(self.parameters, posterior)
             chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
             beta = posterior["beta"].values.reshape(chains * draws, -1)

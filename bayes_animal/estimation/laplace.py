@@ -34,7 +34,7 @@ from ..spec.parameters import OBSERVED_H2, Parameters
 from ..tables import Table
 from .result import CONVERGENCE_TOLERANCE, Convergence, RemlResult, assemble, prediction_table
 
-__all__ = ["fit_laplace", "observed_ratio"]
+__all__ = ["cutpoint_name", "fit_laplace", "observed_ratio", "solve_laplace"]
 
 #: A standard deviation this small (relative to the latent scale) is at the boundary 0.
 BOUNDARY_SD = 1e-4
@@ -70,6 +70,127 @@ def _glm_start(design) -> np.ndarray:
         if np.max(np.abs(step)) < 1e-10:
             break
     return beta
+
+
+def _ordinal_start(design) -> np.ndarray:
+    """Fixed effects of an ordinal model at the start: the intercept (a column of ones) at
+    :math:`-\\Phi^{-1}` of the lowest category's share (the first cut-point being 0)."""
+    from scipy import special
+
+    X = np.asarray(design.X, dtype=float)
+    beta = np.zeros(X.shape[1])
+    ones = np.flatnonzero(np.all(X == 1.0, axis=0))
+    if len(ones):
+        share = np.clip(np.mean(np.asarray(design.y) == 0), 1e-3, 1 - 1e-3)
+        beta[ones[0]] = -float(special.ndtri(share))
+    return beta
+
+
+def solve_laplace(design, structures: Mapping[str, object], variances: Mapping[str, float]):
+    r"""The joint posterior mode of the fixed effects, every random effect and an ordinal
+    response's cut-points at known variances (flat priors on b and the cut-points): Gianola
+    and Foulley's threshold-model solutions, and their Gaussian counterpart of
+    :func:`~bayes_animal.estimation.sparse.solve_at`.
+
+    Newton's method on b and u (:meth:`~bayes_animal.linalg.laplace.LaplaceEquations.mode`)
+    for given cut-points; the cut-points maximise :math:`\varphi(\hat x(c), c)`. The errors
+    are those of the joint curvature: :math:`H^{-1}` widened by the cut-points' uncertainty,
+    :math:`\operatorname{cov}(x) = H^{-1} + J \operatorname{cov}(c) J^\top` with
+    :math:`J = \partial\hat x/\partial c` and :math:`\operatorname{cov}(c)` the inverse of
+    the profile's curvature (central differences).
+
+    Returns
+    -------
+    Solutions
+        As :func:`~bayes_animal.estimation.sparse.solve_at`'s, the cut-points listed with the
+        fixed effects (``cutpoint:<k>|<k+1>``).
+    """
+    from scipy import optimize
+
+    from ..linalg.laplace import LaplaceEquations
+    from ..tables import pandas as pd
+    from .sparse import Solutions
+
+    family = design.family
+    parameters = Parameters.from_spec(design.spec)
+    free = _free_names(parameters, family)
+    missing = [n for n in free if n not in variances]
+    if missing:
+        raise BayesAnimalError(
+            f"The variances must name every component the {family.label} family estimates "
+            f"({', '.join(free)}); missing: {missing}."
+        )
+    theta = _full_theta(parameters, family, free, np.array([float(variances[n]) for n in free]))
+    equations = LaplaceEquations(design, structures, parameters)
+    kc = 0 if equations.cutpoints is None else len(equations.cutpoints) - 1
+
+    def profile(cut: np.ndarray) -> float:
+        equations.cutpoints = np.concatenate([[0.0], cut])
+        return equations.mode(theta).value
+
+    cut_cov = np.zeros((0, 0))
+    jacobian = np.zeros((equations.size, 0))
+    if kc:
+        start = equations.cutpoints[1:].copy()
+        increments = np.log(np.diff(np.concatenate([[0.0], start])))
+        found = optimize.minimize(
+            lambda z: -profile(np.cumsum(np.exp(z))), increments, method="BFGS",
+            options={"gtol": 1e-10},
+        )  # fmt: skip
+        cut = np.cumsum(np.exp(found.x))
+        steps = 1e-4 * np.maximum(np.abs(cut), 1e-2)
+        cut_cov = _safe_inverse(-_central_hessian(profile, cut, steps))
+        columns = []
+        for k in range(kc):
+            moved = np.zeros(kc)
+            moved[k] = steps[k]
+            profile(cut + moved)
+            up = equations.mode(theta).x
+            profile(cut - moved)
+            down = equations.mode(theta).x
+            columns.append((up - down) / (2 * steps[k]))
+        jacobian = np.column_stack(columns)
+        profile(cut)
+    mode = equations.mode(theta)
+    p = design.n_fixed
+    unit = np.zeros((equations.size, p))
+    unit[np.arange(p), np.arange(p)] = 1.0
+    beta_cov = mode.factor.solve(unit)[:p] + jacobian[:p] @ cut_cov @ jacobian[:p].T
+    diagonal = mode.factor.selected_inverse().diagonal() + np.einsum(
+        "ij,jk,ik->i", jacobian, cut_cov, jacobian
+    )
+    names = list(design.fixed_names)
+    beta = mode.x[:p]
+    if kc:
+        names += [cutpoint_name(design.categories, k) for k in range(1, kc + 1)]
+        beta = np.concatenate([beta, equations.cutpoints[1:]])
+        widened = np.zeros((p + kc, p + kc))
+        widened[:p, :p] = beta_cov
+        widened[p:, p:] = cut_cov
+        widened[:p, p:] = jacobian[:p] @ cut_cov
+        widened[p:, :p] = widened[:p, p:].T
+        beta_cov = widened
+    predictions = {}
+    for effect in design.effects:
+        where = equations.effect_slice(effect.name)
+        structure = structures.get(effect.name, structures.get(effect.term))
+        predictions[effect.name] = prediction_table(
+            structure.ids if effect.genetic else effect.levels,
+            mode.x[where].copy(),
+            diagonal[where].copy(),
+            theta[parameters.index(effect.name)],
+            structure.diagonal() if effect.genetic else np.ones(effect.size),
+            effect.counts(),
+        ).frame()
+    beta_cov = 0.5 * (beta_cov + beta_cov.T)
+    return Solutions(
+        beta=pd.Series(beta, index=names, name="beta"),
+        beta_se=pd.Series(np.sqrt(np.diag(beta_cov)), index=names, name="se"),
+        beta_cov=pd.DataFrame(beta_cov, index=names, columns=names),
+        predictions=predictions,
+        variances=dict(zip(parameters.names, theta.tolist(), strict=True)),
+        loglik=float(equations.value_at(theta, mode)),
+    )
 
 
 def _central_gradient(function, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -170,17 +291,33 @@ def fit_laplace(
     sd0 = np.full(d, 0.5)
     if family.observation_effect:
         sd0[free.index("residual")] = 0.3
-    beta0 = _glm_start(design)
-    p = len(beta0)
-    evaluations = [0]
+    beta0 = _glm_start(design) if family.name != "ordinal" else _ordinal_start(design)
+    p = design.n_fixed
+    pb = 0 if integrate else p  # the fixed effects among the searched parameters (ml)
+    cut0 = equations.cutpoints
+    kc = 0 if cut0 is None else len(cut0) - 1  # free cut-points (the first is 0)
+    analytic = integrate and kc == 0
 
     def theta_of(sd: np.ndarray) -> np.ndarray:
         return _full_theta(parameters, family, free, np.asarray(sd) ** 2)
 
-    if integrate:
+    def cutpoints_of(increments: np.ndarray) -> np.ndarray:
+        return np.concatenate([[0.0], np.cumsum(np.exp(increments))])
+
+    def value_of(z: np.ndarray) -> float:
+        """The approximate log-likelihood at z = (SDs, [b], [log cut-point increments])."""
+        if kc:
+            equations.cutpoints = cutpoints_of(z[d + pb :])
+        try:
+            return equations.log_marginal(
+                theta_of(z[:d]), z[d : d + pb] if pb else None, expected=not integrate
+            )
+        except BayesAnimalError:
+            return -np.inf
+
+    if analytic:
 
         def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
-            evaluations[0] += 1
             theta = theta_of(z)
             try:
                 value, gradient, _ = equations.value_and_gradient(theta)
@@ -189,23 +326,20 @@ def fit_laplace(
             g = np.array([gradient[parameters.index(n)] for n in free])
             return -value, -2.0 * z * g
 
-        z0, bounds = sd0, [(BOUNDARY_SD, None)] * d
     else:
-
-        def value_of(z: np.ndarray) -> float:
-            evaluations[0] += 1
-            try:
-                return equations.log_marginal(theta_of(z[:d]), z[d:], expected=True)
-            except BayesAnimalError:
-                return -np.inf
 
         def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
             steps = 1e-5 * np.maximum(1.0, np.abs(z))
             steps[:d] = np.minimum(steps[:d], 0.5 * np.maximum(z[:d] - BOUNDARY_SD / 2, 1e-9))
             return -value_of(z), -_central_gradient(value_of, z, steps)
 
-        z0 = np.concatenate([sd0, beta0])
-        bounds = [(BOUNDARY_SD, None)] * d + [(None, None)] * p
+    parts = [sd0]
+    if pb:
+        parts.append(beta0)
+    if kc:
+        parts.append(np.log(np.maximum(np.diff(cut0), 1e-3)))
+    z0 = np.concatenate(parts)
+    bounds = [(BOUNDARY_SD, None)] * d + [(None, None)] * (pb + kc)
     found = optimize.minimize(
         objective,
         z0,
@@ -216,7 +350,8 @@ def fit_laplace(
     )
     z = np.array(found.x, dtype=float)
     boundary_free = [k for k in range(d) if z[k] <= BOUNDARY_SD * 1.0001]
-    # Newton steps on the parameters not at the boundary (variances on their own scale)
+    # Newton steps on the parameters not at the boundary, on their own scale: variances, b
+    # and the cut-points themselves
     names_interior = [k for k in range(len(z)) if k not in boundary_free]
 
     def _steps(v: np.ndarray, relative: float) -> np.ndarray:
@@ -228,17 +363,22 @@ def fit_laplace(
     def variable_vector(z: np.ndarray) -> np.ndarray:
         v = z.copy()
         v[:d] = z[:d] ** 2
+        if kc:
+            v[d + pb :] = cutpoints_of(z[d + pb :])[1:]
         return v
 
     def from_variables(v: np.ndarray) -> np.ndarray:
         z = v.copy()
         z[:d] = np.sqrt(np.maximum(v[:d], 0.0))
+        if kc:
+            z[d + pb :] = np.log(np.maximum(np.diff(np.concatenate([[0.0], v[d + pb :]])), 1e-300))
         return z
 
     def gradient_in_variables(v: np.ndarray) -> np.ndarray:
-        """∂ℓ/∂(θ_free, b) — analytic for reml, central differences for ml."""
+        """∂ℓ/∂(θ_free, [b], [cut-points]) — analytic where b and u are integrated and there
+        are no cut-points, central differences otherwise."""
         zz = from_variables(v)
-        if integrate:
+        if analytic:
             _, gradient, _ = equations.value_and_gradient(theta_of(zz[:d]))
             return np.array([gradient[parameters.index(n)] for n in free])
         return _central_gradient(value_in_variables, v, _steps(v, 1e-4))
@@ -255,7 +395,7 @@ def fit_laplace(
     for _ in range(20):
         newton += 1
         g = gradient_in_variables(v)
-        if integrate:
+        if analytic:
             hessian = _central_jacobian(gradient_in_variables, v, _steps(v, 1e-4))
         else:  # from values: differences of differenced values would amplify round-off
             hessian = _central_hessian(value_in_variables, v, _steps(v, 1e-3))
@@ -273,13 +413,16 @@ def fit_laplace(
             break  # not a maximum of the interior: keep the search's point
         trial = v.copy()
         trial[keep] += step
-        if np.any(trial[:d] <= 0):
+        if np.any(trial[:d] <= 0) or (kc and np.any(np.diff(trial[d + pb :]) <= 0)):
+            break
+        if kc and trial[d + pb] <= 0:
             break
         v = trial
         last_change = expected_gain
         if expected_gain < CONVERGENCE_TOLERANCE:
             converged = True
             break
+    value_of(from_variables(v))  # the cut-points of the estimate, set on the equations
     z = from_variables(v)
     theta = theta_of(z[:d])
     timings["iterate"] = time.perf_counter() - clock
@@ -291,7 +434,7 @@ def fit_laplace(
         beta = mode.x[:p]
         loglik = equations.value_at(theta, mode)
     else:
-        beta = v[d:]
+        beta = v[d : d + p]
         mode = equations.mode(theta, beta)
         loglik = equations.value_at(theta, equations.mode(theta, beta, expected=True))
     inverse_selected = mode.factor.selected_inverse() if pev else None
@@ -322,19 +465,33 @@ def fit_laplace(
         unit = np.zeros((equations.size, p))
         unit[np.arange(p), np.arange(p)] = 1.0
         beta_cov = mode.factor.solve(unit)[:p]
-        theta_cov_free = _safe_inverse(full_info[np.ix_(keep, keep)])
+        searched = keep + list(range(d, d + kc))
+        searched_cov = _safe_inverse(full_info[np.ix_(searched, searched)])
+        theta_cov_free = searched_cov[: len(keep), : len(keep)]
+        cut_cov = searched_cov[len(keep) :, len(keep) :]
         joint = None
     else:
-        interior = keep + list(range(d, d + p))
+        interior = keep + list(range(d, d + p + kc))
         joint_cov = _safe_inverse(full_info[np.ix_(interior, interior)])
-        joint = (interior, joint_cov)
+        joint = (interior, joint_cov[: len(keep) + p, : len(keep) + p])
         theta_cov_free = joint_cov[: len(keep), : len(keep)]
-        beta_cov = joint_cov[len(keep) :, len(keep) :]
+        beta_cov = joint_cov[len(keep) : len(keep) + p, len(keep) : len(keep) + p]
+        cut_cov = joint_cov[len(keep) + p :, len(keep) + p :]
         # the θ block of the information whose inverse is the θ block of the joint covariance
         information[np.ix_([at[k] for k in keep], [at[k] for k in keep])] = _safe_inverse(
             theta_cov_free
         )
     fixed = ("residual",) if family.residual_fixed is not None else ()
+    fixed_names = tuple(design.fixed_names)
+    beta = np.asarray(beta, dtype=float)
+    if kc:  # the estimated cut-points beside the fixed effects (the first, 0, is not one)
+        names = [cutpoint_name(design.categories, k) for k in range(1, kc + 1)]
+        fixed_names += tuple(names)
+        beta = np.concatenate([beta, equations.cutpoints[1:]])
+        widened = np.zeros((p + kc, p + kc))
+        widened[:p, :p] = beta_cov
+        widened[p:, p:] = cut_cov
+        beta_cov = widened
     result = assemble(
         parameters=parameters,
         theta=theta,
@@ -343,9 +500,9 @@ def fit_laplace(
         fixed=fixed,
         method=method,
         engine="laplace",
-        beta=np.asarray(beta, dtype=float),
+        beta=beta,
         beta_cov=0.5 * (beta_cov + beta_cov.T),
-        fixed_names=design.fixed_names,
+        fixed_names=fixed_names,
         predictions=predictions,
         loglik=float(loglik),
         convergence=Convergence(
@@ -366,7 +523,8 @@ def fit_laplace(
     )
     ratios = result.ratio_table
     rows = {name: row for name, row in ratios.rows()}
-    if "additive" in parameters.names:
+    if "additive" in parameters.names and family.name != "ordinal":
+        beta = beta[:p]
         value = observed_ratio(design, parameters, theta, beta)
         se = _observed_se(design, parameters, free, keep, theta, beta, theta_cov_free, joint, d)
         rows[OBSERVED_H2] = {"estimate": value, "se": se}
@@ -386,6 +544,12 @@ def fit_laplace(
         fixed_components=fixed,
         timings=timings,
     )
+
+
+def cutpoint_name(categories, k: int) -> str:
+    """The k-th cut-point (k ≥ 1), between the categories k and k + 1 (counted from 1):
+    ``cutpoint:2|3``."""
+    return f"cutpoint:{categories[k]}|{categories[k + 1]}"
 
 
 def _safe_inverse(matrix: np.ndarray) -> np.ndarray:

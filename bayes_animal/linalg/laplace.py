@@ -55,7 +55,7 @@ from scipy import sparse
 from ..errors import BayesAnimalError
 from .ldl import Factor, analyse
 
-__all__ = ["LaplaceEquations", "Mode"]
+__all__ = ["LaplaceEquations", "Mode", "initial_cutpoints"]
 
 #: Newton's method stops when the decrement :math:`g^\top H^{-1} g` is below this.
 DECREMENT_TOLERANCE = 1e-14
@@ -224,6 +224,10 @@ class LaplaceEquations:
         self.ordering = ordering
         self._analysis = None
         self._start: np.ndarray | None = None
+        #: an ordinal response's cut-points (the first 0), set by the caller; None otherwise
+        self.cutpoints: np.ndarray | None = (
+            initial_cutpoints(self.y) if self.family.name == "ordinal" else None
+        )
 
     # -- pieces -------------------------------------------------------------------------------
     @property
@@ -258,7 +262,7 @@ class LaplaceEquations:
         return self.W @ x + offset
 
     def _log_joint(self, theta, x, eta) -> float:
-        loglik = float(np.sum(self.family.log_density(self.y, self.trials, eta)))
+        loglik = float(np.sum(self.family.log_density(self.y, self.trials, eta, self.cutpoints)))
         return loglik - 0.5 * float(x @ self._precision(theta, x))
 
     def _factor(self, theta: np.ndarray, weights: np.ndarray) -> Factor:
@@ -305,7 +309,7 @@ class LaplaceEquations:
         iterations = 0
         for _ in range(MAX_NEWTON):
             iterations += 1
-            s, w, _ = self.family.derivatives(self.y, self.trials, eta)
+            s, w, _ = self.family.derivatives(self.y, self.trials, eta, self.cutpoints)
             gradient = self.Wt @ s - self._precision(theta, x)
             factor = self._factor(theta, w)
             step = factor.solve(gradient)
@@ -329,7 +333,9 @@ class LaplaceEquations:
                 "Newton steps: the variances may be extreme, or the records separated "
                 "(a group or fixed level with every record a success or every record a failure)."
             )
-        _, weights, _ = self.family.derivatives(self.y, self.trials, eta, expected=expected)
+        _, weights, _ = self.family.derivatives(
+            self.y, self.trials, eta, self.cutpoints, expected=expected
+        )
         if expected:
             factor = self._factor(theta, weights)
         self._start = x
@@ -367,7 +373,7 @@ class LaplaceEquations:
         theta = np.asarray(theta, dtype=float)
         mode = self.mode(theta)
         value = self.value_at(theta, mode)
-        _, _, dw = self.family.derivatives(self.y, self.trials, mode.eta)
+        _, _, dw = self.family.derivatives(self.y, self.trials, mode.eta, self.cutpoints)
         selected = mode.factor.selected_inverse().on_pattern()
         leverage = self._quadratic @ selected  # diag(W S W')
         gradient = np.zeros(len(self.names))
@@ -400,7 +406,9 @@ class LaplaceEquations:
         noise = np.asarray(noise, dtype=float).reshape(self.size, -1)
         x = mode.x[:, None] + mode.factor.draw(noise)
         eta = self.W @ x
-        loglik = self.family.log_density(self.y[:, None], self.trials[:, None], eta).sum(axis=0)
+        loglik = self.family.log_density(
+            self.y[:, None], self.trials[:, None], eta, self.cutpoints
+        ).sum(axis=0)
         quadratic = np.zeros(x.shape[1])
         for prior in self.priors:
             u = x[prior.where]
@@ -408,6 +416,18 @@ class LaplaceEquations:
         gaussian = 0.5 * np.einsum("ij,ij->j", noise, noise)
         log_weights = loglik - 0.5 * quadratic - mode.value + gaussian
         return x, log_weights
+
+
+def initial_cutpoints(codes: np.ndarray) -> np.ndarray:
+    """Cut-points from the categories' cumulative proportions, :math:`\\Phi^{-1}(P(Y \\le k))`,
+    shifted so that the first is 0 (an ordinal response coded 0 … K − 1)."""
+    from scipy import special
+
+    codes = np.asarray(codes, dtype=np.int64)
+    counts = np.bincount(codes, minlength=int(codes.max()) + 1)
+    cumulative = np.cumsum(counts)[:-1] / len(codes)
+    values = special.ndtri(np.clip(cumulative, 1e-6, 1 - 1e-6))
+    return values - values[0]
 
 
 def _record_pairs(W: sparse.csr_matrix):

@@ -9,6 +9,11 @@ effects are Gaussian; the family says how a record :math:`y_i` depends on :math:
   residual fixed at 1 (the threshold model);
 - ``binomial`` (``logit``): :math:`y\eta - n\log(1 + e^\eta)`, the latent residual fixed at
   :math:`\pi^2/3`;
+- ``ordinal`` (``probit``, the cumulative probit): a record is in category :math:`k` of
+  :math:`K` when its liability is between the cut-points :math:`c_{k-1}` and :math:`c_k`,
+  :math:`\log(\Phi(c_k - \eta) - \Phi(c_{k-1} - \eta))` with :math:`c_0 = -\infty`,
+  :math:`c_K = \infty` and :math:`c_1 = 0` (the intercept takes its place), the latent
+  residual fixed at 1;
 - ``poisson`` (``log``): :math:`y(\eta + e_i) - e^{\eta + e_i}`, the latent residual the
   variance :math:`\sigma_e^2` of the observation-level effect :math:`e_i`, estimated
   (``overdispersion``; 0 without it)
@@ -66,6 +71,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "gaussian": ("identity",),
     "binomial": ("probit", "logit"),
     "threshold": ("probit",),
+    "ordinal": ("probit",),
     "poisson": ("log",),
 }
 
@@ -108,6 +114,8 @@ class Family:
         Poisson without overdispersion 0); None where it is estimated."""
         if self.name == "binomial":
             return 1.0 if self.link == "probit" else math.pi**2 / 3.0
+        if self.name == "ordinal":
+            return 1.0
         if self.name == "poisson" and not self.overdispersion:
             return 0.0
         return None
@@ -163,6 +171,28 @@ class Family:
                         "(0 successes and 0 failures): they carry no information. Remove them."
                     )
             self._check_separation(y, trials, shown, name)
+        elif self.name == "ordinal":
+            bad = y != np.round(y)
+            if bad.any():
+                values = describe_items(np.unique(y[bad]))
+                raise DataError(
+                    f"The response {name!r} of an ordinal model must be integer category codes "
+                    f"(1, 2, 3 …); it is {values} in {ROWS} {describe_items(shown[bad])}."
+                )
+            codes = np.unique(y)
+            if len(codes) < 2:
+                raise DataError(
+                    f"Every record of {name!r} is in one category ({describe_items(codes)}): "
+                    "an ordinal model needs at least two."
+                )
+            empty = sorted(set(range(int(codes.min()), int(codes.max()) + 1)) - set(codes))
+            if empty:
+                raise DataError(
+                    f"The ordinal response {name!r} has no record in the categor(y/ies) "
+                    f"{describe_items(empty)} between {int(codes.min())} and "
+                    f"{int(codes.max())}: a cut-point beside an empty category is not "
+                    "identified. Merge it with a neighbour (recode the categories)."
+                )
         elif self.name == "poisson":
             bad = (y < 0) | (y != np.round(y))
             if bad.any():
@@ -188,10 +218,19 @@ class Family:
             )
 
     # -- log-likelihood and its derivatives in η ------------------------------------------
-    def log_density(self, y: np.ndarray, trials: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        """:math:`\\log p(y_i \\mid \\eta_i)` of every record (constants included)."""
+    def log_density(
+        self,
+        y: np.ndarray,
+        trials: np.ndarray,
+        eta: np.ndarray,
+        cutpoints: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:math:`\\log p(y_i \\mid \\eta_i)` of every record (constants included); an
+        ordinal response is its category's code 0 … K − 1, with the K − 1 ``cutpoints``."""
         from scipy import special
 
+        if self.name == "ordinal":
+            return _ordinal_terms(y, eta, cutpoints)[0]
         if self.name == "binomial":
             coefficient = (
                 special.gammaln(trials + 1.0)
@@ -208,12 +247,21 @@ class Family:
         raise ValueError("log_density is for the non-Gaussian families")
 
     def derivatives(
-        self, y: np.ndarray, trials: np.ndarray, eta: np.ndarray, *, expected: bool = False
+        self,
+        y: np.ndarray,
+        trials: np.ndarray,
+        eta: np.ndarray,
+        cutpoints: np.ndarray | None = None,
+        *,
+        expected: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(s, w, w')``: :math:`s = \\partial \\log p/\\partial \\eta`, the weight
         :math:`w = -\\partial^2 \\log p/\\partial\\eta^2` (``expected=True``: its expectation,
         Fisher's, as glmer's Laplace uses) and :math:`w' = \\partial w/\\partial\\eta` (of the
         observed weight)."""
+        if self.name == "ordinal":
+            _, g1, g2, g3 = _ordinal_terms(y, eta, cutpoints)
+            return g1, g1 * g1 - g2, 3.0 * g1 * g2 - 2.0 * g1**3 - g3
         if self.name == "binomial" and self.link == "probit":
             g1u, g2u, g3u = _log_ndtr_derivatives(eta)
             g1d, g2d, g3d = _log_ndtr_derivatives(-eta)
@@ -250,6 +298,42 @@ class Family:
         if self.link == "log":
             return np.exp(eta)
         return eta
+
+
+def _ordinal_terms(y: np.ndarray, eta: np.ndarray, cutpoints: np.ndarray | None):
+    r"""For the cumulative probit, :math:`\log P` of each record's category and the ratios
+    :math:`g_j = (\phi^{(j)}\text{-terms})/P` whose combinations are the derivatives in
+    :math:`\eta`: with :math:`a = c_{k-1} - \eta`, :math:`b = c_k - \eta`,
+    :math:`g_1 = (\phi(a) - \phi(b))/P = \partial\log P/\partial\eta`,
+    :math:`g_2 = (a\phi(a) - b\phi(b))/P`, :math:`g_3 = ((a^2-1)\phi(a) - (b^2-1)\phi(b))/P`,
+    so that :math:`\partial^2 \log P/\partial\eta^2 = g_2 - g_1^2` and
+    :math:`\partial^3 = g_3 - 3g_1g_2 + 2g_1^3`. ``P`` is taken from the tail it lies in (no
+    cancellation), the open ends contributing 0."""
+    from scipy import special
+
+    if cutpoints is None:
+        raise ValueError("the ordinal family needs its cut-points")
+    edges = np.concatenate([[-np.inf], np.asarray(cutpoints, dtype=float), [np.inf]])
+    codes = np.asarray(y, dtype=np.int64)
+    a = edges[codes] - eta
+    b = edges[codes + 1] - eta
+    upper = a > 0  # both ends above 0: P = Φ(−a) − Φ(−b), no cancellation
+    log_high = np.where(upper, special.log_ndtr(-a), special.log_ndtr(b))
+    log_low = np.where(upper, special.log_ndtr(-b), special.log_ndtr(a))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = log_high + np.log1p(-np.exp(log_low - log_high))
+
+    def term(t: np.ndarray, power: int) -> np.ndarray:
+        finite = np.isfinite(t)
+        safe = np.where(finite, t, 0.0)
+        density = np.exp(-0.5 * safe * safe - 0.5 * math.log(2.0 * math.pi) - log_p)
+        factor = 1.0 if power == 0 else safe if power == 1 else safe * safe - 1.0
+        return np.where(finite, factor * density, 0.0)
+
+    g1 = term(a, 0) - term(b, 0)
+    g2 = term(a, 1) - term(b, 1)
+    g3 = term(a, 2) - term(b, 2)
+    return log_p, g1, g2, g3
 
 
 def _log_ndtr_derivatives(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,6 +399,8 @@ def family_of(
         name = "binomial"
     if name == "poisson":
         return Family(name, chosen, True if overdispersion is None else bool(overdispersion))
+    if name == "ordinal":
+        return Family(name, chosen, False)
     return Family(name, chosen, False)
 
 

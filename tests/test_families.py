@@ -1,0 +1,204 @@
+"""Bayesian fits of non-Gaussian families: the Laplace marginal density, the exact non-centred
+joint, the chooser's check, the posterior's outputs, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bayes_animal import AnimalModel
+from bayes_animal.bayes.model import ModelError
+from bayes_animal.cli.main import main
+from bayes_animal.errors import BayesAnimalError
+from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def binary():
+    """A threshold trait on a small herd pedigree (one record per animal)."""
+    pedigree = simulate_herd_pedigree(n_animals=600, n_generations=3, n_herds=6, seed=2)
+    sim = simulate_records(
+        pedigree, variances={"additive": 0.6, "herd": 0.3}, groups={"herd": 6}, mean=-0.4,
+        seed=2, family="threshold",
+    )  # fmt: skip
+    return sim
+
+
+def _counts_frame(seed: int = 0) -> pd.DataFrame:
+    """Counts with large means in 30 groups of 20: a near-Gaussian conditional."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(30), 20)
+    effect = rng.normal(0.0, 0.4, 30)
+    x = rng.normal(size=len(group))
+    y = rng.poisson(np.exp(3.0 + 0.2 * x + effect[group]))
+    return pd.DataFrame({"g": [f"g{k}" for k in group], "x": x, "y": y})
+
+
+def test_laplace_density_holds_the_residual_and_is_the_approximation_plus_priors(binary):
+    """The density's free variables leave the probit's residual out; its value is the
+    Laplace approximation plus the priors (and the transforms' Jacobian), its gradient the
+    value's."""
+    model = AnimalModel(
+        "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
+    )
+    density = model.density("laplace")
+    assert density.value_names == ["sd_additive_log__", "sd_herd_log__"]
+    x = np.log([0.7, 0.5])
+    value, gradient = density(x, jacobian=False)
+    theta = density.theta(x)
+    assert theta[model.parameters.index("residual")] == 1.0
+    laplace = model.laplace.log_marginal(theta)
+    half_t = stats.t(df=3, scale=1.0 / np.sqrt(model.structures["additive"].diagonal().mean()))
+    prior = np.log(2 * half_t.pdf(0.7)) + np.log(2 * stats.t(df=3, scale=1.0).pdf(0.5))
+    assert value == pytest.approx(laplace + prior, rel=1e-10)
+    for k in range(2):
+        step = np.zeros(2)
+        step[k] = 1e-5
+        numeric = (density(x + step, jacobian=False)[0] - density(x - step, jacobian=False)[0]) / 2e-5
+        assert gradient[k] == pytest.approx(numeric, rel=1e-4, abs=1e-5)
+
+
+def test_exact_model_adds_the_family_likelihood(binary):
+    """The non-centred PyMC model's records term equals the family's log-density at η."""
+    model = AnimalModel(
+        "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
+    )
+    pymc_model = model.build("noncentred")
+    point = pymc_model.initial_point()
+    rng = np.random.default_rng(0)
+    for name in point:
+        point[name] = rng.normal(size=np.shape(point[name])) * 0.5
+    potential = pymc_model.compile_fn(
+        pymc_model["records_loglik"], inputs=pymc_model.value_vars, on_unused_input="ignore"
+    )(point)
+    values = pymc_model.compile_fn(
+        [pymc_model["u"], pymc_model["u_herd"], pymc_model["beta"]],
+        inputs=pymc_model.value_vars, on_unused_input="ignore",
+    )(point)  # fmt: skip
+    u, u_herd, beta = values
+    design = model.design
+    eta = design.X @ beta + u[design.effect("additive").index] + u_herd[design.effect("herd").index]
+    expected = stats.norm.logcdf(np.where(design.y == 1, eta, -eta)).sum()
+    assert float(potential) == pytest.approx(expected, rel=1e-10)
+    assert "var_residual" not in point and "sd_residual_log__" not in point
+
+
+def test_auto_chooses_the_laplace_model_only_where_its_check_passes(binary):
+    """Near-Gaussian counts (30 groups of 20 large counts) pass; one binary record per animal
+    does not, and the exact non-centred model is sampled."""
+    counts = AnimalModel("y ~ x + (1|g)", _counts_frame(), family="poisson", overdispersion="none")
+    assert counts.laplace_check() <= 0.7
+    assert counts._resolve("auto", "auto")[1] == "laplace"
+    animal = AnimalModel(
+        "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
+    )
+    assert animal.laplace_check() > 0.7
+    _, engine, fixed, notes = animal._resolve("auto", "auto")
+    assert engine == "noncentred" and fixed == "sample"
+    assert any("fails its check" in note for note in notes)
+    assert animal._resolve("marginal", "auto")[1] == "laplace"
+    with pytest.raises(ModelError, match="not 'partial'"):
+        animal._resolve("partial", "auto")
+
+
+def test_exact_fit_reports_both_scales_and_the_fixed_residual(binary, tmp_path):
+    model = AnimalModel(
+        "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
+    )
+    fit = model.fit(
+        parameterisation="noncentred", draws=150, tune=150, chains=2, random_seed=4,
+        progressbar=False, warn=False,
+    )  # fmt: skip
+    posterior = fit.idata.posterior
+    assert np.all(posterior["sigma2:residual"].values == 1.0)
+    h2 = posterior["h2"].values
+    observed = posterior["h2_observed"].values
+    assert np.all((observed > 0) & (observed < h2))  # binary: the observed scale is lower
+    summary = fit.summary()
+    assert "sigma2:residual" not in summary.index and "h2_observed" in summary.index
+    saved = fit.to_summary_dict()
+    assert saved["family"] == "binomial(probit)"
+    assert saved["components"]["residual"]["mean"] == 1.0
+    assert saved["components"]["residual"]["r_hat"] is None
+    assert "h2_observed" in saved["ratios"]
+    json.dumps(saved, allow_nan=False)
+    assert len(fit.ebv()) == len(model.structures["additive"].ids)
+    fit.save(tmp_path)
+
+
+def test_laplace_fit_draws_b_and_u_and_reports_its_check():
+    model = AnimalModel("y ~ x + (1|g)", _counts_frame(1), family="poisson", overdispersion="none")
+    fit = model.fit(
+        parameterisation="marginal", draws=150, tune=150, chains=2, random_seed=2,
+        progressbar=False, warn=False,
+    )  # fmt: skip
+    assert fit.idata.attrs["laplace_khat"] <= 0.7
+    assert any("Pareto k̂" in note for note in fit.notes)
+    beta = fit.idata.posterior["beta"].values
+    assert abs(beta[..., 0].mean() - 3.0) < 0.3
+    assert "prop:g" in fit.summary().index
+
+
+def test_beta_h2_prior_is_refused_for_a_family(binary):
+    with pytest.raises(ModelError, match="Gaussian traits"):
+        AnimalModel(
+            "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold",
+            priors="beta_h2",
+        )  # fmt: skip
+
+
+# -- the command line ----------------------------------------------------------------------
+def test_reml_command_fits_a_family(capsys):
+    code = main(
+        ["reml", "--data", str(DATA / "glmm_binary.csv"), "--formula", "y ~ x + (1|group)",
+         "--family", "binomial", "--link", "logit", "--method", "ml", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["family"] == "binomial(logit)" and payload["engine"] == "laplace"
+    assert payload["components"]["residual"]["variance"] == pytest.approx(np.pi**2 / 3)
+
+
+def test_reml_command_counts_without_overdispersion(capsys):
+    code = main(
+        ["reml", "--data", str(DATA / "glmm_counts.csv"), "--formula", "y ~ x + (1|group)",
+         "--family", "poisson", "--overdispersion", "none"]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "family poisson(log)" in out and "fixed by the family" in out
+
+
+def test_the_command_line_words_a_family_error(capsys):
+    code = main(
+        ["reml", "--data", str(DATA / "glmm_counts.csv"), "--formula", "y ~ x + (1|group)",
+         "--family", "binomial"]
+    )  # fmt: skip
+    assert code != 0
+    assert "must be 0 or 1" in capsys.readouterr().err
+
+
+def test_traits_batch_is_for_gaussian_traits(tmp_path, capsys):
+    code = main(
+        ["reml", "--data", str(DATA / "glmm_counts.csv"), "--formula", "~ x + (1|group)",
+         "--traits", "y", "--family", "poisson", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code != 0
+    assert "fits Gaussian traits" in capsys.readouterr().err
+
+
+def test_a_gaussian_only_option_with_a_family_is_an_error():
+    data = pd.read_csv(DATA / "glmm_binary.csv")
+    with pytest.raises(BayesAnimalError, match="maternal"):
+        AnimalModel(
+            "y ~ x", data.assign(animal=data.index.astype(str), dam="0"), family="binomial",
+            pedigree=pd.DataFrame({"id": data.index.astype(str), "sire": "0", "dam": "0"}),
+            maternal="dam",
+        )  # fmt: skip
