@@ -61,8 +61,25 @@ def test_laplace_density_holds_the_residual_and_is_the_approximation_plus_priors
     for k in range(2):
         step = np.zeros(2)
         step[k] = 1e-5
-        numeric = (density(x + step, jacobian=False)[0] - density(x - step, jacobian=False)[0]) / 2e-5
+        numeric = (
+            density(x + step, jacobian=False)[0] - density(x - step, jacobian=False)[0]
+        ) / 2e-5
         assert gradient[k] == pytest.approx(numeric, rel=1e-4, abs=1e-5)
+
+
+def _evaluate(pymc_model, outputs: list, point: dict):
+    """Values of model expressions at a point of the free variables' values."""
+    replaced = pymc_model.replace_rvs_by_values(outputs)
+    function = pymc_model.compile_fn(
+        replaced, inputs=pymc_model.value_vars, on_unused_input="ignore"
+    )
+    return function(point)
+
+
+def _random_point(pymc_model, rng, scale: float) -> dict[str, np.ndarray]:
+    """Normal values for every free variable of a PyMC model (its flat ones included)."""
+    shapes = pymc_model.eval_rv_shapes()
+    return {v.name: rng.normal(size=shapes[v.name]) * scale for v in pymc_model.value_vars}
 
 
 def test_exact_model_adds_the_family_likelihood(binary):
@@ -71,18 +88,10 @@ def test_exact_model_adds_the_family_likelihood(binary):
         "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
     )
     pymc_model = model.build("noncentred")
-    point = pymc_model.initial_point()
     rng = np.random.default_rng(0)
-    for name in point:
-        point[name] = rng.normal(size=np.shape(point[name])) * 0.5
-    potential = pymc_model.compile_fn(
-        pymc_model["records_loglik"], inputs=pymc_model.value_vars, on_unused_input="ignore"
-    )(point)
-    values = pymc_model.compile_fn(
-        [pymc_model["u"], pymc_model["u_herd"], pymc_model["beta"]],
-        inputs=pymc_model.value_vars, on_unused_input="ignore",
-    )(point)  # fmt: skip
-    u, u_herd, beta = values
+    point = _random_point(pymc_model, rng, 0.5)
+    names = ["records_loglik", "u", "u_herd", "beta"]
+    potential, u, u_herd, beta = _evaluate(pymc_model, [pymc_model[n] for n in names], point)
     design = model.design
     eta = design.X @ beta + u[design.effect("additive").index] + u_herd[design.effect("herd").index]
     expected = stats.norm.logcdf(np.where(design.y == 1, eta, -eta)).sum()
@@ -149,9 +158,8 @@ def test_laplace_fit_draws_b_and_u_and_reports_its_check():
 def test_beta_h2_prior_is_refused_for_a_family(binary):
     with pytest.raises(ModelError, match="Gaussian traits"):
         AnimalModel(
-            "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold",
-            priors="beta_h2",
-        )  # fmt: skip
+            "y ~ x", binary.data, pedigree=binary.pedigree, family="threshold", priors="beta_h2"
+        )
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -196,9 +204,34 @@ def test_traits_batch_is_for_gaussian_traits(tmp_path, capsys):
 
 def test_a_gaussian_only_option_with_a_family_is_an_error():
     data = pd.read_csv(DATA / "glmm_binary.csv")
+    ids = [f"a{k}" for k in data.index]
     with pytest.raises(BayesAnimalError, match="maternal"):
         AnimalModel(
-            "y ~ x", data.assign(animal=data.index.astype(str), dam="0"), family="binomial",
-            pedigree=pd.DataFrame({"id": data.index.astype(str), "sire": "0", "dam": "0"}),
-            maternal="dam",
+            "y ~ x", data.assign(animal=ids, dam="0"), family="binomial",
+            pedigree=pd.DataFrame({"id": ids, "sire": "0", "dam": "0"}), maternal="dam",
         )  # fmt: skip
+
+
+def test_exact_ordinal_model_adds_the_cumulative_probit():
+    """The ordinal model's records term equals the family's log-density at η and the
+    cut-points; the Laplace marginal model is refused for it."""
+    rng = np.random.default_rng(3)
+    group = np.repeat(np.arange(12), 10)
+    liability = rng.normal(0, 0.6, 12)[group] + rng.normal(size=len(group))
+    data = pd.DataFrame(
+        {"g": [f"g{k}" for k in group], "score": np.digitize(liability, [-0.3, 0.5, 1.2]) + 1}
+    )
+    model = AnimalModel("score ~ 1 + (1|g)", data, family="ordinal")
+    with pytest.raises(ModelError, match="sampled exactly"):
+        model._resolve("marginal", "auto")
+    assert model._resolve("auto", "auto")[1] == "noncentred"
+    pymc_model = model.build("noncentred")
+    point = _random_point(pymc_model, rng, 0.3)
+    names = ["records_loglik", "cutpoints", "u_g", "beta"]
+    loglik, cut, u, beta = _evaluate(pymc_model, [pymc_model[n] for n in names], point)
+    eta = model.design.X @ beta + u[model.design.effect("g").index]
+    expected = model.design.family.log_density(
+        model.design.y, np.ones(len(eta)), eta, np.asarray(cut)
+    ).sum()
+    assert float(loglik) == pytest.approx(expected, rel=1e-9)
+    assert cut[0] == 0.0 and np.all(np.diff(cut) > 0)

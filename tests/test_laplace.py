@@ -237,3 +237,91 @@ def test_a_gaussian_fit_says_its_family():
     fit = reml("x ~ 1 + (1|group)", data)
     assert fit.to_dict()["family"] == "gaussian(identity)"
     assert "h2_observed" not in fit.ratios.index
+
+
+# -- the ordinal family ----------------------------------------------------------------------
+def test_mrode_example_15_1_threshold_solutions():
+    """Mrode (4th ed.) Example 15.1: calving ease in three categories, a sire model with
+    σ²s = 1/19 on the liability scale. The book's thresholds 0.4378 and 1.0675 and its
+    solutions (herd 2 0.2774, female −0.3590, sires −0.0434, 0.0592, 0.0412, −0.0660; herd 1
+    and male 0) are ours under the first cut-point at 0 with an intercept and female as the
+    reference sex: intercept = −0.3590 − 0.4378, male = 0.3590, cut-point 2|3 = 1.0675 −
+    0.4378. The book's SEs: herd 0.49, sex 0.48, sires 0.22, 0.21, 0.22, 0.22."""
+    from bayes_animal import solve_mme
+
+    data = pd.read_csv(DATA / "mrode_15_1.csv")
+    sires = pd.read_csv(DATA / "mrode_15_1_sires.csv")
+    solved = solve_mme(
+        "calving ~ 1 + C(herd) + C(sex)", data, variances={"additive": 1 / 19}, pedigree=sires,
+        animal="sire", family="ordinal", warn=False,
+    )  # fmt: skip
+    beta = solved.beta
+    assert beta["Intercept"] == pytest.approx(-0.3590 - 0.4378, abs=2e-4)
+    assert beta["C(herd)[T.2]"] == pytest.approx(0.2774, abs=1e-4)
+    assert beta["C(sex)[T.M]"] == pytest.approx(0.3590, abs=1e-4)
+    assert beta["cutpoint:2|3"] == pytest.approx(1.0675 - 0.4378, abs=2e-4)
+    sires_blup = solved.predictions["additive"]
+    assert np.allclose(sires_blup["blup"], [-0.0434, 0.0592, 0.0412, -0.0660], atol=1e-4)
+    assert np.allclose(solved.beta_se[["C(herd)[T.2]", "C(sex)[T.M]"]], [0.49, 0.48], atol=0.01)
+    assert np.allclose(sires_blup["sep"], [0.22, 0.21, 0.22, 0.22], atol=0.006)
+
+
+def _ordinal_frame(seed: int = 1):
+    ped = simulate_herd_pedigree(n_animals=2000, n_generations=4, n_herds=10, seed=seed)
+    sim = simulate_records(
+        ped, variances={"additive": 0.5, "herd": 0.2, "residual": 1.0}, groups={"herd": 10},
+        mean=0.0, seed=seed,
+    )  # fmt: skip
+    data = sim.data.copy()
+    data["score"] = np.digitize(data["y"], [0.0, 0.8, 1.6]) + 1  # cut-points 0, 0.8, 1.6
+    return data, sim.pedigree
+
+
+def test_ordinal_reml_recovers_cutpoints_slope_and_variance():
+    """A liability cut at 0, 0.8 and 1.6 into four categories: the cut-points, the slope 0.5
+    and σ²A 0.5 are recovered within 3.5 SE."""
+    data, pedigree = _ordinal_frame()
+    fit = reml("score ~ x + (1|herd)", data, pedigree=pedigree, family="ordinal", warn=False)
+    assert fit.converged
+    estimate, se = fit.beta, fit.beta_se
+    for name, truth in [("cutpoint:2|3", 0.8), ("cutpoint:3|4", 1.6), ("x", 0.5)]:
+        assert abs(estimate[name] - truth) < 3.5 * se[name], name
+    row = fit.components.loc["additive"]
+    assert abs(row["variance"] - 0.5) < 3.5 * row["se"]
+    assert fit.components.loc["residual", "variance"] == 1.0
+    assert "h2_observed" not in fit.ratios.index
+
+
+def test_ordinal_derivatives_equal_differences():
+    """The cumulative probit's score, weight and the weight's slope in η."""
+    family = family_of("ordinal")
+    codes = np.array([0, 1, 2, 2, 0, 1])
+    eta = np.array([-0.3, 0.4, 1.9, -2.5, 3.0, 0.1])
+    cut = np.array([0.0, 0.9])
+    ones = np.ones(len(codes))
+    s, w, dw = family.derivatives(codes, ones, eta, cut)
+    h = 1e-6
+    up = family.log_density(codes, ones, eta + h, cut)
+    down = family.log_density(codes, ones, eta - h, cut)
+    centre = family.log_density(codes, ones, eta, cut)
+    assert np.allclose(s, (up - down) / (2 * h), rtol=1e-6, atol=1e-8)
+    s_up = family.derivatives(codes, ones, eta + h, cut)[0]
+    s_down = family.derivatives(codes, ones, eta - h, cut)[0]
+    assert np.allclose(w, -(s_up - s_down) / (2 * h), rtol=1e-5, atol=1e-7)
+    w_up = family.derivatives(codes, ones, eta + h, cut)[1]
+    w_down = family.derivatives(codes, ones, eta - h, cut)[1]
+    assert np.allclose(dw, (w_up - w_down) / (2 * h), rtol=1e-5, atol=1e-7)
+    assert np.allclose(
+        np.exp(centre[[0, 1]]), [stats.norm.cdf(0.3), stats.norm.cdf(0.5) - stats.norm.cdf(-0.4)]
+    )
+
+
+def test_an_ordinal_response_is_checked():
+    data, pedigree = _ordinal_frame()
+    gap = data.assign(score=data["score"].replace(2, 3))
+    with pytest.raises(DataError, match=r"no record in the categor.*2.*Merge"):
+        reml("score ~ x + (1|herd)", gap, pedigree=pedigree, family="ordinal", warn=False)
+    fractional = data.astype({"score": float})
+    fractional.loc[4, "score"] = 1.5
+    with pytest.raises(DataError, match=r"integer category codes.*data row\(s\) 5"):
+        reml("score ~ x + (1|herd)", fractional, pedigree=pedigree, family="ordinal", warn=False)

@@ -17,6 +17,11 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
     """``reml --traits`` / ``fit --traits``: one row per trait in OUT/traits.csv."""
     from ..many import fit_many, reml_many
 
+    if args.family != "gaussian":
+        raise BayesAnimalError(
+            f"--traits fits Gaussian traits (one batch of the spectral or sparse engine); fit "
+            f'a {args.family} trait on its own: --formula "trait ~ ..." --family {args.family}.'
+        )
     if not args.out:
         raise BayesAnimalError("--traits writes OUT/traits.csv: give --out DIR as well.")
     clock = time.perf_counter()
@@ -31,11 +36,6 @@ def _many_traits(args: argparse.Namespace, *, bayesian: bool) -> int:
         "scheduler": args.scheduler,
         "progress": args.progress,
     }
-    if args.family != "gaussian":
-        raise BayesAnimalError(
-            f"--traits fits Gaussian traits (one batch of the spectral or sparse engine); fit "
-            f'a {args.family} trait on its own: --formula "trait ~ ..." --family {args.family}.'
-        )
     if not bayesian and args.pairs:
         return _pairs(args, data, common, clock)
     if bayesian:

@@ -58,7 +58,7 @@ from .ldl import Factor, analyse
 __all__ = ["LaplaceEquations", "Mode", "initial_cutpoints"]
 
 #: Newton's method stops when the decrement :math:`g^\top H^{-1} g` is below this.
-DECREMENT_TOLERANCE = 1e-14
+DECREMENT_TOLERANCE = 1e-20
 MAX_NEWTON = 100
 
 
