@@ -16,6 +16,7 @@ structure). MCMCglmm: 53 000 iterations, burn-in 3 000, thin 50 (the issue's run
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import warnings
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 from bench_shapes import _r_available, _rscript
+
+from bayes_animal.simulate import simulate_records
 
 GRYPHON = Path(__file__).resolve().parents[2] / "shared" / "data" / "gryphon"
 
@@ -58,8 +61,6 @@ cat(sprintf('{"seconds": %.4f, "ess_h2": %.2f, "h2": %.5f, "h2_sd": %.5f, "va": 
 
 def _datasets(folder: Path) -> list[dict]:
     """The three data sets (CSV files in ``folder``) and their models."""
-    from bayes_animal.simulate import simulate_records
-
     pedigree = pd.read_csv(GRYPHON / "gryphonped.csv", dtype=str)
     pedigree.columns = ["id", "sire", "dam"]
     pedigree = pedigree.fillna("0")
@@ -149,4 +150,38 @@ def run(seeds=(1, 2)) -> pd.DataFrame:
                         })  # fmt: skip
                     else:
                         print(f"MCMCglmm failed: {mc}")
+    return pd.DataFrame(rows)
+
+
+def run_scale(sizes=(20_000,)) -> pd.DataFrame:
+    """A threshold trait with a group effect on a herd pedigree of ``sizes`` animals: REML
+    (Laplace) and the whole Bayesian fit at default settings (``auto``), in-process."""
+    from bayes_animal import AnimalModel, reml
+    from bayes_animal.simulate import simulate_herd_pedigree
+
+    rows = []
+    for n in sizes:
+        pedigree = simulate_herd_pedigree(n_animals=n, seed=5)
+        data = simulate_records(
+            pedigree, variances={"additive": 0.5, "group": 0.2}, groups={"group": 200},
+            mean=-0.8, seed=5, family="threshold",
+        ).data  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
+            fitted = reml("y ~ x + (1|group)", data, pedigree=pedigree, family="threshold")
+            reml_s = time.perf_counter() - start
+            start = time.perf_counter()
+            model = AnimalModel("y ~ x + (1|group)", data, pedigree=pedigree, family="threshold")
+            fit = model.fit(random_seed=1, progressbar=False)
+            whole = time.perf_counter() - start
+        summary = fit.summary()
+        rows.append({
+            "animals": n, "records": len(data), "cases": float(data["y"].mean()),
+            "reml_s": reml_s, "reml_h2": fitted.ratios.loc["h2", "estimate"],
+            "engine": json.loads(fit.idata.attrs["model_options"])["engine"],
+            "whole_fit_s": whole, "sampling_s": fit.timings["sampling"],
+            "h2_mean": summary.loc["h2", "mean"], "ess_h2": summary.loc["h2", "ess_bulk"],
+            "max_r_hat": fit.diagnostics.max_r_hat, "divergences": fit.diagnostics.divergences,
+        })  # fmt: skip
     return pd.DataFrame(rows)

@@ -738,6 +738,7 @@ class AnimalModel:
         diagnostics = diagnose(
             idata, summary, parameterisation=parameterisation, warn=warn,
             several_traits=self.design.multi_trait,
+            exact_family=not self.design.family.gaussian and engine == "noncentred",
         )  # fmt: skip
         if direct:
             joint = self._joint_mode_of_density(density)

@@ -230,9 +230,12 @@ def diagnose(
     parameterisation: str,
     warn: bool = True,
     several_traits: bool = False,
+    exact_family: bool = False,
 ) -> Diagnostics:
     """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails (with
-    several traits, whose one parameterisation is the marginal model, no other is advised)."""
+    several traits, whose one parameterisation is the marginal model, no other is advised;
+    for the exact model of a non-Gaussian family the other, the Laplace approximation, is
+    not advised as a fix either: more draws are)."""
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -242,7 +245,7 @@ def diagnose(
     hit = int(np.sum(reached)) if reached is not None else 0
     messages: list[str] = []
     other = "noncentred" if parameterisation == "marginal" else "marginal"
-    switch = "" if several_traits else f" or try parameterisation='{other}'"
+    switch = "" if several_traits or exact_family else f" or try parameterisation='{other}'"
     if (table["r_hat"] > RHAT_LIMIT).any():
         bad = table.index[table["r_hat"] > RHAT_LIMIT].tolist()
         messages.append(
