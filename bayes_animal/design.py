@@ -631,6 +631,8 @@ def build_design(
     _effect_notices(effects, spec, notices, warn, stacklevel=3)
     trials = None if trials_all is None else trials_all[keep]
     given.family.check_response(y_all[keep], trials, shown[keep], response)
+    if given.family.name == "binomial":
+        _check_separation(X, names, y_all[keep], trials, response)
     y, categories = y_all[keep], None
     if given.family.name == "ordinal":  # codes 0 … K − 1 (the check found no empty category)
         low = float(np.min(y))
@@ -649,6 +651,29 @@ def build_design(
         trials=trials,
         categories=categories,
     )
+
+
+def _check_separation(
+    X: np.ndarray, names: tuple[str, ...], y: np.ndarray, trials: np.ndarray | None, response
+) -> None:
+    """A fixed-effect indicator column (a factor's level) whose records are all failures or
+    all successes: its effect's estimate is infinite (complete separation)."""
+    n = np.ones_like(y) if trials is None else trials
+    for k, name in enumerate(names):
+        column = X[:, k]
+        if name == "Intercept" or not np.all((column == 0) | (column == 1)):
+            continue
+        chosen = column == 1
+        if not chosen.any() or chosen.all():
+            continue
+        if np.all(y[chosen] == 0) or np.all(y[chosen] == n[chosen]):
+            outcome = "a failure (0)" if np.all(y[chosen] == 0) else "a success"
+            raise DataError(
+                f"Every one of the {int(chosen.sum())} records of the fixed-effect column "
+                f"{name!r} is {outcome} for {response!r}: its effect would be infinite on the "
+                "liability scale (complete separation). Merge that level with another, drop "
+                "those records, or fit the factor as a random effect, (1 | factor)."
+            )
 
 
 def _failures(spec: ModelSpec, records: Records) -> np.ndarray:

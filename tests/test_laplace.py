@@ -325,3 +325,11 @@ def test_an_ordinal_response_is_checked():
     fractional.loc[4, "score"] = 1.5
     with pytest.raises(DataError, match=r"integer category codes.*data row\(s\) 5"):
         reml("score ~ x + (1|herd)", fractional, pedigree=pedigree, family="ordinal", warn=False)
+
+
+def test_a_level_whose_records_all_fail_is_complete_separation():
+    data = _binary_frame()
+    data["site"] = np.where(np.arange(len(data)) < 20, "a", "b")
+    data.loc[data["site"] == "a", "y"] = 0
+    with pytest.raises(DataError, match=r"20 records.*\[T\.a\].*failure.*complete separation"):
+        reml("y ~ x + C(site, Treatment('b')) + (1|group)", data, family="binomial")

@@ -33,13 +33,14 @@ def _cells_without_figures(notebook) -> list[int]:
     return missing
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [path.stem for path in NOTEBOOKS] == [
         "01_reference_simulation",
         "02_gryphon",
         "03_ranking",
         "04_random_effects",
         "05_several_traits",
+        "06_binary_and_count_traits",
     ]
 
 
