@@ -170,18 +170,12 @@ def solve_laplace(design, structures: Mapping[str, object], variances: Mapping[s
         widened[:p, p:] = jacobian[:p] @ cut_cov
         widened[p:, :p] = widened[:p, p:].T
         beta_cov = widened
-    predictions = {}
-    for effect in design.effects:
-        where = equations.effect_slice(effect.name)
-        structure = structures.get(effect.name, structures.get(effect.term))
-        predictions[effect.name] = prediction_table(
-            structure.ids if effect.genetic else effect.levels,
-            mode.x[where].copy(),
-            diagonal[where].copy(),
-            theta[parameters.index(effect.name)],
-            structure.diagonal() if effect.genetic else np.ones(effect.size),
-            effect.counts(),
-        ).frame()
+    predictions = {
+        name: table.frame()
+        for name, table in _predictions(
+            design, structures, equations, parameters, theta, mode.x, diagonal
+        ).items()
+    }
     beta_cov = 0.5 * (beta_cov + beta_cov.T)
     return Solutions(
         beta=pd.Series(beta, index=names, name="beta"),
@@ -439,18 +433,7 @@ def fit_laplace(
         loglik = equations.value_at(theta, equations.mode(theta, beta, expected=True))
     inverse_selected = mode.factor.selected_inverse() if pev else None
     diagonal = inverse_selected.diagonal() if pev else None
-    predictions: dict[str, Table] = {}
-    for effect in design.effects:
-        where = equations.effect_slice(effect.name)
-        structure = structures.get(effect.name, structures.get(effect.term))
-        predictions[effect.name] = prediction_table(
-            structure.ids if effect.genetic else effect.levels,
-            mode.x[where].copy(),
-            diagonal[where].copy() if pev else None,
-            theta[parameters.index(effect.name)],
-            structure.diagonal() if effect.genetic else np.ones(effect.size),
-            effect.counts(),
-        )
+    predictions = _predictions(design, structures, equations, parameters, theta, mode.x, diagonal)
     # information over all of θ (zeros for the fixed residual) and b's covariance
     size = len(parameters.names)
     information = np.zeros((size, size))
@@ -544,6 +527,24 @@ def fit_laplace(
         fixed_components=fixed,
         timings=timings,
     )
+
+
+def _predictions(design, structures, equations, parameters, theta, x, diagonal) -> dict[str, Table]:
+    """Per random effect, the conditional modes and (``diagonal`` of the inverse given)
+    their prediction error variances, as the prediction tables of a Gaussian fit."""
+    out: dict[str, Table] = {}
+    for effect in design.effects:
+        where = equations.effect_slice(effect.name)
+        structure = structures.get(effect.name, structures.get(effect.term))
+        out[effect.name] = prediction_table(
+            structure.ids if effect.genetic else effect.levels,
+            x[where].copy(),
+            None if diagonal is None else diagonal[where].copy(),
+            theta[parameters.index(effect.name)],
+            structure.diagonal() if effect.genetic else np.ones(effect.size),
+            effect.counts(),
+        )
+    return out
 
 
 def cutpoint_name(categories, k: int) -> str:

@@ -53,7 +53,7 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import BayesAnimalError
-from .ldl import Factor, analyse
+from .ldl import Factor, analyse, coordinate_pattern
 
 __all__ = ["LaplaceEquations", "Mode", "initial_cutpoints"]
 
@@ -184,13 +184,7 @@ class LaplaceEquations:
             prior_parts.append((name, structure, where, kinv, lower))
         rows = np.concatenate([obs_rows, *(lo.row + w.start for _, _, w, _, lo in prior_parts)])
         cols = np.concatenate([obs_cols, *(lo.col + w.start for _, _, w, _, lo in prior_parts)])
-        keys = cols.astype(np.int64) * self.size + rows
-        unique = np.unique(keys)
-        self.pattern = sparse.csc_matrix(
-            (np.zeros(len(unique)), (unique % self.size, unique // self.size)),
-            shape=(self.size, self.size),
-        )
-        self.pattern.sort_indices()
+        self.pattern, unique = coordinate_pattern(rows, cols, self.size)
         observation_positions = np.searchsorted(
             unique, obs_cols.astype(np.int64) * self.size + obs_rows
         )

@@ -512,6 +512,21 @@ class Analysis:
         )
 
 
+def coordinate_pattern(
+    rows: np.ndarray, cols: np.ndarray, size: int
+) -> tuple[sparse.csc_matrix, np.ndarray]:
+    """The sparsity pattern (lower triangle, sorted CSC, zero values) of the entries
+    ``(rows[k], cols[k])`` with ``rows ≥ cols``, repeats merged; and its entries' keys
+    ``col · size + row`` in the pattern's data order, for ``np.searchsorted`` to place the
+    pieces of a matrix assembled on it."""
+    keys = np.unique(np.asarray(cols, dtype=np.int64) * size + np.asarray(rows, dtype=np.int64))
+    pattern = sparse.csc_matrix(
+        (np.zeros(len(keys)), (keys % size, keys // size)), shape=(size, size)
+    )
+    pattern.sort_indices()
+    return pattern, keys
+
+
 def analyse(
     pattern: sparse.spmatrix,
     *,

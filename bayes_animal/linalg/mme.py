@@ -61,7 +61,15 @@ from ..design import Design
 from ..errors import SingularEquationsError
 from ..spec.parameters import Block, Parameters
 from ..structures.covariance import IdentityStructure, Structure
-from .ldl import PIVOT_TOLERANCE, Analysis, Factor, NotPositiveDefinite, SelectedInverse, analyse
+from .ldl import (
+    PIVOT_TOLERANCE,
+    Analysis,
+    Factor,
+    NotPositiveDefinite,
+    SelectedInverse,
+    analyse,
+    coordinate_pattern,
+)
 from .threads import blas_threads
 
 __all__ = ["Evaluation", "MixedModelEquations"]
@@ -189,13 +197,7 @@ class MixedModelEquations:
         cols = np.concatenate(
             [*(c for _, c, _, _ in residual_pieces), *(c for _, c, _, _ in pieces)]
         )
-        keys = cols.astype(np.int64) * self.size + rows
-        unique = np.unique(keys)
-        self.pattern = sparse.csc_matrix(
-            (np.zeros(len(unique)), (unique % self.size, unique // self.size)),
-            shape=(self.size, self.size),
-        )
-        self.pattern.sort_indices()
+        self.pattern, unique = coordinate_pattern(rows, cols, self.size)
         order = self.pattern.tocoo()
         pattern_keys = order.col.astype(np.int64) * self.size + order.row
         # csc data order is by column then row: the same order as the sorted keys
