@@ -29,8 +29,11 @@ def model():
 
 
 def test_every_engine_says_what_it_is(model):
-    assert set(ENGINE_CLASSES) == {"spectral", "sparse", "noncentred", "partial"}
+    assert set(ENGINE_CLASSES) == {"spectral", "sparse", "noncentred", "partial", "laplace"}
+    assert not ENGINE_CLASSES["laplace"].gaussian  # tested on its families (test_families.py)
     for name, cls in ENGINE_CLASSES.items():
+        if not cls.gaussian:
+            continue
         engine = engine_for(model, name)
         assert engine.name == name and cls.default_sampler in ("pymc", "nutpie")
         assert engine.parameterisation in ("marginal", "noncentred", "partial")

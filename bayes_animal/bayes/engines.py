@@ -68,6 +68,9 @@ class Engine:
     #: The REML engine that shares this engine's numerics ("spectral": its eigendecomposition),
     #: or None to leave REML to :func:`bayes_animal.choice.choose_reml`.
     reml_engine: ClassVar[str | None] = None
+    #: Whether it serves Gaussian traits (the Laplace engine is for the other families only;
+    #: the non-centred one serves both).
+    gaussian: ClassVar[bool] = True
 
     def __init__(self, model: AnimalModel) -> None:
         self.model = model
@@ -243,6 +246,7 @@ class LaplaceEngine(Engine):
     parameterisation = "marginal"
     default_sampler = "nutpie"
     fixed_options = ("integrate",)
+    gaussian = False
 
     def __init__(self, model: AnimalModel) -> None:
         super().__init__(model)
