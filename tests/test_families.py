@@ -122,9 +122,11 @@ def test_exact_fit_reports_both_scales_and_the_fixed_residual(binary, tmp_path):
         "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
     )
     fit = model.fit(
-        parameterisation="noncentred", draws=150, tune=150, chains=2, random_seed=4,
-        progressbar=False, warn=False,
+        parameterisation="noncentred", draws=150, chains=2, random_seed=4, progressbar=False,
+        warn=False,
     )  # fmt: skip
+    options = json.loads(fit.idata.attrs["model_options"])
+    assert options["tune"] == 500 and options["target_accept"] == 0.8  # the measured defaults
     posterior = fit.idata.posterior
     assert np.all(posterior["sigma2:residual"].values == 1.0)
     h2 = posterior["h2"].values
