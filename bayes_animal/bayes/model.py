@@ -281,8 +281,7 @@ class AnimalModel:
     def fixed_parameters(self) -> dict[str, float]:
         """Parameters held at a value by the family (a probit's or logit's latent residual,
         a Poisson model's without overdispersion): no prior, no free variable."""
-        value = self.design.family.residual_fixed
-        return {} if value is None else {"residual": value}
+        return self.design.family.held
 
     def laplace_check(self, draws: int = 1000, seed: int = 0) -> float:
         """The Pareto k̂ of the Laplace approximation's importance weights at the REML
@@ -882,9 +881,7 @@ class AnimalModel:
             beta = posterior["beta"].values.reshape(chains * draws, -1)
             family = self.design.family
             random = [
-                self.parameters.index(n)
-                for n in self.parameters.variances
-                if n != "residual" or family.observation_effect
+                self.parameters.index(n) for n in family.latent_terms(self.parameters.variances)
             ]
             values = observed_heritability_draws(
                 family,

@@ -41,16 +41,13 @@ BOUNDARY_SD = 1e-4
 
 
 def _free_names(parameters: Parameters, family) -> list[str]:
-    fixed = family.residual_fixed
-    return [n for n in parameters.names if not (n == "residual" and fixed is not None)]
+    return [n for n in parameters.names if n not in family.held]
 
 
 def _full_theta(parameters: Parameters, family, free: list[str], values: np.ndarray) -> np.ndarray:
     theta = np.zeros(len(parameters.names))
-    for name, value in zip(free, values, strict=True):
+    for name, value in [*zip(free, values, strict=True), *family.held.items()]:
         theta[parameters.index(name)] = value
-    if family.residual_fixed is not None:
-        theta[parameters.index("residual")] = family.residual_fixed
     return theta
 
 
@@ -232,9 +229,7 @@ def _central_jacobian(function, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
 def observed_ratio(design, parameters: Parameters, theta: np.ndarray, beta: np.ndarray) -> float:
     """:math:`h^2` on the observed data scale at θ and b (:func:`observed_heritability`)."""
     family = design.family
-    v_eta = sum(theta[parameters.index(n)] for n in parameters.variances if n != "residual") + (
-        theta[parameters.index("residual")] if family.observation_effect else 0.0
-    )
+    v_eta = sum(theta[parameters.index(n)] for n in family.latent_terms(parameters.variances))
     v_a = theta[parameters.index("additive")]
     return float(observed_heritability(family, design.X @ beta, v_eta, v_a))
 
@@ -464,7 +459,7 @@ def fit_laplace(
         information[np.ix_([at[k] for k in keep], [at[k] for k in keep])] = _safe_inverse(
             theta_cov_free
         )
-    fixed = ("residual",) if family.residual_fixed is not None else ()
+    fixed = tuple(family.held)
     fixed_names = tuple(design.fixed_names)
     beta = np.asarray(beta, dtype=float)
     if kc:  # the estimated cut-points beside the fixed effects (the first, 0, is not one)
@@ -508,8 +503,9 @@ def fit_laplace(
     rows = {name: row for name, row in ratios.rows()}
     if "additive" in parameters.names and family.name != "ordinal":
         beta = beta[:p]
-        value = observed_ratio(design, parameters, theta, beta)
-        se = _observed_se(design, parameters, free, keep, theta, beta, theta_cov_free, joint, d)
+        value, se = _observed_with_se(
+            design, parameters, free, keep, theta, beta, theta_cov_free, joint
+        )
         rows[OBSERVED_H2] = {"estimate": value, "se": se}
     ratio_table = Table(
         "ratio",
@@ -562,8 +558,10 @@ def _safe_inverse(matrix: np.ndarray) -> np.ndarray:
         return np.full_like(matrix, np.nan)
 
 
-def _observed_se(design, parameters, free, keep, theta, beta, theta_cov, joint, d) -> float:
-    """The delta method's SE of the observed-scale h² (over θ, and b for ML)."""
+def _observed_with_se(
+    design, parameters, free, keep, theta, beta, theta_cov, joint
+) -> tuple[float, float]:
+    """The observed-scale h² and its delta-method SE (over θ, and b for ML)."""
 
     def at(values_theta: np.ndarray, values_beta: np.ndarray) -> float:
         return observed_ratio(design, parameters, values_theta, values_beta)
@@ -577,11 +575,11 @@ def _observed_se(design, parameters, free, keep, theta, beta, theta_cov, joint, 
         grad_theta.append((at(moved, beta) - base) / step)
     grad_theta = np.array(grad_theta)
     if joint is None:
-        return float(np.sqrt(max(grad_theta @ theta_cov @ grad_theta, 0.0)))
+        return base, float(np.sqrt(max(grad_theta @ theta_cov @ grad_theta, 0.0)))
     grad_beta = []
     for j in range(len(beta)):
         moved = beta.copy()
         moved[j] += 1e-6
         grad_beta.append((at(theta, moved) - base) / 1e-6)
     gradient = np.concatenate([grad_theta, grad_beta])
-    return float(np.sqrt(max(gradient @ joint[1] @ gradient, 0.0)))
+    return base, float(np.sqrt(max(gradient @ joint[1] @ gradient, 0.0)))

@@ -279,10 +279,10 @@ class LaplaceEquations:
         theta: np.ndarray,
         beta: np.ndarray | None = None,
         *,
-        start: np.ndarray | None = None,
         expected: bool = False,
     ) -> Mode:
-        """Newton's method (halving a step that lowers φ) from ``start`` (else the last mode).
+        """Newton's method (halving a step that lowers φ) from the last mode found (zeros at
+        first, or where the last mode is outside the density's support at this θ).
 
         Raises
         ------
@@ -291,9 +291,7 @@ class LaplaceEquations:
         """
         theta = np.asarray(theta, dtype=float)
         offset = self.offset(beta)
-        x = np.zeros(self.size) if start is None else np.array(start, dtype=float)
-        if start is None and self._start is not None:
-            x = self._start.copy()
+        x = np.zeros(self.size) if self._start is None else self._start.copy()
         eta = self._eta(x, offset)
         value = self._log_joint(theta, x, eta)
         if not np.isfinite(value):

@@ -121,6 +121,19 @@ class Family:
         return None
 
     @property
+    def held(self) -> dict[str, float]:
+        """The variance parameters the family holds at a value (``{"residual": …}`` where it
+        fixes the latent residual, else empty): no prior, no free variable, no SE."""
+        value = self.residual_fixed
+        return {} if value is None else {"residual": value}
+
+    def latent_terms(self, variances) -> list[str]:
+        """The variances whose sum is :math:`V_\\eta`, the latent variance of the observed
+        scale: every random term's, and the residual's where it is the observation-level
+        effect (not a probit's or logit's fixed residual, which is in the link)."""
+        return [n for n in variances if n != "residual" or self.observation_effect]
+
+    @property
     def observation_effect(self) -> bool:
         """The latent residual is an effect of each record integrated out with the others
         (the Poisson family's overdispersion)."""
