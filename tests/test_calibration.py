@@ -54,11 +54,16 @@ def test_simulation_based_calibration_of_the_marginal_model():
             "sigma2:residual": sigma_e**2,
             "h2": sigma_u**2 / (sigma_u**2 + sigma_e**2),
         }
-        for name, value in truth.items():
-            draws = np.asarray(fit.idata.posterior[name].values).ravel()
-            thinned = draws[:: max(len(draws) // thin_to, 1)][:thin_to]
-            ranks[name].append(int(np.sum(thinned < value)))
+        _add_ranks(ranks, fit, truth, thin_to)
     _assert_uniform(ranks, thin_to)
+
+
+def _add_ranks(ranks: dict[str, list[int]], fit, truth: dict[str, float], thin_to: int) -> None:
+    """Each true value's rank among ``thin_to`` evenly thinned posterior draws."""
+    for name, value in truth.items():
+        draws = np.asarray(fit.idata.posterior[name].values).ravel()
+        thinned = draws[:: max(len(draws) // thin_to, 1)][:thin_to]
+        ranks[name].append(int(np.sum(thinned < value)))
 
 
 def _assert_uniform(ranks: dict[str, list[int]], thin_to: int) -> None:
@@ -109,10 +114,7 @@ def test_simulation_based_calibration_of_the_sparse_marginal_model_with_several_
         variances = {name: value**2 for name, value in sd.items()}
         truth = {f"sigma2:{name}": value for name, value in variances.items()}
         truth["h2"] = variances["additive"] / sum(variances.values())
-        for name, value in truth.items():
-            draws = np.asarray(fit.idata.posterior[name].values).ravel()
-            thinned = draws[:: max(len(draws) // thin_to, 1)][:thin_to]
-            ranks[name].append(int(np.sum(thinned < value)))
+        _add_ranks(ranks, fit, truth, thin_to)
     _assert_uniform(ranks, thin_to)
 
 
@@ -213,10 +215,7 @@ def test_simulation_based_calibration_of_two_traits():
             "h2:y2": matrices["additive"][1, 1]
             / (matrices["additive"][1, 1] + matrices["residual"][1, 1]),
         }
-        for name, value in truth.items():
-            draws = np.asarray(fit.idata.posterior[name].values).ravel()
-            thinned = draws[:: max(len(draws) // thin_to, 1)][:thin_to]
-            ranks[name].append(int(np.sum(thinned < value)))
+        _add_ranks(ranks, fit, truth, thin_to)
     _assert_uniform(ranks, thin_to)
 
 
@@ -251,9 +250,6 @@ def test_simulation_based_calibration_of_the_exact_threshold_model():
                 random_seed=replicate, progressbar=False, warn=False,
             )  # fmt: skip
         truth = {"sigma2:additive": sigma_a**2, "h2": sigma_a**2 / (sigma_a**2 + 1.0)}
-        for name, value in truth.items():
-            draws = np.asarray(fit.idata.posterior[name].values).ravel()
-            thinned = draws[:: max(len(draws) // thin_to, 1)][:thin_to]
-            ranks[name].append(int(np.sum(thinned < value)))
+        _add_ranks(ranks, fit, truth, thin_to)
     assert len(ranks["h2"]) >= replicates - 5
     _assert_uniform(ranks, thin_to)
