@@ -189,7 +189,14 @@ def run_scale(sizes=(20_000, 100_000), *, reml_up_to: int = 20_000, bayes_up_to:
             model = AnimalModel(formula, sim.data, pedigree=pedigree)
             posterior = model.fit(random_seed=1, progressbar=False, warn=False)
             row["Bayesian whole fit s"] = time.perf_counter() - start
+            row["sampler"] = posterior.sampler
+            row["acceptance"] = posterior.idata.attrs.get("acceptance_rate", float("nan"))
+            row["proposal k̂"] = posterior.idata.attrs.get("proposal_khat", float("nan"))
             row["min ESS bulk"] = posterior.diagnostics.min_ess_bulk
+            row["max R-hat"] = posterior.diagnostics.max_r_hat
             row["divergences"] = posterior.diagnostics.divergences
+            row["REML in every HDI"] = bool(posterior.reml_check["reml_in_hdi"].all())
+            key = "corr:additive:t1:t2"
+            row["posterior r_G t1 t2"] = posterior.summary().loc[key, "mean"]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -617,6 +617,33 @@ class MarginalDensity:
             gradient += d_log_jacobian
         return float(value), gradient
 
+    def value_and_draw(
+        self, x: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[float, np.ndarray | None]:
+        r""":math:`\log p(x \mid y)` without its gradient (one factorisation, no selected
+        inverse) and, given ``rng`` and a likelihood that can (the sparse equations'), a draw
+        of every unknown :math:`(b, u) \mid \theta(x), y` from the same factorisation
+        (None otherwise); −∞ and None outside the parameter space."""
+        value, values = 0.0, []
+        try:
+            for variable, xj in zip(self.variables, x, strict=True):
+                v, _, log_jacobian, _ = variable.forward(float(xj))
+                value += variable.log_density(v)[0] + log_jacobian
+                values.append(v)
+            theta = np.array(self._theta_values(values))
+        except (ValueError, OverflowError, ZeroDivisionError):
+            return -np.inf, None
+        with_draw = getattr(self.likelihood, "value_and_draw", None)
+        if with_draw is None:
+            loglik, unknowns = self.likelihood(theta)[0], None
+        else:
+            loglik, unknowns = with_draw(theta, rng)
+        if not np.isfinite(loglik):
+            return -np.inf, None
+        if self._wishart:
+            loglik += self._wishart_potential(theta)[0]
+        return float(value + loglik), unknowns
+
     def theta_jacobian(self, x: np.ndarray) -> np.ndarray:
         """∂θ/∂x at x (rows: ``parameters.names``)."""
         forwards = [v.forward(float(xi)) for v, xi in zip(self.variables, x, strict=True)]
@@ -653,6 +680,26 @@ class _SparseThetaLikelihood:
         except (NotPositiveDefinite, np.linalg.LinAlgError):  # G₀ singular in floating point
             return -np.inf, np.zeros_like(theta)
         return evaluation.loglik, evaluation.score
+
+    def value_and_draw(
+        self, theta: np.ndarray, rng: np.random.Generator | None
+    ) -> tuple[float, np.ndarray | None]:
+        r"""ℓ_R(θ) from one factorisation (no selected inverse) and, given ``rng``, a draw of
+        every unknown from :math:`N(\hat w, C(\theta)^{-1})` by the same factor (perturb
+        and solve, as :func:`~bayes_animal.bayes.conditional.draw_from_mixed_model`)."""
+        from ..linalg.ldl import NotPositiveDefinite
+
+        theta = np.asarray(theta, dtype=float)
+        if not self.mme.parameters.valid(theta):
+            return -np.inf, None
+        try:
+            evaluation = self.mme.evaluate(theta, score=False)
+        except (NotPositiveDefinite, np.linalg.LinAlgError):
+            return -np.inf, None
+        if rng is None:
+            return evaluation.loglik, None
+        noise = rng.standard_normal(self.mme.size)
+        return evaluation.loglik, evaluation.solutions + evaluation.factor.draw(noise)
 
 
 def spectral_likelihood(problem) -> Likelihood:

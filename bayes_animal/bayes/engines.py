@@ -179,11 +179,16 @@ class SparseEngine(Engine):
 
     def draws(self, posterior, fixed, rng):
         from .conditional import draw_from_mixed_model, posterior_thetas
+
+        thetas = posterior_thetas(self.model.parameters, posterior)
+        return self.split_unknowns(draw_from_mixed_model(self.model.mme, thetas, rng=rng))
+
+    def split_unknowns(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Draws of the equations' unknowns (draws × unknowns) as ``beta`` and each effect's
+        variable."""
         from .likelihoods import effect_variable
 
         m = self.model
-        thetas = posterior_thetas(m.parameters, posterior)
-        w = draw_from_mixed_model(m.mme, thetas, rng=rng)
         out = {"beta": w[:, : m.mme.p]}
         for effect in m.design.effects:
             out[effect_variable(effect.name)] = w[:, m.mme.effect_slice(effect.name)]

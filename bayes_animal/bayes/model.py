@@ -42,7 +42,15 @@ import pandas as pd
 
 from .._version import __version__
 from ..api import fit_inputs, model_inputs
-from ..choice import Choice, choose_bayes, choose_family_engine, facts, gradients_of_a_fit
+from ..choice import (
+    Choice,
+    LaplaceCheck,
+    choose_bayes,
+    choose_family_engine,
+    choose_sampler,
+    facts,
+    gradients_of_a_fit,
+)
 from ..design import Design
 from ..errors import BayesAnimalError
 from ..estimation.result import RemlResult
@@ -53,6 +61,7 @@ from ..results.posterior import (
     component_summary,
     diagnose,
     import_summary_libraries,
+    pareto_khat,
     reml_check,
 )
 from ..spec.parameters import OBSERVED_H2, Parameters
@@ -69,7 +78,7 @@ __all__ = [
 ]
 
 PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
-SAMPLERS = ("pymc", "nutpie", "numpyro")
+SAMPLERS = ("pymc", "nutpie", "numpyro", "independence")
 #: The default sampler of each engine (each engine's ``default_sampler``,
 #: :mod:`bayes_animal.bayes.engines`; ``python benchmarks/run.py samplers``).
 DEFAULT_SAMPLERS = {name: cls.default_sampler for name, cls in ENGINE_CLASSES.items()}
@@ -283,23 +292,30 @@ class AnimalModel:
         a Poisson model's without overdispersion): no prior, no free variable."""
         return self.design.family.held
 
-    def laplace_check(self, draws: int = 1000, seed: int = 0) -> float:
-        """The Pareto k̂ of the Laplace approximation's importance weights at the REML
-        estimate: ``draws`` draws of b and u from its Gaussian, weighted against their exact
-        conditional (the check ``parameterisation="auto"`` chooses by)."""
-        from arviz_stats.base.array import array_stats
+    def laplace_check(self, draws: int = 1000, seed: int = 0) -> LaplaceCheck:
+        """The Laplace approximation's check (the one ``parameterisation="auto"`` chooses by,
+        :class:`~bayes_animal.choice.LaplaceCheck`): at half, once and twice the REML
+        variances, ``draws`` draws of b and u from its Gaussian weighted against their exact
+        conditional — the Pareto k̂ of the weights, and their mean, which estimates the
+        approximation's error in log p(y | θ)."""
+        from scipy.special import logsumexp
 
-        rng = np.random.default_rng(seed)
         theta = self.reml_theta()
         floor = 1e-3 * max(self.parameters.phenotypic(theta), 1e-12)
-        free = [
-            n in self.parameters.variances and n not in self.fixed_parameters
-            for n in self.parameters.names
-        ]
+        free = np.array(
+            [
+                n in self.parameters.variances and n not in self.fixed_parameters
+                for n in self.parameters.names
+            ]
+        )
         theta = np.where(free, np.maximum(theta, floor), theta)
-        noise = rng.standard_normal((self.laplace.size, draws))
-        _, log_weights = self.laplace.draws(theta, noise)
-        return float(array_stats.psislw(log_weights)[1])
+        khats, errors = [], []
+        for scale in (0.5, 1.0, 2.0):  # the same draws of the noise at each point
+            noise = np.random.default_rng(seed).standard_normal((self.laplace.size, draws))
+            _, log_weights = self.laplace.draws(np.where(free, scale * theta, theta), noise)
+            khats.append(pareto_khat(log_weights))
+            errors.append(float(logsumexp(log_weights) - np.log(draws)))
+        return LaplaceCheck(max(khats), tuple(errors))
 
     @property
     def reml(self) -> RemlResult:
@@ -369,8 +385,7 @@ class AnimalModel:
                     "the cut-points, b and every u, non-centred)."
                 )
             if parameterisation == "auto":
-                khat = self.laplace_check()
-                choice = choose_family_engine(family.label, khat)
+                choice = choose_family_engine(family.label, self.laplace_check())
                 engine = choice.engine
                 chosen = "marginal" if engine == "laplace" else "noncentred"
                 notes.append(
@@ -654,22 +669,37 @@ class AnimalModel:
         engine_object = engine_for(self, engine)
         if self._reml is None:
             self._fit_engine = engine
+        marginal = engine_object.marginal
+        if sampler is None and engine == "sparse" and fixed == "integrate":
+            tuned = 500 if tune is None else tune
+            choice = choose_sampler(self.mme.analysis.flops, self.mme.size, chains, draws, tuned)
+            if choice is not None:
+                sampler = choice.engine
+                notes = [*notes, f"sampler: {choice.reason}"]
         default = "nutpie" if self.design.multi_trait else engine_object.default_sampler
         sampler = _choice(sampler or default, SAMPLERS, "sampler")
-        if self.design.multi_trait and sampler != "nutpie":
+        if self.design.multi_trait and sampler not in ("nutpie", "independence"):
             raise ModelError(
                 f"Several traits are sampled by nutpie on the hand-derived density (LKJ or "
                 f"inverse-Wishart priors on every G0 and R0); sampler={sampler!r} is for one "
-                "trait. Use sampler='nutpie' (the default)."
+                "trait. Use sampler='nutpie' (the default) or 'independence'."
             )
-        marginal = engine_object.marginal
-        direct = sampler == "nutpie" and marginal and fixed == "integrate"
+        independence = sampler == "independence"
+        if independence and not (marginal and fixed == "integrate"):
+            raise ModelError(
+                "sampler='independence' samples a marginal model's variance parameters (b and "
+                f"every u integrated out); engine {engine!r} with fixed={fixed!r} is not one. "
+                "Use parameterisation='marginal' with the fixed effects integrated, or another "
+                "sampler."
+            )
+        direct = sampler in ("nutpie", "independence") and marginal and fixed == "integrate"
         # the exact model of a non-Gaussian family: on a threshold trait of the gryphon
         # pedigree, nutpie at 0.8 took 15 leapfrog steps a draw against 31 at 0.9 for the same
         # ESS(h²) and no divergence, and 500 tuning steps gave the ESS of 1 000 (seeds 1, 2)
         exact_family = not self.design.family.gaussian and not marginal
         if tune is None:  # measured on seed_sim: tune 200, 300 and 500 gave the same ESS(h²)
             tune = 300 if direct else (500 if marginal or exact_family else 1000)
+            tune = 0 if independence else tune  # its proposal is fitted, not tuned
         if target_accept is None:  # several traits: 0.9 removed the divergences of the
             # gryphon bivariate model's seed 1 and raised its ESS per second (benchmarks/)
             several = self.design.multi_trait
@@ -691,10 +721,14 @@ class AnimalModel:
             "random_seed": random_seed, "progressbar": progressbar,
             "target_accept": target_accept,
         }  # fmt: skip
+        unknowns = None
         if direct:
             density = engine_object.density()
             sample_start = time.perf_counter()
-            idata = self._sample_density(density, **options)
+            if independence:
+                idata, unknowns = self._sample_independence(density, **options)
+            else:
+                idata = self._sample_density(density, **options)
             built = None
         else:
             built = self._build(engine_object, fixed)
@@ -708,7 +742,7 @@ class AnimalModel:
         )
         sampling = min(sampling, sample_wall)
         conditional_start = time.perf_counter()
-        self._add_conditional_draws(idata, engine_object, fixed, random_seed)
+        self._add_conditional_draws(idata, engine_object, fixed, random_seed, unknowns)
         timings |= {
             "compile": sample_wall - sampling,
             "sampling": sampling,
@@ -790,6 +824,24 @@ class AnimalModel:
         return sample_density(
             density, x0, covariance, seed=random_seed, meanwhile=import_summary_libraries,
             **options,
+        )  # fmt: skip
+
+    def _sample_independence(self, density, *, random_seed, target_accept, **options):
+        """Independence Metropolis–Hastings on the hand-derived density, its t proposal
+        fitted at the posterior mode (:mod:`bayes_animal.bayes.independence`); returns the
+        DataTree and the draws of every unknown carried by the chains (None for a likelihood
+        that gives none: they are drawn afterwards)."""
+        from .independence import fit_proposal, sample_independence
+
+        x0 = self._initial_x(density)
+        fallback = self._reml_covariance(density.theta_jacobian(x0))
+        try:
+            proposal = fit_proposal(density, x0, fallback)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from exc
+        return sample_independence(
+            density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
+            keep_unknowns=True, **options,
         )  # fmt: skip
 
     def _sample_pymc(self, built: _Built, sampler: str, **options):
@@ -900,9 +952,7 @@ class AnimalModel:
             )
         log_weights = getattr(engine, "log_weights", None)
         if log_weights is not None:
-            from arviz_stats.base.array import array_stats
-
-            khat = float(array_stats.psislw(log_weights)[1])
+            khat = pareto_khat(log_weights)
             idata.attrs["laplace_khat"] = khat
             verdict = (
                 "the approximation is close to the exact conditional"
@@ -945,16 +995,22 @@ class AnimalModel:
             out[effect.name] = np.asarray(reliability)[[position[label] for label in labels]]
         return out, ""
 
-    def _add_conditional_draws(self, idata, engine: Engine, fixed: str, seed: int | None) -> None:
+    def _add_conditional_draws(
+        self, idata, engine: Engine, fixed: str, seed: int | None, unknowns=None
+    ) -> None:
         """Draw b and every random effect for each posterior draw, where the engine integrated
-        them out — once (:meth:`~bayes_animal.bayes.engines.Engine.draws`)."""
+        them out — once (:meth:`~bayes_animal.bayes.engines.Engine.draws`) — or take those the
+        sampler carried (``unknowns``: chain × draw × the equations' unknowns)."""
         import xarray as xr
 
         from .likelihoods import effect_dim, effect_variable
 
         posterior = idata.posterior
         rng = np.random.default_rng(None if seed is None else seed + 7919)
-        new_draws = engine.draws(posterior, fixed, rng)
+        if unknowns is None:
+            new_draws = engine.draws(posterior, fixed, rng)
+        else:
+            new_draws = engine.split_unknowns(unknowns.reshape(-1, unknowns.shape[-1]))
         if not new_draws:
             return
         chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]

@@ -39,7 +39,7 @@ from ..execution import can_start_workers
 from ..spec.parameters import Parameters
 from .density import MarginalDensity, quantity_function
 
-__all__ = ["chain_groups", "import_nutpie", "sample_density"]
+__all__ = ["chain_groups", "import_nutpie", "posterior_tree", "sample_density"]
 
 #: nutpie's sample statistics kept, under ArviZ's names (PyMC's): the rest (divergence
 #: locations, adaptation internals) is left out of posterior.nc.
@@ -250,15 +250,11 @@ def sample_density(
         Work for this process once its chain group is done (while the worker may still be
         sampling): the caller's imports for what follows sampling.
     """
-    import xarray as xr
-
     from ..execution import run_beside
 
     k = density.size
     factor = np.eye(k) if covariance is None else np.linalg.cholesky(covariance)
     start = np.asarray(start, dtype=float)
-    parameters = density.parameters
-    names = _names(density, parameters)
     groups = chain_groups(chains)
     common = (draws, tune, seed)
 
@@ -278,21 +274,32 @@ def sample_density(
     results = run_beside([here, *others], parallel=parallel)
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
     x = start + z.reshape(-1, k) @ factor.T
-    values = density.draws(x)
+    stats = {
+        name: np.concatenate([r["stats"][name] for r in results]) for name in results[0]["stats"]
+    }
+    tree = posterior_tree(density, x.reshape(chains, draws, k), stats)
+    tree.attrs["chain_processes"] = len(groups) if parallel and can_start_workers() else 1
+    return tree
+
+
+def posterior_tree(density: MarginalDensity, x: np.ndarray, stats: dict[str, np.ndarray]):
+    """The DataTree of draws x (chain × draw × k, unconstrained) of a marginal density: the
+    free variables and every reported quantity in ``posterior``, ``stats`` (chain × draw
+    each) in ``sample_stats``."""
+    import xarray as xr
+
+    chains, draws, k = x.shape
+    parameters = density.parameters
+    values = density.draws(x.reshape(-1, k))
     values |= quantity_function(parameters)({n: values[n] for n in parameters.names})
     coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
     dims = ("chain", "draw")
     posterior = xr.Dataset(
-        {name: (dims, np.asarray(values[name]).reshape(chains, draws)) for name in names},
-        coords=coords,
-    )
-    sample_stats = xr.Dataset(
         {
-            name: (dims, np.concatenate([r["stats"][name] for r in results]))
-            for name in results[0]["stats"]
+            name: (dims, np.asarray(values[name]).reshape(chains, draws))
+            for name in _names(density, parameters)
         },
         coords=coords,
     )
-    tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})
-    tree.attrs["chain_processes"] = len(groups) if parallel and can_start_workers() else 1
-    return tree
+    sample_stats = xr.Dataset({name: (dims, v) for name, v in stats.items()}, coords=coords)
+    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})

@@ -37,6 +37,7 @@ __all__ = [
     "diagnose",
     "ebv_table",
     "import_summary_libraries",
+    "pareto_khat",
     "posterior_mode",
     "posterior_reliability",
     "rank_posterior",
@@ -45,6 +46,11 @@ __all__ = [
 
 RHAT_LIMIT = 1.01
 ESS_LIMIT = 400
+#: The independence sampler's proposal is good where it accepts at least this share of its
+#: proposals and the Pareto k̂ of their importance weights is at most KHAT_LIMIT (above it
+#: the proposal's tails are lighter than the posterior's; Vehtari et al. 2024).
+ACCEPTANCE_LIMIT = 0.25
+KHAT_LIMIT = 0.7
 
 
 class DiagnosticsWarning(UserWarning):
@@ -213,6 +219,25 @@ class Diagnostics:
         }
 
 
+def pareto_khat(log_weights) -> float:
+    r"""The Pareto :math:`\hat k` of importance weights :math:`w_s = e^{\ell_s}` (PSIS: the
+    shape of a generalised Pareto fitted to the largest weights; Vehtari et al. 2024). Bounded
+    weights give :math:`\hat k < 0`; above 0.7 the weights' tail is too heavy for a reliable
+    estimate.
+
+    ArviZ's ``psislw`` smooths log *ratios* in the sign of leave-one-out cross-validation, where
+    the weights are :math:`e^{-\ell}` for the draws' log-likelihoods ℓ: the log weights go in
+    negated (checked in the tests on Pareto weights of known shape).
+    """
+    from arviz_stats.base.array import array_stats
+
+    values = np.asarray(log_weights, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if len(values) < 20:
+        return float("inf")
+    return float(array_stats.psislw(-values)[1])
+
+
 def _stat(idata, *names: str) -> np.ndarray | None:
     stats = idata.get("sample_stats") if hasattr(idata, "get") else None
     if stats is None:
@@ -268,6 +293,17 @@ def diagnose(
             f"{hit} draws reached the maximum tree depth: the posterior is hard to explore; "
             f"tune longer{switch}."
         )
+    accepted = _stat(idata, "accepted")  # the independence sampler's
+    if accepted is not None:
+        rate = float(np.mean(accepted))
+        khat = float(idata.attrs.get("proposal_khat", np.nan))
+        if rate < ACCEPTANCE_LIMIT or khat > KHAT_LIMIT:
+            messages.append(
+                f"The independence sampler accepted {rate:.0%} of its proposals (Pareto k̂ of "
+                f"their weights {khat:.2f}; a good proposal: ≥ {ACCEPTANCE_LIMIT:.0%} and "
+                f"≤ {KHAT_LIMIT}): its t proposal at the posterior mode misses the posterior. "
+                "Use sampler='nutpie' (NUTS)."
+            )
     if warn:
         for message in messages:
             warnings.warn(message, DiagnosticsWarning, stacklevel=2)
