@@ -187,9 +187,17 @@ def _run_chains(
     keep_unknowns: bool,
     progressbar: bool,
 ) -> dict:
-    """The chains ``chains`` (their numbers: each its own generator), one after the other; a
-    module-level function (with its arguments it pickles) for a worker process. The unknowns
-    come back once per state the chain visited, with each draw's index into them."""
+    """The chains ``chains`` (their numbers: each its own generator), one after the other, on
+    one BLAS thread (:func:`~bayes_animal.linalg.threads.thread_budget`); a module-level
+    function (with its arguments it pickles) for a worker process. The unknowns come back once
+    per state the chain visited, with each draw's index into them."""
+    from ..linalg.threads import thread_budget
+
+    with thread_budget(1):
+        return _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar)
+
+
+def _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar) -> dict:
     k = proposal.size
     x_out = np.empty((len(chains), draws, k))
     accepted = np.zeros((len(chains), draws), dtype=bool)

@@ -157,7 +157,19 @@ def _sample_group(
     """One chain group: ``chains`` chains by one call of nutpie with the group's seed; the
     kept draws of z and the sample statistics. A module-level function (with its arguments it
     pickles), so that a worker process can run it (:func:`~bayes_animal.execution.
-    run_beside`)."""
+    run_beside`); on one BLAS thread (:func:`~bayes_animal.linalg.threads.thread_budget`), as
+    the other group may be running beside it."""
+    from ..linalg.threads import thread_budget
+
+    with thread_budget(1):
+        return _sample_chains(
+            density, start, factor, chains, group, draws, tune, seed, progressbar, target_accept
+        )
+
+
+def _sample_chains(
+    density, start, factor, chains, group, draws, tune, seed, progressbar, target_accept
+) -> dict:
     nutpie = import_nutpie()
     from nutpie.compiled_pyfunc import from_pyfunc
 

@@ -34,6 +34,7 @@ __all__ = [
     "blas_threads",
     "current_limit",
     "default_threads",
+    "thread_budget",
 ]
 
 SMALL_DENSE = 2000
@@ -202,6 +203,8 @@ def default_threads(size: int | None = None) -> int:
     with 1 and 2 threads side by side. Samplers that run chains in parallel set their own limit of
     one thread per chain.
     """
+    if _BUDGET:
+        return _BUDGET[-1]
     value = os.environ.get("BAYES_ANIMAL_THREADS", "").strip()
     by_load = value.lower() == "load"
     if value and not by_load:
@@ -218,6 +221,25 @@ def default_threads(size: int | None = None) -> int:
     if by_load:
         return max(1, cores - _busy_elsewhere())
     return cores
+
+
+#: The innermost :func:`thread_budget` in force.
+_BUDGET: list[int] = []
+
+
+@contextmanager
+def thread_budget(threads: int):
+    """Inside the block every dense call takes ``threads`` BLAS threads, whatever its size
+    would ask for: a sampler's chain groups, which run at once in processes of their own, one
+    thread each (two processes of two threads on two cores ran three traits' factorisations
+    four times slower than one thread each), and the same count whether the groups run at once
+    or one after the other — so the same draws."""
+    _BUDGET.append(int(threads))
+    try:
+        with blas_threads(int(threads)):
+            yield
+    finally:
+        _BUDGET.pop()
 
 
 @cache

@@ -51,6 +51,8 @@ ESS_LIMIT = 400
 #: the proposal's tails are lighter than the posterior's; Vehtari et al. 2024).
 ACCEPTANCE_LIMIT = 0.25
 KHAT_LIMIT = 0.7
+#: Fewer finite weights than this leave k̂ unestimated (nan): its tail would be a handful.
+KHAT_MIN_WEIGHTS = 100
 
 
 class DiagnosticsWarning(UserWarning):
@@ -223,7 +225,7 @@ def pareto_khat(log_weights) -> float:
     r"""The Pareto :math:`\hat k` of importance weights :math:`w_s = e^{\ell_s}` (PSIS: the
     shape of a generalised Pareto fitted to the largest weights; Vehtari et al. 2024). Bounded
     weights give :math:`\hat k < 0`; above 0.7 the weights' tail is too heavy for a reliable
-    estimate.
+    estimate; nan for fewer than :data:`KHAT_MIN_WEIGHTS` finite weights.
 
     ArviZ's ``psislw`` smooths log *ratios* in the sign of leave-one-out cross-validation, where
     the weights are :math:`e^{-\ell}` for the draws' log-likelihoods ℓ: the log weights go in
@@ -233,8 +235,8 @@ def pareto_khat(log_weights) -> float:
 
     values = np.asarray(log_weights, dtype=float).ravel()
     values = values[np.isfinite(values)]
-    if len(values) < 20:
-        return float("inf")
+    if len(values) < KHAT_MIN_WEIGHTS:  # too few for a tail to fit: not estimated
+        return float("nan")
     return float(array_stats.psislw(-values)[1])
 
 
