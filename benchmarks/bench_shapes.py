@@ -311,7 +311,10 @@ def run_cell(folder: Path, kind: str, n_animals: int, effects: int, *, bayes: bo
         row["fit_whole_s"] = s
         row["fit_peak_mb"] = peak
         row["fit_engine"] = json.loads(summary["provenance"]["model_options"])["engine"]
+        row["fit_sampler"] = summary["sampler"]
+        row["fit_h2"] = summary["ratios"]["h2"]["mean"]
         row["fit_ess_h2_per_s"] = ess / s
+        row["fit_max_r_hat"] = summary["diagnostics"]["max_r_hat"]
         row["fit_divergences"] = summary["diagnostics"]["divergences"]
         if peers.get("mcmcglmm") and kind != "G.csv":  # see the module docstring
             mc = _rscript(
