@@ -629,16 +629,22 @@ class AnimalModel:
             ``"auto"`` (chosen from the problem, and says why), ``"marginal"``,
             ``"noncentred"`` or ``"partial"``.
         sampler
-            ``"pymc"``, ``"nutpie"`` or ``"numpyro"``; None takes the default
-            (each engine's ``default_sampler``, :data:`DEFAULT_SAMPLERS`: nutpie on the
-            hand-derived density for the spectral marginal model, PyMC's NUTS for the sparse
-            marginal and partial models, nutpie through PyMC for the non-centred one — the
-            fastest end to end in ``benchmarks/``).
+            ``"pymc"``, ``"nutpie"``, ``"numpyro"`` (NUTS) or ``"independence"``
+            (Metropolis–Hastings with a t proposal at the posterior mode, for a marginal model
+            with the fixed effects integrated: :mod:`bayes_animal.bayes.independence`); None
+            takes the default (each engine's ``default_sampler``, :data:`DEFAULT_SAMPLERS`:
+            nutpie on the hand-derived density for the spectral marginal model and several
+            traits, PyMC's NUTS for the sparse marginal and partial models, nutpie through PyMC
+            for the non-centred one — the fastest end to end in ``benchmarks/``), except that a
+            sparse marginal model whose NUTS would take over 10 minutes
+            (:func:`~bayes_animal.choice.choose_sampler`) takes ``"independence"``.
         draws, tune, chains
             Draws kept per chain, tuning steps per chain (default: 300 for nutpie on a marginal
             model's density, which starts whitened by the REML covariance; 500 for PyMC on a
             marginal model, which starts at REML with its covariance as the mass matrix, and
-            for the exact model of a non-Gaussian family; 1000 for the others), chains.
+            for the exact model of a non-Gaussian family; 1000 for the others; 0 for the
+            independence sampler, whose proposal is fitted, not tuned: its chains start at a
+            draw from it), chains.
         random_seed
             Seed for the sampler and for the conditional draws of b and the effects. None
             draws one (from the operating system's entropy), which is recorded in the
