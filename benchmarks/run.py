@@ -577,8 +577,11 @@ def families(quick: bool) -> None:
         + "\n\nThe issue's target: ESS(h²) per second of the whole fit ≥ 10× MCMCglmm's, the "
         "posterior of h² within Monte Carlo error of MCMCglmm's, zero divergences, R-hat ≤ "
         "1.01. 'auto' samples the exact joint posterior where the Laplace approximation fails "
-        "its check (laplace_khat of the Laplace run > 0.7); the Laplace rows are the "
-        "approximation's posterior, for comparison.\n",
+        "its check (`laplace_check()`: at half, once and twice the REML variances, the Pareto "
+        "k̂ of its draws of b and u against their exact conditional must stay ≤ 0.7 and the "
+        "error their weights estimate in log p(y | θ) must move by at most one log unit); the "
+        "Laplace rows are the approximation's posterior, for comparison, and laplace_khat is "
+        "the Pareto k̂ of its draws' weights over that posterior.\n",
     )
 
 

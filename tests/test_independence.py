@@ -104,6 +104,22 @@ def test_the_draws_do_not_depend_on_how_the_chains_are_spread(gryphon):
         np.testing.assert_array_equal(one.posterior[name].values, two.posterior[name].values)
     np.testing.assert_array_equal(w_one, w_two)
     assert w_one.shape == (3, 30, model.mme.size)
+    assert (one.attrs["chain_processes"], two.attrs["chain_processes"]) == (1, 2)
+
+
+def test_each_step_evaluates_the_density_nuts_samples(bivariate_independence):
+    """The value the sampler accepts by is the density's own (the inverse-Wishart potential
+    included), and its draw of the unknowns is centred on the BLUP at that θ."""
+    model, _ = bivariate_independence
+    density = model.density()
+    rng = np.random.default_rng(2)
+    x0 = model._initial_x(density)
+    for x in (x0, x0 + 0.1 * rng.standard_normal(len(x0))):
+        value, unknowns = density.value_and_draw(x, np.random.default_rng(0))
+        assert value == pytest.approx(density(x)[0], rel=1e-12)
+        solutions = model.mme.evaluate(density.theta(x), score=False).solutions
+        assert unknowns.shape == solutions.shape and not np.array_equal(unknowns, solutions)
+    assert density.value_and_draw(np.full(len(x0), 800.0))[0] == -np.inf
 
 
 def test_the_sampler_is_chosen_by_the_cost_of_a_gradient(gryphon, monkeypatch):
@@ -122,6 +138,24 @@ def test_the_sampler_is_chosen_by_the_cost_of_a_gradient(gryphon, monkeypatch):
     assert fit.sampler == "independence"
     assert any(note.startswith("sampler: one gradient") for note in fit.notes)
     assert fit.idata.posterior["u"].shape == (2, 200, 1309)
+
+
+def test_a_reml_boundary_keeps_nuts(monkeypatch):
+    """Where REML has a component at its boundary the posterior is far from Gaussian: the fit
+    keeps NUTS, and says why, even where its gradients are dear."""
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+
+    monkeypatch.setattr("bayes_animal.choice.INDEPENDENCE_ABOVE_SECONDS", 0.0)
+    pedigree = simulate_herd_pedigree(n_animals=600, seed=3)
+    data = simulate_records(
+        pedigree, variances={"additive": 0.4, "pen": 1e-9, "residual": 1.0},
+        groups={"pen": 40}, seed=3,
+    ).data  # fmt: skip
+    model = AnimalModel("y ~ 1 + (1|pen)", data, pedigree=pedigree)
+    assert model.reml.boundary
+    fit = model.fit(draws=100, tune=100, chains=2, random_seed=1, progressbar=False, warn=False)
+    assert fit.sampler != "independence"
+    assert any(note.startswith("sampler: NUTS, although") for note in fit.notes)
 
 
 def test_one_random_effect_takes_its_effects_from_the_eigenbasis_afterwards(gryphon):

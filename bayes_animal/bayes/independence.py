@@ -148,11 +148,12 @@ def fit_proposal(
     start = np.asarray(start, dtype=float)
     result = optimize.minimize(objective, start, jac=True, method="L-BFGS-B")
     centre = result.x if np.isfinite(density(result.x)[0]) else start
-    for source, covariance in (("hessian", None), ("reml", fallback)):
+    scales = [("hessian", lambda: np.linalg.inv(-_hessian(density, centre)))]
+    if fallback is not None:
+        scales.append(("reml", lambda: fallback))
+    for source, covariance in scales:
         try:
-            if covariance is None:
-                covariance = np.linalg.inv(-_hessian(density, centre))
-            factor = np.linalg.cholesky(covariance)
+            factor = np.linalg.cholesky(covariance())
         except np.linalg.LinAlgError:
             continue
         if np.all(np.isfinite(factor)):
@@ -188,12 +189,13 @@ def _run_chains(
     progressbar: bool,
 ) -> dict:
     """The chains ``chains`` (their numbers: each its own generator), one after the other, on
-    one BLAS thread (:func:`~bayes_animal.linalg.threads.thread_budget`); a module-level
+    its share of the BLAS threads (:func:`~bayes_animal.linalg.threads.group_threads`); a
+    module-level
     function (with its arguments it pickles) for a worker process. The unknowns come back once
     per state the chain visited, with each draw's index into them."""
-    from ..linalg.threads import thread_budget
+    from ..linalg.threads import group_threads, thread_budget
 
-    with thread_budget(1):
+    with thread_budget(group_threads()):
         return _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar)
 
 

@@ -315,7 +315,7 @@ class AnimalModel:
             _, log_weights = self.laplace.draws(np.where(free, scale * theta, theta), noise)
             khats.append(pareto_khat(log_weights))
             errors.append(float(logsumexp(log_weights) - np.log(draws)))
-        return LaplaceCheck(max(khats), tuple(errors))
+        return LaplaceCheck(float(np.max(khats)), tuple(errors))  # nan where one is nan
 
     @property
     def reml(self) -> RemlResult:
@@ -676,10 +676,19 @@ class AnimalModel:
         if self._reml is None:
             self._fit_engine = engine
         marginal = engine_object.marginal
+        # where NUTS's gradients are too dear, independence Metropolis-Hastings; not at a REML
+        # boundary, where the posterior is far from the Gaussian its proposal is fitted to
         if sampler is None and engine == "sparse" and fixed == "integrate":
-            tuned = 500 if tune is None else tune
+            tuned = tune if tune is not None else (300 if self.design.multi_trait else 500)
             choice = choose_sampler(self.mme.analysis.flops, self.mme.size, chains, draws, tuned)
-            if choice is not None:
+            if choice is not None and self.reml.boundary:
+                notes = [
+                    *notes,
+                    f"sampler: NUTS, although {choice.reason.split(':')[0]}: REML "
+                    "has a component at its boundary, where independence "
+                    "Metropolis-Hastings' Gaussian-shaped proposal would miss the posterior.",
+                ]
+            elif choice is not None:
                 sampler = choice.engine
                 notes = [*notes, f"sampler: {choice.reason}"]
         default = "nutpie" if self.design.multi_trait else engine_object.default_sampler
@@ -843,12 +852,12 @@ class AnimalModel:
         fallback = self._reml_covariance(density.theta_jacobian(x0))
         try:
             proposal = fit_proposal(density, x0, fallback)
-        except ValueError as exc:
+            return sample_independence(
+                density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
+                keep_unknowns=True, **options,
+            )  # fmt: skip
+        except ValueError as exc:  # the proposal misses the posterior: the way out
             raise ModelError(str(exc)) from exc
-        return sample_independence(
-            density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
-            keep_unknowns=True, **options,
-        )  # fmt: skip
 
     def _sample_pymc(self, built: _Built, sampler: str, **options):
         """PyMC's NUTS (or nutpie / numpyro through PyMC) on the PyMC model."""

@@ -157,11 +157,12 @@ def _sample_group(
     """One chain group: ``chains`` chains by one call of nutpie with the group's seed; the
     kept draws of z and the sample statistics. A module-level function (with its arguments it
     pickles), so that a worker process can run it (:func:`~bayes_animal.execution.
-    run_beside`); on one BLAS thread (:func:`~bayes_animal.linalg.threads.thread_budget`), as
-    the other group may be running beside it."""
-    from ..linalg.threads import thread_budget
+    run_beside`); on its share of the BLAS threads
+    (:func:`~bayes_animal.linalg.threads.group_threads`), as the other group may be running
+    beside it."""
+    from ..linalg.threads import group_threads, thread_budget
 
-    with thread_budget(1):
+    with thread_budget(group_threads()):
         return _sample_chains(
             density, start, factor, chains, group, draws, tune, seed, progressbar, target_accept
         )

@@ -9,7 +9,9 @@ the machine is doing — and the same seed and data give the same draws, idle or
 - one thread for dense blocks below :data:`SMALL_DENSE` (threads barely pay there, and the
   factorisation of the mixed-model equations calls LAPACK on such blocks thousands of times);
 - otherwise the cores this process may use — its CPU affinity, within its cgroup's CPU quota
-  (a container limited to 2 CPUs on a 64-core host gets 2) — at most 8.
+  (a container limited to 2 CPUs on a 64-core host gets 2) — at most 8;
+- inside a sampler's chain group (:func:`thread_budget`), half of that (at least one): the two
+  groups may run at once, and they take the same count when they run in turn.
 
 Multi-threaded OpenBLAS spins while it waits for a core: where another job holds a core, two
 threads can be several times slower than one (REML on seed_sim 10.9 s against 2.2 s). Set
@@ -34,6 +36,7 @@ __all__ = [
     "blas_threads",
     "current_limit",
     "default_threads",
+    "group_threads",
     "thread_budget",
 ]
 
@@ -225,6 +228,13 @@ def default_threads(size: int | None = None) -> int:
 
 #: The innermost :func:`thread_budget` in force.
 _BUDGET: list[int] = []
+
+
+def group_threads() -> int:
+    """BLAS threads for each of a sampler's two chain groups: half of :func:`default_threads`
+    (at least one) — a count of the machine, not of its load, whether the groups run at once
+    or in turn."""
+    return max(1, default_threads() // 2)
 
 
 @contextmanager
