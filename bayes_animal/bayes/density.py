@@ -669,15 +669,22 @@ class _SparseThetaLikelihood:
     def __init__(self, mme) -> None:
         self.mme = mme
 
-    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def _evaluation(self, theta: np.ndarray, *, score: bool):
+        """The equations evaluated at θ; None outside the space or where C(θ) does not
+        factor (G₀ singular in floating point)."""
         from ..linalg.ldl import NotPositiveDefinite
 
-        theta = np.asarray(theta, dtype=float)
         if not self.mme.parameters.valid(theta):
-            return -np.inf, np.zeros_like(theta)
+            return None
         try:
-            evaluation = self.mme.evaluate(theta, information=False)
-        except (NotPositiveDefinite, np.linalg.LinAlgError):  # G₀ singular in floating point
+            return self.mme.evaluate(theta, score=score, information=False)
+        except (NotPositiveDefinite, np.linalg.LinAlgError):
+            return None
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = np.asarray(theta, dtype=float)
+        evaluation = self._evaluation(theta, score=True)
+        if evaluation is None:
             return -np.inf, np.zeros_like(theta)
         return evaluation.loglik, evaluation.score
 
@@ -687,14 +694,8 @@ class _SparseThetaLikelihood:
         r"""ℓ_R(θ) from one factorisation (no selected inverse) and, given ``rng``, a draw of
         every unknown from :math:`N(\hat w, C(\theta)^{-1})` by the same factor (perturb
         and solve, as :func:`~bayes_animal.bayes.conditional.draw_from_mixed_model`)."""
-        from ..linalg.ldl import NotPositiveDefinite
-
-        theta = np.asarray(theta, dtype=float)
-        if not self.mme.parameters.valid(theta):
-            return -np.inf, None
-        try:
-            evaluation = self.mme.evaluate(theta, score=False)
-        except (NotPositiveDefinite, np.linalg.LinAlgError):
+        evaluation = self._evaluation(np.asarray(theta, dtype=float), score=False)
+        if evaluation is None:
             return -np.inf, None
         if rng is None:
             return evaluation.loglik, None

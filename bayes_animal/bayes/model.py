@@ -43,6 +43,7 @@ import pandas as pd
 from .._version import __version__
 from ..api import fit_inputs, model_inputs
 from ..choice import (
+    LAPLACE_KHAT_LIMIT,
     Choice,
     LaplaceCheck,
     choose_bayes,
@@ -684,8 +685,8 @@ class AnimalModel:
             if choice is not None and self.reml.boundary:
                 notes = [
                     *notes,
-                    f"sampler: NUTS, although {choice.reason.split(':')[0]}: REML "
-                    "has a component at its boundary, where independence "
+                    f"sampler: NUTS, although it would take about {choice.costs['nutpie'] / 60:.0f}"
+                    " min: REML has a component at its boundary, where independence "
                     "Metropolis-Hastings' Gaussian-shaped proposal would miss the posterior.",
                 ]
             elif choice is not None:
@@ -971,7 +972,7 @@ class AnimalModel:
             idata.attrs["laplace_khat"] = khat
             verdict = (
                 "the approximation is close to the exact conditional"
-                if khat <= 0.7
+                if khat <= LAPLACE_KHAT_LIMIT
                 else "the approximation is poor here: refit with parameterisation='noncentred' "
                 "(exact) before trusting the variances"
             )

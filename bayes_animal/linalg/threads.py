@@ -203,8 +203,8 @@ def default_threads(size: int | None = None) -> int:
 
     See the module docstring for the rule (it depends on the machine and ``size``, not on the
     load, unless ``BAYES_ANIMAL_THREADS=load``); ``benchmarks/results/reml.md`` measures eigh
-    with 1 and 2 threads side by side. Samplers that run chains in parallel set their own limit of
-    one thread per chain.
+    with 1 and 2 threads side by side. A sampler's chain groups take half of it each
+    (:func:`group_threads`, in force through :func:`thread_budget`).
     """
     if _BUDGET:
         return _BUDGET[-1]
@@ -240,10 +240,10 @@ def group_threads() -> int:
 @contextmanager
 def thread_budget(threads: int):
     """Inside the block every dense call takes ``threads`` BLAS threads, whatever its size
-    would ask for: a sampler's chain groups, which run at once in processes of their own, one
-    thread each (two processes of two threads on two cores ran three traits' factorisations
-    four times slower than one thread each), and the same count whether the groups run at once
-    or one after the other — so the same draws."""
+    would ask for: a sampler's chain groups, which run at once in processes of their own,
+    :func:`group_threads` each (two processes of two threads on two cores ran three traits'
+    factorisations about four times slower than one thread each), and the same count whether
+    the groups run at once or one after the other — so the same draws."""
     _BUDGET.append(int(threads))
     try:
         with blas_threads(int(threads)):
