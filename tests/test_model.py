@@ -814,3 +814,25 @@ def test_posterior_files_keep_what_was_asked(seed_sim_fit, tmp_path):
         rank_posterior(xr.open_datatree(tmp_path / "variances" / "posterior.nc"))
     with pytest.raises(ValueError, match="keep_draws='some'"):
         fit.save(tmp_path / "x", keep_draws="some")
+
+
+def test_reml_whitens_the_sampler_only_where_it_converged(small):
+    """The REML covariance carried to the sampler's scale whitens NUTS only from a converged
+    REML estimate: a maximiser stopped short leaves an information matrix that describes no
+    posterior (one such start made NUTS take 440 steps a draw), so then there is none."""
+    import dataclasses
+
+    data, relmat = small
+    model = AnimalModel("y ~ 1 + x", data, relmat=relmat)
+    density = model.density()
+    x0 = model._initial_x(density)
+    jacobian = density.theta_jacobian(x0)
+    assert model.reml.converged
+    covariance = model._reml_covariance(jacobian)
+    assert covariance is not None and np.all(np.linalg.eigvalsh(covariance) > 0)
+    stopped = dataclasses.replace(
+        model.reml.convergence, converged=False, reason="iteration limit"
+    )
+    model._reml = dataclasses.replace(model.reml, convergence=stopped)
+    assert not model.reml.converged
+    assert model._reml_covariance(jacobian) is None

@@ -548,9 +548,12 @@ class AnimalModel:
 
     def _reml_covariance(self, jacobian: np.ndarray) -> np.ndarray | None:
         """cov(x) ≈ (Jᵀ 𝓘 J)⁻¹ at the REML start for J = ∂θ/∂x (see ``_reml_mass_matrix``);
-        None at a boundary or when it is not positive definite."""
+        None at a boundary, where REML stopped short of its optimum (the information there
+        describes no posterior: in a two-trait replicate of the calibration test, a residual
+        variance of 9e-4 with an SE of 1.2 made whitened NUTS take 440 steps a draw, against
+        15 unwhitened), or when it is not positive definite."""
         reml = self.reml
-        if reml.boundary:
+        if reml.boundary or not reml.converged:
             return None
         order = [self.parameters.names.index(n) for n in reml.parameter_names]
         information = np.asarray(reml.information, dtype=float)[np.ix_(order, order)]
