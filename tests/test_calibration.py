@@ -305,9 +305,7 @@ def test_recovery_of_an_ordinal_trait(h2, cut):
     truth = {"h2": h2, "sigma2:additive": additive}
     covered, checks, errors = 0, 0, []
     for seed in (21, 22, 23):
-        pedigree = simulate_herd_pedigree(
-            n_animals=3_000, n_generations=5, n_herds=20, seed=seed
-        )
+        pedigree = simulate_herd_pedigree(n_animals=3_000, n_generations=5, n_herds=20, seed=seed)
         # the Gaussian liability (residual 1) of every record, cut at 0 and ``cut``
         sim = simulate_records(
             pedigree, variances={"additive": additive, "residual": 1.0}, mean=0.3, seed=seed

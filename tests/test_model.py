@@ -830,9 +830,7 @@ def test_reml_whitens_the_sampler_only_where_it_converged(small):
     assert model.reml.converged
     covariance = model._reml_covariance(jacobian)
     assert covariance is not None and np.all(np.linalg.eigvalsh(covariance) > 0)
-    stopped = dataclasses.replace(
-        model.reml.convergence, converged=False, reason="iteration limit"
-    )
+    stopped = dataclasses.replace(model.reml.convergence, converged=False, reason="iteration limit")
     model._reml = dataclasses.replace(model.reml, convergence=stopped)
     assert not model.reml.converged
     assert model._reml_covariance(jacobian) is None

@@ -6,10 +6,11 @@ is the REML estimate on the unconstrained scale and :math:`L L^\top` the REML sa
 covariance carried to that scale (:math:`(J^\top \mathcal I J)^{-1}`, J = ∂θ/∂x): a linear
 change of variables (constant Jacobian, the same posterior) under which the posterior is close
 to a standard normal, so that nutpie's diagonal mass-matrix adaptation starts where it ends
-and tuning is short. Each chain starts at :math:`z \sim U(-\tfrac12, \tfrac12)^k`, within
-half a standard error of REML. nutpie keeps only z; the free variables (``sd_additive``, …)
-and every reported quantity (``sigma2_additive``, ``h2``, …) are formed afterwards for all
-draws at once.
+and tuning is short. Where REML stopped short of its optimum or at a boundary there is no
+such covariance and L = I: nutpie adapts from the identity. Each chain starts at
+:math:`z \sim U(-\tfrac12, \tfrac12)^k`, within half a standard error of REML. nutpie keeps
+only z; the free variables (``sd_additive``, …) and every reported quantity
+(``sigma2_additive``, ``h2``, …) are formed afterwards for all draws at once.
 
 The chains run in two groups (:func:`chain_groups`), each one call of nutpie with its own seed;
 where a second core is free the second group runs at the same time in a worker process of its
