@@ -333,3 +333,36 @@ def test_a_level_whose_records_all_fail_is_complete_separation():
     data.loc[data["site"] == "a", "y"] = 0
     with pytest.raises(DataError, match=r"20 records.*\[T\.a\].*failure.*complete separation"):
         reml("y ~ x + C(site, Treatment('b')) + (1|group)", data, family="binomial")
+
+
+def test_large_counts_start_from_a_damped_glm_fit():
+    """Counts with a mean near 8 000: a full Fisher-scoring step from β = 0 took η to about
+    8 000 and e^η to infinity (the least-squares solve then failed); halved steps reach the
+    intercept's ML estimate, and the fit goes on to the group variance."""
+    rng = np.random.default_rng(5)
+    group = np.repeat(np.arange(20), 10)
+    eta = 9.0 + 0.3 * rng.standard_normal(20)[group]
+    data = pd.DataFrame({"group": group.astype(str), "y": rng.poisson(np.exp(eta))})
+    fit = reml("y ~ 1 + (1|group)", data, family="poisson", overdispersion="none", warn=False)
+    assert fit.converged
+    assert fit.beta.iloc[0] == pytest.approx(9.0, abs=0.3)
+    assert fit.components.loc["group", "variance"] == pytest.approx(0.09, rel=0.8)
+
+
+def test_every_latent_variance_at_zero_leaves_the_proportions_undefined():
+    """Counts less dispersed than Poisson, the same in every group: the group and the
+    observation-level variances are both estimated at zero, so σ²P on the latent scale is 0
+    and every proportion is NaN (not a division by zero); the Bayesian fit still starts each
+    variance at a positive value."""
+    from bayes_animal import AnimalModel
+
+    data = pd.DataFrame(
+        {"group": np.repeat([f"g{k}" for k in range(8)], 6), "y": np.tile([0, 1, 1, 1, 1, 2], 8)}
+    )
+    fit = reml("y ~ 1 + (1|group)", data, family="poisson", warn=False)
+    assert fit.components["variance"].eq(0.0).all()
+    assert fit.components["boundary"].all()
+    assert fit.components["proportion"].isna().all()
+    model = AnimalModel("y ~ 1 + (1|group)", data, family="poisson")
+    values = model._initial_values()
+    assert values and all(np.isfinite(v) for v in values.values())

@@ -526,8 +526,11 @@ class AnimalModel:
         return density.initial(theta, floor=floor)
 
     def _initial_values(self) -> dict[str, float]:
-        """The free variables at the REML estimate (each variance at least 1e-3 σ²P)."""
-        floor = 1e-3 * self.parameters.phenotypic(self.reml_theta())
+        """The free variables at the REML estimate (each variance at least 1e-3 σ²P; where a
+        family's latent variances are all estimated at zero, σ²P is 0 and the floor is 1e-3
+        on the latent scale, whose unit is the link's)."""
+        phenotypic = self.parameters.phenotypic(self.reml_theta())
+        floor = 1e-3 * (phenotypic if phenotypic > 0 else 1.0)
         return initial_values(
             self.priors, self.parameters, self.reml_theta(), floor=floor,
             fixed=self.fixed_parameters,

@@ -358,6 +358,8 @@ class Parameters:
             dp = self.phenotypic_gradient(trait)
             total = float(dp @ theta)
             part = float(theta[indices].sum())
+            if total <= 0.0:  # every latent variance at zero (a family's): no proportion
+                return float("nan"), float("nan")
             gradient = -part * dp / total**2
             gradient[indices] += 1.0 / total
             return with_se(part / total, gradient)
