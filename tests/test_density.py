@@ -313,40 +313,12 @@ def test_the_sparse_density_samples_the_same_in_a_worker_process(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-@pytest.mark.parametrize("d", [2, 3, 4])
-def test_vine_partial_correlations_round_trip_and_their_derivative(d):
-    from bayes_animal.bayes.density import (
-        vine_correlation,
-        vine_jacobian,
-        vine_partial_correlations,
-    )
-
-    rng = np.random.default_rng(d)
-    root = rng.standard_normal((d, d + 2))
-    covariance = root @ root.T
-    scale = 1 / np.sqrt(np.diag(covariance))
-    R = covariance * scale[:, None] * scale[None, :]
-    z = vine_partial_correlations(R)
-    np.testing.assert_allclose(np.array(vine_correlation(z, d), dtype=float), R, atol=1e-12)
-    value, derivative = vine_jacobian(z, d)
-    np.testing.assert_allclose(value, R, atol=1e-12)
-    for key in z:
-        h = 1e-6
-        up, down = dict(z), dict(z)
-        up[key] += h
-        down[key] -= h
-        numeric = (np.array(vine_correlation(up, d)) - np.array(vine_correlation(down, d))) / (
-            2 * h
-        )
-        np.testing.assert_allclose(derivative[key], numeric, atol=1e-7)
-
-
 @pytest.mark.parametrize(("d", "eta"), [(3, 1.0), (3, 2.0), (4, 1.5)])
 def test_the_partial_correlations_beta_densities_are_lkj(d, eta):
     """Independent Beta(b, b) partial correlations at level j, b = η + (d − 2 − j)/2, give
     LKJ(η): every correlation's marginal is Beta(η − 1 + d/2) on (−1, 1), of variance
     1 / (2η + d − 1) (Lewandowski et al. 2009)."""
-    from bayes_animal.bayes.density import vine_correlation
+    from bayes_animal.spec.vine import vine_correlation
 
     rng = np.random.default_rng(0)
     n = 200_000

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..spec.parameters import Parameters, component_name, identifier
+from ..spec.vine import vine_correlation, vine_jacobian, vine_partial_correlations
 from .priors import (
     FlatVariance,
     HalfStudentT,
@@ -162,61 +163,6 @@ def _flat(v: float) -> tuple[float, float]:
 
 def _uniform_correlation(v: float) -> tuple[float, float]:
     return -math.log(2.0), 0.0
-
-
-def vine_correlation(z: Mapping[tuple[int, int], object], d: int) -> list[list]:
-    r"""The correlation matrix (nested lists) of the canonical partial correlations
-    ``z[(j, i)]`` (:math:`j < i`; floats, or arrays of draws): row :math:`i` of its Cholesky
-    factor is :math:`L_{i0} = z_{0i}`, :math:`L_{ij} = z_{ji}\sqrt{1 - \sum_{k<j} L_{ik}^2}`,
-    :math:`L_{ii} = \sqrt{1 - \sum_{k<i} L_{ik}^2}` (Lewandowski, Kurowicka & Joe 2009; Stan's
-    ``cholesky_corr``)."""
-    L = [[0.0] * d for _ in range(d)]
-    L[0][0] = 1.0
-    for i in range(1, d):
-        used = 0.0
-        for j in range(i):
-            L[i][j] = z[(j, i)] * np.sqrt(1.0 - used)
-            used = used + L[i][j] * L[i][j]
-        L[i][i] = np.sqrt(1.0 - used)
-    return [[sum(L[i][k] * L[j][k] for k in range(min(i, j) + 1)) for j in range(d)]
-            for i in range(d)]  # fmt: skip
-
-
-def vine_jacobian(z: Mapping[tuple[int, int], float], d: int):
-    """The correlation matrix of :func:`vine_correlation` and its derivative in each
-    partial correlation, ``(R, {(j, i): dR})`` (forward mode through the Cholesky rows)."""
-    L = np.zeros((d, d))
-    dL = {key: np.zeros((d, d)) for key in z}
-    L[0, 0] = 1.0
-    for i in range(1, d):
-        used = 0.0
-        d_used = dict.fromkeys(z, 0.0)
-        for j in range(i):
-            root = math.sqrt(1.0 - used)
-            L[i, j] = z[(j, i)] * root
-            for key in z:
-                d_root = -d_used[key] / (2.0 * root)
-                dL[key][i, j] = (1.0 if key == (j, i) else 0.0) * root + z[(j, i)] * d_root
-                d_used[key] += 2.0 * L[i, j] * dL[key][i, j]
-            used += L[i, j] ** 2
-        root = math.sqrt(1.0 - used)
-        L[i, i] = root
-        for key in z:
-            dL[key][i, i] = -d_used[key] / (2.0 * root)
-    return L @ L.T, {key: dL[key] @ L.T + L @ dL[key].T for key in z}
-
-
-def vine_partial_correlations(R: np.ndarray) -> dict[tuple[int, int], float]:
-    """The canonical partial correlations of a correlation matrix (the inverse of
-    :func:`vine_correlation`)."""
-    L = np.linalg.cholesky(R)
-    out = {}
-    for i in range(1, len(R)):
-        used = 0.0
-        for j in range(i):
-            out[(j, i)] = float(L[i, j] / math.sqrt(1.0 - used))
-            used += L[i, j] ** 2
-    return out
 
 
 def wishart_for(prior: InverseWishart, d: int) -> tuple[np.ndarray, float]:
