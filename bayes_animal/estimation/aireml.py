@@ -20,6 +20,16 @@ selected inverse) and the average information :math:`\mathcal I` (Gilmour, Thomp
   on without it; when the rest has converged, a boundary component whose score points back into
   the space is released (at most twice) from :math:`10^{-3}\sigma_P^2`, or from a smaller value
   where that one is outside the space; one that cannot be released stays at the boundary;
+- with several traits, a step out of a block's cone is taken in its Cholesky factor; a pair's
+  correlation driven to ±1 is held at the edge; a block of three or more near singular where
+  the search stalls is held in its shape, and freed once the rest has converged. Where the
+  freed block crawls along the cone (the decrement not halving in
+  :data:`CRAWL_ITERATIONS` iterations) or is held again, its shape is searched once: every
+  parameter by L-BFGS-B in log-variances and canonical partial correlations
+  (:class:`_ShapeCoordinates`), where a singular matrix is a partial correlation at the edge
+  of a box; AI then goes on from there with the blocks found singular held in that shape
+  (their covariances reported at the boundary) and the step tested at
+  :data:`HELD_STEP_TOLERANCE`;
 - convergence: the Newton decrement :math:`\tfrac12 g^\top \mathcal I^{-1} g` and the change
   of :math:`\ell` in the last step both at most :data:`~bayes_animal.estimation.result.
   CONVERGENCE_TOLERANCE` (log-likelihood units), and the proposed step below
@@ -68,6 +78,16 @@ CONE_TRIGGER = 0.05
 #: At convergence the proposed step also changes no parameter by more than this fraction of
 #: its standard error (the log-likelihood criteria alone leave θ known to ~SE·1e-4).
 STEP_TOLERANCE = 1e-6
+#: A block of three or more freed after its hold (:func:`fit_aireml`) has its shape searched
+#: (:func:`_search_shape`) when the Newton decrement has not halved in this many AI
+#: iterations: freed, the wheat data's 4 × 4 genetic matrix converges with the decrement
+#: falling seven-fold an iteration; a singular 3 × 3 permanent environment crawls along the
+#: cone, its decrement stuck near 0.02 for a hundred iterations.
+CRAWL_ITERATIONS = 3
+#: The same for a fit holding a block in the singular shape its search found (the partial
+#: correlation at ±:data:`HELD_CORRELATION`): there ℓ stops changing at its round-off while
+#: the step, through a near-singular information, still moves by ~1e-5 SE.
+HELD_STEP_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,9 @@ def fit_aireml(
     variances = set(params.variances)
     correlations: dict[str, float] = {}  # covariances held at the edge of the PSD cone
     released_blocks: set[str] = set()  # blocks of three or more whose hold was lifted once
+    tolerance = STEP_TOLERANCE  # HELD_STEP_TOLERANCE once a searched shape is held
+    lifted_blocks: list = []  # the blocks freed after a hold, until their shape is searched
+    since_lift: list[float] = []  # the Newton decrements since
     for iteration in range(1, max_iterations + 1):
         J = _free_map(params, current.theta, boundary, correlations)
         g = J.T @ current.score
@@ -174,6 +197,25 @@ def fit_aireml(
             step, decrement = None, np.inf
         if step is not None and decrement < 0:
             step, decrement = None, np.inf  # AI not positive definite here: take an EM step
+        if lifted_blocks:
+            since_lift.append(decrement)
+            if _crawls(since_lift) or any(
+                n in correlations for b in lifted_blocks for _, _, n in b.covariances
+            ):  # the freed block crawls along the cone or is held again: search its shape
+                lifted_blocks = []
+                found = _search_shape(mme, current, boundary)
+                if found is not None:  # go on from the best shape, held where it is singular
+                    current, singular = found
+                    correlations = {
+                        name: _correlation(params, current.theta, name)
+                        for block in singular
+                        for _, _, name in block.covariances
+                    }
+                    released_blocks.update(block.terms[0] for block in singular)
+                    if singular:
+                        tolerance = HELD_STEP_TOLERANCE
+                    last_change = np.inf
+                    continue
         if step is not None:
             edge = _edge(params, current.theta, J @ step, correlations, released_blocks)
             if edge:  # hold them, and go on from the held point
@@ -186,7 +228,7 @@ def fit_aireml(
                     continue
                 for name in edge:
                     del correlations[name]
-        small_step = _small(step, info)
+        small_step = _small(step, info, tolerance)
         if _converged(decrement, last_change, small_step, current.loglik):
             lift = _held_blocks(params, correlations, released_blocks)
             if lift:  # a block frozen on the way may have its optimum inside: free it once
@@ -194,6 +236,7 @@ def fit_aireml(
                     released_blocks.add(block.terms[0])
                     for _, _, name in block.covariances:
                         correlations.pop(name, None)
+                lifted_blocks, since_lift = lift, []
                 last_change = np.inf
                 continue
             restart = None
@@ -276,12 +319,123 @@ def fit_aireml(
         step, decrement = None, np.inf
     if step is not None and decrement < 0:  # as in the loop: no Newton step here
         step, decrement = None, np.inf
-    small_step = _small(step, info)
+    small_step = _small(step, info, tolerance)
     counts = (max_iterations, em_steps, halvings)
     return _finish(
         current, boundary | set(correlations), decrement, last_change, small_step, *counts,
         stopped=True,
     )  # fmt: skip
+
+
+class _ShapeCoordinates:
+    r"""θ in coordinates where every block's shape lies in a box: the logarithm of each
+    variance (one at its boundary stays where it is) and each block's canonical partial
+    correlations (:mod:`bayes_animal.spec.vine`) in :math:`[-b, b]`, b =
+    :data:`HELD_CORRELATION`. A singular :math:`G_0` is a partial correlation at ±1, so the
+    block's best singular shape is a point on the edge of the box, where a bounded
+    quasi-Newton search can reach it; in θ it is a corner of the cone, where AI steps crawl."""
+
+    def __init__(self, params, theta: np.ndarray, boundary: set[str]) -> None:
+        from ..spec.vine import vine_partial_correlations
+
+        self.params = params
+        self.theta0 = np.asarray(theta, dtype=float).copy()
+        self.position: dict = {}
+        start: list[float] = []
+        self.bounds: list[tuple[float | None, float | None]] = []
+        self.keys: dict[int, list] = {}
+        for b, block in enumerate(params.all_blocks):
+            for term in block.terms:
+                if term not in boundary:
+                    self.position[("log", term)] = len(start)
+                    start.append(float(np.log(self.theta0[params.index(term)])))
+                    self.bounds.append((None, None))
+            if not block.covariances:
+                continue
+            g = params.g0(self.theta0, block)
+            scale = 1.0 / np.sqrt(np.diag(g))
+            r = g * scale[:, None] * scale[None, :]
+            r = (r + 1e-8 * np.eye(block.size)) / (1.0 + 1e-8)  # a held edge factors
+            partial = vine_partial_correlations(r)
+            self.keys[b] = list(partial)
+            for key, value in partial.items():
+                self.position[(b, key)] = len(start)
+                start.append(float(np.clip(value, -HELD_CORRELATION, HELD_CORRELATION)))
+                self.bounds.append((-HELD_CORRELATION, HELD_CORRELATION))
+        self.start = np.array(start)
+
+    def theta_and_jacobian(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""θ at ``x`` and :math:`\partial\theta/\partial x`: a variance
+        :math:`v = e^{s}`, a covariance :math:`c_{ab} = R_{ab}(z)\sqrt{v_a v_b}`."""
+        from ..spec.vine import vine_jacobian
+
+        params = self.params
+        theta = self.theta0.copy()
+        J = np.zeros((params.size, len(x)))
+        for key, k in self.position.items():
+            if key[0] == "log":
+                i = params.index(key[1])
+                theta[i] = np.exp(x[k])
+                J[i, k] = theta[i]
+        for b, block in enumerate(params.all_blocks):
+            if not block.covariances:
+                continue
+            z = {key: float(x[self.position[(b, key)]]) for key in self.keys[b]}
+            R, dR = vine_jacobian(z, block.size)
+            v = [theta[params.index(t)] for t in block.terms]
+            for a, c, name in block.covariances:
+                i, root = params.index(name), np.sqrt(v[a] * v[c])
+                theta[i] = R[a, c] * root
+                for t in (a, c):
+                    k = self.position.get(("log", block.terms[t]))
+                    if k is not None:
+                        J[i, k] += 0.5 * theta[i]
+                for key in z:
+                    J[i, self.position[(b, key)]] = dR[key][a, c] * root
+        return theta, J
+
+    def singular_blocks(self, x: np.ndarray) -> list:
+        """The blocks with a partial correlation at the edge of the box."""
+        return [
+            block
+            for b, block in enumerate(self.params.all_blocks)
+            if any(
+                abs(x[self.position[(b, key)]]) >= HELD_CORRELATION * (1.0 - 1e-9)
+                for key in self.keys.get(b, [])
+            )
+        ]
+
+
+def _search_shape(mme: MixedModelEquations, current: Evaluation, boundary: set[str]):
+    """Every parameter from ``current`` by L-BFGS-B in :class:`_ShapeCoordinates` (the
+    score carried by their Jacobian): ``(evaluation, singular blocks)``, or None where it does
+    not raise ℓ. Asked once, where AI converged with a block of three or more held on its
+    way to a singular estimate (a 3 × 3 permanent-environment matrix of rank 2): the held
+    shape is the one the block had when it stalled, and the best singular one differs."""
+    from scipy import optimize
+
+    params = mme.parameters
+    coordinates = _ShapeCoordinates(params, current.theta, boundary)
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        theta, J = coordinates.theta_and_jacobian(x)
+        if not params.valid(theta):
+            return float("inf"), np.zeros(len(x))
+        try:
+            evaluation = mme.evaluate(theta, information=False)
+        except NotPositiveDefinite:
+            return float("inf"), np.zeros(len(x))
+        return -evaluation.loglik, -(J.T @ evaluation.score)
+
+    found = optimize.minimize(
+        objective, coordinates.start, jac=True, method="L-BFGS-B", bounds=coordinates.bounds,
+        options={"maxiter": 300, "ftol": 1e-15, "gtol": 1e-7},
+    )  # fmt: skip
+    theta, _ = coordinates.theta_and_jacobian(found.x)
+    evaluation = _evaluate(mme, theta)
+    if evaluation is None or evaluation.loglik <= current.loglik:
+        return None
+    return evaluation, coordinates.singular_blocks(found.x)
 
 
 def _cholesky_step(params, current: Evaluation, boundary: set[str], correlations: dict):
@@ -487,15 +641,22 @@ def _gradient_step(mme: MixedModelEquations, current: Evaluation, J: np.ndarray,
     return None
 
 
-def _small(step: np.ndarray | None, info: np.ndarray) -> bool:
-    """The proposed step changes no parameter by more than :data:`STEP_TOLERANCE` of its SE."""
+def _crawls(decrements: list[float]) -> bool:
+    """The Newton decrement has not halved in the last :data:`CRAWL_ITERATIONS` iterations."""
+    if len(decrements) <= CRAWL_ITERATIONS:
+        return False
+    return not decrements[-1] <= 0.5 * decrements[-1 - CRAWL_ITERATIONS]
+
+
+def _small(step: np.ndarray | None, info: np.ndarray, tolerance: float) -> bool:
+    """The proposed step changes no parameter by more than ``tolerance`` of its SE."""
     if step is None:
         return False
     try:
         se = np.sqrt(np.abs(np.diag(np.linalg.inv(info))))
     except np.linalg.LinAlgError:
         return False
-    return bool(np.all(np.abs(step) <= STEP_TOLERANCE * se))
+    return bool(np.all(np.abs(step) <= tolerance * se))
 
 
 def _converged(decrement: float, change: float, small_step: bool, loglik: float) -> bool:
