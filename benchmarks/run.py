@@ -495,6 +495,22 @@ def multitrait(quick: bool) -> None:
     )
 
 
+def multitrait_scale_reml(quick: bool) -> None:
+    import bench_multitrait
+
+    sizes = (3_000,) if quick else (3_000, 20_000, 100_000)
+    _write(
+        "multitrait_scale_reml",
+        "Several traits at scale, REML only: 3 traits, animal + permanent environment",
+        bench_multitrait.run_scale(sizes, reml_up_to=100_000, bayes_up_to=0),
+        "The data and model of `multitrait_scale` (the same seeds), REML only: what the search "
+        "of a singular block's shape changed (at 3 000 animals the permanent-environment "
+        "matrix is estimated singular; before the search AI-REML stopped there unconverged "
+        "at the iteration limit, 45.5 s in `multitrait_scale.md`). Run: `python "
+        "benchmarks/run.py multitrait_scale_reml`.",
+    )
+
+
 def multitrait_scale(quick: bool) -> None:
     import bench_multitrait
 
@@ -605,6 +621,7 @@ BENCHMARKS = {
     "families_scale": families_scale,
     "multitrait": multitrait,
     "multitrait_scale": multitrait_scale,
+    "multitrait_scale_reml": multitrait_scale_reml,
     "first_run": first_run,
     "reml": reml,
     "reml_cli": reml_cli,
