@@ -316,3 +316,17 @@ def test_printing_a_fit_is_summary_sized_and_says_where_the_rest_is(fits):
     for needle in ("additive", "mother", "residual", "Intercept", "converged",
                    "ASReml's scale", ".predictions['additive', 'byear', 'mother']"):  # fmt: skip
         assert needle in text, needle
+
+
+def test_a_freed_block_crawls_when_its_decrement_stops_halving():
+    """The trigger of the shape search: the decrements of the wheat data's freed 4 × 4 block
+    (falling seven-fold an iteration) do not crawl; those of a singular 3 × 3 permanent
+    environment (stuck near 0.02) do; an iteration without a Newton step (an infinite
+    decrement) neither counts nor breaks the comparison."""
+    wheat = [17.7, 3.05, 0.122, 0.00162, 0.000202]
+    singular = [0.0235, 0.0195, 0.0191, 0.0191]
+    assert not aireml._crawls(wheat)
+    assert aireml._crawls(singular)
+    assert not aireml._crawls(singular[:3])
+    assert not aireml._crawls([np.inf, *wheat[:3], np.inf, wheat[3]])
+    assert aireml._crawls([0.0235, np.inf, 0.0195, 0.0191, np.inf, 0.0191])

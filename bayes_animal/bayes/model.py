@@ -573,7 +573,7 @@ class AnimalModel:
         parameters (the inverse average information) carried to the sampler's unconstrained
         variables x by the Jacobian J = ∂θ/∂x at the REML start, cov(x) ≈ (Jᵀ 𝓘 J)⁻¹. With it the
         marginal models tune in a few hundred steps. None when it cannot be formed (a boundary
-        component, sampled fixed effects)."""
+        component, REML stopped short of its optimum, sampled fixed effects)."""
         model = built.model
         free = model.free_RVs
         reml = self.reml

@@ -84,6 +84,8 @@ STEP_TOLERANCE = 1e-6
 #: falling seven-fold an iteration; a singular 3 × 3 permanent environment crawls along the
 #: cone, its decrement stuck near 0.02 for a hundred iterations.
 CRAWL_ITERATIONS = 3
+#: The shape search's budget of evaluations (each a factorisation and selected inverse).
+SEARCH_EVALUATIONS = 400
 #: The same for a fit holding a block in the singular shape its search found (the partial
 #: correlation at ±:data:`HELD_CORRELATION`): there ℓ stops changing at its round-off while
 #: the step, through a near-singular information, still moves by ~1e-5 SE.
@@ -239,6 +241,7 @@ def fit_aireml(
                 lifted_blocks, since_lift = lift, []
                 last_change = np.inf
                 continue
+            lifted_blocks = []  # a freed block converged inside: nothing crawls
             restart = None
             back = _release(current, params, boundary, released)
             while back is not None and restart is None:
@@ -249,8 +252,9 @@ def fit_aireml(
             if restart is None:
                 counts = (iteration - 1, em_steps, halvings)
                 return _finish(
-                    current, boundary | set(correlations), decrement, last_change, True, *counts
-                )
+                    current, boundary | set(correlations), decrement, last_change, True, *counts,
+                    held_shape=tolerance == HELD_STEP_TOLERANCE,
+                )  # fmt: skip
             boundary.discard(back)
             current = restart
             last_change = np.inf
@@ -323,7 +327,7 @@ def fit_aireml(
     counts = (max_iterations, em_steps, halvings)
     return _finish(
         current, boundary | set(correlations), decrement, last_change, small_step, *counts,
-        stopped=True,
+        stopped=True, held_shape=tolerance == HELD_STEP_TOLERANCE,
     )  # fmt: skip
 
 
@@ -408,10 +412,14 @@ class _ShapeCoordinates:
 
 def _search_shape(mme: MixedModelEquations, current: Evaluation, boundary: set[str]):
     """Every parameter from ``current`` by L-BFGS-B in :class:`_ShapeCoordinates` (the
-    score carried by their Jacobian): ``(evaluation, singular blocks)``, or None where it does
-    not raise ℓ. Asked once, where AI converged with a block of three or more held on its
-    way to a singular estimate (a 3 × 3 permanent-environment matrix of rank 2): the held
-    shape is the one the block had when it stalled, and the best singular one differs."""
+    score carried by their Jacobian; at most :data:`SEARCH_EVALUATIONS` evaluations):
+    ``(evaluation, blocks with a partial correlation at the edge)`` — of any size, the
+    residual's included —, or None where it does not raise ℓ by more than its round-off.
+    Asked once per block of three or more freed after its hold, where the freed block crawls
+    along the cone or is held again (a 3 × 3 permanent-environment matrix of rank 2): the
+    held shape is the one the block had when it stalled, and the best singular one differs.
+    AI then holds each singular block's correlations, so its variances' SEs are those at
+    that shape (as for a pair held at ±1)."""
     from scipy import optimize
 
     params = mme.parameters
@@ -429,11 +437,13 @@ def _search_shape(mme: MixedModelEquations, current: Evaluation, boundary: set[s
 
     found = optimize.minimize(
         objective, coordinates.start, jac=True, method="L-BFGS-B", bounds=coordinates.bounds,
-        options={"maxiter": 300, "ftol": 1e-15, "gtol": 1e-7},
+        options={"maxiter": 300, "maxfun": SEARCH_EVALUATIONS, "ftol": 1e-15, "gtol": 1e-7},
     )  # fmt: skip
     theta, _ = coordinates.theta_and_jacobian(found.x)
     evaluation = _evaluate(mme, theta)
-    if evaluation is None or evaluation.loglik <= current.loglik:
+    if evaluation is None or evaluation.loglik <= current.loglik + _change_tolerance(
+        current.loglik
+    ):  # round-off is no reason to hold a shape and loosen the step test
         return None
     return evaluation, coordinates.singular_blocks(found.x)
 
@@ -642,10 +652,12 @@ def _gradient_step(mme: MixedModelEquations, current: Evaluation, J: np.ndarray,
 
 
 def _crawls(decrements: list[float]) -> bool:
-    """The Newton decrement has not halved in the last :data:`CRAWL_ITERATIONS` iterations."""
-    if len(decrements) <= CRAWL_ITERATIONS:
+    """The Newton decrement has not halved in the last :data:`CRAWL_ITERATIONS` iterations
+    that had one."""
+    finite = [d for d in decrements if np.isfinite(d)]  # an EM or score step has none
+    if len(finite) <= CRAWL_ITERATIONS:
         return False
-    return not decrements[-1] <= 0.5 * decrements[-1 - CRAWL_ITERATIONS]
+    return not finite[-1] <= 0.5 * finite[-1 - CRAWL_ITERATIONS]
 
 
 def _small(step: np.ndarray | None, info: np.ndarray, tolerance: float) -> bool:
@@ -699,12 +711,17 @@ def _release(current: Evaluation, params, boundary: set[str], released: dict[str
 
 def _finish(
     current, boundary, decrement, change, small_step, iterations, em_steps, halvings, *,
-    stopped=False,
+    stopped=False, held_shape=False,
 ):  # fmt: skip
     gradient = tuple(float(g * t) for g, t in zip(current.score, current.theta, strict=True))
     converged = _converged(decrement, change, small_step, current.loglik)
     if converged:
         reason = "Newton decrement, last change and step below tolerance"
+        if held_shape:
+            reason += (
+                f" (the step at {HELD_STEP_TOLERANCE:g} of each SE: a block is held in the "
+                "singular shape its search found)"
+            )
         if boundary:
             reason += f"; at the boundary: {', '.join(sorted(boundary))}"
     elif stopped:
