@@ -318,10 +318,20 @@ def fit_inputs(
 
         result = fit_sparse(inputs.design, inputs.structures(), ordering=ordering, pev=pev, **limit)
     notices = list(result.notices)
+    held = [name for name in result.boundary if name not in result.component_table]
     for name in result.boundary:
+        if name in held:
+            continue
         notices.append(
             f"the variance of {name!r} is at its boundary (0): it is reported as 0, without a "
             "standard error; the data hold no evidence of that effect."
+        )
+    if held:
+        notices.append(
+            f"the covariances {', '.join(repr(n) for n in held)} are held at the edge of the "
+            "positive semi-definite cone: their matrix is estimated singular (a pair's "
+            "correlation at ±0.9999; a larger matrix in the singular shape REML found), and "
+            "they are reported without standard errors."
         )
     timings = {
         **inputs.timings,

@@ -516,6 +516,10 @@ def test_a_three_trait_matrix_driven_singular_converges_to_its_best_singular_sha
     assert set(fit.boundary) == {"pe:t1:t2", "pe:t1:t3", "pe:t2:t3"}
     report = fit.report()
     assert "edge of the positive semi-definite cone" in report and "NOT converged" not in report
+    # one notice names the held covariances; none calls them variances at zero
+    held = [n for n in fit.notices if "are held at the edge" in n]
+    assert len(held) == 1 and all(f"'pe:{p}'" in held[0] for p in ("t1:t2", "t1:t3", "t2:t3"))
+    assert not any("the variance of 'pe:t1:t2'" in n for n in fit.notices)
     # the PE matrix is singular: the smallest eigenvalue of its correlation matrix is ~0
     traits = ("t1", "t2", "t3")
     pe = np.array(

@@ -266,8 +266,8 @@ class RemlResult:
             if edge:
                 status += (
                     ", at the edge of the positive semi-definite cone (the correlations of "
-                    f"{', '.join(edge)} held: ±0.9999 for a pair, as they stood for a larger "
-                    "matrix)"
+                    f"{', '.join(edge)} held: ±0.9999 for a pair, a larger matrix in the "
+                    "singular shape REML found)"
                 )
         asreml = self.loglik_asreml
         lines += [
