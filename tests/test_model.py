@@ -781,6 +781,18 @@ def test_printing_a_posterior_is_summary_sized():
     text = repr(fit)
     assert len(text.splitlines()) < 30 and "h2" in text and ".ebv()" in text
     assert "seed: 3" in text
+    # every column stays apart, however wide its numbers or long the names: a mode of
+    # -0.0004615 filled its ten characters and ran into the SE before ("nan-0.0004615")
+    import dataclasses
+
+    check = fit.reml_check.copy()
+    check.loc["h2", ["reml_se", "mode"]] = [np.nan, -0.0004615]
+    check = check.rename(index={"h2": "corr:additive:birth_weight:tarsus"})
+    rows = dataclasses.replace(fit, reml_check=check).report().splitlines()
+    row = next(line for line in rows if line.startswith("corr:additive"))
+    fields = row.split()
+    assert fields[0] == "corr:additive:birth_weight:tarsus"
+    assert fields[2:4] == ["nan", "-0.0004615"]
 
 
 def test_posterior_files_keep_what_was_asked(seed_sim_fit, tmp_path):
