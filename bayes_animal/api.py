@@ -319,9 +319,7 @@ def fit_inputs(
         result = fit_sparse(inputs.design, inputs.structures(), ordering=ordering, pev=pev, **limit)
     notices = list(result.notices)
     held = [name for name in result.boundary if name not in result.component_table]
-    for name in result.boundary:
-        if name in held:
-            continue
+    for name in (n for n in result.boundary if n not in held):
         notices.append(
             f"the variance of {name!r} is at its boundary (0): it is reported as 0, without a "
             "standard error; the data hold no evidence of that effect."

@@ -57,13 +57,13 @@ class Wrapped:
         self.mme, self.change, self.refuse = mme, change, refuse
         self.parameters, self.design, self.calls = mme.parameters, mme.design, 0
 
-    def evaluate(self, theta):
+    def evaluate(self, theta, *, information=True):
         from bayes_animal.linalg.ldl import NotPositiveDefinite
 
         if self.refuse is not None and self.refuse(theta):
             raise NotPositiveDefinite("refused by the test")
         self.calls += 1
-        evaluation = self.mme.evaluate(theta)
+        evaluation = self.mme.evaluate(theta, information=information)
         return evaluation if self.change is None else self.change(evaluation, self.calls)
 
     def em_update(self, evaluation):

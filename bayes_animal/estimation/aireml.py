@@ -124,10 +124,15 @@ def ols_variance(mme: MixedModelEquations):
 
 
 def _evaluate(
-    mme: MixedModelEquations, theta: np.ndarray, *, required: bool = False
+    mme: MixedModelEquations,
+    theta: np.ndarray,
+    *,
+    required: bool = False,
+    information: bool = True,
 ) -> Evaluation | None:
-    """The evaluation at ``theta``; None outside the parameter space or where C(θ) does not
-    factor (a trial point to step back from).
+    """The evaluation at ``theta`` (its average information where ``information``); None
+    outside the parameter space or where C(θ) does not factor (a trial point to step back
+    from).
 
     Raises
     ------
@@ -137,7 +142,7 @@ def _evaluate(
     if not mme.parameters.valid(theta):
         return None
     try:
-        return mme.evaluate(theta)
+        return mme.evaluate(theta, information=information)
     except NotPositiveDefinite as exc:
         if required:
             raise mme.singular_error(exc, theta) from exc
@@ -185,7 +190,7 @@ def fit_aireml(
     variances = set(params.variances)
     correlations: dict[str, float] = {}  # covariances held at the edge of the PSD cone
     released_blocks: set[str] = set()  # blocks of three or more whose hold was lifted once
-    tolerance = STEP_TOLERANCE  # HELD_STEP_TOLERANCE once a searched shape is held
+    held_shape = False  # a block held in the singular shape its search found
     lifted_blocks: list = []  # the blocks freed after a hold, until their shape is searched
     since_lift: list[float] = []  # the Newton decrements since
     for iteration in range(1, max_iterations + 1):
@@ -214,8 +219,7 @@ def fit_aireml(
                         for _, _, name in block.covariances
                     }
                     released_blocks.update(block.terms[0] for block in singular)
-                    if singular:
-                        tolerance = HELD_STEP_TOLERANCE
+                    held_shape = held_shape or bool(singular)
                     last_change = np.inf
                     continue
         if step is not None:
@@ -230,7 +234,7 @@ def fit_aireml(
                     continue
                 for name in edge:
                     del correlations[name]
-        small_step = _small(step, info, tolerance)
+        small_step = _small(step, info, held_shape)
         if _converged(decrement, last_change, small_step, current.loglik):
             lift = _held_blocks(params, correlations, released_blocks)
             if lift:  # a block frozen on the way may have its optimum inside: free it once
@@ -253,7 +257,7 @@ def fit_aireml(
                 counts = (iteration - 1, em_steps, halvings)
                 return _finish(
                     current, boundary | set(correlations), decrement, last_change, True, *counts,
-                    held_shape=tolerance == HELD_STEP_TOLERANCE,
+                    held_shape=held_shape,
                 )  # fmt: skip
             boundary.discard(back)
             current = restart
@@ -323,11 +327,11 @@ def fit_aireml(
         step, decrement = None, np.inf
     if step is not None and decrement < 0:  # as in the loop: no Newton step here
         step, decrement = None, np.inf
-    small_step = _small(step, info, tolerance)
+    small_step = _small(step, info, held_shape)
     counts = (max_iterations, em_steps, halvings)
     return _finish(
         current, boundary | set(correlations), decrement, last_change, small_step, *counts,
-        stopped=True, held_shape=tolerance == HELD_STEP_TOLERANCE,
+        stopped=True, held_shape=held_shape,
     )  # fmt: skip
 
 
@@ -356,9 +360,7 @@ class _ShapeCoordinates:
                     self.bounds.append((None, None))
             if not block.covariances:
                 continue
-            g = params.g0(self.theta0, block)
-            scale = 1.0 / np.sqrt(np.diag(g))
-            r = g * scale[:, None] * scale[None, :]
+            r = _correlation_matrix(params, self.theta0, block)
             r = (r + 1e-8 * np.eye(block.size)) / (1.0 + 1e-8)  # a held edge factors
             partial = vine_partial_correlations(r)
             self.keys[b] = list(partial)
@@ -427,11 +429,8 @@ def _search_shape(mme: MixedModelEquations, current: Evaluation, boundary: set[s
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
         theta, J = coordinates.theta_and_jacobian(x)
-        if not params.valid(theta):
-            return float("inf"), np.zeros(len(x))
-        try:
-            evaluation = mme.evaluate(theta, information=False)
-        except NotPositiveDefinite:
+        evaluation = _evaluate(mme, theta, information=False)
+        if evaluation is None:
             return float("inf"), np.zeros(len(x))
         return -evaluation.loglik, -(J.T @ evaluation.score)
 
@@ -603,13 +602,19 @@ def _held_blocks(params, correlations: dict, released: set[str]) -> list:
     ]
 
 
-def _smallest_correlation_eigenvalue(params, theta: np.ndarray, block) -> float:
+def _correlation_matrix(params, theta: np.ndarray, block) -> np.ndarray | None:
+    """The block's correlation matrix at ``theta`` (None where a variance is not positive)."""
     g = params.g0(theta, block)
     diagonal = np.diag(g)
     if np.any(diagonal <= 0):
-        return -np.inf
+        return None
     scale = 1.0 / np.sqrt(diagonal)
-    return float(np.linalg.eigvalsh(g * scale[:, None] * scale[None, :])[0])
+    return g * scale[:, None] * scale[None, :]
+
+
+def _smallest_correlation_eigenvalue(params, theta: np.ndarray, block) -> float:
+    r = _correlation_matrix(params, theta, block)
+    return -np.inf if r is None else float(np.linalg.eigvalsh(r)[0])
 
 
 def _hold(params, theta: np.ndarray, correlations: dict) -> np.ndarray:
@@ -660,14 +665,16 @@ def _crawls(decrements: list[float]) -> bool:
     return not finite[-1] <= 0.5 * finite[-1 - CRAWL_ITERATIONS]
 
 
-def _small(step: np.ndarray | None, info: np.ndarray, tolerance: float) -> bool:
-    """The proposed step changes no parameter by more than ``tolerance`` of its SE."""
+def _small(step: np.ndarray | None, info: np.ndarray, held_shape: bool) -> bool:
+    """The proposed step changes no parameter by more than :data:`STEP_TOLERANCE` of its SE
+    (:data:`HELD_STEP_TOLERANCE` with a block held in a searched singular shape)."""
     if step is None:
         return False
     try:
         se = np.sqrt(np.abs(np.diag(np.linalg.inv(info))))
     except np.linalg.LinAlgError:
         return False
+    tolerance = HELD_STEP_TOLERANCE if held_shape else STEP_TOLERANCE
     return bool(np.all(np.abs(step) <= tolerance * se))
 
 

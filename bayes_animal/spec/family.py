@@ -256,7 +256,9 @@ class Family:
                 up, down = -np.logaddexp(0.0, -eta), -np.logaddexp(0.0, eta)
             return coefficient + y * up + (trials - y) * down
         if self.name == "poisson":
-            return y * eta - np.exp(eta) - special.gammaln(y + 1.0)
+            with np.errstate(over="ignore"):  # e^η past double range: log p = -inf there
+                mean = np.exp(eta)
+            return y * eta - mean - special.gammaln(y + 1.0)
         raise ValueError("log_density is for the non-Gaussian families")
 
     def derivatives(
