@@ -29,10 +29,13 @@ def model():
 
 
 def test_every_engine_says_what_it_is(model):
-    assert set(ENGINE_CLASSES) == {"spectral", "sparse", "noncentred", "partial", "laplace"}
+    assert set(ENGINE_CLASSES) == {
+        "spectral", "sparse", "canonical", "noncentred", "partial", "laplace",
+    }  # fmt: skip
     assert not ENGINE_CLASSES["laplace"].gaussian  # tested on its families (test_families.py)
+    assert ENGINE_CLASSES["canonical"].several_traits_only  # tested in test_canonical.py
     for name, cls in ENGINE_CLASSES.items():
-        if not cls.gaussian:
+        if not cls.gaussian or cls.several_traits_only:
             continue
         engine = engine_for(model, name)
         assert engine.name == name and cls.default_sampler in ("pymc", "nutpie")

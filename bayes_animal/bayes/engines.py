@@ -8,6 +8,9 @@ engine             parameterisation     what NUTS moves in; how b and u come bac
                                         the eigenbasis of :math:`ZKZ^\top`              the density
 ``sparse``         marginal             the variances; b, every u drawn per draw by    PyMC
                                         perturb-and-solve on the mixed-model equations
+``canonical``      marginal             several traits' G0 and R0 (one random term,    nutpie on
+                                        every trait on every record); b, every u       the density
+                                        drawn exactly per draw in the eigenbasis
 ``noncentred``     noncentred           the variances, b and every unit normal z       nutpie via
                                                                                        PyMC
 ``partial``        partial              the variances and the non-additive z; b, the   PyMC
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENGINE_CLASSES",
+    "CanonicalEngine",
     "Engine",
     "LaplaceEngine",
     "NonCentredEngine",
@@ -71,6 +75,8 @@ class Engine:
     #: Whether it serves Gaussian traits (the Laplace engine is for the other families only;
     #: the non-centred one serves both).
     gaussian: ClassVar[bool] = True
+    #: Whether it serves only models of several traits (the canonical transformation).
+    several_traits_only: ClassVar[bool] = False
 
     def __init__(self, model: AnimalModel) -> None:
         self.model = model
@@ -195,6 +201,47 @@ class SparseEngine(Engine):
         return out
 
 
+class CanonicalEngine(Engine):
+    """Several traits on one random term with every trait on every record, in the eigenbasis
+    of :math:`ZKZ^\top` (:mod:`bayes_animal.linalg.canonical`: O(n t³) per gradient where the
+    sparse equations factor a matrix of order t·q)."""
+
+    name = "canonical"
+    parameterisation = "marginal"
+    fixed_options = ("integrate",)
+    default_sampler = "nutpie"
+    several_traits_only = True
+
+    def likelihood(self):
+        from ..linalg.canonical import CanonicalLikelihood
+
+        return CanonicalLikelihood(self.model.canonical)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from .model import ModelError
+
+        raise ModelError(
+            "The canonical transformation of several traits is sampled by nutpie on the "
+            "hand-derived density (sampler='nutpie', the default), not in a PyMC graph."
+        )
+
+    def draws(self, posterior, fixed, rng):
+        """b and every trait's effect per draw of θ, exactly, in the eigenbasis (no
+        factorisation)."""
+        from .conditional import posterior_thetas
+        from .likelihoods import effect_variable
+
+        m = self.model
+        likelihood = self.likelihood()
+        thetas = posterior_thetas(m.parameters, posterior)
+        w = np.array([likelihood.value_and_draw(theta, rng)[1] for theta in thetas])
+        p, q = m.design.n_fixed, m.canonical.levels
+        out = {"beta": w[:, :p]}
+        for k, effect in enumerate(m.design.effects):
+            out[effect_variable(effect.name)] = w[:, p + k * q : p + (k + 1) * q]
+        return out
+
+
 class NonCentredEngine(Engine):
     """Every effect sampled, non-centred (O(q) per gradient)."""
 
@@ -314,10 +361,10 @@ def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
     return out
 
 
-ENGINE_CLASSES: dict[str, type[Engine]] = {
-    cls.name: cls
-    for cls in (SpectralEngine, SparseEngine, NonCentredEngine, PartialEngine, LaplaceEngine)
-}
+_ENGINES = (
+    SpectralEngine, SparseEngine, CanonicalEngine, NonCentredEngine, PartialEngine, LaplaceEngine,
+)  # fmt: skip
+ENGINE_CLASSES: dict[str, type[Engine]] = {cls.name: cls for cls in _ENGINES}
 
 
 def engine_for(model: AnimalModel, name: str) -> Engine:

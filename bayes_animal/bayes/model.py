@@ -49,6 +49,7 @@ from ..choice import (
     choose_bayes,
     choose_family_engine,
     choose_sampler,
+    choose_traits,
     facts,
     gradients_of_a_fit,
 )
@@ -216,6 +217,7 @@ class AnimalModel:
                         self.scales[e.name] = own["residual"] / np.sqrt(diagonals[e.name])
                 self.scales[f"residual:{trait}"] = own["residual"]
         self._problem: SpectralProblem | None = None
+        self._canonical = None
         self._choices: dict[tuple[int, int, int], Choice] = {}
         self._fit_engine: str | None = None  # the engine of the fit that asked for REML
         self._reml: RemlResult | None = None
@@ -268,6 +270,18 @@ class AnimalModel:
             single = replace(self.design, effects=self.design.effects[:1])
             self._problem = decompose(single, self.relmat)
         return self._problem
+
+    @property
+    def canonical(self):
+        """The canonical transformation of several traits on one random term
+        (:mod:`bayes_animal.linalg.canonical`), computed once."""
+        if self._canonical is None:
+            from ..linalg.canonical import canonical_problem
+
+            effect = self.design.effects[0]
+            relationship = self.structures[effect.name].dense() if effect.genetic else None
+            self._canonical = canonical_problem(self.design, relationship, self.parameters)
+        return self._canonical
 
     @property
     def mme(self):
@@ -409,11 +423,10 @@ class AnimalModel:
                     f"parameterisation={parameterisation!r} is for one trait. Use 'auto' or "
                     "'marginal'."
                 )
-            notes.append(
-                f"{len(self.design.traits)} traits: the marginal model on the sparse mixed-model "
-                "equations (NUTS over every G0 and R0, effects drawn exactly afterwards)."
-            )
-            parameterisation, engine = "marginal", "sparse"
+            chains, draws, tune = size
+            choice = choose_traits(self.inputs, gradients=gradients_of_a_fit(chains, draws, tune))
+            notes.append(f"engine {choice.describe()}")
+            parameterisation, engine = "marginal", choice.engine
         elif parameterisation == "auto":
             chains, draws, tune = size
             choice = self.choice(chains=chains, draws=draws, tune=tune)
@@ -468,7 +481,19 @@ class AnimalModel:
         return parameterisation, engine, fixed, notes
 
     def build(self, parameterisation: str = "auto", *, fixed: str = "auto"):
-        """The PyMC model (without sampling). Returns ``pymc.Model``."""
+        """The PyMC model (without sampling). Returns ``pymc.Model``.
+
+        Raises
+        ------
+        ModelError
+            Several traits: they are sampled on the hand-derived density
+            (:meth:`density`), which has no PyMC graph.
+        """
+        if self.design.multi_trait:
+            raise ModelError(
+                "Several traits are sampled by nutpie on the hand-derived density of every G0 "
+                "and R0 (model.density()), not in a PyMC graph: use model.fit()."
+            )
         _, engine, fixed, _ = self._resolve(parameterisation, fixed)
         return self._build(engine_for(self, engine), fixed).model
 
@@ -777,6 +802,8 @@ class AnimalModel:
         timings["reliability"] = time.perf_counter() - reliability_start
         if self._problem is not None:
             timings["eigh"] = self._problem.seconds
+        if self._canonical is not None:
+            timings["eigh"] = self._canonical.seconds
         fixed_effects = "integrated" if fixed == "integrate" else "sampled"
         idata.attrs.update(
             self._provenance(

@@ -1,0 +1,310 @@
+r"""Several traits, one random effect, every trait on every record: the restricted likelihood
+in the eigenbasis of :math:`ZKZ^\top` (the canonical transformation).
+
+With t traits on n records, Y (n × t) = X B + Z U + E, where X (n × p) is shared by the
+traits and B (p × t) gives each trait its own coefficients (MCMCglmm's ``trait:x``),
+:math:`\operatorname{cov}(U_{ja}, U_{kb}) = K_{jk} G_{0,ab}` and the rows of E are
+independent :math:`N(0, R_0)`. With :math:`ZKZ^\top = Q \Lambda Q^\top`, the rotated records
+:math:`\tilde y_i = (Q^\top Y)_i` are independent,
+
+.. math::
+
+    \tilde y_i \sim N(B^\top \tilde x_i,\ V_i), \qquad V_i = \lambda_i G_0 + R_0,
+
+so the likelihood costs O(n t³) after one eigendecomposition, where the mixed-model equations
+factor a matrix of order t·q (dense for a dense K) at every evaluation.
+
+**Restricted likelihood.** With :math:`W_i = V_i^{-1}`, :math:`D_i = I_t \otimes \tilde x_i^\top`
+(β = vec B, trait by trait, the order of the equations' fixed effects),
+:math:`M = \sum_i D_i^\top W_i D_i = \sum_i W_i \otimes \tilde x_i \tilde x_i^\top`,
+:math:`\hat\beta = M^{-1} \sum_i D_i^\top W_i \tilde y_i`, :math:`r_i = \tilde y_i - D_i\hat\beta`,
+
+.. math::
+
+    \ell_R = -\tfrac12\Big[(nt - tp)\log 2\pi + \sum_i \log|V_i| + \log|M|
+    + \sum_i r_i^\top W_i r_i - \log|X^{*\top} X^*|\Big],
+
+the mixed-model equations' value (:mod:`bayes_animal.linalg.mme`: the same constant, since
+:math:`\log|V| + \log|X^\top V^{-1} X| = \log|R| + \log|G| + \log|C|`).
+
+**Score.** :math:`\partial V_i/\partial\theta_k = c_i E_k` with :math:`c_i = \lambda_i` for an
+element of :math:`G_0`, 1 for one of :math:`R_0`, and :math:`E_k` its symmetric unit matrix.
+With :math:`s_i = W_i r_i` (Py, rotated) and :math:`H_i = D_i M^{-1} D_i^\top` (t × t),
+
+.. math::
+
+    \frac{\partial \ell_R}{\partial \theta_k} = -\tfrac12 \operatorname{tr}\Big(E_k
+    \sum_i c_i \big[W_i - W_i H_i W_i - s_i s_i^\top\big]\Big),
+
+from :math:`\operatorname{tr}(P\,\partial V) - y^\top P\,\partial V\,P y` with
+:math:`P = V^{-1} - V^{-1}X(X^\top V^{-1}X)^{-1}X^\top V^{-1}`.
+
+**Draws.** Given θ, :math:`\beta \sim N(\hat\beta, M^{-1})`, then U given β by
+perturbation (Matheron's rule): :math:`U^* \sim N(0, K \otimes G_0)`,
+:math:`Y^* = Z U^* + E^*`, :math:`U = U^* + K Z^\top V^{-1}(Y - XB - Y^*) G_0` (:math:`V^{-1}`
+applied in the eigenbasis) — an exact draw from :math:`p(\beta, U \mid \theta, y)` in
+O(q n t) with no factorisation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CanonicalLikelihood", "CanonicalProblem", "canonical_obstacle", "canonical_problem"]
+
+
+@dataclass(frozen=True)
+class CanonicalProblem:
+    r"""A model of several traits rotated into the eigenbasis of :math:`ZKZ^\top`.
+
+    Attributes
+    ----------
+    eigenvalues, eigenvectors
+        :math:`\lambda` (n) and Q (n × n) of :math:`ZKZ^\top` over the records.
+    Y_rot, X_rot
+        :math:`Q^\top Y` (n × t) and :math:`Q^\top X` (n × p; X of one trait).
+    g_index, r_index
+        The position in θ of each element of :math:`G_0` and :math:`R_0` (t × t).
+    constant
+        :math:`(nt - tp)\log 2\pi - \log|X^{*\top}X^*|`.
+    kzq
+        :math:`K Z^\top Q` (q × n), which carries a rotated residual to the levels.
+    k_factor
+        L with :math:`LL^\top = K` (q × q), for the prior draws of the perturbation.
+    record_level
+        Each record's level (n).
+    seconds
+        Wall time of the eigendecomposition and the rotations.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    Y_rot: np.ndarray
+    X_rot: np.ndarray
+    g_index: np.ndarray
+    r_index: np.ndarray
+    constant: float
+    kzq: np.ndarray
+    k_factor: np.ndarray
+    record_level: np.ndarray
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        """Number of records."""
+        return len(self.eigenvalues)
+
+    @property
+    def traits(self) -> int:
+        """Number of traits t."""
+        return self.Y_rot.shape[1]
+
+    @property
+    def p(self) -> int:
+        """Fixed-effect columns of one trait."""
+        return self.X_rot.shape[1]
+
+    @property
+    def levels(self) -> int:
+        """Levels q of the random effect."""
+        return self.kzq.shape[0]
+
+
+def canonical_obstacle(design) -> str | None:
+    """Why the canonical transformation cannot fit this model (None where it can): it needs
+    several Gaussian traits, one random term (unstructured or ``diag``), and every trait on
+    every record."""
+    if not design.multi_trait:
+        return "one trait"
+    if not design.family.gaussian:
+        return f"the {design.family.label} family"
+    terms = {e.term for e in design.effects}
+    if len(terms) != 1:
+        return f"{len(terms)} random terms"
+    t = len(design.traits)
+    if len(design.y) != t * len(design.record_labels):
+        return "records with some traits missing"
+    return None
+
+
+def _positions(parameters, blocks) -> np.ndarray:
+    """θ's position of each element of the t × t matrix the blocks make up (one unstructured
+    block, or t blocks of one trait each: ``diag``); ``parameters.size`` — the 0 appended to
+    θ — for an element held at 0."""
+    terms = [term for block in blocks for term in block.terms]
+    index = np.full((len(terms), len(terms)), parameters.size, dtype=np.intp)
+    for a, name in enumerate(terms):
+        index[a, a] = parameters.index(name)
+    for block in blocks:
+        first = terms.index(block.terms[0])
+        for i, j, name in block.covariances:
+            index[first + i, first + j] = index[first + j, first + i] = parameters.index(name)
+    return index
+
+
+def canonical_problem(design, relationship, parameters) -> CanonicalProblem:
+    r"""Eigendecompose :math:`ZKZ^\top` over the records and rotate Y and X.
+
+    Parameters
+    ----------
+    design
+        A design of several traits that :func:`canonical_obstacle` accepts.
+    relationship
+        The random effect's :class:`~bayes_animal.structures.relationship.RelationshipMatrix`
+        (K, dense; levels in the order of the effect's levels), or None for an independent
+        effect (K = I).
+    parameters
+        The model's :class:`~bayes_animal.spec.parameters.Parameters`.
+    """
+    from ..structures.relationship import psd_factor
+
+    obstacle = canonical_obstacle(design)
+    if obstacle is not None:
+        raise ValueError(f"The canonical transformation does not apply: {obstacle}.")
+    start = time.perf_counter()
+    t = len(design.traits)
+    n = len(design.record_labels)
+    record, trait = design.observation_record, design.observation_trait
+    Y = np.empty((n, t))
+    Y[record, trait] = design.y
+    first = trait == 0
+    effect = design.effects[0]
+    level = np.empty(n, dtype=np.intp)
+    level[record[first]] = effect.index[first]
+    p = design.n_fixed // t
+    X = np.empty((n, p))
+    X[record[first]] = design.X[first, :p]
+    K = np.eye(effect.size) if relationship is None else np.asarray(relationship.matrix, float)
+    kernel = K[np.ix_(level, level)]
+    values, vectors = np.linalg.eigh(kernel)
+    values = np.maximum(values, 0.0)  # round-off below zero: K was checked PSD at its use
+    Y_rot = vectors.T @ Y
+    X_rot = vectors.T @ X
+    kz = K[:, level]  # K Zᵀ, q × n
+    kzq = kz @ vectors
+    factor = psd_factor(K)
+    _, logdet_x = np.linalg.slogdet(X.T @ X)
+    constant = (n * t - t * p) * np.log(2.0 * np.pi) - t * float(logdet_x)
+    return CanonicalProblem(
+        eigenvalues=values,
+        eigenvectors=vectors,
+        Y_rot=Y_rot,
+        X_rot=X_rot,
+        g_index=_positions(parameters, parameters.blocks),
+        r_index=_positions(parameters, (parameters.residual,)),
+        constant=float(constant),
+        kzq=kzq,
+        k_factor=factor,
+        record_level=level,
+        seconds=time.perf_counter() - start,
+    )
+
+
+class CanonicalLikelihood:
+    """θ → (ℓ_R, ∂ℓ_R/∂θ) of a :class:`CanonicalProblem` (the module docstring's formulas);
+    −∞ where :math:`G_0` or :math:`R_0` is not positive definite. A class: it pickles for
+    the sampler's worker process."""
+
+    def __init__(self, problem: CanonicalProblem) -> None:
+        self.problem = problem
+        X = problem.X_rot
+        self._xx = X[:, :, None] * X[:, None, :]  # n × p × p
+
+    def _matrices(self, theta: np.ndarray):
+        """:math:`G_0` and :math:`R_0` at θ (an element held at 0 read from a 0 appended)."""
+        pr = self.problem
+        padded = np.append(theta, 0.0)
+        return padded[pr.g_index], padded[pr.r_index]
+
+    def _solve(self, theta: np.ndarray):
+        """Everything the value, score and draws share; None outside the space."""
+        pr = self.problem
+        theta = np.asarray(theta, dtype=float)
+        if not np.all(np.isfinite(theta)):
+            return None
+        G, R = self._matrices(theta)
+        try:
+            np.linalg.cholesky(G)
+            np.linalg.cholesky(R)
+        except np.linalg.LinAlgError:
+            return None
+        V = pr.eigenvalues[:, None, None] * G[None] + R[None]
+        try:
+            chol = np.linalg.cholesky(V)
+        except np.linalg.LinAlgError:
+            return None
+        logdet_v = 2.0 * float(np.log(np.diagonal(chol, axis1=1, axis2=2)).sum())
+        identity = np.broadcast_to(np.eye(pr.traits), V.shape)
+        W = np.linalg.solve(V, identity)
+        t, p = pr.traits, pr.p
+        # M[a, c, b, d] = Σ_i W_i[a, b] x_i[c] x_i[d]; rhs[a, c] = Σ_i (W_i y_i)[a] x_i[c]
+        M = np.einsum("iab,icd->acbd", W, self._xx).reshape(t * p, t * p)
+        wy = np.einsum("iab,ib->ia", W, pr.Y_rot)
+        rhs = (wy.T @ pr.X_rot).reshape(t * p)
+        try:
+            m_factor = np.linalg.cholesky(M)
+        except np.linalg.LinAlgError:
+            return None
+        logdet_m = 2.0 * float(np.log(np.diag(m_factor)).sum())
+        beta = np.linalg.solve(M, rhs)
+        B = beta.reshape(t, p).T  # p × t
+        r = pr.Y_rot - pr.X_rot @ B
+        s = np.einsum("iab,ib->ia", W, r)
+        quadratic = float(np.einsum("ia,ia->", r, s))
+        value = -0.5 * (logdet_v + logdet_m + quadratic + pr.constant)
+        return G, R, W, M, m_factor, beta, r, s, value
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = np.asarray(theta, dtype=float)
+        solved = self._solve(theta)
+        if solved is None:
+            return -np.inf, np.zeros_like(theta)
+        _, _, W, M, _, _, _, s, value = solved
+        pr = self.problem
+        t, p = pr.traits, pr.p
+        m_inverse = np.linalg.inv(M).reshape(t, p, t, p)
+        # H_i[a, b] = x_iᵀ M⁻¹[a, :, b, :] x_i
+        H = np.einsum("ic,acbd,id->iab", pr.X_rot, m_inverse, pr.X_rot)
+        WHW = np.einsum("iab,ibc,icd->iad", W, H, W)
+        terms = W - WHW - s[:, :, None] * s[:, None, :]
+        lam = pr.eigenvalues
+        for_g = np.einsum("i,iab->ab", lam, terms)
+        for_r = terms.sum(axis=0)
+        gradient = np.zeros(len(theta) + 1)  # the last: elements held at 0, dropped
+        for index, total in ((pr.g_index, for_g), (pr.r_index, for_r)):
+            for a in range(t):
+                for b in range(a, t):
+                    gradient[index[a, b]] = -0.5 * total[a, b] * (1.0 if a == b else 2.0)
+        return float(value), gradient[:-1]
+
+    def value_and_draw(
+        self, theta: np.ndarray, rng: np.random.Generator | None
+    ) -> tuple[float, np.ndarray | None]:
+        r"""ℓ_R(θ) and, given ``rng``, a draw of every unknown from :math:`p(\beta, U \mid
+        \theta, y)` (the module docstring), in the order of the mixed-model equations:
+        β trait by trait, then the effect's levels trait by trait."""
+        solved = self._solve(np.asarray(theta, dtype=float))
+        if solved is None:
+            return -np.inf, None
+        G, R, W, _, m_factor, beta, _, _, value = solved
+        if rng is None:
+            return value, None
+        pr = self.problem
+        t, p, q, n = pr.traits, pr.p, pr.levels, pr.n
+        # β ~ N(β̂, M⁻¹): β̂ + L⁻ᵀ ξ with M = L Lᵀ
+        from scipy.linalg import solve_triangular
+
+        beta = beta + solve_triangular(m_factor, rng.standard_normal(t * p), lower=True, trans=1)
+        B = beta.reshape(t, p).T
+        u_star = (
+            pr.k_factor @ rng.standard_normal((pr.k_factor.shape[1], t)) @ np.linalg.cholesky(G).T
+        )
+        e_star = rng.standard_normal((n, t)) @ np.linalg.cholesky(R).T
+        y_star = u_star[pr.record_level] + e_star
+        rotated = pr.Y_rot - pr.X_rot @ B - pr.eigenvectors.T @ y_star
+        s = np.einsum("iab,ib->ia", W, rotated)
+        U = u_star + pr.kzq @ s @ G
+        return value, np.concatenate([beta, U.T.reshape(q * t)])
