@@ -43,7 +43,7 @@ from .tables import pandas as pd
 # compare (and LikelihoodRatio) are imported on first use: see __getattr__ below
 __all__ = ["ENGINES", "ModelInputs", "compare", "model_inputs", "reml", "solve_mme"]  # noqa: F822
 
-Engine = Literal["auto", "spectral", "sparse"]
+Engine = Literal["auto", "spectral", "sparse", "canonical"]
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,8 @@ def reml(
         ``"reml"``, or ``"ml"`` (one random effect; any model of a non-Gaussian family, where
         it is glmer's Laplace estimate).
     engine
-        ``"auto"``, ``"spectral"`` or ``"sparse"``.
+        ``"auto"``, ``"spectral"``, ``"sparse"`` or ``"canonical"`` (several traits on one
+        random term, every trait on every record: in the eigenbasis of Z K Zᵀ).
     ordering
         Fill-reducing ordering of the sparse engine (``"amd"``, ``"metis"``, ``"natural"``).
     nearest_pd
@@ -313,6 +314,12 @@ def fit_inputs(
             problem=None if problem is None else problem(),
             **limit,
         )
+    elif chosen == "canonical":
+        from .estimation.canonical import fit_canonical
+
+        effect = inputs.design.effects[0]
+        relationship = inputs.structures()[effect.name].dense() if effect.genetic else None
+        result = fit_canonical(inputs.design, relationship, pev=pev, **limit)
     else:
         from .estimation.sparse import fit_sparse
 

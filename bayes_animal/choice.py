@@ -55,7 +55,7 @@ __all__ = [
     "gradients_of_a_fit",
 ]
 
-ENGINES = ("auto", "spectral", "sparse")
+ENGINES = ("auto", "spectral", "sparse", "canonical")
 #: Seconds per cubed record of the eigendecomposition (LAPACK dsyevd, 2 cores: 1 900 records
 #: in 0.45 s).
 EIGH_SECONDS_PER_CUBE = 6.5e-11
@@ -215,8 +215,10 @@ def reml_costs(f: Facts) -> dict[str, float]:
     costs = {}
     if f.single and f.given_matrix:  # a pedigree's dense A is never formed for REML
         costs["spectral"] = EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3
-    if f.dense_matrix:  # a dense K⁻¹: dense equations at every evaluation
-        costs["sparse"] = _inverse_cost(f) * (1 + REML_EVALUATIONS)
+    if f.canonical_records:
+        costs["canonical"] = engine_cost("canonical", f, REML_EVALUATIONS)
+    if f.dense_matrix:  # a dense K⁻¹: dense equations (of order t·q) at every evaluation
+        costs["sparse"] = _inverse_cost(f) * (1 + REML_EVALUATIONS * f.traits**3)
     else:
         records = SPARSE_SECONDS_PER_RECORD * max(f.n_records, f.order)
         costs["sparse"] = _inverse_cost(f) + records
@@ -247,6 +249,14 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
             f"The spectral engine fits one random effect; this model has "
             f"{', '.join(f.effects)}. Use engine='sparse' (or 'auto')."
         )
+    if engine == "canonical" and not f.canonical_records:
+        from .linalg.canonical import canonical_obstacle
+
+        why = canonical_obstacle(inputs.design) or "more than 5 000 records or levels"
+        raise BayesAnimalError(
+            "The canonical engine fits several traits on one random term with every trait on "
+            f"every record; this model has {why}. Use engine='sparse' (or 'auto')."
+        )
     if method == "ml" and engine == "sparse":
         raise BayesAnimalError(
             "ML is available for models with one random effect (spectral engine); use REML "
@@ -268,6 +278,14 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
             "eigendecomposition of Z K Z'.",
         )
     costs = reml_costs(f)
+    if "canonical" in costs and costs["canonical"] <= costs["sparse"]:
+        return Choice(
+            "canonical",
+            f"{f.traits} traits on one random term, every trait on every record: one "
+            f"eigendecomposition of Z K Z' over {f.canonical_records} records, then each "
+            "iteration O(n t^3).",
+            costs,
+        )
     if "spectral" not in costs:
         why = (
             f"{f.traits} traits ({len(f.effects)} trait-wise random effects)"

@@ -197,3 +197,69 @@ def test_several_traits_have_no_pymc_graph_and_say_what_to_use():
         model.build()
     with pytest.raises(ModelError, match="sampler='nutpie'"):
         engine_for(model, "canonical").add_likelihood(None, None, {}, "integrate")
+
+
+def test_reml_reaches_the_sparse_engines_optimum_and_its_outputs():
+    """The same AI-REML on the canonical likelihood: `reml()` takes it by itself, it reaches
+    the sparse engine's optimum (ℓ to 1e-8; the estimates to 2e-5 relative, both runs
+    stopping at AI's step tolerance) with its SEs, and at the same θ the canonical average
+    information, fixed effects, BLUPs and PEVs of every trait (relatives without records
+    included) equal the sparse equations' to 1e-8."""
+    from bayes_animal import reml
+    from bayes_animal.estimation.sparse import _predictions
+    from bayes_animal.linalg.canonical import CanonicalEquations
+
+    data, relmat = _complete(11, q=90, n=70)
+    formula = "cbind(y1, y2, y3) ~ 1 + x"
+    canonical = reml(formula, data, relmat=relmat, engine="canonical")
+    sparse = reml(formula, data, relmat=relmat, engine="sparse")
+    assert reml(formula, data, relmat=relmat).engine_reason.startswith("canonical:")
+    assert canonical.converged and canonical.loglik == pytest.approx(sparse.loglik, abs=1e-8)
+    for table in (lambda r: r.components, lambda r: r.covariances):
+        pd.testing.assert_frame_equal(table(canonical), table(sparse), rtol=2e-5, atol=1e-6)
+    inputs, params, problem, mme = _setup(formula, data, relmat)
+    values = {**sparse.components["variance"], **sparse.covariances["covariance"]}
+    theta = np.array([values[name] for name in params.names])
+    ours = CanonicalEquations(problem, inputs.design, params)
+    at = ours.evaluate(theta)
+    theirs = mme.evaluate(theta)
+    np.testing.assert_allclose(at.information, theirs.information, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(at.beta, theirs.solutions[: mme.p], rtol=1e-8, atol=1e-10)
+    blup, pev = ours.predictions(theta, pev=True)
+    tables, beta_cov = _predictions(mme, theirs, (), True)
+    np.testing.assert_allclose(at.beta_cov, beta_cov, rtol=1e-8, atol=1e-12)
+    for a, effect in enumerate(inputs.design.effects):
+        expected = tables[effect.name].frame()
+        np.testing.assert_allclose(blup[:, a], expected["blup"], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(pev[:, a], expected["pev"], rtol=1e-8, atol=1e-10)
+    assert len(canonical.predictions["additive:y3"]) == 90
+
+
+def test_engine_canonical_where_it_does_not_apply_says_why():
+    from bayes_animal import reml
+    from bayes_animal.errors import BayesAnimalError
+
+    data, relmat = _complete(12)
+    data.loc[2, "y1"] = np.nan
+    with pytest.raises(BayesAnimalError, match="records with some traits missing.*'sparse'"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reml("cbind(y1, y2) ~ 1", data, relmat=relmat, engine="canonical")
+
+
+def test_posterior_reliabilities_from_the_eigenbasis_equal_the_equations():
+    """The canonical engine's posterior reliabilities (PEVs in the eigenbasis) equal the
+    default ones from the selected inverse of the mixed-model equations, over the same θ."""
+    from bayes_animal import AnimalModel
+    from bayes_animal.bayes.engines import Engine, engine_for
+
+    data, relmat = _complete(13, q=60, n=45, traits=2)
+    model = AnimalModel("cbind(y1, y2) ~ 1 + x", data, relmat=relmat)
+    params = model.parameters
+    thetas = np.array(_thetas(params, np.random.default_rng(14), 5))
+    engine = engine_for(model, "canonical")
+    ours = engine.reliabilities(thetas)
+    theirs = Engine.reliabilities(engine, thetas)
+    for name, (ids, values) in theirs.items():
+        assert list(ours[name][0]) == list(ids)
+        np.testing.assert_allclose(ours[name][1], values, rtol=1e-8, atol=1e-10)

@@ -215,7 +215,7 @@ def expected_reliability(
     params = mme.parameters
     totals = {name: np.zeros(len(diagonal)) for name, diagonal in diagonals.items()}
     used = 0
-    for theta in _spread(thetas, draws):
+    for theta in spread(thetas, draws):
         try:  # a draw where C(θ) does not factor (the sampler's −∞ edge) is left out
             diagonal_of_inverse = mme.factorise(theta).selected_inverse().diagonal()
         except (NotPositiveDefinite, np.linalg.LinAlgError):
@@ -231,7 +231,7 @@ def expected_reliability(
     return {name: 1.0 - total / used for name, total in totals.items()}
 
 
-def _spread(thetas: np.ndarray, draws: int) -> np.ndarray:
+def spread(thetas: np.ndarray, draws: int) -> np.ndarray:
     """``draws`` evenly spaced rows of ``thetas`` (all of them when there are fewer)."""
     thetas = np.asarray(thetas, dtype=float)
     picks = np.unique(np.linspace(0, len(thetas) - 1, min(draws, len(thetas))).round().astype(int))
@@ -262,7 +262,7 @@ def spectral_reliability(
     it is U's rows scaled by d, placed at the animals' positions): O(q²n) once, then O(qnp)
     per draw of θ, every draw at once.
     """
-    picked = _spread(thetas, draws)
+    picked = spread(thetas, draws)
     su, se = picked[:, 0], picked[:, 1]
     d, U, X = problem.eigenvalues, problem.eigenvectors, problem.X_rot
     weights = 1.0 / (su[:, None] * d[None, :] + se[:, None])  # S × n

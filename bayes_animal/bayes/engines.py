@@ -241,6 +241,30 @@ class CanonicalEngine(Engine):
             out[effect_variable(effect.name)] = w[:, p + k * q : p + (k + 1) * q]
         return out
 
+    def reliabilities(self, thetas):
+        """:meth:`Engine.reliabilities` with each PEV from the eigenbasis
+        (:meth:`~bayes_animal.linalg.canonical.CanonicalEquations.predictions`: no
+        factorisation of the equations)."""
+        from ..linalg.canonical import CanonicalEquations
+        from .conditional import RELIABILITY_DRAWS, spread
+
+        m = self.model
+        problem, effects = m.canonical, m.design.effects
+        equations = CanonicalEquations(problem, m.design, m.parameters)
+        total, used = np.zeros((problem.levels, len(effects))), 0
+        for theta in spread(thetas, RELIABILITY_DRAWS):
+            if not equations.inside(theta):  # the sampler's edge: left out
+                continue
+            _, pev = equations.predictions(theta, pev=True)
+            variances = theta[[m.parameters.index(e.name) for e in effects]]
+            prior = np.outer(problem.k_diagonal, variances)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                total += np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
+            used += 1
+        values = 1.0 - total / used if used else np.full(total.shape, np.nan)
+        ids = effects[0].levels if not effects[0].genetic else m.structures[effects[0].name].ids
+        return {e.name: (ids, values[:, a]) for a, e in enumerate(effects)}
+
 
 class NonCentredEngine(Engine):
     """Every effect sampled, non-centred (O(q) per gradient)."""

@@ -171,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         choices=list(ENGINES),
         default="auto",
-        help="spectral (one random effect, dense matrix), sparse (any model), auto (default)",
+        help="spectral (one random effect, dense matrix), sparse (any model), canonical "
+        "(several traits on one random term, every trait on every record), auto (default)",
     )
     fit.add_argument(
         "--ordering",

@@ -53,7 +53,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CanonicalLikelihood", "CanonicalProblem", "canonical_obstacle", "canonical_problem"]
+__all__ = [
+    "CanonicalEquations",
+    "CanonicalEvaluation",
+    "CanonicalLikelihood",
+    "CanonicalProblem",
+    "canonical_obstacle",
+    "canonical_problem",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class CanonicalProblem:
         :math:`K Z^\top Q` (q × n), which carries a rotated residual to the levels.
     k_factor
         L with :math:`LL^\top = K` (q × q), for the prior draws of the perturbation.
+    k_diagonal
+        The diagonal of K (q).
     record_level
         Each record's level (n).
     seconds
@@ -89,6 +98,7 @@ class CanonicalProblem:
     constant: float
     kzq: np.ndarray
     k_factor: np.ndarray
+    k_diagonal: np.ndarray
     record_level: np.ndarray
     seconds: float
 
@@ -198,6 +208,7 @@ def canonical_problem(design, relationship, parameters) -> CanonicalProblem:
         constant=float(constant),
         kzq=kzq,
         k_factor=factor,
+        k_diagonal=np.diag(K).copy(),
         record_level=level,
         seconds=time.perf_counter() - start,
     )
@@ -257,6 +268,10 @@ class CanonicalLikelihood:
         value = -0.5 * (logdet_v + logdet_m + quadratic + pr.constant)
         return G, R, W, M, m_factor, beta, r, s, value
 
+    def inside(self, theta: np.ndarray) -> bool:
+        """Whether θ is inside the space (every G0 and R0 positive definite)."""
+        return self._solve(np.asarray(theta, dtype=float)) is not None
+
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=float)
         solved = self._solve(theta)
@@ -308,3 +323,128 @@ class CanonicalLikelihood:
         s = np.einsum("iab,ib->ia", W, rotated)
         U = u_star + pr.kzq @ s @ G
         return value, np.concatenate([beta, U.T.reshape(q * t)])
+
+
+@dataclass(frozen=True)
+class CanonicalEvaluation:
+    r"""What AI-REML reads from one evaluation (:mod:`bayes_animal.estimation.aireml`), and the
+    solutions at it.
+
+    Attributes
+    ----------
+    theta, loglik, score, information
+        The parameters, :math:`\ell_R`, its score and average information (None where not
+        asked for).
+    beta, beta_cov
+        :math:`\hat\beta` (trait by trait) and :math:`M^{-1}`.
+    """
+
+    theta: np.ndarray
+    loglik: float
+    score: np.ndarray | None
+    information: np.ndarray | None
+    beta: np.ndarray
+    beta_cov: np.ndarray
+
+
+class CanonicalEquations(CanonicalLikelihood):
+    r"""The canonical likelihood behind AI-REML's interface (``parameters``, ``design``,
+    ``evaluate``, ``em_update``, ``singular_error``) and the predictions of every trait.
+
+    **Average information.** With :math:`f_{k,i} = c_{k,i} E_k s_i` (the rotated
+    :math:`\partial V/\partial\theta_k\,Py`) and :math:`g_k = \sum_i D_i^\top W_i f_{k,i}`,
+
+    .. math::
+
+        \mathrm{AI}_{kl} = \tfrac12 f_k^\top P f_l = \tfrac12\Big[\sum_i f_{k,i}^\top W_i
+        f_{l,i} - g_k^\top M^{-1} g_l\Big].
+
+    **Predictions.** :math:`\hat U = K Z^\top Q\, S\, G_0` (S the rows :math:`s_i`), and the
+    prediction error variance of level j, trait a, the diagonal of
+    :math:`K \otimes G_0 - (KZ^\top \otimes G_0)\,P\,(ZK \otimes G_0)`:
+
+    .. math::
+
+        K_{jj} G_{0,aa} - \sum_i (KZ^\top Q)_{ji}^2 (G_0 W_i G_0)_{aa}
+        + \big(F_j M^{-1} F_j^\top\big)_{aa},\qquad F_j = \sum_i (KZ^\top Q)_{ji}\,
+        G_0 W_i D_i .
+    """
+
+    def __init__(self, problem: CanonicalProblem, design, parameters) -> None:
+        super().__init__(problem)
+        self.design = design
+        self.parameters = parameters
+        # per parameter: whose element of which matrix (0: G0, 1: R0) and its place
+        self._elements = []
+        for k in range(parameters.size):
+            for which, index in enumerate((problem.g_index, problem.r_index)):
+                places = np.argwhere(index == k)
+                if len(places):
+                    a, b = places[0]
+                    self._elements.append((which, int(min(a, b)), int(max(a, b))))
+                    break
+
+    def evaluate(self, theta: np.ndarray, *, information: bool = True) -> CanonicalEvaluation:
+        """ℓ_R, its score and (where asked) average information at θ.
+
+        Raises
+        ------
+        NotPositiveDefinite
+            θ outside the space (a G0 or R0 not positive definite): AI-REML steps back.
+        """
+        from .ldl import NotPositiveDefinite
+
+        theta = np.asarray(theta, dtype=float)
+        solved = self._solve(theta)
+        if solved is None:
+            raise NotPositiveDefinite("G0 or R0 is not positive definite")
+        _, _, W, M, _, beta, _, s, value = solved
+        _, score = self(theta)
+        ai = self._information(W, M, s) if information else None
+        return CanonicalEvaluation(theta, value, score, ai, beta, np.linalg.inv(M))
+
+    def _information(self, W: np.ndarray, M: np.ndarray, s: np.ndarray) -> np.ndarray:
+        pr = self.problem
+        n, t, p = pr.n, pr.traits, pr.p
+        F = np.zeros((len(self._elements), n, t))
+        for k, (which, a, b) in enumerate(self._elements):
+            c = pr.eigenvalues if which == 0 else 1.0
+            F[k, :, a] += c * s[:, b]
+            if a != b:
+                F[k, :, b] += c * s[:, a]
+        WF = np.einsum("iab,kib->kia", W, F)
+        first = np.einsum("kia,lia->kl", F, WF)
+        g = np.einsum("kia,ic->kac", WF, pr.X_rot).reshape(len(F), t * p)
+        return 0.5 * (first - g @ np.linalg.solve(M, g.T))
+
+    def em_update(self, current) -> None:
+        """No EM step with several traits: AI-REML steps along the score instead."""
+        return None
+
+    def singular_error(self, error, theta: np.ndarray):
+        """The user's error where θ is valid yet the likelihood cannot be formed."""
+        from ..errors import SingularEquationsError
+
+        at = ", ".join(f"{k}={v:.6g}" for k, v in zip(self.parameters.names, theta, strict=True))
+        return SingularEquationsError(
+            f"The likelihood cannot be formed at {at} ({error}): the fixed effects' columns are "
+            "collinear in the rotated records. Simplify the fixed part."
+        )
+
+    def predictions(self, theta: np.ndarray, *, pev: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Û (q × t) and, where asked, its prediction error variances (q × t) at θ."""
+        pr = self.problem
+        solved = self._solve(np.asarray(theta, dtype=float))
+        if solved is None:  # pragma: no cover - REML ends inside the space
+            raise ValueError("θ is outside the parameter space.")
+        G, _, W, M, _, _, _, s, _ = solved
+        blup = pr.kzq @ s @ G
+        if not pev:
+            return blup, None
+        GWG = np.einsum("ab,ibc,cd->iad", G, W, G)
+        prior = np.outer(pr.k_diagonal, np.diag(G))
+        first = (pr.kzq**2) @ np.diagonal(GWG, axis1=1, axis2=2)
+        GW = np.einsum("ab,ibc->iac", G, W)
+        F = np.einsum("ji,iab,ic->jabc", pr.kzq, GW, pr.X_rot).reshape(pr.levels, pr.traits, -1)
+        correction = np.einsum("jax,xy,jay->ja", F, np.linalg.inv(M), F)
+        return blup, prior - first + correction

@@ -1,0 +1,91 @@
+r"""REML of several traits on one random term with every trait on every record, in the
+eigenbasis of :math:`ZKZ^\top` (:mod:`bayes_animal.linalg.canonical`): the same AI-REML
+(:mod:`bayes_animal.estimation.aireml`: its steps, holds at the cone's edge and shape search)
+with each iteration O(n t³) after one eigendecomposition, where the sparse equations factor a
+matrix of order t·q — dense for a dense K."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .aireml import fit_aireml
+from .result import RemlResult, assemble, prediction_table
+
+__all__ = ["fit_canonical"]
+
+
+def fit_canonical(
+    design,
+    relationship,
+    *,
+    pev: bool = True,
+    max_iterations: int = 100,
+    start: np.ndarray | None = None,
+) -> RemlResult:
+    """REML by AI-REML on the canonical transformation.
+
+    Parameters
+    ----------
+    design
+        A design :func:`~bayes_animal.linalg.canonical.canonical_obstacle` accepts.
+    relationship
+        The random effect's dense matrix (a
+        :class:`~bayes_animal.structures.relationship.RelationshipMatrix`), or None for an
+        independent effect.
+    pev
+        Compute prediction error variances and reliabilities.
+    max_iterations, start
+        As :func:`~bayes_animal.estimation.sparse.fit_sparse`.
+    """
+    from ..linalg.canonical import CanonicalEquations, canonical_problem
+    from ..spec.parameters import Parameters
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    params = Parameters.from_spec(design.spec)
+    problem = canonical_problem(design, relationship, params)
+    equations = CanonicalEquations(problem, design, params)
+    timings["eigh"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    fit = fit_aireml(equations, start=start, max_iterations=max_iterations)
+    timings["iterate"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    blup, level_pev = equations.predictions(fit.theta, pev=pev)
+    effects = design.effects
+    ids = effects[0].levels if relationship is None else relationship.ids
+    tables = {}
+    for a, effect in enumerate(effects):
+        variance = fit.theta[params.index(effect.name)]
+        values = blup[:, a].copy()
+        errors = None if level_pev is None else level_pev[:, a].copy()
+        if effect.name in fit.boundary:  # held at ~0: the prediction is 0, with no error
+            values[:] = 0.0
+            variance = 0.0
+            errors = None if errors is None else np.zeros_like(errors)
+        tables[effect.name] = prediction_table(
+            ids, values, errors, variance, problem.k_diagonal, effect.counts()
+        )
+    timings["predict"] = time.perf_counter() - clock
+    evaluation = fit.evaluation
+    return assemble(
+        parameters=params,
+        theta=fit.theta,
+        information=evaluation.information,
+        boundary=fit.boundary,
+        method="reml",
+        engine="canonical",
+        beta=evaluation.beta,
+        beta_cov=evaluation.beta_cov,
+        fixed_names=design.fixed_names,
+        predictions=tables,
+        loglik=evaluation.loglik,
+        convergence=fit.convergence,
+        iterations=fit.iterations,
+        n_records=len(design.record_labels),
+        timings=timings,
+        notices=design.notices,
+        traits=design.traits,
+        n_observations=design.n_records,
+    )
