@@ -495,6 +495,30 @@ def multitrait(quick: bool) -> None:
     )
 
 
+def multitrait_canonical(quick: bool) -> None:
+    import bench_multitrait
+
+    if not bench_multitrait.WHEAT.is_dir():
+        print("shared/data/wheat is not present: skipped", file=sys.stderr)
+        return
+    _write(
+        "multitrait_canonical",
+        "Several traits on one random term: the wheat data through the canonical transformation",
+        bench_multitrait.run_canonical(mcmcglmm_iterations=20),
+        "`cbind(env1, env2, env4, env5) ~ 1` on the BGLR wheat data (599 lines, four "
+        "environments, every line in every environment, the pedigree A given as a file: data we "
+        "did not make), in-process: REML, then the whole default Bayesian fit (`AnimalModel(...)"
+        ".fit(random_seed=1)`: REML, 4 chains × 1 000 draws, every line's breeding values and "
+        "reliabilities), through the canonical transformation (`linalg/canonical`, chosen by "
+        "default) and, in the same run, through the sparse equations as before it (the sparse "
+        "marginal model, and the sampler the fit then chose). MCMCglmm on the same model "
+        "(`us(trait):line` with the inverse of A as `ginverse`, `us(trait):units`, V = I, "
+        "nu = 3.002): its seconds per iteration timed on a short run and multiplied by the 13 000 "
+        "iterations of its usual run (burn-in 3 000, thin 10) — a full run is out of reach here. "
+        "Run: `python benchmarks/run.py multitrait_canonical`.\n",
+    )
+
+
 def multitrait_scale_reml(quick: bool) -> None:
     import bench_multitrait
 
@@ -622,6 +646,7 @@ BENCHMARKS = {
     "multitrait": multitrait,
     "multitrait_scale": multitrait_scale,
     "multitrait_scale_reml": multitrait_scale_reml,
+    "multitrait_canonical": multitrait_canonical,
     "first_run": first_run,
     "reml": reml,
     "reml_cli": reml_cli,

@@ -133,8 +133,10 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
         default="gaussian",
         help="the response's family: gaussian (default); binomial (a 0/1 response, or "
         "cbind(successes, failures)); threshold (the binomial probit, MCMCglmm's name); "
-        "poisson (counts). A non-Gaussian family is fitted by the Laplace approximation, its "
-        "variances on the latent (liability) scale",
+        "ordinal (ordered categories: the cumulative probit); poisson (counts). A non-Gaussian "
+        "family's variances are on the latent (liability) scale: reml maximises the Laplace "
+        "approximation; fit samples the exact posterior, or that approximation where its check "
+        "passes (--parameterisation)",
     )
     command.add_argument(
         "--link",

@@ -222,7 +222,12 @@ class CanonicalLikelihood:
     def __init__(self, problem: CanonicalProblem) -> None:
         self.problem = problem
         X = problem.X_rot
-        self._xx = X[:, :, None] * X[:, None, :]  # n × p × p
+        self._xx = (X[:, :, None] * X[:, None, :]).reshape(len(X), -1)  # n × p²
+        # the score's scatter: each upper-triangle element of G0 and R0 to its θ position
+        t = problem.traits
+        upper = np.triu_indices(t)
+        self._flat = upper[0] * t + upper[1]
+        self._twice = np.where(upper[0] == upper[1], 1.0, 2.0)
 
     def _matrices(self, theta: np.ndarray):
         """:math:`G_0` and :math:`R_0` at θ (an element held at 0 read from a 0 appended)."""
@@ -248,12 +253,12 @@ class CanonicalLikelihood:
         except np.linalg.LinAlgError:
             return None
         logdet_v = 2.0 * float(np.log(np.diagonal(chol, axis1=1, axis2=2)).sum())
-        identity = np.broadcast_to(np.eye(pr.traits), V.shape)
-        W = np.linalg.solve(V, identity)
-        t, p = pr.traits, pr.p
+        W = np.linalg.inv(V)
+        t, p, n = pr.traits, pr.p, pr.n
         # M[a, c, b, d] = Σ_i W_i[a, b] x_i[c] x_i[d]; rhs[a, c] = Σ_i (W_i y_i)[a] x_i[c]
-        M = np.einsum("iab,icd->acbd", W, self._xx).reshape(t * p, t * p)
-        wy = np.einsum("iab,ib->ia", W, pr.Y_rot)
+        sums = (W.reshape(n, t * t).T @ self._xx).reshape(t, t, p, p)
+        M = sums.transpose(0, 2, 1, 3).reshape(t * p, t * p)
+        wy = np.matmul(W, pr.Y_rot[:, :, None])[:, :, 0]
         rhs = (wy.T @ pr.X_rot).reshape(t * p)
         try:
             m_factor = np.linalg.cholesky(M)
@@ -263,8 +268,8 @@ class CanonicalLikelihood:
         beta = np.linalg.solve(M, rhs)
         B = beta.reshape(t, p).T  # p × t
         r = pr.Y_rot - pr.X_rot @ B
-        s = np.einsum("iab,ib->ia", W, r)
-        quadratic = float(np.einsum("ia,ia->", r, s))
+        s = np.matmul(W, r[:, :, None])[:, :, 0]
+        quadratic = float(np.vdot(r, s))
         value = -0.5 * (logdet_v + logdet_m + quadratic + pr.constant)
         return G, R, W, M, m_factor, beta, r, s, value
 
@@ -280,19 +285,17 @@ class CanonicalLikelihood:
         _, _, W, M, _, _, _, s, value = solved
         pr = self.problem
         t, p = pr.traits, pr.p
+        n, X = pr.n, pr.X_rot
         m_inverse = np.linalg.inv(M).reshape(t, p, t, p)
         # H_i[a, b] = x_iᵀ M⁻¹[a, :, b, :] x_i
-        H = np.einsum("ic,acbd,id->iab", pr.X_rot, m_inverse, pr.X_rot)
-        WHW = np.einsum("iab,ibc,icd->iad", W, H, W)
-        terms = W - WHW - s[:, :, None] * s[:, None, :]
-        lam = pr.eigenvalues
-        for_g = np.einsum("i,iab->ab", lam, terms)
-        for_r = terms.sum(axis=0)
+        left = (X @ m_inverse.transpose(1, 0, 2, 3).reshape(p, -1)).reshape(n, t, t, p)
+        H = np.matmul(left, X[:, None, :, None])[..., 0]
+        terms = W - W @ H @ W - s[:, :, None] * s[:, None, :]
+        terms = terms.reshape(n, t * t)
+        totals = np.stack([pr.eigenvalues @ terms, terms.sum(axis=0)])  # for G0, for R0
         gradient = np.zeros(len(theta) + 1)  # the last: elements held at 0, dropped
-        for index, total in ((pr.g_index, for_g), (pr.r_index, for_r)):
-            for a in range(t):
-                for b in range(a, t):
-                    gradient[index[a, b]] = -0.5 * total[a, b] * (1.0 if a == b else 2.0)
+        for index, total in zip((pr.g_index, pr.r_index), totals, strict=True):
+            gradient[index.ravel()[self._flat]] = -0.5 * total[self._flat] * self._twice
         return float(value), gradient[:-1]
 
     def value_and_draw(
