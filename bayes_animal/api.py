@@ -290,7 +290,7 @@ def fit_inputs(
 ) -> RemlResult:
     """REML of validated inputs with the chosen engine; timings and boundary notices added.
     ``problem``: a zero-argument function giving the eigendecomposition already at hand (the
-    Bayesian model's), called only when the spectral engine is chosen."""
+    Bayesian model's), called only when the spectral or canonical engine is chosen."""
     from dataclasses import replace
 
     start = time.perf_counter() if start is None else start
@@ -317,9 +317,17 @@ def fit_inputs(
     elif chosen == "canonical":
         from .estimation.canonical import fit_canonical
 
-        effect = inputs.design.effects[0]
-        relationship = inputs.structures()[effect.name].dense() if effect.genetic else None
-        result = fit_canonical(inputs.design, relationship, pev=pev, **limit)
+        if problem is None:
+            from .linalg.canonical import canonical_problem
+            from .spec.parameters import Parameters
+
+            effect = inputs.design.effects[0]
+            relationship = inputs.structures()[effect.name].dense() if effect.genetic else None
+            params = Parameters.from_spec(inputs.design.spec)
+            at_hand = canonical_problem(inputs.design, relationship, params)
+        else:
+            at_hand = problem()
+        result = fit_canonical(inputs.design, at_hand, pev=pev, **limit)
     else:
         from .estimation.sparse import fit_sparse
 

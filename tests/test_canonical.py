@@ -169,15 +169,23 @@ def test_the_chooser_takes_it_where_it_applies_and_costs_less():
 
 
 def test_a_bayesian_fit_through_it_agrees_with_reml():
-    """Two traits on 120 records: the fit takes the canonical engine, every REML estimate
-    inside its 95 % HDI, and the posterior mean breeding values of each trait follow the
-    REML BLUPs (correlation > 0.98; the posterior averages over the variances)."""
+    """Two traits on 120 records: the fit takes the canonical engine (one eigendecomposition
+    for REML and the sampler), every REML estimate inside its 95 % HDI, and the posterior
+    mean breeding values of each trait follow the REML BLUPs (correlation > 0.98; the
+    posterior averages over the variances)."""
+    from unittest import mock
+
     from bayes_animal import AnimalModel
+    from bayes_animal.linalg import canonical
 
     data, relmat = _complete(9, q=150, n=120, traits=2)
     model = AnimalModel("cbind(y1, y2) ~ 1 + x", data, relmat=relmat)
-    fit = model.fit(draws=300, tune=200, random_seed=1, progressbar=False, warn=False)
+    counted = mock.patch.object(canonical, "canonical_problem", wraps=canonical.canonical_problem)
+    with counted as decompositions:
+        fit = model.fit(draws=300, tune=200, random_seed=1, progressbar=False, warn=False)
+    assert decompositions.call_count == 1  # REML and the sampler share it
     assert json.loads(fit.idata.attrs["model_options"])["engine"] == "canonical"
+    assert model.reml.engine_reason.startswith("canonical")
     assert fit.reml_check["reml_in_hdi"].all()
     blup = model.reml.predictions["additive:y2"]
     ebv = fit.ebv(trait="y2")
@@ -263,3 +271,16 @@ def test_posterior_reliabilities_from_the_eigenbasis_equal_the_equations():
     for name, (ids, values) in theirs.items():
         assert list(ours[name][0]) == list(ids)
         np.testing.assert_allclose(ours[name][1], values, rtol=1e-8, atol=1e-10)
+
+
+def test_a_matrix_that_is_not_positive_semi_definite_is_refused_with_the_way_out():
+    """The canonical path is the matrix's first use: its deferred check is made there."""
+    from bayes_animal import reml
+    from bayes_animal.errors import RelationshipError
+
+    data, relmat = _complete(15, q=40, n=30, traits=2)
+    bad = relmat.matrix.copy()
+    bad[0, 1] = bad[1, 0] = 3.0  # |a01| > sqrt(a00 a11): not PSD
+    broken = pd.DataFrame(bad, index=relmat.ids, columns=relmat.ids)
+    with pytest.raises(RelationshipError, match="nearest"):
+        reml("cbind(y1, y2) ~ 1 + x", data, relmat=broken, engine="canonical")

@@ -69,7 +69,8 @@ class Engine:
     parallel_pymc: ClassVar[bool] = True
     #: How the engine can treat b: integrated out under a flat prior, sampled, or both.
     fixed_options: ClassVar[tuple[str, ...]] = ("integrate", "sample")
-    #: The REML engine that shares this engine's numerics ("spectral": its eigendecomposition),
+    #: The REML engine that shares this engine's numerics ("spectral", "canonical": its
+    #: eigendecomposition),
     #: or None to leave REML to :func:`bayes_animal.choice.choose_reml`.
     reml_engine: ClassVar[str | None] = None
     #: Whether it serves Gaussian traits (the Laplace engine is for the other families only;
@@ -211,6 +212,7 @@ class CanonicalEngine(Engine):
     fixed_options = ("integrate",)
     default_sampler = "nutpie"
     several_traits_only = True
+    reml_engine = "canonical"
 
     def likelihood(self):
         from ..linalg.canonical import CanonicalLikelihood
@@ -262,8 +264,7 @@ class CanonicalEngine(Engine):
                 total += np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
             used += 1
         values = 1.0 - total / used if used else np.full(total.shape, np.nan)
-        ids = effects[0].levels if not effects[0].genetic else m.structures[effects[0].name].ids
-        return {e.name: (ids, values[:, a]) for a, e in enumerate(effects)}
+        return {e.name: (problem.level_ids, values[:, a]) for a, e in enumerate(effects)}
 
 
 class NonCentredEngine(Engine):

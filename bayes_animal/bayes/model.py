@@ -246,7 +246,8 @@ class AnimalModel:
         (:func:`bayes_animal.choice.choose_bayes`)."""
         key = (chains, draws, tune)
         if key not in self._choices:
-            self._choices[key] = choose_bayes(
+            chooser = choose_traits if self.design.multi_trait else choose_bayes
+            self._choices[key] = chooser(
                 self.inputs, gradients=gradients_of_a_fit(chains, draws, tune)
             )
         return self._choices[key]
@@ -338,12 +339,16 @@ class AnimalModel:
         if self._reml is None and not self.design.family.gaussian:
             self._reml = fit_inputs(self.inputs)  # the Laplace approximation's
         if self._reml is None:
-            # the engine's REML: the spectral one shares its eigendecomposition with REML, the
-            # others leave REML to its own chooser
+            # the engine's REML: the spectral and canonical ones share their eigendecomposition
+            # with REML, the others leave REML to its own chooser
             engine = ENGINE_CLASSES[self._fit_engine or self.choice().engine]
             if engine.reml_engine == "spectral":
                 self._reml = fit_inputs(
                     self.inputs, engine="spectral", problem=lambda: self.problem
+                )
+            elif engine.reml_engine == "canonical":
+                self._reml = fit_inputs(
+                    self.inputs, engine="canonical", problem=lambda: self.canonical
                 )
             else:
                 self._reml = fit_inputs(self.inputs)
@@ -424,7 +429,7 @@ class AnimalModel:
                     "'marginal'."
                 )
             chains, draws, tune = size
-            choice = choose_traits(self.inputs, gradients=gradients_of_a_fit(chains, draws, tune))
+            choice = self.choice(chains=chains, draws=draws, tune=tune)
             notes.append(f"engine {choice.describe()}")
             parameterisation, engine = "marginal", choice.engine
         elif parameterisation == "auto":

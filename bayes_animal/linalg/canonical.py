@@ -85,6 +85,8 @@ class CanonicalProblem:
         The diagonal of K (q).
     record_level
         Each record's level (n).
+    level_ids
+        The ids of the levels (K's ids, or the effect's levels for an independent one).
     seconds
         Wall time of the eigendecomposition and the rotations.
     """
@@ -100,6 +102,7 @@ class CanonicalProblem:
     k_factor: np.ndarray
     k_diagonal: np.ndarray
     record_level: np.ndarray
+    level_ids: np.ndarray
     seconds: float
 
     @property
@@ -169,8 +172,6 @@ def canonical_problem(design, relationship, parameters) -> CanonicalProblem:
     parameters
         The model's :class:`~bayes_animal.spec.parameters.Parameters`.
     """
-    from ..structures.relationship import psd_factor
-
     obstacle = canonical_obstacle(design)
     if obstacle is not None:
         raise ValueError(f"The canonical transformation does not apply: {obstacle}.")
@@ -187,15 +188,17 @@ def canonical_problem(design, relationship, parameters) -> CanonicalProblem:
     p = design.n_fixed // t
     X = np.empty((n, p))
     X[record[first]] = design.X[first, :p]
+    # K's factor first: its first use, where a matrix whose check was left for later is
+    # checked (RelationshipMatrix.require_definite), so a negative eigenvalue is round-off
+    factor = np.eye(effect.size) if relationship is None else relationship.factor()
     K = np.eye(effect.size) if relationship is None else np.asarray(relationship.matrix, float)
     kernel = K[np.ix_(level, level)]
     values, vectors = np.linalg.eigh(kernel)
-    values = np.maximum(values, 0.0)  # round-off below zero: K was checked PSD at its use
+    values = np.maximum(values, 0.0)
     Y_rot = vectors.T @ Y
     X_rot = vectors.T @ X
     kz = K[:, level]  # K Zᵀ, q × n
     kzq = kz @ vectors
-    factor = psd_factor(K)
     _, logdet_x = np.linalg.slogdet(X.T @ X)
     constant = (n * t - t * p) * np.log(2.0 * np.pi) - t * float(logdet_x)
     return CanonicalProblem(
@@ -210,6 +213,7 @@ def canonical_problem(design, relationship, parameters) -> CanonicalProblem:
         k_factor=factor,
         k_diagonal=np.diag(K).copy(),
         record_level=level,
+        level_ids=np.asarray(effect.levels if relationship is None else relationship.ids),
         seconds=time.perf_counter() - start,
     )
 
