@@ -137,6 +137,10 @@ class Facts:
     #: records the canonical transformation would rotate (:mod:`bayes_animal.linalg.canonical`);
     #: 0 where it does not apply.
     canonical_records: int = 0
+    #: The levels of that term and the fixed-effect columns of one trait (0 where it does not
+    #: apply).
+    levels_of_term: int = 0
+    fixed_per_trait: int = 0
 
     @property
     def dense_matrix(self) -> bool:
@@ -167,14 +171,15 @@ def facts(inputs: ModelInputs, *, attempt: bool = True) -> Facts:
         dense = source.pedigree.size <= MAX_DENSE
     else:
         dense = single
-    canonical = 0
+    canonical = canonical_levels = canonical_fixed = 0
     if len(design.traits) > 1 and design.family.gaussian:
         from .linalg.canonical import canonical_obstacle
 
         records = len(design.record_labels)
         small = max(records, effects[0].size) <= SPECTRAL_MAX_RECORDS
         if small and canonical_obstacle(design) is None:
-            canonical = records
+            canonical, canonical_levels = records, effects[0].size
+            canonical_fixed = design.n_fixed // len(design.traits)
     sparse_inverse = False
     if given and attempt and density <= MAX_SPARSE_DENSITY:
         try:
@@ -195,6 +200,8 @@ def facts(inputs: ModelInputs, *, attempt: bool = True) -> Facts:
         sparse_inverse=sparse_inverse,
         traits=max(len(design.traits), 1),
         canonical_records=canonical,
+        levels_of_term=canonical_levels,
+        fixed_per_trait=canonical_fixed,
         additive_and_independent=(
             len(effects) >= 2
             and effects[0].name == "additive"
@@ -257,7 +264,7 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
             "The canonical engine fits several traits on one random term with every trait on "
             f"every record; this model has {why}. Use engine='sparse' (or 'auto')."
         )
-    if method == "ml" and engine == "sparse":
+    if method == "ml" and engine in ("sparse", "canonical"):
         raise BayesAnimalError(
             "ML is available for models with one random effect (spectral engine); use REML "
             "(method='reml') for this model."
@@ -388,12 +395,17 @@ def engine_cost(engine: str, f: Facts, gradients: int) -> float:
             # order t·q with t traits (three traits, 300 and 1 200 levels: 32 ms and 0.69 s),
             # beside the per-unknown work of any sparse gradient
             dense = _inverse_cost(f) * (1 + gradients * f.traits**3)
-            return dense + gradients * SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
+            if f.traits > 1:
+                dense += gradients * SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
+            return dense
         return _inverse_cost(f) + gradients * SPARSE_GRADIENT_SECONDS_PER_UNKNOWN * f.order
     if engine == "canonical":
-        setup = EIGH_SECONDS_PER_CUBE * float(f.canonical_records) ** 3
-        records = CANONICAL_GRADIENT_SECONDS_PER_RECORD_TRAIT2 * f.canonical_records
-        return setup + gradients * (CANONICAL_GRADIENT_SECONDS + records * f.traits**2)
+        n, q = float(f.canonical_records), float(f.levels_of_term)
+        # the eigendecomposition, K's factor (its PSD check, and the draws' prior) and K Zᵀ Q
+        setup = EIGH_SECONDS_PER_CUBE * (n**3 + q**3 / 3 + q * n * n / 4)
+        p = max(f.fixed_per_trait, 1)
+        records = CANONICAL_GRADIENT_SECONDS_PER_RECORD_TRAIT2 * n * f.traits**2 * p * p
+        return setup + gradients * (CANONICAL_GRADIENT_SECONDS + records)
     if engine in ("noncentred", "partial"):
         setup = EIGH_SECONDS_PER_CUBE * float(f.n_records) ** 3 if engine == "partial" else 0.0
         per_gradient = NONCENTRED_SECONDS_PER_UNKNOWN * f.order
@@ -418,11 +430,14 @@ def choose_traits(inputs: ModelInputs, *, gradients: int) -> Choice:
             "afterwards)"
         )
     else:
-        why = (
-            "records with traits missing, or several random terms"
-            if not f.canonical_records
-            else "the eigendecomposition costs more than the sparse equations' gradients"
-        )
+        if f.canonical_records:
+            why = "the eigendecomposition costs more than the sparse equations' gradients"
+        else:
+            from .linalg.canonical import canonical_obstacle
+
+            why = canonical_obstacle(inputs.design) or (
+                f"more than {SPECTRAL_MAX_RECORDS} records or levels for an eigendecomposition"
+            )
         reason = (
             f"{f.traits} traits: the marginal model on the sparse mixed-model equations (NUTS "
             f"over every G0 and R0, effects drawn exactly afterwards; {why})"

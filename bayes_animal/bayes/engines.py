@@ -231,12 +231,19 @@ class CanonicalEngine(Engine):
         """b and every trait's effect per draw of θ, exactly, in the eigenbasis (no
         factorisation)."""
         from .conditional import posterior_thetas
+
+        likelihood = self.likelihood()
+        thetas = posterior_thetas(self.model.parameters, posterior)
+        return self.split_unknowns(
+            np.array([likelihood.value_and_draw(theta, rng)[1] for theta in thetas])
+        )
+
+    def split_unknowns(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Draws of the unknowns (draws × unknowns, the equations' order: b trait by trait,
+        then each trait's levels) as ``beta`` and each effect's variable."""
         from .likelihoods import effect_variable
 
         m = self.model
-        likelihood = self.likelihood()
-        thetas = posterior_thetas(m.parameters, posterior)
-        w = np.array([likelihood.value_and_draw(theta, rng)[1] for theta in thetas])
         p, q = m.design.n_fixed, m.canonical.levels
         out = {"beta": w[:, :p]}
         for k, effect in enumerate(m.design.effects):
@@ -255,9 +262,10 @@ class CanonicalEngine(Engine):
         equations = CanonicalEquations(problem, m.design, m.parameters)
         total, used = np.zeros((problem.levels, len(effects))), 0
         for theta in spread(thetas, RELIABILITY_DRAWS):
-            if not equations.inside(theta):  # the sampler's edge: left out
+            try:
+                _, pev = equations.predictions(theta, pev=True)
+            except ValueError:  # the sampler's edge: left out
                 continue
-            _, pev = equations.predictions(theta, pev=True)
             variances = theta[[m.parameters.index(e.name) for e in effects]]
             prior = np.outer(problem.k_diagonal, variances)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -243,7 +243,8 @@ class AnimalModel:
 
     def choice(self, *, chains: int = 4, draws: int = 1000, tune: int = 500) -> Choice:
         """The engine ``parameterisation="auto"`` takes for a fit of this size, and why
-        (:func:`bayes_animal.choice.choose_bayes`)."""
+        (:func:`bayes_animal.choice.choose_bayes`; several traits:
+        :func:`~bayes_animal.choice.choose_traits`)."""
         key = (chains, draws, tune)
         if key not in self._choices:
             chooser = choose_traits if self.design.multi_trait else choose_bayes
@@ -568,10 +569,21 @@ class AnimalModel:
 
     def density(self, engine: str | None = None):
         """The hand-derived posterior density of the marginal model's variance parameters
-        (:class:`~bayes_animal.bayes.density.MarginalDensity`); ``engine`` ``"spectral"`` or
-        ``"sparse"`` (default: the one ``auto`` chooses)."""
+        (:class:`~bayes_animal.bayes.density.MarginalDensity`); ``engine`` ``"spectral"``,
+        ``"sparse"`` or, with several traits, ``"canonical"`` (default: the one ``auto``
+        chooses)."""
         if engine is None:
             _, engine, _, _ = self._resolve("marginal", "integrate")
+        if engine == "canonical":
+            from ..linalg.canonical import canonical_obstacle
+
+            obstacle = canonical_obstacle(self.design)
+            if obstacle is not None:
+                raise ModelError(
+                    "The canonical transformation serves several traits on one random term with "
+                    f"every trait on every record; this model has {obstacle}. Use engine "
+                    "'sparse'."
+                )
         density = engine_for(self, engine).density() if engine in ENGINE_CLASSES else None
         if density is None:
             raise ModelError(

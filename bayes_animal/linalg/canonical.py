@@ -43,7 +43,7 @@ from :math:`\operatorname{tr}(P\,\partial V) - y^\top P\,\partial V\,P y` with
 perturbation (Matheron's rule): :math:`U^* \sim N(0, K \otimes G_0)`,
 :math:`Y^* = Z U^* + E^*`, :math:`U = U^* + K Z^\top V^{-1}(Y - XB - Y^*) G_0` (:math:`V^{-1}`
 applied in the eigenbasis) — an exact draw from :math:`p(\beta, U \mid \theta, y)` in
-O(q n t) with no factorisation.
+O(q² t + q n t) with no factorisation.
 """
 
 from __future__ import annotations
@@ -277,16 +277,16 @@ class CanonicalLikelihood:
         value = -0.5 * (logdet_v + logdet_m + quadratic + pr.constant)
         return G, R, W, M, m_factor, beta, r, s, value
 
-    def inside(self, theta: np.ndarray) -> bool:
-        """Whether θ is inside the space (every G0 and R0 positive definite)."""
-        return self._solve(np.asarray(theta, dtype=float)) is not None
-
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=float)
         solved = self._solve(theta)
         if solved is None:
             return -np.inf, np.zeros_like(theta)
-        _, _, W, M, _, _, _, s, value = solved
+        return solved[-1], self._score(solved, len(theta))
+
+    def _score(self, solved, size: int) -> np.ndarray:
+        """∂ℓ_R/∂θ from what :meth:`_solve` gave (the module docstring's formula)."""
+        _, _, W, M, _, _, _, s, _ = solved
         pr = self.problem
         t, p = pr.traits, pr.p
         n, X = pr.n, pr.X_rot
@@ -297,10 +297,10 @@ class CanonicalLikelihood:
         terms = W - W @ H @ W - s[:, :, None] * s[:, None, :]
         terms = terms.reshape(n, t * t)
         totals = np.stack([pr.eigenvalues @ terms, terms.sum(axis=0)])  # for G0, for R0
-        gradient = np.zeros(len(theta) + 1)  # the last: elements held at 0, dropped
+        gradient = np.zeros(size + 1)  # the last: elements held at 0, dropped
         for index, total in zip((pr.g_index, pr.r_index), totals, strict=True):
             gradient[index.ravel()[self._flat]] = -0.5 * total[self._flat] * self._twice
-        return float(value), gradient[:-1]
+        return gradient[:-1]
 
     def value_and_draw(
         self, theta: np.ndarray, rng: np.random.Generator | None
@@ -404,9 +404,11 @@ class CanonicalEquations(CanonicalLikelihood):
         theta = np.asarray(theta, dtype=float)
         solved = self._solve(theta)
         if solved is None:
-            raise NotPositiveDefinite("G0 or R0 is not positive definite")
+            raise NotPositiveDefinite(
+                "G0, R0 or the fixed effects' information matrix is not positive definite"
+            )
         _, _, W, M, _, beta, _, s, value = solved
-        _, score = self(theta)
+        score = self._score(solved, len(theta))
         ai = self._information(W, M, s) if information else None
         return CanonicalEvaluation(theta, value, score, ai, beta, np.linalg.inv(M))
 
@@ -434,24 +436,26 @@ class CanonicalEquations(CanonicalLikelihood):
 
         at = ", ".join(f"{k}={v:.6g}" for k, v in zip(self.parameters.names, theta, strict=True))
         return SingularEquationsError(
-            f"The likelihood cannot be formed at {at} ({error}): the fixed effects' columns are "
-            "collinear in the rotated records. Simplify the fixed part."
+            f"The likelihood cannot be formed at {at} ({error}): at valid variances, the fixed "
+            "effects' columns are collinear in the rotated records. Simplify the fixed part."
         )
 
     def predictions(self, theta: np.ndarray, *, pev: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Û (q × t) and, where asked, its prediction error variances (q × t) at θ."""
         pr = self.problem
         solved = self._solve(np.asarray(theta, dtype=float))
-        if solved is None:  # pragma: no cover - REML ends inside the space
+        if solved is None:
             raise ValueError("θ is outside the parameter space.")
         G, _, W, M, _, _, _, s, _ = solved
         blup = pr.kzq @ s @ G
         if not pev:
             return blup, None
-        GWG = np.einsum("ab,ibc,cd->iad", G, W, G)
+        GWG = G[None] @ W @ G[None]
         prior = np.outer(pr.k_diagonal, np.diag(G))
         first = (pr.kzq**2) @ np.diagonal(GWG, axis1=1, axis2=2)
-        GW = np.einsum("ab,ibc->iac", G, W)
-        F = np.einsum("ji,iab,ic->jabc", pr.kzq, GW, pr.X_rot).reshape(pr.levels, pr.traits, -1)
-        correction = np.einsum("jax,xy,jay->ja", F, np.linalg.inv(M), F)
+        GW = np.matmul(G[None], W)  # n × t × t
+        t, p, n = pr.traits, pr.p, pr.n
+        spread = (GW[:, :, :, None] * pr.X_rot[:, None, None, :]).reshape(n, -1)
+        F = (pr.kzq @ spread).reshape(pr.levels, t, t * p)  # Σ_i (KZᵀQ)_ji G W_i D_i
+        correction = np.einsum("jax,jax->ja", F @ np.linalg.inv(M), F)
         return blup, prior - first + correction
