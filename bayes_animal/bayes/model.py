@@ -838,11 +838,13 @@ class AnimalModel:
             notes = [*notes, *self._observed_scale(idata, engine_object)]
             if OBSERVED_H2 in idata.posterior:
                 keys.append(OBSERVED_H2)
+        exact_family = not self.design.family.gaussian and engine == "noncentred"
+        sensitivity = self._prior_sensitivity(idata, built, keys) if exact_family else None
         summary = component_summary(idata, keys)
         diagnostics = diagnose(
             idata, summary, parameterisation=parameterisation, warn=warn,
-            several_traits=self.design.multi_trait,
-            exact_family=not self.design.family.gaussian and engine == "noncentred",
+            several_traits=self.design.multi_trait, exact_family=exact_family,
+            sensitivity=sensitivity,
         )  # fmt: skip
         if direct:
             joint = self._joint_mode_of_density(density)
@@ -984,6 +986,23 @@ class AnimalModel:
         evaluate = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore")
         values = evaluate(dict(zip(names, best.x, strict=True)))
         return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+    def _prior_sensitivity(self, idata, built: _Built, keys: list[str]) -> pd.Series | None:
+        """The exact model of a non-Gaussian family: the log prior of its hyperparameters per
+        draw (PyMC's, every free variable but the non-centred effects' unit normals) and the
+        power-scaling sensitivity of every variance and ratio to it
+        (:func:`~bayes_animal.results.posterior.prior_sensitivity`)."""
+        import pymc as pm
+
+        from ..results.posterior import prior_sensitivity
+
+        names = [v.name for v in built.model.free_RVs if not v.name.startswith("z_")]
+        with _quiet_backend():
+            pm.compute_log_prior(
+                idata, var_names=names, model=built.model, extend_inferencedata=True,
+                progressbar=False,
+            )  # fmt: skip
+        return prior_sensitivity(idata, keys)
 
     def _observed_scale(self, idata, engine: Engine) -> list[str]:
         """A non-Gaussian family: ``h2_observed`` per draw (from its θ and b) added to the

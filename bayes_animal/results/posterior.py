@@ -40,6 +40,7 @@ __all__ = [
     "pareto_khat",
     "posterior_mode",
     "posterior_reliability",
+    "prior_sensitivity",
     "rank_posterior",
     "reml_check",
 ]
@@ -185,6 +186,9 @@ class Diagnostics:
         Deepest tree; ``hit_max_depth`` counts draws that reached the sampler's limit.
     messages
         What failed, and what to do about it.
+    sensitivity
+        Power-scaling sensitivity of each variance and ratio to the prior
+        (:func:`prior_sensitivity`; the exact model of a non-Gaussian family), or None.
     """
 
     table: pd.DataFrame
@@ -192,6 +196,7 @@ class Diagnostics:
     max_tree_depth: int
     hit_max_depth: int
     messages: tuple[str, ...] = ()
+    sensitivity: pd.Series | None = None
 
     @property
     def max_r_hat(self) -> float:
@@ -218,6 +223,11 @@ class Diagnostics:
             "max_tree_depth": self.max_tree_depth,
             "hit_max_depth": self.hit_max_depth,
             "messages": list(self.messages),
+            **(
+                {}
+                if self.sensitivity is None
+                else {"prior_sensitivity": self.sensitivity.to_dict()}
+            ),
         }
 
 
@@ -250,6 +260,45 @@ def _stat(idata, *names: str) -> np.ndarray | None:
     return None
 
 
+#: Power-scaling sensitivity above which the prior (or the likelihood) counts as shaping a
+#: posterior (Kallioinen et al. 2024's threshold, priorsense's and ArviZ's default).
+SENSITIVITY_LIMIT = 0.05
+
+
+def prior_sensitivity(idata, keys: list[str]) -> pd.Series | None:
+    r"""Power-scaling sensitivity of each quantity in ``keys`` to the prior (Kallioinen et al.
+    2024, ``arviz_stats.psense``): how far its posterior moves when the prior
+    :math:`p(\theta)` of the hyperparameters is raised to a power near 1, from importance
+    weights of the draws (no refit). Needs the ``log_prior`` group; None without it.
+
+    Only the prior is power-scaled: in a model that samples every breeding value, the
+    likelihood's power-scaling moves the latent effects with it, and its sensitivity has no
+    threshold to read against.
+    """
+    from arviz_stats import psense
+
+    if "log_prior" not in {name.strip("/") for name in idata.groups}:
+        return None
+    keys = [k for k in keys if k in idata.posterior]
+    values = psense(idata, var_names=keys, group="prior")
+    return pd.Series({k: float(values[k]) for k in keys}, name="prior_sensitivity")
+
+
+def _sensitivity_messages(sensitivity: pd.Series | None) -> list[str]:
+    """Advice for the quantities whose posterior the prior moves."""
+    if sensitivity is None or not (sensitivity > SENSITIVITY_LIMIT).any():
+        return []
+    moved = sensitivity[sensitivity > SENSITIVITY_LIMIT]
+    shown = ", ".join(f"{k} ({v:.2f})" for k, v in moved.items())
+    return [
+        f"The prior moves the posterior of {shown} (power-scaling sensitivity to the prior; "
+        f"above {SENSITIVITY_LIMIT} counts, Kallioinen et al. 2024): the data bound it weakly "
+        "and its posterior follows the prior's tail, so more draws will not settle it. Use a "
+        "prior that says what is plausible (model.priors_text() shows the ones used) and report "
+        "the result with its prior."
+    ]
+
+
 def diagnose(
     idata,
     summary: pd.DataFrame,
@@ -258,11 +307,13 @@ def diagnose(
     warn: bool = True,
     several_traits: bool = False,
     exact_family: bool = False,
+    sensitivity: pd.Series | None = None,
 ) -> Diagnostics:
     """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails (with
     several traits, whose one parameterisation is the marginal model, no other is advised;
     for the exact model of a non-Gaussian family the other, the Laplace approximation, is
-    not advised as a fix either: more draws are)."""
+    not advised as a fix either: more draws are), and where the prior shapes a posterior
+    (``sensitivity``, :func:`prior_sensitivity`)."""
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -306,10 +357,11 @@ def diagnose(
                 f"≤ {KHAT_LIMIT}): its t proposal at the posterior mode misses the posterior. "
                 "Use sampler='nutpie' (NUTS)."
             )
+    messages += _sensitivity_messages(sensitivity)
     if warn:
         for message in messages:
             warnings.warn(message, DiagnosticsWarning, stacklevel=2)
-    return Diagnostics(table, divergences, max_depth, hit, tuple(messages))
+    return Diagnostics(table, divergences, max_depth, hit, tuple(messages), sensitivity)
 
 
 def posterior_reliability(draws: np.ndarray, prior_variance: np.ndarray) -> np.ndarray:
