@@ -292,10 +292,10 @@ def _sensitivity_messages(sensitivity: pd.Series | None) -> list[str]:
     shown = ", ".join(f"{k} ({v:.2f})" for k, v in moved.items())
     return [
         f"The prior moves the posterior of {shown} (power-scaling sensitivity to the prior; "
-        f"above {SENSITIVITY_LIMIT} counts, Kallioinen et al. 2024): the data bound it weakly "
-        "and its posterior follows the prior's tail, so more draws will not settle it. Use a "
-        "prior that says what is plausible (model.priors_text() shows the ones used) and report "
-        "the result with its prior."
+        f"above {SENSITIVITY_LIMIT} it counts, Kallioinen et al. 2024): the further above, the "
+        "more of the result is the prior's rather than the data's. Report it with its prior "
+        "(model.priors_text()); where the chains also disagree, more draws will not settle it, "
+        "a prior that says what is plausible will."
     ]
 
 
