@@ -55,6 +55,23 @@ def random_relationship(q: int, rng: np.random.Generator, *, rank: int | None = 
     return matrix
 
 
+def valid_thetas(params, rng: np.random.Generator, count: int = 3) -> list[np.ndarray]:
+    """``count`` random θ of a model's parameters with every G₀ and R₀ positive definite."""
+    out = []
+    while len(out) < count:
+        theta = np.zeros(params.size)
+        for block in params.all_blocks:
+            root = rng.standard_normal((block.size, block.size)) * 0.6 + np.eye(block.size)
+            g = root @ root.T
+            for i, term in enumerate(block.terms):
+                theta[params.index(term)] = g[i, i]
+            for i, j, name in block.covariances:
+                theta[params.index(name)] = g[i, j]
+        if params.valid(theta):
+            out.append(theta)
+    return out
+
+
 def small_problem(
     seed: int,
     *,

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_relationship
+from conftest import random_relationship, valid_thetas
 
 from bayes_animal import choice
 from bayes_animal.api import model_inputs
@@ -60,22 +60,6 @@ def _setup(formula, data, relmat):
     return inputs, params, problem, mme
 
 
-def _thetas(params, rng, count):
-    out = []
-    while len(out) < count:
-        theta = np.zeros(params.size)
-        for block in params.all_blocks:
-            root = rng.standard_normal((block.size, block.size)) * 0.5 + np.eye(block.size)
-            g = root @ root.T
-            for i, term in enumerate(block.terms):
-                theta[params.index(term)] = g[i, i]
-            for i, j, name in block.covariances:
-                theta[params.index(name)] = g[i, j]
-        if params.valid(theta):
-            out.append(theta)
-    return out
-
-
 @pytest.mark.parametrize(
     "formula",
     ["cbind(y1, y2, y3) ~ 1 + x", "cbind(y1, y2, y3) ~ 1 + x + (1|g)", "cbind(y1, y2) ~ diag(1|g)"],
@@ -92,7 +76,7 @@ def test_likelihood_and_score_equal_the_mixed_model_equations(formula):
         relmat = None
     _, params, problem, mme = _setup(formula, data, relmat)
     canonical, sparse = CanonicalLikelihood(problem), sparse_likelihood(mme)
-    for theta in _thetas(params, np.random.default_rng(2), 4):
+    for theta in valid_thetas(params, np.random.default_rng(2), 4):
         value, score = canonical(theta)
         expected, expected_score = sparse(theta)
         assert value == pytest.approx(expected, rel=1e-10, abs=1e-8)
@@ -102,7 +86,7 @@ def test_likelihood_and_score_equal_the_mixed_model_equations(formula):
 def test_outside_the_space_the_likelihood_is_minus_infinity():
     data, relmat = _complete(3)
     _, params, problem, _ = _setup("cbind(y1, y2, y3) ~ 1 + x", data, relmat)
-    theta = _thetas(params, np.random.default_rng(0), 1)[0]
+    theta = valid_thetas(params, np.random.default_rng(0), 1)[0]
     theta[params.index("additive:y1:y2")] = 10.0  # G0 not positive definite
     value, score = CanonicalLikelihood(problem)(theta)
     assert value == -np.inf and not score.any()
@@ -119,7 +103,7 @@ def test_draws_have_the_exact_conditional_mean_and_covariance(repeated):
     12 % of vᵀC⁻¹v (3 000 draws: a 2.6 % standard error), in the equations' order."""
     data, relmat = _complete(4, repeated=repeated)
     _, params, problem, mme = _setup("cbind(y1, y2, y3) ~ 1 + x", data, relmat)
-    theta = _thetas(params, np.random.default_rng(5), 1)[0]
+    theta = valid_thetas(params, np.random.default_rng(5), 1)[0]
     evaluation = mme.evaluate(theta, score=False, information=False)
     likelihood = CanonicalLikelihood(problem)
     rng = np.random.default_rng(6)
@@ -269,7 +253,7 @@ def test_posterior_reliabilities_from_the_eigenbasis_equal_the_equations():
     data, relmat = _complete(13, q=60, n=45, traits=2)
     model = AnimalModel("cbind(y1, y2) ~ 1 + x", data, relmat=relmat)
     params = model.parameters
-    thetas = np.array(_thetas(params, np.random.default_rng(14), 5))
+    thetas = np.array(valid_thetas(params, np.random.default_rng(14), 5))
     engine = engine_for(model, "canonical")
     ours = engine.reliabilities(thetas)
     theirs = Engine.reliabilities(engine, thetas)

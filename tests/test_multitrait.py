@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_relationship, shared_folder
+from conftest import random_relationship, shared_folder, valid_thetas
 
 from bayes_animal import reml, solve_mme
 from bayes_animal.api import model_inputs
@@ -93,22 +93,6 @@ def small():
     return inputs, params, mme
 
 
-def _valid_thetas(params, rng, count=3):
-    out = []
-    while len(out) < count:
-        theta = np.zeros(params.size)
-        for block in params.all_blocks:
-            root = rng.standard_normal((block.size, block.size)) * 0.6 + np.eye(block.size)
-            g = root @ root.T
-            for i, term in enumerate(block.terms):
-                theta[params.index(term)] = g[i, i]
-            for i, j, name in block.covariances:
-                theta[params.index(name)] = g[i, j]
-        if params.valid(theta):
-            out.append(theta)
-    return out
-
-
 def test_the_stacked_design_keeps_each_records_traits_and_gives_each_trait_its_own_effects():
     data, relmat = _two_traits(1)
     with pytest.warns(UserWarning):
@@ -141,7 +125,7 @@ def test_loglik_score_and_information_equal_the_dense_formulas(small):
     inputs, params, mme = small
     structures = inputs.structures()
     design = inputs.design
-    for theta in _valid_thetas(params, np.random.default_rng(0)):
+    for theta in valid_thetas(params, np.random.default_rng(0)):
         evaluation = mme.evaluate(theta)
         dense = _dense_loglik(design, structures, params, theta)
         assert evaluation.loglik == pytest.approx(dense, rel=1e-9, abs=1e-9)
