@@ -112,6 +112,7 @@ def _ours(case: dict, pedigree: Path, seed: int, parameterisation: str) -> dict:
         fit = model.fit(parameterisation=parameterisation, random_seed=seed, progressbar=False)
     seconds = time.perf_counter() - start
     summary = fit.summary()
+    sensitivity = fit.diagnostics.sensitivity  # the exact model's (None for the Laplace one)
     row = summary.loc["h2"]
     label = {"auto": "bayes_animal (auto)", "marginal": "bayes_animal (Laplace, approx.)"}
     return {
@@ -122,6 +123,9 @@ def _ours(case: dict, pedigree: Path, seed: int, parameterisation: str) -> dict:
         "max_r_hat": fit.diagnostics.max_r_hat, "divergences": fit.diagnostics.divergences,
         "va_mean": summary.loc["sigma2:additive", "mean"],
         "laplace_khat": fit.idata.attrs.get("laplace_khat", float("nan")),
+        "prior_sensitivity_va": (
+            float("nan") if sensitivity is None else float(sensitivity["sigma2:additive"])
+        ),
     }  # fmt: skip
 
 

@@ -621,7 +621,9 @@ def families(quick: bool) -> None:
         "k̂ of its draws of b and u against their exact conditional must stay ≤ 0.7 and the "
         "error their weights estimate in log p(y | θ) must move by at most one log unit); the "
         "Laplace rows are the approximation's posterior, for comparison, and laplace_khat is "
-        "the Pareto k̂ of its draws' weights over that posterior.\n",
+        "the Pareto k̂ of its draws' weights over that posterior; prior_sensitivity_va is the "
+        "exact fit's power-scaling sensitivity of σ²A to its prior (above 0.05 the prior moves "
+        "its posterior).\n",
     )
 
 
