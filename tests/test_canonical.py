@@ -303,3 +303,22 @@ def test_ml_and_the_one_trait_density_say_what_to_use():
     one = AnimalModel("y1 ~ 1", data, relmat=relmat)
     with pytest.raises(ModelError, match="this model has one trait. Use engine 'sparse'"):
         one.density("canonical")
+
+
+def test_the_sampler_gets_the_likelihood_without_the_draws_arrays():
+    """What goes pickled to nutpie's worker keeps the value and score (equal to the full
+    likelihood's) and drops the eigenvectors, K Zᵀ Q and K's factor: a fraction of the bytes."""
+    import pickle
+
+    from bayes_animal import AnimalModel
+
+    data, relmat = _complete(18, q=200, n=160, traits=2)
+    model = AnimalModel("cbind(y1, y2) ~ 1 + x", data, relmat=relmat)
+    density = model.density("canonical")
+    light = density.without_draws()
+    x = model._initial_x(density)
+    value, gradient = density(x)
+    assert light(x)[0] == value
+    np.testing.assert_array_equal(light(x)[1], gradient)
+    assert len(pickle.dumps(light)) < 0.3 * len(pickle.dumps(density))
+    assert model.canonical.eigenvectors.shape == (160, 160)  # the model keeps its own

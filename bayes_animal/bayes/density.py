@@ -23,6 +23,7 @@ sparse mixed-model equations (any model); the chain rule carries
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -589,6 +590,18 @@ class MarginalDensity:
         if self._wishart:
             loglik += self._wishart_potential(theta)[0]
         return float(value + loglik), unknowns
+
+    def without_draws(self) -> MarginalDensity:
+        """The same density with a likelihood that keeps only what its value and gradient need
+        (``likelihood.without_draws()`` where it has one: the canonical transformation drops
+        its eigenvectors and K's factor), for a sampler that draws b and u afterwards — what
+        goes pickled to its worker process."""
+        lighter = getattr(self.likelihood, "without_draws", None)
+        if lighter is None:
+            return self
+        out = copy.copy(self)
+        out.likelihood = lighter()
+        return out
 
     def theta_jacobian(self, x: np.ndarray) -> np.ndarray:
         """∂θ/∂x at x (rows: ``parameters.names``)."""

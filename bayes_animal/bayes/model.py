@@ -890,8 +890,8 @@ class AnimalModel:
         x0 = self._initial_x(density)
         covariance = self._reml_covariance(density.theta_jacobian(x0))
         return sample_density(
-            density, x0, covariance, seed=random_seed, meanwhile=import_summary_libraries,
-            **options,
+            density.without_draws(), x0, covariance, seed=random_seed,
+            meanwhile=import_summary_libraries, **options,
         )  # fmt: skip
 
     def _sample_independence(self, density, *, random_seed, target_accept, **options):
