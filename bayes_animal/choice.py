@@ -259,7 +259,9 @@ def choose_reml(inputs: ModelInputs, engine: str = "auto", method: str = "reml")
     if engine == "canonical" and not f.canonical_records:
         from .linalg.canonical import canonical_obstacle
 
-        why = canonical_obstacle(inputs.design) or "more than 5 000 records or levels"
+        why = canonical_obstacle(inputs.design) or (
+            f"more than {SPECTRAL_MAX_RECORDS} records or levels"
+        )
         raise BayesAnimalError(
             "The canonical engine fits several traits on one random term with every trait on "
             f"every record; this model has {why}. Use engine='sparse' (or 'auto')."
@@ -375,12 +377,12 @@ def gradients_of_a_fit(chains: int, draws: int, tune: int) -> int:
 #: factor that depends on the data, so the marginal-or-non-centred choice is made by the
 #: measured order limit above, not by this estimate.
 NONCENTRED_SECONDS_PER_UNKNOWN = 3e-7
-#: One gradient of the canonical transformation: a fixed overhead (NumPy calls) plus this per
-#: record and squared trait (batched t × t algebra; three traits on 40, 250 and 1 000 records:
-#: 0.15, 0.48 and 1.5 ms; four on wheat's 599 lines: 1.1 ms).
-CANONICAL_GRADIENT_SECONDS = 1.2e-4
-CANONICAL_GRADIENT_SECONDS_PER_RECORD_TRAIT2 = 1.7e-7
 NONCENTRED_GRADIENT_FACTOR = 11.0
+#: One gradient of the canonical transformation: a fixed overhead (NumPy calls) plus this per
+#: record, squared trait and squared fixed column (batched t × t algebra; three traits on 40,
+#: 250 and 1 000 records: 0.12, 0.24 and 0.74 ms; four on wheat's 599 lines: 0.55–0.73 ms).
+CANONICAL_GRADIENT_SECONDS = 1e-4
+CANONICAL_GRADIENT_SECONDS_PER_RECORD_TRAIT2 = 7e-8
 
 
 def engine_cost(engine: str, f: Facts, gradients: int) -> float:
