@@ -210,6 +210,7 @@ def test_a_component_without_support_is_held_at_its_boundary_with_a_notice():
     assert bool(fit.components.loc["h", "boundary"])
     assert any("'h' is at its boundary" in n for n in fit.notices)
     assert (fit.predictions["h"]["blup"] == 0).all()
+    assert (fit.predictions["h"]["pev"] == 0).all()  # no prediction error at the boundary
     without = reml("y ~ 1 + (1 | g)", data)
     assert fit.variance("g") == pytest.approx(without.variance("g"), rel=1e-4)
     assert fit.loglik == pytest.approx(without.loglik, abs=1e-4)

@@ -53,16 +53,11 @@ def fit_canonical(
     ids = problem.level_ids
     tables = {}
     for a, effect in enumerate(effects):
-        variance = fit.theta[params.index(effect.name)]
-        values = blup[:, a].copy()
-        errors = None if level_pev is None else level_pev[:, a].copy()
-        if effect.name in fit.boundary:  # held at ~0: the prediction is 0, with no error
-            values[:] = 0.0
-            variance = 0.0
-            errors = None if errors is None else np.zeros_like(errors)
         tables[effect.name] = prediction_table(
-            ids, values, errors, variance, problem.k_diagonal, effect.counts()
-        )
+            ids, blup[:, a], None if level_pev is None else level_pev[:, a],
+            fit.theta[params.index(effect.name)], problem.k_diagonal, effect.counts(),
+            at_boundary=effect.name in fit.boundary,
+        )  # fmt: skip
     timings["predict"] = time.perf_counter() - clock
     evaluation = fit.evaluation
     return assemble(

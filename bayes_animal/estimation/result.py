@@ -634,10 +634,17 @@ def prediction_table(
     variance: float,
     diagonal: np.ndarray,
     counts: np.ndarray,
+    *,
+    at_boundary: bool = False,
 ) -> Table:
     """One row per level: ``blup``, ``pev``, ``sep`` = √PEV, ``reliability`` = 1 − PEV/(σ² K_ii)
     (NaN where the prior variance σ² K_ii is 0), ``accuracy`` = √reliability, ``n_records``:
-    the one place reliabilities are computed from PEVs."""
+    the one place reliabilities are computed from PEVs. An effect whose variance REML holds
+    at its boundary (``at_boundary``, ~0) predicts exactly 0 with no error, its variance 0."""
+    if at_boundary:
+        blup = np.zeros(len(blup))
+        pev = None if pev is None else np.zeros(len(pev))
+        variance = 0.0
     columns: dict[str, np.ndarray] = {"blup": np.asarray(blup, dtype=float)}
     if pev is not None:
         pev = np.clip(pev, 0.0, None)

@@ -67,17 +67,13 @@ def _predictions(
     tables: dict[str, Table] = {}
     for effect in mme.design.effects:
         where = mme.effect_slice(effect.name)
-        variance = evaluation.theta[params.index(effect.name)]
         structure = mme.structures[effect.name]
-        blup = evaluation.solutions[where].copy()
-        level_pev = diagonal[where].copy() if pev else None
-        if effect.name in boundary:  # held at ~0: the prediction is exactly 0, with no error
-            blup[:] = 0.0
-            variance = 0.0
-            level_pev = np.zeros(effect.size) if pev else None
         tables[effect.name] = prediction_table(
-            structure.ids, blup, level_pev, variance, structure.diagonal(), effect.counts()
-        )
+            structure.ids, evaluation.solutions[where].copy(),
+            diagonal[where].copy() if pev else None,
+            evaluation.theta[params.index(effect.name)], structure.diagonal(), effect.counts(),
+            at_boundary=effect.name in boundary,
+        )  # fmt: skip
     unit = np.zeros((mme.size, mme.p))
     unit[np.arange(mme.p), np.arange(mme.p)] = 1.0
     beta_cov = evaluation.factor.solve(unit)[: mme.p]  # C^bb by p solves (may be off L's pattern)
