@@ -223,12 +223,17 @@ def expected_reliability(
         used += 1
         for name, diagonal in diagonals.items():
             prior = theta[params.index(name)] * np.asarray(diagonal, dtype=float)
-            pev = diagonal_of_inverse[mme.effect_slice(name)]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                totals[name] += np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
+            totals[name] += pev_share(diagonal_of_inverse[mme.effect_slice(name)], prior)
     if not used:
         return {name: np.full(len(total), np.nan) for name, total in totals.items()}
     return {name: 1.0 - total / used for name, total in totals.items()}
+
+
+def pev_share(pev: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """PEV(θ) / (σ²_k(θ) k_ii) clipped to [0, 1] (NaN where the prior variance is 0): the
+    term averaged over the draws of θ by the posterior reliabilities."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
 
 
 def spread(thetas: np.ndarray, draws: int) -> np.ndarray:

@@ -255,7 +255,7 @@ class CanonicalEngine(Engine):
         (:meth:`~bayes_animal.linalg.canonical.CanonicalEquations.predictions`: no
         factorisation of the equations)."""
         from ..linalg.canonical import CanonicalEquations
-        from .conditional import RELIABILITY_DRAWS, spread
+        from .conditional import RELIABILITY_DRAWS, pev_share, spread
 
         m = self.model
         problem, effects = m.canonical, m.design.effects
@@ -267,9 +267,7 @@ class CanonicalEngine(Engine):
             except ValueError:  # the sampler's edge: left out
                 continue
             variances = theta[[m.parameters.index(e.name) for e in effects]]
-            prior = np.outer(problem.k_diagonal, variances)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                total += np.clip(np.where(prior > 0, pev / prior, np.nan), 0.0, 1.0)
+            total += pev_share(pev, np.outer(problem.k_diagonal, variances))
             used += 1
         values = 1.0 - total / used if used else np.full(total.shape, np.nan)
         return {e.name: (problem.level_ids, values[:, a]) for a, e in enumerate(effects)}
