@@ -260,8 +260,8 @@ def _stat(idata, *names: str) -> np.ndarray | None:
     return None
 
 
-#: Power-scaling sensitivity above which the prior (or the likelihood) counts as shaping a
-#: posterior (Kallioinen et al. 2024's threshold, priorsense's and ArviZ's default).
+#: Power-scaling sensitivity to the prior above which the prior counts as moving a posterior
+#: (Kallioinen et al. 2024's threshold, priorsense's and ArviZ's default).
 SENSITIVITY_LIMIT = 0.05
 
 
