@@ -371,3 +371,48 @@ def test_the_density_of_several_traits_has_the_gradient_of_its_value(priors):
             assert gradient[k] == pytest.approx(numeric, rel=1e-5, abs=1e-6), k
     theta = density.theta(x)
     assert density.parameters.valid(theta)  # every block positive definite by construction
+
+
+def _check_log_prior(model: AnimalModel, engine: str | None = None) -> None:
+    """``log_prior`` at draws of the free variables (a 2 × 3 array of each) equals the
+    density without its Jacobian less the likelihood, point by point: the prior's every term
+    (each variable's density, the inverse-Wishart potential), and no other."""
+    from bayes_animal.bayes.density import MarginalDensity
+
+    density = model.density(engine)
+    x0 = _quiet(model._initial_x, density)
+    rng = np.random.default_rng(3)
+    xs = x0 + rng.normal(scale=0.3, size=(6, len(x0)))
+    expected = [density(x, jacobian=False)[0] - density.likelihood(density.theta(x))[0] for x in xs]
+    draws = [density.constrained(x) for x in xs]
+    values = {name: np.array([d[name] for d in draws]).reshape(2, 3) for name in draws[0]}
+    alone = MarginalDensity(model.priors, model.parameters, model.scales, None,
+                            model.fixed_parameters)  # fmt: skip
+    np.testing.assert_allclose(alone.log_prior(values).ravel(), expected, rtol=0, atol=1e-9)
+    values.pop(density.variables[0].name)
+    assert alone.log_prior(values) is None
+
+
+@pytest.mark.parametrize("priors", ["default", "inverse_gamma", "flat", "beta_h2"])
+def test_the_log_prior_is_the_densitys_prior_part_for_every_prior(reference, priors):
+    model = AnimalModel(
+        "response ~ 1 + fix", reference.data, relmat=reference.relmat, priors=priors
+    )
+    _check_log_prior(model, "spectral")
+
+
+@pytest.mark.parametrize(
+    "priors", [Priors(), Priors(default=InverseGamma(), correlation=InverseWishart())],
+    ids=["lkj", "inverse_wishart"],
+)  # fmt: skip
+def test_the_log_prior_of_a_correlated_pair_and_of_several_traits(maternal_data, priors):
+    data, pedigree = maternal_data
+    pair = AnimalModel(
+        "bwt ~ 1 + C(sex)", data, pedigree=pedigree, maternal="mother",
+        maternal_covariance=True, priors=priors,
+    )  # fmt: skip
+    _check_log_prior(pair, "sparse")
+    several = _quiet(
+        AnimalModel, "cbind(bwt, tarsus) ~ 1 + C(sex)", data, pedigree=pedigree, priors=priors
+    )
+    _check_log_prior(several)

@@ -331,7 +331,7 @@ class MarginalDensity:
         The model's priors, parameters and the priors' data scales (``AnimalModel.scales``).
     likelihood
         θ (in the order of ``parameters.names``) → ``(ℓ_R(θ), ∂ℓ_R/∂θ)``; −∞ outside the
-        parameter space.
+        parameter space. None for the prior alone (:meth:`log_prior`).
     fixed
         Parameters held at a value, with no free variable (a family's latent residual).
     """
@@ -341,7 +341,7 @@ class MarginalDensity:
         priors: Priors,
         parameters: Parameters,
         scales: Mapping[str, float],
-        likelihood: Likelihood,
+        likelihood: Likelihood | None,
         fixed: Mapping[str, float] | None = None,
     ) -> None:
         self.parameters = parameters
@@ -464,6 +464,26 @@ class MarginalDensity:
             jacobian[i] += r * (0.5 * theta[m] / root) * jacobian[a]
             jacobian[i] += r * (0.5 * theta[a] / root) * jacobian[m]
         return theta, jacobian
+
+    def log_prior(self, values: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        r"""The log prior :math:`\log p(v)` of the variance parameters at draws of the free
+        variables ``values`` (by name, each array of the same shape: a posterior's
+        ``sd_additive``, ``cpc_…``, …, whichever sampler drew them), without the Jacobian of
+        the sampler's transforms: each free variable's prior density, plus the
+        inverse-Wishart's potential where the priors have one. Needs no likelihood (a density
+        built with ``likelihood=None`` serves). None where ``values`` lacks a free variable.
+        """
+        if not self.variables or any(v.name not in values for v in self.variables):
+            return None
+        shape = np.shape(values[self.variables[0].name])
+        arrays = [np.asarray(values[v.name], dtype=float).ravel() for v in self.variables]
+        total = np.zeros(arrays[0].size)
+        for variable, draws in zip(self.variables, arrays, strict=True):
+            total += [variable.log_density(float(v))[0] for v in draws]
+        if self._wishart:
+            theta = np.array(self._theta_values(arrays), dtype=float)  # parameters × draws
+            total += [self._wishart_potential(theta[:, s])[0] for s in range(theta.shape[1])]
+        return total.reshape(shape)
 
     def draws(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """For draws x (S × k): each free variable's values and each parameter θ by name,

@@ -839,7 +839,7 @@ class AnimalModel:
             if OBSERVED_H2 in idata.posterior:
                 keys.append(OBSERVED_H2)
         exact_family = not self.design.family.gaussian and engine == "noncentred"
-        sensitivity = self._prior_sensitivity(idata, built, keys) if exact_family else None
+        sensitivity = self._prior_sensitivity(idata, keys)
         summary = component_summary(idata, keys)
         diagnostics = diagnose(
             idata, summary, parameterisation=parameterisation, warn=warn,
@@ -987,21 +987,31 @@ class AnimalModel:
         values = evaluate(dict(zip(names, best.x, strict=True)))
         return {k: float(v) for k, v in zip(keys, values, strict=True)}
 
-    def _prior_sensitivity(self, idata, built: _Built, keys: list[str]) -> pd.Series | None:
-        """The exact model of a non-Gaussian family: the log prior of its hyperparameters per
-        draw (PyMC's, every free variable but the non-centred effects' unit normals) and the
-        power-scaling sensitivity of every variance and ratio to it
+    def _prior_sensitivity(self, idata, keys: list[str]) -> pd.Series | None:
+        """The log prior of the variance parameters per draw
+        (:meth:`~bayes_animal.bayes.density.MarginalDensity.log_prior`: one function, whichever
+        engine and sampler drew them; the fixed effects' and non-centred effects' priors are
+        not power-scaled), kept as the ``log_prior`` group, and the power-scaling sensitivity
+        of every variance and ratio to it
         (:func:`~bayes_animal.results.posterior.prior_sensitivity`)."""
-        import pymc as pm
+        import xarray as xr
 
         from ..results.posterior import prior_sensitivity
+        from .density import MarginalDensity
 
-        names = [v.name for v in built.model.free_RVs if not v.name.startswith("z_")]
-        with _quiet_backend():
-            pm.compute_log_prior(
-                idata, var_names=names, model=built.model, extend_inferencedata=True,
-                progressbar=False,
-            )  # fmt: skip
+        prior = MarginalDensity(
+            self.priors, self.parameters, self.scales, None, self.fixed_parameters
+        )
+        posterior = idata.posterior
+        log_prior = prior.log_prior(
+            {v.name: posterior[v.name].values for v in prior.variables if v.name in posterior}
+        )
+        if log_prior is None:
+            return None
+        coords = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
+        idata["log_prior"] = xr.DataTree(
+            xr.Dataset({"variances": (("chain", "draw"), log_prior)}, coords=coords)
+        )
         return prior_sensitivity(idata, keys)
 
     def _observed_scale(self, idata, engine: Engine) -> list[str]:

@@ -188,7 +188,8 @@ class Diagnostics:
         What failed, and what to do about it.
     sensitivity
         Power-scaling sensitivity of each variance and ratio to the prior
-        (:func:`prior_sensitivity`; the exact model of a non-Gaussian family), or None.
+        (:func:`prior_sensitivity`; every fit's, from the log prior of its variance
+        parameters), or None.
     """
 
     table: pd.DataFrame
@@ -271,9 +272,10 @@ def prior_sensitivity(idata, keys: list[str]) -> pd.Series | None:
     :math:`p(\theta)` of the hyperparameters is raised to a power near 1, from importance
     weights of the draws (no refit). Needs the ``log_prior`` group; None without it.
 
-    Only the prior is power-scaled: in a model that samples every breeding value, the
-    likelihood's power-scaling moves the latent effects with it, and its sensitivity has no
-    threshold to read against.
+    Only the prior is power-scaled, and only the variance parameters' (their log prior is
+    the ``log_prior`` group: :meth:`~bayes_animal.bayes.density.MarginalDensity.log_prior`):
+    in a model that samples every breeding value, the likelihood's power-scaling moves the
+    latent effects with it, and its sensitivity has no threshold to read against.
     """
     from arviz_stats import psense
 
