@@ -185,11 +185,14 @@ class Diagnostics:
     max_tree_depth
         Deepest tree; ``hit_max_depth`` counts draws that reached the sampler's limit.
     messages
-        What failed, and what to do about it.
+        What failed, and what to do about it; and where the prior moves a posterior.
     sensitivity
         Power-scaling sensitivity of each variance and ratio to the prior
         (:func:`prior_sensitivity`; every fit's, from the log prior of its variance
-        parameters), or None.
+        parameters: 0 under flat priors), or None where it cannot be estimated.
+    informative
+        The messages that inform rather than fail (the prior's sensitivity): :attr:`ok`
+        ignores them.
     """
 
     table: pd.DataFrame
@@ -198,6 +201,7 @@ class Diagnostics:
     hit_max_depth: int
     messages: tuple[str, ...] = ()
     sensitivity: pd.Series | None = None
+    informative: tuple[str, ...] = ()
 
     @property
     def max_r_hat(self) -> float:
@@ -213,7 +217,9 @@ class Diagnostics:
 
     @property
     def ok(self) -> bool:
-        return not self.messages
+        """The sampler's checks pass (R-hat, ESS, divergences, tree depth, the independence
+        proposal): where the prior moves a posterior is said, but is not a failure."""
+        return all(m in self.informative for m in self.messages)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -282,7 +288,15 @@ def prior_sensitivity(idata, keys: list[str]) -> pd.Series | None:
     if "log_prior" not in {name.strip("/") for name in idata.groups}:
         return None
     keys = [k for k in keys if k in idata.posterior]
-    values = psense(idata, var_names=keys, group="prior")
+    log_prior = np.concatenate(
+        [np.asarray(v.values).ravel() for v in idata["log_prior"].data_vars.values()]
+    )
+    if np.ptp(log_prior) == 0.0:  # a flat prior: power-scaling it changes nothing
+        return pd.Series(0.0, index=keys, name="prior_sensitivity")
+    try:
+        values = psense(idata, var_names=keys, group="prior")
+    except ValueError:  # PSIS finds no tail to fit (a chain that never moved): no estimate
+        return None
     return pd.Series({k: float(values[k]) for k in keys}, name="prior_sensitivity")
 
 
@@ -359,11 +373,14 @@ def diagnose(
                 f"≤ {KHAT_LIMIT}): its t proposal at the posterior mode misses the posterior. "
                 "Use sampler='nutpie' (NUTS)."
             )
-    messages += _sensitivity_messages(sensitivity)
+    informative = _sensitivity_messages(sensitivity)
+    messages += informative
     if warn:
         for message in messages:
             warnings.warn(message, DiagnosticsWarning, stacklevel=2)
-    return Diagnostics(table, divergences, max_depth, hit, tuple(messages), sensitivity)
+    return Diagnostics(
+        table, divergences, max_depth, hit, tuple(messages), sensitivity, tuple(informative)
+    )
 
 
 def posterior_reliability(draws: np.ndarray, prior_variance: np.ndarray) -> np.ndarray:
