@@ -83,6 +83,7 @@ def test_spectral_density_equals_the_pymc_model(reference, priors):
         "response ~ 1 + fix", reference.data, relmat=reference.relmat, priors=priors
     )
     _compare_with_pymc(model, "spectral")
+    _check_log_prior(model, "spectral")  # and its prior part alone, for every prior
 
 
 @pytest.mark.parametrize(
@@ -391,14 +392,6 @@ def _check_log_prior(model: AnimalModel, engine: str | None = None) -> None:
     np.testing.assert_allclose(alone.log_prior(values).ravel(), expected, rtol=0, atol=1e-9)
     values.pop(density.variables[0].name)
     assert alone.log_prior(values) is None
-
-
-@pytest.mark.parametrize("priors", ["default", "inverse_gamma", "flat", "beta_h2"])
-def test_the_log_prior_is_the_densitys_prior_part_for_every_prior(reference, priors):
-    model = AnimalModel(
-        "response ~ 1 + fix", reference.data, relmat=reference.relmat, priors=priors
-    )
-    _check_log_prior(model, "spectral")
 
 
 @pytest.mark.parametrize(
