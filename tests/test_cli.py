@@ -276,6 +276,7 @@ def test_demo_runs_the_reference_simulation(capsys):
         "top 5 breeding values",
         "REML check",
         "diagnostics: max R-hat",
+        "prior sensitivity ≤",
         "posterior-mean EBVs",
     ]:
         assert word in out

@@ -501,7 +501,12 @@ class AnimalFit:
             "",
             f"diagnostics: max R-hat {d.max_r_hat:.4f}, min bulk ESS {d.min_ess_bulk:.0f}, "
             f"min tail ESS {d.min_ess_tail:.0f}, {d.divergences} divergences"
-            + ("" if d.ok else "  (see warnings)"),
+            + (
+                ""
+                if d.sensitivity is None or d.sensitivity.empty
+                else f", prior sensitivity ≤ {d.sensitivity.max():.2f}"
+            )
+            + ("" if not d.messages else "  (see warnings)"),
             "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()),
             f"seed: {self.random_seed} (--seed {self.random_seed} repeats these draws)",
         ]
