@@ -343,13 +343,10 @@ class AnimalModel:
             # the engine's REML: the spectral and canonical ones share their eigendecomposition
             # with REML, the others leave REML to its own chooser
             engine = ENGINE_CLASSES[self._fit_engine or self.choice().engine]
-            if engine.reml_engine == "spectral":
+            shared = {"spectral": lambda: self.problem, "canonical": lambda: self.canonical}
+            if engine.reml_engine in shared:
                 self._reml = fit_inputs(
-                    self.inputs, engine="spectral", problem=lambda: self.problem
-                )
-            elif engine.reml_engine == "canonical":
-                self._reml = fit_inputs(
-                    self.inputs, engine="canonical", problem=lambda: self.canonical
+                    self.inputs, engine=engine.reml_engine, problem=shared[engine.reml_engine]
                 )
             else:
                 self._reml = fit_inputs(self.inputs)
@@ -838,7 +835,6 @@ class AnimalModel:
             notes = [*notes, *self._observed_scale(idata, engine_object)]
             if OBSERVED_H2 in idata.posterior:
                 keys.append(OBSERVED_H2)
-        exact_family = not self.design.family.gaussian and engine == "noncentred"
         sensitivity = self._prior_sensitivity(idata, keys)
         summary = component_summary(idata, keys)
         diagnostics = diagnose(
