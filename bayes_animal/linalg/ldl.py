@@ -97,6 +97,8 @@ __all__ = [
 
 #: A scalar flop of the sparse loop costs about this many dense (BLAS) flops.
 SPARSE_TO_DENSE_COST = 10.0
+#: Most columns in one supernode of the sparse loop (its workspace: rows × this many).
+WIDEST_SUPERNODE = 64
 #: Largest dense trailing block (8·m² bytes: 16 000 → 2 GB).
 MAX_DENSE_BLOCK = 16_000
 #: A pivot at most this fraction of its diagonal entry of C means C is singular in floating
@@ -240,8 +242,43 @@ def _locate(rows, cols, iperm, t, Lp, Li):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, tolerance):  # pragma: no cover - compiled
-    """Left-looking LDLᵀ of columns < t; the dense Schur complement of the rest.
+def _supernodes(t, Lp, Li, widest):  # pragma: no cover - compiled
+    """Starts of the supernodes of the sparse columns (``starts[-1] = t``): runs of columns
+    j0 … j1 − 1 in which column j's rows are j + 1 followed by column j + 1's, so that every
+    column of a run has the rows of the last one below the run, at most ``widest`` columns."""
+    starts = np.empty(t + 1, np.int64)
+    count = 0
+    start = 0
+    for j in range(t):
+        if j > start and j - start < widest:
+            a = Lp[j - 1]
+            joins = Lp[j] - a == Lp[j + 1] - Lp[j] + 1 and Li[a] == j
+            if joins:
+                b = Lp[j]
+                for i in range(Lp[j + 1] - b):
+                    if Li[a + 1 + i] != Li[b + i]:
+                        joins = False
+                        break
+            if joins:
+                continue
+        starts[count] = j
+        count += 1
+        start = j
+    starts[count] = t
+    return starts[: count + 1].copy()
+
+
+@njit(cache=True, nogil=True)
+def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, starts, tolerance):  # pragma: no cover
+    """Left-looking supernodal LDLᵀ of columns < t; the dense Schur complement of the rest.
+
+    A supernode J (columns j0 … j1 − 1, ``starts``) is assembled in a dense workspace W whose
+    rows are J's own rows followed by the rows P below it (``local`` maps a row of C to its
+    row of W): the entries of C, then the update of every earlier column k with an entry in
+    J's rows, each row of k read once for all of J's columns. J's columns are then factored
+    densely in W and written to L. Its rows in the dense block update the Schur complement
+    once per pair of rows, summed over J's columns (a third of the scattered writes of a
+    column-by-column update on the trait blocks of several traits).
 
     Returns ``(Lx, D, St, bad)``. ``St`` holds the Schur complement's lower triangle
     transposed (``St[c, r] = S[r, c]``, r ≥ c), so that ``St.T`` is S in the Fortran order
@@ -250,53 +287,134 @@ def _factorise(n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, tolerance):  # pragma: no cover
     """
     Lx = np.empty(Lp[n])
     D = np.empty(n)
-    x = np.zeros(n)
+    local = np.zeros(n, np.int64)
+    seen = np.full(n, -1, np.int64)
     following = Lp[:-1].copy()
-    for j in range(t):
-        diagonal = 0.0
-        if Bp[j] < Bp[j + 1] and Bi[Bp[j]] == j:  # rows ascending: the diagonal comes first
-            diagonal = Bx[Bp[j]]
-        for p in range(Bp[j], Bp[j + 1]):
-            x[Bi[p]] += Bx[p]
-        for q in range(Rp[j], Rp[j + 1]):
-            k = Rj[q]
-            p = following[k]
-            f = Lx[p] * D[k]
-            for pp in range(p, Lp[k + 1]):
-                x[Li[pp]] -= Lx[pp] * f
-            following[k] = p + 1
-        d = x[j]
-        x[j] = 0.0
-        if not (d > 0.0 and d > tolerance * diagonal):
-            D[j] = d
-            return Lx, D, np.zeros((0, 0)), j
-        D[j] = d
-        for p in range(Lp[j], Lp[j + 1]):
-            r = Li[p]
-            Lx[p] = x[r] / d
-            x[r] = 0.0
-    m = n - t
-    St = np.zeros((m, m))
+    count = len(starts) - 1
+    widest_s = 1
+    widest_m = 1
+    for J in range(count):
+        s = starts[J + 1] - starts[J]
+        widest_s = max(widest_s, s)
+        widest_m = max(widest_m, s + Lp[starts[J + 1]] - Lp[starts[J + 1] - 1])
+    W = np.zeros((widest_m, widest_s))
+    columns = np.empty(widest_s, np.int64)
+    factors = np.empty(widest_s)
+    G = np.empty((widest_m, widest_s))
+    H = np.empty((widest_m, widest_s))
+    m_dense = n - t
+    St = np.zeros((m_dense, m_dense))
     for j in range(t, n):
         for p in range(Bp[j], Bp[j + 1]):
             St[j - t, Bi[p] - t] += Bx[p]
-    widest = 0
-    for k in range(t):
-        widest = max(widest, Lp[k + 1] - Lp[k])
-    scaled = np.empty(widest)
-    for k in range(t):
-        start = Lp[k + 1]
-        while start > Lp[k] and Li[start - 1] >= t:
-            start -= 1
-        for a in range(start, Lp[k + 1]):
-            scaled[a - start] = Lx[a] * D[k]
-        # S[r_a, r_b] -= (L_ak d_k) L_bk for a ≥ b: one update of each entry per k, in the
-        # order of k, whichever loop is outer; column b outer writes St contiguously
-        for b in range(start, Lp[k + 1]):
-            lb = Lx[b]
-            cb = Li[b] - t
-            for a in range(b, Lp[k + 1]):
-                St[cb, Li[a] - t] -= scaled[a - start] * lb
+    x = np.zeros(n)
+    for J in range(count):
+        j0 = starts[J]
+        j1 = starts[J + 1]
+        s = j1 - j0
+        tail = Lp[j1 - 1]  # the rows P below J: the last column's
+        m = s + Lp[j1] - tail
+        if s == 1:  # a lone column: the scalar loop on a vector the size of C
+            j = j0
+            for p in range(Bp[j], Bp[j + 1]):
+                x[Bi[p]] += Bx[p]
+            for q in range(Rp[j], Rp[j + 1]):
+                k = Rj[q]
+                p = following[k]
+                f = Lx[p] * D[k]
+                for pp in range(p, Lp[k + 1]):
+                    x[Li[pp]] -= Lx[pp] * f
+                following[k] = p + 1
+            d = x[j]
+            x[j] = 0.0
+            diagonal = 0.0
+            if Bp[j] < Bp[j + 1] and Bi[Bp[j]] == j:
+                diagonal = Bx[Bp[j]]
+            if not (d > 0.0 and d > tolerance * diagonal):
+                D[j] = d
+                return Lx, D, np.zeros((0, 0)), j
+            D[j] = d
+            for p in range(Lp[j], Lp[j + 1]):
+                r = Li[p]
+                Lx[p] = x[r] / d
+                x[r] = 0.0
+            start = Lp[j + 1]
+            while start > Lp[j] and Li[start - 1] >= t:
+                start -= 1
+            for b in range(start, Lp[j + 1]):
+                lb = Lx[b] * d
+                cb = Li[b] - t
+                for a in range(b, Lp[j + 1]):
+                    St[cb, Li[a] - t] -= Lx[a] * lb
+            continue
+        for i in range(s):
+            local[j0 + i] = i
+        for i in range(Lp[j1] - tail):
+            local[Li[tail + i]] = s + i
+        for c in range(s):
+            for p in range(Bp[j0 + c], Bp[j0 + c + 1]):
+                W[local[Bi[p]], c] += Bx[p]
+        # every earlier column k with an entry in J's rows (the union of their row patterns)
+        for q in range(Rp[j0], Rp[j1]):
+            k = Rj[q]
+            if k >= j0 or seen[k] == J:
+                continue
+            seen[k] = J
+            p = following[k]
+            end = Lp[k + 1]
+            dk = D[k]
+            run = 0
+            while p + run < end and Li[p + run] < j1:  # k's rows inside J
+                columns[run] = Li[p + run] - j0
+                factors[run] = Lx[p + run] * dk
+                run += 1
+            for a in range(run):
+                for b in range(a, run):
+                    W[columns[b], columns[a]] -= Lx[p + b] * factors[a]
+            for pp in range(p + run, end):
+                r = local[Li[pp]]
+                value = Lx[pp]
+                for a in range(run):
+                    W[r, columns[a]] -= value * factors[a]
+            following[k] = p + run
+        # J's columns, densely; column j0 + c of L holds W's rows c + 1 … m − 1
+        for c in range(s):
+            j = j0 + c
+            d = W[c, c]
+            diagonal = 0.0
+            if Bp[j] < Bp[j + 1] and Bi[Bp[j]] == j:  # rows ascending: the diagonal first
+                diagonal = Bx[Bp[j]]
+            if not (d > 0.0 and d > tolerance * diagonal):
+                D[j] = d
+                return Lx, D, np.zeros((0, 0)), j
+            D[j] = d
+            W[c, c] = 0.0
+            base = Lp[j] - (c + 1)
+            for r in range(c + 1, m):
+                Lx[base + r] = W[r, c] / d
+                W[r, c] = 0.0
+            for c2 in range(c + 1, s):
+                f = Lx[base + c2] * d
+                for r in range(c2, m):
+                    W[r, c2] -= Lx[base + r] * f
+            following[j] = Lp[j] + (s - 1 - c)  # its first row below J
+        # S[r_a, r_b] -= Σ_c L_ac d_c L_bc over J's rows in the dense block (P's tail)
+        first = m
+        while first > s and Li[tail + first - 1 - s] >= t:
+            first -= 1
+        if first < m:
+            for c in range(s):
+                base = Lp[j0 + c] - (c + 1)
+                for r in range(first, m):
+                    G[r - first, c] = Lx[base + r]
+                    H[r - first, c] = Lx[base + r] * D[j0 + c]
+            for b in range(m - first):
+                cb = Li[tail + first + b - s] - t
+                for a in range(b, m - first):
+                    total = 0.0
+                    for c in range(s):
+                        total += G[a, c] * H[b, c]
+                    St[cb, Li[tail + first + a - s] - t] -= total
     return Lx, D, St, -1
 
 
@@ -418,6 +536,7 @@ class Analysis:
     _input_location: tuple = field(repr=False)
     _input_groups: tuple = field(repr=False)
     _diagonal: np.ndarray = field(repr=False)
+    _supernodes: np.ndarray = field(repr=False)
 
     def factorise(self, values: np.ndarray) -> Factor:
         """Numeric factorisation for ``values`` aligned with the analysed pattern's data.
@@ -459,7 +578,9 @@ class Analysis:
         Bp, Bi = self._lower
         Lp, Li, Rp, Rj = self._pattern
         t = self.split
-        Lx, D, St, bad = _factorise(self.n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, PIVOT_TOLERANCE)
+        Lx, D, St, bad = _factorise(
+            self.n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, self._supernodes, PIVOT_TOLERANCE
+        )
         if bad >= 0:
             raise self._pivot_error(bad, float(D[bad]), Bx)
         if t < self.n:
@@ -597,6 +718,7 @@ def analyse(
             (np.flatnonzero(kind == code), where[kind == code]) for code in (0, 1, 2)
         ),
         _diagonal=np.where(has_diagonal, Bp[:-1], -1),
+        _supernodes=_supernodes(split, Lp, Li, WIDEST_SUPERNODE),
     )
 
 
