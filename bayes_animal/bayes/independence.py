@@ -8,12 +8,35 @@ close to Gaussian on the sampler's unconstrained scale (tens of thousands of rec
 proposal fitted once can be accepted most of the time, and each step then needs only the
 density's value (a factorisation, no selected inverse).
 
-**Proposal.** :math:`q = t_\nu(\hat x, \hat\Sigma)` on the unconstrained variables x:
-:math:`\hat x` the posterior mode (L-BFGS from the REML estimate, with the Jacobian: the mode
-of the density of x), :math:`\hat\Sigma = (-\nabla^2 \log p(\hat x \mid y))^{-1}` by central
-differences of the gradient (:func:`fit_proposal`; the REML covariance carried to x where
-that Hessian is not negative definite). The t's tails (ν = :data:`PROPOSAL_DF`) cover a
-posterior that is heavier than the Gaussian in some direction.
+**Proposal.** :math:`q = t_\nu(\bar x, \bar\Sigma)` on the unconstrained variables x
+(:func:`fit_proposal`):
+
+1. :math:`\hat x`, the posterior mode (L-BFGS from the REML estimate, with the Jacobian: the
+   mode of the density of x), and :math:`\hat\Sigma = L L^\top = (-\nabla^2 \log p(\hat x
+   \mid y))^{-1}` by central differences of the gradient (the REML covariance carried to x
+   where that Hessian is not negative definite).
+2. The posterior *mean* to the next order of the Laplace expansion: with
+   :math:`T_{ijk} = \partial^3 \log p / \partial x_i \partial x_j \partial x_k`,
+
+   .. math::
+       \bar x = \hat x + \tfrac12 \hat\Sigma\, \tau,\qquad
+       \tau_i = \sum_{jk} T_{ijk} \hat\Sigma_{jk}
+             = \sum_m \frac{g_i(\hat x + h l_m) + g_i(\hat x - h l_m) - 2 g_i(\hat x)}{h^2}
+
+   (g the gradient, :math:`l_m` the columns of L, h = :data:`SHIFT_STEP` standard deviations:
+   the curvature's change averaged over the posterior's own scale). A posterior that is
+   skewed on this scale has its mass on one side of the mode; the t centred there misses
+   it. On three traits with a permanent environment (20 000 animals, 18 parameters) the
+   mean lay 0.59 proposal SDs from the mode, as 400 importance-weighted draws also said
+   (0.53).
+3. :math:`\bar\Sigma`, minus the inverse Hessian at :math:`\bar x`, by central differences
+   along the columns of L (h = :data:`HESSIAN_WHITENED_STEP`).
+
+Steps 2 and 3 cost 4k gradients (k parameters); each is kept only where its gradients are
+finite and, for step 3, the Hessian is negative definite. On that 20 000-animal model the
+importance-sampling efficiency of 250 fresh proposals rose from 0.40–0.50 (k̂ 0.35–0.49, the
+mode's t) to 0.61 (k̂ 0.15). The t's tails (ν = :data:`PROPOSAL_DF`) cover a posterior that is
+heavier than the Gaussian in some direction.
 
 **Chains.** Each chain draws proposals :math:`x' \sim q` independently of its state and moves
 with probability :math:`\min(1, w(x')/w(x))`, :math:`w = p(x \mid y)/q(x)` (Tierney 1994).
@@ -63,6 +86,12 @@ PROPOSAL_DF = 10.0
 
 #: Relative step of the central differences of the gradient that give the Hessian at the mode.
 HESSIAN_STEP = 1e-4
+#: Step (proposal SDs) of the second differences of the gradient that give the mean's shift.
+SHIFT_STEP = 1.0
+#: Step (proposal SDs) of the central differences that give the Hessian at the shifted centre.
+HESSIAN_WHITENED_STEP = 0.5
+#: A mean shift longer than this many proposal SDs is not trusted (the expansion is local).
+LARGEST_SHIFT = 3.0
 
 
 @dataclass(frozen=True)
@@ -79,13 +108,18 @@ class Proposal:
         Degrees of freedom ν.
     source
         Where the scale came from: ``"hessian"`` (the posterior's curvature at the mode) or
-        ``"reml"`` (the REML covariance carried to x).
+        ``"reml"`` (the REML covariance carried to x), followed by ``" at the mean"`` where
+        the Hessian at the shifted centre replaced it.
+    shift
+        How far the centre moved from the mode to the approximate mean, in proposal SDs
+        (whitened norm; 0 where the shift was not kept).
     """
 
     centre: np.ndarray
     factor: np.ndarray
     df: float
     source: str
+    shift: float = 0.0
 
     @property
     def size(self) -> int:
@@ -157,12 +191,58 @@ def fit_proposal(
         except np.linalg.LinAlgError:
             continue
         if np.all(np.isfinite(factor)):
-            return Proposal(centre, factor, PROPOSAL_DF, source)
+            return _towards_the_mean(density, Proposal(centre, factor, PROPOSAL_DF, source))
     raise ValueError(
         "The posterior's curvature at its mode is not negative definite and REML gives no "
         "covariance (a component at its boundary?): the independence sampler needs a "
         "posterior close to Gaussian. Use sampler='nutpie'."
     )
+
+
+def _gradients(density: MarginalDensity, points: np.ndarray) -> np.ndarray | None:
+    """The gradient of log p(x | y) at each row of ``points``; None if any is not finite."""
+    out = np.empty_like(points)
+    for i, x in enumerate(points):
+        value, gradient = density(x)
+        if not (np.isfinite(value) and np.all(np.isfinite(gradient))):
+            return None
+        out[i] = gradient
+    return out
+
+
+def _towards_the_mean(density: MarginalDensity, proposal: Proposal) -> Proposal:
+    r"""Steps 2 and 3 of the module docstring: the centre moved to the posterior mean of the
+    next order, the scale the inverse Hessian there; each kept only where it is sound."""
+    centre, factor = proposal.centre, proposal.factor
+    k = len(centre)
+    columns = factor.T  # l_m as rows
+    h = SHIFT_STEP
+    gradients = _gradients(density, np.vstack([centre[None], centre + h * columns,
+                                               centre - h * columns]))  # fmt: skip
+    if gradients is None:
+        return proposal
+    g0, up, down = gradients[0], gradients[1 : k + 1], gradients[k + 1 :]
+    tau = np.sum(up + down - 2.0 * g0, axis=0) / h**2
+    whitened = 0.5 * (factor.T @ tau)  # L⁻¹ (½ L Lᵀ τ)
+    shift = float(np.linalg.norm(whitened))
+    if not (np.isfinite(shift) and shift <= LARGEST_SHIFT):
+        return proposal
+    mean = centre + factor @ whitened
+    shifted = Proposal(mean, factor, proposal.df, proposal.source, shift)
+    h = HESSIAN_WHITENED_STEP
+    gradients = _gradients(density, np.vstack([mean + h * columns, mean - h * columns]))
+    if gradients is None:
+        return shifted
+    along = (gradients[:k] - gradients[k:]).T / (2.0 * h)  # ∇² log p · L, column m
+    hessian = np.linalg.solve(factor.T, along.T).T  # ∇² log p = (∇² log p · L) L⁻¹
+    hessian = 0.5 * (hessian + hessian.T)
+    try:
+        scale = np.linalg.cholesky(np.linalg.inv(-hessian))
+    except np.linalg.LinAlgError:
+        return shifted
+    if not np.all(np.isfinite(scale)):
+        return shifted
+    return Proposal(mean, scale, proposal.df, f"{proposal.source} at the mean", shift)
 
 
 def _start(density, proposal, rng, keep_unknowns, attempts: int = 100):
@@ -285,6 +365,7 @@ def sample_independence(
             "acceptance_rate": float(accepted.mean()),
             "proposal_khat": khat,
             "proposal_scale": proposal.source,
+            "proposal_shift": proposal.shift,
         }
     )
     unknowns = None
