@@ -559,6 +559,23 @@ def multitrait_scale(quick: bool) -> None:
     )
 
 
+def multitrait_scale_bayes(quick: bool) -> None:
+    import bench_multitrait
+
+    size = 3_000 if quick else 20_000
+    _write(
+        "multitrait_scale_bayes",
+        "Several traits at scale, the whole Bayesian fit: 3 traits × 20 000 animals",
+        bench_multitrait.run_scale((size,), reml_up_to=size, bayes_up_to=size),
+        "The 20 000-animal data and model of `multitrait_scale` (the same seeds), the whole "
+        "default Bayesian fit alone (`AnimalModel(...).fit(random_seed=1)`: REML, the "
+        "proposal, 4 chains × 1 000 draws and every breeding value), so that it can be rerun "
+        "without the 100 000-animal REML or the 3 000-animal boundary case. The issue's "
+        "target: ≤ 15 min, R-hat ≤ 1.01. Run: `python benchmarks/run.py "
+        "multitrait_scale_bayes`.\n",
+    )
+
+
 def multitrait_boundary(quick: bool) -> None:
     import bench_multitrait
 
@@ -664,6 +681,7 @@ BENCHMARKS = {
     "multitrait": multitrait,
     "multitrait_scale": multitrait_scale,
     "multitrait_scale_reml": multitrait_scale_reml,
+    "multitrait_scale_bayes": multitrait_scale_bayes,
     "multitrait_boundary": multitrait_boundary,
     "multitrait_canonical": multitrait_canonical,
     "first_run": first_run,
