@@ -14,11 +14,16 @@ The mixed-model coefficient matrix :math:`C(\theta)` keeps one sparsity pattern 
    dense BLAS flops).
 2. **Numeric factorisation, per** :math:`\theta` (:meth:`Analysis.factorise`): with
    :math:`C = \begin{pmatrix} C_{11} & C_{12} \\ C_{21} & C_{22} \end{pmatrix}` split at
-   :math:`t`, :math:`C_{11} = L_{11} D_1 L_{11}^\top` column by column,
+   :math:`t`, :math:`C_{11} = L_{11} D_1 L_{11}^\top` supernode by supernode,
    :math:`L_{21} = C_{21} L_{11}^{-\top} D_1^{-1}` in the same loop, the Schur complement
    :math:`S = C_{22} - L_{21} D_1 L_{21}^\top` accumulated densely and factored
    :math:`S = L_c L_c^\top` (``dpotrf``). :math:`\log|C| = \sum \log D_1 + 2 \sum \log
-   \operatorname{diag} L_c`.
+   \operatorname{diag} L_c`. A supernode is a run of consecutive columns each of whose rows
+   are the next column followed by that column's rows (the analysis finds them, at most
+   :data:`WIDEST_SUPERNODE` wide): several traits give every animal such a run, one column
+   per trait. Its columns are assembled together in a small dense workspace, each earlier
+   column that updates them read once for all of them, and their update of S is written once
+   per pair of rows; a lone column keeps the scalar loop.
 3. **Selected inverse** (:meth:`Factor.selected_inverse`): :math:`\Sigma = C^{-1}` on the
    pattern of :math:`L` by Takahashi's recursion, from the last column backwards,
 
