@@ -82,11 +82,24 @@ def _random_point(pymc_model, rng, scale: float) -> dict[str, np.ndarray]:
     return {v.name: rng.normal(size=shapes[v.name]) * scale for v in pymc_model.value_vars}
 
 
-def test_exact_model_adds_the_family_likelihood(binary):
-    """The non-centred PyMC model's records term equals the family's log-density at η."""
-    model = AnimalModel(
-        "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
-    )
+@pytest.mark.parametrize(
+    ("family", "link", "trials"),
+    [("threshold", None, False), ("binomial", "logit", False), ("binomial", "probit", True),
+     ("binomial", "logit", True)],
+)  # fmt: skip
+def test_exact_model_adds_the_family_likelihood(binary, family, link, trials):
+    """The non-centred PyMC model's records term equals the family's log-density at η
+    (scipy's log Φ or the logistic's): 0/1 records, taken one tail each, and successes out
+    of trials, with the binomial coefficient."""
+    data = binary.data.copy()
+    formula = "y ~ x + (1|herd)"
+    if trials:
+        rng = np.random.default_rng(1)
+        data["n"] = rng.integers(1, 5, len(data))
+        data["s"] = rng.binomial(data["n"], 0.3)
+        data["f"] = data["n"] - data["s"]
+        formula = "cbind(s, f) ~ x + (1|herd)"
+    model = AnimalModel(formula, data, pedigree=binary.pedigree, family=family, link=link)
     pymc_model = model.build("noncentred")
     rng = np.random.default_rng(0)
     point = _random_point(pymc_model, rng, 0.5)
@@ -94,9 +107,31 @@ def test_exact_model_adds_the_family_likelihood(binary):
     potential, u, u_herd, beta = _evaluate(pymc_model, [pymc_model[n] for n in names], point)
     design = model.design
     eta = design.X @ beta + u[design.effect("additive").index] + u_herd[design.effect("herd").index]
-    expected = stats.norm.logcdf(np.where(design.y == 1, eta, -eta)).sum()
+    n = np.ones(len(eta)) if design.trials is None else np.asarray(design.trials, dtype=float)
+    expected = model.design.family.log_density(np.asarray(design.y, dtype=float), n, eta).sum()
+    if not trials and family == "threshold":
+        assert expected == pytest.approx(
+            stats.norm.logcdf(np.where(design.y == 1, eta, -eta)).sum(), rel=1e-12
+        )
     assert float(potential) == pytest.approx(expected, rel=1e-10)
     assert "var_residual" not in point and "sd_residual_log__" not in point
+
+
+def test_successes_out_of_trials_are_one_trait_under_the_exact_model(binary):
+    """``cbind(successes, failures)`` of a binomial is one trait (named by its successes): its
+    exact model used to fail building h² (KeyError: None), the layout taking the two columns
+    for two traits."""
+    data = binary.data.copy()
+    rng = np.random.default_rng(1)
+    data["n"] = rng.integers(1, 5, len(data))
+    data["s"] = rng.binomial(data["n"], 0.3)
+    data["f"] = data["n"] - data["s"]
+    model = AnimalModel("cbind(s, f) ~ x + (1|herd)", data, pedigree=binary.pedigree,
+                        family="binomial")  # fmt: skip
+    assert model.parameters.traits == ("s",) and not model.parameters.multi_trait
+    fit = model.fit(parameterisation="noncentred", draws=150, tune=200, random_seed=1,
+                    progressbar=False)  # fmt: skip
+    assert {"h2", "h2_observed", "sigma2:additive"} <= set(fit.summary().index)
 
 
 def test_auto_chooses_the_laplace_model_only_where_its_check_passes(binary):

@@ -202,7 +202,9 @@ class Parameters:
             names += [*block.terms, *(name for _, _, name in block.covariances)]
         pe = [t.name for t in spec.terms if not t.genetic and t.column == spec.animal]
         repeat = ("additive", pe[0]) if pe and "additive" in [t.name for t in spec.terms] else ()
-        return cls(tuple(blocks), tuple(names), repeat, residual, tuple(spec.traits))
+        # a binomial cbind(successes, failures) is one trait, named by its successes column
+        named = spec.traits if spec.multi_trait else spec.traits[:1]
+        return cls(tuple(blocks), tuple(names), repeat, residual, tuple(named))
 
     @property
     def size(self) -> int:
