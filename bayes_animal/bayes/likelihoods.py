@@ -173,11 +173,17 @@ def noncentred(pm, design: Design, structures, parameters: Parameters, values, b
 
 
 def log_ndtr(x):
-    r""":math:`\log\Phi(x)` in PyTensor, stable in both tails: through the scaled
-    complementary error function below 0, :math:`\log(1 - \tfrac12\operatorname{erfc}(x/\sqrt2))`
-    above."""
+    r""":math:`\log\Phi(x)` in PyTensor, stable in both tails: for a vector the numba-compiled
+    Op of :mod:`bayes_animal.bayes.normal_cdf` (one branch per element, its gradient the
+    inverse Mills ratio); otherwise through the scaled complementary error function below 0,
+    :math:`\log(1 - \tfrac12\operatorname{erfc}(x/\sqrt2))` above."""
     import pytensor.tensor as pt
 
+    from .normal_cdf import log_normal_cdf
+
+    x = pt.as_tensor_variable(x)
+    if x.ndim == 1:
+        return log_normal_cdf(x)
     root = np.sqrt(0.5)
     lower = pt.log(0.5 * pt.erfcx(-x * root)) - 0.5 * x * x
     upper = pt.log1p(-0.5 * pt.erfc(x * root))
@@ -233,11 +239,16 @@ def observe(pm, design: Design, eta, values) -> None:
                 - special.gammaln(trials - y + 1)
             )
         )
-        if family.link == "probit":
-            up, down = log_ndtr(eta), log_ndtr(-eta)
+        if np.all(trials == 1.0):  # 0/1 records: log F(sη) with s = ±1, one tail each
+            signed = pt.constant(2.0 * y - 1.0) * eta
+            up = log_ndtr(signed) if family.link == "probit" else -pt.softplus(-signed)
+            loglik = pt.sum(up)
         else:
-            up, down = -pt.softplus(-eta), -pt.softplus(eta)
-        loglik = pt.sum(y * up + (trials - y) * down) + constant
+            if family.link == "probit":
+                up, down = log_ndtr(eta), log_ndtr(-eta)
+            else:
+                up, down = -pt.softplus(-eta), -pt.softplus(eta)
+            loglik = pt.sum(y * up + (trials - y) * down) + constant
     else:  # poisson, log link
         if family.observation_effect:
             units = pm.Normal("z_residual", 0.0, 1.0, dims="obs")

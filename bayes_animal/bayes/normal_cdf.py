@@ -1,0 +1,137 @@
+r""":math:`\log\Phi(x)` and its derivative as PyTensor Ops compiled by numba: the probit
+families' likelihood (binary threshold and ordinal traits).
+
+Written as PyTensor operations — ``switch`` between :math:`\log(\tfrac12
+\operatorname{erfcx}(-x/\sqrt2)) - x^2/2` and :math:`\operatorname{log1p}(-\tfrac12
+\operatorname{erfc}(x/\sqrt2))`, both branches computed for every record, and the gradient
+graph of each — :math:`\log\Phi(\pm\eta)` and their gradient cost 110 µs for 1 000 records
+under numba (the backend nutpie compiles the exact model with), most of a leapfrog step of a
+binary trait on the gryphon pedigree (132 µs). As one Op whose loop evaluates one branch per
+record and gives the derivative beside the value (one ``erfc`` for both), far less (measured
+in the closing note of the change).
+
+For :math:`x > -37`, :math:`\Phi(x) = \tfrac12\operatorname{erfc}(-x/\sqrt2)` is a normal
+number computed to full relative precision (and, for :math:`x \ge 0`, :math:`\log\Phi(x) =
+\operatorname{log1p}(-\tfrac12\operatorname{erfc}(x/\sqrt2))`, which keeps the tiny
+:math:`1 - \Phi`). Below, the asymptotic series
+
+.. math::
+    \Phi(x) = \frac{\varphi(x)}{-x}\Bigl(1 - \frac1{x^2} + \frac3{x^4} - \frac{15}{x^6}
+    + \frac{105}{x^8} - \frac{945}{x^{10}} + \dots\Bigr),
+
+whose first omitted term is below :math:`10^{-15}` there. The derivative is the inverse Mills
+ratio :math:`r(x) = \varphi(x)/\Phi(x)`, and :math:`r'(x) = -r(x)(x + r(x))`. Tested against
+``scipy.special.log_ndtr`` and finite differences from :math:`-60` to :math:`40`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytensor.tensor as pt
+from numba import njit
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+
+__all__ = ["LogNormalCdf", "log_normal_cdf"]
+
+_SQRT_HALF = math.sqrt(0.5)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+#: Below this, Φ(x) is taken from its asymptotic series (½ erfc(−x/√2) is still a normal number
+#: down to about −37.5).
+_SERIES_BELOW = -37.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _series(x):  # pragma: no cover - compiled
+    s = 1.0 / (x * x)
+    return 1.0 - s * (1.0 - s * (3.0 - s * (15.0 - s * (105.0 - s * 945.0))))
+
+
+@njit(cache=True, nogil=True)
+def _log_cdf_and_mills(x):  # pragma: no cover - compiled
+    """log Φ(x) and φ(x)/Φ(x) of each element, from one erfc."""
+    value = np.empty(x.shape[0])
+    mills = np.empty(x.shape[0])
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v > _SERIES_BELOW:
+            log_density = -0.5 * v * v - _LOG_SQRT_2PI
+            if v >= 0.0:
+                upper = 0.5 * math.erfc(v * _SQRT_HALF)
+                value[i] = math.log1p(-upper)
+                mills[i] = math.exp(log_density) / (1.0 - upper)
+            else:
+                cdf = 0.5 * math.erfc(-v * _SQRT_HALF)
+                value[i] = math.log(cdf)
+                mills[i] = math.exp(log_density) / cdf
+        else:
+            series = _series(v)
+            value[i] = -0.5 * v * v - _LOG_SQRT_2PI - math.log(-v) + math.log(series)
+            mills[i] = -v / series
+    return value, mills
+
+
+class LogNormalCdf(Op):
+    """x ↦ (log Φ(x), φ(x)/Φ(x)) for a float64 vector x: the second output is the first's
+    derivative, so the gradient costs no second pass."""
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x, dtype="float64")
+        if x.ndim != 1:
+            raise ValueError("log_normal_cdf takes a vector.")
+        return Apply(self, [x], [pt.dvector(), pt.dvector()])
+
+    def perform(self, node, inputs, outputs) -> None:
+        value, mills = _log_cdf_and_mills(np.asarray(inputs[0], dtype=float))
+        outputs[0][0] = value
+        outputs[1][0] = mills
+
+    def pullback(self, inputs, outputs, cotangents):
+        from pytensor.gradient import DisconnectedType
+
+        (x,), (_, mills), (g_value, g_mills) = inputs, outputs, cotangents
+        total = None
+        if not isinstance(g_value.type, DisconnectedType):
+            total = g_value * mills
+        if not isinstance(g_mills.type, DisconnectedType):
+            term = -g_mills * mills * (x + mills)  # r' = −r (x + r)
+            total = term if total is None else total + term
+        return [total if total is not None else pt.zeros_like(x)]
+
+    def infer_shape(self, node, shapes):
+        return [shapes[0], shapes[0]]
+
+
+_LOG_NORMAL_CDF = LogNormalCdf()
+
+
+def log_normal_cdf(x):
+    r""":math:`\log\Phi(x)` of a vector, stable in both tails, with its gradient (the module
+    docstring)."""
+    return _LOG_NORMAL_CDF(x)[0]
+
+
+#: Bumped when the kernels change: part of the compiled graph's cache key (with the Op's props).
+KERNEL_VERSION = 1
+
+
+def _register_numba() -> None:
+    from pytensor.link.numba.dispatch.basic import (
+        numba_njit,
+        register_funcify_default_op_cache_key,
+    )
+
+    @register_funcify_default_op_cache_key(LogNormalCdf)
+    def _funcify(op, node=None, **kwargs):
+        @numba_njit
+        def log_cdf_and_mills(x):
+            return _log_cdf_and_mills(x)
+
+        return log_cdf_and_mills, KERNEL_VERSION
+
+
+_register_numba()
