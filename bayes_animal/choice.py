@@ -521,7 +521,7 @@ def choose_sampler(
         "independence",
         f"one gradient of the marginal density costs about {gradient:.2g} s, so NUTS would "
         f"take about {nuts / 60:.0f} min: independence Metropolis–Hastings instead, a t "
-        "proposal fitted at the posterior mode, one factorisation a step and no gradient "
+        "proposal centred near the posterior mean, one factorisation a step and no gradient "
         "(sampler='nutpie' for NUTS).",
         {"nutpie": nuts},
     )

@@ -161,10 +161,11 @@ def _hessian(density: MarginalDensity, x: np.ndarray) -> np.ndarray:
 def fit_proposal(
     density: MarginalDensity, start: np.ndarray, fallback: np.ndarray | None
 ) -> Proposal:
-    r"""The t proposal at the posterior mode (see the module docstring): L-BFGS from
-    ``start`` (the REML estimate on the unconstrained scale), the scale the inverse of minus
-    the Hessian there, or ``fallback`` (the REML covariance of x) where that is not positive
-    definite.
+    r"""The t proposal near the posterior mean (see the module docstring): the mode by
+    L-BFGS from ``start`` (the REML estimate on the unconstrained scale), the scale the
+    inverse of minus the Hessian there, or ``fallback`` (the REML covariance of x) where that
+    is not positive definite; then the centre moved to the next-order posterior mean and the
+    scale taken from the Hessian there (:func:`_towards_the_mean`), each where sound.
 
     Raises
     ------

@@ -676,7 +676,7 @@ class AnimalModel:
             ``"noncentred"`` or ``"partial"``.
         sampler
             ``"pymc"``, ``"nutpie"``, ``"numpyro"`` (NUTS) or ``"independence"``
-            (Metropolis–Hastings with a t proposal at the posterior mode, for a marginal model
+            (Metropolis–Hastings with a t proposal near the posterior mean, for a marginal model
             with the fixed effects integrated: :mod:`bayes_animal.bayes.independence`); None
             takes the default (each engine's ``default_sampler``, :data:`DEFAULT_SAMPLERS`:
             nutpie on the hand-derived density for the spectral marginal model and several
@@ -892,7 +892,7 @@ class AnimalModel:
 
     def _sample_independence(self, density, *, random_seed, target_accept, **options):
         """Independence Metropolis–Hastings on the hand-derived density, its t proposal
-        fitted at the posterior mode (:mod:`bayes_animal.bayes.independence`); returns the
+        fitted near the posterior mean (:mod:`bayes_animal.bayes.independence`); returns the
         DataTree and the draws of every unknown carried by the chains (None for a likelihood
         that gives none: they are drawn afterwards)."""
         from .independence import fit_proposal, sample_independence

@@ -223,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
         help="NUTS implementation (default: the engine's, the fastest measured — nutpie for "
         "one random effect, several traits and the non-centred model, pymc for several "
         "effects and the partial model), or 'independence': Metropolis-Hastings with a t "
-        "proposal at the posterior mode, for a marginal model, chosen by default where NUTS's "
+        "proposal near the posterior mean, for a marginal model, chosen by default where NUTS's "
         "gradients would take over 10 min",
     )
     bayes.add_argument(

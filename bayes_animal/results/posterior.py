@@ -370,7 +370,7 @@ def diagnose(
             messages.append(
                 f"The independence sampler accepted {rate:.0%} of its proposals (Pareto k̂ of "
                 f"their weights {khat:.2f}; a good proposal: ≥ {ACCEPTANCE_LIMIT:.0%} and "
-                f"≤ {KHAT_LIMIT}): its t proposal at the posterior mode misses the posterior. "
+                f"≤ {KHAT_LIMIT}): its t proposal near the posterior mean misses the posterior. "
                 "Use sampler='nutpie' (NUTS)."
             )
     informative = _sensitivity_messages(sensitivity)
