@@ -584,11 +584,13 @@ def multitrait_boundary(quick: bool) -> None:
         "Several traits with a covariance matrix at its boundary: the whole Bayesian fit",
         bench_multitrait.run_scale((3_000,), reml_up_to=3_000, bayes_up_to=3_000),
         "The 3 000-animal data and model of `multitrait_scale` (the same seeds), where REML "
-        "holds the permanent-environment matrix singular: `fit` keeps NUTS there (the "
-        "independence proposal missed this posterior: acceptance 26 %, k̂ 0.83, R-hat 1.09 in "
-        "`multitrait_scale.md`), the whole default fit (`AnimalModel(...).fit(random_seed=1)`, "
-        "4 chains × 1 000 draws after 300 tuning steps, REML included). Run: `python "
-        "benchmarks/run.py multitrait_boundary`.\n",
+        "holds the permanent-environment matrix singular. NUTS there had not finished after "
+        "71 min (an earlier run of this entry, killed), so `fit` takes the independence "
+        "sampler as where NUTS is too dear, its chains running `BOUNDARY_THIN` (5) times "
+        "longer and keeping every fifth draw (at the mode's proposal: acceptance 26 %, k̂ "
+        "0.83, R-hat 1.09 in `multitrait_scale.md`). The whole default fit "
+        "(`AnimalModel(...).fit(random_seed=1)`, 4 chains × 1 000 kept draws, REML and the "
+        "proposal included). Run: `python benchmarks/run.py multitrait_boundary`.\n",
     )
 
 

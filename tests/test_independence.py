@@ -208,9 +208,11 @@ def test_the_sampler_is_chosen_by_the_cost_of_a_gradient(gryphon, monkeypatch):
     assert fit.idata.posterior["u"].shape == (2, 200, 1309)
 
 
-def test_a_reml_boundary_keeps_nuts(monkeypatch):
-    """Where REML has a component at its boundary the posterior is far from Gaussian: the fit
-    keeps NUTS, and says why, even where its gradients are dear."""
+def test_a_reml_boundary_runs_the_independence_chains_longer(monkeypatch):
+    """Where REML has a component at its boundary the posterior is far from Gaussian: where
+    NUTS would be too dear the fit still takes the independence sampler, but each chain runs
+    BOUNDARY_THIN × draws iterations and keeps every BOUNDARY_THIN-th, and says so."""
+    from bayes_animal.choice import BOUNDARY_THIN
     from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
 
     monkeypatch.setattr("bayes_animal.choice.INDEPENDENCE_ABOVE_SECONDS", 0.0)
@@ -221,9 +223,43 @@ def test_a_reml_boundary_keeps_nuts(monkeypatch):
     ).data  # fmt: skip
     model = AnimalModel("y ~ 1 + (1|pen)", data, pedigree=pedigree)
     assert model.reml.boundary
-    fit = model.fit(draws=100, tune=100, chains=2, random_seed=1, progressbar=False, warn=False)
-    assert fit.sampler != "independence"
-    assert any(note.startswith("sampler: NUTS, although") for note in fit.notes)
+    fit = model.fit(draws=100, chains=2, random_seed=1, progressbar=False, warn=False)
+    assert fit.sampler == "independence" and fit.idata.attrs["thin"] == BOUNDARY_THIN
+    assert fit.idata.posterior.sizes["draw"] == 100
+    assert fit.idata.sample_stats["log_weight"].shape == (2, 100)
+    assert any("keeps every" in note for note in fit.notes)
+
+
+class _ToyDensity:
+    """A density with ``value_and_draw`` (the value, and an 'unknown' that is a function of
+    the state), for the chains alone."""
+
+    def value_and_draw(self, x, rng):
+        return float(-0.5 * np.sum((x - 0.3) ** 2 / 1.5)), np.array([x.sum(), rng.normal()])
+
+
+def test_thinned_chains_keep_every_thin_th_state_with_its_unknowns():
+    """The same seed with thin = 3 and thin = 1: the same chains, the thinned one keeping
+    iterations 3, 6, 9 …, each with the unknowns of the state it kept; ``accepted`` says
+    whether the chain moved since the draw before; every iteration's proposal weight is kept
+    for k̂."""
+    from bayes_animal.bayes.independence import _chains
+
+    proposal = Proposal(np.zeros(2), np.eye(2), 10.0, "hessian")
+    full = _chains(_ToyDensity(), proposal, (0, 1), 150, 5, 7, True, False, 1)
+    thin = _chains(_ToyDensity(), proposal, (0, 1), 50, 5, 7, True, False, 3)
+    np.testing.assert_array_equal(thin["x"], full["x"][:, 2::3])
+    np.testing.assert_array_equal(thin["log_weight"], full["log_weight"])
+    assert thin["moves"] == full["moves"]
+    for c in range(2):
+        kept = [thin["states"][c][j] for j in thin["index"][c]]
+        every = [full["states"][c][j] for j in full["index"][c]]
+        for d in range(50):
+            np.testing.assert_array_equal(kept[d], every[3 * d + 2])
+        moved = [not np.array_equal(full["x"][c, 3 * d + 2], full["x"][c, 3 * d - 1])
+                 for d in range(1, 50)]  # fmt: skip
+        assert list(thin["accepted"][c, 1:]) == moved
+    assert 0 < len(thin["states"][0]) <= 50  # the unknowns of kept states only
 
 
 def test_one_random_effect_takes_its_effects_from_the_eigenbasis_afterwards(gryphon):

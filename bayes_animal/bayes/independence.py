@@ -268,50 +268,63 @@ def _run_chains(
     seed: int,
     keep_unknowns: bool,
     progressbar: bool,
+    thin: int = 1,
 ) -> dict:
     """The chains ``chains`` (their numbers: each its own generator), one after the other, on
     its share of the BLAS threads (:func:`~bayes_animal.linalg.threads.group_threads`); a
     module-level
     function (with its arguments it pickles) for a worker process. The unknowns come back once
-    per state the chain visited, with each draw's index into them."""
+    per kept state the chain visited, with each draw's index into them."""
     from ..linalg.threads import group_threads, thread_budget
 
     with thread_budget(group_threads()):
-        return _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar)
+        return _chains(
+            density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar, thin
+        )
 
 
-def _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar) -> dict:
+def _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar, thin=1):
+    """``draws`` kept iterations per chain, every ``thin``-th of ``draws × thin``; ``accepted``
+    says whether the chain moved since the draw before, ``log_weight`` holds every
+    iteration's proposal (its k̂ reads all of them)."""
     k = proposal.size
     x_out = np.empty((len(chains), draws, k))
     accepted = np.zeros((len(chains), draws), dtype=bool)
-    log_weights = np.empty((len(chains), draws))  # each iteration's proposal's
+    log_weights = np.empty((len(chains), draws * thin))  # each iteration's proposal's
+    moves = 0
     states: list[list[np.ndarray]] = []
     index = np.zeros((len(chains), draws), dtype=np.int64)
     for c, chain in enumerate(chains):
         rng = np.random.default_rng([int(seed), int(chain)])
         x, weight, unknowns = _start(density, proposal, rng, keep_unknowns)
-        visited = [unknowns]
-        for i in range(-tune, draws):
+        visited: list[np.ndarray] = []
+        changed = True  # since the last kept draw
+        for i in range(-tune, draws * thin):
             candidate = proposal.draw(rng)
             value, new = density.value_and_draw(candidate, rng if keep_unknowns else None)
             candidate_weight = value - proposal.log_density(candidate)
             move = np.log(rng.uniform()) < candidate_weight - weight
             if move:
-                x, weight = candidate, candidate_weight
-                if i < 0:
-                    visited = [new]
-                else:
-                    visited.append(new)
-            if i >= 0:
-                x_out[c, i], accepted[c, i] = x, move
-                log_weights[c, i] = candidate_weight
-                index[c, i] = len(visited) - 1
-            if progressbar and (i + 1) % max(1, draws // 10) == 0 and i >= 0:
-                print(f"chain {chain}: {i + 1}/{draws} draws", file=sys.stderr, flush=True)
+                x, weight, unknowns = candidate, candidate_weight, new
+                changed = True
+            if i < 0:
+                continue
+            moves += int(move)
+            log_weights[c, i] = candidate_weight
+            if (i + 1) % thin:
+                continue
+            d = (i + 1) // thin - 1
+            if changed or not visited:
+                visited.append(unknowns)
+            x_out[c, d], accepted[c, d] = x, changed
+            index[c, d] = len(visited) - 1
+            changed = False
+            if progressbar and (d + 1) % max(1, draws // 10) == 0:
+                print(f"chain {chain}: {d + 1}/{draws} draws", file=sys.stderr, flush=True)
         states.append(visited if keep_unknowns else [])
     return {
         "x": x_out, "accepted": accepted, "log_weight": log_weights,
-        "states": states, "index": index,
+        "states": states, "index": index, "moves": moves,
     }  # fmt: skip
 
 
@@ -327,12 +340,14 @@ def sample_independence(
     progressbar: bool,
     keep_unknowns: bool,
     meanwhile: Callable[[], object] | None = None,
+    thin: int = 1,
 ):
     """Independence Metropolis–Hastings (see the module docstring): returns the DataTree
     (``posterior``, ``sample_stats`` with ``accepted`` and ``log_weight``; attrs with the
-    acceptance rate and the proposal's k̂) and the draws of every unknown (chain × draw ×
-    unknowns, in the order of the equations; None where the likelihood gives none or
-    ``keep_unknowns`` is off).
+    acceptance rate, the proposal's k̂ and ``thin``) and the draws of every unknown (chain ×
+    draw × unknowns, in the order of the equations; None where the likelihood gives none or
+    ``keep_unknowns`` is off). Each chain runs ``draws × thin`` iterations and keeps every
+    ``thin``-th.
 
     The chains run in the two groups of :func:`~bayes_animal.bayes.sampling.chain_groups`, the
     second in a worker process where ``cores`` ≥ 2; the same draws either way.
@@ -347,7 +362,7 @@ def sample_independence(
         first += size
         work = partial(
             _run_chains, density, proposal, members, draws, tune, seed, keep_unknowns,
-            progressbar and g == 0,
+            progressbar and g == 0, thin,
         )  # fmt: skip
         if g == 0 and meanwhile is not None:
             work = partial(_then, work, meanwhile)
@@ -356,17 +371,19 @@ def sample_independence(
     results = run_beside(works, parallel=parallel)
     x = np.concatenate([r["x"] for r in results])
     accepted = np.concatenate([r["accepted"] for r in results])
-    log_weight = np.concatenate([r["log_weight"] for r in results])
+    every_weight = np.concatenate([r["log_weight"] for r in results])
+    log_weight = every_weight[:, thin - 1 :: thin]  # the kept iterations' proposals
     stats = {"accepted": accepted, "log_weight": log_weight}
     tree = posterior_tree(density, x, stats)
-    khat = pareto_khat(log_weight)
+    khat = pareto_khat(every_weight)
     tree.attrs.update(
         {
             "chain_processes": len(groups) if parallel and can_start_workers() else 1,
-            "acceptance_rate": float(accepted.mean()),
+            "acceptance_rate": sum(r["moves"] for r in results) / every_weight.size,
             "proposal_khat": khat,
             "proposal_scale": proposal.source,
             "proposal_shift": proposal.shift,
+            "thin": thin,
         }
     )
     unknowns = None

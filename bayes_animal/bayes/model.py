@@ -43,6 +43,7 @@ import pandas as pd
 from .._version import __version__
 from ..api import fit_inputs, model_inputs
 from ..choice import (
+    BOUNDARY_THIN,
     LAPLACE_KHAT_LIMIT,
     Choice,
     LaplaceCheck,
@@ -722,21 +723,21 @@ class AnimalModel:
         if self._reml is None:
             self._fit_engine = engine
         marginal = engine_object.marginal
-        # where NUTS's gradients are too dear, independence Metropolis-Hastings; not at a REML
-        # boundary, where the posterior is far from the Gaussian its proposal is fitted to
+        # where NUTS's gradients are too dear, independence Metropolis-Hastings; at a REML
+        # boundary, where the posterior is far from the Gaussian its proposal is fitted to,
+        # its chains run BOUNDARY_THIN times longer and keep every BOUNDARY_THIN-th draw
         if sampler is None and engine == "sparse" and fixed == "integrate":
             tuned = tune if tune is not None else (300 if self.design.multi_trait else 500)
             choice = choose_sampler(self.mme.analysis.flops, self.mme.size, chains, draws, tuned)
-            if choice is not None and self.reml.boundary:
-                notes = [
-                    *notes,
-                    f"sampler: NUTS, although it would take about {choice.costs['nutpie'] / 60:.0f}"
-                    " min: REML has a component at its boundary, where independence "
-                    "Metropolis-Hastings' Gaussian-shaped proposal would miss the posterior.",
-                ]
-            elif choice is not None:
+            if choice is not None:
                 sampler = choice.engine
                 notes = [*notes, f"sampler: {choice.reason}"]
+                if self.reml.boundary:
+                    notes.append(
+                        f"sampler: REML has a component at its boundary, where the posterior "
+                        f"is far from Gaussian: each chain runs {BOUNDARY_THIN} × {draws} "
+                        f"iterations and keeps every {BOUNDARY_THIN}th."
+                    )
         default = "nutpie" if self.design.multi_trait else engine_object.default_sampler
         sampler = _choice(sampler or default, SAMPLERS, "sampler")
         if self.design.multi_trait and sampler not in ("nutpie", "independence"):
@@ -903,7 +904,7 @@ class AnimalModel:
             proposal = fit_proposal(density, x0, fallback)
             return sample_independence(
                 density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
-                keep_unknowns=True, **options,
+                keep_unknowns=True, thin=BOUNDARY_THIN if self.reml.boundary else 1, **options,
             )  # fmt: skip
         except ValueError as exc:  # the proposal misses the posterior: the way out
             raise ModelError(str(exc)) from exc

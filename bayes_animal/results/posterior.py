@@ -364,7 +364,8 @@ def diagnose(
         )
     accepted = _stat(idata, "accepted")  # the independence sampler's
     if accepted is not None:
-        rate = float(np.mean(accepted))
+        # per iteration: a thinned chain's `accepted` says whether it moved between draws
+        rate = float(idata.attrs.get("acceptance_rate", np.mean(accepted)))
         khat = float(idata.attrs.get("proposal_khat", np.nan))
         if rate < ACCEPTANCE_LIMIT or khat > KHAT_LIMIT:
             messages.append(
