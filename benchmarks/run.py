@@ -565,7 +565,9 @@ def multitrait_scale_bayes(quick: bool) -> None:
     size = 3_000 if quick else 20_000
     _write(
         "multitrait_scale_bayes",
-        "Several traits at scale, the whole Bayesian fit: 3 traits × 20 000 animals",
+        f"Several traits at scale, the whole Bayesian fit: 3 traits × {size:,} animals".replace(
+            ",", " "
+        ),
         bench_multitrait.run_scale((size,), reml_up_to=size, bayes_up_to=size),
         "The 20 000-animal data and model of `multitrait_scale` (the same seeds), the whole "
         "default Bayesian fit alone (`AnimalModel(...).fit(random_seed=1)`: REML, the "

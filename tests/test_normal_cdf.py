@@ -58,3 +58,17 @@ def test_the_likelihood_takes_the_op_for_vectors_and_refuses_nothing_else():
     )
     with pytest.raises(ValueError, match="vector"):
         log_normal_cdf(matrix)
+
+
+def test_the_op_has_a_jax_implementation_where_jax_is_installed():
+    """numpyro samples through PyTensor's JAX backend: the Op must compile there too (before
+    the Op, log Φ was built from erfc and erfcx, which JAX has). Skipped where JAX is not
+    installed, as numpyro is then not either."""
+    pytest.importorskip("jax")
+    x = pt.dvector("x")
+    value = log_normal_cdf(x)
+    gradient = pytensor.grad(pt.sum(value), x)
+    got, slope = pytensor.function([x], [value, gradient], mode="JAX")(POINTS)
+    np.testing.assert_allclose(got, special.log_ndtr(POINTS), rtol=1e-10)
+    mills = np.exp(stats.norm.logpdf(POINTS) - special.log_ndtr(POINTS))
+    np.testing.assert_allclose(slope, mills, rtol=1e-10)

@@ -32,11 +32,13 @@ density's value (a factorisation, no selected inverse).
 3. :math:`\bar\Sigma`, minus the inverse Hessian at :math:`\bar x`, by central differences
    along the columns of L (h = :data:`HESSIAN_WHITENED_STEP`).
 
-Steps 2 and 3 cost 4k gradients (k parameters); each is kept only where its gradients are
-finite and, for step 3, the Hessian is negative definite. On that 20 000-animal model the
-importance-sampling efficiency of 250 fresh proposals rose from 0.40–0.50 (k̂ 0.35–0.49, the
-mode's t) to 0.61 (k̂ 0.15). The t's tails (ν = :data:`PROPOSAL_DF`) cover a posterior that is
-heavier than the Gaussian in some direction.
+Steps 2 and 3 cost 4k + 1 gradients (k parameters); each is kept only where its gradients
+are finite and, for step 3, the Hessian is negative definite; neither is taken where the
+scale is REML's covariance rather than the Hessian at the mode (the expansion assumes the
+latter). On that 20 000-animal model the importance-sampling efficiency of 250 fresh
+proposals rose from 0.40–0.50 (k̂ 0.35–0.49, the mode's t) to 0.61 (k̂ 0.15). The t's tails
+(ν = :data:`PROPOSAL_DF`) cover a posterior that is heavier than the Gaussian in some
+direction.
 
 **Chains.** Each chain draws proposals :math:`x' \sim q` independently of its state and moves
 with probability :math:`\min(1, w(x')/w(x))`, :math:`w = p(x \mid y)/q(x)` (Tierney 1994).
@@ -101,7 +103,8 @@ class Proposal:
     Attributes
     ----------
     centre
-        :math:`\hat x`, the posterior mode on the unconstrained scale.
+        :math:`\bar x`, the approximate posterior mean on the unconstrained scale (the mode
+        :math:`\hat x` where the shift was not kept).
     factor
         Lower Cholesky factor L of the scale matrix.
     df
@@ -126,7 +129,7 @@ class Proposal:
         return len(self.centre)
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
-        r""":math:`\hat x + L \xi \sqrt{\nu / g}`, :math:`\xi \sim N(0, I)`,
+        r""":math:`\bar x + L \xi \sqrt{\nu / g}`, :math:`\xi \sim N(0, I)`,
         :math:`g \sim \chi^2_\nu`."""
         xi = rng.standard_normal(self.size)
         g = rng.chisquare(self.df)
@@ -214,6 +217,8 @@ def _gradients(density: MarginalDensity, points: np.ndarray) -> np.ndarray | Non
 def _towards_the_mean(density: MarginalDensity, proposal: Proposal) -> Proposal:
     r"""Steps 2 and 3 of the module docstring: the centre moved to the posterior mean of the
     next order, the scale the inverse Hessian there; each kept only where it is sound."""
+    if proposal.source != "hessian":  # the expansion is about the mode's own curvature
+        return proposal
     centre, factor = proposal.centre, proposal.factor
     k = len(centre)
     columns = factor.T  # l_m as rows
@@ -298,8 +303,10 @@ def _chains(density, proposal, chains, draws, tune, seed, keep_unknowns, progres
         rng = np.random.default_rng([int(seed), int(chain)])
         x, weight, unknowns = _start(density, proposal, rng, keep_unknowns)
         visited: list[np.ndarray] = []
-        changed = True  # since the last kept draw
+        changed = False  # since the last kept draw (or since tuning ended)
         for i in range(-tune, draws * thin):
+            if i == 0:
+                changed = False
             candidate = proposal.draw(rng)
             value, new = density.value_and_draw(candidate, rng if keep_unknowns else None)
             candidate_weight = value - proposal.log_density(candidate)

@@ -732,12 +732,6 @@ class AnimalModel:
             if choice is not None:
                 sampler = choice.engine
                 notes = [*notes, f"sampler: {choice.reason}"]
-                if self.reml.boundary:
-                    notes.append(
-                        f"sampler: REML has a component at its boundary, where the posterior "
-                        f"is far from Gaussian: each chain runs {BOUNDARY_THIN} × {draws} "
-                        f"iterations and keeps every {BOUNDARY_THIN}th."
-                    )
         default = "nutpie" if self.design.multi_trait else engine_object.default_sampler
         sampler = _choice(sampler or default, SAMPLERS, "sampler")
         if self.design.multi_trait and sampler not in ("nutpie", "independence"):
@@ -747,6 +741,13 @@ class AnimalModel:
                 "trait. Use sampler='nutpie' (the default) or 'independence'."
             )
         independence = sampler == "independence"
+        if independence and self.reml.boundary:
+            notes = [
+                *notes,
+                f"sampler: REML has a component at its boundary, where the posterior is far "
+                f"from Gaussian: each independence chain runs {BOUNDARY_THIN} × {draws} "
+                f"iterations and keeps every {BOUNDARY_THIN}th.",
+            ]
         if independence and not (marginal and fixed == "integrate"):
             raise ModelError(
                 "sampler='independence' samples a marginal model's variance parameters (b and "
