@@ -201,7 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     bayes = commands.add_parser("fit", help="Bayesian fit (NUTS) checked against REML")
     _model_arguments(bayes)
     bayes.add_argument("--out", required=True, help="folder for summary.json, ebv.csv, plots")
-    bayes.add_argument("--draws", type=int, default=1000, help="draws per chain (default 1000)")
+    bayes.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        help="draws per chain (default 1000; 2000 for the exact model of a binary, ordinal or "
+        "count trait)",
+    )
     bayes.add_argument(
         "--tune",
         type=int,
