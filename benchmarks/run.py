@@ -675,7 +675,8 @@ def families_scale(quick: bool) -> None:
         "200 groups of σ² 0.2, about 25 % cases); `y ~ x + (1|group)` with the pedigree, "
         '`family="threshold"`: REML (the Laplace approximation) and the whole Bayesian fit '
         "at default settings (`auto`: the approximation's check, then its engine; 4 chains × "
-        "1 000 draws), in-process. The issue's target: ≤ 10 min at 20 000 animals.\n",
+        "the default draws, 2 000 for the exact model), in-process. The issue's target: "
+        "≤ 10 min at 20 000 animals.\n",
     )
 
 
