@@ -148,17 +148,25 @@ class Proposal:
         return constant - 0.5 * (nu + k) * math.log1p(float(d @ d) / nu)
 
 
-def _hessian(density: MarginalDensity, x: np.ndarray) -> np.ndarray:
-    """The Hessian of log p(x | y) at x by central differences of the gradient, symmetrised."""
+def _hessian(density: MarginalDensity, x: np.ndarray, steps: np.ndarray) -> np.ndarray | None:
+    """The Hessian of log p(x | y) at x by central differences of the gradient along the
+    columns of ``steps`` (∇²·S from them, then S⁻¹), symmetrised; None where a gradient is not
+    finite."""
+    columns = steps.T
+    gradients = _gradients(density, np.vstack([x + columns, x - columns]))
+    if gradients is None:
+        return None
     k = len(x)
-    hessian = np.empty((k, k))
-    for j in range(k):
-        step = HESSIAN_STEP * max(1.0, abs(x[j]))
-        up, down = x.copy(), x.copy()
-        up[j] += step
-        down[j] -= step
-        hessian[:, j] = (density(up)[1] - density(down)[1]) / (2.0 * step)
+    along = (gradients[:k] - gradients[k:]).T / 2.0  # ∇² log p · S, column m
+    hessian = np.linalg.solve(steps.T, along.T).T
     return 0.5 * (hessian + hessian.T)
+
+
+def _covariance(hessian: np.ndarray | None) -> np.ndarray:
+    """(−∇²)⁻¹; LinAlgError where there is no Hessian."""
+    if hessian is None:
+        raise np.linalg.LinAlgError("a gradient of the finite differences is not finite")
+    return np.linalg.inv(-hessian)
 
 
 def fit_proposal(
@@ -186,7 +194,8 @@ def fit_proposal(
     start = np.asarray(start, dtype=float)
     result = optimize.minimize(objective, start, jac=True, method="L-BFGS-B")
     centre = result.x if np.isfinite(density(result.x)[0]) else start
-    scales = [("hessian", lambda: np.linalg.inv(-_hessian(density, centre)))]
+    steps = np.diag(HESSIAN_STEP * np.maximum(1.0, np.abs(centre)))
+    scales = [("hessian", lambda: _covariance(_hessian(density, centre, steps)))]
     if fallback is not None:
         scales.append(("reml", lambda: fallback))
     for source, covariance in scales:
@@ -235,15 +244,9 @@ def _towards_the_mean(density: MarginalDensity, proposal: Proposal) -> Proposal:
         return proposal
     mean = centre + factor @ whitened
     shifted = Proposal(mean, factor, proposal.df, proposal.source, shift)
-    h = HESSIAN_WHITENED_STEP
-    gradients = _gradients(density, np.vstack([mean + h * columns, mean - h * columns]))
-    if gradients is None:
-        return shifted
-    along = (gradients[:k] - gradients[k:]).T / (2.0 * h)  # ∇² log p · L, column m
-    hessian = np.linalg.solve(factor.T, along.T).T  # ∇² log p = (∇² log p · L) L⁻¹
-    hessian = 0.5 * (hessian + hessian.T)
     try:
-        scale = np.linalg.cholesky(np.linalg.inv(-hessian))
+        hessian = _hessian(density, mean, HESSIAN_WHITENED_STEP * factor)
+        scale = np.linalg.cholesky(_covariance(hessian))
     except np.linalg.LinAlgError:
         return shifted
     if not np.all(np.isfinite(scale)):
