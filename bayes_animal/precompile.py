@@ -1,7 +1,8 @@
 r"""Compile the numeric kernels into numba's cache before their first use.
 
 The sparse engine's kernels (inbreeding and A⁻¹, AMD, the symbolic and numeric LDLᵀ, the
-selected inverse, a given matrix's sparse inverse) are compiled by numba the first time they
+selected inverse, a given matrix's sparse inverse) and those of a family's exact joint density
+are compiled by numba the first time they
 run and cached on disk; every later process loads them in milliseconds. The first run on a
 machine pays the compilation (about 5 s on two cores). :func:`compile_kernels` pays it ahead,
 by running each path once on a small simulated problem — the same argument types as a real
@@ -24,6 +25,7 @@ KERNEL_MODULES = (
     "bayes_animal.linalg.ordering",
     "bayes_animal.linalg.ldl",
     "bayes_animal.linalg.inverse",
+    "bayes_animal.bayes.kernels",
 )
 """The modules whose numba kernels :func:`compile_kernels` compiles."""
 
@@ -40,7 +42,9 @@ def _dispatchers(modules: tuple[str, ...] = KERNEL_MODULES):
     for name in modules:
         module = import_module(name)
         for attribute, value in vars(module).items():
-            if isinstance(value, CPUDispatcher) and value._cache is not None:
+            # a kernel inlined into its callers (inline="always") is never compiled on its own
+            inline = getattr(value, "targetoptions", {}).get("inline") == "always"
+            if isinstance(value, CPUDispatcher) and value._cache is not None and not inline:
                 out[f"{name}.{attribute}"] = value
     return out
 
@@ -116,8 +120,54 @@ def compile_kernels() -> dict[str, object]:
         warnings.simplefilter("ignore")  # the simulated data's notices are not the user's
         pedigree = _sparse_workload()
         _given_matrix_workload(pedigree)
+        _family_workload(pedigree)
     return {
         "compiled": cold,
         "seconds": time.perf_counter() - start,
         "cold_after": cold_kernels(),
     }
+
+
+def _family_workload(pedigree) -> None:
+    """The exact joint density of a family (its kernel, the pedigree recursion both ways
+    inside it, the draws of u) and the kernels the PyTensor Ops share with it, called with a
+    real fit's argument types. Its C callbacks are compiled (or loaded) when the module is
+    imported."""
+    import numpy as np
+
+    from .bayes import kernels
+    from .bayes.engines import engine_for
+    from .bayes.model import AnimalModel
+    from .simulate import simulate_records
+
+    records = simulate_records(
+        pedigree, variances={"additive": 0.5, "herd": 0.2}, groups={"herd": 5}, mean=-0.3,
+        seed=1, family="threshold",
+    ).data  # fmt: skip
+    model = AnimalModel("y ~ x + (1|herd)", records, pedigree=pedigree, family="threshold")
+    density = engine_for(model, "noncentred").joint_density()
+    x = np.zeros(density.size)
+    density(x)
+    density.posterior_tree(x.reshape(1, 1, -1), {})
+    kernels.log_cdf_and_mills(x)
+    effect = density.effects[0]
+    z = np.ascontiguousarray(x[density.start_z : density.start_z + effect.size])
+    arguments = _pedigree_arguments(model.structures["additive"])
+    kernels.pedigree_forward(z, *arguments)
+    kernels.pedigree_adjoint(z, *arguments)
+
+
+def _pedigree_arguments(structure):
+    """The pedigree recursion's arrays (as the PyTensor Op passes them)."""
+    import numpy as np
+
+    order = np.asarray(structure.order, dtype=np.int64)
+    to_user = np.empty(len(order), dtype=np.int64)
+    to_user[order] = np.arange(len(order))
+    return (
+        np.asarray(structure.pedigree.sire, dtype=np.int64),
+        np.asarray(structure.pedigree.dam, dtype=np.int64),
+        np.sqrt(np.asarray(structure.sampling.variances, dtype=float)),
+        order,
+        to_user,
+    )

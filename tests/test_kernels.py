@@ -16,14 +16,15 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 #: The tests of the hand-written kernels: ordering (AMD), ldl (symbolic analysis, LDLᵀ,
 #: selected inverse, solves), inverse (the given matrix's up-looking LDLᵀ and L⁻¹), additive
-#: (inbreeding, Henderson's A⁻¹, the tabular A) and recursion (the pedigree's u = T z and
-#: its adjoint).
+#: (inbreeding, Henderson's A⁻¹, the tabular A), recursion (the pedigree's u = T z and
+#: its adjoint) and joint (a family's exact joint density, read from its two buffers).
 KERNEL_TESTS = (
     "test_ordering.py",
     "test_ldl.py",
     "test_inverse.py",
     "test_additive.py",
     "test_recursion.py",
+    "test_joint.py",
 )
 #: The checked run takes about 40 s on two busy cores, compilation included.
 TIMEOUT_S = 240

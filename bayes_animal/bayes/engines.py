@@ -290,6 +290,19 @@ class NonCentredEngine(Engine):
         m = self.model
         likelihoods.noncentred(pm, m.design, m.structures, m.parameters, values, m.fixed_prior(pm))
 
+    def joint_density(self):
+        """The hand-derived density of this model's exact joint posterior
+        (:class:`~bayes_animal.bayes.joint.JointDensity`: what nutpie samples, with no model
+        to compile), or None where it does not serve the model
+        (:func:`~bayes_animal.bayes.joint.joint_obstacle`: a Gaussian trait, a correlated
+        pair, the Beta prior on h²) and the PyMC model is sampled instead."""
+        from .joint import JointDensity, joint_obstacle
+
+        m = self.model
+        if joint_obstacle(m.design, m.parameters, m.priors, m.scales) is not None:
+            return None
+        return JointDensity(m.priors, m.parameters, m.scales, m.design, m.structures, m.coords())
+
 
 class PartialEngine(Engine):
     """The additive effect in the eigenbasis, the other (independent) effects non-centred."""

@@ -27,51 +27,15 @@ r(x))`. Tested against
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytensor.tensor as pt
-from numba import njit
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from .kernels import _LOG_SQRT_2PI
+from .kernels import log_cdf_and_mills as _log_cdf_and_mills
+
 __all__ = ["LogNormalCdf", "log_normal_cdf"]
-
-_SQRT_HALF = math.sqrt(0.5)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-#: Below this, Φ(x) is taken from its asymptotic series (½ erfc(−x/√2) is still a normal number
-#: down to about −37.5).
-_SERIES_BELOW = -37.0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _series(x):  # pragma: no cover - compiled
-    s = 1.0 / (x * x)
-    return 1.0 - s * (1.0 - s * (3.0 - s * (15.0 - s * (105.0 - s * 945.0))))
-
-
-@njit(cache=True, nogil=True)
-def _log_cdf_and_mills(x):  # pragma: no cover - compiled
-    """log Φ(x) and φ(x)/Φ(x) of each element, from one erfc."""
-    value = np.empty(x.shape[0])
-    mills = np.empty(x.shape[0])
-    for i in range(x.shape[0]):
-        v = x[i]
-        if v > _SERIES_BELOW:
-            log_density = -0.5 * v * v - _LOG_SQRT_2PI
-            if v >= 0.0:
-                upper = 0.5 * math.erfc(v * _SQRT_HALF)
-                value[i] = math.log1p(-upper)
-                mills[i] = math.exp(log_density) / (1.0 - upper)
-            else:
-                cdf = 0.5 * math.erfc(-v * _SQRT_HALF)
-                value[i] = math.log(cdf)
-                mills[i] = math.exp(log_density) / cdf
-        else:
-            series = _series(v)
-            value[i] = -0.5 * v * v - _LOG_SQRT_2PI - math.log(-v) + math.log(series)
-            mills[i] = -v / series
-    return value, mills
 
 
 class LogNormalCdf(Op):
@@ -117,7 +81,7 @@ def log_normal_cdf(x):
 
 
 #: Bumped when the kernels change: part of the compiled graph's cache key (with the Op's props).
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 
 
 def _register_numba() -> None:

@@ -20,45 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytensor.tensor as pt
-from numba import njit
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from .kernels import pedigree_adjoint as _adjoint
+from .kernels import pedigree_forward as _forward
+
 __all__ = ["PedigreeRecursion", "pedigree_transform"]
-
-
-@njit(cache=True, nogil=True)
-def _forward(z, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
-    q = z.shape[0]
-    u = np.empty(q)
-    for i in range(q):
-        value = scale[i] * z[to_user[i]]
-        if sire[i] >= 0:
-            value += 0.5 * u[sire[i]]
-        if dam[i] >= 0:
-            value += 0.5 * u[dam[i]]
-        u[i] = value
-    out = np.empty(q)
-    for k in range(q):
-        out[k] = u[order[k]]
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _adjoint(g, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
-    q = g.shape[0]
-    a = np.empty(q)
-    for k in range(q):
-        a[order[k]] = g[k]
-    out = np.empty(q)
-    for i in range(q - 1, -1, -1):
-        value = a[i]
-        if sire[i] >= 0:
-            a[sire[i]] += 0.5 * value
-        if dam[i] >= 0:
-            a[dam[i]] += 0.5 * value
-        out[to_user[i]] = scale[i] * value
-    return out
 
 
 class PedigreeRecursion(Op):
@@ -91,7 +59,7 @@ class PedigreeRecursion(Op):
     def connection_pattern(self, node):
         return [[True]] + [[False]] * 5
 
-    def infer_shape(self, fgraph, node, shapes):
+    def infer_shape(self, node, shapes):
         return [shapes[0]]
 
 
@@ -114,7 +82,7 @@ def pedigree_transform(structure, z):
 
 
 #: Bumped when the kernels change: part of the compiled graph's cache key (with the Op's props).
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 
 
 def _register_numba() -> None:

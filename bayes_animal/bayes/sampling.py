@@ -146,7 +146,7 @@ def _group_seed(seed: int | None, group: int) -> int | None:
 def _sample_group(
     density: MarginalDensity,
     start: np.ndarray,
-    factor: np.ndarray,
+    factor: np.ndarray | None,
     chains: int,
     group: int,
     draws: int,
@@ -183,11 +183,11 @@ def _sample_chains(
             # an exception escaping here would abort nutpie's Rust threads: keep the first,
             # turn the point back (−∞) and raise it once sampling has stopped
             try:
-                value, gradient = density(start + factor @ z)
+                value, gradient = density(start + (z if factor is None else factor @ z))
             except Exception as exc:
                 failures.append(exc)
                 return -np.inf, np.zeros_like(z)
-            return value, factor.T @ gradient
+            return value, (gradient if factor is None else factor.T @ gradient)
 
         return logp
 
@@ -267,7 +267,7 @@ def sample_density(
     from ..execution import run_beside
 
     k = density.size
-    factor = np.eye(k) if covariance is None else np.linalg.cholesky(covariance)
+    factor = None if covariance is None else np.linalg.cholesky(covariance)
     start = np.asarray(start, dtype=float)
     groups = chain_groups(chains)
     common = (draws, tune, seed)
@@ -287,13 +287,74 @@ def sample_density(
     parallel = cores >= 2
     results = run_beside([here, *others], parallel=parallel)
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
-    x = start + z.reshape(-1, k) @ factor.T
+    x = start + (z.reshape(-1, k) if factor is None else z.reshape(-1, k) @ factor.T)
     stats = {
         name: np.concatenate([r["stats"][name] for r in results]) for name in results[0]["stats"]
     }
     tree = posterior_tree(density, x.reshape(chains, draws, k), stats)
     tree.attrs["chain_processes"] = len(groups) if parallel and can_start_workers() else 1
     return tree
+
+
+def sample_joint(
+    density,
+    start: np.ndarray,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int,
+    seed: int | None,
+    progressbar: bool,
+    target_accept: float,
+):
+    """Sample the exact joint density of a family (:class:`~bayes_animal.bayes.joint.
+    JointDensity`) with nutpie, which calls its compiled kernel directly (numba's cached
+    C callback, :func:`~bayes_animal.bayes.kernels.joint_logp_callback`, given the density's
+    buffers): no model to compile, no Python in a leapfrog step, so the chains run on
+    ``cores`` of nutpie's threads in this process. Each chain starts at ``start`` plus a
+    uniform jitter in (−½, ½) drawn from its seed; nutpie adapts its mass matrix from the
+    identity. Returns the density's DataTree (:meth:`~bayes_animal.bayes.joint.
+    JointDensity.posterior_tree`); the same seed gives the same draws whatever ``cores``."""
+    nutpie = import_nutpie()
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from ..linalg.threads import thread_budget
+    from .kernels import copy_callback, joint_logp_callback
+
+    k = density.size
+    start = np.asarray(start, dtype=float)
+
+    def initial_point(chain_seed):
+        return start + np.random.default_rng(chain_seed).uniform(-0.5, 0.5, size=k)
+
+    # nutpie's model of a compiled PyMC model, given our callbacks and buffers instead (its
+    # own compiled functions are numba C callbacks with the same signatures); ``logp_func``
+    # keeps the density, whose buffers the callbacks read, alive while nutpie samples
+    model = CompiledPyMCModel(
+        compiled_logp_func=joint_logp_callback,
+        compiled_expand_func=copy_callback,
+        initial_point_func=initial_point,
+        shared_data={},
+        shared_var_keys={},
+        user_data=density.user_data,
+        n_expanded=k,
+        shape_info=(["z"], [slice(0, k)], [(k,)]),
+        logp_func=density,
+        expand_func=None,
+        _n_dim=k,
+        _shapes={"z": (k,)},
+        _coords={},
+        dims={},
+    )
+    with thread_budget(1):  # nutpie's threads run the chains; each kernel is single-threaded
+        results = nutpie.sample(
+            model, draws=draws, tune=tune, chains=chains, cores=max(cores, 1),
+            seed=seed, save_warmup=False, progress_bar=progressbar,
+            target_accept=target_accept, return_raw_trace=True,
+        )  # fmt: skip
+    z, stats = _trace_arrays(results, k, draws)
+    return density.posterior_tree(z, stats)
 
 
 def posterior_tree(density: MarginalDensity, x: np.ndarray, stats: dict[str, np.ndarray]):
