@@ -683,14 +683,16 @@ class AnimalModel:
             takes the default (each engine's ``default_sampler``, :data:`DEFAULT_SAMPLERS`:
             nutpie on the hand-derived density for the spectral marginal model and several
             traits, PyMC's NUTS for the sparse marginal and partial models, nutpie through PyMC
-            for the non-centred one — the fastest end to end in ``benchmarks/``), except that a
+            for the non-centred one — on its hand-derived joint density for a non-Gaussian
+            family (:mod:`bayes_animal.bayes.joint`) — the fastest end to end in
+            ``benchmarks/``), except that a
             sparse marginal model whose NUTS would take over 10 minutes
             (:func:`~bayes_animal.choice.choose_sampler`) takes ``"independence"``.
         draws, tune, chains
-            Draws kept per chain (default 1000; 2000 for the exact model of a non-Gaussian
-            family, whose 4 × 1 000 draws gave an ESS(h²) of 150–270 and R-hat up to 1.05 on
-            the simulated traits of ``benchmarks/`` while nutpie's compilation took 4 s of a 6 s
-            fit: 4 × 2 000 gave 350–530 and R-hat 1.007–1.017 in 7–8 s), tuning steps per
+            Draws kept per chain (default 1000; 3000 for the exact model of a non-Gaussian
+            family: on the simulated threshold trait of ``benchmarks/`` (seeds 1–4) its
+            4 × 2 000 draws gave an ESS(h²) of 406–458 and R-hat up to 1.017, 4 × 3 000 gave
+            583–710 and R-hat 1.003–1.008 in 8–9 s, at a higher ESS per second), tuning steps per
             chain (default: 300 for nutpie on a marginal
             model's density, which starts whitened by the REML covariance; 500 for PyMC on a
             marginal model, which starts at REML with its covariance as the mass matrix, and
@@ -728,8 +730,8 @@ class AnimalModel:
         if self._reml is None:
             self._fit_engine = engine
         marginal = engine_object.marginal
-        if draws is None:  # the exact model of a family: its compilation is most of 4 × 1 000
-            draws = 2000 if not (self.design.family.gaussian or marginal) else 1000
+        if draws is None:  # the exact model of a family: R-hat ≤ 1.01 needs 4 × 3 000
+            draws = 3000 if not (self.design.family.gaussian or marginal) else 1000
         # where NUTS's gradients are too dear, independence Metropolis-Hastings; at a REML
         # boundary, where the posterior is far from the Gaussian its proposal is fitted to,
         # its chains run BOUNDARY_THIN times longer and keep every BOUNDARY_THIN-th draw

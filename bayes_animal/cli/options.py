@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         "--draws",
         type=int,
         default=None,
-        help="draws per chain (default 1000; 2000 for the exact model of a binary, ordinal or "
+        help="draws per chain (default 1000; 3000 for the exact model of a binary, ordinal or "
         "count trait)",
     )
     bayes.add_argument(
