@@ -303,8 +303,6 @@ class JointDensity:
         ``sample_stats``."""
         import xarray as xr
 
-        from .sampling import _names
-
         chains, draws, size = x.shape
         flat = x.reshape(-1, size)
         values = self.prior.draws(flat[:, : self.m])
@@ -315,7 +313,9 @@ class JointDensity:
         def shaped(array):
             return np.asarray(array).reshape(chains, draws, *np.shape(array)[1:])
 
-        data = {name: (dims, shaped(values[name])) for name in _names(self, self.parameters)}
+        free = [v.name for v in self.variables]
+        names = free + [q.key for q in self.parameters.quantities() if q.key not in free]
+        data = {name: (dims, shaped(values[name])) for name in names}
         data["beta"] = ((*dims, "fixed"), shaped(flat[:, self.m : self.start_z]))
         coords["fixed"] = self.fixed_names
         for k, effect in enumerate(self.effects):  # u = √θ L z (the unit normals not kept)
