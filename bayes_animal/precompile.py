@@ -130,9 +130,8 @@ def compile_kernels() -> dict[str, object]:
 
 def _family_workload(pedigree) -> None:
     """The exact joint density of a family (its kernel, the pedigree recursion both ways
-    inside it, the draws of u) and the kernels the PyTensor Ops share with it, called with a
-    real fit's argument types. Its C callbacks are compiled (or loaded) when the module is
-    imported."""
+    inside it, the draws of u, nutpie's C callbacks) and the kernels the PyTensor Ops share
+    with it, called with a real fit's argument types."""
     import numpy as np
 
     from .bayes import kernels
@@ -148,26 +147,11 @@ def _family_workload(pedigree) -> None:
     density = engine_for(model, "noncentred").joint_density()
     x = np.zeros(density.size)
     density(x)
+    kernels.callbacks()
     density.posterior_tree(x.reshape(1, 1, -1), {})
     kernels.log_cdf_and_mills(x)
     effect = density.effects[0]
     z = np.ascontiguousarray(x[density.start_z : density.start_z + effect.size])
-    arguments = _pedigree_arguments(model.structures["additive"])
+    arguments = kernels.pedigree_arguments(model.structures["additive"])
     kernels.pedigree_forward(z, *arguments)
     kernels.pedigree_adjoint(z, *arguments)
-
-
-def _pedigree_arguments(structure):
-    """The pedigree recursion's arrays (as the PyTensor Op passes them)."""
-    import numpy as np
-
-    order = np.asarray(structure.order, dtype=np.int64)
-    to_user = np.empty(len(order), dtype=np.int64)
-    to_user[order] = np.arange(len(order))
-    return (
-        np.asarray(structure.pedigree.sire, dtype=np.int64),
-        np.asarray(structure.pedigree.dam, dtype=np.int64),
-        np.sqrt(np.asarray(structure.sampling.variances, dtype=float)),
-        order,
-        to_user,
-    )

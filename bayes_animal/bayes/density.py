@@ -552,14 +552,10 @@ class MarginalDensity:
             raise ValueError("initial() is for models of several traits")
         return self.unconstrained(values)
 
-    def prior_terms(
-        self, x: np.ndarray, *, jacobian: bool = True
-    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray] | None:
-        """Everything of the density but the likelihood, at x: ``(value, gradient, θ, ∂θ/∂x)``
-        with value the free variables' log prior (plus log|∂v/∂x| unless ``jacobian=False``,
-        plus the inverse-Wishart potential) and gradient its gradient in x; None outside the
-        parameter space. The marginal density adds ℓ_R(θ) and Jᵀ∇ℓ_R; the exact joint density
-        of a family (:mod:`bayes_animal.bayes.joint`) the records' likelihood."""
+    def __call__(self, x: np.ndarray, *, jacobian: bool = True) -> tuple[float, np.ndarray]:
+        """``(log p(x | y), ∇ₓ log p)`` (−∞ and zeros outside the parameter space);
+        ``jacobian=False`` leaves out log|∂v/∂x| (the density of the free variables
+        themselves, whose mode is the joint posterior mode)."""
         n = len(self.variables)
         values, slopes, d_log_jacobian = np.empty(n), np.empty(n), np.zeros(n)
         value, gradient = 0.0, np.zeros(n)  # gradient in the free variables' values v
@@ -573,30 +569,20 @@ class MarginalDensity:
         except (ValueError, OverflowError, ZeroDivisionError):
             # a transform saturated in floating point (σ(x) = 0 or 1, exp(x) = ∞): the
             # density is 0 there to machine precision
-            return None
+            return -np.inf, np.zeros(n)
+        loglik, score = self.likelihood(theta)
+        if not np.isfinite(loglik):
+            return -np.inf, np.zeros(n)
         if self._wishart:
             potential, d_potential = self._wishart_potential(theta)
-            if not np.isfinite(potential):
-                return None
-            value += potential
-            gradient += d_theta.T @ d_potential
+            loglik += potential
+            score = score + d_potential
+        value += loglik
+        gradient += d_theta.T @ score
         gradient *= slopes
         if jacobian:
             gradient += d_log_jacobian
-        return value, gradient, theta, d_theta * slopes[None, :]
-
-    def __call__(self, x: np.ndarray, *, jacobian: bool = True) -> tuple[float, np.ndarray]:
-        """``(log p(x | y), ∇ₓ log p)`` (−∞ and zeros outside the parameter space);
-        ``jacobian=False`` leaves out log|∂v/∂x| (the density of the free variables
-        themselves, whose mode is the joint posterior mode)."""
-        terms = self.prior_terms(x, jacobian=jacobian)
-        if terms is None:
-            return -np.inf, np.zeros(len(self.variables))
-        value, gradient, theta, d_theta = terms
-        loglik, score = self.likelihood(theta)
-        if not np.isfinite(loglik):
-            return -np.inf, np.zeros(len(self.variables))
-        return float(value + loglik), gradient + d_theta.T @ score
+        return float(value), gradient
 
     def value_and_draw(
         self, x: np.ndarray, rng: np.random.Generator | None = None

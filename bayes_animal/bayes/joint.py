@@ -92,7 +92,7 @@ def joint_obstacle(
         return "a correlated pair of effects"
     variables = free_variables(priors, parameters, scales, design.family.held)
     if any(_prior_row(v) is None for v in variables):
-        return "the Beta prior on h²"
+        return "a prior other than a half-t on an SD, an inverse gamma or flat on a variance"
     return None
 
 
@@ -108,22 +108,23 @@ class _Effect:
     offset: int  # its levels' place in the packed vector
 
 
-def _transform(structure) -> tuple[int, np.ndarray, np.ndarray]:
+def _transform(structure, levels: int) -> tuple[int, np.ndarray, np.ndarray]:
     """How an effect's unit normals become a draw with covariance K (as
     :func:`~bayes_animal.bayes.likelihoods.unit_effect`): the kernel's code, its integer and
-    float data."""
+    float data (the kernel reads ``levels`` values of each, unchecked: the sizes are checked
+    here)."""
     from ..structures.covariance import PedigreeStructure
 
     if isinstance(structure, PedigreeStructure):
-        pedigree, sampling = structure.pedigree, structure.sampling
-        q = pedigree.size
-        order = np.asarray(structure.order, dtype=np.int64)
-        to_user = np.empty(q, dtype=np.int64)
-        to_user[order] = np.arange(q)
-        ints = np.concatenate([pedigree.sire, pedigree.dam, order, to_user]).astype(np.int64)
-        return kernels.TRANSFORM_PEDIGREE, ints, np.sqrt(np.asarray(sampling.variances, float))
+        sire, dam, scale, order, to_user = kernels.pedigree_arguments(structure)
+        if len(sire) != levels:
+            raise ValueError(f"The pedigree has {len(sire)} animals for {levels} levels.")
+        ints = np.concatenate([sire, dam, order, to_user])
+        return kernels.TRANSFORM_PEDIGREE, ints, scale
     if structure.genetic:
         factor = np.asarray(structure.dense().factor(), dtype=float)
+        if factor.shape != (levels, levels):
+            raise ValueError(f"The matrix's factor is {factor.shape} for {levels} levels.")
         return kernels.TRANSFORM_DENSE, np.zeros(0, np.int64), factor.ravel()
     return kernels.TRANSFORM_IDENTITY, np.zeros(0, np.int64), np.zeros(0)
 
@@ -218,7 +219,7 @@ class JointDensity:
                         offset)
             )  # fmt: skip
             levels.append(np.asarray(effect.index, dtype=np.int64))
-            transforms.append(_transform(structures[effect.name]))
+            transforms.append(_transform(structures[effect.name], len(effect.levels)))
             offset += len(effect.levels)
         if family.observation_effect:  # the Poisson family's overdispersion: one level a record
             self.effects.append(_Effect("residual", "z_residual", None, "obs", n, offset))
@@ -270,7 +271,16 @@ class JointDensity:
         self.floats[kernels.F_CONSTANT] = constant
         if isinstance(priors.fixed, NormalFixed):
             self.floats[kernels.F_FIXED_SD] = priors.fixed.scale
-        self.user_data = np.array(
+        self.floats.flags.writeable = False
+        self.ints.flags.writeable = False
+
+    @property
+    def user_data(self) -> np.ndarray:
+        """What nutpie passes the C callback: the address and length of each buffer (formed
+        from the buffers themselves on every access, so that a copy of the density — pickled,
+        say — never points at another's memory). The caller keeps the density alive while
+        the callback may read them."""
+        return np.array(
             [self.floats.ctypes.data, self.floats.size, self.ints.ctypes.data, self.ints.size],
             dtype=np.int64,
         )

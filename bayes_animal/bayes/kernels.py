@@ -22,6 +22,7 @@ Constants (the binomial coefficients, :math:`\log y!`) are the caller's.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -31,10 +32,12 @@ from numba.extending import intrinsic
 
 __all__ = [
     "RECORD_KINDS",
+    "callbacks",
     "joint_log_density",
     "joint_records",
     "log_cdf_and_mills",
     "pedigree_adjoint",
+    "pedigree_arguments",
     "pedigree_forward",
 ]
 
@@ -53,6 +56,23 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 #: Below this, Φ(x) is taken from its asymptotic series (½ erfc(−x/√2) is still a normal
 #: number down to about −37.5).
 _SERIES_BELOW = -37.0
+
+
+def pedigree_arguments(structure) -> tuple[np.ndarray, ...]:
+    """The recursion's arrays of a pedigree structure: sire and dam positions (−1 unknown),
+    the Mendelian-sampling SDs, ``order`` (each level's pedigree position) and ``to_user`` (its
+    inverse) — what :func:`pedigree_forward` and :func:`pedigree_adjoint` take after z."""
+    pedigree, sampling = structure.pedigree, structure.sampling
+    order = np.asarray(structure.order, dtype=np.int64)
+    to_user = np.empty(len(order), dtype=np.int64)
+    to_user[order] = np.arange(len(order))
+    return (
+        np.asarray(pedigree.sire, dtype=np.int64),
+        np.asarray(pedigree.dam, dtype=np.int64),
+        np.sqrt(np.asarray(sampling.variances, dtype=float)),
+        order,
+        to_user,
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -390,8 +410,7 @@ EXPAND_SIGNATURE = types.int64(
 )  # fmt: skip
 
 
-@cfunc(LOGP_SIGNATURE, cache=True, error_model="numpy")
-def joint_logp_callback(dim, x_, out_, logp_, user_data_):  # pragma: no cover - compiled
+def _joint_logp(dim, x_, out_, logp_, user_data_):  # pragma: no cover - compiled
     """:func:`joint_log_density` as nutpie calls a model, with no Python in between: the user
     data are four integers, the address and length of floats and of ints. Returns 3 where the
     gradient is not finite and 4 where the value is not (as nutpie's own wrapper), −1 for a
@@ -417,8 +436,7 @@ def joint_logp_callback(dim, x_, out_, logp_, user_data_):  # pragma: no cover -
     return 0
 
 
-@cfunc(EXPAND_SIGNATURE, cache=True)
-def copy_callback(dim, expanded, x_, out_, user_data_):  # pragma: no cover - compiled
+def _copy(dim, expanded, x_, out_, user_data_):  # pragma: no cover - compiled
     """nutpie's expansion of a draw: the draw itself (what is reported is formed afterwards)."""
     if dim != expanded:
         return -1
@@ -427,3 +445,14 @@ def copy_callback(dim, expanded, x_, out_, user_data_):  # pragma: no cover - co
     for i in range(dim):
         out[i] = x[i]
     return 0
+
+
+@functools.cache
+def callbacks():
+    """nutpie's two C callbacks — :func:`_joint_logp` (the joint density) and :func:`_copy`
+    (a draw's expansion) — compiled on first use, not on import (a model that never samples
+    a joint density, e.g. a Gaussian trait's PyMC model with the pedigree recursion, does not
+    load them), from numba's cache after the first time."""
+    logp = cfunc(LOGP_SIGNATURE, cache=True, error_model="numpy")(_joint_logp)
+    copy = cfunc(EXPAND_SIGNATURE, cache=True)(_copy)
+    return logp, copy

@@ -797,7 +797,9 @@ class AnimalModel:
         # the exact model of a family under nutpie: its hand-derived joint density, where it
         # serves the model (nothing to compile: nutpie compiling the PyMC model took 2-4 s of
         # a 7-11 s fit of a threshold trait on the gryphon pedigree)
-        joint = engine_object.joint_density() if exact_family and sampler == "nutpie" else None
+        joint_density = (
+            engine_object.joint_density() if exact_family and sampler == "nutpie" else None
+        )
         if direct:
             density = engine_object.density()
             sample_start = time.perf_counter()
@@ -806,14 +808,14 @@ class AnimalModel:
             else:
                 idata = self._sample_density(density, **options)
             built = None
-        elif joint is not None:
+        elif joint_density is not None:
             notes = [
                 *notes,
                 "sampler: nutpie on the exact model's hand-derived joint density (no model to "
                 "compile).",
             ]
             sample_start = time.perf_counter()
-            idata = self._sample_joint(joint, **options)
+            idata = self._sample_joint(joint_density, **options)
             built = None
         else:
             built = self._build(engine_object, fixed)

@@ -24,6 +24,7 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
 from .kernels import pedigree_adjoint as _adjoint
+from .kernels import pedigree_arguments
 from .kernels import pedigree_forward as _forward
 
 __all__ = ["PedigreeRecursion", "pedigree_transform"]
@@ -66,18 +67,7 @@ class PedigreeRecursion(Op):
 def pedigree_transform(structure, z):
     """``T D^½ z`` for a :class:`~bayes_animal.structures.covariance.PedigreeStructure`,
     ``z`` (a tensor) in the order of the structure's levels."""
-    pedigree, sampling = structure.pedigree, structure.sampling
-    q = pedigree.size
-    order = np.asarray(structure.order, dtype=np.int64)
-    to_user = np.empty(q, dtype=np.int64)
-    to_user[order] = np.arange(q)
-    constants = (
-        np.asarray(pedigree.sire, dtype=np.int64),
-        np.asarray(pedigree.dam, dtype=np.int64),
-        np.sqrt(np.asarray(sampling.variances, dtype=float)),
-        order,
-        to_user,
-    )
+    constants = pedigree_arguments(structure)
     return PedigreeRecursion()(z, *(pt.constant(c) for c in constants))
 
 

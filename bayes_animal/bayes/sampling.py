@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 import types
 from collections.abc import Callable
 from functools import partial
@@ -310,7 +311,7 @@ def sample_joint(
 ):
     """Sample the exact joint density of a family (:class:`~bayes_animal.bayes.joint.
     JointDensity`) with nutpie, which calls its compiled kernel directly (numba's cached
-    C callback, :func:`~bayes_animal.bayes.kernels.joint_logp_callback`, given the density's
+    C callback, :func:`~bayes_animal.bayes.kernels.callbacks`, given the density's
     buffers): no model to compile, no Python in a leapfrog step, so the chains run on
     ``cores`` of nutpie's threads in this process. Each chain starts at ``start`` plus a
     uniform jitter in (−½, ½) drawn from its seed; nutpie adapts its mass matrix from the
@@ -320,7 +321,7 @@ def sample_joint(
     from nutpie.compile_pymc import CompiledPyMCModel
 
     from ..linalg.threads import thread_budget
-    from .kernels import copy_callback, joint_logp_callback
+    from .kernels import callbacks
 
     k = density.size
     start = np.asarray(start, dtype=float)
@@ -331,9 +332,10 @@ def sample_joint(
     # nutpie's model of a compiled PyMC model, given our callbacks and buffers instead (its
     # own compiled functions are numba C callbacks with the same signatures); ``logp_func``
     # keeps the density, whose buffers the callbacks read, alive while nutpie samples
+    joint_logp, copy = callbacks()
     model = CompiledPyMCModel(
-        compiled_logp_func=joint_logp_callback,
-        compiled_expand_func=copy_callback,
+        compiled_logp_func=joint_logp,
+        compiled_expand_func=copy,
         initial_point_func=initial_point,
         shared_data={},
         shared_var_keys={},
@@ -347,14 +349,18 @@ def sample_joint(
         _coords={},
         dims={},
     )
+    clock = time.perf_counter()
     with thread_budget(1):  # nutpie's threads run the chains; each kernel is single-threaded
         results = nutpie.sample(
             model, draws=draws, tune=tune, chains=chains, cores=max(cores, 1),
             seed=seed, save_warmup=False, progress_bar=progressbar,
             target_accept=target_accept, return_raw_trace=True,
         )  # fmt: skip
+    seconds = time.perf_counter() - clock
     z, stats = _trace_arrays(results, k, draws)
-    return density.posterior_tree(z, stats)
+    tree = density.posterior_tree(z, stats)
+    tree.attrs["sampling_time"] = seconds  # nutpie's own time (the rest: forming the draws)
+    return tree
 
 
 def posterior_tree(density: MarginalDensity, x: np.ndarray, stats: dict[str, np.ndarray]):
