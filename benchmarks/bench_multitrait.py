@@ -132,12 +132,19 @@ def run_bayes(seeds=(1, 2, 3, 4)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_scale(sizes=(20_000, 100_000), *, reml_up_to: int = 20_000, bayes_up_to: int = 0):
+def run_scale(
+    sizes=(20_000, 100_000),
+    *,
+    reml_up_to: int = 20_000,
+    bayes_up_to: int = 0,
+    bayes_draws: int | None = None,
+):
     """Three traits on a herd pedigree, repeated records with an unstructured permanent
     environment, 20 % of each trait missing: the size of the equations and of their factor,
     the cost of one gradient of the marginal model (a factorisation and its selected inverse:
     what every NUTS step costs), REML in-process up to ``reml_up_to`` animals, and the whole
-    default Bayesian fit up to ``bayes_up_to``."""
+    default Bayesian fit up to ``bayes_up_to`` (``bayes_draws`` draws a chain; None: the
+    default), with its stages' times."""
     import numpy as np
 
     from bayes_animal import AnimalModel, reml
@@ -187,8 +194,12 @@ def run_scale(sizes=(20_000, 100_000), *, reml_up_to: int = 20_000, bayes_up_to:
         if size <= bayes_up_to:
             start = time.perf_counter()
             model = AnimalModel(formula, sim.data, pedigree=pedigree)
-            posterior = model.fit(random_seed=1, progressbar=False, warn=False)
+            posterior = model.fit(random_seed=1, progressbar=False, warn=False, draws=bayes_draws)
             row["Bayesian whole fit s"] = time.perf_counter() - start
+            if bayes_draws is not None:
+                row["draws a chain"] = bayes_draws
+                for stage in ("reml", "compile", "sampling", "conditional", "reliability"):
+                    row[f"{stage} s"] = posterior.timings.get(stage, float("nan"))
             row["sampler"] = posterior.sampler
             row["acceptance"] = posterior.idata.attrs.get("acceptance_rate", float("nan"))
             row["proposal k̂"] = posterior.idata.attrs.get("proposal_khat", float("nan"))

@@ -154,6 +154,9 @@ def test_the_independence_sampler_agrees_with_reml_and_mcmcglmm(bivariate_indepe
     assert fit.sampler == "independence" and attrs["proposal_scale"] == "hessian at the mean"
     assert 0.0 < attrs["proposal_shift"] < 1.0
     assert attrs["acceptance_rate"] > 0.4 and attrs["proposal_khat"] <= 0.7
+    # the proposal's fitting is the fit's "compile" stage, the chains its "sampling"
+    assert fit.timings["compile"] >= attrs["proposal_seconds"] > 0.0
+    assert 0.0 < fit.timings["sampling"] == attrs["sampling_time"]
     assert fit.diagnostics.ok and fit.diagnostics.max_r_hat <= 1.01
     assert_agrees_with_mcmcglmm(fit)
 

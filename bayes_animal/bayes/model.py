@@ -943,13 +943,19 @@ class AnimalModel:
         x0 = self._initial_x(density)
         fallback = self._reml_covariance(density.theta_jacobian(x0))
         try:
+            clock = time.perf_counter()
             proposal = fit_proposal(density, x0, fallback)
-            return sample_independence(
+            fitted = time.perf_counter()
+            idata, unknowns = sample_independence(
                 density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
                 keep_unknowns=True, thin=BOUNDARY_THIN if self.reml.boundary else 1, **options,
             )  # fmt: skip
         except ValueError as exc:  # the proposal misses the posterior: the way out
             raise ModelError(str(exc)) from exc
+        # the chains' time: the proposal's fitting goes to the fit's "compile" stage
+        idata.attrs["sampling_time"] = time.perf_counter() - fitted
+        idata.attrs["proposal_seconds"] = fitted - clock
+        return idata, unknowns
 
     def _sample_pymc(self, built: _Built, sampler: str, **options):
         """PyMC's NUTS (or nutpie / numpyro through PyMC) on the PyMC model."""
