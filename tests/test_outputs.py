@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
@@ -217,3 +218,25 @@ def test_the_pages_names_are_the_only_names_in_the_code():
             if old.search(line) and "before one vocabulary" not in line and not translated:
                 offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("shape", ["normal", "skewed", "bimodal", "few"])
+def test_the_binned_posterior_mode_is_the_kernel_density_estimates(shape):
+    """The summary's mode (a binned Gaussian KDE, Scott's bandwidth) is the mode of scipy's
+    exact ``gaussian_kde`` on a fine grid, within 0.3 % of the draws' range: normal, skewed
+    (a variance's posterior), two-humped and 40 draws; identical draws give their value."""
+    from scipy.stats import gaussian_kde
+
+    from bayes_animal.results.posterior import posterior_mode
+
+    rng = np.random.default_rng(4)
+    draws = {
+        "normal": rng.normal(0.4, 0.1, 12_000),
+        "skewed": rng.gamma(2.0, 0.3, 12_000),
+        "bimodal": np.concatenate([rng.normal(0, 1, 8_000), rng.normal(5, 1, 4_000)]),
+        "few": rng.gamma(3.0, 1.0, 40),
+    }[shape]
+    grid = np.linspace(draws.min(), draws.max(), 20_001)
+    exact = grid[np.argmax(gaussian_kde(draws)(grid))]
+    assert abs(posterior_mode(draws) - exact) <= 3e-3 * np.ptp(draws)
+    assert posterior_mode(np.full(5, 0.25)) == 0.25

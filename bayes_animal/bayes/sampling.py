@@ -112,7 +112,8 @@ def _trace_arrays(results, size: int, draws: int) -> tuple[np.ndarray, dict[str,
     for draw, stat in zip(draw_batches, stat_batches, strict=True):
         kept = ~pyarrow.array(stat.column("tuning")).to_numpy(zero_copy_only=False)
         flat = pyarrow.array(draw.column("z")).flatten().to_numpy()
-        z.append(flat.reshape(-1, size)[kept])
+        rows = flat.reshape(-1, size)
+        z.append(rows if kept.all() else rows[kept])  # no copy here: np.stack makes the one
         if len(z[-1]) != draws:
             raise KeyboardInterrupt(
                 f"Sampling was interrupted: chain {len(z)} has {len(z[-1])} of {draws} draws."

@@ -76,21 +76,37 @@ def _draws(idata, name: str) -> np.ndarray:
     return np.asarray(idata.posterior[name].values)
 
 
-def posterior_mode(values: np.ndarray) -> float:
-    """Mode of a Gaussian kernel density estimate of the draws (Scott's bandwidth), located on a
-    grid of 513 points over the draws' range and refined by a parabola through the peak."""
-    from scipy.stats import gaussian_kde
+#: Points of the grid the draws are binned on for their density's mode.
+MODE_GRID = 1025
 
+
+def posterior_mode(values: np.ndarray) -> float:
+    """Mode of a Gaussian kernel density estimate of the draws (Scott's bandwidth, as
+    ``scipy.stats.gaussian_kde``), binned: the draws are spread linearly onto a grid of
+    :data:`MODE_GRID` points over their range and convolved with the kernel — O(draws + grid ×
+    kernel) instead of the exact estimate's O(draws × grid), which took 0.45 s of a fit's
+    summary at 4 × 3 000 draws — then the peak is refined by a parabola through it (equal to
+    the exact estimate's mode within a few thousandths of the range, tested)."""
     flat = np.asarray(values, dtype=float).ravel()
     if np.ptp(flat) == 0:
         return float(flat[0])
-    grid = np.linspace(flat.min(), flat.max(), 513)
-    density = gaussian_kde(flat)(grid)
+    low = flat.min()
+    grid = np.linspace(low, flat.max(), MODE_GRID)
+    step = grid[1] - grid[0]
+    bandwidth = flat.std(ddof=1) * flat.size**-0.2
+    position = (flat - low) / step
+    left = np.minimum(np.floor(position).astype(np.int64), MODE_GRID - 2)
+    right_weight = position - left
+    counts = np.bincount(left, weights=1.0 - right_weight, minlength=MODE_GRID)
+    counts += np.bincount(left + 1, weights=right_weight, minlength=MODE_GRID)
+    half = int(min(np.ceil(5.0 * bandwidth / step), MODE_GRID))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * step / bandwidth) ** 2)
+    density = np.convolve(counts, kernel, mode="full")[half : half + MODE_GRID]
     k = int(np.clip(np.argmax(density), 1, len(grid) - 2))
-    left, centre, right = density[k - 1 : k + 2]
-    curvature = left - 2 * centre + right
-    shift = 0.5 * (left - right) / curvature if curvature < 0 else 0.0
-    return float(grid[k] + np.clip(shift, -1, 1) * (grid[1] - grid[0]))
+    left_value, centre, right_value = density[k - 1 : k + 2]
+    curvature = left_value - 2 * centre + right_value
+    shift = 0.5 * (left_value - right_value) / curvature if curvature < 0 else 0.0
+    return float(grid[k] + np.clip(shift, -1, 1) * step)
 
 
 def component_summary(idata, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
