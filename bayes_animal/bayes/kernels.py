@@ -177,36 +177,36 @@ def joint_records(kind, X, b, packed, where, scales, y, trials, edges):  # pragm
     and ``edges`` where the kind reads them (see the module docstring)."""
     n, p = X.shape
     effects = where.shape[1]
+    # one loop a stage (the linear predictor, the records, the gradient's scatter): 15 % faster
+    # than one loop over the records doing all three (26 against 31 µs for 1 084 records)
+    eta = np.dot(X, b) if p > 0 else np.zeros(n)
+    for k in range(effects):
+        scale = scales[k]
+        for i in range(n):
+            w = where[i, k]
+            if w >= 0:
+                eta[i] += scale * packed[w]
     total = 0.0
-    grad_b = np.zeros(p)
-    grad_packed = np.zeros(packed.shape[0])
-    grad_scales = np.zeros(effects)
+    d = np.empty(n)
     grad_edges = np.zeros(edges.shape[0])
     logit = kind == 1 or kind == 3
     for i in range(n):
-        eta = 0.0
-        for j in range(p):
-            eta += X[i, j] * b[j]
-        for k in range(effects):
-            w = where[i, k]
-            if w >= 0:
-                eta += scales[k] * packed[w]
         if kind <= 1:  # 0/1 records: one tail each
-            value, slope = _log_f(y[i] * eta, logit)
-            d = y[i] * slope
+            value, slope = _log_f(y[i] * eta[i], logit)
+            d[i] = y[i] * slope
         elif kind <= 3:  # successes out of trials
-            up, d_up = _log_f(eta, logit)
-            down, d_down = _log_f(-eta, logit)
+            up, d_up = _log_f(eta[i], logit)
+            down, d_down = _log_f(-eta[i], logit)
             value = y[i] * up + (trials[i] - y[i]) * down
-            d = y[i] * d_up - (trials[i] - y[i]) * d_down
+            d[i] = y[i] * d_up - (trials[i] - y[i]) * d_down
         elif kind == 4:  # Poisson, log link
-            mean = math.exp(eta)
-            value = y[i] * eta - mean
-            d = y[i] - mean
+            mean = math.exp(eta[i])
+            value = y[i] * eta[i] - mean
+            d[i] = y[i] - mean
         else:  # the cumulative probit: the interval (edges[c], edges[c + 1]) of code c
             c = int(y[i])
-            lower = edges[c] - eta
-            upper = edges[c + 1] - eta
+            lower = edges[c] - eta[i]
+            upper = edges[c + 1] - eta[i]
             if lower > 0.0:  # the upper tail: Φ(−lower) − Φ(−upper)
                 high = log_cdf_mills_one(-lower)[0]
                 low = log_cdf_mills_one(-upper)[0]
@@ -219,15 +219,19 @@ def joint_records(kind, X, b, packed, where, scales, y, trials, edges):  # pragm
             d_upper = math.exp(-0.5 * upper * upper - _LOG_SQRT_2PI - value)
             grad_edges[c] += d_lower
             grad_edges[c + 1] += d_upper
-            d = -(d_lower + d_upper)
+            d[i] = -(d_lower + d_upper)
         total += value
-        for j in range(p):
-            grad_b[j] += X[i, j] * d
-        for k in range(effects):
+    grad_b = np.dot(X.T, d) if p > 0 else np.zeros(0)
+    grad_packed = np.zeros(packed.shape[0])
+    grad_scales = np.zeros(effects)
+    for k in range(effects):
+        scale, accumulated = scales[k], 0.0
+        for i in range(n):
             w = where[i, k]
             if w >= 0:
-                grad_packed[w] += scales[k] * d
-                grad_scales[k] += packed[w] * d
+                grad_packed[w] += scale * d[i]
+                accumulated += packed[w] * d[i]
+        grad_scales[k] = accumulated
     return total, grad_b, grad_packed, grad_scales, grad_edges
 
 
