@@ -210,6 +210,7 @@ def test_a_family_fit_samples_the_joint_density(herd):
                     progressbar=False, warn=False)  # fmt: skip
     assert any("hand-derived joint density" in note for note in fit.notes)
     assert "z_additive" not in fit.idata.posterior  # the unit normals are not kept
+    assert fit.timings["compile"] == 0.0 and fit.timings["conditional"] > 0.0
     summary = fit.summary()
     assert {"h2", "h2_observed", "sigma2:additive", "sigma2:herd"} <= set(summary.index)
     assert fit.idata.posterior["u"].shape[-1] == len(model.design.effect("additive").levels)

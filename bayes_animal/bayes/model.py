@@ -835,6 +835,9 @@ class AnimalModel:
             "sampling": sampling,
             "conditional": time.perf_counter() - conditional_start,
         }
+        if joint_density is not None:  # nothing compiled: the rest formed every u from z
+            timings["conditional"] += timings["compile"]
+            timings["compile"] = 0.0
         reliability_start = time.perf_counter()
         diagonals = {e.name: self.structures[e.name].diagonal() for e in self.design.effects}
         reliabilities, note = self._reliabilities(idata, engine_object)
