@@ -259,14 +259,21 @@ _OPEN_END = 1e3  # the cumulative probit's outer edges (as the PyMC model's)
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _pedigree_data(ints, floats, at_int, at_float, q):  # pragma: no cover - compiled
+    """A pedigree effect's arrays in the buffers: sire, dam, √(Mendelian-sampling variance),
+    order, to_user (as :func:`pedigree_arguments` gives them)."""
+    sire, dam = ints[at_int : at_int + q], ints[at_int + q : at_int + 2 * q]
+    order, to_user = ints[at_int + 2 * q : at_int + 3 * q], ints[at_int + 3 * q : at_int + 4 * q]
+    return sire, dam, floats[at_float : at_float + q], order, to_user
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _effect_forward(z, kind, ints, floats, at_int, at_float):  # pragma: no cover - compiled
     q = z.shape[0]
     if kind == TRANSFORM_PEDIGREE:
-        sire, dam = ints[at_int : at_int + q], ints[at_int + q : at_int + 2 * q]
-        order = ints[at_int + 2 * q : at_int + 3 * q]
-        to_user = ints[at_int + 3 * q : at_int + 4 * q]
-        return pedigree_forward(z, sire, dam, floats[at_float : at_float + q], order, to_user)
+        sire, dam, scale, order, to_user = _pedigree_data(ints, floats, at_int, at_float, q)
+        return pedigree_forward(z, sire, dam, scale, order, to_user)
     if kind == TRANSFORM_DENSE:
         return np.dot(floats[at_float : at_float + q * q].reshape((q, q)), z)
     return z.copy()
@@ -276,10 +283,8 @@ def _effect_forward(z, kind, ints, floats, at_int, at_float):  # pragma: no cove
 def _effect_adjoint(g, kind, ints, floats, at_int, at_float):  # pragma: no cover - compiled
     q = g.shape[0]
     if kind == TRANSFORM_PEDIGREE:
-        sire, dam = ints[at_int : at_int + q], ints[at_int + q : at_int + 2 * q]
-        order = ints[at_int + 2 * q : at_int + 3 * q]
-        to_user = ints[at_int + 3 * q : at_int + 4 * q]
-        return pedigree_adjoint(g, sire, dam, floats[at_float : at_float + q], order, to_user)
+        sire, dam, scale, order, to_user = _pedigree_data(ints, floats, at_int, at_float, q)
+        return pedigree_adjoint(g, sire, dam, scale, order, to_user)
     if kind == TRANSFORM_DENSE:
         return np.dot(floats[at_float : at_float + q * q].reshape((q, q)).T, g)
     return g
