@@ -148,7 +148,7 @@ def _group_seed(seed: int | None, group: int) -> int | None:
 def _sample_group(
     density: MarginalDensity,
     start: np.ndarray,
-    factor: np.ndarray | None,
+    factor: np.ndarray,
     chains: int,
     group: int,
     draws: int,
@@ -185,11 +185,11 @@ def _sample_chains(
             # an exception escaping here would abort nutpie's Rust threads: keep the first,
             # turn the point back (−∞) and raise it once sampling has stopped
             try:
-                value, gradient = density(start + (z if factor is None else factor @ z))
+                value, gradient = density(start + factor @ z)
             except Exception as exc:
                 failures.append(exc)
                 return -np.inf, np.zeros_like(z)
-            return value, (gradient if factor is None else factor.T @ gradient)
+            return value, factor.T @ gradient
 
         return logp
 
@@ -269,7 +269,7 @@ def sample_density(
     from ..execution import run_beside
 
     k = density.size
-    factor = None if covariance is None else np.linalg.cholesky(covariance)
+    factor = np.eye(k) if covariance is None else np.linalg.cholesky(covariance)
     start = np.asarray(start, dtype=float)
     groups = chain_groups(chains)
     common = (draws, tune, seed)
@@ -289,7 +289,7 @@ def sample_density(
     parallel = cores >= 2
     results = run_beside([here, *others], parallel=parallel)
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
-    x = start + (z.reshape(-1, k) if factor is None else z.reshape(-1, k) @ factor.T)
+    x = start + z.reshape(-1, k) @ factor.T
     stats = {
         name: np.concatenate([r["stats"][name] for r in results]) for name in results[0]["stats"]
     }
