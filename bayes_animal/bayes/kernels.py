@@ -269,25 +269,19 @@ def _pedigree_data(ints, floats, at_int, at_float, q):  # pragma: no cover - com
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _effect_forward(z, kind, ints, floats, at_int, at_float):  # pragma: no cover - compiled
-    q = z.shape[0]
+def _effect_apply(v, kind, ints, floats, at_int, at_float, adjoint):  # pragma: no cover
+    """L v of an effect (its unit normals v), or Lᵀ v (``adjoint``: a gradient carried back):
+    the pedigree recursion, the dense factor, or v itself."""
+    q = v.shape[0]
     if kind == TRANSFORM_PEDIGREE:
         sire, dam, scale, order, to_user = _pedigree_data(ints, floats, at_int, at_float, q)
-        return pedigree_forward(z, sire, dam, scale, order, to_user)
+        if adjoint:
+            return pedigree_adjoint(v, sire, dam, scale, order, to_user)
+        return pedigree_forward(v, sire, dam, scale, order, to_user)
     if kind == TRANSFORM_DENSE:
-        return np.dot(floats[at_float : at_float + q * q].reshape((q, q)), z)
-    return z.copy()
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _effect_adjoint(g, kind, ints, floats, at_int, at_float):  # pragma: no cover - compiled
-    q = g.shape[0]
-    if kind == TRANSFORM_PEDIGREE:
-        sire, dam, scale, order, to_user = _pedigree_data(ints, floats, at_int, at_float, q)
-        return pedigree_adjoint(g, sire, dam, scale, order, to_user)
-    if kind == TRANSFORM_DENSE:
-        return np.dot(floats[at_float : at_float + q * q].reshape((q, q)).T, g)
-    return g
+        factor = floats[at_float : at_float + q * q].reshape((q, q))
+        return np.dot(factor.T, v) if adjoint else np.dot(factor, v)
+    return v.copy()
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -297,7 +291,9 @@ def effect_forward_draws(z, k, floats, ints):  # pragma: no cover - compiled
     row = ints[ints[AT_EFFECTS] + EFFECT_COLUMNS * k : ints[AT_EFFECTS] + EFFECT_COLUMNS * (k + 1)]
     out = np.empty_like(z)
     for s in range(z.shape[0]):
-        out[s] = _effect_forward(np.ascontiguousarray(z[s]), row[2], ints, floats, row[4], row[5])
+        out[s] = _effect_apply(
+            np.ascontiguousarray(z[s]), row[2], ints, floats, row[4], row[5], False
+        )
     return out
 
 
@@ -347,8 +343,8 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
     for k in range(effects):
         offset, q = table[k, 0], table[k, 1]
         z = x[start + offset : start + offset + q]
-        packed[offset : offset + q] = _effect_forward(
-            z, table[k, 2], ints, floats, table[k, 4], table[k, 5]
+        packed[offset : offset + q] = _effect_apply(
+            z, table[k, 2], ints, floats, table[k, 4], table[k, 5], False
         )
         scales[k] = math.sqrt(theta[table[k, 3]])
     at_cut = start + packed_size
@@ -379,8 +375,14 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
             gradient[m + j] -= b[j] / (sd * sd)
     for k in range(effects):
         offset, q = table[k, 0], table[k, 1]
-        own = _effect_adjoint(
-            grad_packed[offset : offset + q], table[k, 2], ints, floats, table[k, 4], table[k, 5]
+        own = _effect_apply(
+            grad_packed[offset : offset + q],
+            table[k, 2],
+            ints,
+            floats,
+            table[k, 4],
+            table[k, 5],
+            True,
         )
         for i in range(q):
             z = x[start + offset + i]
