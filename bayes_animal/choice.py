@@ -580,10 +580,25 @@ class LaplaceCheck:
         )
 
 
-def choose_family_engine(family_label: str, check: LaplaceCheck) -> Choice:
-    """The engine of a non-Gaussian family's Bayesian fit (``parameterisation="auto"``) by
-    the Laplace approximation's check (:class:`LaplaceCheck`): the Laplace marginal model
-    where it passes, the exact non-centred model where it does not."""
+def choose_family_engine(family_label: str, check: LaplaceCheck | None) -> Choice:
+    """The engine of a non-Gaussian family's Bayesian fit (``parameterisation="auto"``).
+
+    ``check`` None: the exact model's hand-derived joint density serves the model under nutpie
+    (:func:`~bayes_animal.bayes.joint.joint_obstacle`), and the exact model is sampled without
+    asking the approximation — it is exact, and it cost less than the Laplace marginal model in
+    every case measured (``python benchmarks/run.py family_engines``). Otherwise (PyMC's or
+    numpyro's NUTS, a correlated pair of effects, the Beta prior on h²) the Laplace
+    approximation's check (:class:`LaplaceCheck`) decides: the Laplace marginal model where it
+    passes, the exact non-centred model where it does not.
+    """
+    if check is None:
+        return Choice(
+            "noncentred",
+            f"the {family_label} family: the exact joint posterior (NUTS over the variances, "
+            "b and every u, non-centred) on its hand-derived density, which nutpie samples "
+            "with nothing to compile: exact, and faster than the Laplace marginal model "
+            "(benchmarks/family_engines).",
+        )
     if check.passes:
         return Choice(
             "laplace",

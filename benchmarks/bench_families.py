@@ -192,3 +192,96 @@ def run_scale(sizes=(20_000,)) -> pd.DataFrame:
             "max_r_hat": fit.diagnostics.max_r_hat, "divergences": fit.diagnostics.divergences,
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _engine_cases(folder: Path) -> list[dict]:
+    """Data sets where the Laplace approximation might serve, none made for it: a binary trait
+    of the gryphon data (tarsus above its median), large simulated counts on the gryphon
+    pedigree (a near-Gaussian conditional), 30 groups of 20 large counts without a pedigree
+    (the approximation at its best) and a threshold trait on 5 000 animals of a herd
+    pedigree."""
+    import numpy as np
+
+    from bayes_animal.simulate import simulate_herd_pedigree
+
+    pedigree = pd.read_csv(GRYPHON / "gryphonped.csv", dtype=str)
+    pedigree.columns = ["id", "sire", "dam"]
+    pedigree = pedigree.fillna("0")
+    pedigree.to_csv(folder / "pedigree.csv", index=False)
+    gryphon = pd.read_csv(GRYPHON / "gryphon.csv").dropna(subset=["tarsus"])
+    gryphon["long"] = (gryphon["tarsus"] > gryphon["tarsus"].median()).astype(int)
+    large = simulate_records(
+        pedigree, variances={"additive": 0.3, "byear": 0.1, "residual": 0.05},
+        groups={"byear": 30}, mean=2.5, seed=6, family="poisson",
+    ).data  # fmt: skip
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(30), 20)
+    x = rng.normal(size=len(group))
+    groups = pd.DataFrame({
+        "g": [f"g{k}" for k in group], "x": x,
+        "y": rng.poisson(np.exp(3.0 + 0.2 * x + rng.normal(0.0, 0.4, 30)[group])),
+    })  # fmt: skip
+    herd = simulate_herd_pedigree(n_animals=5_000, seed=5)
+    herd_records = simulate_records(
+        herd, variances={"additive": 0.5, "group": 0.2}, groups={"group": 50},
+        mean=-0.8, seed=5, family="threshold",
+    ).data  # fmt: skip
+    herd.to_csv(folder / "herd.csv", index=False)
+    pe = {"overdispersion": "none"}
+    return [
+        {"name": "tarsus > median (gryphon)", "data": gryphon, "pedigree": "pedigree.csv",
+         "formula": "long ~ 1 + C(sex) + (1|byear)", "family": "threshold", "options": {}},
+        {"name": "large counts, gryphon pedigree", "data": large, "pedigree": "pedigree.csv",
+         "formula": "y ~ x + (1|byear)", "family": "poisson", "options": {}},
+        {"name": "30 groups of 20 large counts", "data": groups, "pedigree": None,
+         "formula": "y ~ x + (1|g)", "family": "poisson", "options": pe},
+        {"name": "threshold, 5 000 animals", "data": herd_records, "pedigree": "herd.csv",
+         "formula": "y ~ x + (1|group)", "family": "threshold", "options": {}},
+    ]  # fmt: skip
+
+
+def run_engines(seed: int = 1) -> pd.DataFrame:
+    """Each data set of :func:`_engine_cases`: the Laplace approximation's check (what ``auto``
+    chose by before the exact joint density) and the whole default fit under each engine —
+    the exact joint (``auto``) and the Laplace marginal model (``marginal``) — in-process."""
+    from bayes_animal import AnimalModel
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        for case in _engine_cases(folder):
+            options = dict(case["options"], family=case["family"])
+            if case["pedigree"] is not None:
+                options["pedigree"] = str(folder / case["pedigree"])
+            arguments = (case["formula"], case["data"])
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                checked = AnimalModel(*arguments, **options)
+                checked.reml  # noqa: B018 (REML apart from the check's time)
+                start = time.perf_counter()
+                check = checked.laplace_check()
+                check_s = time.perf_counter() - start
+                for parameterisation in ("auto", "marginal"):
+                    start = time.perf_counter()
+                    fit = AnimalModel(*arguments, **options).fit(
+                        parameterisation=parameterisation, random_seed=seed, progressbar=False
+                    )
+                    seconds = time.perf_counter() - start
+                    summary = fit.summary()
+                    quantity = "h2" if "h2" in summary.index else summary.index[0]
+                    rows.append({
+                        "data": case["name"], "records": len(case["data"]),
+                        "check_khat": check.khat, "check_tilt": check.tilt,
+                        "check_passes": check.passes, "check_s": check_s,
+                        "engine": json.loads(fit.idata.attrs["model_options"])["engine"],
+                        "whole_s": seconds, "quantity": quantity,
+                        "mean": summary.loc[quantity, "mean"],
+                        "ess": summary.loc[quantity, "ess_bulk"],
+                        "ess_per_s": summary.loc[quantity, "ess_bulk"] / seconds,
+                        "max_r_hat": fit.diagnostics.max_r_hat,
+                        "divergences": fit.diagnostics.divergences,
+                        "posterior_khat": fit.idata.attrs.get("laplace_khat", float("nan")),
+                    })  # fmt: skip
+                    print(rows[-1], flush=True)
+    return pd.DataFrame(rows)

@@ -150,25 +150,43 @@ def test_the_exact_model_of_a_family_keeps_3000_draws_a_chain_by_default(binary)
 
 
 def test_auto_chooses_the_laplace_model_only_where_its_check_passes(binary):
-    """Near-Gaussian counts (30 groups of 20 large counts) pass: k̂ small and the
-    approximation's error in log p(y | θ) flat across the variances. One binary record per
-    animal does not — its error grows with the variances (the Laplace marginal is tilted
-    towards small ones) — and the exact non-centred model is sampled."""
+    """Without the joint density (PyMC's NUTS here) the Laplace check decides. Near-Gaussian
+    counts (30 groups of 20 large counts) pass: k̂ small and the approximation's error in
+    log p(y | θ) flat across the variances. One binary record per animal does not — its error
+    grows with the variances (the Laplace marginal is tilted towards small ones) — and the
+    exact non-centred model is sampled."""
     counts = AnimalModel("y ~ x + (1|g)", _counts_frame(), family="poisson", overdispersion="none")
     check = counts.laplace_check()
     assert check.passes and check.khat <= 0.7 and check.tilt < 0.1
-    assert counts._resolve("auto", "auto")[1] == "laplace"
+    assert counts._resolve("auto", "auto", sampler="pymc")[1] == "laplace"
+    assert counts._resolve("auto", "auto", sampler="numpyro")[1] == "laplace"
     animal = AnimalModel(
         "y ~ x + (1|herd)", binary.data, pedigree=binary.pedigree, family="threshold"
     )
     check = animal.laplace_check()
     assert not check.passes and check.errors[2] > check.errors[1] > check.errors[0]
-    _, engine, fixed, notes = animal._resolve("auto", "auto")
+    _, engine, fixed, notes = animal._resolve("auto", "auto", sampler="pymc")
     assert engine == "noncentred" and fixed == "sample"
     assert any("fails its check" in note for note in notes)
     assert animal._resolve("marginal", "auto")[1] == "laplace"
     with pytest.raises(ModelError, match="not 'partial'"):
         animal._resolve("partial", "auto")
+
+
+def test_auto_samples_the_exact_model_on_its_joint_density_without_the_check(monkeypatch):
+    """Under nutpie (the default sampler) the exact model's hand-derived joint density serves,
+    so ``auto`` samples the exact model and never runs the Laplace check — even on counts where
+    the check passes (it is exact, and cheaper: benchmarks/family_engines)."""
+    counts = AnimalModel("y ~ x + (1|g)", _counts_frame(), family="poisson", overdispersion="none")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Laplace check ran")
+
+    monkeypatch.setattr(AnimalModel, "laplace_check", refuse)
+    for sampler in (None, "nutpie"):
+        _, engine, fixed, notes = counts._resolve("auto", "auto", sampler=sampler)
+        assert engine == "noncentred" and fixed == "sample"
+        assert any("hand-derived density" in note for note in notes)
 
 
 def test_exact_fit_reports_both_scales_and_the_fixed_residual(binary, tmp_path):

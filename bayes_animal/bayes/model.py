@@ -311,8 +311,9 @@ class AnimalModel:
         return self.design.family.held
 
     def laplace_check(self, draws: int = 1000, seed: int = 0) -> LaplaceCheck:
-        """The Laplace approximation's check (the one ``parameterisation="auto"`` chooses by,
-        :class:`~bayes_animal.choice.LaplaceCheck`): at half, once and twice the REML
+        """The Laplace approximation's check (the one ``parameterisation="auto"`` chooses by
+        where the exact model has no hand-derived joint density or the sampler is PyMC's or
+        numpyro's NUTS, :class:`~bayes_animal.choice.LaplaceCheck`): at half, once and twice the REML
         variances, ``draws`` draws of b and u from its Gaussian weighted against their exact
         conditional — the Pareto k̂ of the weights, and their mean, which estimates the
         approximation's error in log p(y | θ)."""
@@ -376,10 +377,16 @@ class AnimalModel:
 
     # -- model building ----------------------------------------------------------------------
     def _resolve(
-        self, parameterisation: str, fixed: str, size: tuple[int, int, int] = (4, 1000, 500)
+        self,
+        parameterisation: str,
+        fixed: str,
+        size: tuple[int, int, int] = (4, 1000, 500),
+        sampler: str | None = None,
     ) -> tuple[str, str, str, list[str]]:
         """(parameterisation, engine, fixed, notes); ``size``: (chains, draws, tune) of the fit,
-        for the chooser's cost estimate."""
+        for the chooser's cost estimate; ``sampler``: the fit's (None: the default), which
+        decides whether a non-Gaussian family's exact model is sampled on its hand-derived
+        joint density."""
         notes: list[str] = []
         _choice(parameterisation, PARAMETERISATIONS, "parameterisation")
         _choice(fixed, ("auto", "integrate", "sample"), "fixed-effects option")
@@ -404,7 +411,13 @@ class AnimalModel:
                     "the cut-points, b and every u, non-centred)."
                 )
             if parameterisation == "auto":
-                choice = choose_family_engine(family.label, self.laplace_check())
+                from .joint import joint_obstacle
+
+                joint = sampler in (None, "nutpie") and (
+                    joint_obstacle(self.design, self.parameters, self.priors, self.scales) is None
+                )
+                check = None if joint else self.laplace_check()
+                choice = choose_family_engine(family.label, check)
                 engine = choice.engine
                 chosen = "marginal" if engine == "laplace" else "noncentred"
                 notes.append(
@@ -675,7 +688,11 @@ class AnimalModel:
         ----------
         parameterisation
             ``"auto"`` (chosen from the problem, and says why), ``"marginal"``,
-            ``"noncentred"`` or ``"partial"``.
+            ``"noncentred"`` or ``"partial"``. A non-Gaussian family under ``auto``: the exact
+            model (``"noncentred"``) where nutpie samples its hand-derived joint density, else
+            by the Laplace approximation's check
+            (:func:`~bayes_animal.choice.choose_family_engine`); ``"marginal"`` is its Laplace
+            marginal model.
         sampler
             ``"pymc"``, ``"nutpie"``, ``"numpyro"`` (NUTS) or ``"independence"``
             (Metropolis–Hastings with a t proposal near the posterior mean, for a marginal model
@@ -724,7 +741,10 @@ class AnimalModel:
         if drawn_seed:  # kept, so that the fit can be repeated
             random_seed = int(np.random.SeedSequence().generate_state(1)[0])
         parameterisation, engine, fixed, notes = self._resolve(
-            parameterisation, fixed, (chains, draws or 1000, 500 if tune is None else tune)
+            parameterisation,
+            fixed,
+            (chains, draws or 1000, 500 if tune is None else tune),
+            sampler,
         )
         engine_object = engine_for(self, engine)
         if self._reml is None:

@@ -135,8 +135,8 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
         "cbind(successes, failures)); threshold (the binomial probit, MCMCglmm's name); "
         "ordinal (ordered categories: the cumulative probit); poisson (counts). A non-Gaussian "
         "family's variances are on the latent (liability) scale: reml maximises the Laplace "
-        "approximation; fit samples the exact posterior, or that approximation where its check "
-        "passes (--parameterisation)",
+        "approximation; fit samples the exact posterior (--parameterisation marginal: that "
+        "approximation)",
     )
     command.add_argument(
         "--link",
