@@ -711,7 +711,7 @@ def family_engines(quick: bool) -> None:
         "family_engines",
         "A non-Gaussian trait: the exact joint posterior against the Laplace marginal model",
         bench_families.run_engines(),
-        bench_families._engine_cases.__doc__.replace("\n", " ").strip()
+        " ".join(bench_families._engine_cases.__doc__.split())
         + " For each: the Laplace approximation's check (`laplace_check()`, its own time; "
         "`check_passes` is what `auto` chose the Laplace model by before the exact model had "
         "its hand-derived joint density) and the whole default fit (`AnimalModel` to the "

@@ -69,6 +69,10 @@ def _model(case: str, herd) -> AnimalModel:
         )  # fmt: skip
     if case == "poisson":
         return AnimalModel("y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson")
+    if case == "poisson, every level partly centred":  # the observation-level effect too
+        model = AnimalModel("y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson")
+        model.centring()["residual"] = np.linspace(0.0, 1.0, len(counts))
+        return model
     if case == "poisson, no overdispersion":
         return AnimalModel(
             "y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson",
@@ -91,7 +95,8 @@ def _model(case: str, herd) -> AnimalModel:
 
 CASES = [
     "threshold", "logit", "trials probit", "trials logit", "poisson",
-    "poisson, no overdispersion", "ordinal", "given matrix, other priors",
+    "poisson, every level partly centred", "poisson, no overdispersion", "ordinal",
+    "given matrix, other priors",
 ]  # fmt: skip
 
 
@@ -119,7 +124,8 @@ def _flat_gradient(pymc_model, gradient: np.ndarray, point: dict) -> dict[str, n
 @pytest.mark.parametrize("case", CASES)
 def test_the_joint_density_is_the_pymc_models(case, herd):
     """Value (to 1e-10, relative) and gradient (to 1e-8) of the density equal the PyMC
-    model's ``logp`` and ``dlogp`` at three random points (the last far out, where η reaches
+    model's ``logp`` and ``dlogp`` (both with the model's centring weights) at three random
+    points (the last far out, where η reaches
     the tails), every free variable matched by name; the posterior tree of a draw holds the
     PyMC model's u, cut-points and quantities there."""
     model = _model(case, herd)
@@ -150,6 +156,63 @@ def test_the_joint_density_is_the_pymc_models(case, herd):
         np.testing.assert_allclose(
             tree["posterior"][name].values[0, 0], value, rtol=1e-10, atol=1e-12, err_msg=name
         )
+
+
+def test_centring_weights_are_each_levels_share_of_its_posterior_precision(herd):
+    """λ_j = σ̂²d_j / (1 + σ̂²d_j), d_j the sum of the level's records' Fisher weights at REML's
+    conditional mode (Poisson: μ_i) — the herd's five levels, of 30 records each; the pedigree
+    effect and the observation-level effect have none (non-centred)."""
+    model = _model("poisson", herd)
+    centring = model.centring()
+    assert set(centring) == {"herd"}
+    theta = dict(zip(model.parameters.names, model.reml_theta(), strict=True))
+    mu = model.laplace.mode(model.reml_theta(), expected=True).weights
+    np.testing.assert_allclose(mu, np.exp(model.laplace.mode(model.reml_theta()).eta))
+    herd_index = model.design.effect("herd").index
+    d = np.bincount(herd_index, mu)
+    np.testing.assert_allclose(centring["herd"], theta["herd"] * d / (1 + theta["herd"] * d))
+    assert np.all((centring["herd"] > 0.3) & (centring["herd"] < 1))
+    threshold = _model("threshold", herd)
+    assert threshold.centring().keys() == {"herd"}
+    d = np.bincount(
+        threshold.design.effect("herd").index,
+        threshold.laplace.mode(threshold.reml_theta(), expected=True).weights,
+    )
+    assert np.all(d < 0.64 * np.bincount(threshold.design.effect("herd").index))  # φ²/Φ(1-Φ)
+
+
+def test_partly_centred_levels_are_the_same_u_and_posterior(herd):
+    """The density with the model's weights λ equals the non-centred one (λ = 0) at the same
+    u, less the Jacobian Σ λ_j log σ: ũ_j = σ^λ_j z_j maps one onto the other, and the posterior
+    tree reports the same u. Weights outside [0, 1], of the wrong length or for an effect with
+    a relationship are refused."""
+    model = _model("poisson", herd)
+    arguments = (model.priors, model.parameters, model.scales, model.design, model.structures,
+                 model.coords())  # fmt: skip
+    weights = dict(model.centring(), residual=np.linspace(0.0, 1.0, len(model.design.y)))
+    centred = JointDensity(*arguments, weights)
+    plain = JointDensity(*arguments)
+    x = np.random.default_rng(5).normal(size=plain.size) * 0.4
+    tree = plain.posterior_tree(x.reshape(1, 1, -1), {})["posterior"]
+    moved, jacobian = x.copy(), 0.0
+    for effect in plain.effects:
+        if effect.name not in centred.centring:
+            continue
+        weights = centred.centring[effect.name]
+        sigma = np.sqrt(float(tree[f"sigma2:{effect.name}"].values.ravel()[0]))
+        at = slice(plain.start_z + effect.offset, plain.start_z + effect.offset + effect.size)
+        moved[at] = x[at] * sigma**weights
+        jacobian += float(np.sum(weights)) * np.log(sigma)
+    assert centred(moved)[0] == pytest.approx(plain(x)[0] - jacobian, rel=1e-12)
+    again = centred.posterior_tree(moved.reshape(1, 1, -1), {})["posterior"]
+    for name in ("u", "u_herd", "beta", "h2"):
+        np.testing.assert_allclose(again[name].values, tree[name].values, rtol=1e-12)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        JointDensity(*arguments, {"herd": np.full(5, 1.5)})
+    with pytest.raises(ValueError, match="must be 5 numbers"):
+        JointDensity(*arguments, {"herd": np.zeros(4)})
+    with pytest.raises(ValueError, match="with a relationship: \\['additive'\\]"):
+        JointDensity(*arguments, {"additive": np.zeros(150)})
 
 
 def _order(density: JointDensity, pymc_model, point: dict) -> np.ndarray:

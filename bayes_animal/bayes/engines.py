@@ -288,7 +288,9 @@ class NonCentredEngine(Engine):
         from . import likelihoods
 
         m = self.model
-        likelihoods.noncentred(pm, m.design, m.structures, m.parameters, values, m.fixed_prior(pm))
+        likelihoods.noncentred(
+            pm, m.design, m.structures, m.parameters, values, m.fixed_prior(pm), m.centring()
+        )
 
     def joint_density(self):
         """The hand-derived density of this model's exact joint posterior
@@ -301,7 +303,9 @@ class NonCentredEngine(Engine):
         m = self.model
         if joint_obstacle(m.design, m.parameters, m.priors, m.scales) is not None:
             return None
-        return JointDensity(m.priors, m.parameters, m.scales, m.design, m.structures, m.coords())
+        return JointDensity(
+            m.priors, m.parameters, m.scales, m.design, m.structures, m.coords(), m.centring()
+        )
 
 
 class PartialEngine(Engine):

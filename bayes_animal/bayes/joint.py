@@ -21,7 +21,17 @@ among them) and an ordinal response's log cut-point increments:
     \eta = Xb + \sum_k \sqrt{\theta_k}\, Z_k L_k z_k,
 
 with :math:`L_k z_k` the pedigree recursion :math:`T D^{1/2} z` (O(q) both ways), a given
-matrix's factor, or :math:`z_k` for independent levels. The records and their gradient in
+matrix's factor, or :math:`z_k` for independent levels.
+
+Independent levels (a group effect, the observation-level effect) are sampled *partly
+centred*: level j's coordinate is :math:`\tilde u_j \sim N(0, \sigma_k^{2\lambda_j})` and
+:math:`u_j = \sigma_k^{1-\lambda_j}\tilde u_j`, so that :math:`z_j = \tilde u_j
+\sigma_k^{-\lambda_j}` above and the density gains :math:`-\lambda_j \log\sigma_k` per level
+(the Jacobian). :math:`\lambda_j = 0` is the non-centred model, 1 the centred one;
+:meth:`~bayes_animal.bayes.model.AnimalModel.centring` sets each level's weight by how much
+its records say about it (Papaspiliopoulos, Roberts and Sköld 2003): a non-centred level that
+its records pin down — a group of many records, a large count — ties its unit normal to
+:math:`\sigma_k` in a narrow ridge that NUTS crosses slowly. The records and their gradient in
 :math:`\eta`, b, every effect and every scale come from one pass of
 :func:`~bayes_animal.bayes.kernels.joint_records`; the chain rule carries
 :math:`\partial\ell/\partial\sqrt{\theta_k}` to :math:`x_\theta` through :math:`\theta(v(x))`.
@@ -170,6 +180,9 @@ class JointDensity:
     coords
         The PyMC model's coordinates (``AnimalModel.coords``): the levels of every dimension
         the posterior reports.
+    centring
+        The weights λ in [0, 1] of each independent effect's levels (``AnimalModel.centring``;
+        missing effects 0: non-centred).
     """
 
     def __init__(
@@ -180,6 +193,7 @@ class JointDensity:
         design: Design,
         structures: Mapping[str, object],
         coords: Mapping[str, list[str]],
+        centring: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         from .likelihoods import effect_dim, effect_variable
 
@@ -252,11 +266,23 @@ class JointDensity:
             kernels.AT_WHERE: buffers.add_ints(where),
         }  # fmt: skip
         table = []
+        centring = dict(centring or {})
+        self.centring: dict[str, np.ndarray] = {}
         for effect, (code, ints, floats) in zip(self.effects, transforms, strict=True):
+            if code == kernels.TRANSFORM_IDENTITY:  # its float data: the levels' weights λ
+                weights = np.asarray(centring.pop(effect.name, np.zeros(effect.size)), float)
+                if weights.shape != (effect.size,) or not np.all((weights >= 0) & (weights <= 1)):
+                    raise ValueError(
+                        f"The centring weights of {effect.name!r} must be {effect.size} numbers "
+                        "in [0, 1]."
+                    )
+                self.centring[effect.name] = floats = weights
             table.append(
                 [effect.offset, effect.size, code, index[effect.name],
                  buffers.add_ints(ints), buffers.add_floats(floats)]
             )  # fmt: skip
+        if centring:
+            raise ValueError(f"Centring weights for effects with a relationship: {list(centring)}.")
         header[kernels.AT_EFFECTS] = buffers.add_ints(
             np.array(table, dtype=np.int64).reshape(-1, kernels.EFFECT_COLUMNS)
         )
@@ -332,10 +358,14 @@ class JointDensity:
             if effect.u_name is None:
                 continue
             at = slice(self.start_z + effect.offset, self.start_z + effect.offset + effect.size)
-            unit = kernels.effect_forward_draws(
-                np.ascontiguousarray(flat[:, at]), k, self.floats, self.ints
-            )
-            unit *= np.sqrt(np.asarray(values[effect.name], dtype=float))[:, None]
+            scale = np.sqrt(np.asarray(values[effect.name], dtype=float))[:, None]
+            if effect.name in self.centring:  # u = σ^(1-λ) ũ
+                unit = flat[:, at] * scale ** (1.0 - self.centring[effect.name])
+            else:
+                unit = kernels.effect_forward_draws(
+                    np.ascontiguousarray(flat[:, at]), k, self.floats, self.ints
+                )
+                unit *= scale
             data[effect.u_name] = ((*dims, effect.dim), shaped(unit))
             coords[effect.dim] = self.coords[effect.dim]
         if self.cutpoints:

@@ -248,7 +248,9 @@ HEADER = 18
 #: each fixed effect (0: flat).
 F_CONSTANT, F_FIXED_SD = 0, 1
 #: Each effect's row of the effects table: its offset in the packed levels, its size, its
-#: transform, the θ that scales it (√θ), where its integer and float data start.
+#: transform, the θ that scales it (√θ), where its integer and float data start (independent
+#: levels: their float data are the levels' centring weights λ, see :mod:`~bayes_animal.bayes.
+#: joint`).
 EFFECT_COLUMNS = 6
 TRANSFORM_IDENTITY, TRANSFORM_PEDIGREE, TRANSFORM_DENSE = 0, 1, 2
 #: The variance parameters' priors (each a log-transformed free variable): a half-t on the SD
@@ -342,11 +344,17 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
     scales = np.empty(effects)
     for k in range(effects):
         offset, q = table[k, 0], table[k, 1]
-        z = x[start + offset : start + offset + q]
-        packed[offset : offset + q] = _effect_apply(
-            z, table[k, 2], ints, floats, table[k, 4], table[k, 5], False
-        )
         scales[k] = math.sqrt(theta[table[k, 3]])
+        z = x[start + offset : start + offset + q]
+        if table[k, 2] == TRANSFORM_IDENTITY:  # partly centred: z = ũ σ^-λ
+            log_scale = math.log(scales[k])
+            weights = floats[table[k, 5] : table[k, 5] + q]
+            for i in range(q):
+                packed[offset + i] = z[i] * math.exp(-weights[i] * log_scale)
+        else:
+            packed[offset : offset + q] = _effect_apply(
+                z, table[k, 2], ints, floats, table[k, 4], table[k, 5], False
+            )
     at_cut = start + packed_size
     if cutpoints > 0:
         edges = np.empty(cutpoints + 2)
@@ -360,6 +368,29 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
         kind, X, b, packed, where, scales, y, trials, edges
     )
     value += loglik + floats[F_CONSTANT]
+    for k in range(effects):  # the unit normals (an independent effect's ũ ~ N(0, σ^2λ))
+        offset, q = table[k, 0], table[k, 1]
+        if table[k, 2] == TRANSFORM_IDENTITY:
+            log_scale = math.log(scales[k])
+            weights = floats[table[k, 5] : table[k, 5] + q]
+            through = 0.0  # ∂/∂σ through z = ũ σ^-λ, and of -λ log σ
+            for i in range(q):
+                z = packed[offset + i]
+                pull = grad_packed[offset + i] - z
+                value -= 0.5 * z * z + weights[i] * log_scale
+                gradient[start + offset + i] = pull * math.exp(-weights[i] * log_scale)
+                through -= weights[i] * (pull * z + 1.0)
+            grad_scales[k] += through / scales[k]
+        else:
+            own = _effect_apply(
+                grad_packed[offset : offset + q], table[k, 2], ints, floats,
+                table[k, 4], table[k, 5], True,
+            )  # fmt: skip
+            for i in range(q):
+                z = x[start + offset + i]
+                value -= 0.5 * z * z
+                gradient[start + offset + i] = own[i] - z
+        value -= 0.5 * q * _LOG_2PI
     score = np.zeros(theta.shape[0])  # ∂ℓ/∂θ through each √θ
     for k in range(effects):
         score[table[k, 3]] += grad_scales[k] / (2.0 * scales[k])
@@ -373,22 +404,6 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
         if sd > 0.0:
             value += -0.5 * (b[j] / sd) ** 2 - math.log(sd) - 0.5 * _LOG_2PI
             gradient[m + j] -= b[j] / (sd * sd)
-    for k in range(effects):
-        offset, q = table[k, 0], table[k, 1]
-        own = _effect_apply(
-            grad_packed[offset : offset + q],
-            table[k, 2],
-            ints,
-            floats,
-            table[k, 4],
-            table[k, 5],
-            True,
-        )
-        for i in range(q):
-            z = x[start + offset + i]
-            value -= 0.5 * z * z
-            gradient[start + offset + i] = own[i] - z
-        value -= 0.5 * q * _LOG_2PI
     if cutpoints > 1:  # log δ_j moves the edges j + 2 … cutpoints; flat, with Σ log δ
         tail = 0.0
         for j in range(cutpoints - 2, -1, -1):

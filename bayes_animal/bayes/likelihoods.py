@@ -19,7 +19,9 @@ r"""The likelihood of the PyMC model, one builder per parameterisation.
     With a non-Gaussian family (:mod:`bayes_animal.spec.family`) the records' likelihood is the
     family's at :math:`\eta = Xb + \sum_k Z_k u_k` (plus a non-centred observation-level
     effect for the Poisson family's overdispersion): the exact joint posterior of θ, b and
-    every u.
+    every u. There an independent effect's levels are partly centred by the weights of
+    :meth:`~bayes_animal.bayes.model.AnimalModel.centring`: :math:`\tilde u_j \sim N(0,
+    \theta^{\lambda_j})`, :math:`u_j = \sqrt\theta^{\,1-\lambda_j}\tilde u_j`.
 ``partial`` (an additive effect with a dense matrix, and other effects)
     The additive effect integrated out in the eigenbasis of :math:`ZAZ^\top` (as the spectral
     marginal model, b integrated too) given the other effects, which are non-centred:
@@ -127,8 +129,25 @@ def unit_effect(structure: Structure, z):
     return z
 
 
-def noncentred_effects(pm, design: Design, structures, parameters: Parameters, values, skip=()):
-    """The non-centred random effects as Deterministics; returns their sum per record."""
+def _unit_normals(pm, name: str, dims: str, values, centring, effect: str):
+    """An effect's free variable and the multiplier of √θ that makes it u: z ~ N(0, 1) and
+    √θ (non-centred), or, with the levels' weights λ in ``centring``, ũ ~ N(0, θ^λ) and
+    √θ^(1-λ) — partly centred, u = √θ^(1-λ) ũ (:mod:`bayes_animal.bayes.joint`)."""
+    import pytensor.tensor as pt
+
+    scale = pt.sqrt(values[effect])
+    weights = (centring or {}).get(effect)
+    if weights is None:
+        return pm.Normal(name, 0.0, 1.0, dims=dims), scale
+    weights = pt.constant(np.asarray(weights, dtype=float))
+    return pm.Normal(name, 0.0, scale**weights, dims=dims), scale ** (1.0 - weights)
+
+
+def noncentred_effects(
+    pm, design: Design, structures, parameters: Parameters, values, skip=(), centring=None
+):
+    """The non-centred random effects as Deterministics; returns their sum per record.
+    ``centring``: the levels' weights λ of independent effects sampled partly centred."""
     import pytensor.tensor as pt
 
     total = pt.zeros(design.n_records)
@@ -137,16 +156,20 @@ def noncentred_effects(pm, design: Design, structures, parameters: Parameters, v
         if not names:
             continue
         effects = [design.effect(t) for t in names]
-        units = [
-            unit_effect(
-                structures[e.name],
-                pm.Normal(f"z_{identifier(e.name)}", 0.0, 1.0, dims=effect_dim(e)),
-            )
-            for e in effects
-        ]
         if block.size == 1:
-            scaled = [pt.sqrt(values[names[0]]) * units[0]]
+            e = effects[0]
+            z, scale = _unit_normals(
+                pm, f"z_{identifier(e.name)}", effect_dim(e), values, centring, e.name
+            )
+            scaled = [scale * unit_effect(structures[e.name], z)]
         else:
+            units = [
+                unit_effect(
+                    structures[e.name],
+                    pm.Normal(f"z_{identifier(e.name)}", 0.0, 1.0, dims=effect_dim(e)),
+                )
+                for e in effects
+            ]
             a, m = block.terms
             va, vm, c = values[a], values[m], values[f"{a}:{m}"]
             l11 = pt.sqrt(va)
@@ -160,16 +183,19 @@ def noncentred_effects(pm, design: Design, structures, parameters: Parameters, v
     return total
 
 
-def noncentred(pm, design: Design, structures, parameters: Parameters, values, beta) -> None:
-    """Every random effect non-centred, b sampled (see the module docstring)."""
+def noncentred(
+    pm, design: Design, structures, parameters: Parameters, values, beta, centring=None
+) -> None:
+    """Every random effect non-centred (independent ones partly centred by the weights λ in
+    ``centring``), b sampled (see the module docstring)."""
     import pytensor.tensor as pt
 
     mean = pt.constant(design.X) @ beta
-    mean = mean + noncentred_effects(pm, design, structures, parameters, values)
+    mean = mean + noncentred_effects(pm, design, structures, parameters, values, centring=centring)
     if design.family.gaussian:
         pm.Normal("y", mu=mean, sigma=pt.sqrt(values["residual"]), observed=design.y, dims="obs")
     else:
-        observe(pm, design, mean, values)
+        observe(pm, design, mean, values, centring)
 
 
 def log_ndtr(x):
@@ -219,9 +245,10 @@ def _ordinal_loglik(pm, design: Design, eta):
     return high + pt.log1mexp(pt.minimum(low - high, -1e-300))
 
 
-def observe(pm, design: Design, eta, values) -> None:
+def observe(pm, design: Design, eta, values, centring=None) -> None:
     """The records of a non-Gaussian family at the latent values ``eta`` (a ``Potential``
-    equal to :meth:`~bayes_animal.spec.family.Family.log_density`'s sum)."""
+    equal to :meth:`~bayes_animal.spec.family.Family.log_density`'s sum); the Poisson
+    family's observation-level effect partly centred by ``centring["residual"]``."""
     import pytensor.tensor as pt
     from scipy import special
 
@@ -251,8 +278,8 @@ def observe(pm, design: Design, eta, values) -> None:
             loglik = pt.sum(y * up + (trials - y) * down) + constant
     else:  # poisson, log link
         if family.observation_effect:
-            units = pm.Normal("z_residual", 0.0, 1.0, dims="obs")
-            eta = eta + pt.sqrt(values["residual"]) * units
+            units, scale = _unit_normals(pm, "z_residual", "obs", values, centring, "residual")
+            eta = eta + scale * units
         loglik = pt.sum(y * eta - pt.exp(eta)) - float(np.sum(special.gammaln(y + 1)))
     pm.Potential("records_loglik", loglik)
 
