@@ -71,7 +71,8 @@ def _model(case: str, herd) -> AnimalModel:
         return AnimalModel("y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson")
     if case == "poisson, every level partly centred":  # the observation-level effect too
         model = AnimalModel("y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson")
-        model.centring()["residual"] = np.linspace(0.0, 1.0, len(counts))
+        model._centring = {"herd": np.linspace(0.2, 1.0, 5),
+                           "residual": np.linspace(0.0, 1.0, len(counts))}  # fmt: skip
         return model
     if case == "poisson, no overdispersion":
         return AnimalModel(
@@ -160,23 +161,32 @@ def test_the_joint_density_is_the_pymc_models(case, herd):
 
 def test_centring_weights_are_each_levels_share_of_its_posterior_precision(herd):
     """λ_j = σ̂²d_j / (1 + σ̂²d_j), d_j the sum of the level's records' Fisher weights at REML's
-    conditional mode (Poisson: μ_i) — the herd's five levels, of 30 records each; the pedigree
-    effect and the observation-level effect have none (non-centred)."""
-    model = _model("poisson", herd)
+    conditional mode (Poisson: μ_i), where it reaches CENTRE_FROM (0 below): large counts
+    (mean e³) in five herds of 30 records pin every herd down; the binary records do not
+    (a probit record's weight is below 0.64), so no level is centred; the pedigree effect and
+    the observation-level effect have none."""
+    from bayes_animal.bayes.model import CENTRE_FROM
+
+    pedigree = herd[0]
+    large = simulate_records(
+        pedigree, variances={"additive": 0.3, "herd": 0.2, "residual": 0.1},
+        groups={"herd": 5}, mean=3.0, seed=6, family="poisson",
+    ).data  # fmt: skip
+    model = AnimalModel("y ~ x + (1|herd)", large, pedigree=pedigree, family="poisson")
     centring = model.centring()
     assert set(centring) == {"herd"}
     theta = dict(zip(model.parameters.names, model.reml_theta(), strict=True))
-    mu = model.laplace.mode(model.reml_theta(), expected=True).weights
-    np.testing.assert_allclose(mu, np.exp(model.laplace.mode(model.reml_theta()).eta))
-    herd_index = model.design.effect("herd").index
-    d = np.bincount(herd_index, mu)
-    np.testing.assert_allclose(centring["herd"], theta["herd"] * d / (1 + theta["herd"] * d))
-    assert np.all((centring["herd"] > 0.3) & (centring["herd"] < 1))
+    mode = model.laplace.mode(model._floored_reml_theta()[0], expected=True)
+    np.testing.assert_allclose(mode.weights, np.exp(mode.eta))
+    d = np.bincount(model.design.effect("herd").index, mode.weights)
+    share = theta["herd"] * d / (1 + theta["herd"] * d)
+    assert np.all(share >= CENTRE_FROM)
+    np.testing.assert_allclose(centring["herd"], share)
     threshold = _model("threshold", herd)
-    assert threshold.centring().keys() == {"herd"}
+    assert threshold.centring() == {}
     d = np.bincount(
         threshold.design.effect("herd").index,
-        threshold.laplace.mode(threshold.reml_theta(), expected=True).weights,
+        threshold.laplace.mode(threshold._floored_reml_theta()[0], expected=True).weights,
     )
     assert np.all(d < 0.64 * np.bincount(threshold.design.effect("herd").index))  # φ²/Φ(1-Φ)
 
@@ -189,7 +199,7 @@ def test_partly_centred_levels_are_the_same_u_and_posterior(herd):
     model = _model("poisson", herd)
     arguments = (model.priors, model.parameters, model.scales, model.design, model.structures,
                  model.coords())  # fmt: skip
-    weights = dict(model.centring(), residual=np.linspace(0.0, 1.0, len(model.design.y)))
+    weights = {"herd": np.linspace(0.2, 1.0, 5), "residual": np.linspace(0, 1, len(model.design.y))}
     centred = JointDensity(*arguments, weights)
     plain = JointDensity(*arguments)
     x = np.random.default_rng(5).normal(size=plain.size) * 0.4

@@ -100,6 +100,18 @@ class _Built:
     theta: Any = None
 
 
+#: A level of an independent effect is sampled partly centred (:meth:`AnimalModel.centring`)
+#: where its records give at least this share of its posterior precision at REML, and
+#: non-centred below. Measured: on the simulated binary trait of ``benchmarks/families`` its
+#: birth years' shares were about 0.7, and partly centring them lowered h²'s ESS per second
+#: (median of seeds 1–8 from 104 to 89) and raised the largest R-hat to 1.012 (seed 2; 1.008
+#: non-centred), and on the gryphon birth weights above their upper quartile (a
+#: prior-dominated posterior) it gave 11 divergences; levels that the records pin down (shares
+#: 0.9–0.99: 30 groups of 20 large counts, birth years of large counts) mixed 8–25 times better
+#: partly centred.
+CENTRE_FROM = 0.9
+
+
 def _share(variance: float, precision: np.ndarray) -> np.ndarray:
     """σ²d / (1 + σ²d): the share of each level's posterior precision from its records
     (:meth:`AnimalModel.centring`)."""
@@ -364,16 +376,14 @@ class AnimalModel:
         give (Papaspiliopoulos, Roberts and Sköld 2003's partially non-centred
         parameterisation, whose weight makes the level independent of σ a posteriori in the
         Gaussian model). A level that its records tell little about stays non-centred, one
-        they pin down (many records, large counts) is centred. Computed once; empty for a
-        Gaussian trait.
+        they pin down (many records, large counts) is centred; a level whose weight is below
+        :data:`CENTRE_FROM` stays non-centred (0). Computed once; empty for a Gaussian trait
+        and where no level reaches it.
 
         Measured (``benchmarks/family_engines``' data, seeds 1–3): on 30 groups of 20 large
         counts the group variance's ESS per second rose from 450–610 to 12 000–16 000 (R-hat
         up to 1.017 before, 1.001 after); on large counts on the gryphon pedigree the
-        birth-year variance's ESS from 1 140–1 370 to 9 780. h²'s ESS per second moved within
-        the seeds' spread on the traits of ``benchmarks/families``: the median of seeds 1–8
-        from 104 to 89 on the binary trait (each seed 68–132), of seeds 1–4 from 47 to 54 on
-        the counts. Effects with
+        birth-year variance's ESS from 1 140–1 370 to 9 780. Effects with
         a relationship matrix stay non-centred, and so does a Poisson family's
         observation-level effect: its weights (0.2–0.5 on those counts) raised the largest
         R-hat of seeds 1–4 from 1.006–1.013 to 1.010–1.017."""
@@ -392,7 +402,9 @@ class AnimalModel:
                     precision = np.bincount(
                         effect.index[known], weights[known], minlength=len(effect.levels)
                     )
-                    self._centring[effect.name] = _share(theta[index[effect.name]], precision)
+                    share = _share(theta[index[effect.name]], precision)
+                    if np.any(share >= CENTRE_FROM):
+                        self._centring[effect.name] = np.where(share >= CENTRE_FROM, share, 0.0)
         return self._centring
 
     @property
@@ -1020,13 +1032,19 @@ class AnimalModel:
         fitted near the posterior mean (:mod:`bayes_animal.bayes.independence`); returns the
         DataTree and the draws of every unknown carried by the chains (None for a likelihood
         that gives none: they are drawn afterwards)."""
-        from .independence import fit_proposal, sample_independence
+        from .independence import PILOT_STEPS, fit_proposal, refit_to_pilot, sample_independence
 
         x0 = self._initial_x(density)
         fallback = self._reml_covariance(density.theta_jacobian(x0))
         try:
             clock = time.perf_counter()
             proposal = fit_proposal(density, x0, fallback)
+            if self.reml.boundary:  # the posterior is skewed: the expansion misses it
+                pilot_seed = int(np.random.SeedSequence([random_seed, 1]).generate_state(1)[0])
+                proposal = refit_to_pilot(
+                    density, proposal, chains=options["chains"], draws=PILOT_STEPS,
+                    seed=pilot_seed, cores=options["cores"],
+                )  # fmt: skip
             fitted = time.perf_counter()
             idata, unknowns = sample_independence(
                 density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
