@@ -36,6 +36,14 @@ def _markdown(frame) -> str:
     return "\n".join(lines)
 
 
+def _absent(label: str, *folders: Path) -> bool:
+    """True, and says so, where a folder of ../shared/data the entry needs is not present."""
+    if all(folder.is_dir() for folder in folders):
+        return False
+    print(f"shared/data/{label} is not present: skipped", file=sys.stderr)
+    return True
+
+
 def _write(name: str, title: str, frame, notes: str = "") -> None:
     RESULTS.mkdir(exist_ok=True)
     frame.to_csv(RESULTS / f"{name}.csv", index=False)
@@ -116,8 +124,7 @@ _BEFORE = (
 def fit(quick: bool) -> None:
     import bench_fit
 
-    if not bench_fit.SHARED.is_dir():
-        print("shared/data/seed_sim is not present: skipped", file=sys.stderr)
+    if _absent("seed_sim", bench_fit.SHARED):
         return
     rrblup = _RRBLUP
     before = _BEFORE.format(commit=bench_fit.BEFORE_COMMIT)
@@ -430,8 +437,7 @@ def noncentred(quick: bool) -> None:
     import bench_shapes
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "gryphon"
-    if not folder.is_dir():
-        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+    if _absent("gryphon", folder):
         return
     _write(
         "noncentred",
@@ -449,8 +455,7 @@ def seeds(quick: bool) -> None:
     import bench_shapes
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "gryphon"
-    if not folder.is_dir():
-        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+    if _absent("gryphon", folder):
         return
     _write(
         "model4_seeds",
@@ -467,8 +472,7 @@ def seeds(quick: bool) -> None:
 def multitrait(quick: bool) -> None:
     import bench_multitrait
 
-    if not bench_multitrait.GRYPHON.is_dir():
-        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+    if _absent("gryphon", bench_multitrait.GRYPHON):
         return
     _write(
         "multitrait_reml",
@@ -498,8 +502,7 @@ def multitrait(quick: bool) -> None:
 def multitrait_canonical(quick: bool) -> None:
     import bench_multitrait
 
-    if not bench_multitrait.WHEAT.is_dir():
-        print("shared/data/wheat is not present: skipped", file=sys.stderr)
+    if _absent("wheat", bench_multitrait.WHEAT):
         return
     _write(
         "multitrait_canonical",
@@ -620,8 +623,7 @@ def multitrait_boundary(quick: bool) -> None:
 def first_run(quick: bool) -> None:
     import bench_first_run
 
-    if not (bench_first_run.GRYPHON.is_dir() and bench_first_run.SEED_SIM.is_dir()):
-        print("shared/data (gryphon, seed_sim) is not present: skipped", file=sys.stderr)
+    if _absent("gryphon, seed_sim", bench_first_run.GRYPHON, bench_first_run.SEED_SIM):
         return
     _write(
         "first_run",
@@ -639,8 +641,7 @@ def first_run(quick: bool) -> None:
 def collector(quick: bool) -> None:
     import bench_fit
 
-    if not bench_fit.SHARED.is_dir():
-        print("shared/data/seed_sim is not present: skipped", file=sys.stderr)
+    if _absent("seed_sim", bench_fit.SHARED):
         return
     _write(
         "fit_collector",
@@ -658,8 +659,7 @@ def collector(quick: bool) -> None:
 def families(quick: bool) -> None:
     import bench_families
 
-    if not bench_families.GRYPHON.is_dir():
-        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+    if _absent("gryphon", bench_families.GRYPHON):
         return
     table = bench_families.run(seeds=(1,) if quick else (1, 2))
     rates = ["ess_h2_per_s", "h2_mean"]
@@ -704,8 +704,7 @@ def families_scale(quick: bool) -> None:
 def family_engines(quick: bool) -> None:
     import bench_families
 
-    if not bench_families.GRYPHON.is_dir():
-        print("shared/data/gryphon is not present: skipped", file=sys.stderr)
+    if _absent("gryphon", bench_families.GRYPHON):
         return
     _write(
         "family_engines",

@@ -75,11 +75,9 @@ from .density import MarginalDensity
 from .sampling import chain_groups, posterior_tree
 
 __all__ = [
-    "PILOT_STEPS",
     "PROPOSAL_DF",
     "Proposal",
     "fit_proposal",
-    "refit_to_pilot",
     "sample_independence",
 ]
 
@@ -96,8 +94,6 @@ SHIFT_STEP = 1.0
 HESSIAN_WHITENED_STEP = 0.5
 #: A mean shift longer than this many proposal SDs is not trusted (the expansion is local).
 LARGEST_SHIFT = 3.0
-#: Steps of each chain's pilot run where the proposal is refitted (:func:`refit_to_pilot`).
-PILOT_STEPS = 250
 
 
 @dataclass(frozen=True)
@@ -366,14 +362,23 @@ def sample_independence(
     The chains run in the two groups of :func:`~bayes_animal.bayes.sampling.chain_groups`, the
     second in a worker process where ``cores`` ≥ 2; the same draws either way.
     """
-    from ..execution import can_start_workers
+    from ..execution import can_start_workers, run_beside
 
-    groups = chain_groups(chains)
+    numbers = np.arange(chains)
+    groups, first = chain_groups(chains), 0
+    works = []
+    for g, size in enumerate(groups):
+        members = tuple(int(n) for n in numbers[first : first + size])
+        first += size
+        work = partial(
+            _run_chains, density, proposal, members, draws, tune, seed, keep_unknowns,
+            progressbar and g == 0, thin,
+        )  # fmt: skip
+        if g == 0 and meanwhile is not None:
+            work = partial(_then, work, meanwhile)
+        works.append(work)
     parallel = cores >= 2
-    results = _run_groups(
-        density, proposal, chains, draws, tune, seed, keep_unknowns, progressbar, thin,
-        parallel, meanwhile,
-    )  # fmt: skip
+    results = run_beside(works, parallel=parallel)
     x = np.concatenate([r["x"] for r in results])
     accepted = np.concatenate([r["accepted"] for r in results])
     every_weight = np.concatenate([r["log_weight"] for r in results])
@@ -402,78 +407,6 @@ def sample_independence(
                     unknowns[c, d] = visited[j]
                 c += 1
     return tree, unknowns
-
-
-def _run_groups(
-    density,
-    proposal,
-    chains,
-    draws,
-    tune,
-    seed,
-    keep_unknowns,
-    progressbar,
-    thin,
-    parallel,
-    meanwhile=None,
-) -> list[dict]:
-    """The chains in the two groups of :func:`~bayes_animal.bayes.sampling.chain_groups`, the
-    second in a worker process where ``parallel`` (:func:`_run_chains`' results, in order)."""
-    from ..execution import run_beside
-
-    numbers = np.arange(chains)
-    first, works = 0, []
-    for g, size in enumerate(chain_groups(chains)):
-        members = tuple(int(n) for n in numbers[first : first + size])
-        first += size
-        work = partial(
-            _run_chains, density, proposal, members, draws, tune, seed, keep_unknowns,
-            progressbar and g == 0, thin,
-        )  # fmt: skip
-        if g == 0 and meanwhile is not None:
-            work = partial(_then, work, meanwhile)
-        works.append(work)
-    return run_beside(works, parallel=parallel)
-
-
-def refit_to_pilot(
-    density: MarginalDensity, proposal: Proposal, *, chains: int, draws: int, seed: int,
-    cores: int,
-) -> Proposal:  # fmt: skip
-    r"""The proposal refitted to a pilot run: ``chains`` chains of ``draws`` steps from
-    ``proposal`` (discarded), and the t of the same ν centred at their draws' mean with their
-    covariance as its scale.
-
-    Where REML has a component at its boundary the posterior is skewed on the unconstrained
-    scale, and the Laplace-expansion proposal misses it. On three traits × 3 000 animals with
-    a singular permanent-environment matrix (18 parameters), 800 fresh draws of the proposal
-    fitted at the mode gave k̂ 0.71 and an importance-sampling efficiency of 5 %; 2 × 500 pilot
-    steps from it (27 % accepted) put the posterior mean 1.07 of its SDs from its centre, with
-    variances 0.4–4 times its own along its axes, and their t gave k̂ 0.36 and 11 %.
-
-    Raises
-    ------
-    ValueError
-        The pilot's chains visited no more states than there are parameters, or their draws
-        have no positive definite covariance.
-    """
-    results = _run_groups(density, proposal, chains, draws, 0, seed, False, False, 1, cores >= 2)
-    x = np.concatenate([r["x"] for r in results]).reshape(-1, proposal.size)
-    states = sum(r["moves"] for r in results) + chains  # distinct states visited, at most
-    mean = x.mean(axis=0)
-    try:
-        if states <= proposal.size:
-            raise np.linalg.LinAlgError("fewer states than parameters")
-        factor = np.linalg.cholesky(np.cov(x, rowvar=False))
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(
-            f"The independence sampler's pilot run barely moved ({states} states for "
-            f"{proposal.size} parameters: its draws have no covariance): its proposal misses the "
-            "posterior. Use sampler='nutpie'."
-        ) from exc
-    shift = float(np.linalg.norm(solve_triangular(proposal.factor, mean - proposal.centre,
-                                                  lower=True)))  # fmt: skip
-    return Proposal(mean, factor, proposal.df, f"{proposal.source}, refitted to a pilot", shift)
 
 
 def _then(work, meanwhile):

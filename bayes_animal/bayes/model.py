@@ -1032,19 +1032,13 @@ class AnimalModel:
         fitted near the posterior mean (:mod:`bayes_animal.bayes.independence`); returns the
         DataTree and the draws of every unknown carried by the chains (None for a likelihood
         that gives none: they are drawn afterwards)."""
-        from .independence import PILOT_STEPS, fit_proposal, refit_to_pilot, sample_independence
+        from .independence import fit_proposal, sample_independence
 
         x0 = self._initial_x(density)
         fallback = self._reml_covariance(density.theta_jacobian(x0))
         try:
             clock = time.perf_counter()
             proposal = fit_proposal(density, x0, fallback)
-            if self.reml.boundary:  # the posterior is skewed: the expansion misses it
-                pilot_seed = int(np.random.SeedSequence([random_seed, 1]).generate_state(1)[0])
-                proposal = refit_to_pilot(
-                    density, proposal, chains=options["chains"], draws=PILOT_STEPS,
-                    seed=pilot_seed, cores=options["cores"],
-                )  # fmt: skip
             fitted = time.perf_counter()
             idata, unknowns = sample_independence(
                 density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
