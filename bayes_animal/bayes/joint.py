@@ -23,15 +23,16 @@ among them) and an ordinal response's log cut-point increments:
 with :math:`L_k z_k` the pedigree recursion :math:`T D^{1/2} z` (O(q) both ways), a given
 matrix's factor, or :math:`z_k` for independent levels.
 
-Independent levels (a group effect, the observation-level effect) are sampled *partly
-centred*: level j's coordinate is :math:`\tilde u_j \sim N(0, \sigma_k^{2\lambda_j})` and
+Independent levels (a group effect; the observation-level effect where asked) may be sampled
+*partly centred*: level j's coordinate is :math:`\tilde u_j \sim N(0, \sigma_k^{2\lambda_j})` and
 :math:`u_j = \sigma_k^{1-\lambda_j}\tilde u_j`, so that :math:`z_j = \tilde u_j
 \sigma_k^{-\lambda_j}` above and the density gains :math:`-\lambda_j \log\sigma_k` per level
 (the Jacobian). :math:`\lambda_j = 0` is the non-centred model, 1 the centred one;
 :meth:`~bayes_animal.bayes.model.AnimalModel.centring` sets each level's weight by how much
-its records say about it (Papaspiliopoulos, Roberts and Sköld 2003): a non-centred level that
-its records pin down — a group of many records, a large count — ties its unit normal to
-:math:`\sigma_k` in a narrow ridge that NUTS crosses slowly. The records and their gradient in
+its records say about it (Papaspiliopoulos, Roberts and Sköld 2003), for group levels that
+their records pin down (a non-centred one — a group of many records, of large counts — ties
+its unit normal to :math:`\sigma_k` in a narrow ridge that NUTS crosses slowly); the others
+and the observation-level effect keep λ = 0. The records and their gradient in
 :math:`\eta`, b, every effect and every scale come from one pass of
 :func:`~bayes_animal.bayes.kernels.joint_records`; the chain rule carries
 :math:`\partial\ell/\partial\sqrt{\theta_k}` to :math:`x_\theta` through :math:`\theta(v(x))`.

@@ -104,8 +104,8 @@ class _Built:
 #: where its records give at least this share of its posterior precision at REML, and
 #: non-centred below. Measured: on the simulated binary trait of ``benchmarks/families`` its
 #: birth years' shares were about 0.7, and partly centring them lowered h²'s ESS per second
-#: (median of seeds 1–8 from 104 to 89) and raised the largest R-hat to 1.012 (seed 2; 1.008
-#: non-centred), and on the gryphon birth weights above their upper quartile (a
+#: (median of seeds 1–8 from 104 to 89) and raised seed 2's largest R-hat from 1.006 to 1.012,
+#: and on the gryphon birth weights above their upper quartile (a
 #: prior-dominated posterior) it gave 11 divergences; levels that the records pin down (shares
 #: 0.9–0.99: 30 groups of 20 large counts, birth years of large counts) mixed 8–25 times better
 #: partly centred.
