@@ -182,6 +182,9 @@ def test_centring_weights_are_each_levels_share_of_its_posterior_precision(herd)
     share = theta["herd"] * d / (1 + theta["herd"] * d)
     assert np.all(share >= CENTRE_FROM)
     np.testing.assert_allclose(centring["herd"], share)
+    fit = model.fit(draws=20, tune=20, chains=2, random_seed=1, progressbar=False, warn=False)
+    assert "5 of the 5 levels of 'herd' are sampled partly centred" in " ".join(fit.notes)
+    assert fit.idata.posterior["u_herd"].shape == (2, 20, 5)
     threshold = _model("threshold", herd)
     assert threshold.centring() == {}
     d = np.bincount(

@@ -407,6 +407,15 @@ class AnimalModel:
                         self._centring[effect.name] = np.where(share >= CENTRE_FROM, share, 0.0)
         return self._centring
 
+    def _centring_notes(self) -> list[str]:
+        """What :meth:`centring` does to this fit, one note per effect it centres."""
+        return [
+            f"{int(np.count_nonzero(weights))} of the {len(weights)} levels of {name!r} are "
+            f"sampled partly centred (their records give at least {CENTRE_FROM:.0%} of their "
+            "posterior precision at REML: AnimalModel.centring())."
+            for name, weights in self.centring().items()
+        ]
+
     @property
     def reml(self) -> RemlResult:
         """The built-in REML estimate (computed once)."""
@@ -867,6 +876,8 @@ class AnimalModel:
             # gryphon bivariate model's seed 1 and raised its ESS per second (benchmarks/)
             several = self.design.multi_trait
             target_accept = 0.8 if (marginal and not several) or exact_family else 0.9
+        if exact_family:
+            notes = [*notes, *self._centring_notes()]
         if progressbar:
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
