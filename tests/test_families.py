@@ -248,6 +248,26 @@ def test_reml_command_fits_a_family(capsys):
     assert payload["components"]["residual"]["variance"] == pytest.approx(np.pi**2 / 3)
 
 
+def test_fit_command_fits_groups_without_a_relationship(tmp_path, capsys):
+    """`fit` takes a model of independent effects without --pedigree (as `reml` does): here
+    a Poisson model without overdispersion, whose one effect's proportion is 1 in every draw —
+    h2.png draws it as a line, the trace leaves it out, and no warning reaches the user."""
+    data = tmp_path / "counts.csv"
+    _counts_frame().to_csv(data, index=False)
+    out = tmp_path / "fit"
+    code = main(
+        ["fit", "--data", str(data), "--formula", "y ~ x + (1|g)", "--family", "poisson",
+         "--overdispersion", "none", "--draws", "100", "--tune", "100", "--seed", "1",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "RuntimeWarning" not in err and "of the 30 levels of 'g'" in err
+    assert {"summary.json", "h2.png", "trace.png", "ebv.csv"} <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ratios"]["prop:g"]["mean"] == 1.0 and summary["ratios"]["prop:g"]["sd"] == 0
+
+
 def test_reml_command_counts_without_overdispersion(capsys):
     code = main(
         ["reml", "--data", str(DATA / "glmm_counts.csv"), "--formula", "y ~ x + (1|group)",

@@ -113,7 +113,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 )
             )
     data = read_data(args.data, sep=args.sep)
-    source = _relationship_from_args(args, fitting=True)
+    source = _relationship_from_args(args, required=False, fitting=True)
     spare_core = default_threads() >= 2 and can_start_workers()  # BAYES_ANIMAL_THREADS=1: none
     with Worker(FIGURE_MODULES) if spare_core else nullcontext() as worker:
         with warnings.catch_warnings(record=True) as caught:

@@ -16,10 +16,13 @@ from .reml import _cmd_reml
 from .simulate import _cmd_simulate
 
 
-def _relationship_arguments(command: argparse.ArgumentParser, *, matrix: bool) -> None:
+def _relationship_arguments(
+    command: argparse.ArgumentParser, *, matrix: bool, optional: bool = False
+) -> None:
+    none = "; none for a model of independent random effects only" if optional else ""
     group = command.add_argument_group(
         "relationship (one of --relmat, --pedigree, --genotypes; or --genotypes with --pedigree "
-        "and --blend)"
+        f"and --blend{none})"
     )
     if matrix:
         group.add_argument(
@@ -112,7 +115,7 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--sep", default=",", help="the separator between the data file's columns (default ,)"
     )
-    _relationship_arguments(command, matrix=True)
+    _relationship_arguments(command, matrix=True, optional=True)
     command.add_argument(
         "--formula",
         required=True,

@@ -46,7 +46,9 @@ def _default_names(fit: AnimalFit) -> list[str]:
         for q in fit.parameters.quantities()
         if q.kind in ("variance", "covariance") and q.key in fit.summary().index
     ]
-    return [*keys, _ratio_key(fit)]
+    ratio = _ratio_key(fit)
+    constant = np.ptp(np.asarray(fit.idata.posterior[ratio].values)) == 0
+    return keys if constant else [*keys, ratio]
 
 
 def plot_h2(fit: AnimalFit, ax=None):
@@ -62,6 +64,14 @@ def plot_h2(fit: AnimalFit, ax=None):
     ax = _axes(ax)
     key = _ratio_key(fit)
     draws = np.asarray(fit.idata.posterior[key].values).ravel()
+    if np.ptp(draws) == 0:  # one effect and no free residual (a Poisson model without
+        # overdispersion): the proportion is the same in every draw, with no density
+        ax.axvline(draws[0], color="C0", label=f"{key} = {draws[0]:.3g} in every draw")
+        ax.set_xlabel(f"{key} (proportion of σ²P)")
+        ax.set_yticks([])
+        ax.set_title(f"{key} is fixed by the model: no residual variance on the latent scale")
+        ax.legend(fontsize="small", frameon=False)
+        return ax
     grid = np.linspace(max(draws.min() - 0.05, 0.0), min(draws.max() + 0.05, 1.0), 400)
     density = gaussian_kde(draws)(grid)
     row = fit.reml_check.loc[key]

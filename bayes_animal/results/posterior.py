@@ -115,9 +115,11 @@ def component_summary(idata, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
     import arviz_stats as az
 
     names = [n for n in keys if n in idata.posterior]
-    ess_bulk = az.ess(idata, var_names=names)
-    ess_tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
-    rhat = az.rhat(idata, var_names=names)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a quantity the same in every
+        # draw (one effect, no latent residual: its proportion is 1) has no ESS: NaN, quietly
+        ess_bulk = az.ess(idata, var_names=names)
+        ess_tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
+        rhat = az.rhat(idata, var_names=names)
     rows = []
     for name in names:
         values = _draws(idata, name)
@@ -310,7 +312,8 @@ def prior_sensitivity(idata, keys: list[str]) -> pd.Series | None:
     if np.ptp(log_prior) == 0.0:  # a flat prior: power-scaling it changes nothing
         return pd.Series(0.0, index=keys, name="prior_sensitivity")
     try:
-        values = psense(idata, var_names=keys, group="prior")
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant quantity: NaN
+            values = psense(idata, var_names=keys, group="prior")
     except ValueError:  # PSIS finds no tail to fit (a chain that never moved): no estimate
         return None
     return pd.Series({k: float(values[k]) for k in keys}, name="prior_sensitivity")
