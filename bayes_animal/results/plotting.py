@@ -47,8 +47,13 @@ def _default_names(fit: AnimalFit) -> list[str]:
         if q.kind in ("variance", "covariance") and q.key in fit.summary().index
     ]
     ratio = _ratio_key(fit)
-    constant = np.ptp(np.asarray(fit.idata.posterior[ratio].values)) == 0
-    return keys if constant else [*keys, ratio]
+    return keys if _the_same_in_every_draw(fit, ratio) else [*keys, ratio]
+
+
+def _the_same_in_every_draw(fit: AnimalFit, key: str) -> bool:
+    """One effect and no free residual (a Poisson model without overdispersion): its
+    proportion is 1 in every draw, and has no density to draw."""
+    return bool(np.ptp(np.asarray(fit.idata.posterior[key].values)) == 0)
 
 
 def plot_h2(fit: AnimalFit, ax=None):
@@ -64,8 +69,7 @@ def plot_h2(fit: AnimalFit, ax=None):
     ax = _axes(ax)
     key = _ratio_key(fit)
     draws = np.asarray(fit.idata.posterior[key].values).ravel()
-    if np.ptp(draws) == 0:  # one effect and no free residual (a Poisson model without
-        # overdispersion): the proportion is the same in every draw, with no density
+    if _the_same_in_every_draw(fit, key):
         ax.axvline(draws[0], color="C0", label=f"{key} = {draws[0]:.3g} in every draw")
         ax.set_xlabel(f"{key} (proportion of σ²P)")
         ax.set_yticks([])

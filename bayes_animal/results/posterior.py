@@ -116,7 +116,8 @@ def component_summary(idata, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
 
     names = [n for n in keys if n in idata.posterior]
     with np.errstate(invalid="ignore", divide="ignore"):  # a quantity the same in every
-        # draw (one effect, no latent residual: its proportion is 1) has no ESS: NaN, quietly
+        # draw (one effect, no latent residual: its proportion is 1) divides by its zero
+        # variance: ArviZ's numbers for it, without numpy's warnings
         ess_bulk = az.ess(idata, var_names=names)
         ess_tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
         rhat = az.rhat(idata, var_names=names)
