@@ -789,7 +789,12 @@ class AnimalModel:
             Draws kept per chain (default 1000; 3000 for the exact model of a non-Gaussian
             family: on the simulated threshold trait of ``benchmarks/`` (seeds 1–4) its
             4 × 2 000 draws gave an ESS(h²) of 406–458 and R-hat up to 1.017, 4 × 3 000 gave
-            583–710 and R-hat 1.003–1.008 in 8–9 s, at a higher ESS per second), tuning steps per
+            583–710 and R-hat 1.003–1.008 in 8–9 s, at a higher ESS per second). Not given, a
+            run whose reported quantities fail the diagnostics' limits (R-hat > 1.01, bulk or
+            tail ESS < 400) samples as many chains again, once, and keeps both
+            (:mod:`bayes_animal.bayes.extension`; the notes say so); a given ``draws`` runs as
+            asked, and the independence sampler (whose chains at a boundary already run
+            longer) is not extended. Tuning steps per
             chain (default: 300 for nutpie on a marginal
             model's density, which starts whitened by the REML covariance; 500 for PyMC on a
             marginal model, which starts at REML with its covariance as the mass matrix, and
@@ -830,6 +835,7 @@ class AnimalModel:
         if self._reml is None:
             self._fit_engine = engine
         marginal = engine_object.marginal
+        default_run = draws is None  # extended where its diagnostics fail (bayes.extension)
         if draws is None:  # the exact model of a family: R-hat ≤ 1.01 needs 4 × 3 000
             draws = 3000 if not (self.design.family.gaussian or marginal) else 1000
         # where NUTS's gradients are too dear, independence Metropolis-Hastings; at a REML
@@ -902,14 +908,17 @@ class AnimalModel:
         joint_density = (
             engine_object.joint_density() if exact_family and sampler == "nutpie" else None
         )
+        built = None
         if direct:
             density = engine_object.density()
             sample_start = time.perf_counter()
             if independence:
                 idata, unknowns = self._sample_independence(density, **options)
             else:
-                idata = self._sample_density(density, **options)
-            built = None
+
+                def sample(**chosen):
+                    return self._sample_density(density, **chosen)
+
         elif joint_density is not None:
             notes = [
                 *notes,
@@ -917,12 +926,23 @@ class AnimalModel:
                 "compile).",
             ]
             sample_start = time.perf_counter()
-            idata = self._sample_joint(joint_density, **options)
-            built = None
+
+            def sample(**chosen):
+                return self._sample_joint(joint_density, **chosen)
+
         else:
             built = self._build(engine_object, fixed)
             sample_start = time.perf_counter()
-            idata = self._sample_pymc(built, sampler, **options)
+
+            def sample(**chosen):
+                return self._sample_pymc(built, sampler, **chosen)
+
+        if not independence:
+            idata = sample(**options)
+            if default_run:
+                idata, note = self._extended(idata, sample, options, progressbar)
+                notes = [*notes, note] if note else notes
+                chains = int(idata.posterior.sizes["chain"])
         sample_wall = time.perf_counter() - sample_start
         sampling = float(
             idata.posterior.attrs.get(
@@ -1027,6 +1047,38 @@ class AnimalModel:
             density.without_draws(), x0, covariance, seed=random_seed,
             meanwhile=import_summary_libraries, **options,
         )  # fmt: skip
+
+    def _extended(self, idata, sample, options: dict, progressbar: bool):
+        """A default run's chains and, where a reported quantity fails the diagnostics'
+        limits, as many more (:mod:`bayes_animal.bayes.extension`): the draws and a note
+        (None where nothing was added)."""
+        from .extension import (
+            EXTENSION_MAX_BYTES,
+            extension_seed,
+            failing,
+            join_chains,
+            posterior_bytes,
+        )
+
+        keys = [q.key for q in self.parameters.quantities()]
+        bad = failing(idata, keys)
+        if not bad:
+            return idata, None
+        chains = int(idata.posterior.sizes["chain"])
+        said = f"{', '.join(bad)} failed R-hat ≤ 1.01 or ESS ≥ 400 after {chains} chains"
+        if 2 * posterior_bytes(idata) > EXTENSION_MAX_BYTES:
+            return idata, (
+                f"{said}; no more were drawn, as their draws would pass "
+                f"{EXTENSION_MAX_BYTES / 1024**3:.0f} GiB (run longer with draws=…)."
+            )
+        note = (
+            f"{said}: {chains} more were drawn (a default run is extended once where its "
+            "diagnostics fail; a given draws= runs as asked)."
+        )
+        if progressbar:
+            print(f"note: {note}", file=sys.stderr)
+        more = sample(**(options | {"random_seed": extension_seed(options["random_seed"])}))
+        return join_chains(idata, more), note
 
     def _sample_joint(self, density, *, random_seed, **options):
         """nutpie on the hand-derived exact joint density of a family

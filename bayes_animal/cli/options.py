@@ -209,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="draws per chain (default 1000; 3000 for the exact model of a binary, ordinal or "
-        "count trait)",
+        "count trait; a default run where a quantity's R-hat > 1.01 or ESS < 400 gets as many "
+        "chains again, once; a given --draws runs as asked)",
     )
     bayes.add_argument(
         "--tune",

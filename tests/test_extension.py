@@ -1,0 +1,99 @@
+"""A default run whose diagnostics fail is extended once by as many chains again
+(bayes/extension.py): which quantities fail, how two runs' chains are joined, and, through
+AnimalModel.fit, that the first chains are the unextended run's draws, a given draws= is run as
+asked and a run whose draws would pass the memory limit is not extended (it says so)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bayes_animal import AnimalModel, simulate_reference
+from bayes_animal.bayes import extension
+
+
+def _tree(chains: int, draws: int, seed: int, *, stuck: bool = False, time: float = 1.0):
+    rng = np.random.default_rng(seed)
+    mixed = rng.normal(size=(chains, draws))
+    if stuck:  # each chain around its own mean: the chains disagree
+        mixed = mixed * 0.1 + np.arange(chains)[:, None]
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    posterior = xr.Dataset(
+        {"h2": (("chain", "draw"), mixed), "constant": (("chain", "draw"), np.ones_like(mixed))},
+        coords=coords,
+        attrs={"sampling_time": time},
+    )
+    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((chains, draws), bool))},
+                       coords=coords)  # fmt: skip
+    observed = xr.Dataset({"y": ("obs", np.arange(5.0))})
+    tree = xr.DataTree.from_dict(
+        {"posterior": posterior, "sample_stats": stats, "observed_data": observed}
+    )
+    tree.attrs["model_options"] = "kept"
+    return tree
+
+
+def test_failing_names_the_quantities_past_the_diagnostics_limits():
+    """Chains that disagree fail R-hat, too few draws fail ESS, well-mixed draws pass, and a
+    quantity the same in every draw (NaN R-hat and ESS) fails neither."""
+    assert extension.failing(_tree(4, 1000, 1), ["h2", "constant", "absent"]) == []
+    assert extension.failing(_tree(4, 1000, 1, stuck=True), ["h2", "constant"]) == ["h2"]
+    assert extension.failing(_tree(4, 50, 1), ["h2"]) == ["h2"]  # ESS of 200 draws < 400
+
+
+def test_join_chains_numbers_the_second_runs_chains_after_the_firsts():
+    first, second = _tree(4, 30, 1, time=2.0), _tree(4, 30, 2, time=3.0)
+    joined = extension.join_chains(first, second)
+    posterior = joined.posterior
+    assert list(posterior["chain"].values) == list(range(8))
+    np.testing.assert_array_equal(posterior["h2"].values[:4], first.posterior["h2"].values)
+    np.testing.assert_array_equal(posterior["h2"].values[4:], second.posterior["h2"].values)
+    assert joined.sample_stats.sizes["chain"] == 8
+    assert posterior.attrs["sampling_time"] == 5.0
+    np.testing.assert_array_equal(joined.observed_data["y"].values, np.arange(5.0))
+    assert joined.attrs["model_options"] == "kept"
+    assert extension.posterior_bytes(joined) == 2 * extension.posterior_bytes(first)
+
+
+def test_the_extension_seed_is_a_fixed_function_of_the_fits():
+    assert extension.extension_seed(7) == extension.extension_seed(7) != 7
+    assert extension.extension_seed(7) != extension.extension_seed(8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    sim = simulate_reference(n=80, n_snps=100, seed=5)
+    return AnimalModel("response ~ 1 + fix", sim.data, relmat=sim.relmat)
+
+
+def test_a_default_run_that_fails_is_extended_and_keeps_its_first_chains(model, monkeypatch):
+    """With the ESS limit out of reach every default run fails: it gains 4 chains, says so,
+    records 8 chains, and its first 4 are the draws of the same seed run at the default length
+    as asked (draws=1000), which is not extended."""
+    monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
+    options = {"random_seed": 3, "progressbar": False, "warn": False}
+    extended = model.fit(**options)
+    assert extended.idata.posterior.sizes["chain"] == 8
+    assert any("4 more were drawn" in note for note in extended.notes)
+    assert '"chains": 8' in extended.idata.attrs["model_options"]
+    asked = model.fit(draws=1000, **options)
+    assert asked.idata.posterior.sizes["chain"] == 4
+    assert not any("more were drawn" in note for note in asked.notes)
+    np.testing.assert_array_equal(
+        extended.idata.posterior["h2"].values[:4], asked.idata.posterior["h2"].values
+    )
+    later = extended.idata.posterior["h2"].values[4:]
+    assert not np.array_equal(later, asked.idata.posterior["h2"].values)  # new chains
+
+
+def test_a_run_that_passes_or_would_hold_too_much_is_not_extended(model, monkeypatch):
+    options = {"random_seed": 3, "progressbar": False, "warn": False}
+    passing = model.fit(**options)  # the reference simulation's h² mixes well
+    assert passing.idata.posterior.sizes["chain"] == 4
+    assert not any("chains" in note and "drawn" in note for note in passing.notes)
+    monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
+    monkeypatch.setattr(extension, "EXTENSION_MAX_BYTES", 0)
+    held = model.fit(**options)
+    assert held.idata.posterior.sizes["chain"] == 4
+    assert any("no more were drawn" in note and "draws=" in note for note in held.notes)
