@@ -97,3 +97,21 @@ def test_a_run_that_passes_or_would_hold_too_much_is_not_extended(model, monkeyp
     held = model.fit(**options)
     assert held.idata.posterior.sizes["chain"] == 4
     assert any("no more were drawn" in note and "draws=" in note for note in held.notes)
+
+
+def test_the_memory_limit_counts_the_breeding_values_a_marginal_model_draws_afterwards(
+    model, monkeypatch
+):
+    """The reference simulation's model is sampled marginal: its posterior holds the
+    variances only, and b and u (80 animals + 2 fixed effects) are drawn after the chains. A
+    limit above the variances' bytes but below theirs with those draws holds the extension."""
+    monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
+    options = {"random_seed": 3, "progressbar": False, "warn": False}
+    drawn_afterwards = 8 * (80 + 2) * 4 * 1000
+    monkeypatch.setattr(extension, "EXTENSION_MAX_BYTES", drawn_afterwards)
+    held = model.fit(**options)
+    assert held.idata.posterior.sizes["chain"] == 4
+    assert any("no more were drawn" in note for note in held.notes)
+    monkeypatch.setattr(extension, "EXTENSION_MAX_BYTES", 3 * drawn_afterwards)
+    extended = model.fit(**options)
+    assert extended.idata.posterior.sizes["chain"] == 8

@@ -6,9 +6,9 @@ diagnostics warn at (:data:`~bayes_animal.results.posterior.RHAT_LIMIT`,
 :data:`~bayes_animal.results.posterior.ESS_LIMIT`). Where one fails, it samples as many chains
 again — the same sampler and settings, seeded by :func:`extension_seed` — and keeps all of
 them: R-hat compares 2m chains and the ESS roughly doubles. One extension only: a posterior
-that still fails is one more draws will not settle cheaply (a prior-dominated variance, a
-boundary), and the diagnostics then say so as for any fit. A run whose ``draws`` the user gave
-is run as asked.
+that still fails after it is not one that more draws settle cheaply (a prior-dominated
+variance, a boundary), and the diagnostics then say so as for any fit. A run whose ``draws``
+the user gave is run as asked.
 
 Why: on the overdispersed counts of ``benchmarks/families`` (seeds 1–4) the exact model's
 4 × 3 000 draws gave an ESS of 340–600 for the split between the additive and the
@@ -17,8 +17,8 @@ parameterisation: integrating the observation-level effect out of each record (a
 Gauss–Hermite) halved the leapfrog steps a draw but raised ESS per draw only 1.3-fold at nine
 times the cost of a gradient, and centring the breeding values partly moved neither ESS nor
 R-hat consistently (seeds 1–4, three data sets). So the run must be longer there, and only
-there. The decision reads the draws alone, never the
-clock: the same seed gives the same draws on any machine.
+there. The decision reads the draws alone, never the clock: the same seed gives the same draws
+on any machine.
 """
 
 from __future__ import annotations
@@ -29,10 +29,19 @@ import numpy as np
 
 from ..results.posterior import ESS_LIMIT, RHAT_LIMIT
 
-__all__ = ["EXTENSION_MAX_BYTES", "extension_seed", "failing", "join_chains", "posterior_bytes"]
+__all__ = [
+    "ESS_LIMIT",
+    "EXTENSION_MAX_BYTES",
+    "RHAT_LIMIT",
+    "extension_seed",
+    "failing",
+    "join_chains",
+    "posterior_bytes",
+]
 
-#: No extension where the draws kept would then pass this (every breeding value is kept per
-#: draw: 20 000 animals × 4 × 3 000 draws are 1.9 GB already).
+#: No extension where the draws kept would then pass this — those sampled, and the draws of b
+#: and every u a marginal model adds afterwards (every breeding value is kept per draw: 20 000
+#: animals × 4 × 3 000 draws are 1.9 GB already).
 EXTENSION_MAX_BYTES = 2 * 1024**3
 
 

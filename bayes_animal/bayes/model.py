@@ -1052,24 +1052,28 @@ class AnimalModel:
         """A default run's chains and, where a reported quantity fails the diagnostics'
         limits, as many more (:mod:`bayes_animal.bayes.extension`): the draws and a note
         (None where nothing was added)."""
-        from .extension import (
-            EXTENSION_MAX_BYTES,
-            extension_seed,
-            failing,
-            join_chains,
-            posterior_bytes,
-        )
+        from . import extension
+        from .likelihoods import effect_variable
 
         keys = [q.key for q in self.parameters.quantities()]
-        bad = failing(idata, keys)
+        bad = extension.failing(idata, keys)
         if not bad:
             return idata, None
         chains = int(idata.posterior.sizes["chain"])
-        said = f"{', '.join(bad)} failed R-hat ≤ 1.01 or ESS ≥ 400 after {chains} chains"
-        if 2 * posterior_bytes(idata) > EXTENSION_MAX_BYTES:
+        said = (
+            f"{', '.join(bad)} failed R-hat ≤ {extension.RHAT_LIMIT} or ESS ≥ "
+            f"{extension.ESS_LIMIT} after {chains} chains"
+        )
+        held = extension.posterior_bytes(idata)
+        effects = self.design.effects
+        if not any(effect_variable(e.name) in idata.posterior for e in effects):
+            # a marginal model: b and every u are drawn afterwards, one per draw
+            unknowns = self.design.n_fixed + sum(len(e.levels) for e in effects)
+            held += 8 * unknowns * chains * int(idata.posterior.sizes["draw"])
+        if 2 * held > extension.EXTENSION_MAX_BYTES:
             return idata, (
                 f"{said}; no more were drawn, as their draws would pass "
-                f"{EXTENSION_MAX_BYTES / 1024**3:.0f} GiB (run longer with draws=…)."
+                f"{extension.EXTENSION_MAX_BYTES / 1024**3:.0f} GiB (run longer with draws=…)."
             )
         note = (
             f"{said}: {chains} more were drawn (a default run is extended once where its "
@@ -1077,8 +1081,8 @@ class AnimalModel:
         )
         if progressbar:
             print(f"note: {note}", file=sys.stderr)
-        more = sample(**(options | {"random_seed": extension_seed(options["random_seed"])}))
-        return join_chains(idata, more), note
+        seed = extension.extension_seed(options["random_seed"])
+        return extension.join_chains(idata, sample(**(options | {"random_seed": seed}))), note
 
     def _sample_joint(self, density, *, random_seed, **options):
         """nutpie on the hand-derived exact joint density of a family
