@@ -115,3 +115,28 @@ def test_the_memory_limit_counts_the_breeding_values_a_marginal_model_draws_afte
     monkeypatch.setattr(extension, "EXTENSION_MAX_BYTES", 3 * drawn_afterwards)
     extended = model.fit(**options)
     assert extended.idata.posterior.sizes["chain"] == 8
+
+
+def test_the_exact_model_of_a_family_extends_with_its_breeding_values(monkeypatch):
+    """The joint density's run (nutpie on the hand-derived density, every u formed from the
+    draws): extended, its 8 chains carry u, and the first 4 are the unextended run's."""
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+
+    pedigree = simulate_herd_pedigree(n_animals=150, n_generations=3, n_herds=5, seed=4)
+    data = simulate_records(
+        pedigree, variances={"additive": 0.5, "herd": 0.2}, groups={"herd": 5}, mean=-0.3,
+        seed=4, family="threshold",
+    ).data  # fmt: skip
+    model = AnimalModel("y ~ x + (1|herd)", data, pedigree=pedigree, family="threshold")
+    monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
+    options = {"random_seed": 5, "progressbar": False, "warn": False}
+    extended = model.fit(**options)
+    asked = model.fit(draws=3000, **options)
+    assert extended.idata.posterior.sizes["chain"] == 8
+    assert asked.idata.posterior.sizes["chain"] == 4
+    for name in ("u", "u_herd", "h2"):
+        np.testing.assert_array_equal(
+            extended.idata.posterior[name].values[:4], asked.idata.posterior[name].values
+        )
+    assert np.all(np.isfinite(extended.idata.posterior["u"].values[4:]))
+    assert extended.ebv().shape[0] == asked.ebv().shape[0]
