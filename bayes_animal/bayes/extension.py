@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..results.posterior import ESS_LIMIT, RHAT_LIMIT
+from ..results.posterior import ESS_LIMIT, RHAT_LIMIT, convergence
 
 __all__ = [
     "ESS_LIMIT",
@@ -49,15 +49,10 @@ def failing(idata, keys: Sequence[str]) -> list[str]:
     """The quantities among ``keys`` (those in the posterior) whose R-hat exceeds
     :data:`RHAT_LIMIT` or whose bulk or tail ESS is below :data:`ESS_LIMIT` — the
     diagnostics' own limits; a quantity the same in every draw (NaN) fails neither."""
-    import arviz_stats as az
-
     names = [name for name in keys if name in idata.posterior]
     if not names:
         return []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rhat = az.rhat(idata, var_names=names)
-        bulk = az.ess(idata, var_names=names)
-        tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
+    rhat, bulk, tail = convergence(idata, names)
     return [
         name
         for name in names
@@ -79,6 +74,12 @@ def join_chains(first, second):
     the first's; ``sampling_time`` (where kept) the two runs' sum."""
     import xarray as xr
 
+    def attributes(one: dict, other: dict) -> dict:
+        out = dict(one)
+        if "sampling_time" in one and "sampling_time" in other:
+            out["sampling_time"] = float(one["sampling_time"]) + float(other["sampling_time"])
+        return out
+
     groups = {}
     for name, node in first.children.items():
         data = node.to_dataset()
@@ -86,18 +87,11 @@ def join_chains(first, second):
             other = second[name].to_dataset()
             other = other.assign_coords(chain=other["chain"].values + data.sizes["chain"])
             joined = xr.concat([data, other], dim="chain", combine_attrs="override")
-            if "sampling_time" in data.attrs and "sampling_time" in other.attrs:
-                joined.attrs["sampling_time"] = float(data.attrs["sampling_time"]) + float(
-                    other.attrs["sampling_time"]
-                )
+            joined.attrs = attributes(data.attrs, other.attrs)
             data = joined
         groups[name] = data
     tree = xr.DataTree.from_dict(groups)
-    tree.attrs = dict(first.attrs)
-    if "sampling_time" in first.attrs and "sampling_time" in second.attrs:
-        tree.attrs["sampling_time"] = float(first.attrs["sampling_time"]) + float(
-            second.attrs["sampling_time"]
-        )
+    tree.attrs = attributes(first.attrs, second.attrs)
     return tree
 
 

@@ -109,18 +109,27 @@ def posterior_mode(values: np.ndarray) -> float:
     return float(grid[k] + np.clip(shift, -1, 1) * step)
 
 
-def component_summary(idata, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """Per quantity: mean, median, sd, marginal mode (KDE), 95 % HDI, bulk and tail ESS,
-    R-hat."""
+def convergence(idata, names: list[str]):
+    """R-hat, bulk ESS and tail ESS (5 % and 95 % quantiles) of the posterior's ``names``
+    (ArviZ's Datasets, one value per name): what the summary reports and the diagnostics and
+    a default run's extension (:mod:`bayes_animal.bayes.extension`) judge."""
     import arviz_stats as az
 
-    names = [n for n in keys if n in idata.posterior]
     with np.errstate(invalid="ignore", divide="ignore"):  # a quantity the same in every
         # draw (one effect, no latent residual: its proportion is 1) divides by its zero
         # variance: ArviZ's numbers for it, without numpy's warnings
-        ess_bulk = az.ess(idata, var_names=names)
-        ess_tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
         rhat = az.rhat(idata, var_names=names)
+        bulk = az.ess(idata, var_names=names)
+        tail = az.ess(idata, var_names=names, method="tail", prob=(0.05, 0.95))
+    return rhat, bulk, tail
+
+
+def component_summary(idata, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Per quantity: mean, median, sd, marginal mode (KDE), 95 % HDI, bulk and tail ESS,
+    R-hat."""
+
+    names = [n for n in keys if n in idata.posterior]
+    rhat, ess_bulk, ess_tail = convergence(idata, names)
     rows = []
     for name in names:
         values = _draws(idata, name)
