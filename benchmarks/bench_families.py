@@ -14,8 +14,8 @@ structure). MCMCglmm: 53 000 iterations, burn-in 3 000, thin 50 (the issue's run
 (``AnimalModel`` to the summary, REML included) at default settings (4 chains × 3 000 draws for
 the exact model — nutpie on its hand-derived joint density, nothing compiled per fit —, 1 000
 for the Laplace one; a default run whose R-hat or ESS fails the diagnostics' limits samples 4
-chains more, once: the chains column); ESS bulk. The first fit of the process (seed 1 of the first data set)
-loads the package's compiled kernels and imports what the fit needs.
+chains more, once: the chains column); ESS bulk. The first fit of the process (seed 1 of the
+first data set) loads the package's compiled kernels and imports what the fit needs.
 """
 
 from __future__ import annotations
