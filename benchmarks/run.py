@@ -723,9 +723,28 @@ def family_engines(quick: bool) -> None:
     )
 
 
+def family_latent(quick: bool) -> None:
+    import bench_families
+
+    if _absent("gryphon", bench_families.GRYPHON):
+        return
+    _write(
+        "family_latent",
+        "Counts with an observation-level effect: the non-centred joint against the latent "
+        "values' model",
+        bench_families.run_latent((1,) if quick else (1, 2, 3)),
+        " ".join(bench_families.run_latent.__doc__.split())
+        + " `resolved` is the median share of a record's random-effect variance on the latent "
+        "scale its own record resolves (`AnimalModel._latent_information`); `auto` samples the "
+        "latent values from `LATENT_FROM` (0.7). Run: `python benchmarks/run.py "
+        "family_latent` (about 20 min on 2 cores).\n",
+    )
+
+
 BENCHMARKS = {
     "families": families,
     "family_engines": family_engines,
+    "family_latent": family_latent,
     "families_scale": families_scale,
     "multitrait": multitrait,
     "multitrait_scale": multitrait_scale,

@@ -30,9 +30,11 @@ def model():
 
 def test_every_engine_says_what_it_is(model):
     assert set(ENGINE_CLASSES) == {
-        "spectral", "sparse", "canonical", "noncentred", "partial", "laplace",
+        "spectral", "sparse", "canonical", "noncentred", "partial", "laplace", "latent",
     }  # fmt: skip
     assert not ENGINE_CLASSES["laplace"].gaussian  # tested on its families (test_families.py)
+    assert not ENGINE_CLASSES["latent"].gaussian  # tested in test_latent.py
+    assert ENGINE_CLASSES["latent"].transient == ("latent",)
     assert ENGINE_CLASSES["canonical"].several_traits_only  # tested in test_canonical.py
     for name, cls in ENGINE_CLASSES.items():
         if not cls.gaussian or cls.several_traits_only:

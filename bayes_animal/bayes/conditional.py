@@ -155,9 +155,13 @@ def draw_fixed_and_breeding_values(
     return fixed, values
 
 
-def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+def draw_from_mixed_model(
+    mme, thetas: np.ndarray, *, rng: np.random.Generator, ys: np.ndarray | None = None
+) -> np.ndarray:
     r"""Draw every unknown of the mixed-model equations — b and all random effects — from
-    their exact joint conditional given each row of ``thetas`` (flat prior on b).
+    their exact joint conditional given each row of ``thetas`` (flat prior on b) and, where
+    ``ys`` is given, the records' values of the same row (a family's latent values,
+    :mod:`bayes_animal.bayes.latent`; else the design's y).
 
     Given :math:`\theta`, :math:`w = (b, u) \mid \theta, y \sim N(\hat w, C(\theta)^{-1})`: one
     factorisation per draw, :math:`w = \hat w + P L^{-\top} D^{-1/2} \xi` (perturb and solve).
@@ -181,7 +185,7 @@ def draw_from_mixed_model(mme, thetas: np.ndarray, *, rng: np.random.Generator) 
             factor = mme.factorise(theta)
         except NotPositiveDefinite as exc:  # a draw where C is singular: name the unknown
             raise mme.singular_error(exc, theta) from exc
-        mean = factor.solve(mme.right_hand_side(theta))
+        mean = factor.solve(mme.right_hand_side(theta, None if ys is None else ys[k]))
         out[k] = mean + factor.draw(rng.standard_normal(mme.size))
     return out
 

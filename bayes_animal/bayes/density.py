@@ -556,6 +556,13 @@ class MarginalDensity:
         """``(log p(x | y), ∇ₓ log p)`` (−∞ and zeros outside the parameter space);
         ``jacobian=False`` leaves out log|∂v/∂x| (the density of the free variables
         themselves, whose mode is the joint posterior mode)."""
+        return self.evaluate(x, self.likelihood, jacobian=jacobian)
+
+    def evaluate(
+        self, x: np.ndarray, likelihood: Likelihood, *, jacobian: bool = True
+    ) -> tuple[float, np.ndarray]:
+        """As calling the density, with the likelihood of θ given: a family's latent values'
+        (:class:`~bayes_animal.bayes.latent.LatentDensity`) changes with every point."""
         n = len(self.variables)
         values, slopes, d_log_jacobian = np.empty(n), np.empty(n), np.zeros(n)
         value, gradient = 0.0, np.zeros(n)  # gradient in the free variables' values v
@@ -570,7 +577,7 @@ class MarginalDensity:
             # a transform saturated in floating point (σ(x) = 0 or 1, exp(x) = ∞): the
             # density is 0 there to machine precision
             return -np.inf, np.zeros(n)
-        loglik, score = self.likelihood(theta)
+        loglik, score = likelihood(theta)
         if not np.isfinite(loglik):
             return -np.inf, np.zeros(n)
         if self._wishart:
@@ -648,15 +655,15 @@ class _SparseThetaLikelihood:
     def __init__(self, mme) -> None:
         self.mme = mme
 
-    def _evaluation(self, theta: np.ndarray, *, score: bool):
-        """The equations evaluated at θ; None outside the space or where C(θ) does not
-        factor (G₀ singular in floating point)."""
+    def _evaluation(self, theta: np.ndarray, *, score: bool, y: np.ndarray | None = None):
+        """The equations evaluated at θ (of the design's y, or of ``y`` on the records); None
+        outside the space or where C(θ) does not factor (G₀ singular in floating point)."""
         from ..linalg.ldl import NotPositiveDefinite
 
         if not self.mme.parameters.valid(theta):
             return None
         try:
-            return self.mme.evaluate(theta, score=score, information=False)
+            return self.mme.evaluate(theta, score=score, information=False, y=y)
         except (NotPositiveDefinite, np.linalg.LinAlgError):
             return None
 

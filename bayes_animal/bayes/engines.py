@@ -18,10 +18,15 @@ engine             parameterisation     what NUTS moves in; how b and u come bac
 ``laplace``        marginal             a non-Gaussian family's variances, b and u     nutpie on
                                         integrated by the Laplace approximation; b, u  the density
                                         drawn from its Gaussian, importance-weighted
+``latent``         latent               a family's variances and each record's latent  nutpie on
+                                        value (its observation-level effect), b and    the density
+                                        every u integrated exactly; b, u drawn per
+                                        draw by perturb-and-solve with l as records
 =================  ===================  =============================================  ==========
 
-A non-Gaussian family is served by ``laplace`` (approximate) and ``noncentred`` (exact: the
-family's likelihood at :math:`\eta = Xb + \sum Z_k u_k`, everything sampled).
+A non-Gaussian family is served by ``laplace`` (approximate), ``noncentred`` (exact: the
+family's likelihood at :math:`\eta = Xb + \sum Z_k u_k`, everything sampled) and, where it
+has an observation-level effect, ``latent`` (exact: :mod:`bayes_animal.bayes.latent`).
 
 An engine holds the :class:`~bayes_animal.bayes.model.AnimalModel` it serves and reads from it
 the numerics that the model caches once (the design, the structures, the eigendecomposition
@@ -48,6 +53,7 @@ __all__ = [
     "CanonicalEngine",
     "Engine",
     "LaplaceEngine",
+    "LatentEngine",
     "NonCentredEngine",
     "PartialEngine",
     "SparseEngine",
@@ -78,6 +84,8 @@ class Engine:
     gaussian: ClassVar[bool] = True
     #: Whether it serves only models of several traits (the canonical transformation).
     several_traits_only: ClassVar[bool] = False
+    #: Posterior variables its sampler keeps only for its draws of b and u, removed after.
+    transient: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: AnimalModel) -> None:
         self.model = model
@@ -193,13 +201,7 @@ class SparseEngine(Engine):
     def split_unknowns(self, w: np.ndarray) -> dict[str, np.ndarray]:
         """Draws of the equations' unknowns (draws × unknowns) as ``beta`` and each effect's
         variable."""
-        from .likelihoods import effect_variable
-
-        m = self.model
-        out = {"beta": w[:, : m.mme.p]}
-        for effect in m.design.effects:
-            out[effect_variable(effect.name)] = w[:, m.mme.effect_slice(effect.name)]
-        return out
+        return _equations_unknowns(self.model, w)
 
 
 class CanonicalEngine(Engine):
@@ -382,6 +384,66 @@ class LaplaceEngine(Engine):
         return out
 
 
+class LatentEngine(Engine):
+    """A family with an observation-level effect (Poisson with overdispersion): NUTS over the
+    variances and each record's latent value on the hand-derived density
+    (:class:`~bayes_animal.bayes.latent.LatentDensity`), b and every u integrated out exactly
+    by the sparse mixed-model equations with the latent values as records, and drawn from
+    them per draw (perturb and solve)."""
+
+    name = "latent"
+    parameterisation = "latent"
+    default_sampler = "nutpie"
+    fixed_options = ("integrate",)
+    gaussian = False
+    transient = ("latent",)
+
+    def cost(self, gradients: int) -> float:
+        return engine_cost("sparse", facts(self.model.inputs), gradients)
+
+    def density(self):
+        from .density import MarginalDensity
+        from .latent import LatentDensity
+
+        m = self.model
+        marginal = MarginalDensity(m.priors, m.parameters, m.scales, None, m.fixed_parameters)
+        design = m.design
+        trials = np.ones(design.n_records) if design.trials is None else design.trials
+        return LatentDensity(marginal, m.mme, design.family, design.y, trials)
+
+    def add_likelihood(self, pm, theta, values, fixed):
+        from ..errors import BayesAnimalError
+
+        raise BayesAnimalError(
+            "The latent values' model is sampled by nutpie on its hand-derived density "
+            "(sampler='nutpie'); PyMC's samplers take the exact non-centred model "
+            "(parameterisation='noncentred')."
+        )
+
+    def draws(self, posterior, fixed, rng):
+        """b and every u per draw from their exact conditional given θ and the latent values
+        (:func:`~bayes_animal.bayes.conditional.draw_from_mixed_model` with them as records)."""
+        from .conditional import draw_from_mixed_model, posterior_thetas
+        from .sampling import LATENT
+
+        m = self.model
+        thetas = posterior_thetas(m.parameters, posterior)
+        latent = posterior[LATENT].values.reshape(len(thetas), -1)
+        w = draw_from_mixed_model(m.mme, thetas, rng=rng, ys=latent)
+        return _equations_unknowns(m, w)
+
+
+def _equations_unknowns(model: AnimalModel, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Draws of the sparse equations' unknowns (draws × unknowns) as ``beta`` and each
+    effect's variable."""
+    from .likelihoods import effect_variable
+
+    out = {"beta": w[:, : model.mme.p]}
+    for effect in model.design.effects:
+        out[effect_variable(effect.name)] = w[:, model.mme.effect_slice(effect.name)]
+    return out
+
+
 def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
     """b (where integrated) and the additive (or single) effect per draw in the eigenbasis."""
     from .conditional import draw_breeding_values, draw_fixed_and_breeding_values
@@ -411,6 +473,7 @@ def _eigenbasis_draws(model: AnimalModel, posterior, fixed, rng, *, y_rot):
 
 _ENGINES = (
     SpectralEngine, SparseEngine, CanonicalEngine, NonCentredEngine, PartialEngine, LaplaceEngine,
+    LatentEngine,
 )  # fmt: skip
 ENGINE_CLASSES: dict[str, type[Engine]] = {cls.name: cls for cls in _ENGINES}
 

@@ -80,7 +80,7 @@ __all__ = [
     "ModelError",
 ]
 
-PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial")
+PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial", "latent")
 SAMPLERS = ("pymc", "nutpie", "numpyro", "independence")
 #: The default sampler of each engine (each engine's ``default_sampler``,
 #: :mod:`bayes_animal.bayes.engines`; ``python benchmarks/run.py samplers``).
@@ -407,6 +407,37 @@ class AnimalModel:
                         self._centring[effect.name] = np.where(share >= CENTRE_FROM, share, 0.0)
         return self._centring
 
+    def _alternative(self, engine: str) -> str | None:
+        """The other exact parameterisation a family's diagnostics advise (None: none):
+        between the non-centred joint and the latent values' model, where both serve."""
+        from .latent import latent_obstacle
+
+        if self.design.family.gaussian or latent_obstacle(self.design) is not None:
+            return None
+        return {"noncentred": "latent", "latent": "noncentred"}.get(engine)
+
+    def _latent_information(self) -> float | None:
+        r"""How firmly the records pin their latent values, where the latent values' model
+        serves (:func:`~bayes_animal.bayes.latent.latent_obstacle`; None elsewhere): the median
+        over the records of :math:`s_i/(1 + s_i)`,
+        :math:`s_i = V_u\, w_i/(1 + w_i \hat\sigma_e^2)` — the share of a record's
+        random-effect variance on the latent scale (:math:`V_u`, the sum of REML's random
+        variances) that the record itself resolves, its Fisher weight :math:`w_i` at REML's
+        conditional mode seen through the observation-level variance
+        :math:`\hat\sigma_e^2`. :func:`~bayes_animal.choice.choose_family_engine` reads it."""
+        from .latent import latent_obstacle
+
+        if latent_obstacle(self.design) is not None:
+            return None
+        floored, _ = self._floored_reml_theta()
+        weights = self.laplace.mode(floored, expected=True).weights
+        theta = self.reml_theta()
+        index = self.parameters.index
+        residual = theta[index("residual")]
+        random = sum(theta[index(e.name)] for e in self.design.effects)
+        resolved = random * weights / (1.0 + weights * residual)
+        return float(np.median(resolved / (1.0 + resolved)))
+
     def _centring_notes(self) -> list[str]:
         """What :meth:`centring` does to this fit, one note per effect it centres."""
         return [
@@ -472,11 +503,21 @@ class AnimalModel:
         _choice(fixed, ("auto", "integrate", "sample"), "fixed-effects option")
         dense = self.dense_available
         family = self.design.family
+        if parameterisation == "latent":
+            from .latent import latent_obstacle
+
+            obstacle = latent_obstacle(self.design)
+            if obstacle is not None:
+                raise ModelError(
+                    "parameterisation='latent' samples each record's latent value with b and "
+                    f"every u integrated out; here {obstacle}. Use parameterisation='auto'."
+                )
         if not family.gaussian:
             if parameterisation == "partial":
                 raise ModelError(
                     f"The {family.label} family is fitted by parameterisation 'auto', 'marginal' "
-                    "(the Laplace approximation) or 'noncentred' (exact), not 'partial'."
+                    "(the Laplace approximation), 'noncentred' (exact) or, with an "
+                    "observation-level effect, 'latent' (exact), not 'partial'."
                 )
             if family.name == "ordinal":
                 if parameterisation == "marginal":
@@ -497,9 +538,9 @@ class AnimalModel:
                     joint_obstacle(self.design, self.parameters, self.priors, self.scales) is None
                 )
                 check = None if joint else self.laplace_check()
-                choice = choose_family_engine(family.label, check)
+                choice = choose_family_engine(family.label, check, self._latent_information())
                 engine = choice.engine
-                chosen = "marginal" if engine == "laplace" else "noncentred"
+                chosen = ENGINE_CLASSES[engine].parameterisation
                 notes.append(
                     f"parameterisation 'auto' chose '{chosen}', engine {choice.describe()}"
                 )
@@ -509,9 +550,15 @@ class AnimalModel:
                     f"the {family.label} family: b and every u integrated out by the Laplace "
                     "approximation (approximate; its importance-weight k̂ is in the diagnostics)."
                 )
+            elif parameterisation == "latent":
+                engine = "latent"
+                notes.append(
+                    f"the {family.label} family: NUTS over the variances and each record's "
+                    "latent value, b and every u integrated out exactly."
+                )
             else:
                 engine = "noncentred"
-            parameterisation = "marginal" if engine == "laplace" else "noncentred"
+            parameterisation = ENGINE_CLASSES[engine].parameterisation
         elif self.design.multi_trait:
             if parameterisation not in ("auto", "marginal"):
                 raise ModelError(
@@ -855,6 +902,12 @@ class AnimalModel:
                 f"inverse-Wishart priors on every G0 and R0); sampler={sampler!r} is for one "
                 "trait. Use sampler='nutpie' (the default) or 'independence'."
             )
+        if engine == "latent" and sampler != "nutpie":
+            raise ModelError(
+                f"The latent values' model is sampled by nutpie on its hand-derived density; "
+                f"sampler={sampler!r} is not for it. Use sampler='nutpie' (the default), or "
+                "parameterisation='noncentred' for PyMC's or numpyro's NUTS."
+            )
         independence = sampler == "independence"
         if independence and self.reml.boundary:
             notes = [
@@ -991,7 +1044,7 @@ class AnimalModel:
         diagnostics = diagnose(
             idata, summary, parameterisation=parameterisation, warn=warn,
             several_traits=self.design.multi_trait, exact_family=exact_family,
-            sensitivity=sensitivity,
+            sensitivity=sensitivity, alternative=self._alternative(engine),
         )  # fmt: skip
         if direct:
             joint = self._joint_mode_of_density(density)
@@ -1041,11 +1094,15 @@ class AnimalModel:
         from .sampling import sample_density
 
         self._require_nutpie()
-        x0 = self._initial_x(density)
-        covariance = self._reml_covariance(density.theta_jacobian(x0))
+        marginal = getattr(density, "marginal", density)  # a LatentDensity's variances
+        x0 = self._initial_x(marginal)
+        covariance = self._reml_covariance(marginal.theta_jacobian(x0))
+        latent = None
+        if marginal is not density:  # the latent values from their mode at REML's θ
+            x0, latent = density.start(x0)
         return sample_density(
             density.without_draws(), x0, covariance, seed=random_seed,
-            meanwhile=import_summary_libraries, **options,
+            meanwhile=import_summary_libraries, latent_variances=latent, **options,
         )  # fmt: skip
 
     def _extended(self, idata, sample, options: dict, progressbar: bool):
@@ -1144,8 +1201,12 @@ class AnimalModel:
             ) from exc
 
     def _joint_mode_of_density(self, density) -> dict[str, float] | None:
-        """The joint posterior mode (see ``_joint_mode``) of the hand-derived density."""
+        """The joint posterior mode (see ``_joint_mode``) of the hand-derived density; None
+        for a density of latent values too (its joint mode is over every record's)."""
         from scipy.optimize import minimize
+
+        if hasattr(density, "latent_draws"):
+            return None
 
         from .density import quantity_values
 
@@ -1314,6 +1375,7 @@ class AnimalModel:
             new_draws = engine.split_unknowns(unknowns.reshape(-1, unknowns.shape[-1]))
         if not new_draws:
             return
+        posterior = posterior.to_dataset().drop_vars(list(engine.transient))
         chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
         coords = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
         levels = {"beta": ("fixed", self.design.fixed_names)}
@@ -1327,7 +1389,7 @@ class AnimalModel:
                 dims=("chain", "draw", dim),
                 coords={**coords, dim: [str(level) for level in labels]},
             )
-        idata["posterior"] = posterior.to_dataset().assign(new)
+        idata["posterior"] = posterior.assign(new)
 
     def _provenance(
         self, sampler, parameterisation, engine, fixed, draws, tune, chains, seed, target

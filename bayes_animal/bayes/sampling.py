@@ -7,7 +7,9 @@ covariance carried to that scale (:math:`(J^\top \mathcal I J)^{-1}`, J = ∂θ/
 change of variables (constant Jacobian, the same posterior) under which the posterior is close
 to a standard normal, so that nutpie's diagonal mass-matrix adaptation starts where it ends
 and tuning is short. Where REML stopped short of its optimum or at a boundary there is no
-such covariance and L = I: nutpie adapts from the identity. Each chain starts at
+such covariance and L = I: nutpie adapts from the identity. A density with latent values
+after its k free variables (:class:`~bayes_animal.bayes.latent.LatentDensity`) has them
+whitened by their own standard deviations (a diagonal block of L). Each chain starts at
 :math:`z \sim U(-\tfrac12, \tfrac12)^k`, within half a standard error of REML. nutpie keeps
 only z; the free variables (``sd_additive``, …) and every reported quantity
 (``sigma2_additive``, ``h2``, …) are formed afterwards for all draws at once.
@@ -33,6 +35,7 @@ import sys
 import time
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -127,6 +130,11 @@ def _trace_arrays(results, size: int, draws: int) -> tuple[np.ndarray, dict[str,
     }
 
 
+#: The posterior variable of a density's latent values (chain × draw × record), which its
+#: engine reads to draw b and every u and then removes.
+LATENT = "latent"
+
+
 def _names(density: MarginalDensity, parameters: Parameters) -> list[str]:
     free = [v.name for v in density.variables]
     return free + [q.key for q in parameters.quantities() if q.key not in free]
@@ -148,7 +156,7 @@ def _group_seed(seed: int | None, group: int) -> int | None:
 def _sample_group(
     density: MarginalDensity,
     start: np.ndarray,
-    factor: np.ndarray,
+    factor: Whitening,
     chains: int,
     group: int,
     draws: int,
@@ -185,11 +193,11 @@ def _sample_chains(
             # an exception escaping here would abort nutpie's Rust threads: keep the first,
             # turn the point back (−∞) and raise it once sampling has stopped
             try:
-                value, gradient = density(start + factor @ z)
+                value, gradient = density(start + factor.forward(z))
             except Exception as exc:
                 failures.append(exc)
                 return -np.inf, np.zeros_like(z)
-            return value, factor.T @ gradient
+            return value, factor.pullback(gradient)
 
         return logp
 
@@ -229,6 +237,34 @@ def _sample_chains(
     return {"z": z, "stats": stats}
 
 
+@dataclass(frozen=True)
+class Whitening:
+    """:math:`x = x_0 + L z` with L block diagonal: a lower-triangular block for the first
+    variables and, for a density's latent values after them, their standard deviations."""
+
+    dense: np.ndarray
+    deviations: np.ndarray
+
+    @classmethod
+    def of(cls, k: int, covariance: np.ndarray | None, variances: np.ndarray | None = None):
+        """From the covariance of the first ``k − len(variances)`` variables (None: the
+        identity) and the variances of the rest."""
+        latent = 0 if variances is None else len(variances)
+        dense = np.eye(k - latent) if covariance is None else np.linalg.cholesky(covariance)
+        deviations = np.sqrt(variances) if latent else np.empty(0)
+        return cls(dense, deviations)
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        """L z of one vector z or of rows z (… × k)."""
+        m = len(self.dense)
+        return np.concatenate([z[..., :m] @ self.dense.T, z[..., m:] * self.deviations], axis=-1)
+
+    def pullback(self, gradient: np.ndarray) -> np.ndarray:
+        """Lᵀ g: a gradient in x carried to z."""
+        m = len(self.dense)
+        return np.concatenate([self.dense.T @ gradient[:m], gradient[m:] * self.deviations])
+
+
 def sample_density(
     density: MarginalDensity,
     start: np.ndarray,
@@ -242,6 +278,7 @@ def sample_density(
     progressbar: bool,
     target_accept: float,
     meanwhile: Callable[[], object] | None = None,
+    latent_variances: np.ndarray | None = None,
 ):
     """Sample :math:`p(x \\mid y)` with nutpie; returns a DataTree (``posterior`` with the
     free variables and the quantities, ``sample_stats``).
@@ -253,7 +290,8 @@ def sample_density(
     start
         :math:`x_0` (the REML estimate on the unconstrained scale).
     covariance
-        The covariance of x at :math:`x_0` (None: the identity).
+        The covariance of x at :math:`x_0` (None: the identity); of its free variables alone
+        where ``latent_variances`` are given.
     draws, tune, chains, seed, progressbar, target_accept
         As for ``AnimalModel.fit``.
     cores
@@ -265,11 +303,14 @@ def sample_density(
     meanwhile
         Work for this process once its chain group is done (while the worker may still be
         sampling): the caller's imports for what follows sampling.
+    latent_variances
+        The variances of a density's latent values (the coordinates after its free
+        variables), each whitened by its own.
     """
     from ..execution import run_beside
 
     k = density.size
-    factor = np.eye(k) if covariance is None else np.linalg.cholesky(covariance)
+    factor = Whitening.of(k, covariance, latent_variances)
     start = np.asarray(start, dtype=float)
     groups = chain_groups(chains)
     common = (draws, tune, seed)
@@ -289,7 +330,7 @@ def sample_density(
     parallel = cores >= 2
     results = run_beside([here, *others], parallel=parallel)
     z = np.concatenate([r["z"] for r in results])  # chain × draw × k
-    x = start + z.reshape(-1, k) @ factor.T
+    x = start + factor.forward(z.reshape(-1, k))
     stats = {
         name: np.concatenate([r["stats"][name] for r in results]) for name in results[0]["stats"]
     }
@@ -366,8 +407,9 @@ def sample_joint(
 
 def posterior_tree(density: MarginalDensity, x: np.ndarray, stats: dict[str, np.ndarray]):
     """The DataTree of draws x (chain × draw × k, unconstrained) of a marginal density: the
-    free variables and every reported quantity in ``posterior``, ``stats`` (chain × draw
-    each) in ``sample_stats``."""
+    free variables and every reported quantity in ``posterior`` (with a density's latent
+    values, :data:`LATENT`: chain × draw × record), ``stats`` (chain × draw each) in
+    ``sample_stats``."""
     import xarray as xr
 
     chains, draws, k = x.shape
@@ -383,5 +425,8 @@ def posterior_tree(density: MarginalDensity, x: np.ndarray, stats: dict[str, np.
         },
         coords=coords,
     )
+    latent_draws = getattr(density, "latent_draws", None)
+    if latent_draws is not None:
+        posterior[LATENT] = (("chain", "draw", "record"), latent_draws(x))
     sample_stats = xr.Dataset({name: (dims, v) for name, v in stats.items()}, coords=coords)
     return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": sample_stats})

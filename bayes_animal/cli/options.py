@@ -238,11 +238,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     bayes.add_argument(
         "--parameterisation",
-        choices=["auto", "marginal", "noncentred", "partial"],
+        choices=["auto", "marginal", "noncentred", "partial", "latent"],
         default="auto",
         help="auto (default: chosen by the problem's structure, the reason printed), marginal "
-        "(b and u integrated out), noncentred (u = sigma L z sampled) or partial (a dense G "
-        "in its eigenbasis, the other effects sampled)",
+        "(b and u integrated out), noncentred (u = sigma L z sampled), partial (a dense G "
+        "in its eigenbasis, the other effects sampled) or latent (a Poisson trait with "
+        "overdispersion: each record's latent value sampled, b and u integrated out)",
     )
     bayes.add_argument(
         "--prior",

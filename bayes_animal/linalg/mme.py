@@ -274,9 +274,11 @@ class MixedModelEquations:
                 out[positions] = np.einsum("ab,mbc->mac", matrix, chosen)
         return out
 
-    def right_hand_side(self, theta: np.ndarray) -> np.ndarray:
-        """:math:`W^\top R^{-1} y` at ``theta``."""
-        return self.Wt @ self.apply_residual(self.residual_inverses(theta), self.design.y)
+    def right_hand_side(self, theta: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """:math:`W^\top R^{-1} y` at ``theta``, of the design's ``y`` or of other values on
+        the records (a family's latent values)."""
+        values = self.design.y if y is None else np.asarray(y, dtype=float)
+        return self.Wt @ self.apply_residual(self.residual_inverses(theta), values)
 
     def _pieces(self):
         """Coordinates and values of every K⁻¹ placement, with multiplicities for traces."""
@@ -446,24 +448,33 @@ class MixedModelEquations:
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
-        self, theta: np.ndarray, *, score: bool = True, information: bool = True
+        self,
+        theta: np.ndarray,
+        *,
+        score: bool = True,
+        information: bool = True,
+        y: np.ndarray | None = None,
     ) -> Evaluation:
-        """Log-likelihood, and optionally score and average information, at ``theta``.
+        """Log-likelihood, and optionally score and average information, at ``theta``; of the
+        records' ``y`` (the design's) or of other values on the records (a non-Gaussian
+        family's latent values, :mod:`bayes_animal.bayes.latent`).
 
         The vector products here run on one BLAS thread (a second one only spins on vectors
         of this size, and many times slower on a busy machine); the dense block of the
         factorisation takes its own limit (:mod:`bayes_animal.linalg.threads`).
         """
         with blas_threads(1):
-            return self._evaluate(theta, score=score, information=information)
+            return self._evaluate(theta, score=score, information=information, y=y)
 
-    def _evaluate(self, theta: np.ndarray, *, score: bool, information: bool) -> Evaluation:
+    def _evaluate(
+        self, theta: np.ndarray, *, score: bool, information: bool, y: np.ndarray | None = None
+    ) -> Evaluation:
         params = self.parameters
         theta = np.asarray(theta, dtype=float)
         inverses = self._g0_inverses(theta)
         residual_inverses = self.residual_inverses(theta)
         factor = self.factorise(theta, inverses, residual_inverses)
-        y = self.design.y
+        y = self.design.y if y is None else np.asarray(y, dtype=float)
         ry = self.apply_residual(residual_inverses, y)  # R⁻¹y
         rhs = self.Wt @ ry
         w = factor.solve(rhs)

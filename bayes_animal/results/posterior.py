@@ -353,12 +353,14 @@ def diagnose(
     several_traits: bool = False,
     exact_family: bool = False,
     sensitivity: pd.Series | None = None,
+    alternative: str | None = None,
 ) -> Diagnostics:
     """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails (with
     several traits, whose one parameterisation is the marginal model, no other is advised;
     for the exact model of a non-Gaussian family the other, the Laplace approximation, is
-    not advised as a fix either: more draws are), and where the prior shapes a posterior
-    (``sensitivity``, :func:`prior_sensitivity`)."""
+    not advised as a fix either: more draws are — ``alternative``, another exact
+    parameterisation, is), and where the prior shapes a posterior (``sensitivity``,
+    :func:`prior_sensitivity`)."""
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -369,6 +371,8 @@ def diagnose(
     messages: list[str] = []
     other = "noncentred" if parameterisation == "marginal" else "marginal"
     switch = "" if several_traits or exact_family else f" or try parameterisation='{other}'"
+    if alternative is not None:
+        switch = f" or try parameterisation='{alternative}'"
     if (table["r_hat"] > RHAT_LIMIT).any():
         bad = table.index[table["r_hat"] > RHAT_LIMIT].tolist()
         messages.append(
