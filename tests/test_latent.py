@@ -6,6 +6,7 @@ non-centred joint, the chooser, and the errors where it does not serve."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,8 @@ def test_the_latent_model_has_the_exact_joint_posterior():
             progressbar=False, warn=False,
         )  # fmt: skip
     latent, joint = fits["latent"], fits["noncentred"]
+    options = json.loads(latent.idata.attrs["model_options"])
+    assert (options["tune"], options["target_accept"]) == (500, 0.9)  # its measured defaults
     assert "latent" not in latent.idata.posterior
     assert any("engine: latent" in note for note in latent.notes)
     a, b = latent.summary(), joint.summary()
