@@ -167,6 +167,8 @@ def test_auto_samples_the_latent_values_where_the_records_pin_them():
     _, engine, fixed, notes = model._resolve("auto", "auto")
     assert (engine, fixed) == ("latent", "integrate")
     assert any("chose 'latent'" in note for note in notes)
+    # its density is sampled by nutpie alone: under PyMC's NUTS the other engines
+    assert model._resolve("auto", "auto", sampler="pymc")[1] in ("noncentred", "laplace")
     few = _counts(300, -0.5, 0.2, seed=4)
     model = AnimalModel("y ~ x + (1|herd)", few.data, pedigree=few.pedigree, family="poisson")
     assert model._latent_information() < LATENT_FROM

@@ -538,7 +538,9 @@ class AnimalModel:
                     joint_obstacle(self.design, self.parameters, self.priors, self.scales) is None
                 )
                 check = None if joint else self.laplace_check()
-                choice = choose_family_engine(family.label, check, self._latent_information())
+                # the latent values' density is sampled by nutpie alone
+                latent = self._latent_information() if sampler in (None, "nutpie") else None
+                choice = choose_family_engine(family.label, check, latent)
                 engine = choice.engine
                 chosen = ENGINE_CLASSES[engine].parameterisation
                 notes.append(
@@ -798,7 +800,7 @@ class AnimalModel:
     def fit(
         self,
         *,
-        parameterisation: Literal["auto", "marginal", "noncentred", "partial"] = "auto",
+        parameterisation: Literal["auto", "marginal", "noncentred", "partial", "latent"] = "auto",
         sampler: Literal["pymc", "nutpie", "numpyro"] | None = None,
         draws: int | None = None,
         tune: int | None = None,
@@ -815,9 +817,12 @@ class AnimalModel:
         ----------
         parameterisation
             ``"auto"`` (chosen from the problem, and says why), ``"marginal"``,
-            ``"noncentred"`` or ``"partial"``. A non-Gaussian family under ``auto``: the exact
-            model (``"noncentred"``) where nutpie samples its hand-derived joint density, else
-            by the Laplace approximation's check
+            ``"noncentred"``, ``"partial"`` or ``"latent"``. A non-Gaussian family under
+            ``auto``: the exact model (``"noncentred"``) where nutpie samples its hand-derived
+            joint density, else by the Laplace approximation's check; with an
+            observation-level effect (Poisson with overdispersion) whose records pin their
+            latent values, ``"latent"`` — each record's latent value sampled with the
+            variances, b and every u integrated out exactly (:mod:`bayes_animal.bayes.latent`)
             (:func:`~bayes_animal.choice.choose_family_engine`); ``"marginal"`` is its Laplace
             marginal model.
         sampler
