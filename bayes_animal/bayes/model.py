@@ -419,7 +419,8 @@ class AnimalModel:
     def _latent_information(self) -> float | None:
         r"""How firmly the records pin their latent values, where the latent values' model
         serves (:func:`~bayes_animal.bayes.latent.latent_obstacle`; None elsewhere): the median
-        over the records of :math:`s_i/(1 + s_i)`,
+        over the records of :math:`s_i/(1 + s_i)` (None where REML puts the observation-level
+        variance at 0),
         :math:`s_i = V_u\, w_i/(1 + w_i \hat\sigma_e^2)` — the share of a record's
         random-effect variance on the latent scale (:math:`V_u`, the sum of REML's random
         variances) that the record itself resolves, its Fisher weight :math:`w_i` at REML's
@@ -427,8 +428,8 @@ class AnimalModel:
         :math:`\hat\sigma_e^2`. :func:`~bayes_animal.choice.choose_family_engine` reads it."""
         from .latent import latent_obstacle
 
-        if latent_obstacle(self.design) is not None:
-            return None
+        if latent_obstacle(self.design) is not None or "residual" in self.reml.boundary:
+            return None  # at 0 the latent values are pinned to b and u: see _resolve
         floored, _ = self._floored_reml_theta()
         weights = self.laplace.mode(floored, expected=True).weights
         theta = self.reml_theta()
@@ -511,6 +512,14 @@ class AnimalModel:
                 raise ModelError(
                     "parameterisation='latent' samples each record's latent value with b and "
                     f"every u integrated out; here {obstacle}. Use parameterisation='auto'."
+                )
+            if "residual" in self.reml.boundary:
+                raise ModelError(
+                    "parameterisation='latent' needs an observation-level variance away from "
+                    "0, and REML puts it at 0 (its boundary): as it shrinks each latent value "
+                    "is pinned to b and u and NUTS crawls (the gryphon laying dates as counts "
+                    "had not finished in 12 min, where the non-centred joint took 15 s). Use "
+                    "parameterisation='noncentred' (or 'auto')."
                 )
         if not family.gaussian:
             if parameterisation == "partial":
