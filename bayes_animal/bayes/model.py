@@ -519,7 +519,7 @@ class AnimalModel:
                     "0, and REML puts it at 0 (its boundary): as it shrinks each latent value "
                     "is pinned to b and u and NUTS crawls (the gryphon laying dates as counts "
                     "had not finished in 12 min, where the non-centred joint took 15 s). Use "
-                    "parameterisation='noncentred' (or 'auto')."
+                    "parameterisation='noncentred' or parameterisation='auto'."
                 )
         if not family.gaussian:
             if parameterisation == "partial":
