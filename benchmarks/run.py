@@ -656,21 +656,26 @@ def collector(quick: bool) -> None:
     )
 
 
+def _with_medians(table: pd.DataFrame) -> pd.DataFrame:
+    """A families table with each data set's and tool's median ESS(h²)/s and h² over seeds."""
+    rates = ["ess_h2_per_s", "h2_mean"]
+    medians = (
+        table.groupby(["data", "tool"], sort=False)[rates].median().reset_index()
+        .assign(seed="median")
+    )  # fmt: skip
+    return pd.concat([table, medians], ignore_index=True)
+
+
 def families(quick: bool) -> None:
     import bench_families
 
     if _absent("gryphon", bench_families.GRYPHON):
         return
     table = bench_families.run(seeds=(1,) if quick else (1, 2))
-    rates = ["ess_h2_per_s", "h2_mean"]
-    medians = (
-        table.groupby(["data", "tool"], sort=False)[rates].median().reset_index()
-        .assign(seed="median")
-    )  # fmt: skip
     _write(
         "families",
         "Binary and count traits on the gryphon pedigree, beside MCMCglmm",
-        pd.concat([table, medians], ignore_index=True),
+        _with_medians(table),
         bench_families.__doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
         + "\n\nThe issue's target: ESS(h²) per second of the whole fit ≥ 10× MCMCglmm's, the "
         "posterior of h² within Monte Carlo error of MCMCglmm's, zero divergences, R-hat ≤ "
@@ -691,15 +696,10 @@ def families_large(quick: bool) -> None:
     if _absent("gryphon", bench_families.GRYPHON):
         return
     table = bench_families.run(seeds=(1,) if quick else (1, 2), names=bench_families.LARGE)
-    rates = ["ess_h2_per_s", "h2_mean"]
-    medians = (
-        table.groupby(["data", "tool"], sort=False)[rates].median().reset_index()
-        .assign(seed="median")
-    )  # fmt: skip
     _write(
         "families_large",
         "Large counts on the gryphon pedigree, beside MCMCglmm",
-        pd.concat([table, medians], ignore_index=True),
+        _with_medians(table),
         "The fourth data set of `families` (its priors, MCMCglmm's run and columns): counts "
         "with a latent mean of 2.5 (a mean count of about 19), σ²A 0.3, 30 birth years of σ² "
         "0.1 and an observation-level variance of 0.05 — where the non-centred joint gave "

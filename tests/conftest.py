@@ -55,6 +55,22 @@ def random_relationship(q: int, rng: np.random.Generator, *, rank: int | None = 
     return matrix
 
 
+def dense_restricted_loglik(V: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+    r"""The REML log-likelihood of y ~ N(Xb, V) from V itself (O(n³), the oracle):
+    :math:`\log \int N(y; Xb, V)\,db + \tfrac12 \log|X^\top X|`."""
+    n, p = X.shape
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
+    return -0.5 * (
+        (n - p) * np.log(2 * np.pi)
+        + np.linalg.slogdet(V)[1]
+        + np.linalg.slogdet(XtViX)[1]
+        - np.linalg.slogdet(X.T @ X)[1]
+        + y @ P @ y
+    )
+
+
 def valid_thetas(params, rng: np.random.Generator, count: int = 3) -> list[np.ndarray]:
     """``count`` random θ of a model's parameters with every G₀ and R₀ positive definite."""
     out = []

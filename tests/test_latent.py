@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_folder
+from conftest import dense_restricted_loglik, shared_folder
 from scipy import stats
 
 from bayes_animal import AnimalModel
@@ -50,18 +50,7 @@ def _dense_restricted(model: AnimalModel, theta: np.ndarray, latent: np.ndarray)
         Z = effect.incidence().toarray()
         K = model.structures[effect.name].dense().matrix if effect.genetic else np.eye(Z.shape[1])
         V += theta[index(effect.name)] * Z @ K @ Z.T
-    X = design.X
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
-    p = X.shape[1]
-    return -0.5 * (
-        (n - p) * np.log(2 * np.pi)
-        + np.linalg.slogdet(V)[1]
-        + np.linalg.slogdet(XtViX)[1]
-        - np.linalg.slogdet(X.T @ X)[1]
-        + latent @ P @ latent
-    )
+    return dense_restricted_loglik(V, design.X, latent)
 
 
 def test_latent_density_is_the_prior_the_dense_integral_and_the_counts(small):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_relationship, shared_folder, valid_thetas
+from conftest import dense_restricted_loglik, random_relationship, shared_folder, valid_thetas
 
 from bayes_animal import reml, solve_mme
 from bayes_animal.api import model_inputs
@@ -68,18 +68,7 @@ def _dense_loglik(design, structures, params, theta):
     same = design.observation_record[:, None] == design.observation_record[None, :]
     traits = design.observation_trait
     V += np.where(same, r0[traits[:, None], traits[None, :]], 0.0)
-    X, y = design.X, design.y
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
-    p = X.shape[1]
-    return -0.5 * (
-        (n - p) * np.log(2 * np.pi)
-        + np.linalg.slogdet(V)[1]
-        + np.linalg.slogdet(XtViX)[1]
-        - np.linalg.slogdet(X.T @ X)[1]
-        + y @ P @ y
-    )
+    return dense_restricted_loglik(V, design.X, design.y)
 
 
 @pytest.fixture(scope="module")

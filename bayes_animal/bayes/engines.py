@@ -363,13 +363,7 @@ class LaplaceEngine(Engine):
         return laplace_likelihood(self.model.laplace)
 
     def add_likelihood(self, pm, theta, values, fixed):
-        from ..errors import BayesAnimalError
-
-        raise BayesAnimalError(
-            "The Laplace marginal model is sampled by nutpie on its hand-derived density "
-            "(sampler='nutpie'); PyMC's samplers take the exact non-centred model "
-            "(parameterisation='noncentred')."
-        )
+        _nutpie_only("The Laplace marginal model")
 
     def draws(self, posterior, fixed, rng):
         from .conditional import laplace_draws, posterior_thetas
@@ -412,13 +406,7 @@ class LatentEngine(Engine):
         return LatentDensity(marginal, m.mme, design.family, design.y, trials)
 
     def add_likelihood(self, pm, theta, values, fixed):
-        from ..errors import BayesAnimalError
-
-        raise BayesAnimalError(
-            "The latent values' model is sampled by nutpie on its hand-derived density "
-            "(sampler='nutpie'); PyMC's samplers take the exact non-centred model "
-            "(parameterisation='noncentred')."
-        )
+        _nutpie_only("The latent values' model")
 
     def draws(self, posterior, fixed, rng):
         """b and every u per draw from their exact conditional given θ and the latent values
@@ -431,6 +419,16 @@ class LatentEngine(Engine):
         latent = posterior[LATENT].values.reshape(len(thetas), -1)
         w = draw_from_mixed_model(m.mme, thetas, rng=rng, ys=latent)
         return _equations_unknowns(m, w)
+
+
+def _nutpie_only(what: str) -> None:
+    """A family's model that has no PyMC graph: the user's error saying what samples it."""
+    from ..errors import BayesAnimalError
+
+    raise BayesAnimalError(
+        f"{what} is sampled by nutpie on its hand-derived density (sampler='nutpie'); PyMC's "
+        "samplers take the exact non-centred model (parameterisation='noncentred')."
+    )
 
 
 def _equations_unknowns(model: AnimalModel, w: np.ndarray) -> dict[str, np.ndarray]:
