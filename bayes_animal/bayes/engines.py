@@ -44,6 +44,7 @@ import numpy as np
 
 from ..choice import engine_cost, facts
 from ..spec.parameters import variance_name
+from .sampling import LATENT
 
 if TYPE_CHECKING:
     from .model import AnimalModel
@@ -390,7 +391,7 @@ class LatentEngine(Engine):
     default_sampler = "nutpie"
     fixed_options = ("integrate",)
     gaussian = False
-    transient = ("latent",)
+    transient = (LATENT,)
 
     def cost(self, gradients: int) -> float:
         return engine_cost("sparse", facts(self.model.inputs), gradients)
@@ -412,7 +413,6 @@ class LatentEngine(Engine):
         """b and every u per draw from their exact conditional given θ and the latent values
         (:func:`~bayes_animal.bayes.conditional.draw_from_mixed_model` with them as records)."""
         from .conditional import draw_from_mixed_model, posterior_thetas
-        from .sampling import LATENT
 
         m = self.model
         thetas = posterior_thetas(m.parameters, posterior)

@@ -244,6 +244,7 @@ class AnimalModel:
         self._mme = None
         self._laplace = None
         self._centring: dict[str, np.ndarray] | None = None
+        self._mode_weights: np.ndarray | None = None
 
     def _structures(self) -> dict[str, Any]:
         from ..structures.covariance import IdentityStructure
@@ -390,9 +391,8 @@ class AnimalModel:
         if self._centring is None:
             self._centring = {}
             if not self.design.family.gaussian:
-                theta, _ = self._floored_reml_theta()
                 index = {name: i for i, name in enumerate(self.parameters.names)}
-                weights = self.laplace.mode(theta, expected=True).weights
+                weights = self._reml_mode_weights()
                 theta = self.reml_theta()  # a variance at 0: its levels stay non-centred
                 for block in self.parameters.blocks:
                     effect = self.design.effect(block.terms[0])
@@ -406,6 +406,15 @@ class AnimalModel:
                     if np.any(share >= CENTRE_FROM):
                         self._centring[effect.name] = np.where(share >= CENTRE_FROM, share, 0.0)
         return self._centring
+
+    def _reml_mode_weights(self) -> np.ndarray:
+        """The records' Fisher weights at REML's conditional mode (its variances floored as
+        ``_floored_reml_theta``), computed once: what ``centring`` and
+        ``_latent_information`` both read."""
+        if self._mode_weights is None:
+            floored, _ = self._floored_reml_theta()
+            self._mode_weights = self.laplace.mode(floored, expected=True).weights
+        return self._mode_weights
 
     def _alternative(self, engine: str) -> str | None:
         """The other exact parameterisation a family's diagnostics advise (None: none):
@@ -430,8 +439,7 @@ class AnimalModel:
 
         if latent_obstacle(self.design) is not None or "residual" in self.reml.boundary:
             return None  # at 0 the latent values are pinned to b and u: see _resolve
-        floored, _ = self._floored_reml_theta()
-        weights = self.laplace.mode(floored, expected=True).weights
+        weights = self._reml_mode_weights()
         theta = self.reml_theta()
         index = self.parameters.index
         residual = theta[index("residual")]
