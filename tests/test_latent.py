@@ -219,3 +219,34 @@ def test_latent_values_are_refused_where_reml_puts_their_residual_at_zero():
     assert model._resolve("auto", "auto")[1] == "noncentred"
     with pytest.raises(ModelError, match="REML puts it at 0"):
         model._resolve("latent", "auto")
+
+
+def test_failing_diagnostics_point_from_one_exact_engine_to_the_other():
+    """Chains that disagree: the advice names the other exact parameterisation of a count
+    trait (``alternative``), where an exact family's fit otherwise advises none; the model
+    gives the pair only where both engines serve."""
+    import xarray as xr
+
+    from bayes_animal.results.posterior import component_summary, diagnose
+
+    rng = np.random.default_rng(0)
+    chains = rng.normal(size=(2, 300)) + np.array([[0.0], [3.0]])  # two chains apart
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset({"h2": (("chain", "draw"), chains)})})
+    summary = component_summary(tree, ["h2"])
+    for engine, other in (("noncentred", "latent"), ("latent", "noncentred")):
+        found = diagnose(
+            tree, summary, parameterisation=engine, warn=False, exact_family=True,
+            alternative=other,
+        )  # fmt: skip
+        assert any(f"try parameterisation='{other}'" in m for m in found.messages)
+    plain = diagnose(tree, summary, parameterisation="noncentred", warn=False, exact_family=True)
+    assert not any("try parameterisation" in m for m in plain.messages)
+    large = _counts(300, 3.0, 0.05, seed=4)
+    model = AnimalModel("y ~ x + (1|herd)", large.data, pedigree=large.pedigree, family="poisson")
+    assert model._alternative("noncentred") == "latent"
+    assert model._alternative("latent") == "noncentred"
+    binary = AnimalModel(
+        "b ~ x", large.data.assign(b=(large.data["y"] > 20).astype(int)),
+        pedigree=large.pedigree, family="threshold",
+    )  # fmt: skip
+    assert binary._alternative("noncentred") is None
