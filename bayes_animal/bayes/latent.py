@@ -118,8 +118,7 @@ class LatentDensity:
         evaluation = self.equations._evaluation(theta, score=score, y=latent)
         if evaluation is None:
             return None, None
-        inverses = self.mme.residual_inverses(theta)
-        return evaluation, -self.mme.apply_residual(inverses, evaluation.residuals)
+        return evaluation, -evaluation.scaled_residuals
 
     def _records(self, latent: np.ndarray) -> tuple[float, np.ndarray]:
         """:math:`\\sum_i \\log p(y_i \\mid l_i)` and its gradient in l."""

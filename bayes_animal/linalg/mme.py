@@ -75,6 +75,13 @@ from .threads import blas_threads
 __all__ = ["Evaluation", "MixedModelEquations"]
 
 
+def _logdet(matrix: np.ndarray) -> float:
+    """:math:`\\log|M|` of a positive definite matrix (a 1 × 1 one without LAPACK)."""
+    if matrix.shape == (1, 1):
+        return float(np.log(matrix[0, 0]))
+    return float(np.linalg.slogdet(matrix)[1])
+
+
 @dataclass(frozen=True)
 class _Piece:
     """One K⁻¹ placed in C at the block (row term, column term) of a G-block."""
@@ -102,6 +109,21 @@ class _ResidualPiece:
 
 
 @dataclass(frozen=True)
+class _Layout:
+    """C's pieces as the factorisation and the selected inverse see them: ``assembly`` (the
+    permuted storage × pieces) times the pieces' coefficients is C's data; ``traces[k]``
+    holds, per part of the selected inverse that piece k meets, ``(part, where, values)``:
+    :math:`\\operatorname{tr}(C^{-1}\\,\\text{piece}_k)` is the sum over them of
+    ``parts[part][where] @ values``. The residual's pieces come first (``residual_pieces`` of
+    them)."""
+
+    size: int
+    residual_pieces: int
+    assembly: sparse.csr_matrix
+    traces: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Everything one factorisation of :math:`C(\\theta)` gives (see the module docstring).
 
@@ -120,6 +142,8 @@ class Evaluation:
         :math:`\\hat u_k^\\top K^{-1} \\hat u_l` (None without the selected inverse).
     residuals
         :math:`\\hat e = y - W\\hat w`.
+    scaled_residuals
+        :math:`R^{-1}\\hat e = Py` (the restricted likelihood's gradient in y is its negative).
     factor
         The factorisation (for draws and solves).
     selected
@@ -130,6 +154,7 @@ class Evaluation:
     loglik: float
     solutions: np.ndarray
     residuals: np.ndarray
+    scaled_residuals: np.ndarray
     factor: Factor
     score: np.ndarray | None = None
     information: np.ndarray | None = None
@@ -232,6 +257,20 @@ class MixedModelEquations:
             ]
             for block in parameters.blocks
         ]
+        residual = parameters.residual
+        self._residual_derivatives = []  # (θ index, [(pattern, ∂R₀/∂θ restricted to it)])
+        for name in residual.terms + tuple(n for _, _, n in residual.covariances):
+            E = parameters.derivative(name, residual)
+            restricted = [
+                (k, E[np.ix_(present, present)]) for k, (present, _) in enumerate(self.patterns)
+            ]
+            self._residual_derivatives.append(
+                (parameters.index(name), [(k, Ep) for k, Ep in restricted if Ep.any()])
+            )
+        # one trait: one pattern holding every record in order, R = σ²I (a scalar's work)
+        self._in_order = len(self.patterns) == 1 and np.array_equal(
+            self.patterns[0][1], np.arange(self.n)[:, None]
+        )
 
     @property
     def analysis(self) -> Analysis:
@@ -260,11 +299,18 @@ class MixedModelEquations:
     def residual_inverses(self, theta: np.ndarray) -> list[np.ndarray]:
         """:math:`R_p^{-1}` of every pattern: :math:`R_0` restricted to its traits, inverted."""
         r0 = self.parameters.g0(theta, self.parameters.residual)
-        return [np.linalg.inv(r0[np.ix_(present, present)]) for present, _ in self.patterns]
+        return [
+            np.array([[1.0 / r0[present[0], present[0]]]])
+            if len(present) == 1
+            else np.linalg.inv(r0[np.ix_(present, present)])
+            for present, _ in self.patterns
+        ]
 
     def apply_residual(self, matrices: list[np.ndarray], values: np.ndarray) -> np.ndarray:
         """:math:`\bigoplus_p M_p` applied to ``values`` (observations, or observations ×
         columns): each record's observations times its pattern's matrix."""
+        if self._in_order:
+            return values * matrices[0][0, 0]
         out = np.empty_like(values, dtype=float)
         for (_, positions), matrix in zip(self.patterns, matrices, strict=True):
             chosen = values[positions]  # records × traits (× columns)
@@ -320,29 +366,44 @@ class MixedModelEquations:
         for piece in self._residual_placed:
             yield piece, float(inverses[piece.pattern][piece.a, piece.b])
 
-    def _layout(self):
-        """The pieces of C in the factorisation's permuted storage, and where the selected
-        inverse holds each piece's entries (computed once, after the analysis)."""
+    def _layout(self) -> _Layout:
+        """C's pieces in the factorisation's permuted storage and where the selected inverse
+        holds their entries, as matrices (computed once, after the analysis)."""
         if getattr(self, "_fast", None) is None:
             analysis = self.analysis
-            residual = [
-                (
-                    piece,
-                    analysis.to_permuted(piece.positions),
-                    analysis.inverse_positions(piece.positions),
+            size = len(analysis._lower[1])
+            placed = [*self._residual_placed, *self._pieces_placed]
+            rows, columns, entries = [], [], []
+            for k, piece in enumerate(placed):
+                rows.append(analysis.to_permuted(piece.positions))
+                columns.append(np.full(len(piece.positions), k))
+                entries.append(
+                    piece.placed if isinstance(piece, _ResidualPiece) else piece.kinv_values
                 )
-                for piece in self._residual_placed
-            ]
-            pieces = [
-                (
-                    piece,
-                    analysis.to_permuted(piece.positions),
-                    analysis.inverse_positions(piece.positions),
+            assembly = sparse.csr_matrix(
+                (np.concatenate(entries), (np.concatenate(rows), np.concatenate(columns))),
+                shape=(size, len(placed)),
+            )  # a piece's positions are distinct; pieces sharing one are summed
+            traces = tuple(
+                tuple(
+                    (code, where, piece.values[chosen])
+                    for code, (chosen, where) in enumerate(
+                        analysis.inverse_positions(piece.positions)
+                    )
+                    if len(chosen)
                 )
-                for piece in self._pieces_placed
-            ]
-            self._fast = (len(analysis._lower[1]), residual, pieces)
+                for piece in placed
+            )
+            self._fast = _Layout(size, len(self._residual_placed), assembly, traces)
         return self._fast
+
+    def _coefficients(self, inverses: list, residual_inverses: list) -> np.ndarray:
+        """Each piece's coefficient in C: :math:`(R_p^{-1})_{ab}` for the residual's, then
+        :math:`(G_{0b}^{-1})_{kl}` for the random effects' (the columns of the assembly)."""
+        return np.array(
+            [residual_inverses[piece.pattern][piece.a, piece.b] for piece in self._residual_placed]
+            + [inverses[piece.block][piece.row, piece.col] for piece in self._pieces_placed]
+        )
 
     def _g0_inverses(self, theta: np.ndarray) -> list[np.ndarray]:
         params = self.parameters
@@ -359,16 +420,10 @@ class MixedModelEquations:
         residual_inverses: list | None = None,
     ) -> Factor:
         """:math:`C(\theta) = P^\top L D L^\top P` (raises NotPositiveDefinite)."""
-        size, residual, pieces = self._layout()
-        data = np.zeros(size)
         if residual_inverses is None:
             residual_inverses = self.residual_inverses(theta)
-        for piece, permuted, _ in residual:
-            coefficient = residual_inverses[piece.pattern][piece.a, piece.b]
-            data[permuted] += coefficient * piece.placed  # a piece's positions are distinct
         inverses = self._g0_inverses(theta) if inverses is None else inverses
-        for piece, permuted, _ in pieces:
-            data[permuted] += inverses[piece.block][piece.row, piece.col] * piece.kinv_values
+        data = self._layout().assembly @ self._coefficients(inverses, residual_inverses)
         return self.analysis.factorise_permuted(data)
 
     def effect_slice(self, name: str) -> slice:
@@ -481,10 +536,10 @@ class MixedModelEquations:
         ypy = float(y @ ry) - float(rhs @ w)
         logdet_g = 0.0
         for b, block in enumerate(params.blocks):
-            logdet_g -= self.block_sizes[b] * np.linalg.slogdet(inverses[b])[1]
+            logdet_g -= self.block_sizes[b] * _logdet(inverses[b])
             logdet_g += block.size * self.logdet_k[b]
         logdet_r = -sum(
-            len(positions) * np.linalg.slogdet(inverse)[1]
+            len(positions) * _logdet(inverse)
             for (_, positions), inverse in zip(self.patterns, residual_inverses, strict=True)
         )
         loglik = -0.5 * (
@@ -496,22 +551,20 @@ class MixedModelEquations:
             - self.logdet_xtx
         )
         residuals = y - self.W @ w
+        scaled = self.apply_residual(residual_inverses, residuals)  # R⁻¹ê = Py
         if not score:
-            return Evaluation(theta, float(loglik), w, residuals, factor)
+            return Evaluation(theta, float(loglik), w, residuals, scaled, factor)
         selected = factor.selected_inverse()
+        layout = self._layout()
         parts = selected.parts()
-
-        def trace(values, inverse_positions) -> float:
-            value = 0.0
-            for part, (chosen, where) in zip(parts, inverse_positions, strict=True):
-                if len(chosen):
-                    value += float(part[where] @ values[chosen])
-            return value
-
-        _, residual_layout, layout = self._layout()
+        piece_traces = [  # tr(C⁻¹ · piece) of every piece (BLAS dots: a sum of many terms)
+            sum(float(parts[code][where] @ values) for code, where, values in piece)
+            for piece in layout.traces
+        ]
         traces = [np.zeros((b.size, b.size)) for b in params.blocks]
-        for piece, _, inverse_positions in layout:
-            value = trace(piece.values, inverse_positions)
+        for piece, value in zip(
+            self._pieces_placed, piece_traces[layout.residual_pieces :], strict=True
+        ):
             traces[piece.block][piece.row, piece.col] = value
             traces[piece.block][piece.col, piece.row] = value
         quadratics = []
@@ -525,35 +578,31 @@ class MixedModelEquations:
                 tr_pv = self.block_sizes[b] * np.trace(g0_inv @ E) - np.sum(F * traces[b])
                 gradient[index] = -0.5 * (tr_pv - np.sum(F * quadratics[b]))
         # the residual: tr(P ∂R) = tr(R⁻¹∂R) − tr(C⁻¹ Wᵀ R⁻¹ ∂R R⁻¹ W), y'P ∂R Py = ê'R⁻¹∂R R⁻¹ê
-        piece_traces: dict[tuple[int, int, int], float] = {}
-        for piece, _, inverse_positions in residual_layout:
-            piece_traces[(piece.pattern, piece.a, piece.b)] = trace(piece.values, inverse_positions)
-        scaled = self.apply_residual(residual_inverses, residuals)  # R⁻¹ê = Py
+        residual_traces = {
+            (piece.pattern, piece.a, piece.b): value
+            for piece, value in zip(self._residual_placed, piece_traces, strict=False)
+        }
         outer = [
             scaled[positions].T @ scaled[positions] for _, positions in self.patterns
         ]  # Σ_records (R⁻¹ê)(R⁻¹ê)ᵀ per pattern
-        for name in params.residual.terms + tuple(n for _, _, n in params.residual.covariances):
-            E = params.derivative(name, params.residual)
+        for index, restricted in self._residual_derivatives:
             tr_pv = quadratic = 0.0
-            for k, ((present, positions), inverse) in enumerate(
-                zip(self.patterns, residual_inverses, strict=True)
-            ):
-                Ep = E[np.ix_(present, present)]
-                if not Ep.any():
-                    continue
+            for k, Ep in restricted:
+                inverse, positions = residual_inverses[k], self.patterns[k][1]
                 tr_pv += len(positions) * float(np.sum(inverse * Ep))
                 middle = inverse @ Ep @ inverse
-                for a in range(len(present)):
+                for a in range(len(Ep)):
                     for b in range(a + 1):
-                        tr_pv -= middle[a, b] * piece_traces[(k, a, b)]
+                        tr_pv -= middle[a, b] * residual_traces[(k, a, b)]
                 quadratic += float(np.sum(Ep * outer[k]))
-            gradient[params.index(name)] = -0.5 * (tr_pv - quadratic)
+            gradient[index] = -0.5 * (tr_pv - quadratic)
         ai = None
         if information:
             ai = self._average_information(theta, w, residuals, factor, residual_inverses)
         return Evaluation(
-            theta, float(loglik), w, residuals, factor, gradient, ai, traces, quadratics, selected
-        )
+            theta, float(loglik), w, residuals, scaled, factor, gradient, ai, traces, quadratics,
+            selected,
+        )  # fmt: skip
 
     def working_variates(
         self,
