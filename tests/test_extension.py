@@ -140,3 +140,31 @@ def test_the_exact_model_of_a_family_extends_with_its_breeding_values(monkeypatc
         )
     assert np.all(np.isfinite(extended.idata.posterior["u"].values[4:]))
     assert extended.ebv().shape[0] == asked.ebv().shape[0]
+
+
+def test_the_independence_sampler_extends_with_its_carried_breeding_values(monkeypatch):
+    """The independence sampler (sparse equations, b and u drawn by each step from the
+    factorisation it evaluates): extended from the same fitted proposal, its 8 chains carry
+    every u, and the first 4 are the unextended run's."""
+    from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
+
+    pedigree = simulate_herd_pedigree(n_animals=150, n_generations=3, n_herds=5, seed=4)
+    data = simulate_records(
+        pedigree, variances={"additive": 0.5, "herd": 0.2, "residual": 0.5},
+        groups={"herd": 5}, seed=4,
+    ).data  # fmt: skip
+    model = AnimalModel("y ~ x + (1|herd)", data, pedigree=pedigree)
+    monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
+    options = {"random_seed": 5, "progressbar": False, "warn": False, "sampler": "independence"}
+    extended = model.fit(**options)
+    asked = model.fit(draws=1000, **options)
+    assert extended.idata.posterior.sizes["chain"] == 8
+    assert any("4 more were drawn" in note for note in extended.notes)
+    assert asked.idata.posterior.sizes["chain"] == 4
+    for name in ("u", "u_herd", "h2"):
+        np.testing.assert_array_equal(
+            extended.idata.posterior[name].values[:4], asked.idata.posterior[name].values
+        )
+    later = extended.idata.posterior["u"].values[4:]
+    assert np.all(np.isfinite(later)) and later.std() > 0
+    assert not np.array_equal(later, asked.idata.posterior["u"].values)

@@ -861,9 +861,9 @@ class AnimalModel:
             583–710 and R-hat 1.003–1.008 in 8–9 s, at a higher ESS per second). Not given, a
             run whose reported quantities fail the diagnostics' limits (R-hat > 1.01, bulk or
             tail ESS < 400) samples as many chains again, once, and keeps both
-            (:mod:`bayes_animal.bayes.extension`; the notes say so); a given ``draws`` runs as
-            asked, and the independence sampler (whose chains at a boundary already run
-            longer) is not extended. Tuning steps per
+            (:mod:`bayes_animal.bayes.extension`; the notes say so; the independence
+            sampler's new chains start from the same fitted proposal); a given ``draws``
+            runs as asked. Tuning steps per
             chain (default: 300 for nutpie on a marginal
             model's density, which starts whitened by the REML covariance; 500 for PyMC on a
             marginal model, which starts at REML with its covariance as the mass matrix, and
@@ -992,8 +992,16 @@ class AnimalModel:
         if direct:
             density = engine_object.density()
             sample_start = time.perf_counter()
-            if independence:
-                idata, unknowns = self._sample_independence(density, **options)
+            if independence:  # the proposal fitted once, for the chains and any extension
+                proposal, proposal_seconds = self._independence_proposal(density)
+                carried: list = []  # each run's draws of every unknown (chain × draw × …)
+
+                def sample(**chosen):
+                    idata, unknowns = self._sample_independence(density, proposal, **chosen)
+                    carried.append(unknowns)
+                    idata.attrs["proposal_seconds"] = proposal_seconds
+                    return idata
+
             else:
 
                 def sample(**chosen):
@@ -1017,12 +1025,13 @@ class AnimalModel:
             def sample(**chosen):
                 return self._sample_pymc(built, sampler, **chosen)
 
-        if not independence:
-            idata = sample(**options)
-            if default_run:
-                idata, note = self._extended(idata, sample, options, progressbar)
-                notes = [*notes, note] if note else notes
-                chains = int(idata.posterior.sizes["chain"])
+        idata = sample(**options)
+        if default_run:
+            idata, note = self._extended(idata, sample, options, progressbar)
+            notes = [*notes, note] if note else notes
+            chains = int(idata.posterior.sizes["chain"])
+        if independence and all(u is not None for u in carried):
+            unknowns = np.concatenate(carried, axis=0)  # the extension's chains after the first
         sample_wall = time.perf_counter() - sample_start
         sampling = float(
             idata.posterior.attrs.get(
@@ -1178,19 +1187,29 @@ class AnimalModel:
         start = density.start(self._initial_values(), np.asarray(self.reml.beta_values))
         return sample_joint(density, start, seed=random_seed, **options)
 
-    def _sample_independence(self, density, *, random_seed, target_accept, **options):
-        """Independence Metropolis–Hastings on the hand-derived density, its t proposal
-        fitted near the posterior mean (:mod:`bayes_animal.bayes.independence`); returns the
-        DataTree and the draws of every unknown carried by the chains (None for a likelihood
-        that gives none: they are drawn afterwards)."""
-        from .independence import fit_proposal, sample_independence
+    def _independence_proposal(self, density):
+        """The independence sampler's t proposal, fitted near the posterior mean
+        (:func:`~bayes_animal.bayes.independence.fit_proposal`), and its seconds."""
+        from .independence import fit_proposal
 
         x0 = self._initial_x(density)
         fallback = self._reml_covariance(density.theta_jacobian(x0))
+        clock = time.perf_counter()
         try:
-            clock = time.perf_counter()
             proposal = fit_proposal(density, x0, fallback)
-            fitted = time.perf_counter()
+        except ValueError as exc:  # the proposal misses the posterior: the way out
+            raise ModelError(str(exc)) from exc
+        return proposal, time.perf_counter() - clock
+
+    def _sample_independence(self, density, proposal, *, random_seed, target_accept, **options):
+        """Independence Metropolis–Hastings on the hand-derived density from ``proposal``
+        (:mod:`bayes_animal.bayes.independence`); returns the DataTree and the draws of every
+        unknown carried by the chains (None for a likelihood that gives none: they are drawn
+        afterwards)."""
+        from .independence import sample_independence
+
+        clock = time.perf_counter()
+        try:
             idata, unknowns = sample_independence(
                 density, proposal, seed=random_seed, meanwhile=import_summary_libraries,
                 keep_unknowns=True, thin=BOUNDARY_THIN if self.reml.boundary else 1, **options,
@@ -1198,8 +1217,7 @@ class AnimalModel:
         except ValueError as exc:  # the proposal misses the posterior: the way out
             raise ModelError(str(exc)) from exc
         # the chains' time: the proposal's fitting goes to the fit's "compile" stage
-        idata.attrs["sampling_time"] = time.perf_counter() - fitted
-        idata.attrs["proposal_seconds"] = fitted - clock
+        idata.attrs["sampling_time"] = time.perf_counter() - clock
         return idata, unknowns
 
     def _sample_pymc(self, built: _Built, sampler: str, **options):
