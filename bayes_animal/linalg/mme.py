@@ -368,7 +368,8 @@ class MixedModelEquations:
 
     def _layout(self) -> _Layout:
         """C's pieces in the factorisation's permuted storage and where the selected inverse
-        holds their entries, as matrices (computed once, after the analysis)."""
+        holds their entries: one sparse assembly matrix, gathers per piece (computed once, after
+        the analysis)."""
         if getattr(self, "_fast", None) is None:
             analysis = self.analysis
             size = len(analysis._lower[1])
