@@ -213,9 +213,12 @@ def samplers(quick: bool) -> None:
         "sampler_choice",
         "Default sampler by engine: nutpie on the hand-derived density against PyMC's NUTS",
         bench_random_effects.run_sampler_choice(),
-        "Whole default fit (4 chains × 1000 draws, each sampler's default tuning) on the "
-        "gryphon data with MCMCglmm's priors. ess_h2_per_s: bulk ESS of h² per second of the "
-        "whole fit. The faster one per engine is bayes_animal.bayes.model.DEFAULT_SAMPLERS.\n",
+        "Whole default fit (4 chains × 1000 draws, each sampler's default tuning; a default "
+        "run whose diagnostics fail draws 4 chains more) with MCMCglmm's priors, seeds 1–4 "
+        "and their median, on the gryphon data and on `bench_shapes`' 500-animal cell with a "
+        "cage-like group. ess_h2_per_s: bulk ESS of h² per second of the whole fit. The "
+        "faster one per engine by the medians is bayes_animal.bayes.model.DEFAULT_SAMPLERS. "
+        "Run: `python benchmarks/run.py samplers` (about 9 min).\n",
     )
 
 
