@@ -179,9 +179,11 @@ class SparseEngine(Engine):
     name = "sparse"
     parameterisation = "marginal"
     fixed_options = ("integrate",)
-    #: PyMC, whose worker processes run the chains at once on the compiled graph (gryphon
-    #: model 4: 46 ESS(h²)/s against 31 for nutpie on the density).
-    default_sampler = "pymc"
+    #: nutpie on the hand-derived density (medians of seeds 1–4, `sampler_choice.md`: gryphon
+    #: model 4, 90 ESS(h²)/s against PyMC's 55; 500 animals with a cage-like group, 120
+    #: against 67 — PyMC led on model 4, 46 against 31, before the equations' evaluation lost
+    #: its overheads).
+    default_sampler = "nutpie"
 
     def likelihood(self):
         from .density import sparse_likelihood

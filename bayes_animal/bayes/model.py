@@ -847,8 +847,8 @@ class AnimalModel:
             (Metropolis–Hastings with a t proposal near the posterior mean, for a marginal model
             with the fixed effects integrated: :mod:`bayes_animal.bayes.independence`); None
             takes the default (each engine's ``default_sampler``, :data:`DEFAULT_SAMPLERS`:
-            nutpie on the hand-derived density for the spectral marginal model and several
-            traits, PyMC's NUTS for the sparse marginal and partial models, nutpie through PyMC
+            nutpie on the hand-derived density for the spectral and sparse marginal models
+            and several traits, PyMC's NUTS for the partial model, nutpie through PyMC
             for the non-centred one — on its hand-derived joint density for a non-Gaussian
             family (:mod:`bayes_animal.bayes.joint`) — the fastest end to end in
             ``benchmarks/``), except that a
@@ -911,7 +911,7 @@ class AnimalModel:
         # boundary, where the posterior is far from the Gaussian its proposal is fitted to,
         # its chains run BOUNDARY_THIN times longer and keep every BOUNDARY_THIN-th draw
         if sampler is None and engine == "sparse" and fixed == "integrate":
-            tuned = tune if tune is not None else (300 if self.design.multi_trait else 500)
+            tuned = tune if tune is not None else 300  # nutpie on the density's default
             choice = choose_sampler(self.mme.analysis.flops, self.mme.size, chains, draws, tuned)
             if choice is not None:
                 sampler = choice.engine
