@@ -562,12 +562,6 @@ class Analysis:
         :meth:`factorise_permuted` takes."""
         return self._to_permuted[positions]
 
-    def inverse_part_sizes(self) -> tuple[int, int, int]:
-        """The lengths of the parts of :meth:`SelectedInverse.parts`: the diagonal, the entries
-        on the pattern of L below it, the dense block's entries (column-major)."""
-        Lp = self._pattern[0]
-        return self.n, int(Lp[self.n]), (self.n - self.split) ** 2
-
     def inverse_positions(self, positions: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Where the selected inverse holds the entries of the analysed pattern's data: per part
         of :meth:`SelectedInverse.parts`, (which of ``positions``, where in the part)."""
