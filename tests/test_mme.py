@@ -196,6 +196,10 @@ def test_sparse_loglik_score_and_information_equal_dense_formulas(formula, optio
         )
         evaluation = mme.evaluate(theta)
         assert evaluation.loglik == pytest.approx(expected, rel=1e-8)
+        # R⁻¹ê = Py, with and without the score (the latent model's gradient in its records)
+        np.testing.assert_allclose(evaluation.scaled_residuals, P @ y, rtol=1e-8, atol=1e-10)
+        plain = mme.evaluate(theta, score=False, information=False)
+        np.testing.assert_allclose(plain.scaled_residuals, P @ y, rtol=1e-8, atol=1e-10)
         score = [-0.5 * (np.trace(P @ Vk) - y @ P @ Vk @ P @ y) for Vk in pieces]
         np.testing.assert_allclose(evaluation.score, score, rtol=1e-7, atol=1e-8)
         ai = [[0.5 * y @ P @ A @ P @ B @ P @ y for B in pieces] for A in pieces]

@@ -108,6 +108,24 @@ def test_the_stacked_design_keeps_each_records_traits_and_gives_each_trait_its_o
     )  # fmt: skip
 
 
+def test_scaled_residuals_are_minus_the_loglik_gradient_in_the_records(small):
+    """With records of one trait and of both (three residual patterns): R⁻¹ê = Py, which is
+    −∂ℓ_R/∂y; ℓ_R is quadratic in y, so central differences give it to round-off."""
+    _, params, mme = small
+    y = mme.design.y
+    h = 1e-3
+    for theta in valid_thetas(params, np.random.default_rng(3), 2):
+        scaled = mme.evaluate(theta, score=False, information=False).scaled_residuals
+        slope = np.empty(len(y))
+        for i in range(len(y)):
+            step = np.zeros(len(y))
+            step[i] = h
+            up = mme.evaluate(theta, score=False, information=False, y=y + step).loglik
+            down = mme.evaluate(theta, score=False, information=False, y=y - step).loglik
+            slope[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(scaled, -slope, rtol=1e-6, atol=1e-7)
+
+
 def test_loglik_score_and_information_equal_the_dense_formulas(small):
     """At random valid G₀ and R₀: ℓ_R to 1e-9, the score to finite differences of the dense
     ℓ_R, and the average information ½ y'P Vᵢ P Vⱼ P y from dense matrices."""
