@@ -45,6 +45,8 @@ def test_every_engine_says_what_it_is(model):
         assert engine.cost(10_000) > 0
         assert (engine.density() is not None) == (name in ("spectral", "sparse"))
         assert engine.marginal == (name in ("spectral", "sparse"))
+        if engine.marginal:  # nutpie on the hand-derived density (sampler_choice.md's medians)
+            assert cls.default_sampler == "nutpie"
     assert ENGINE_CLASSES["noncentred"].fixed_options == ("sample",)
     assert ENGINE_CLASSES["sparse"].fixed_options == ("integrate",)
 
