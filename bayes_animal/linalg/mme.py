@@ -117,7 +117,6 @@ class _Layout:
     ``parts[part][where] @ values``. The residual's pieces come first (``residual_pieces`` of
     them)."""
 
-    size: int
     residual_pieces: int
     assembly: sparse.csr_matrix
     traces: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
@@ -240,6 +239,20 @@ class MixedModelEquations:
             self._pieces_placed.append(
                 _Piece(block, row_term, col_term, positions, placed * weights, placed)
             )
+        # C's data (the analysed pattern's order) = this × the pieces' coefficients: residual
+        # pieces first; a piece's positions are distinct, pieces sharing one are summed
+        placed = [*self._residual_placed, *self._pieces_placed]
+        self._assembly = sparse.csr_matrix(
+            (
+                np.concatenate([piece.placed for piece in self._residual_placed]
+                               + [piece.kinv_values for piece in self._pieces_placed]),
+                (
+                    np.concatenate([piece.positions for piece in placed]),
+                    np.concatenate([np.full(len(pc.positions), k) for k, pc in enumerate(placed)]),
+                ),
+            ),
+            shape=(self.pattern.nnz, len(placed)),
+        )  # fmt: skip
         self.logdet_k = [self.structures[b.terms[0]].logdet() for b in parameters.blocks]
         self.block_sizes = [self.structures[b.terms[0]].size for b in parameters.blocks]
         self.ordering = ordering
@@ -348,23 +361,9 @@ class MixedModelEquations:
 
     def values(self, theta: np.ndarray) -> np.ndarray:
         """The lower-triangle data of :math:`C(\theta)` on the analysed pattern."""
-        data = np.zeros(self.pattern.nnz)
-        for piece, inverse in self._residual_terms(self.residual_inverses(theta)):
-            data += np.bincount(
-                piece.positions, weights=inverse * piece.placed, minlength=len(data)
-            )
-        inverses = [np.linalg.inv(self.parameters.g0(theta, b)) for b in self.parameters.blocks]
-        for piece in self._pieces_placed:
-            coefficient = inverses[piece.block][piece.row, piece.col]
-            data += np.bincount(
-                piece.positions, weights=coefficient * piece.kinv_values, minlength=self.pattern.nnz
-            )
-        return data
-
-    def _residual_terms(self, inverses: list[np.ndarray]):
-        """Each residual piece with its coefficient :math:`(R_p^{-1})_{ab}`."""
-        for piece in self._residual_placed:
-            yield piece, float(inverses[piece.pattern][piece.a, piece.b])
+        return self._assembly @ self._coefficients(
+            self._g0_inverses(theta), self.residual_inverses(theta)
+        )
 
     def _layout(self) -> _Layout:
         """C's pieces in the factorisation's permuted storage and where the selected inverse
@@ -372,19 +371,10 @@ class MixedModelEquations:
         the analysis)."""
         if getattr(self, "_fast", None) is None:
             analysis = self.analysis
-            size = len(analysis._lower[1])
             placed = [*self._residual_placed, *self._pieces_placed]
-            rows, columns, entries = [], [], []
-            for k, piece in enumerate(placed):
-                rows.append(analysis.to_permuted(piece.positions))
-                columns.append(np.full(len(piece.positions), k))
-                entries.append(
-                    piece.placed if isinstance(piece, _ResidualPiece) else piece.kinv_values
-                )
-            assembly = sparse.csr_matrix(
-                (np.concatenate(entries), (np.concatenate(rows), np.concatenate(columns))),
-                shape=(size, len(placed)),
-            )  # a piece's positions are distinct; pieces sharing one are summed
+            # the same assembly with its rows in the factorisation's permuted storage
+            where = analysis.to_permuted(np.arange(self.pattern.nnz))
+            assembly = self._assembly[np.argsort(where)]
             traces = tuple(
                 tuple(
                     (code, where, piece.values[chosen])
@@ -395,7 +385,7 @@ class MixedModelEquations:
                 )
                 for piece in placed
             )
-            self._fast = _Layout(size, len(self._residual_placed), assembly, traces)
+            self._fast = _Layout(len(self._residual_placed), assembly, traces)
         return self._fast
 
     def _coefficients(self, inverses: list, residual_inverses: list) -> np.ndarray:
