@@ -87,6 +87,18 @@ def test_latent_density_has_the_gradient_of_its_value(small):
         assert gradient[i] == pytest.approx(difference, rel=1e-5, abs=1e-6), i
 
 
+def test_latent_density_is_refused_for_a_family_other_than_poisson(small):
+    """The records' term is the Poisson family's: another family is an error naming it,
+    not a density of the wrong records."""
+    from bayes_animal.bayes.latent import LatentDensity
+    from bayes_animal.spec.family import Family
+
+    density = engine_for(small, "latent").density()
+    binary = Family("binomial", "probit")
+    with pytest.raises(ValueError, match="for Poisson records.*binomial"):
+        LatentDensity(density.marginal, small.mme, binary, density.y, density.trials)
+
+
 def test_draws_given_latent_values_are_the_gaussian_models_with_them_as_records(small):
     """b and every u given θ and l are drawn exactly as the Gaussian animal model's with l
     as its records: the same draws, bit for bit, as equations built on a design with y = l."""

@@ -44,6 +44,40 @@ def test_factor_solve_and_selected_inverse_equal_dense_algebra(seed, ordering, d
         np.testing.assert_allclose(selected.block(index), inverse[np.ix_(index, index)], atol=1e-12)
 
 
+@pytest.mark.parametrize("dense_block", [0, 7, None])
+def test_traces_of_fixed_pieces_equal_dense_traces(dense_block):
+    """tr(C⁻¹ M) for fixed symmetric matrices M on C's pattern, each given as positions in the
+    analysed pattern's data and the values there (off the diagonal counted twice), as the
+    mixed-model equations' score takes them: every part of the selected inverse (its
+    diagonal, its sparse columns, the dense block) is read, and a piece without entries is
+    0."""
+    n = 40
+    C = _spd(n, 0.06, 5)
+    lower = sparse.tril(C).tocsc()
+    lower.sort_indices()
+    analysis = analyse(lower, dense_block=dense_block)
+    factor = analysis.factorise(lower.data)
+    inverse = np.linalg.inv(C.toarray())
+    coo = lower.tocoo()
+    rng = np.random.default_rng(3)
+    pieces, dense_pieces = [], []
+    for _ in range(3):
+        chosen = np.flatnonzero(rng.random(lower.nnz) < 0.5)
+        values = rng.standard_normal(len(chosen))
+        M = np.zeros((n, n))
+        M[coo.row[chosen], coo.col[chosen]] = values
+        M = M + np.tril(M, -1).T  # symmetric, its lower triangle the piece
+        weights = np.where(coo.row[chosen] == coo.col[chosen], 1.0, 2.0)
+        pieces.append((chosen, values * weights))
+        dense_pieces.append(M)
+    pieces.append((np.zeros(0, np.int64), np.zeros(0)))
+    dense_pieces.append(np.zeros((n, n)))
+    traces = factor.selected_inverse().traces(analysis.trace_gathers(pieces))
+    expected = [np.trace(inverse @ M) for M in dense_pieces]
+    np.testing.assert_allclose(traces, expected, rtol=1e-10, atol=1e-12)
+    assert traces[-1] == 0.0
+
+
 @pytest.mark.parametrize("widest", [1, 2, 64])
 @pytest.mark.parametrize("dense_block", [0, 9, None])
 def test_supernodes_of_trait_blocks_factor_as_dense_algebra(widest, dense_block, monkeypatch):

@@ -27,6 +27,20 @@ def test_layout_and_g0(maternal):
     assert maternal.phenotypic(theta) == pytest.approx(3 + 2 - 0.5 + 1 + 4)
 
 
+def test_positions_and_g0_of_every_block(maternal):
+    """Each name's position in θ (looked up from a table built once), a name that is not a
+    parameter an error naming it, and every block's G0 (R0) read at those positions."""
+    assert [maternal.index(n) for n in maternal.names] == list(range(len(maternal.names)))
+    with pytest.raises(ValueError, match="'sire' is not a parameter"):
+        maternal.index("sire")
+    theta = np.array([3.0, 2.0, -0.5, 1.0, 4.0])
+    np.testing.assert_array_equal(maternal.g0(theta, maternal.blocks[1]), [[1.0]])
+    np.testing.assert_array_equal(maternal.g0(theta, maternal.residual), [[4.0]])
+    assert maternal.variances == ("additive", "maternal", "pe", "residual")
+    assert not maternal.valid(np.array([3.0, 2.0, -0.5, 1.0, 0.0]))  # the residual at 0
+    assert not maternal.valid(np.array([3.0, 2.0, -0.5, np.nan, 4.0]))
+
+
 def test_delta_method_standard_errors_equal_finite_differences(maternal):
     """SE(f) = √(∇fᵀ Σ ∇f) with ∇f taken numerically, for every ratio."""
     theta = np.array([3.0, 2.0, -0.5, 1.0, 4.0])

@@ -49,7 +49,7 @@ value, and NUTS moves :math:`\sigma_e^2` best through the latent values themselv
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special
 
 from .density import MarginalDensity, _SparseThetaLikelihood
 
@@ -88,7 +88,8 @@ class LatentDensity:
     mme
         The analysed mixed-model equations of the design (one trait).
     family
-        The records' family (its ``log_density`` and ``derivatives`` in l).
+        The records' family: Poisson, the one with an observation-level effect
+        (:func:`latent_obstacle`).
     y, trials
         The records and the binomial trials (ones where there are none).
     """
@@ -98,10 +99,16 @@ class LatentDensity:
     ) -> None:
         self.marginal = marginal
         self.equations = _SparseThetaLikelihood(mme)
+        if family.name != "poisson":
+            raise ValueError(
+                f"The latent values' density is for Poisson records (the family with an "
+                f"observation-level effect); this one is {family.label}."
+            )
         self.family = family
         self.y = np.asarray(y, dtype=float)
         self.trials = np.asarray(trials, dtype=float)
         self.k = marginal.size
+        self._log_factorials = float(np.sum(special.gammaln(self.y + 1.0)))  # Σ log yᵢ!
 
     @property
     def mme(self):
@@ -129,11 +136,13 @@ class LatentDensity:
         return evaluation, -evaluation.scaled_residuals
 
     def _records(self, latent: np.ndarray) -> tuple[float, np.ndarray]:
-        """:math:`\\sum_i \\log p(y_i \\mid l_i)` and its gradient in l."""
-        value = float(np.sum(self.family.log_density(self.y, self.trials, latent)))
-        with np.errstate(over="ignore"):
-            slope = self.family.derivatives(self.y, self.trials, latent)[0]
-        return value, slope
+        """:math:`\\sum_i \\log p(y_i \\mid l_i) = y^\\top l - \\sum_i e^{l_i} - \\sum_i \\log y_i!`
+        and its gradient in l, :math:`y - e^{l}` (one exponential per record; the log
+        factorials summed once)."""
+        with np.errstate(over="ignore"):  # e^l past double range: log p = -inf there
+            mean = np.exp(latent)
+        value = float(self.y @ latent) - float(np.sum(mean)) - self._log_factorials
+        return value, self.y - mean
 
     def __call__(self, x: np.ndarray, *, jacobian: bool = True) -> tuple[float, np.ndarray]:
         """``(log p(x, l | y), its gradient)``; −∞ and zeros outside the parameter space."""

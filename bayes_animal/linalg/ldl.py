@@ -81,6 +81,7 @@ effect and level of the row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -97,6 +98,7 @@ __all__ = [
     "Factor",
     "NotPositiveDefinite",
     "SelectedInverse",
+    "TraceGathers",
     "analyse",
 ]
 
@@ -443,15 +445,18 @@ def _selected_inverse(n, t, Lp, Li, Lx, D, dense):  # pragma: no cover - compile
         for a in range(size):
             k = Li[p0 + a]
             la = Lx[p0 + a]
+            # z[a] is summed in a local (the same additions in the same order: a register
+            # instead of a store and load per term, which the compiler cannot prove z[b] ≠ z[a])
+            za = z[a]
             if k >= t:
                 kk = k - t
-                z[a] += dense[kk, kk] * la
+                za += dense[kk, kk] * la
                 for b in range(a + 1, size):
                     s = dense[Li[p0 + b] - t, kk]
                     z[b] += s * la
-                    z[a] += s * Lx[p0 + b]
+                    za += s * Lx[p0 + b]
             else:
-                z[a] += Sd[k] * la
+                za += Sd[k] * la
                 pk = Lp[k]
                 end = Lp[k + 1]
                 b = a + 1
@@ -461,13 +466,14 @@ def _selected_inverse(n, t, Lp, Li, Lx, D, dense):  # pragma: no cover - compile
                     if r == target:
                         s = Sx[pk]
                         z[b] += s * la
-                        z[a] += s * Lx[p0 + b]
+                        za += s * Lx[p0 + b]
                         b += 1
                         pk += 1
                     elif r < target:
                         pk += 1
                     else:
                         b += 1
+            z[a] = za
         total = 1.0 / D[j]
         for a in range(size):
             Sx[p0 + a] = -z[a]
@@ -496,6 +502,31 @@ def _backward(t, Lp, Li, Lx, X):  # pragma: no cover - compiled
             for p in range(Lp[j], Lp[j + 1]):
                 s -= Lx[p] * X[Li[p], c]
             X[j, c] = s
+
+
+@njit(cache=True, nogil=True)
+def _piece_traces(Sd, Sx, dense, codes, bounds, owners, where, values, count):  # pragma: no cover
+    """Σ over each piece's segments of (the part ``codes[s]`` gathered at ``where``) · values:
+    each segment's dot product by BLAS, as numpy's ``@`` takes it, added to its piece's
+    total in order from 0 (the sum Python's ``sum`` of those products gives)."""
+    out = np.zeros(count)
+    widest = 0
+    for s in range(len(codes)):
+        widest = max(widest, bounds[s + 1] - bounds[s])
+    buffer = np.empty(widest)
+    for s in range(len(codes)):
+        a = bounds[s]
+        b = bounds[s + 1]
+        code = codes[s]
+        for i in range(a, b):
+            if code == 0:
+                buffer[i - a] = Sd[where[i]]
+            elif code == 1:
+                buffer[i - a] = Sx[where[i]]
+            else:
+                buffer[i - a] = dense[where[i]]
+        out[owners[s]] += np.dot(buffer[: b - a], values[a:b])
+    return out
 
 
 def _split(column_counts: np.ndarray) -> int:
@@ -572,6 +603,29 @@ class Analysis:
             out.append((chosen, where[chosen]))
         return out
 
+    def trace_gathers(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> TraceGathers:
+        r"""What :meth:`SelectedInverse.traces` needs for fixed symmetric matrices ``pieces``,
+        each given by positions in the analysed pattern's data and the values there (off the
+        diagonal counted twice, so that the sum of value × entry of :math:`C^{-1}` is
+        :math:`\operatorname{tr}(C^{-1} M)`)."""
+        codes, owners, wheres, values = [], [], [], []
+        for k, (positions, piece_values) in enumerate(pieces):
+            for code, (chosen, where) in enumerate(self.inverse_positions(positions)):
+                if len(chosen):
+                    codes.append(code)
+                    owners.append(k)
+                    wheres.append(where)
+                    values.append(np.asarray(piece_values, dtype=float)[chosen])
+        bounds = np.concatenate([[0], np.cumsum([len(w) for w in wheres], dtype=np.int64)])
+        return TraceGathers(
+            len(pieces),
+            np.array(codes, dtype=np.int64),
+            bounds.astype(np.int64),
+            np.array(owners, dtype=np.int64),
+            np.concatenate(wheres).astype(np.int64) if wheres else np.zeros(0, np.int64),
+            np.concatenate(values) if values else np.zeros(0),
+        )
+
     def factorise_permuted(self, Bx: np.ndarray) -> Factor:
         """Numeric factorisation for values already in the permuted lower storage.
 
@@ -595,13 +649,26 @@ class Analysis:
                 chol, info = lapack.dpotrf(St.T, lower=1, clean=1, overwrite_a=1)
             if info != 0:
                 raise self._pivot_error(t + info - 1, None, Bx)
-            pivots = np.diag(chol) ** 2
-            small = np.flatnonzero(~(pivots > PIVOT_TOLERANCE * self._diagonal_of(Bx, t)))
+            pivots = chol.diagonal() ** 2
+            positions, absent = self._dense_diagonal
+            diagonal = Bx[positions]
+            if absent is not None:
+                diagonal[absent] = 0.0
+            small = np.flatnonzero(~(pivots > PIVOT_TOLERANCE * diagonal))
             if len(small):
                 raise self._pivot_error(t + int(small[0]), float(pivots[small[0]]), Bx)
         else:
             chol = np.zeros((0, 0))
         return Factor(self, Lx, D, chol)
+
+    @cached_property
+    def _dense_diagonal(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Where the dense block's diagonal entries sit in the permuted storage, and which
+        pivots have none (None where every one has): :meth:`_diagonal_of` for the dense
+        block, its indices found once."""
+        where = self._diagonal[self.split :]
+        absent = np.flatnonzero(where < 0)
+        return np.maximum(where, 0), (absent if len(absent) else None)
 
     def _diagonal_of(self, Bx: np.ndarray, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The diagonal entries of pivots ``start`` … ``stop − 1`` from the permuted storage
@@ -746,7 +813,7 @@ class Factor:
     def logdet(self) -> float:
         """:math:`\\log|C|`."""
         t = self.analysis.split
-        return float(np.sum(np.log(self._D[:t])) + 2.0 * np.sum(np.log(np.diag(self._chol))))
+        return float(np.sum(np.log(self._D[:t])) + 2.0 * np.sum(np.log(self._chol.diagonal())))
 
     def _sweep(self, X: np.ndarray, *, draw: bool) -> np.ndarray:
         analysis = self.analysis
@@ -800,6 +867,21 @@ class Factor:
 
 
 @dataclass(frozen=True)
+class TraceGathers:
+    """Fixed matrices' entries as the selected inverse stores them
+    (:meth:`Analysis.trace_gathers`): segment s of ``where``/``values``
+    (``bounds[s]:bounds[s + 1]``) lies in part ``codes[s]`` of
+    :meth:`SelectedInverse.parts` and belongs to matrix ``owners[s]``."""
+
+    count: int
+    codes: np.ndarray
+    bounds: np.ndarray
+    owners: np.ndarray
+    where: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
 class SelectedInverse:
     """Entries of :math:`C^{-1}` on the pattern of L, looked up by original indices."""
 
@@ -821,6 +903,15 @@ class SelectedInverse:
         """The stored entries: the diagonal, the sparse columns, the dense block (flattened in
         its memory's Fortran order: a view), to index with :meth:`Analysis.inverse_positions`."""
         return self._Sd, self._Sx, self._dense.ravel(order="F")
+
+    def traces(self, gathers: TraceGathers) -> np.ndarray:
+        r""":math:`\operatorname{tr}(C^{-1} M_k)` of every fixed matrix of ``gathers`` (one
+        compiled pass; each part's sum a BLAS dot product)."""
+        g = gathers
+        return _piece_traces(
+            self._Sd, self._Sx, self._dense.ravel(order="F"), g.codes, g.bounds, g.owners,
+            g.where, g.values, g.count,
+        )  # fmt: skip
 
     def on_pattern(self) -> np.ndarray:
         """:math:`(C^{-1})_{ij}` for every entry of the analysed lower pattern, in its order."""

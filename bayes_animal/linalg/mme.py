@@ -67,6 +67,7 @@ from .ldl import (
     Factor,
     NotPositiveDefinite,
     SelectedInverse,
+    TraceGathers,
     analyse,
     coordinate_pattern,
 )
@@ -80,6 +81,39 @@ def _logdet(matrix: np.ndarray) -> float:
     if matrix.shape == (1, 1):
         return float(np.log(matrix[0, 0]))
     return float(np.linalg.slogdet(matrix)[1])
+
+
+def _block_score(size: int, g0_inv: np.ndarray, E: np.ndarray, traces, quadratics) -> float:
+    r""":math:`-\tfrac12[q\operatorname{tr}(G_0^{-1}E) - \sum F \circ T - \sum F \circ Q]`,
+    :math:`F = G_0^{-1} E G_0^{-1}`, of one parameter of a block (``size`` q levels, traces T,
+    quadratics Q); a 1 × 1 block in floats, the same operations in the same order."""
+    if E.shape == (1, 1):
+        g, e = float(g0_inv[0, 0]), float(E[0, 0])
+        F = g * e * g
+        return -0.5 * (size * (g * e) - F * float(traces[0, 0]) - F * float(quadratics[0, 0]))
+    F = g0_inv @ E @ g0_inv
+    tr_pv = size * np.trace(g0_inv @ E) - np.sum(F * traces)
+    return float(-0.5 * (tr_pv - np.sum(F * quadratics)))
+
+
+def _residual_score(
+    count: int, inverse: np.ndarray, Ep: np.ndarray, traces: list[float], outer: np.ndarray
+) -> tuple[float, float]:
+    r"""One residual pattern's part of :math:`\operatorname{tr}(P\,\partial R)` and of
+    :math:`\hat e^\top R^{-1}\partial R\,R^{-1}\hat e` (``count`` records, :math:`R_p^{-1}`,
+    the derivative restricted to the pattern, the traces of its pieces in lower-triangle
+    order, :math:`\sum (R^{-1}\hat e)(R^{-1}\hat e)^\top`); a 1 × 1 pattern in floats."""
+    if Ep.shape == (1, 1):
+        r, e = float(inverse[0, 0]), float(Ep[0, 0])
+        return count * (r * e) - r * e * r * traces[0], e * float(outer[0, 0])
+    tr_pv = count * float(np.sum(inverse * Ep))
+    middle = inverse @ Ep @ inverse
+    k = 0
+    for a in range(len(Ep)):
+        for b in range(a + 1):
+            tr_pv -= middle[a, b] * traces[k]
+            k += 1
+    return tr_pv, float(np.sum(Ep * outer))
 
 
 @dataclass(frozen=True)
@@ -111,15 +145,15 @@ class _ResidualPiece:
 @dataclass(frozen=True)
 class _Layout:
     """C's pieces as the factorisation and the selected inverse see them: ``assembly`` (the
-    permuted storage × pieces) times the pieces' coefficients is C's data; ``traces[k]``
-    holds, per part of the selected inverse that piece k meets, ``(part, where, values)``:
-    :math:`\\operatorname{tr}(C^{-1}\\,\\text{piece}_k)` is the sum over them of
-    ``parts[part][where] @ values``. The residual's pieces come first (``residual_pieces`` of
-    them)."""
+    permuted storage × pieces) times the pieces' coefficients is C's data; ``traces`` gathers
+    each piece's entries from the selected inverse, for
+    :math:`\\operatorname{tr}(C^{-1}\\,\\text{piece}_k)`
+    (:meth:`~bayes_animal.linalg.ldl.SelectedInverse.traces`). The residual's pieces come
+    first (``residual_pieces`` of them)."""
 
     residual_pieces: int
     assembly: sparse.csr_matrix
-    traces: tuple[tuple[tuple[int, np.ndarray, np.ndarray], ...], ...]
+    traces: TraceGathers
 
 
 @dataclass(frozen=True)
@@ -375,16 +409,7 @@ class MixedModelEquations:
             # the same assembly with its rows in the factorisation's permuted storage
             where = analysis.to_permuted(np.arange(self.pattern.nnz))
             assembly = self._assembly[np.argsort(where)]
-            traces = tuple(
-                tuple(
-                    (code, where, piece.values[chosen])
-                    for code, (chosen, where) in enumerate(
-                        analysis.inverse_positions(piece.positions)
-                    )
-                    if len(chosen)
-                )
-                for piece in placed
-            )
+            traces = analysis.trace_gathers([(piece.positions, piece.values) for piece in placed])
             self._fast = _Layout(len(self._residual_placed), assembly, traces)
         return self._fast
 
@@ -547,11 +572,7 @@ class MixedModelEquations:
             return Evaluation(theta, float(loglik), w, residuals, scaled, factor)
         selected = factor.selected_inverse()
         layout = self._layout()
-        parts = selected.parts()
-        piece_traces = [  # tr(C⁻¹ · piece) of every piece (BLAS dots: a sum of many terms)
-            sum(float(parts[code][where] @ values) for code, where, values in piece)
-            for piece in layout.traces
-        ]
+        piece_traces = selected.traces(layout.traces)  # tr(C⁻¹ · piece) of every piece
         traces = [np.zeros((b.size, b.size)) for b in params.blocks]
         for piece, value in zip(
             self._pieces_placed, piece_traces[layout.residual_pieces :], strict=True
@@ -565,27 +586,27 @@ class MixedModelEquations:
         gradient = np.zeros(params.size)
         for b, g0_inv in enumerate(inverses):
             for index, E in self._derivatives[b]:
-                F = g0_inv @ E @ g0_inv
-                tr_pv = self.block_sizes[b] * np.trace(g0_inv @ E) - np.sum(F * traces[b])
-                gradient[index] = -0.5 * (tr_pv - np.sum(F * quadratics[b]))
+                gradient[index] = _block_score(
+                    self.block_sizes[b], g0_inv, E, traces[b], quadratics[b]
+                )
         # the residual: tr(P ∂R) = tr(R⁻¹∂R) − tr(C⁻¹ Wᵀ R⁻¹ ∂R R⁻¹ W), y'P ∂R Py = ê'R⁻¹∂R R⁻¹ê
-        residual_traces = {
-            (piece.pattern, piece.a, piece.b): value
-            for piece, value in zip(self._residual_placed, piece_traces, strict=False)
-        }
-        outer = [
-            scaled[positions].T @ scaled[positions] for _, positions in self.patterns
-        ]  # Σ_records (R⁻¹ê)(R⁻¹ê)ᵀ per pattern
+        residual_traces = [[] for _ in self.patterns]  # per pattern, lower-triangle order
+        for piece, value in zip(self._residual_placed, piece_traces, strict=False):
+            residual_traces[piece.pattern].append(float(value))
+        outer = [  # Σ_records (R⁻¹ê)(R⁻¹ê)ᵀ per pattern
+            (scaled[:, None] if self._in_order else scaled[positions]).T
+            @ (scaled[:, None] if self._in_order else scaled[positions])
+            for _, positions in self.patterns
+        ]
         for index, restricted in self._residual_derivatives:
             tr_pv = quadratic = 0.0
             for k, Ep in restricted:
-                inverse, positions = residual_inverses[k], self.patterns[k][1]
-                tr_pv += len(positions) * float(np.sum(inverse * Ep))
-                middle = inverse @ Ep @ inverse
-                for a in range(len(Ep)):
-                    for b in range(a + 1):
-                        tr_pv -= middle[a, b] * residual_traces[(k, a, b)]
-                quadratic += float(np.sum(Ep * outer[k]))
+                part, quadratic_part = _residual_score(
+                    len(self.patterns[k][1]), residual_inverses[k], Ep, residual_traces[k],
+                    outer[k],
+                )  # fmt: skip
+                tr_pv += part
+                quadratic += quadratic_part
             gradient[index] = -0.5 * (tr_pv - quadratic)
         ai = None
         if information:

@@ -25,6 +25,7 @@ delta method; a parameter at its boundary contributes none.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -221,15 +222,36 @@ class Parameters:
         """The random effects' blocks and the residual's."""
         return (*self.blocks, self.residual)
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        """Each name's position in θ (looked up at every gradient: a dict, built once)."""
+        return {name: k for k, name in enumerate(self.names)}
+
+    @cached_property
+    def _term_positions(self) -> dict[Block, np.ndarray]:
+        """The positions in θ of each block's variances, in the order of its rows."""
+        return {
+            block: np.array([self.index(t) for t in block.terms], dtype=np.int64)
+            for block in self.all_blocks
+        }
+
+    @cached_property
+    def _variance_positions(self) -> np.ndarray:
+        """The positions in θ of :attr:`variances`."""
+        return np.array([self.index(n) for n in self.variances], dtype=np.int64)
+
     def index(self, name: str) -> int:
         """Position of a parameter in :math:`\\theta`."""
-        return self.names.index(name)
+        try:
+            return self._positions[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a parameter of this model") from None
 
     def is_covariance(self, name: str) -> bool:
         """Whether the parameter is a covariance (an off-diagonal element of a block)."""
         return any(name == n for block in self.all_blocks for _, _, n in block.covariances)
 
-    @property
+    @cached_property
     def variances(self) -> tuple[str, ...]:
         """The variance parameters (random terms and residual)."""
         return tuple(n for n in self.names if not self.is_covariance(n))
@@ -243,8 +265,11 @@ class Parameters:
 
     def g0(self, theta: np.ndarray, block: Block) -> np.ndarray:
         """:math:`G_0` (or :math:`R_0`) of a block at :math:`\\theta`."""
-        index = [self.index(t) for t in block.terms]
-        g = np.diag(np.asarray(theta, dtype=float)[index])
+        positions = self._term_positions.get(block)
+        if positions is None:  # a block of another layout with these names
+            positions = np.array([self.index(t) for t in block.terms], dtype=np.int64)
+        g = np.zeros((block.size, block.size))
+        g.flat[:: block.size + 1] = np.asarray(theta, dtype=float)[positions]
         for i, j, name in block.covariances:
             g[i, j] = g[j, i] = theta[self.index(name)]
         return g
@@ -275,7 +300,7 @@ class Parameters:
         ``margin``; for a pair, :math:`|r| \\le 1 - \\text{margin}`)."""
         if not np.all(np.isfinite(theta)):
             return False
-        if any(theta[self.index(n)] <= 0 for n in self.variances):
+        if not np.all(np.asarray(theta)[self._variance_positions] > 0):
             return False
         for block in self.all_blocks:
             if block.size > 1 and block.covariances:
