@@ -295,7 +295,13 @@ class MixedModelEquations:
             e.name: slice(self.offsets[e.name], self.offsets[e.name] + e.size)
             for e in design.effects
         }
-        self._inverses = [self.structures[b.terms[0]].inverse() for b in parameters.blocks]
+        # each block's K⁻¹ for the quadratics û'K⁻¹û (None for I: the product is û itself)
+        self._inverses = [
+            None
+            if type(self.structures[b.terms[0]]) is IdentityStructure
+            else self.structures[b.terms[0]].inverse()
+            for b in parameters.blocks
+        ]
         self._derivatives = [
             [
                 (parameters.index(name), parameters.derivative(name, block))
@@ -582,7 +588,8 @@ class MixedModelEquations:
         quadratics = []
         for block, kinv in zip(params.blocks, self._inverses, strict=True):
             us = [w[self.effect_slice(t)] for t in block.terms]
-            quadratics.append(np.array([[float(ui @ (kinv @ uj)) for uj in us] for ui in us]))
+            kus = us if kinv is None else [kinv @ u for u in us]  # K⁻¹ûⱼ once per term
+            quadratics.append(np.array([[float(ui @ kuj) for kuj in kus] for ui in us]))
         gradient = np.zeros(params.size)
         for b, g0_inv in enumerate(inverses):
             for index, E in self._derivatives[b]:
