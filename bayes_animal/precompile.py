@@ -24,6 +24,7 @@ KERNEL_MODULES = (
     "bayes_animal.structures.additive",
     "bayes_animal.linalg.ordering",
     "bayes_animal.linalg.ldl",
+    "bayes_animal.linalg.scalar_kernels",
     "bayes_animal.linalg.inverse",
     "bayes_animal.bayes.kernels",
 )
@@ -85,7 +86,31 @@ def _sparse_workload():
         maternal_covariance=True,
         engine="sparse",
     )
+    _scalar_workload(pedigree, records)
     return pedigree
+
+
+def _scalar_workload(pedigree, records) -> None:
+    """The compiled evaluation of one trait with scalar variances (the marginal and latent
+    densities' gradients), with the design's records and with values given in their place,
+    with and without a dense block."""
+    import numpy as np
+
+    from .design import build_design
+    from .linalg.ldl import analyse
+    from .linalg.mme import MixedModelEquations
+    from .spec.parameters import Parameters
+    from .structures.inputs import resolve_relationship
+
+    source = resolve_relationship(pedigree=pedigree, warn=False)
+    design = build_design("y ~ 1 + x + (1 | herd)", records, relationship=source, warn=False)
+    structures = {e.name: source.structure for e in design.effects if e.genetic}
+    for dense_block in (None, 0):
+        mme = MixedModelEquations(design, structures, Parameters.from_spec(design.spec))
+        mme._analysis = analyse(mme.pattern, ordering=mme.ordering, dense_block=dense_block)
+        theta = np.ones(mme.parameters.size)
+        mme.evaluate(theta, information=False)
+        mme.evaluate(theta, score=False, information=False, y=design.y + 0.5)
 
 
 def _given_matrix_workload(pedigree) -> None:

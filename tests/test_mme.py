@@ -202,10 +202,68 @@ def test_sparse_loglik_score_and_information_equal_dense_formulas(formula, optio
         np.testing.assert_allclose(plain.scaled_residuals, P @ y, rtol=1e-8, atol=1e-10)
         score = [-0.5 * (np.trace(P @ Vk) - y @ P @ Vk @ P @ y) for Vk in pieces]
         np.testing.assert_allclose(evaluation.score, score, rtol=1e-7, atol=1e-8)
+        # without the average information a model of scalar variances takes the compiled
+        # steps (scalar_kernels): the same value, score, solutions and traces
+        light = mme.evaluate(theta, information=False)
+        assert light.information is None
+        assert light.loglik == pytest.approx(expected, rel=1e-8)
+        np.testing.assert_allclose(light.score, score, rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(light.solutions, evaluation.solutions, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(light.scaled_residuals, P @ y, rtol=1e-8, atol=1e-10)
+        for a, b in zip(light.traces, evaluation.traces, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+        for a, b in zip(light.quadratics, evaluation.quadratics, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+        np.testing.assert_allclose(
+            light.selected.diagonal(), evaluation.selected.diagonal(), rtol=1e-10
+        )
         ai = [[0.5 * y @ P @ A @ P @ B @ P @ y for B in pieces] for A in pieces]
         np.testing.assert_allclose(evaluation.information, ai, rtol=1e-7, atol=1e-9)
         # an EM step never lowers the restricted likelihood
         assert mme.evaluate(mme.em_update(evaluation), score=False).loglik >= evaluation.loglik
+    assert mme._scalar == ("maternal_covariance" not in options)  # a pair: the general path
+
+
+@pytest.mark.parametrize("dense_block", [0, 12, None])
+def test_scalar_variances_evaluate_as_the_general_path_at_any_split(dense_block):
+    """The compiled evaluation of one trait with scalar variances (an additive effect, a
+    permanent environment and a group; records given in place of y, as the latent model
+    gives them) equals the general path's in every output, with no dense block, a small one
+    and the flop model's."""
+    from bayes_animal.linalg.ldl import analyse
+    from bayes_animal.linalg.mme import MixedModelEquations
+    from bayes_animal.spec.parameters import Parameters
+    from bayes_animal.structures.inputs import resolve_relationship
+
+    table, data = _small_pedigree_data(seed=2)
+    source = resolve_relationship(pedigree=table, warn=False)
+    design = build_design(
+        "y ~ 1 + x + (1 | g) + ide(animal)", data, relationship=source, warn=False
+    )
+    params = Parameters.from_spec(design.spec)
+    mme = MixedModelEquations(
+        design, {e.name: source.structure for e in design.effects if e.genetic}, params
+    )
+    mme._analysis = analyse(mme.pattern, ordering="amd", dense_block=dense_block)
+    assert mme._scalar
+    if dense_block is not None:
+        assert mme.analysis.split == mme.size - dense_block
+    rng = np.random.default_rng(4)
+    theta = rng.uniform(0.3, 2.0, size=params.size)
+    latent = design.y + rng.standard_normal(len(design.y))
+    for y in (None, latent):
+        general = mme._evaluate(theta, score=True, information=False, y=y)
+        fast = mme.evaluate(theta, information=False, y=y)
+        assert fast.loglik == pytest.approx(general.loglik, rel=1e-12)
+        np.testing.assert_allclose(fast.score, general.score, rtol=1e-10)
+        for name in ("solutions", "residuals", "scaled_residuals"):
+            np.testing.assert_allclose(getattr(fast, name), getattr(general, name), rtol=1e-12)
+        assert fast.factor.logdet == pytest.approx(general.factor.logdet, rel=1e-13)
+        np.testing.assert_allclose(
+            fast.selected.on_pattern(), general.selected.on_pattern(), rtol=1e-12, atol=1e-15
+        )
+        without = mme.evaluate(theta, score=False, information=False, y=y)
+        assert without.score is None and without.loglik == pytest.approx(general.loglik)
 
 
 def test_mrode_example_5_1_repeatability_model(mrode):
@@ -310,6 +368,9 @@ def test_equations_singular_at_valid_variances_name_the_unknown(ordering):
     with pytest.raises(NotPositiveDefinite) as caught:
         mme.evaluate(theta)
     index = caught.value.index
+    with pytest.raises(NotPositiveDefinite) as compiled:  # the compiled steps (no AI) too
+        mme.evaluate(theta, information=False)
+    assert compiled.value.index == index
     assert index >= mme.p  # a level of g: the fixed effects come first (natural) or are dense
     error = mme.singular_error(caught.value, theta)
     assert isinstance(error, SingularEquationsError) and isinstance(error, ValueError)

@@ -636,10 +636,18 @@ class Analysis:
         """
         Bp, Bi = self._lower
         Lp, Li, Rp, Rj = self._pattern
-        t = self.split
         Lx, D, St, bad = _factorise(
-            self.n, t, Bp, Bi, Bx, Lp, Li, Rp, Rj, self._supernodes, PIVOT_TOLERANCE
+            self.n, self.split, Bp, Bi, Bx, Lp, Li, Rp, Rj, self._supernodes, PIVOT_TOLERANCE
         )
+        return self.factor_from(Bx, Lx, D, St, bad)
+
+    def factor_from(
+        self, Bx: np.ndarray, Lx: np.ndarray, D: np.ndarray, St: np.ndarray, bad: int
+    ) -> Factor:
+        """The factor from the sparse loop's output (:func:`_factorise`: its columns, pivots,
+        Schur complement and first failed pivot): the dense block factored by LAPACK, every
+        pivot checked against its diagonal entry of ``Bx`` (raises NotPositiveDefinite)."""
+        t = self.split
         if bad >= 0:
             raise self._pivot_error(bad, float(D[bad]), Bx)
         if t < self.n:

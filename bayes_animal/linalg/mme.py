@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import lapack
 
 from ..design import Design
 from ..errors import SingularEquationsError
@@ -140,6 +141,34 @@ class _ResidualPiece:
     positions: np.ndarray  # into C's lower data
     values: np.ndarray  # entries times 2 off the diagonal (for traces)
     placed: np.ndarray  # entries as placed in C
+
+
+def _rows(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sparse matrix's compressed rows (indptr, indices, data) for the compiled kernels, in
+    its stored order."""
+    rows = sparse.csr_matrix(matrix)
+    return (
+        rows.indptr.astype(np.int64),
+        rows.indices.astype(np.int64),
+        np.ascontiguousarray(rows.data, dtype=float),
+    )
+
+
+@dataclass(frozen=True)
+class _ScalarPlan:
+    """The fixed arrays of :meth:`MixedModelEquations._evaluate_scalar`: where the residual's
+    and each block's variance sit in θ, each block's levels among the unknowns (block b's are
+    ``starts[b]:stops[b]``), and the compressed rows of the assembly, Wᵀ, W and the
+    block-diagonal K⁻¹."""
+
+    residual: int
+    variances: np.ndarray
+    starts: np.ndarray
+    stops: np.ndarray
+    assembly: tuple
+    wt: tuple
+    w: tuple
+    k: tuple
 
 
 @dataclass(frozen=True)
@@ -324,6 +353,15 @@ class MixedModelEquations:
         self._in_order = len(self.patterns) == 1 and np.array_equal(
             self.patterns[0][1], np.arange(self.n)[:, None]
         )
+        # one trait, every G0 and R0 a scalar variance: evaluated by compiled steps
+        # (scalar_kernels; _evaluate_scalar), the general path's arithmetic fused
+        self._scalar = (
+            self._in_order
+            and not parameters.multi_trait
+            and parameters.residual.size == 1
+            and all(b.size == 1 and not b.covariances for b in parameters.blocks)
+        )
+        self._scalar_plan_cache: _ScalarPlan | None = None
 
     @property
     def analysis(self) -> Analysis:
@@ -541,7 +579,116 @@ class MixedModelEquations:
         factorisation takes its own limit (:mod:`bayes_animal.linalg.threads`).
         """
         with blas_threads(1):
+            if self._scalar and not information:
+                return self._evaluate_scalar(theta, score=score, y=y)
             return self._evaluate(theta, score=score, information=information, y=y)
+
+    def _scalar_plan(self) -> _ScalarPlan:
+        """The fixed arrays of the compiled evaluation of one trait with scalar variances
+        (built once, after the analysis)."""
+        if self._scalar_plan_cache is None:
+            params = self.parameters
+            layout = self._layout()
+            W = self.W.tocsr()
+            # K⁻¹ of every effect on the diagonal, over the levels after the fixed effects
+            kinv = {
+                term: self.structures[block.terms[0]].inverse()
+                for block in params.blocks
+                for term in block.terms
+            }
+            K = sparse.block_diag(
+                [kinv[e.name] for e in self.design.effects], format="csr"
+            )  # fmt: skip
+            slices = [self.effect_slice(block.terms[0]) for block in params.blocks]
+            self._scalar_plan_cache = _ScalarPlan(
+                residual=params.index(params.residual.terms[0]),
+                variances=np.array([params.index(b.terms[0]) for b in params.blocks], np.int64),
+                starts=np.array([sl.start for sl in slices], np.int64),
+                stops=np.array([sl.stop for sl in slices], np.int64),
+                assembly=_rows(layout.assembly),
+                wt=_rows(self.Wt),
+                w=_rows(W),
+                k=_rows(K),
+            )
+        return self._scalar_plan_cache
+
+    def _evaluate_scalar(
+        self, theta: np.ndarray, *, score: bool, y: np.ndarray | None = None
+    ) -> Evaluation:
+        """:meth:`_evaluate` for one trait with scalar variances, by the compiled steps of
+        :mod:`~bayes_animal.linalg.scalar_kernels` (the same quantities, the same arithmetic
+        but for the order of a few sums; no average information)."""
+        from . import scalar_kernels as kernels
+
+        plan = self._scalar_plan()
+        analysis = self.analysis
+        n, t = analysis.n, analysis.split
+        Lp, Li, Rp, Rj = analysis._pattern
+        theta = np.asarray(theta, dtype=float)
+        residual_scale = 1.0 / theta[plan.residual]  # R⁻¹ = I/σ², each block's 1/σ²_b
+        scales = 1.0 / theta[plan.variances]
+        coefficients = np.concatenate(([residual_scale], scales))
+        Bx, Lx, D, St, bad = kernels.assemble_and_factorise(
+            *plan.assembly, coefficients, n, t, *analysis._lower, Lp, Li, Rp, Rj,
+            analysis._supernodes, PIVOT_TOLERANCE,
+        )  # fmt: skip
+        factor = analysis.factor_from(Bx, Lx, D, St, bad)
+        y = np.ascontiguousarray(self.design.y if y is None else y, dtype=float)
+        X, rhs, yry = kernels.forward(y, residual_scale, *plan.wt, analysis.perm, t, Lp, Li, Lx, D)
+        if t < n:
+            with blas_threads(size=n - t):
+                X[t:] = lapack.dpotrs(factor._chol, X[t:], lower=1)[0]
+        w, residuals, scaled, quadratic = kernels.backward(
+            X, analysis.perm, t, Lp, Li, Lx, y, residual_scale, *plan.w, *plan.k, self.p,
+            plan.starts, plan.stops,
+        )  # fmt: skip
+        ypy = float(yry) - float(rhs @ w)
+        logdet_g = 0.0
+        for b, scale in enumerate(scales):
+            logdet_g -= self.block_sizes[b] * float(np.log(scale))
+            logdet_g += self.logdet_k[b]
+        logdet_r = -(self.n * float(np.log(residual_scale)))
+        loglik = -0.5 * (
+            (self.n - self.p) * np.log(2 * np.pi)
+            + logdet_r
+            + logdet_g
+            + factor.logdet
+            + ypy
+            - self.logdet_xtx
+        )
+        if not score:
+            return Evaluation(theta, float(loglik), w, residuals, scaled, factor)
+        if t < n:
+            with blas_threads(size=n - t):
+                dense, info = lapack.dpotri(factor._chol, lower=1)
+            if info != 0:  # pragma: no cover - the factor exists, so its inverse does
+                raise NotPositiveDefinite("dpotri failed on the dense block.")
+        else:
+            dense = np.zeros((0, 0))
+        g = self._layout().traces
+        Sx, Sd, piece_traces = kernels.traces(
+            n, t, Lp, Li, Lx, D, dense.T, g.codes, g.bounds, g.owners, g.where, g.values,
+            g.count,
+        )  # fmt: skip
+        selected = SelectedInverse(analysis, Sx, Sd, dense)
+        gradient = np.zeros(self.parameters.size)
+        traces, quadratics = [], []
+        for b, scale in enumerate(scales):  # _block_score with G₀⁻¹ = 1/σ²_b and E = 1
+            trace, q = float(piece_traces[1 + b]), float(quadratic[b])
+            F = scale * 1.0 * scale
+            gradient[plan.variances[b]] = -0.5 * (
+                self.block_sizes[b] * (scale * 1.0) - F * trace - F * q
+            )
+            traces.append(np.array([[trace]]))
+            quadratics.append(np.array([[q]]))
+        # _residual_score with R⁻¹ = 1/σ² and E = 1: tr(P ∂R) and ê'R⁻¹∂R R⁻¹ê
+        r = residual_scale
+        part = self.n * (r * 1.0) - r * 1.0 * r * float(piece_traces[0])
+        gradient[plan.residual] = -0.5 * (part - 1.0 * float(scaled @ scaled))
+        return Evaluation(
+            theta, float(loglik), w, residuals, scaled, factor, gradient, None, traces,
+            quadratics, selected,
+        )  # fmt: skip
 
     def _evaluate(
         self, theta: np.ndarray, *, score: bool, information: bool, y: np.ndarray | None = None
