@@ -84,14 +84,29 @@ def _logdet(matrix: np.ndarray) -> float:
     return float(np.linalg.slogdet(matrix)[1])
 
 
+def _scalar_block_score(size: int, g: float, e: float, trace: float, quadratic: float) -> float:
+    """:func:`_block_score` of a 1 × 1 block in floats (G₀⁻¹ = g, E = e), the same operations
+    in the same order."""
+    F = g * e * g
+    return -0.5 * (size * (g * e) - F * trace - F * quadratic)
+
+
+def _scalar_residual_score(
+    count: int, r: float, e: float, trace: float, outer: float
+) -> tuple[float, float]:
+    """:func:`_residual_score` of a 1 × 1 pattern in floats (R⁻¹ = r, E = e)."""
+    return count * (r * e) - r * e * r * trace, e * outer
+
+
 def _block_score(size: int, g0_inv: np.ndarray, E: np.ndarray, traces, quadratics) -> float:
     r""":math:`-\tfrac12[q\operatorname{tr}(G_0^{-1}E) - \sum F \circ T - \sum F \circ Q]`,
     :math:`F = G_0^{-1} E G_0^{-1}`, of one parameter of a block (``size`` q levels, traces T,
-    quadratics Q); a 1 × 1 block in floats, the same operations in the same order."""
+    quadratics Q)."""
     if E.shape == (1, 1):
-        g, e = float(g0_inv[0, 0]), float(E[0, 0])
-        F = g * e * g
-        return -0.5 * (size * (g * e) - F * float(traces[0, 0]) - F * float(quadratics[0, 0]))
+        return _scalar_block_score(
+            size, float(g0_inv[0, 0]), float(E[0, 0]), float(traces[0, 0]),
+            float(quadratics[0, 0]),
+        )  # fmt: skip
     F = g0_inv @ E @ g0_inv
     tr_pv = size * np.trace(g0_inv @ E) - np.sum(F * traces)
     return float(-0.5 * (tr_pv - np.sum(F * quadratics)))
@@ -103,10 +118,11 @@ def _residual_score(
     r"""One residual pattern's part of :math:`\operatorname{tr}(P\,\partial R)` and of
     :math:`\hat e^\top R^{-1}\partial R\,R^{-1}\hat e` (``count`` records, :math:`R_p^{-1}`,
     the derivative restricted to the pattern, the traces of its pieces in lower-triangle
-    order, :math:`\sum (R^{-1}\hat e)(R^{-1}\hat e)^\top`); a 1 × 1 pattern in floats."""
+    order, :math:`\sum (R^{-1}\hat e)(R^{-1}\hat e)^\top`)."""
     if Ep.shape == (1, 1):
-        r, e = float(inverse[0, 0]), float(Ep[0, 0])
-        return count * (r * e) - r * e * r * traces[0], e * float(outer[0, 0])
+        return _scalar_residual_score(
+            count, float(inverse[0, 0]), float(Ep[0, 0]), traces[0], float(outer[0, 0])
+        )
     tr_pv = count * float(np.sum(inverse * Ep))
     middle = inverse @ Ep @ inverse
     k = 0
@@ -673,18 +689,18 @@ class MixedModelEquations:
         selected = SelectedInverse(analysis, Sx, Sd, dense)
         gradient = np.zeros(self.parameters.size)
         traces, quadratics = [], []
-        for b, scale in enumerate(scales):  # _block_score with G₀⁻¹ = 1/σ²_b and E = 1
+        for b, scale in enumerate(scales):  # G₀⁻¹ = 1/σ²_b, ∂G₀/∂σ²_b = 1
             trace, q = float(piece_traces[1 + b]), float(quadratic[b])
-            F = scale * 1.0 * scale
-            gradient[plan.variances[b]] = -0.5 * (
-                self.block_sizes[b] * (scale * 1.0) - F * trace - F * q
+            gradient[plan.variances[b]] = _scalar_block_score(
+                self.block_sizes[b], float(scale), 1.0, trace, q
             )
             traces.append(np.array([[trace]]))
             quadratics.append(np.array([[q]]))
-        # _residual_score with R⁻¹ = 1/σ² and E = 1: tr(P ∂R) and ê'R⁻¹∂R R⁻¹ê
-        r = residual_scale
-        part = self.n * (r * 1.0) - r * 1.0 * r * float(piece_traces[0])
-        gradient[plan.residual] = -0.5 * (part - 1.0 * float(scaled @ scaled))
+        # tr(P ∂R) and ê'R⁻¹∂R R⁻¹ê with R⁻¹ = I/σ², ∂R/∂σ² = I
+        part, quadratic_part = _scalar_residual_score(
+            self.n, float(residual_scale), 1.0, float(piece_traces[0]), float(scaled @ scaled)
+        )
+        gradient[plan.residual] = -0.5 * (part - quadratic_part)
         return Evaluation(
             theta, float(loglik), w, residuals, scaled, factor, gradient, None, traces,
             quadratics, selected,
