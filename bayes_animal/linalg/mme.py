@@ -599,6 +599,18 @@ class MixedModelEquations:
                 return self._evaluate_scalar(theta, score=score, y=y)
             return self._evaluate(theta, score=score, information=information, y=y)
 
+    def _loglik(self, logdet_r: float, logdet_g: float, factor: Factor, ypy: float) -> float:
+        """:math:`\\ell_R = -\\tfrac12[(n-p)\\log 2\\pi + \\log|R| + \\log|G| + \\log|C| +
+        y^\\top Py - \\log|X^\\top X|]` from its parts."""
+        return -0.5 * (
+            (self.n - self.p) * np.log(2 * np.pi)
+            + logdet_r
+            + logdet_g
+            + factor.logdet
+            + ypy
+            - self.logdet_xtx
+        )
+
     def _scalar_plan(self) -> _ScalarPlan:
         """The fixed arrays of the compiled evaluation of one trait with scalar variances
         (built once, after the analysis)."""
@@ -664,14 +676,7 @@ class MixedModelEquations:
             logdet_g -= self.block_sizes[b] * float(np.log(scale))
             logdet_g += self.logdet_k[b]
         logdet_r = -(self.n * float(np.log(residual_scale)))
-        loglik = -0.5 * (
-            (self.n - self.p) * np.log(2 * np.pi)
-            + logdet_r
-            + logdet_g
-            + factor.logdet
-            + ypy
-            - self.logdet_xtx
-        )
+        loglik = self._loglik(logdet_r, logdet_g, factor, ypy)
         if not score:
             return Evaluation(theta, float(loglik), w, residuals, scaled, factor)
         if t < n:
@@ -727,14 +732,7 @@ class MixedModelEquations:
             len(positions) * _logdet(inverse)
             for (_, positions), inverse in zip(self.patterns, residual_inverses, strict=True)
         )
-        loglik = -0.5 * (
-            (self.n - self.p) * np.log(2 * np.pi)
-            + logdet_r
-            + logdet_g
-            + factor.logdet
-            + ypy
-            - self.logdet_xtx
-        )
+        loglik = self._loglik(logdet_r, logdet_g, factor, ypy)
         residuals = y - self.W @ w
         scaled = self.apply_residual(residual_inverses, residuals)  # R⁻¹ê = Py
         if not score:
