@@ -902,7 +902,7 @@ class SelectedInverse:
         if np.any(kind < 0):
             raise BayesAnimalError("An entry of C⁻¹ was asked for off the pattern of L.")
         out = np.empty(len(kind))
-        for code, source in ((0, self._Sd), (1, self._Sx), (2, self._dense.ravel(order="F"))):
+        for code, source in enumerate(self.parts()):
             chosen = kind == code
             out[chosen] = source[where[chosen]]
         return out
@@ -916,18 +916,13 @@ class SelectedInverse:
         r""":math:`\operatorname{tr}(C^{-1} M_k)` of every fixed matrix of ``gathers`` (one
         compiled pass; each part's sum a BLAS dot product)."""
         g = gathers
-        return _piece_traces(
-            self._Sd, self._Sx, self._dense.ravel(order="F"), g.codes, g.bounds, g.owners,
-            g.where, g.values, g.count,
-        )  # fmt: skip
+        return _piece_traces(*self.parts(), g.codes, g.bounds, g.owners, g.where, g.values, g.count)
 
     def on_pattern(self) -> np.ndarray:
         """:math:`(C^{-1})_{ij}` for every entry of the analysed lower pattern, in its order."""
         groups = self.analysis._input_groups
         out = np.empty(len(self.analysis._input_location[0]))
-        for (positions, where), source in zip(
-            groups, (self._Sd, self._Sx, self._dense.ravel(order="F")), strict=True
-        ):
+        for (positions, where), source in zip(groups, self.parts(), strict=True):
             out[positions] = source[where]
         return out
 
