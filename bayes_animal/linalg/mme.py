@@ -619,14 +619,9 @@ class MixedModelEquations:
             layout = self._layout()
             W = self.W.tocsr()
             # K⁻¹ of every effect on the diagonal, over the levels after the fixed effects
-            kinv = {
-                term: self.structures[block.terms[0]].inverse()
-                for block in params.blocks
-                for term in block.terms
-            }
             K = sparse.block_diag(
-                [kinv[e.name] for e in self.design.effects], format="csr"
-            )  # fmt: skip
+                [self.structures[e.name].inverse() for e in self.design.effects], format="csr"
+            )
             slices = [self.effect_slice(block.terms[0]) for block in params.blocks]
             self._scalar_plan_cache = _ScalarPlan(
                 residual=params.index(params.residual.terms[0]),
