@@ -81,6 +81,16 @@ __all__ = [
 ]
 
 PARAMETERISATIONS = ("auto", "marginal", "noncentred", "partial", "latent")
+
+#: nutpie's target acceptance for the latent values' model (k + n dimensions, records that pin
+#: their latent values: a posterior close to Gaussian). On the large counts of
+#: ``benchmarks/families_large`` (seeds 1–6, tune 500, 4 × 1 000 draws) its ESS(h²) per second
+#: of the whole fit was, at 0.9, 23, 18, 19, 30, 20 and 23 (24 leapfrog steps a draw, one run
+#: extended to 8 chains); at 0.7 29, 29, 41, 39, 33 and 34 (15 steps, three extended); at 0.6
+#: 52, 40, 43, 42, 42 and 27 (15 steps, none extended, no divergence); at 0.5 10 steps but
+#: two of four runs extended, one divergence and R-hat 1.014 after extension. The ESS per draw
+#: hardly moves with the step: h² mixes at the pace its coupling to the latent values sets.
+LATENT_TARGET_ACCEPT = 0.6
 SAMPLERS = ("pymc", "nutpie", "numpyro", "independence")
 #: The default sampler of each engine (each engine's ``default_sampler``,
 #: :mod:`bayes_animal.bayes.engines`; ``python benchmarks/run.py samplers``).
@@ -880,7 +890,9 @@ class AnimalModel:
         target_accept
             NUTS target acceptance rate (default: 0.8 for the marginal models of one trait,
             whose few parameters have a smooth posterior, and for the exact model of a
-            non-Gaussian family (measured); 0.9 for several traits and for the others).
+            non-Gaussian family (measured); 0.6 for the latent values' model
+            (:data:`LATENT_TARGET_ACCEPT`, measured); 0.9 for several traits and for the
+            others).
         fixed
             ``"auto"``, ``"integrate"`` (flat prior, marginal models) or ``"sample"``.
         warn
@@ -960,8 +972,8 @@ class AnimalModel:
         if target_accept is None:  # several traits: 0.9 removed the divergences of the
             # gryphon bivariate model's seed 1 and raised its ESS per second (benchmarks/)
             several = self.design.multi_trait
-            gentle = (marginal and not several and not latent) or exact_family
-            target_accept = 0.8 if gentle else 0.9
+            gentle = (marginal and not several) or exact_family
+            target_accept = LATENT_TARGET_ACCEPT if latent else (0.8 if gentle else 0.9)
         if exact_family:
             notes = [*notes, *self._centring_notes()]
         if progressbar:
