@@ -29,10 +29,10 @@ e^{l_i}`. NUTS moves in (x, l), k + n dimensions; b and every u are drawn afterw
 posterior of (θ, l) is close to a Gaussian animal model's with l nearly known, which the
 marginal model samples well; the non-centred joint there trades the additive and the
 observation-level variances through every z and mixes slowly. On large simulated counts on
-the gryphon pedigree (mean count about 19, σ²units 0.05) this density gave R-hat 1.003, 1.018
-and 1.003 (seeds 1–3) where the non-centred joint had 1.041, 1.048 and 1.028 with its chains
+the gryphon pedigree (mean count about 19, σ²units 0.05) this density gave R-hat 1.004, 1.007
+and 1.006 (seeds 1–3) where the non-centred joint had 1.041, 1.048 and 1.028 with its chains
 doubled (``python benchmarks/run.py family_latent``). Where records say less about their
-latent values the non-centred joint costs 2–8 times less per effective draw;
+latent values the non-centred joint costs up to 2.2 times less per effective draw;
 :func:`~bayes_animal.choice.choose_family_engine` chooses. Where REML puts the
 observation-level variance at 0 the latent values are pinned to b and u as it shrinks and
 NUTS crawls: ``AnimalModel`` refuses this model there.
