@@ -593,16 +593,45 @@ class LaplaceCheck:
 #: (At 0.9 and a slower gradient the non-centred joint had given 3–8 times the latent model's
 #: ESS per second at 0.30–0.57.)
 LATENT_FROM = 0.7
+#: One gradient of the non-centred joint density (the hand-derived kernel of
+#: :mod:`bayes_animal.bayes.joint`) costs about this per coordinate: measured in-process,
+#: 32–53 µs on the gryphon pedigree's counts (2 428 coordinates) and 81–85 µs on 1 900 animals
+#: in 45 or 450 cages (3 750 and 4 149).
+JOINT_SECONDS_PER_COORDINATE = 2e-8
+#: The latent values' model is chosen only where one of its gradients costs at most this many
+#: of the non-centred joint's (:func:`latent_cost_ratio`, an estimate from the analysed
+#: equations). Measured: on the gryphon pedigree's large counts (estimate 15) the latent model
+#: gave 2.5–3.7 times the joint's ESS(h²) per second (``family_latent``); on 1 900 animals in
+#: 450 cages (the issue reproducer's pedigree, estimate 73, a dense block of 429) it gave 5.3
+#: against the joint's 10.1 (seed 1; 10.6 ms a gradient against 85 µs), both passing their
+#: diagnostics — per gradient the latent model was 56 times as efficient there, about 50 on
+#: the gryphon counts, so the two break even near 40.
+LATENT_COST_LIMIT = 40.0
+
+
+def latent_cost_ratio(flops: float, unknowns: int, coordinates: int) -> float:
+    """One gradient of the latent values' density (a factorisation of the mixed-model
+    equations and its selected inverse, :func:`marginal_gradient_seconds` of their analysis)
+    in gradients of the non-centred joint density of ``coordinates`` coordinates
+    (:data:`JOINT_SECONDS_PER_COORDINATE`): a formula of the data, not a timing."""
+    joint = JOINT_SECONDS_PER_COORDINATE * max(coordinates, 1)
+    return marginal_gradient_seconds(flops, unknowns) / joint
 
 
 def choose_family_engine(
-    family_label: str, check: LaplaceCheck | None, latent_information: float | None = None
+    family_label: str,
+    check: LaplaceCheck | None,
+    latent_information: float | None = None,
+    latent_cost: float | None = None,
 ) -> Choice:
     """The engine of a non-Gaussian family's Bayesian fit (``parameterisation="auto"``).
 
     ``latent_information`` (None where the family has no observation-level effect): where
     the records pin their latent values (at least :data:`LATENT_FROM`), the latent values'
-    model, exact, with b and every u integrated out.
+    model, exact, with b and every u integrated out — unless one of its gradients would cost
+    more than :data:`LATENT_COST_LIMIT` of the non-centred joint's (``latent_cost``,
+    :func:`latent_cost_ratio`; None: not known, not limited), where the equations fill in
+    densely (many groups crossing the pedigree) and the joint's cheap gradients win.
 
     ``check`` None: the exact model's hand-derived joint density serves the model under nutpie
     (:func:`~bayes_animal.bayes.joint.joint_obstacle`), and the exact model is sampled without
@@ -613,13 +642,21 @@ def choose_family_engine(
     approximation's check (:class:`LaplaceCheck`) decides: the Laplace marginal model where it
     passes, the exact non-centred model where it does not.
     """
+    dear = ""
     if latent_information is not None and latent_information >= LATENT_FROM:
-        return Choice(
-            "latent",
-            f"the {family_label} family: its records resolve {latent_information:.0%} of "
-            f"their latent variance (median; from {LATENT_FROM:.0%}), so NUTS moves in the "
-            "variances and each record's latent value with b and every u integrated out "
-            "exactly (exact, where the non-centred joint mixes slowly).",
+        if latent_cost is None or latent_cost <= LATENT_COST_LIMIT:
+            return Choice(
+                "latent",
+                f"the {family_label} family: its records resolve {latent_information:.0%} of "
+                f"their latent variance (median; from {LATENT_FROM:.0%}), so NUTS moves in the "
+                "variances and each record's latent value with b and every u integrated out "
+                "exactly (exact, where the non-centred joint mixes slowly).",
+            )
+        dear = (
+            f" Its records resolve {latent_information:.0%} of their latent variance, but a "
+            f"gradient of the latent values' model would cost about {latent_cost:.0f} of the "
+            f"joint's (above {LATENT_COST_LIMIT:.0f}: the equations fill in densely), so the "
+            "joint is sampled (parameterisation='latent' asks for the other)."
         )
     if check is None:
         return Choice(
@@ -627,7 +664,7 @@ def choose_family_engine(
             f"the {family_label} family: the exact joint posterior (NUTS over the variances, "
             "b and every u, non-centred) on its hand-derived density, which nutpie samples "
             "with nothing to compile: exact, and cheaper than the Laplace marginal model on "
-            "three of the four data sets of benchmarks/family_engines.",
+            f"three of the four data sets of benchmarks/family_engines.{dear}",
         )
     if check.passes:
         return Choice(
@@ -640,5 +677,5 @@ def choose_family_engine(
         "noncentred",
         f"the {family_label} family: the Laplace approximation fails its check "
         f"({check.describe()}), so the exact joint posterior is sampled: NUTS over the "
-        "variances, b and every u, non-centred.",
+        f"variances, b and every u, non-centred.{dear}",
     )

@@ -16,10 +16,16 @@ from scipy import stats
 
 from bayes_animal import AnimalModel
 from bayes_animal.bayes.conditional import draw_from_mixed_model
-from bayes_animal.bayes.engines import engine_for
+from bayes_animal.bayes.engines import NonCentredEngine, engine_for
 from bayes_animal.bayes.model import ModelError
 from bayes_animal.bayes.sampling import Whitening
-from bayes_animal.choice import LATENT_FROM, choose_family_engine
+from bayes_animal.choice import (
+    JOINT_SECONDS_PER_COORDINATE,
+    LATENT_COST_LIMIT,
+    LATENT_FROM,
+    choose_family_engine,
+    marginal_gradient_seconds,
+)
 from bayes_animal.cli.options import _parser
 from bayes_animal.linalg.mme import MixedModelEquations
 from bayes_animal.simulate import simulate_herd_pedigree, simulate_records
@@ -175,6 +181,29 @@ def test_auto_samples_the_latent_values_where_the_records_pin_them():
     model = AnimalModel("y ~ x + (1|herd)", few.data, pedigree=few.pedigree, family="poisson")
     assert model._latent_information() < LATENT_FROM
     assert model._resolve("auto", "auto")[1] == "noncentred"
+
+
+def test_auto_keeps_the_joint_where_the_latent_gradient_is_too_dear():
+    """Records that pin their latent values take the latent values' model only while one of its
+    gradients costs at most LATENT_COST_LIMIT of the joint's; above it the joint, with a note
+    that says why and how to ask for the other. The cost is the analysed equations' flop
+    estimate over the joint density's own size."""
+    family = "poisson(log, overdispersion)"
+    pinned = LATENT_FROM + 0.1
+    assert choose_family_engine(family, None, pinned, LATENT_COST_LIMIT).engine == "latent"
+    dear = choose_family_engine(family, None, pinned, LATENT_COST_LIMIT + 1)
+    assert dear.engine == "noncentred"
+    assert "would cost about" in dear.reason and "parameterisation='latent'" in dear.reason
+    assert choose_family_engine(family, None, pinned, None).engine == "latent"
+    large = _counts(300, 3.0, 0.05, seed=4)
+    model = AnimalModel("y ~ x + (1|herd)", large.data, pedigree=large.pedigree, family="poisson")
+    analysis = model.mme.analysis
+    joint = NonCentredEngine(model).joint_density()
+    expected = marginal_gradient_seconds(analysis.flops, analysis.n) / (
+        JOINT_SECONDS_PER_COORDINATE * joint.size
+    )
+    assert model._latent_cost() == pytest.approx(expected, rel=1e-12)
+    assert model._latent_cost() <= LATENT_COST_LIMIT  # 300 animals in 6 herds: sparse
 
 
 def test_latent_values_are_refused_where_they_do_not_serve():

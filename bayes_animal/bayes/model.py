@@ -53,6 +53,7 @@ from ..choice import (
     choose_traits,
     facts,
     gradients_of_a_fit,
+    latent_cost_ratio,
 )
 from ..design import Design
 from ..errors import BayesAnimalError
@@ -457,6 +458,21 @@ class AnimalModel:
         resolved = random * weights / (1.0 + weights * residual)
         return float(np.median(resolved / (1.0 + resolved)))
 
+    def _latent_cost(self) -> float:
+        """One gradient of the latent values' density in gradients of the non-centred joint's
+        (:func:`~bayes_animal.choice.latent_cost_ratio`): the analysed equations' flops and
+        order against the joint's coordinates — the variance parameters, b, every level and
+        each record's observation-level effect."""
+        analysis = self.mme.analysis
+        design = self.design
+        coordinates = (
+            self.parameters.size
+            + design.n_fixed
+            + sum(len(e.levels) for e in design.effects)
+            + len(design.y)
+        )
+        return latent_cost_ratio(analysis.flops, analysis.n, coordinates)
+
     def _centring_notes(self) -> list[str]:
         """What :meth:`centring` does to this fit, one note per effect it centres."""
         return [
@@ -567,7 +583,8 @@ class AnimalModel:
                 check = None if joint else self.laplace_check()
                 # the latent values' density is sampled by nutpie alone
                 latent = self._latent_information() if sampler in (None, "nutpie") else None
-                choice = choose_family_engine(family.label, check, latent)
+                cost = self._latent_cost() if latent is not None and joint else None
+                choice = choose_family_engine(family.label, check, latent, cost)
                 engine = choice.engine
                 chosen = ENGINE_CLASSES[engine].parameterisation
                 notes.append(
@@ -850,6 +867,7 @@ class AnimalModel:
             observation-level effect (Poisson with overdispersion) whose records pin their
             latent values, ``"latent"`` — each record's latent value sampled with the
             variances, b and every u integrated out exactly (:mod:`bayes_animal.bayes.latent`)
+            — where its gradient is not too dear against the joint's
             (:func:`~bayes_animal.choice.choose_family_engine`); ``"marginal"`` is its Laplace
             marginal model.
         sampler
