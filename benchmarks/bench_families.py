@@ -158,20 +158,23 @@ def run(seeds=(1, 2), names=FAMILIES) -> pd.DataFrame:
                 rows.append(_ours(case, folder / "pedigree.csv", seed, "auto"))
                 rows.append(_ours(case, folder / "pedigree.csv", seed, "marginal"))
                 if r_ready:
-                    mc = _rscript(
-                        MCMCGLMM, case["path"], folder / "pedigree.csv", seed, case["family"],
-                        case["r_formula"], timeout=1800,
-                    )  # fmt: skip
-                    if "seconds" in mc:
-                        rows.append({
-                            "data": case["name"], "tool": "MCMCglmm (53 000 it.)",
-                            "engine": "Gibbs", "seed": seed, "whole_s": mc["seconds"],
-                            "h2_mean": mc["h2"], "h2_sd": mc["h2_sd"], "ess_h2": mc["ess_h2"],
-                            "ess_h2_per_s": mc["ess_h2"] / mc["seconds"], "va_mean": mc["va"],
-                        })  # fmt: skip
-                    else:
-                        print(f"MCMCglmm failed: {mc}")
+                    rows += _mcmcglmm(case, folder / "pedigree.csv", seed)
     return pd.DataFrame(rows)
+
+
+def _mcmcglmm(case: dict, pedigree: Path, seed: int) -> list[dict]:
+    """MCMCglmm's row for ``case`` (:data:`MCMCGLMM`; none, and a message, where it fails)."""
+    mc = _rscript(
+        MCMCGLMM, case["path"], pedigree, seed, case["family"], case["r_formula"], timeout=1800
+    )
+    if "seconds" not in mc:
+        print(f"MCMCglmm failed: {mc}")
+        return []
+    return [{
+        "data": case["name"], "tool": "MCMCglmm (53 000 it.)", "engine": "Gibbs", "seed": seed,
+        "whole_s": mc["seconds"], "h2_mean": mc["h2"], "h2_sd": mc["h2_sd"],
+        "ess_h2": mc["ess_h2"], "ess_h2_per_s": mc["ess_h2"] / mc["seconds"], "va_mean": mc["va"],
+    }]  # fmt: skip
 
 
 def run_unseen(seeds=(1, 2)) -> pd.DataFrame:
@@ -205,18 +208,7 @@ def run_unseen(seeds=(1, 2)) -> pd.DataFrame:
         for seed in seeds:
             rows.append(_ours(case, pedigree, seed, "auto"))
             if r_ready:
-                mc = _rscript(
-                    MCMCGLMM, path, pedigree, seed, "poisson", case["r_formula"], timeout=1800
-                )
-                if "seconds" in mc:
-                    rows.append({
-                        "data": case["name"], "tool": "MCMCglmm (53 000 it.)",
-                        "engine": "Gibbs", "seed": seed, "whole_s": mc["seconds"],
-                        "h2_mean": mc["h2"], "h2_sd": mc["h2_sd"], "ess_h2": mc["ess_h2"],
-                        "ess_h2_per_s": mc["ess_h2"] / mc["seconds"], "va_mean": mc["va"],
-                    })  # fmt: skip
-                else:
-                    print(f"MCMCglmm failed: {mc}")
+                rows += _mcmcglmm(case, pedigree, seed)
     return pd.DataFrame(rows)
 
 
