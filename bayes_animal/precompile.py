@@ -173,7 +173,7 @@ def _family_workload(pedigree) -> None:
     x = np.zeros(density.size)
     density(x)
     kernels.callbacks()
-    density.posterior_tree(x.reshape(1, 1, -1), {})
+    density.posterior_tree(density.expand(x.reshape(1, 1, -1)), {})
     kernels.log_cdf_and_mills(x)
     effect = density.effects[0]
     z = np.ascontiguousarray(x[density.start_z : density.start_z + effect.size])

@@ -146,7 +146,7 @@ def test_the_joint_density_is_the_pymc_models(case, herd):
         mine = _flat_gradient(pymc_model, gradient[_order(density, pymc_model, point)], point)
         for name, values in expected.items():
             np.testing.assert_allclose(mine[name], values, rtol=1e-8, atol=1e-8, err_msg=name)
-    tree = density.posterior_tree(x.reshape(1, 1, -1), {})
+    tree = density.posterior_tree(density.expand(x.reshape(1, 1, -1)), {})
     reported = [n for n in tree["posterior"].data_vars if n in pymc_model.named_vars]
     assert {"u", "u_herd", "beta", "h2"} <= set(reported)
     values = pymc_model.compile_fn(
@@ -206,7 +206,7 @@ def test_partly_centred_levels_are_the_same_u_and_posterior(herd):
     centred = JointDensity(*arguments, weights)
     plain = JointDensity(*arguments)
     x = np.random.default_rng(5).normal(size=plain.size) * 0.4
-    tree = plain.posterior_tree(x.reshape(1, 1, -1), {})["posterior"]
+    tree = plain.posterior_tree(plain.expand(x.reshape(1, 1, -1)), {})["posterior"]
     moved, jacobian = x.copy(), 0.0
     for effect in plain.effects:
         if effect.name not in centred.centring:
@@ -217,7 +217,7 @@ def test_partly_centred_levels_are_the_same_u_and_posterior(herd):
         moved[at] = x[at] * sigma**weights
         jacobian += float(np.sum(weights)) * np.log(sigma)
     assert centred(moved)[0] == pytest.approx(plain(x)[0] - jacobian, rel=1e-12)
-    again = centred.posterior_tree(moved.reshape(1, 1, -1), {})["posterior"]
+    again = centred.posterior_tree(centred.expand(moved.reshape(1, 1, -1)), {})["posterior"]
     for name in ("u", "u_herd", "beta", "h2"):
         np.testing.assert_allclose(again[name].values, tree[name].values, rtol=1e-12)
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
@@ -264,6 +264,39 @@ def test_the_callback_nutpie_calls_gives_the_same_numbers(herd):
     far[0] = 800.0  # exp(800) overflows: the SD is infinite
     assert call(far, density.size) in (3, 4)
     assert call(x, density.size - 1) == -1
+
+
+def test_nutpies_expansion_of_a_draw_is_the_reported_draw(herd):
+    """The C callback nutpie calls for each kept draw writes what ``expand`` gives — the free
+    variables, b, every reported u and no observation-level unit normals, so a Poisson
+    trait's reported draw is one value a record shorter (an ordinal's keeps its cut-points'
+    increments last) — and refuses sizes that are not the density's; ``posterior_tree``
+    refuses draws that were not expanded."""
+    pointer = ctypes.POINTER(ctypes.c_double)
+    for case, dropped in (("poisson", 1), ("ordinal", 0)):
+        model = _model(case, herd)
+        density = engine_for(model, "noncentred").joint_density()
+        assert density.expanded_size == density.size - dropped * len(model.design.y)
+        x = np.random.default_rng(3).normal(size=density.size) * 0.4
+        expected = density.expand(x)
+        out = np.zeros(density.expanded_size)
+
+        def call(dim: int, expanded: int, point=x, density=density, out=out) -> int:
+            return callbacks()[1].ctypes(
+                dim, expanded, point.ctypes.data_as(pointer), out.ctypes.data_as(pointer),
+                density.user_data.ctypes.data_as(ctypes.c_void_p),
+            )  # fmt: skip
+
+        assert call(density.size, density.expanded_size) == 0
+        np.testing.assert_array_equal(out, expected)
+        tail = density.size - density.start_z - density.packed_size
+        np.testing.assert_array_equal(expected[len(expected) - tail :], x[len(x) - tail :])
+        assert tail == (2 if case == "ordinal" else 0)
+        assert call(density.size, density.size + 1) == -1
+        assert call(density.size - 1, density.expanded_size) == -1
+        if dropped:
+            with pytest.raises(ValueError, match="has .* values, not"):
+                density.posterior_tree(x.reshape(1, 1, -1), {})
 
 
 def test_the_same_seed_gives_the_same_draws_on_one_core_or_two(herd):

@@ -249,6 +249,9 @@ class JointDensity:
         self.start_z = self.m + self.p
         self.packed_size = offset
         self.size = self.start_z + offset + max(self.cutpoints - 1, 0)
+        reported = [e for e in self.effects if e.u_name is not None]  # the observation-level
+        self.reported_size = sum(e.size for e in reported)  # effect, last, is not reported
+        self.expanded_size = self.size - (offset - self.reported_size)
 
         rows = [_prior_row(v) for v in self.variables]
         theta = np.full(len(parameters.names), np.nan)
@@ -260,6 +263,7 @@ class JointDensity:
             kernels.H_EFFECTS: len(self.effects), kernels.H_THETA: len(theta),
             kernels.H_KIND: kind, kernels.H_CUTPOINTS: self.cutpoints,
             kernels.H_PACKED: offset, kernels.H_SIZE: self.size,
+            kernels.H_REPORTED: len(reported), kernels.H_EXPANDED: self.expanded_size,
             kernels.AT_PRIOR_CODE: buffers.add_ints([r[0] for r in rows]),
             kernels.AT_PRIOR_THETA: buffers.add_ints(
                 [index[v.terms[0]] for v in self.variables]
@@ -332,16 +336,29 @@ class JointDensity:
             x[self.m : self.start_z] = beta
         return x
 
-    def posterior_tree(self, x: np.ndarray, stats: dict[str, np.ndarray]):
-        """The DataTree of draws x (chain × draw × size): the free variables, every reported
-        quantity, b (``beta``), every effect's u (``u = √θ L z``) and an ordinal response's
-        cut-points — the PyMC model's variables, names and dimensions, less its sampler's own
-        coordinates (the unit normals z, the cut-points' log increments) — and ``stats`` in
-        ``sample_stats``."""
+    def expand(self, x: np.ndarray) -> np.ndarray:
+        """Draws x (… × size) as they are reported (… × ``expanded_size``): the free
+        variables and b, every reported effect's u (``u = √θ L z``) in place of its unit
+        normals, the observation-level effect's left out, an ordinal response's cut-point log
+        increments last (:func:`~bayes_animal.bayes.kernels.joint_expand`, the kernel nutpie
+        calls for each kept draw)."""
+        x = np.asarray(x, dtype=float)
+        flat = np.ascontiguousarray(x.reshape(-1, self.size))
+        out = kernels.expand_draws(flat, self.floats, self.ints)
+        return out.reshape(*x.shape[:-1], self.expanded_size)
+
+    def posterior_tree(self, expanded: np.ndarray, stats: dict[str, np.ndarray]):
+        """The DataTree of reported draws (chain × draw × ``expanded_size``, as :meth:`expand`
+        forms them): the free variables, every reported quantity, b (``beta``), every
+        effect's u and an ordinal response's cut-points — the PyMC model's variables, names
+        and dimensions, less its sampler's own coordinates (the unit normals z, the
+        cut-points' log increments) — and ``stats`` in ``sample_stats``."""
         import xarray as xr
 
-        chains, draws, size = x.shape
-        flat = x.reshape(-1, size)
+        chains, draws, size = expanded.shape
+        if size != self.expanded_size:
+            raise ValueError(f"A reported draw has {self.expanded_size} values, not {size}.")
+        flat = expanded.reshape(-1, size)
         values = self.prior.draws(flat[:, : self.m])
         values |= quantity_function(self.parameters)({n: values[n] for n in self.parameters.names})
         dims = ("chain", "draw")
@@ -355,22 +372,14 @@ class JointDensity:
         data = {name: (dims, shaped(values[name])) for name in names}
         data["beta"] = ((*dims, "fixed"), shaped(flat[:, self.m : self.start_z]))
         coords["fixed"] = self.fixed_names
-        for k, effect in enumerate(self.effects):  # u = √θ L z (the unit normals not kept)
+        for effect in self.effects:  # u, formed by the kernel (the unit normals not kept)
             if effect.u_name is None:
                 continue
             at = slice(self.start_z + effect.offset, self.start_z + effect.offset + effect.size)
-            scale = np.sqrt(np.asarray(values[effect.name], dtype=float))[:, None]
-            if effect.name in self.centring:  # u = σ^(1-λ) ũ
-                unit = flat[:, at] * scale ** (1.0 - self.centring[effect.name])
-            else:
-                unit = kernels.effect_forward_draws(
-                    np.ascontiguousarray(flat[:, at]), k, self.floats, self.ints
-                )
-                unit *= scale
-            data[effect.u_name] = ((*dims, effect.dim), shaped(unit))
+            data[effect.u_name] = ((*dims, effect.dim), shaped(flat[:, at]))
             coords[effect.dim] = self.coords[effect.dim]
         if self.cutpoints:
-            log_increments = flat[:, self.start_z + self.packed_size :]
+            log_increments = flat[:, self.start_z + self.reported_size :]
             cut = np.concatenate(
                 [np.zeros((len(flat), 1)), np.cumsum(np.exp(log_increments), axis=1)], axis=1
             )

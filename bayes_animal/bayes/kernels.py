@@ -33,6 +33,8 @@ from numba.extending import intrinsic
 __all__ = [
     "RECORD_KINDS",
     "callbacks",
+    "expand_draws",
+    "joint_expand",
     "joint_log_density",
     "joint_records",
     "log_cdf_and_mills",
@@ -243,7 +245,10 @@ def joint_records(kind, X, b, packed, where, scales, y, trials, edges):  # pragm
 (AT_PRIOR_CODE, AT_PRIOR_THETA, AT_WHERE, AT_EFFECTS) = range(8, 12)  # into ints
 (AT_PRIOR_PARAMETERS, AT_THETA, AT_X, AT_Y, AT_TRIALS) = range(12, 17)  # into floats
 H_SIZE = 17  # the density's dimension
-HEADER = 18
+#: The number of leading effects whose u a draw reports (the observation-level effect, last,
+#: is not reported) and the size of a reported draw (:func:`joint_expand`).
+H_REPORTED, H_EXPANDED = 18, 19
+HEADER = 20
 #: The float buffer's first two entries: the records' constant and the SD of the Normal prior on
 #: each fixed effect (0: flat).
 F_CONSTANT, F_FIXED_SD = 0, 1
@@ -286,16 +291,60 @@ def _effect_apply(v, kind, ints, floats, at_int, at_float, adjoint):  # pragma: 
     return v.copy()
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _theta_at(x, floats, ints):  # pragma: no cover - compiled
+    """θ at the free variables x[:m] (v = exp(x); θ = v² for a half-t on an SD, v for a
+    variance), the held ones (a threshold trait's residual) as given."""
+    m = ints[H_FREE]
+    codes = ints[ints[AT_PRIOR_CODE] : ints[AT_PRIOR_CODE] + m]
+    prior_theta = ints[ints[AT_PRIOR_THETA] : ints[AT_PRIOR_THETA] + m]
+    theta = floats[ints[AT_THETA] : ints[AT_THETA] + ints[H_THETA]].copy()
+    for j in range(m):
+        v = math.exp(x[j])
+        theta[prior_theta[j]] = v * v if codes[j] == PRIOR_HALF_T else v
+    return theta
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def effect_forward_draws(z, k, floats, ints):  # pragma: no cover - compiled
-    """L z of effect k for each row of z (draws × levels of its unit normals), as the density
-    forms it."""
-    row = ints[ints[AT_EFFECTS] + EFFECT_COLUMNS * k : ints[AT_EFFECTS] + EFFECT_COLUMNS * (k + 1)]
-    out = np.empty_like(z)
-    for s in range(z.shape[0]):
-        out[s] = _effect_apply(
-            np.ascontiguousarray(z[s]), row[2], ints, floats, row[4], row[5], False
-        )
+def joint_expand(x, floats, ints, out):  # pragma: no cover - compiled
+    r"""A draw x of the density as it is reported, written into ``out``: the free variables and
+    b as they are, then each reported effect's :math:`u = \sqrt\theta\, L z` (a partly
+    centred level's :math:`\sigma^{1-\lambda}\tilde u`) in the packed order, then an
+    ordinal response's cut-point log increments — the observation-level effect's unit
+    normals, which nothing reports, left out. nutpie calls it for each kept draw from its
+    sampling threads (:func:`_expand`), so the draws come back as u, not z."""
+    m, p, effects = ints[H_FREE], ints[H_FIXED], ints[H_EFFECTS]
+    reported_effects, packed_size = ints[H_REPORTED], ints[H_PACKED]
+    table = ints[ints[AT_EFFECTS] : ints[AT_EFFECTS] + EFFECT_COLUMNS * effects].reshape(
+        (effects, EFFECT_COLUMNS)
+    )
+    theta = _theta_at(x, floats, ints)
+    start = m + p
+    out[:start] = x[:start]
+    for k in range(reported_effects):
+        offset, q = table[k, 0], table[k, 1]
+        scale = math.sqrt(theta[table[k, 3]])
+        z = x[start + offset : start + offset + q]
+        if table[k, 2] == TRANSFORM_IDENTITY:  # partly centred: u = σ^(1-λ) ũ
+            log_scale = math.log(scale)
+            weights = floats[table[k, 5] : table[k, 5] + q]
+            for i in range(q):
+                out[start + offset + i] = z[i] * math.exp((1.0 - weights[i]) * log_scale)
+        else:
+            unit = _effect_apply(z, table[k, 2], ints, floats, table[k, 4], table[k, 5], False)
+            for i in range(q):
+                out[start + offset + i] = scale * unit[i]
+    reported = table[reported_effects, 0] if reported_effects < effects else packed_size
+    tail = x.shape[0] - start - packed_size  # an ordinal response's log increments
+    out[start + reported : start + reported + tail] = x[start + packed_size :]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def expand_draws(x, floats, ints):  # pragma: no cover - compiled
+    """:func:`joint_expand` of each row of x (draws × the density's size)."""
+    out = np.empty((x.shape[0], ints[H_EXPANDED]))
+    for s in range(x.shape[0]):
+        joint_expand(np.ascontiguousarray(x[s]), floats, ints, out[s])
     return out
 
 
@@ -316,7 +365,7 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
         (effects, EFFECT_COLUMNS)
     )
     priors = floats[ints[AT_PRIOR_PARAMETERS] : ints[AT_PRIOR_PARAMETERS] + 3 * m].reshape((m, 3))
-    theta = floats[ints[AT_THETA] : ints[AT_THETA] + ints[H_THETA]].copy()
+    theta = _theta_at(x, floats, ints)
     X = floats[ints[AT_X] : ints[AT_X] + n * p].reshape((n, p))
     y = floats[ints[AT_Y] : ints[AT_Y] + n]
     trials = floats[ints[AT_TRIALS] : ints[AT_TRIALS] + n]
@@ -329,14 +378,11 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
         if codes[j] == PRIOR_HALF_T:
             value += constant - 0.5 * (a + 1.0) * math.log1p(v * v / (a * s * s))
             slopes[j] = -(a + 1.0) * v / (a * s * s + v * v)
-            theta[prior_theta[j]] = v * v
         elif codes[j] == PRIOR_INVERSE_GAMMA:
             value += constant - (a + 1.0) * math.log(v) - s / v
             slopes[j] = -(a + 1.0) / v + s / (v * v)
-            theta[prior_theta[j]] = v
         else:
             slopes[j] = 0.0
-            theta[prior_theta[j]] = v
         value += x[j]
         values[j] = v
     start = m + p
@@ -462,23 +508,30 @@ def _joint_logp(dim, x_, out_, logp_, user_data_):  # pragma: no cover - compile
     return 0
 
 
-def _copy(dim, expanded, x_, out_, user_data_):  # pragma: no cover - compiled
-    """nutpie's expansion of a draw: the draw itself (what is reported is formed afterwards)."""
-    if dim != expanded:
+def _expand(dim, expanded, x_, out_, user_data_):  # pragma: no cover - compiled
+    """nutpie's expansion of a kept draw: :func:`joint_expand` (what a draw reports; the user
+    data as for :func:`_joint_logp`). Returns −1 for sizes that are not the density's, 1 on
+    an error."""
+    header = carray(user_data_, (4,), dtype=np.int64)
+    floats = carray(_as_pointer(header[0]), (header[1],), dtype=np.float64)
+    ints = carray(_as_pointer(header[2]), (header[3],), dtype=np.int64)
+    if dim != ints[H_SIZE] or expanded != ints[H_EXPANDED]:
         return -1
     x = carray(x_, (dim,))
     out = carray(out_, (expanded,))
-    for i in range(dim):
-        out[i] = x[i]
+    try:
+        joint_expand(x, floats, ints, out)
+    except Exception:  # nothing may escape into nutpie's threads
+        return 1
     return 0
 
 
 @functools.cache
 def callbacks():
-    """nutpie's two C callbacks — :func:`_joint_logp` (the joint density) and :func:`_copy`
-    (a draw's expansion) — compiled on first use, not on import (a model that never samples
+    """nutpie's two C callbacks — :func:`_joint_logp` (the joint density) and :func:`_expand`
+    (what a kept draw reports) — compiled on first use, not on import (a model that never samples
     a joint density, e.g. a Gaussian trait's PyMC model with the pedigree recursion, does not
     load them), from numba's cache after the first time."""
     logp = cfunc(LOGP_SIGNATURE, cache=True, error_model="numpy")(_joint_logp)
-    copy = cfunc(EXPAND_SIGNATURE, cache=True)(_copy)
-    return logp, copy
+    expand = cfunc(EXPAND_SIGNATURE, cache=True, error_model="numpy")(_expand)
+    return logp, expand

@@ -357,8 +357,11 @@ def sample_joint(
     buffers): no model to compile, no Python in a leapfrog step, so the chains run on
     ``cores`` of nutpie's threads in this process. Each chain starts at ``start`` plus a
     uniform jitter in (−½, ½) drawn from its seed; nutpie adapts its mass matrix from the
-    identity. Returns the density's DataTree (:meth:`~bayes_animal.bayes.joint.
-    JointDensity.posterior_tree`); the same seed gives the same draws whatever ``cores``."""
+    identity. Each kept draw comes back as it is reported — u, not z, the observation-level
+    effect's unit normals left out (:func:`~bayes_animal.bayes.kernels.joint_expand`, in
+    nutpie's threads) — which halves a Poisson trait's trace. Returns the density's DataTree
+    (:meth:`~bayes_animal.bayes.joint.JointDensity.posterior_tree`); the same seed gives the
+    same draws whatever ``cores``."""
     nutpie = import_nutpie()
     from nutpie.compile_pymc import CompiledPyMCModel
 
@@ -374,16 +377,17 @@ def sample_joint(
     # nutpie's model of a compiled PyMC model, given our callbacks and buffers instead (its
     # own compiled functions are numba C callbacks with the same signatures); ``logp_func``
     # keeps the density, whose buffers the callbacks read, alive while nutpie samples
-    joint_logp, copy = callbacks()
+    joint_logp, expand = callbacks()
+    e = density.expanded_size  # what a kept draw reports: u, not z
     model = CompiledPyMCModel(
         compiled_logp_func=joint_logp,
-        compiled_expand_func=copy,
+        compiled_expand_func=expand,
         initial_point_func=initial_point,
         shared_data={},
         shared_var_keys={},
         user_data=density.user_data,
-        n_expanded=k,
-        shape_info=(["z"], [slice(0, k)], [(k,)]),
+        n_expanded=e,
+        shape_info=(["z"], [slice(0, e)], [(e,)]),
         logp_func=density,
         expand_func=None,
         _n_dim=k,
@@ -399,8 +403,8 @@ def sample_joint(
             target_accept=target_accept, return_raw_trace=True,
         )  # fmt: skip
     seconds = time.perf_counter() - clock
-    z, stats = _trace_arrays(results, k, draws)
-    tree = density.posterior_tree(z, stats)
+    expanded, stats = _trace_arrays(results, e, draws)
+    tree = density.posterior_tree(expanded, stats)
     tree.attrs["sampling_time"] = seconds  # nutpie's own time (the rest: forming the draws)
     return tree
 
