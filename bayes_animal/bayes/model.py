@@ -1215,7 +1215,9 @@ class AnimalModel:
 
         self._require_nutpie()
         start = density.start(self._initial_values(), np.asarray(self.reml.beta_values))
-        return sample_joint(density, start, seed=random_seed, **options)
+        return sample_joint(
+            density, start, seed=random_seed, meanwhile=import_summary_libraries, **options
+        )
 
     def _independence_proposal(self, density):
         """The independence sampler's t proposal, fitted near the posterior mean

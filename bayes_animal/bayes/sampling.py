@@ -350,6 +350,7 @@ def sample_joint(
     seed: int | None,
     progressbar: bool,
     target_accept: float,
+    meanwhile: Callable[[], object] | None = None,
 ):
     """Sample the exact joint density of a family (:class:`~bayes_animal.bayes.joint.
     JointDensity`) with nutpie, which calls its compiled kernel directly (numba's cached
@@ -359,7 +360,9 @@ def sample_joint(
     uniform jitter in (−½, ½) drawn from its seed; nutpie adapts its mass matrix from the
     identity. Each kept draw comes back as it is reported — u, not z, the observation-level
     effect's unit normals left out (:func:`~bayes_animal.bayes.kernels.joint_expand`, in
-    nutpie's threads) — which halves a Poisson trait's trace. Returns the density's DataTree
+    nutpie's threads) — which halves a Poisson trait's trace. ``meanwhile`` (the imports the
+    summary needs, ~1.2 s) runs here while nutpie's threads sample, where it would otherwise
+    follow them with a core idle. Returns the density's DataTree
     (:meth:`~bayes_animal.bayes.joint.JointDensity.posterior_tree`); the same seed gives the
     same draws whatever ``cores``."""
     nutpie = import_nutpie()
@@ -397,11 +400,20 @@ def sample_joint(
     )
     clock = time.perf_counter()
     with thread_budget(1):  # nutpie's threads run the chains; each kernel is single-threaded
-        results = nutpie.sample(
+        sampler = nutpie.sample(
             model, draws=draws, tune=tune, chains=chains, cores=max(cores, 1),
             seed=seed, save_warmup=False, progress_bar=progressbar,
-            target_accept=target_accept, return_raw_trace=True,
+            target_accept=target_accept, return_raw_trace=True, blocking=False,
         )  # fmt: skip
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            results = sampler.wait()
+        except KeyboardInterrupt:  # as nutpie's blocking call: the trace so far
+            results = sampler.abort()
+        except BaseException:
+            sampler.cancel()
+            raise
     seconds = time.perf_counter() - clock
     expanded, stats = _trace_arrays(results, e, draws)
     tree = density.posterior_tree(expanded, stats)
