@@ -111,23 +111,23 @@ def _trace_arrays(results, size: int, draws: int) -> tuple[np.ndarray, dict[str,
     import pyarrow
 
     draw_batches, stat_batches = results.get_arrow_trace()
-    z, stats = [], {name: [] for name in SAMPLE_STATS}
-    for draw, stat in zip(draw_batches, stat_batches, strict=True):
+    z = np.empty((len(draw_batches), draws, size))
+    stats = {name: [] for name in SAMPLE_STATS}
+    for chain, (draw, stat) in enumerate(zip(draw_batches, stat_batches, strict=True)):
         kept = ~pyarrow.array(stat.column("tuning")).to_numpy(zero_copy_only=False)
         flat = pyarrow.array(draw.column("z")).flatten().to_numpy()
-        rows = flat.reshape(-1, size)
-        z.append(rows if kept.all() else rows[kept])  # no copy here: np.stack makes the one
-        if len(z[-1]) != draws:
+        if int(kept.sum()) != draws:
             raise KeyboardInterrupt(
-                f"Sampling was interrupted: chain {len(z)} has {len(z[-1])} of {draws} draws."
+                f"Sampling was interrupted: chain {chain + 1} has {int(kept.sum())} of {draws} "
+                "draws."
             )
+        # the trace holds the tuning rows too: the kept ones copied once, into place
+        np.compress(kept, flat.reshape(-1, size), axis=0, out=z[chain])
         for name in SAMPLE_STATS:
             if name in stat.column_names:
                 values = pyarrow.array(stat.column(name)).to_numpy(zero_copy_only=False)
                 stats[name].append(values[kept])
-    return np.stack(z), {
-        SAMPLE_STATS[name]: np.stack(values) for name, values in stats.items() if values
-    }
+    return z, {SAMPLE_STATS[name]: np.stack(values) for name, values in stats.items() if values}
 
 
 #: The posterior variable of a density's latent values (chain × draw × record), which its
