@@ -305,6 +305,23 @@ def _theta_at(x, floats, ints):  # pragma: no cover - compiled
     return theta
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _unit_levels(x, start, row, scale, ints, floats, out):  # pragma: no cover - compiled
+    r"""Write into ``out`` the unit-scale levels of the effect of ``row`` (its row of the
+    effects table) at the draw x (its coordinates from ``start``): L z, or an independent
+    level's :math:`z = \tilde u\,\sigma^{-\lambda}` (partly centred; ``scale`` = σ) — what
+    :math:`\sqrt\theta` multiplies into u."""
+    offset, q = row[0], row[1]
+    z = x[start + offset : start + offset + q]
+    if row[2] == TRANSFORM_IDENTITY:
+        log_scale = math.log(scale)
+        weights = floats[row[5] : row[5] + q]
+        for i in range(q):
+            out[i] = z[i] * math.exp(-weights[i] * log_scale)
+    else:
+        out[:] = _effect_apply(z, row[2], ints, floats, row[4], row[5], False)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def joint_expand(x, floats, ints, out):  # pragma: no cover - compiled
     r"""A draw x of the density as it is reported, written into ``out``: the free variables and
@@ -321,19 +338,12 @@ def joint_expand(x, floats, ints, out):  # pragma: no cover - compiled
     theta = _theta_at(x, floats, ints)
     start = m + p
     out[:start] = x[:start]
-    for k in range(reported_effects):
+    for k in range(reported_effects):  # u = √θ × the unit-scale levels (σ^(1-λ) ũ)
         offset, q = table[k, 0], table[k, 1]
         scale = math.sqrt(theta[table[k, 3]])
-        z = x[start + offset : start + offset + q]
-        if table[k, 2] == TRANSFORM_IDENTITY:  # partly centred: u = σ^(1-λ) ũ
-            log_scale = math.log(scale)
-            weights = floats[table[k, 5] : table[k, 5] + q]
-            for i in range(q):
-                out[start + offset + i] = z[i] * math.exp((1.0 - weights[i]) * log_scale)
-        else:
-            unit = _effect_apply(z, table[k, 2], ints, floats, table[k, 4], table[k, 5], False)
-            for i in range(q):
-                out[start + offset + i] = scale * unit[i]
+        levels = out[start + offset : start + offset + q]
+        _unit_levels(x, start, table[k], scale, ints, floats, levels)
+        levels *= scale
     reported = table[reported_effects, 0] if reported_effects < effects else packed_size
     tail = x.shape[0] - start - packed_size  # an ordinal response's log increments
     out[start + reported : start + reported + tail] = x[start + packed_size :]
@@ -391,16 +401,7 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
     for k in range(effects):
         offset, q = table[k, 0], table[k, 1]
         scales[k] = math.sqrt(theta[table[k, 3]])
-        z = x[start + offset : start + offset + q]
-        if table[k, 2] == TRANSFORM_IDENTITY:  # partly centred: z = ũ σ^-λ
-            log_scale = math.log(scales[k])
-            weights = floats[table[k, 5] : table[k, 5] + q]
-            for i in range(q):
-                packed[offset + i] = z[i] * math.exp(-weights[i] * log_scale)
-        else:
-            packed[offset : offset + q] = _effect_apply(
-                z, table[k, 2], ints, floats, table[k, 4], table[k, 5], False
-            )
+        _unit_levels(x, start, table[k], scales[k], ints, floats, packed[offset : offset + q])
     at_cut = start + packed_size
     if cutpoints > 0:
         edges = np.empty(cutpoints + 2)

@@ -116,10 +116,10 @@ def _trace_arrays(results, size: int, draws: int) -> tuple[np.ndarray, dict[str,
     for chain, (draw, stat) in enumerate(zip(draw_batches, stat_batches, strict=True)):
         kept = ~pyarrow.array(stat.column("tuning")).to_numpy(zero_copy_only=False)
         flat = pyarrow.array(draw.column("z")).flatten().to_numpy()
-        if int(kept.sum()) != draws:
+        count = int(kept.sum())
+        if count != draws:
             raise KeyboardInterrupt(
-                f"Sampling was interrupted: chain {chain + 1} has {int(kept.sum())} of {draws} "
-                "draws."
+                f"Sampling was interrupted: chain {chain + 1} has {count} of {draws} draws."
             )
         # the trace holds the tuning rows too: the kept ones copied once, into place
         np.compress(kept, flat.reshape(-1, size), axis=0, out=z[chain])
