@@ -317,7 +317,8 @@ def _unit_levels(x, start, row, scale, ints, floats, out):  # pragma: no cover -
         log_scale = math.log(scale)
         weights = floats[row[5] : row[5] + q]
         for i in range(q):
-            out[i] = z[i] * math.exp(-weights[i] * log_scale)
+            w = weights[i]
+            out[i] = z[i] if w == 0.0 else z[i] * math.exp(-w * log_scale)
     else:
         out[:] = _effect_apply(z, row[2], ints, floats, row[4], row[5], False)
 
@@ -424,9 +425,14 @@ def joint_log_density(x, floats, ints, gradient):  # pragma: no cover - compiled
             for i in range(q):
                 z = packed[offset + i]
                 pull = grad_packed[offset + i] - z
-                value -= 0.5 * z * z + weights[i] * log_scale
-                gradient[start + offset + i] = pull * math.exp(-weights[i] * log_scale)
-                through -= weights[i] * (pull * z + 1.0)
+                w = weights[i]
+                if w == 0.0:  # non-centred (the observation-level effect): no exp
+                    value -= 0.5 * z * z
+                    gradient[start + offset + i] = pull
+                else:
+                    value -= 0.5 * z * z + w * log_scale
+                    gradient[start + offset + i] = pull * math.exp(-w * log_scale)
+                    through -= w * (pull * z + 1.0)
             grad_scales[k] += through / scales[k]
         else:
             own = _effect_apply(
