@@ -105,9 +105,8 @@ def _pymc_point(density: JointDensity, x: np.ndarray) -> dict[str, np.ndarray]:
     """The PyMC model's free variables (by value name) at the density's coordinates x."""
     point = {v.value_name: np.array(x[j]) for j, v in enumerate(density.variables)}
     point["beta"] = x[density.m : density.start_z]
-    for effect in density.effects:
-        at = density.start_z + effect.offset
-        point[effect.z_name] = x[at : at + effect.size]
+    for effect in density.effects:  # level k's unit normal at its coordinate (a pedigree's
+        point[effect.z_name] = x[density.start_z + effect.offset + effect.positions]  # order)
     if density.cutpoints > 1:
         point["cutpoint_log_increments"] = x[density.start_z + density.packed_size :]
     return point
@@ -233,8 +232,7 @@ def _order(density: JointDensity, pymc_model, point: dict) -> np.ndarray:
     where = {v.value_name: [j] for j, v in enumerate(density.variables)}
     where["beta"] = list(range(density.m, density.start_z))
     for effect in density.effects:
-        at = density.start_z + effect.offset
-        where[effect.z_name] = list(range(at, at + effect.size))
+        where[effect.z_name] = list(density.start_z + effect.offset + effect.positions)
     where["cutpoint_log_increments"] = list(
         range(density.start_z + density.packed_size, density.size)
     )

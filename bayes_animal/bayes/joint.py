@@ -20,8 +20,11 @@ among them) and an ordinal response's log cut-point increments:
     \;[+ \textstyle\sum \log\delta],\qquad
     \eta = Xb + \sum_k \sqrt{\theta_k}\, Z_k L_k z_k,
 
-with :math:`L_k z_k` the pedigree recursion :math:`T D^{1/2} z` (O(q) both ways), a given
-matrix's factor, or :math:`z_k` for independent levels.
+with :math:`L_k z_k` the pedigree recursion :math:`T D^{1/2} z` (O(q) both ways; a pedigree
+effect's unit normals are kept in the pedigree's order, parents first, so that a gradient runs
+the recursion with no permutation — 2.6 of 7.0 µs for the gryphon pedigree's two passes — and
+only a reported draw is put in the levels' order), a given matrix's factor, or :math:`z_k`
+for independent levels.
 
 Independent levels (a group effect; the observation-level effect where asked) may be sampled
 *partly centred*: level j's coordinate is :math:`\tilde u_j \sim N(0, \sigma_k^{2\lambda_j})` and
@@ -117,27 +120,31 @@ class _Effect:
     dim: str
     size: int
     offset: int  # its levels' place in the packed vector
+    #: each level's coordinate among the effect's unit normals: the levels' own order, or a
+    #: pedigree's (its recursion then runs with no permutation in a gradient)
+    positions: np.ndarray
 
 
-def _transform(structure, levels: int) -> tuple[int, np.ndarray, np.ndarray]:
+def _transform(structure, levels: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """How an effect's unit normals become a draw with covariance K (as
     :func:`~bayes_animal.bayes.likelihoods.unit_effect`): the kernel's code, its integer and
     float data (the kernel reads ``levels`` values of each, unchecked: the sizes are checked
-    here)."""
+    here) and each level's coordinate among the unit normals (a pedigree's: its pedigree
+    position, so that the recursion reads and writes them in place)."""
     from ..structures.covariance import PedigreeStructure
 
+    own = np.arange(levels, dtype=np.int64)
     if isinstance(structure, PedigreeStructure):
-        sire, dam, scale, order, to_user = kernels.pedigree_arguments(structure)
+        sire, dam, scale, order, _ = kernels.pedigree_arguments(structure)
         if len(sire) != levels:
             raise ValueError(f"The pedigree has {len(sire)} animals for {levels} levels.")
-        ints = np.concatenate([sire, dam, order, to_user])
-        return kernels.TRANSFORM_PEDIGREE, ints, scale
+        return kernels.TRANSFORM_PEDIGREE, np.concatenate([sire, dam, order]), scale, order
     if structure.genetic:
         factor = np.asarray(structure.dense().factor(), dtype=float)
         if factor.shape != (levels, levels):
             raise ValueError(f"The matrix's factor is {factor.shape} for {levels} levels.")
-        return kernels.TRANSFORM_DENSE, np.zeros(0, np.int64), factor.ravel()
-    return kernels.TRANSFORM_IDENTITY, np.zeros(0, np.int64), np.zeros(0)
+        return kernels.TRANSFORM_DENSE, np.zeros(0, np.int64), factor.ravel(), own
+    return kernels.TRANSFORM_IDENTITY, np.zeros(0, np.int64), np.zeros(0), own
 
 
 class _Buffers:
@@ -228,23 +235,25 @@ class JointDensity:
         levels, transforms, offset = [], [], 0
         for block in parameters.blocks:
             effect = design.effect(block.terms[0])
+            transform = _transform(structures[effect.name], len(effect.levels))
             self.effects.append(
                 _Effect(effect.name, f"z_{identifier(effect.name)}",
                         effect_variable(effect.name), effect_dim(effect), len(effect.levels),
-                        offset)
+                        offset, transform[3])
             )  # fmt: skip
             levels.append(np.asarray(effect.index, dtype=np.int64))
-            transforms.append(_transform(structures[effect.name], len(effect.levels)))
+            transforms.append(transform[:3])
             offset += len(effect.levels)
         if family.observation_effect:  # the Poisson family's overdispersion: one level a record
-            self.effects.append(_Effect("residual", "z_residual", None, "obs", n, offset))
-            levels.append(np.arange(n, dtype=np.int64))
+            own = np.arange(n, dtype=np.int64)
+            self.effects.append(_Effect("residual", "z_residual", None, "obs", n, offset, own))
+            levels.append(own)
             transforms.append((kernels.TRANSFORM_IDENTITY, np.zeros(0, np.int64), np.zeros(0)))
             offset += n
         where = np.full((n, len(self.effects)), -1, dtype=np.int64)
         for k, (effect, level) in enumerate(zip(self.effects, levels, strict=True)):
-            known = level >= 0
-            where[known, k] = effect.offset + level[known]
+            known = level >= 0  # each record's level, at its coordinate
+            where[known, k] = effect.offset + effect.positions[level[known]]
         self.m, self.p = len(self.variables), X.shape[1]
         self.start_z = self.m + self.p
         self.packed_size = offset

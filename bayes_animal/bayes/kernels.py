@@ -41,6 +41,8 @@ __all__ = [
     "pedigree_adjoint",
     "pedigree_arguments",
     "pedigree_forward",
+    "pedigree_recursion",
+    "pedigree_recursion_adjoint",
 ]
 
 RECORD_KINDS = {
@@ -78,18 +80,48 @@ def pedigree_arguments(structure) -> tuple[np.ndarray, ...]:
 
 
 @njit(cache=True, nogil=True)
-def pedigree_forward(z, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
-    """u = T D^½ z in the user's order of levels (``order``: each level's pedigree position,
-    ``to_user`` its inverse; a parent −1 is unknown)."""
+def pedigree_recursion(z, sire, dam, scale):  # pragma: no cover - compiled
+    """u = T D^½ z with z and u both in the pedigree's order (parents before offspring; a
+    parent −1 is unknown): :math:`u_i = s_i z_i + (u_{sire} + u_{dam})/2`, one pass."""
     q = z.shape[0]
     u = np.empty(q)
     for i in range(q):
-        value = scale[i] * z[to_user[i]]
+        value = scale[i] * z[i]
         if sire[i] >= 0:
             value += 0.5 * u[sire[i]]
         if dam[i] >= 0:
             value += 0.5 * u[dam[i]]
         u[i] = value
+    return u
+
+
+@njit(cache=True, nogil=True)
+def pedigree_recursion_adjoint(g, sire, dam, scale):  # pragma: no cover - compiled
+    """D^½ Tᵀ g, the adjoint of :func:`pedigree_recursion` (the recursion backwards), in the
+    pedigree's order."""
+    q = g.shape[0]
+    a = g.copy()
+    out = np.empty(q)
+    for i in range(q - 1, -1, -1):
+        value = a[i]
+        if sire[i] >= 0:
+            a[sire[i]] += 0.5 * value
+        if dam[i] >= 0:
+            a[dam[i]] += 0.5 * value
+        out[i] = scale[i] * value
+    return out
+
+
+@njit(cache=True, nogil=True)
+def pedigree_forward(z, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
+    """u = T D^½ z in the user's order of levels (``order``: each level's pedigree position,
+    ``to_user`` its inverse; a parent −1 is unknown): :func:`pedigree_recursion` between
+    the two permutations."""
+    q = z.shape[0]
+    ordered = np.empty(q)
+    for i in range(q):
+        ordered[i] = z[to_user[i]]
+    u = pedigree_recursion(ordered, sire, dam, scale)
     out = np.empty(q)
     for k in range(q):
         out[k] = u[order[k]]
@@ -100,17 +132,13 @@ def pedigree_forward(z, sire, dam, scale, order, to_user):  # pragma: no cover -
 def pedigree_adjoint(g, sire, dam, scale, order, to_user):  # pragma: no cover - compiled
     """D^½ Tᵀ g, the adjoint of :func:`pedigree_forward` (the recursion backwards)."""
     q = g.shape[0]
-    a = np.empty(q)
+    ordered = np.empty(q)
     for k in range(q):
-        a[order[k]] = g[k]
+        ordered[order[k]] = g[k]
+    a = pedigree_recursion_adjoint(ordered, sire, dam, scale)
     out = np.empty(q)
-    for i in range(q - 1, -1, -1):
-        value = a[i]
-        if sire[i] >= 0:
-            a[sire[i]] += 0.5 * value
-        if dam[i] >= 0:
-            a[dam[i]] += 0.5 * value
-        out[to_user[i]] = scale[i] * value
+    for i in range(q):
+        out[to_user[i]] = a[i]
     return out
 
 
@@ -268,23 +296,24 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 @njit(cache=True, nogil=True, inline="always")
 def _pedigree_data(ints, floats, at_int, at_float, q):  # pragma: no cover - compiled
-    """A pedigree effect's arrays in the buffers: sire, dam, √(Mendelian-sampling variance),
-    order, to_user (as :func:`pedigree_arguments` gives them)."""
+    """A pedigree effect's arrays in the buffers: sire, dam (pedigree positions, −1 unknown),
+    √(Mendelian-sampling variance) and ``order`` (each level's pedigree position). The
+    density samples its unit normals in the pedigree's order, so a gradient runs the
+    recursion with no permutation; only a reported draw is put in the levels' order."""
     sire, dam = ints[at_int : at_int + q], ints[at_int + q : at_int + 2 * q]
-    order, to_user = ints[at_int + 2 * q : at_int + 3 * q], ints[at_int + 3 * q : at_int + 4 * q]
-    return sire, dam, floats[at_float : at_float + q], order, to_user
+    return sire, dam, floats[at_float : at_float + q], ints[at_int + 2 * q : at_int + 3 * q]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _effect_apply(v, kind, ints, floats, at_int, at_float, adjoint):  # pragma: no cover
     """L v of an effect (its unit normals v), or Lᵀ v (``adjoint``: a gradient carried back):
-    the pedigree recursion, the dense factor, or v itself."""
+    the pedigree recursion (in the pedigree's order), the dense factor, or v itself."""
     q = v.shape[0]
     if kind == TRANSFORM_PEDIGREE:
-        sire, dam, scale, order, to_user = _pedigree_data(ints, floats, at_int, at_float, q)
+        sire, dam, scale, _ = _pedigree_data(ints, floats, at_int, at_float, q)
         if adjoint:
-            return pedigree_adjoint(v, sire, dam, scale, order, to_user)
-        return pedigree_forward(v, sire, dam, scale, order, to_user)
+            return pedigree_recursion_adjoint(v, sire, dam, scale)
+        return pedigree_recursion(v, sire, dam, scale)
     if kind == TRANSFORM_DENSE:
         factor = floats[at_float : at_float + q * q].reshape((q, q))
         return np.dot(factor.T, v) if adjoint else np.dot(factor, v)
@@ -343,7 +372,14 @@ def joint_expand(x, floats, ints, out):  # pragma: no cover - compiled
         offset, q = table[k, 0], table[k, 1]
         scale = math.sqrt(theta[table[k, 3]])
         levels = out[start + offset : start + offset + q]
-        _unit_levels(x, start, table[k], scale, ints, floats, levels)
+        if table[k, 2] == TRANSFORM_PEDIGREE:  # from the pedigree's order to the levels'
+            ordered = np.empty(q)
+            _unit_levels(x, start, table[k], scale, ints, floats, ordered)
+            order = _pedigree_data(ints, floats, table[k, 4], table[k, 5], q)[3]
+            for j in range(q):
+                levels[j] = ordered[order[j]]
+        else:
+            _unit_levels(x, start, table[k], scale, ints, floats, levels)
         levels *= scale
     reported = table[reported_effects, 0] if reported_effects < effects else packed_size
     tail = x.shape[0] - start - packed_size  # an ordinal response's log increments
