@@ -69,6 +69,14 @@ def _model(case: str, herd) -> AnimalModel:
         )  # fmt: skip
     if case == "poisson":
         return AnimalModel("y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson")
+    if case == "poisson, pedigree offspring first":  # levels' order ≠ the pedigree's order
+        reversed_pedigree = pedigree.iloc[::-1].reset_index(drop=True)
+        model = AnimalModel(
+            "y ~ x + (1|herd)", counts, pedigree=reversed_pedigree, family="poisson"
+        )
+        positions = engine_for(model, "noncentred").joint_density().effects[0].positions
+        assert np.count_nonzero(positions != np.arange(len(positions))) > 100
+        return model
     if case == "poisson, every level partly centred":  # the observation-level effect too
         model = AnimalModel("y ~ x + (1|herd)", counts, pedigree=pedigree, family="poisson")
         model._centring = {"herd": np.linspace(0.2, 1.0, 5),
@@ -96,6 +104,7 @@ def _model(case: str, herd) -> AnimalModel:
 
 CASES = [
     "threshold", "logit", "trials probit", "trials logit", "poisson",
+    "poisson, pedigree offspring first",
     "poisson, every level partly centred", "poisson, no overdispersion", "ordinal",
     "given matrix, other priors",
 ]  # fmt: skip
