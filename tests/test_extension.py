@@ -1,7 +1,8 @@
 """A default run whose diagnostics fail is extended once by as many chains again
 (bayes/extension.py): which quantities fail, how two runs' chains are joined, and, through
 AnimalModel.fit, that the first chains are the unextended run's draws, a given draws= is run as
-asked and a run whose draws would pass the memory limit is not extended (it says so)."""
+asked and a run whose draws would pass the memory limit is not extended (it says so); a default
+run that diverged is drawn again at a higher target acceptance, a given one is not."""
 
 from __future__ import annotations
 
@@ -117,6 +118,80 @@ def test_the_memory_limit_counts_the_breeding_values_a_marginal_model_draws_afte
     assert extended.idata.posterior.sizes["chain"] == 8
 
 
+def test_divergences_counts_the_kept_draws_flags():
+    tree = _tree(2, 50, 1)
+    assert extension.divergences(tree) == 0
+    tree["sample_stats"]["diverging"].values[1, [3, 7, 9]] = True
+    assert extension.divergences(tree) == 3
+    bare = xr.DataTree.from_dict({"posterior": tree["posterior"].to_dataset()})
+    assert extension.divergences(bare) == 0  # a sampler that reports none
+
+
+def test_the_redraw_seed_is_a_fixed_function_distinct_from_the_fits_and_the_extensions():
+    assert extension.redraw_seed(3) == extension.redraw_seed(3)
+    assert extension.redraw_seed(3) not in (3, extension.extension_seed(3))
+    assert extension.redraw_seed(3) != extension.redraw_seed(4)
+
+
+def _diverging_first_run(monkeypatch):
+    """``extension.divergences`` says the first run it reads diverged 7 times and reads any
+    later one's draws: a divergent run on demand (the calls are counted)."""
+    real, calls = extension.divergences, []
+
+    def fake(idata):
+        calls.append(idata)
+        return 7 if len(calls) == 1 else real(idata)
+
+    monkeypatch.setattr(extension, "divergences", fake)
+    return calls
+
+
+def test_a_default_run_that_diverged_is_drawn_again_with_shorter_steps(model, monkeypatch):
+    """Every chain drawn again at REDRAW_TARGET_ACCEPT from the redraw seed, the divergent
+    draws dropped: the fit's draws are exactly those of a run asked for at that target and
+    seed, the notes say so and the provenance records the target the draws were made at."""
+    calls = _diverging_first_run(monkeypatch)
+    options = {"progressbar": False, "warn": False}
+    redrawn = model.fit(random_seed=3, **options)
+    assert len(calls) == 1  # once: the redrawn run is not redrawn again
+    assert any("7 divergent transitions at target_accept 0.8" in n for n in redrawn.notes)
+    assert '"target_accept": 0.95' in redrawn.idata.attrs["model_options"]
+    asked = model.fit(
+        random_seed=extension.redraw_seed(3), target_accept=extension.REDRAW_TARGET_ACCEPT,
+        draws=1000, **options,
+    )  # fmt: skip
+    np.testing.assert_array_equal(redrawn.idata.posterior["h2"].values,
+                                  asked.idata.posterior["h2"].values)  # fmt: skip
+    first = model.fit(random_seed=3, draws=1000, **options)  # the run that was dropped
+    assert not np.array_equal(first.idata.posterior["h2"].values,
+                              redrawn.idata.posterior["h2"].values)  # fmt: skip
+
+
+def test_a_given_target_accept_or_draws_diverges_as_asked(model, monkeypatch):
+    options = {"random_seed": 3, "progressbar": False, "warn": False}
+    for given in ({"target_accept": 0.8}, {"draws": 1000}):
+        _diverging_first_run(monkeypatch)
+        fit = model.fit(**given, **options)
+        assert not any("drawn again" in note for note in fit.notes), given
+        assert '"target_accept": 0.8' in fit.idata.attrs["model_options"]
+
+
+def test_divergences_advise_a_target_above_the_one_the_draws_were_made_at():
+    from bayes_animal.results.posterior import component_summary, diagnose
+
+    tree = _tree(2, 300, 2)
+    tree["sample_stats"]["diverging"].values[0, :4] = True
+    summary = component_summary(tree, ["h2"])
+
+    def advice(**given):
+        messages = diagnose(tree, summary, parameterisation="marginal", warn=False, **given)
+        return next(m for m in messages.messages if "divergent" in m)
+
+    assert "4 divergent transitions: raise target_accept (e.g. 0.95) or" in advice()
+    assert "(e.g. 0.95) (these draws: 0.8)" in advice(target_accept=0.8)
+    assert "(e.g. 0.99) (these draws: 0.95)" in advice(target_accept=0.95)
+
+
 def test_the_exact_model_of_a_family_extends_with_its_breeding_values(monkeypatch):
     """The joint density's run (nutpie on the hand-derived density, every u formed from the
     draws): extended, its 8 chains carry u, and the first 4 are the unextended run's."""
@@ -129,7 +204,8 @@ def test_the_exact_model_of_a_family_extends_with_its_breeding_values(monkeypatc
     ).data  # fmt: skip
     model = AnimalModel("y ~ x + (1|herd)", data, pedigree=pedigree, family="threshold")
     monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
-    options = {"random_seed": 5, "progressbar": False, "warn": False}
+    # a target given, so that a divergence is not redrawn: the extension alone is tested
+    options = {"random_seed": 5, "progressbar": False, "warn": False, "target_accept": 0.8}
     extended = model.fit(**options)
     asked = model.fit(draws=3000, **options)
     assert extended.idata.posterior.sizes["chain"] == 8

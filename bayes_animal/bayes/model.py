@@ -987,6 +987,7 @@ class AnimalModel:
         if tune is None:  # measured on seed_sim: tune 200, 300 and 500 gave the same ESS(h²)
             tune = 300 if direct and not latent else (500 if marginal or exact_family else 1000)
             tune = 0 if independence else tune  # its proposal is fitted, not tuned
+        redraw = target_accept is None  # a default run that diverged is drawn again, slower
         if target_accept is None:  # several traits: 0.9 removed the divergences of the
             # gryphon bivariate model's seed 1 and raised its ESS per second (benchmarks/)
             several = self.design.multi_trait
@@ -1057,6 +1058,10 @@ class AnimalModel:
 
         idata = sample(**options)
         if default_run:
+            if redraw:
+                idata, options, note = self._redrawn(idata, sample, options, progressbar)
+                notes = [*notes, note] if note else notes
+                target_accept = options["target_accept"]
             idata, note = self._extended(idata, sample, options, progressbar)
             notes = [*notes, note] if note else notes
             chains = int(idata.posterior.sizes["chain"])
@@ -1111,6 +1116,7 @@ class AnimalModel:
             idata, summary, parameterisation=parameterisation, warn=warn,
             several_traits=self.design.multi_trait, exact_family=exact_family,
             sensitivity=sensitivity, alternative=self._alternative(engine),
+            target_accept=target_accept if sampler != "independence" else None,
         )  # fmt: skip
         if direct:
             joint = self._joint_mode_of_density(density)
@@ -1170,6 +1176,36 @@ class AnimalModel:
             density.without_draws(), x0, covariance, seed=random_seed,
             meanwhile=import_summary_libraries, latent_variances=latent, **options,
         )  # fmt: skip
+
+    def _redrawn(self, idata, sample, options: dict, progressbar: bool):
+        """A default run's chains or, where they diverged at a target acceptance below
+        :data:`~bayes_animal.bayes.extension.REDRAW_TARGET_ACCEPT`, every chain drawn again at
+        it (:mod:`bayes_animal.bayes.extension`): the draws, the options they were drawn with
+        and a note (None where nothing was redrawn). The divergent run's sampling time is
+        counted in the new run's."""
+        from . import extension
+
+        divergent = extension.divergences(idata)
+        accept = float(options["target_accept"])
+        if not divergent or accept >= extension.REDRAW_TARGET_ACCEPT:
+            return idata, options, None
+        chains = int(idata.posterior.sizes["chain"])
+        note = (
+            f"{divergent} divergent transitions at target_accept {accept:g}: all {chains} "
+            f"chains were drawn again at {extension.REDRAW_TARGET_ACCEPT:g} and the divergent "
+            "ones dropped (a default run that diverges is redrawn once with shorter steps; a "
+            "given target_accept= runs as asked)."
+        )
+        if progressbar:
+            print(f"note: {note}", file=sys.stderr)
+        options = options | {"target_accept": extension.REDRAW_TARGET_ACCEPT}
+        seed = extension.redraw_seed(options["random_seed"])
+        redrawn = sample(**(options | {"random_seed": seed}))
+        spent = idata.posterior.attrs.get("sampling_time", idata.attrs.get("sampling_time"))
+        for attrs in (redrawn.attrs, redrawn.posterior.attrs):
+            if spent is not None and "sampling_time" in attrs:
+                attrs["sampling_time"] = float(attrs["sampling_time"]) + float(spent)
+        return redrawn, options, note
 
     def _extended(self, idata, sample, options: dict, progressbar: bool):
         """A default run's chains and, where a reported quantity fails the diagnostics'

@@ -354,13 +354,15 @@ def diagnose(
     exact_family: bool = False,
     sensitivity: pd.Series | None = None,
     alternative: str | None = None,
+    target_accept: float | None = None,
 ) -> Diagnostics:
     """R-hat, ESS, divergences and tree depth; warn with advice when a threshold fails (with
     several traits, whose one parameterisation is the marginal model, no other is advised;
     for the exact model of a non-Gaussian family the other, the Laplace approximation, is
     not advised as a fix either: more draws are — ``alternative``, another exact
     parameterisation, is), and where the prior shapes a posterior (``sensitivity``,
-    :func:`prior_sensitivity`)."""
+    :func:`prior_sensitivity`). ``target_accept``, the one the draws were made at, sets the
+    higher one divergences advise."""
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
     diverging = _stat(idata, "diverging")
     divergences = int(np.sum(diverging)) if diverging is not None else 0
@@ -386,9 +388,11 @@ def diagnose(
             f" tail {table['ess_tail'].min():.0f}): draw more samples{switch}."
         )
     if divergences:
+        drawn = "" if target_accept is None else f" (these draws: {target_accept:g})"
+        higher = 0.99 if target_accept is not None and target_accept >= 0.95 else 0.95
         messages.append(
-            f"{divergences} divergent transitions: raise target_accept (e.g. 0.95) or use a "
-            f"stronger prior on the variances{switch}."
+            f"{divergences} divergent transitions: raise target_accept (e.g. {higher:g}"
+            f"){drawn} or use a stronger prior on the variances{switch}."
         )
     if hit:
         messages.append(
