@@ -133,14 +133,15 @@ def test_the_redraw_seed_is_a_fixed_function_distinct_from_the_fits_and_the_exte
     assert extension.redraw_seed(3) != extension.redraw_seed(4)
 
 
-def _diverging_first_run(monkeypatch):
-    """``extension.divergences`` says the first run it reads diverged 7 times and reads any
-    later one's draws: a divergent run on demand (the calls are counted)."""
+def _diverging_first_run(monkeypatch, run: int = 1):
+    """``extension.divergences`` says the ``run``-th run it reads diverged 7 times, the runs
+    before it none, and reads any later one's draws: a divergent run on demand (the calls
+    are counted)."""
     real, calls = extension.divergences, []
 
     def fake(idata):
         calls.append(idata)
-        return 7 if len(calls) == 1 else real(idata)
+        return 7 if len(calls) == run else (0 if len(calls) < run else real(idata))
 
     monkeypatch.setattr(extension, "divergences", fake)
     return calls
@@ -165,6 +166,25 @@ def test_a_default_run_that_diverged_is_drawn_again_with_shorter_steps(model, mo
     first = model.fit(random_seed=3, draws=1000, **options)  # the run that was dropped
     assert not np.array_equal(first.idata.posterior["h2"].values,
                               redrawn.idata.posterior["h2"].values)  # fmt: skip
+
+
+def test_an_extension_that_diverged_is_drawn_again_and_joined(model, monkeypatch):
+    """The first run passes the divergence check but not the ESS limit; the 4 chains added
+    diverge, so they are drawn again at REDRAW_TARGET_ACCEPT from the redraw seed of the
+    extension's: the first 4 chains are the run at 0.8, the last 4 a run asked at 0.95."""
+    _diverging_first_run(monkeypatch, run=2)
+    monkeypatch.setattr(extension, "ESS_LIMIT", 10**9)
+    options = {"progressbar": False, "warn": False}
+    fit = model.fit(random_seed=3, **options)
+    assert fit.idata.posterior.sizes["chain"] == 8
+    assert any("in the added run's 4 chains" in note for note in fit.notes)
+    assert '"target_accept": 0.95' in fit.idata.attrs["model_options"]
+    h2 = fit.idata.posterior["h2"].values
+    first = model.fit(random_seed=3, draws=1000, target_accept=0.8, **options)
+    np.testing.assert_array_equal(h2[:4], first.idata.posterior["h2"].values)
+    seed = extension.redraw_seed(extension.extension_seed(3))
+    added = model.fit(random_seed=seed, draws=1000, target_accept=0.95, **options)
+    np.testing.assert_array_equal(h2[4:], added.idata.posterior["h2"].values)
 
 
 def test_a_given_target_accept_or_draws_diverges_as_asked(model, monkeypatch):

@@ -1061,9 +1061,10 @@ class AnimalModel:
             if redraw:
                 idata, options, note = self._redrawn(idata, sample, options, progressbar)
                 notes = [*notes, note] if note else notes
-                target_accept = options["target_accept"]
-            idata, note = self._extended(idata, sample, options, progressbar)
-            notes = [*notes, note] if note else notes
+            idata, added = self._extended(idata, sample, options, progressbar, redraw)
+            notes = [*notes, *added]
+            # the highest target any kept chain was drawn at (an extension may raise it)
+            target_accept = max(options["target_accept"], idata.attrs.get("redrawn_at", 0.0))
             chains = int(idata.posterior.sizes["chain"])
         if independence and all(u is not None for u in carried):
             unknowns = np.concatenate(carried, axis=0)  # the extension's chains after the first
@@ -1177,12 +1178,12 @@ class AnimalModel:
             meanwhile=import_summary_libraries, latent_variances=latent, **options,
         )  # fmt: skip
 
-    def _redrawn(self, idata, sample, options: dict, progressbar: bool):
+    def _redrawn(self, idata, sample, options: dict, progressbar: bool, run: str = "the"):
         """A default run's chains or, where they diverged at a target acceptance below
         :data:`~bayes_animal.bayes.extension.REDRAW_TARGET_ACCEPT`, every chain drawn again at
         it (:mod:`bayes_animal.bayes.extension`): the draws, the options they were drawn with
-        and a note (None where nothing was redrawn). The divergent run's sampling time is
-        counted in the new run's."""
+        and a note (None where nothing was redrawn; ``run`` names the run in it). The
+        divergent run's sampling time is counted in the new run's."""
         from . import extension
 
         divergent = extension.divergences(idata)
@@ -1191,10 +1192,10 @@ class AnimalModel:
             return idata, options, None
         chains = int(idata.posterior.sizes["chain"])
         note = (
-            f"{divergent} divergent transitions at target_accept {accept:g}: all {chains} "
-            f"chains were drawn again at {extension.REDRAW_TARGET_ACCEPT:g} and the divergent "
-            "ones dropped (a default run that diverges is redrawn once with shorter steps; a "
-            "given target_accept= runs as asked)."
+            f"{divergent} divergent transitions at target_accept {accept:g} in {run} run's "
+            f"{chains} chains: they were drawn again at {extension.REDRAW_TARGET_ACCEPT:g} and "
+            "the divergent ones dropped (a default run that diverges is redrawn once with "
+            "shorter steps; a given target_accept= runs as asked)."
         )
         if progressbar:
             print(f"note: {note}", file=sys.stderr)
@@ -1205,19 +1206,21 @@ class AnimalModel:
         for attrs in (redrawn.attrs, redrawn.posterior.attrs):
             if spent is not None and "sampling_time" in attrs:
                 attrs["sampling_time"] = float(attrs["sampling_time"]) + float(spent)
+        redrawn.attrs["redrawn_at"] = extension.REDRAW_TARGET_ACCEPT
         return redrawn, options, note
 
-    def _extended(self, idata, sample, options: dict, progressbar: bool):
+    def _extended(self, idata, sample, options: dict, progressbar: bool, redraw: bool):
         """A default run's chains and, where a reported quantity fails the diagnostics'
-        limits, as many more (:mod:`bayes_animal.bayes.extension`): the draws and a note
-        (None where nothing was added)."""
+        limits, as many more (:mod:`bayes_animal.bayes.extension`; where ``redraw``, those
+        redrawn at a higher target acceptance if they diverged, as the first run's are): the
+        draws and the notes (none where nothing was added)."""
         from . import extension
         from .likelihoods import effect_variable
 
         keys = [q.key for q in self.parameters.quantities()]
         bad = extension.failing(idata, keys)
         if not bad:
-            return idata, None
+            return idata, []
         chains = int(idata.posterior.sizes["chain"])
         said = (
             f"{', '.join(bad)} failed R-hat ≤ {extension.RHAT_LIMIT} or ESS ≥ "
@@ -1230,18 +1233,25 @@ class AnimalModel:
             unknowns = self.design.n_fixed + sum(len(e.levels) for e in effects)
             held += 8 * unknowns * chains * int(idata.posterior.sizes["draw"])
         if 2 * held > extension.EXTENSION_MAX_BYTES:
-            return idata, (
+            return idata, [
                 f"{said}; no more were drawn, as their draws would pass "
                 f"{extension.EXTENSION_MAX_BYTES / 1024**3:.0f} GiB (run longer with draws=…)."
-            )
+            ]
         note = (
             f"{said}: {chains} more were drawn (a default run is extended once where its "
             "diagnostics fail; a given draws= runs as asked)."
         )
         if progressbar:
             print(f"note: {note}", file=sys.stderr)
-        seed = extension.extension_seed(options["random_seed"])
-        return extension.join_chains(idata, sample(**(options | {"random_seed": seed}))), note
+        options = options | {"random_seed": extension.extension_seed(options["random_seed"])}
+        more = sample(**options)
+        redrawn = None
+        if redraw:
+            more, options, redrawn = self._redrawn(more, sample, options, progressbar, "the added")
+        joined = extension.join_chains(idata, more)
+        if "redrawn_at" in more.attrs:
+            joined.attrs["redrawn_at"] = more.attrs["redrawn_at"]
+        return joined, [note, redrawn] if redrawn else [note]
 
     def _sample_joint(self, density, *, random_seed, **options):
         """nutpie on the hand-derived exact joint density of a family
