@@ -910,7 +910,10 @@ class AnimalModel:
             whose few parameters have a smooth posterior, and for the exact model of a
             non-Gaussian family (measured); 0.6 for the latent values' model
             (:data:`LATENT_TARGET_ACCEPT`, measured); 0.9 for several traits and for the
-            others).
+            others). Not given, a default run (no ``draws``) whose chains diverge is drawn
+            again at :data:`~bayes_animal.bayes.extension.REDRAW_TARGET_ACCEPT` (0.95) and
+            its divergent chains dropped, once for the first run and once for an extension's
+            chains; the notes say so.
         fixed
             ``"auto"``, ``"integrate"`` (flat prior, marginal models) or ``"sample"``.
         warn
