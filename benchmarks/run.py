@@ -737,7 +737,7 @@ def families_wheat(quick: bool) -> None:
 
     if _absent("wheat", bench_families.WHEAT):
         return
-    # MCMCglmm's whole run takes about an hour here: its time per iteration from 5 300
+    # MCMCglmm's whole run takes about an hour here: a tenth of it, its ESS per second
     table = bench_families.run_wheat(seeds=(1,) if quick else (1, 2, 3, 4),
                                      mcmcglmm_iterations=5_300)  # fmt: skip
     _write(
@@ -749,9 +749,10 @@ def families_wheat(quick: bool) -> None:
         "additive effect on the given A (`relmat`, `animal='line'`). Ours: the whole fit "
         "in-process at default settings with the priors of `families`; a default run that "
         "diverges is drawn again at target_accept 0.95 (`bayes.extension`). MCMCglmm: the "
-        "threshold model on the same A (its inverse as `ginverse`, dense) and priors, 53 000 "
-        "iterations, seed 1, its seconds scaled from 5 300 timed ones (each iteration "
-        "factors a dense 599 × 599 matrix: a whole run takes about an hour here). Run: "
+        "threshold model on the same A (its inverse as `ginverse`, dense) and priors, seed 1, "
+        "a tenth of its usual run: 5 300 iterations, burn-in 300, every fifth kept (1 000, "
+        "as in the 53 000 of `families`), its ESS per second from that run — each iteration "
+        "factors a dense 599 × 599 matrix, so a whole run takes about an hour here. Run: "
         "`python benchmarks/run.py families_wheat`.",
     )
 
