@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..results.posterior import ESS_LIMIT, RHAT_LIMIT, convergence
+from ..results.posterior import ESS_LIMIT, RHAT_LIMIT, convergence, divergences
 
 __all__ = [
     "ESS_LIMIT",
@@ -83,15 +83,6 @@ def extension_seed(seed: int) -> int:
     """The seed of the extension's chains, from the fit's: a fixed function of it, distinct
     from it."""
     return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
-
-
-def divergences(idata) -> int:
-    """The divergent transitions of a run's kept draws (0 for a sampler that reports none,
-    as the independence sampler)."""
-    stats = idata.get("sample_stats") if hasattr(idata, "get") else None
-    if stats is None or "diverging" not in stats:
-        return 0
-    return int(np.sum(stats["diverging"].values))
 
 
 def redraw_seed(seed: int) -> int:

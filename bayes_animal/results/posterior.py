@@ -35,6 +35,7 @@ __all__ = [
     "RemlCheckWarning",
     "component_summary",
     "diagnose",
+    "divergences",
     "ebv_table",
     "import_summary_libraries",
     "pareto_khat",
@@ -295,6 +296,13 @@ def _stat(idata, *names: str) -> np.ndarray | None:
     return None
 
 
+def divergences(idata) -> int:
+    """The divergent transitions among a run's kept draws (0 for a sampler that reports
+    none, as the independence sampler)."""
+    diverging = _stat(idata, "diverging")
+    return int(np.sum(diverging)) if diverging is not None else 0
+
+
 #: Power-scaling sensitivity to the prior above which the prior counts as moving a posterior
 #: (Kallioinen et al. 2024's threshold, priorsense's and ArviZ's default).
 SENSITIVITY_LIMIT = 0.05
@@ -364,8 +372,7 @@ def diagnose(
     :func:`prior_sensitivity`). ``target_accept``, the one the draws were made at, sets the
     higher one divergences advise."""
     table = summary[["r_hat", "ess_bulk", "ess_tail"]]
-    diverging = _stat(idata, "diverging")
-    divergences = int(np.sum(diverging)) if diverging is not None else 0
+    divergent = divergences(idata)
     depth = _stat(idata, "tree_depth", "depth")
     max_depth = int(np.max(depth)) if depth is not None else 0
     reached = _stat(idata, "reached_max_treedepth", "maxdepth_reached")
@@ -387,11 +394,11 @@ def diagnose(
             f"ESS < {ESS_LIMIT} for {', '.join(low_ess)} (min bulk {table['ess_bulk'].min():.0f},"
             f" tail {table['ess_tail'].min():.0f}): draw more samples{switch}."
         )
-    if divergences:
+    if divergent:
         drawn = "" if target_accept is None else f" (these draws: {target_accept:g})"
         higher = 0.99 if target_accept is not None and target_accept >= 0.95 else 0.95
         messages.append(
-            f"{divergences} divergent transitions: raise target_accept (e.g. {higher:g}"
+            f"{divergent} divergent transitions: raise target_accept (e.g. {higher:g}"
             f"){drawn} or use a stronger prior on the variances{switch}."
         )
     if hit:
@@ -417,7 +424,7 @@ def diagnose(
         for message in messages:
             warnings.warn(message, DiagnosticsWarning, stacklevel=2)
     return Diagnostics(
-        table, divergences, max_depth, hit, tuple(messages), sensitivity, tuple(informative)
+        table, divergent, max_depth, hit, tuple(messages), sensitivity, tuple(informative)
     )
 
 
